@@ -1,0 +1,1 @@
+"""Roomcast: a Socket.IO chat service with rooms, durable history and recovery."""

@@ -1,0 +1,194 @@
+"""The ``/chat`` namespace: join, leave, send, history, typing, rooms.
+
+Each client event is answered through its ack: ``{"ok": True, ...}`` or
+``{"ok": False, "error": {"code", "message"}}`` (see :func:`acked`). Handlers
+parse the payload first and touch state only once it is valid.
+
+Ordering: python-socketio starts one task per incoming event, in arrival
+order. ``on_send`` reaches ``store.append`` without suspending, and the store
+applies appends in call order, so one connection's pipelined sends are
+stored in the order it sent them. Keep it that way: no ``await`` before
+``append`` in ``on_send``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec
+
+import socketio
+
+from .errors import ChatError, ErrorCode, refuse
+from .models import Message, RoomName, Sid
+from .presence import Presence
+from .protocol import (
+    JOIN_LATEST, JOIN_SINCE_MAX, parse_history, parse_join, parse_leave, parse_name,
+    parse_rooms, parse_send, parse_typing,
+)
+from .settings import Settings
+from .store import MessageStore
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/chat"
+
+Ack = dict[str, Any]
+P = ParamSpec("P")
+
+
+def acked(handler: Callable[Concatenate[ChatNamespace, Sid, P], Awaitable[Ack]]
+          ) -> Callable[..., Awaitable[Ack]]:
+    """Wrap an event handler so that every outcome is an ack map.
+
+    A :class:`ChatError` becomes its code and message; anything else is
+    logged with its traceback and answered ``internal``, with no detail.
+    More than one payload argument is ``bad_request``.
+    """
+    @functools.wraps(handler)
+    async def on_event(self: ChatNamespace, sid: Sid, *args: Any) -> Ack:
+        try:
+            if len(args) > 1:
+                raise ChatError(ErrorCode.BAD_REQUEST, "send one payload map")
+            if sid not in self.connections:
+                raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+            return {"ok": True, **await handler(self, sid, *args)}
+        except ChatError as exc:
+            log.debug("%s sid=%s refused: %s", handler.__name__, sid, exc.code)
+            return {"ok": False, "error": exc.as_dict()}
+        except Exception:
+            log.exception("unhandled error in %s sid=%s", handler.__name__, sid)
+            return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+    return on_event
+
+
+@dataclass(slots=True)
+class Connection:
+    """What the namespace knows about one connection."""
+
+    name: str
+    transport: str
+    rooms: set[RoomName] = field(default_factory=set)
+
+
+class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    def __init__(self, settings: Settings, store: MessageStore, presence: Presence) -> None:
+        super().__init__(NAMESPACE)
+        self.settings = settings
+        self.store = store
+        self.presence = presence
+        self.connections: dict[Sid, Connection] = {}
+
+    # -- connection life cycle ----------------------------------------------
+
+    async def on_connect(self, sid: Sid, environ: dict[str, Any],
+                         auth: object = None) -> None:
+        try:
+            name = parse_name(auth)
+        except ChatError as exc:
+            log.info("refused connect sid=%s: %s", sid, exc.code)
+            raise refuse(exc) from None
+        transport = self.server.transport(sid, NAMESPACE)
+        self.connections[sid] = Connection(name, transport)
+        log.info("connect sid=%s name=%r transport=%s", sid, name, transport)
+
+    async def on_disconnect(self, sid: Sid, reason: str = "") -> None:
+        conn = self.connections.pop(sid, None)
+        if conn is None:
+            return
+        log.info("disconnect sid=%s name=%r reason=%s", sid, conn.name, reason)
+        for room in sorted(conn.rooms):
+            await self._forget(sid, conn, room)
+
+    async def _forget(self, sid: Sid, conn: Connection, room: RoomName) -> None:
+        """Drop ``sid`` from ``room``'s presence; announce it if the name left."""
+        conn.rooms.discard(room)
+        if await self.presence.leave(room, conn.name, sid):
+            members = await self.presence.members(room)
+            await self.emit("presence", {"room": room, "user": conn.name,
+                                         "event": "leave", "members": members}, room=room)
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if not hasattr(self, "on_" + event):
+            return {"ok": False, "error": ChatError(
+                ErrorCode.BAD_REQUEST, f"unknown event {event!r}").as_dict()}
+        return await super().trigger_event(event, *args)
+
+    # -- events ---------------------------------------------------------------
+
+    def _member(self, sid: Sid, room: RoomName) -> Connection:
+        conn = self.connections[sid]
+        if room not in conn.rooms:
+            raise ChatError(ErrorCode.NOT_MEMBER, f"join {room!r} first")
+        return conn
+
+    @acked
+    async def on_join(self, sid: Sid, data: object = None) -> Ack:
+        req = parse_join(data)
+        conn = self.connections[sid]
+        # Enter the room before reading history: whatever is stored after the
+        # read is broadcast to us, so nothing falls between the two (a message
+        # may come both ways; clients drop seq numbers they have seen).
+        if req.room not in conn.rooms:
+            conn.rooms.add(req.room)
+            await self.enter_room(sid, req.room)
+            if await self.presence.join(req.room, conn.name, sid):
+                members = await self.presence.members(req.room)
+                await self.emit("presence", {"room": req.room, "user": conn.name,
+                                             "event": "join", "members": members},
+                                room=req.room, skip_sid=sid)
+            log.info("join sid=%s name=%r room=%s", sid, conn.name, req.room)
+        if req.since is None:
+            page = await self.store.page(req.room, limit=JOIN_LATEST)
+        else:
+            page = await self.store.page(req.room, after=req.since, limit=JOIN_SINCE_MAX)
+        return {"room": req.room, "seq": page.latest,
+                "members": await self.presence.members(req.room),
+                "messages": [m.as_dict() for m in page.messages], "more": page.more}
+
+    @acked
+    async def on_leave(self, sid: Sid, data: object = None) -> Ack:
+        req = parse_leave(data)
+        conn = self._member(sid, req.room)
+        await self.leave_room(sid, req.room)
+        await self._forget(sid, conn, req.room)
+        log.info("leave sid=%s name=%r room=%s", sid, conn.name, req.room)
+        return {}
+
+    @acked
+    async def on_send(self, sid: Sid, data: object = None) -> Ack:
+        req = parse_send(data, max_text_length=self.settings.max_text_length)
+        conn = self._member(sid, req.room)
+        message, created = await self.store.append(req.room, conn.name, req.text, req.client_id)
+        log.debug("send sid=%s room=%s seq=%d created=%s text=%r",
+                  sid, req.room, message.seq, created, req.text)
+        if created:
+            await self._broadcast(message, skip_sid=sid)
+        return {"message": message.as_dict()}
+
+    async def _broadcast(self, message: Message, skip_sid: Sid) -> None:
+        await self.emit("message", message.as_dict(), room=message.room, skip_sid=skip_sid)
+
+    @acked
+    async def on_history(self, sid: Sid, data: object = None) -> Ack:
+        req = parse_history(data)
+        self._member(sid, req.room)
+        page = await self.store.page(req.room, before=req.before, after=req.after,
+                                     limit=req.limit)
+        return {"messages": [m.as_dict() for m in page.messages], "more": page.more}
+
+    @acked
+    async def on_typing(self, sid: Sid, data: object = None) -> Ack:
+        req = parse_typing(data)
+        conn = self._member(sid, req.room)
+        await self.emit("typing", {"room": req.room, "user": conn.name, "active": req.active},
+                        room=req.room, skip_sid=sid)
+        return {}
+
+    @acked
+    async def on_rooms(self, sid: Sid, data: object = None) -> Ack:
+        parse_rooms(data)
+        rooms = await self.presence.rooms()
+        return {"rooms": [{"name": name, "members": count} for name, count in rooms]}

@@ -1,0 +1,56 @@
+"""Where python-socketio falls short of our protocol, fixed in one place.
+
+:class:`RoomcastServer` is python-socketio's ``AsyncServer`` with these
+changes, each covered by ``tests/test_engine.py`` so that a library upgrade
+that changes the behaviour underneath fails loudly:
+
+* **Reserved event names.** The stock server routes a client's EVENT packet
+  named ``connect`` or ``disconnect`` to the namespace's ``on_connect`` /
+  ``on_disconnect``, so any client could fake its own disconnect (dropping
+  its presence while still connected) or re-run the connect handler. Socket.IO
+  reserves these names; we refuse them with a ``bad_request`` ack.
+* **Malformed EVENT packets.** An EVENT whose data is empty or whose first
+  element is not a string raised inside the library (logged as an error with
+  a traceback, no ack). We answer ``bad_request`` when an ack was asked for
+  and drop it otherwise.
+
+This module reaches below the public API (``_handle_event``,
+``_send_packet``); nothing else in Roomcast does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from socketio import packet
+
+from .errors import ChatError, ErrorCode
+
+log = logging.getLogger(__name__)
+
+RESERVED_EVENTS = frozenset({
+    "connect", "connect_error", "disconnect", "disconnecting",
+    "newListener", "removeListener",
+})
+
+
+class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
+                            data: Any) -> None:
+        event = data[0] if isinstance(data, list) and data else None
+        if isinstance(event, str) and event not in RESERVED_EVENTS:
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        log.debug("refused event %r from sid=%s", event, sid)
+        if id is None or not self.manager.is_connected(sid, namespace):
+            return
+        reason = (f"{event!r} is a reserved event name" if isinstance(event, str)
+                  else "an event needs a name")
+        error = ChatError(ErrorCode.BAD_REQUEST, reason)
+        await self._send_packet(eio_sid, self.packet_class(
+            packet.ACK, namespace=namespace, id=id,
+            data=[{"ok": False, "error": error.as_dict()}]))

@@ -1,0 +1,53 @@
+"""Errors a client can see.
+
+Every client-to-server event is answered with an ack; a failure is
+``{"ok": False, "error": {"code": ..., "message": ...}}`` where ``code`` is
+one of :class:`ErrorCode`. The tree is flat, with one root:
+
+* :exc:`ChatError` -- carries an :class:`ErrorCode` and a message meant for
+  people; raised by parsing (``bad_request``, ``too_large``), by the chat
+  namespace (``not_member``) and by backends (``unavailable``).
+
+Connect refusals are not acks: they use ``bad_name`` / ``unauthorized`` in the
+``data`` of Socket.IO's CONNECT_ERROR packet (see :func:`refuse`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from socketio.exceptions import ConnectionRefusedError
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"
+    NOT_MEMBER = "not_member"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHORIZED = "unauthorized"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+    # connect refusals only
+    BAD_NAME = "bad_name"
+
+
+class ChatError(Exception):
+    """A failure the client is told about, with a stable code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": str(self.code), "message": self.message}
+
+
+def refuse(error: ChatError) -> ConnectionRefusedError:
+    """A connect refusal whose CONNECT_ERROR data is ``{"code", "message"}``.
+
+    python-socketio sends the first argument as ``message`` and the second as
+    ``data``; with a single argument the code would be lost.
+    """
+    return ConnectionRefusedError(error.message, error.as_dict())

@@ -1,0 +1,17 @@
+"""Typed keys for what the aiohttp application holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .chat import ChatNamespace
+from .engine import RoomcastServer
+from .presence import Presence
+from .settings import Settings
+from .store import MessageStore
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+SIO_KEY = web.AppKey("sio", RoomcastServer)
+STORE_KEY = web.AppKey("store", MessageStore)  # type: ignore[type-abstract]
+PRESENCE_KEY = web.AppKey("presence", Presence)  # type: ignore[type-abstract]
+CHAT_KEY = web.AppKey("chat", ChatNamespace)

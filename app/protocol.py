@@ -1,0 +1,174 @@
+"""The ``/chat`` event protocol's payloads, parsed without any I/O.
+
+Each ``parse_*`` function takes whatever a client sent (any msgpack or JSON
+value, or ``None`` when it sent nothing) and returns a frozen request, or
+raises :class:`ChatError` with ``bad_request`` (or ``too_large`` for text over
+the limit, ``bad_name`` for a refused display name). Unknown keys are ignored
+so that newer clients can talk to older servers. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ChatError, ErrorCode
+from .models import RoomName
+
+NAME_MAX = 32
+ROOM_MAX = 64
+CLIENT_ID_MAX = 64
+JOIN_LATEST = 50  # messages in a join ack without ``since``
+JOIN_SINCE_MAX = 500  # messages in a join ack with ``since``
+HISTORY_DEFAULT = 50
+HISTORY_MAX = 200
+
+_ROOM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % ROOM_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    room: RoomName
+    since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRequest:
+    room: RoomName
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    room: RoomName
+    text: str
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    room: RoomName
+    before: int | None
+    after: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class TypingRequest:
+    room: RoomName
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsRequest:
+    pass
+
+
+def _bad(message: str) -> ChatError:
+    return ChatError(ErrorCode.BAD_REQUEST, message)
+
+
+def _utf8(value: str, what: str, code: ErrorCode = ErrorCode.BAD_REQUEST) -> str:
+    # JSON can carry lone surrogates ("\ud800"); they cannot be stored or re-sent.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ChatError(code, f"{what} is not valid Unicode text") from None
+    return value
+
+
+def _payload(data: object) -> dict[Any, Any]:
+    if not isinstance(data, dict):
+        raise _bad("payload must be a map")
+    return data
+
+
+def _room(payload: dict[Any, Any]) -> RoomName:
+    room = payload.get("room")
+    if not isinstance(room, str):
+        raise _bad("room must be a string")
+    if not _ROOM_RE.fullmatch(room):
+        raise _bad(f"room must be 1 to {ROOM_MAX} letters, digits or _ . : -")
+    return RoomName(room)
+
+
+def _int(payload: dict[Any, Any], key: str, *, low: int, high: int | None = None,
+         default: int | None = None) -> int | None:
+    value = payload.get(key)
+    if value is None:
+        return default
+    # bool is an int in Python, never in the protocol
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad(f"{key} must be an integer")
+    if value < low or (high is not None and value > high):
+        bound = f"{low} to {high}" if high is not None else f"at least {low}"
+        raise _bad(f"{key} must be {bound}")
+    return value
+
+
+def parse_name(auth: object) -> str:
+    """The display name from the connect ``auth`` map, trimmed and NFC-normalised."""
+    name = auth.get("name") if isinstance(auth, dict) else None
+    if not isinstance(name, str):
+        raise ChatError(ErrorCode.BAD_NAME, 'connect with auth {"name": "..."}')
+    name = unicodedata.normalize("NFC", _utf8(name, "name", ErrorCode.BAD_NAME)).strip()
+    if not 1 <= len(name) <= NAME_MAX or not name.isprintable():
+        raise ChatError(ErrorCode.BAD_NAME,
+                        f"name must be 1 to {NAME_MAX} printable characters")
+    return name
+
+
+def parse_join(data: object) -> JoinRequest:
+    payload = _payload(data)
+    return JoinRequest(_room(payload), _int(payload, "since", low=0))
+
+
+def parse_leave(data: object) -> LeaveRequest:
+    return LeaveRequest(_room(_payload(data)))
+
+
+def parse_send(data: object, *, max_text_length: int) -> SendRequest:
+    payload = _payload(data)
+    room = _room(payload)
+    text = payload.get("text")
+    if not isinstance(text, str):
+        raise _bad("text must be a string")
+    if len(text) > max_text_length:
+        raise ChatError(ErrorCode.TOO_LARGE,
+                        f"text is longer than {max_text_length} characters")
+    if not text.strip():
+        raise _bad("text must not be empty")
+    client_id = payload.get("client_id")
+    if client_id is not None:
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= CLIENT_ID_MAX:
+            raise _bad(f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters")
+        _utf8(client_id, "client_id")
+    return SendRequest(room, _utf8(text, "text"), client_id)
+
+
+def parse_history(data: object) -> HistoryRequest:
+    payload = _payload(data)
+    room = _room(payload)
+    before = _int(payload, "before", low=1)
+    after = _int(payload, "after", low=0)
+    if before is not None and after is not None:
+        raise _bad("give before or after, not both")
+    limit = _int(payload, "limit", low=1, high=HISTORY_MAX, default=HISTORY_DEFAULT)
+    assert limit is not None
+    return HistoryRequest(room, before, after, limit)
+
+
+def parse_typing(data: object) -> TypingRequest:
+    payload = _payload(data)
+    room = _room(payload)
+    active = payload.get("active")
+    if not isinstance(active, bool):
+        raise _bad("active must be true or false")
+    return TypingRequest(room, active)
+
+
+def parse_rooms(data: object) -> RoomsRequest:
+    if data is not None and data != {}:
+        _payload(data)  # a map with extra keys is fine; anything else is not
+    return RoomsRequest()

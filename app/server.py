@@ -1,0 +1,86 @@
+"""The application factory: ``create_app(settings)`` -> ``web.Application``.
+
+The aiohttp app serves the page, ``/healthz`` and ``/socket.io/``; a
+python-socketio ``AsyncServer`` (our :class:`RoomcastServer`) is attached to
+it, with the ``/chat`` namespace registered once the backends are open.
+Each backend is one ``cleanup_ctx`` pair, so a failed start-up undoes only
+what had been started and shutdown closes them in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from . import health
+from .chat import NAMESPACE, ChatNamespace
+from .engine import RoomcastServer
+from .keys import CHAT_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
+from .presence import open_presence
+from .settings import Settings
+from .store import StoreFactory, open_store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
+               ) -> web.Application:
+    app = web.Application()
+    app[SETTINGS_KEY] = settings
+    sio = RoomcastServer(
+        async_mode="aiohttp",
+        serializer=settings.serializer,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.attach(app)
+    app[SIO_KEY] = sio
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[STORE_KEY] = await store_factory(settings.store)
+        yield
+        await app[STORE_KEY].close()
+
+    async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[PRESENCE_KEY] = open_presence()
+        yield
+        await app[PRESENCE_KEY].close()
+
+    async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
+        chat = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY])
+        sio.register_namespace(chat)
+        app[CHAT_KEY] = chat
+        yield
+
+    app.cleanup_ctx.extend([store_ctx, presence_ctx, chat_ctx])
+    app.on_shutdown.append(_disconnect_clients)
+
+    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("app", "templates"),
+                         autoescape=jinja2.select_autoescape(default=True))
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", health.healthz)
+    return app
+
+
+async def _disconnect_clients(app: web.Application) -> None:
+    """On SIGINT/SIGTERM: close every Engine.IO session, so clients reconnect
+    (to this server once restarted, or to another node). Handlers already
+    running finish; the store drains its queue when its context closes."""
+    sio = app[SIO_KEY]
+    count = len(sio.eio.sockets)
+    log.info("shutting down: closing %d connections", count)
+    if count:
+        await sio.eio.disconnect()
+    await sio.shutdown()
+
+
+@aiohttp_jinja2.template("index.html")
+async def index(request: web.Request) -> dict[str, object]:
+    settings = request.app[SETTINGS_KEY]
+    return {"namespace": NAMESPACE, "serializer": settings.serializer}

@@ -1,0 +1,105 @@
+"""Server settings: one frozen dataclass, loaded from flags over env over defaults.
+
+Every field can be set by a ``--flag`` of ``python -m app`` and by a
+``ROOMCAST_<FIELD>`` environment variable; a flag wins over the variable,
+the variable over the default. Tests build ``Settings(...)`` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "ROOMCAST_"
+SERIALIZERS = ("msgpack", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # Network
+    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
+    port: int = field(default=8080, metadata={"help": "TCP port; 0 picks a free one"})
+
+    # Wire format
+    serializer: str = field(default="msgpack", metadata={
+        "help": "Socket.IO packet serializer: msgpack or json", "choices": SERIALIZERS})
+
+    # Storage
+    store: str = field(default="sqlite:///data/roomcast.db", metadata={
+        "help": "message store URL: sqlite:///relative/path.db, sqlite:////abs/path.db, "
+                "memory://"})
+
+    # Heartbeat (python-socketio's names)
+    ping_interval: float = field(default=25.0, metadata={
+        "help": "seconds between server pings"})
+    ping_timeout: float = field(default=20.0, metadata={
+        "help": "seconds to wait for a pong before the peer counts as dead"})
+
+    # Limits
+    max_text_length: int = field(default=4000, metadata={
+        "help": "longest message text in characters; longer is too_large"})
+
+    # Shutdown
+    shutdown_timeout: float = field(default=10.0, metadata={
+        "help": "seconds to let in-flight work finish on SIGINT/SIGTERM"})
+
+    # Logging
+    log_level: str = field(default="info", metadata={
+        "help": "debug, info, warning or error", "choices": LOG_LEVELS})
+
+    def __post_init__(self) -> None:
+        if self.serializer not in SERIALIZERS:
+            raise ValueError(f"serializer must be one of {', '.join(SERIALIZERS)}, "
+                             f"not {self.serializer!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, not {self.port}")
+        if self.ping_interval <= 0 or self.ping_timeout <= 0:
+            raise ValueError("ping_interval and ping_timeout must be positive")
+        if self.max_text_length < 1:
+            raise ValueError("max_text_length must be at least 1")
+
+    @classmethod
+    def load(cls, argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Settings:
+        """Flags over ``ROOMCAST_*`` variables over defaults.
+
+        Raises ``SystemExit`` (via argparse) with a message naming the flag or
+        the variable that is wrong.
+        """
+        parser = argparse.ArgumentParser(
+            prog="python -m app", description="Serve the Roomcast chat.",
+            epilog=f"Each flag can also be set as {ENV_PREFIX}<NAME> in the environment.")
+        for f in dataclasses.fields(cls):
+            kind = _field_type(f)
+            var = ENV_PREFIX + f.name.upper()
+            default: Any = f.default
+            if var in environ:
+                default = _convert(kind, environ[var], var, f.metadata.get("choices"), parser)
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=default,
+                choices=f.metadata.get("choices"),
+                help=f"{f.metadata.get('help', '')} [env {var}, default {f.default}]")
+        values = vars(parser.parse_args(argv))
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
+def _field_type(f: dataclasses.Field[Any]) -> type:
+    return {"str": str, "int": int, "float": float}[str(f.type)]
+
+
+def _convert(kind: type, raw: str, var: str, choices: Sequence[str] | None,
+             parser: argparse.ArgumentParser) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        parser.error(f"{var}={raw!r} is not a valid {kind.__name__}")
+    if choices is not None and value not in choices:
+        parser.error(f"{var}={raw!r} must be one of {', '.join(choices)}")
+    return value

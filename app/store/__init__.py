@@ -1,0 +1,76 @@
+"""Message stores: one small interface, implementations side by side.
+
+``open_store(url)`` picks the implementation by the URL's scheme and imports
+its module lazily, so a backend's driver is needed only when it is used:
+
+=============  =======================  ========================================
+scheme         module                   for
+=============  =======================  ========================================
+``memory``     :mod:`app.store.memory`  tests; forgets everything on exit
+``sqlite``     :mod:`app.store.sqlite`  one node; the zero-set-up default
+=============  =======================  ========================================
+
+Every store gives each room its own ``seq``: 1 for the first message, then
+2, 3, ... with no gaps, assigned atomically. Appends are applied in the order
+``append`` was *called* (not the order the calls happen to finish), which is
+what keeps one connection's pipelined sends in order. ``(room, sender,
+client_id)`` identifies a send: appending it again returns the stored
+message and ``created=False``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from ..models import Message, Page, RoomName
+
+_SCHEMES = {
+    "memory": "app.store.memory",
+    "sqlite": "app.store.sqlite",
+}
+
+
+class MessageStore(Protocol):
+    async def append(self, room: RoomName, sender: str, text: str,
+                     client_id: str | None) -> tuple[Message, bool]:
+        """Store a message; return it and whether it was created (False: a repeat).
+
+        Raises ``ChatError(UNAVAILABLE)`` when the backend cannot be reached.
+        """
+
+    async def page(self, room: RoomName, *, before: int | None = None,
+                   after: int | None = None, limit: int = 50) -> Page:
+        """Up to ``limit`` messages, ascending: the latest ones, the ones just
+        before ``before``, or the ones just after ``after``."""
+
+    async def ping(self) -> None:
+        """Return if the backend is usable; raise ``ChatError(UNAVAILABLE)`` if not."""
+
+    async def close(self) -> None:
+        """Finish appends already called, then release the backend."""
+
+
+class StoreFactory(Protocol):
+    async def __call__(self, url: str) -> MessageStore: ...
+
+
+async def open_store(url: str) -> MessageStore:
+    """Open the store a URL names, e.g. ``sqlite:///data/roomcast.db``."""
+    scheme = urlsplit(url).scheme
+    module_name = _SCHEMES.get(scheme)
+    if module_name is None:
+        valid = ", ".join(f"{s}://" for s in _SCHEMES)
+        raise ValueError(f"unsupported store URL {url!r}: the scheme must be one of {valid}")
+    module = importlib.import_module(module_name)
+    store: MessageStore = await module.open(url)
+    return store
+
+
+def page_bounds(before: int | None, after: int | None, limit: int) -> None:
+    """Check a page query's arguments the same way in every store."""
+    if before is not None and after is not None:
+        raise ValueError("give before or after, not both")
+    if limit < 1:
+        raise ValueError("limit must be at least 1")

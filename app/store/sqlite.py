@@ -1,0 +1,248 @@
+"""SQLite message store: the zero-set-up default for a single node.
+
+Design: the stdlib ``sqlite3`` driver runs on two dedicated threads, one
+writer and one reader, so disk I/O never blocks the event loop. ``append``
+only queues its request and awaits a future; one writer task takes everything
+queued so far and writes it in a single transaction (group commit), then
+resolves the futures in queue order. Queue order is call order, which keeps a
+connection's pipelined sends in order and makes seq assignment atomic without
+any lock on the event loop. (aiosqlite would cost a thread hop per statement;
+here a whole batch is one hop.)
+
+Durability: WAL journal with ``synchronous=FULL``: an acknowledged message
+survives a process crash and a power loss.
+
+Limits: one writer at a time. Several processes may open the same file
+(``busy_timeout`` makes them take turns), but for several nodes use
+PostgreSQL. ``seq`` never restarts as long as the file is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ..errors import ChatError, ErrorCode
+from ..models import Message, Page, RoomName, now_ms
+from . import MessageStore, page_bounds
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MAX_BATCH = 500  # appends per transaction
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    room      TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    sender    TEXT    NOT NULL,
+    text      TEXT    NOT NULL,
+    ts        INTEGER NOT NULL,
+    client_id TEXT,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
+    ON messages (room, sender, client_id) WHERE client_id IS NOT NULL;
+"""
+_COLUMNS = "room, seq, sender, text, ts, client_id"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    room: RoomName
+    sender: str
+    text: str
+    client_id: str | None
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///data/x.db`` is relative to the working directory;
+    ``sqlite:////var/lib/x.db`` is absolute."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/"):
+        raise ValueError(f"bad SQLite URL {url!r}: use sqlite:///relative/path.db "
+                         "or sqlite:////absolute/path.db")
+    return Path(parts.path[1:])
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _message(row: tuple[Any, ...]) -> Message:
+    return Message(RoomName(row[0]), row[1], row[2], row[3], row[4], row[5])
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._queue: list[tuple[_Append, asyncio.Future[tuple[Message, bool]]]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_conn = await self._on(self._writer_thread, self._open_writer)
+        self._read_conn = await self._on(self._reader_thread, _connect, self._path)
+        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+        log.info("sqlite store at %s", self._path.resolve())
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = _connect(self._path)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self._path} has schema version {version}; this Roomcast "
+                               f"knows up to {SCHEMA_VERSION}")
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return conn
+
+    async def _on(self, thread: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)
+
+    # -- writes ---------------------------------------------------------------
+
+    async def append(self, room: RoomName, sender: str, text: str,
+                     client_id: str | None) -> tuple[Message, bool]:
+        if self._closing:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the server is shutting down")
+        future: asyncio.Future[tuple[Message, bool]] = (
+            asyncio.get_running_loop().create_future())
+        self._queue.append((_Append(room, sender, text, client_id), future))
+        self._wakeup.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                try:
+                    results = await self._on(
+                        self._writer_thread, self._write_batch, [a for a, _ in batch])
+                except sqlite3.Error as exc:
+                    log.warning("sqlite write of %d messages failed: %s", len(batch), exc)
+                    error: Exception = ChatError(ErrorCode.UNAVAILABLE,
+                                                 "the message store is unavailable")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(batch, results):
+                    if not future.done():
+                        future.set_result(result)
+            if self._closing:
+                return
+
+    def _write_batch(self, batch: list[_Append]) -> list[tuple[Message, bool]]:
+        conn = self._write_conn
+        assert conn is not None
+        results: list[tuple[Message, bool]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for a in batch:
+                if a.client_id is not None:
+                    row = conn.execute(
+                        f"SELECT {_COLUMNS} FROM messages"
+                        " WHERE room = ? AND sender = ? AND client_id = ?",
+                        (a.room, a.sender, a.client_id)).fetchone()
+                    if row is not None:
+                        results.append((_message(row), False))
+                        continue
+                (top,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages"
+                                      " WHERE room = ?", (a.room,)).fetchone()
+                message = Message(a.room, top + 1, a.sender, a.text, now_ms(), a.client_id)
+                conn.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                             (message.room, message.seq, message.sender, message.text,
+                              message.ts, message.client_id))
+                results.append((message, True))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return results
+
+    # -- reads ----------------------------------------------------------------
+
+    async def page(self, room: RoomName, *, before: int | None = None,
+                   after: int | None = None, limit: int = 50) -> Page:
+        page_bounds(before, after, limit)
+        try:
+            page: Page = await self._on(self._reader_thread, self._read_page,
+                                        room, before, after, limit)
+        except sqlite3.Error as exc:
+            log.warning("sqlite read failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return page
+
+    def _read_page(self, room: RoomName, before: int | None, after: int | None,
+                   limit: int) -> Page:
+        conn = self._read_conn
+        assert conn is not None
+        conn.execute("BEGIN")  # one snapshot for the page and the room's top
+        try:
+            if after is not None:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND seq > ?"
+                    " ORDER BY seq LIMIT ?", (room, after, limit + 1)).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND seq < ?"
+                    " ORDER BY seq DESC LIMIT ?",
+                    (room, before if before is not None else 2**62, limit + 1)).fetchall()
+                rows.reverse()
+            (top,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages"
+                                  " WHERE room = ?", (room,)).fetchone()
+        finally:
+            conn.execute("COMMIT")
+        more = len(rows) > limit
+        if more:
+            rows = rows[:limit] if after is not None else rows[1:]
+        return Page([_message(r) for r in rows], more, top)
+
+    async def ping(self) -> None:
+        try:
+            await self._on(self._reader_thread, self._ping)
+        except sqlite3.Error as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, f"sqlite: {exc}") from exc
+
+    def _ping(self) -> None:
+        assert self._read_conn is not None
+        self._read_conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            self._wakeup.set()  # the writer drains what was queued, then returns
+            await self._writer
+        for thread, conn in ((self._writer_thread, self._write_conn),
+                             (self._reader_thread, self._read_conn)):
+            if conn is not None:
+                await self._on(thread, conn.close)
+            thread.shutdown(wait=True)
+        log.info("sqlite store closed")
+
+
+async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every store module has
+    store = SqliteStore(path_from_url(url))
+    await store.start()
+    return store
