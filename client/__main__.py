@@ -1,0 +1,137 @@
+"""``python -m client {tail,send,bot}``: Roomcast from a shell.
+
+* ``tail --url U --name N --room R``: print the room's recent messages, then
+  every new one as it arrives, one line each: ``#SEQ FROM: TEXT``.
+* ``send --url U --name N --room R TEXT``: send one message; exit 0 once the
+  server has stored it, 1 if it refused, 2 if not stored within ``--timeout``.
+* ``bot --url U --name N --room R [--room R2 ...]``: run the command bot.
+
+Status lines go to stderr; stdout carries only messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from .bot import Bot
+from .chat_client import JSON, ChatClient, ChatClientError
+
+
+def format_message(message: JSON) -> str:
+    """One line per message, whatever newlines the text holds."""
+    text = str(message["text"]).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return f"#{message['seq']} {message['from']}: {text}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default="http://localhost:8080", help="the Roomcast server")
+    common.add_argument("--name", required=True, help="display name")
+    common.add_argument("--serializer", choices=("msgpack", "json"), default="msgpack",
+                        help="must match the server's (default msgpack)")
+    common.add_argument("--transport", choices=("auto", "websocket", "polling"),
+                        default="auto", help="auto: polling, upgraded to WebSocket")
+    common.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    tail = commands.add_parser("tail", parents=[common], help="print a room's messages")
+    tail.add_argument("--room", required=True)
+    tail.add_argument("-n", "--lines", type=int, default=10,
+                      help="recent messages to print first (default 10)")
+    send = commands.add_parser("send", parents=[common], help="send one message")
+    send.add_argument("--room", required=True)
+    send.add_argument("--timeout", type=float, default=30.0,
+                      help="seconds to keep retrying (default 30)")
+    send.add_argument("text")
+    bot = commands.add_parser("bot", parents=[common], help="run the command bot")
+    bot.add_argument("--room", required=True, action="append", help="repeat for more rooms")
+    return parser
+
+
+def _client(args: argparse.Namespace) -> ChatClient:
+    transports = None if args.transport == "auto" else [args.transport]
+    return ChatClient(args.url, args.name, serializer=args.serializer, transports=transports)
+
+
+def _status(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def tail(args: argparse.Namespace) -> int:
+    client = _client(args)
+    client.on_message = lambda m: print(format_message(m), flush=True)
+    await client.connect(retry=True)
+    try:
+        ack = await client.join(args.room)
+        for message in ack["messages"][-args.lines:] if args.lines > 0 else []:
+            print(format_message(message), flush=True)
+        _status(f"joined {args.room} at seq {ack['seq']}; members: {', '.join(ack['members'])}")
+        await _until_signal()
+    finally:
+        await client.close()
+    return 0
+
+
+async def send(args: argparse.Namespace) -> int:
+    client = _client(args)
+    await client.connect()
+    try:
+        await client.join(args.room)
+        message = await asyncio.wait_for(client.send(args.room, args.text), args.timeout)
+    except asyncio.TimeoutError:
+        _status(f"not stored within {args.timeout:g} s")
+        return 2
+    finally:
+        await client.close()
+    print(format_message(message), flush=True)
+    return 0
+
+
+async def bot(args: argparse.Namespace) -> int:
+    client = _client(args)
+    chat_bot = Bot(client)
+    await client.connect(retry=True)
+    try:
+        for room in args.room:
+            await chat_bot.join(room)
+        _status(f"bot {args.name!r} answering in {', '.join(args.room)}")
+        await _until_signal()
+    finally:
+        await client.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = {"tail": tail, "send": send, "bot": bot}[args.command]
+    try:
+        code = asyncio.run(command(args))
+    except ChatClientError as exc:
+        _status(f"error: {exc}")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

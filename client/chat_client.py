@@ -1,0 +1,311 @@
+"""``ChatClient``: python-socketio's ``AsyncClient`` with Roomcast's guarantees.
+
+* **Every message once, in order.** For each joined room the client keeps the
+  last seq it handed to ``on_message``. A message at or below it is a
+  duplicate and dropped; one beyond ``last + 1`` reveals a gap, which is
+  filled from ``history`` first. After a reconnect the client rejoins each
+  room with ``since = last`` and pages forward until it has caught up.
+* **Sends are never lost or doubled.** ``send`` picks a ``client_id`` and
+  retries through reconnects until the server acknowledges it; the server
+  stores a repeated ``(room, name, client_id)`` once.
+* **Handlers run one at a time, in order**, on one dispatcher task, so a
+  handler may itself call ``send`` (as the bot does). The client's own sent
+  messages reach ``on_message`` too, in their place in the room's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+from socketio import exceptions as sio_errors
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/chat"
+JSON = dict[str, Any]
+Handler = Callable[[JSON], Awaitable[None] | None]
+
+# Errors worth retrying a send for: the server will accept it later.
+_RETRYABLE = frozenset({"unavailable", "rate_limited", "internal"})
+_TRANSIENT = (sio_errors.TimeoutError, sio_errors.BadNamespaceError,
+              sio_errors.DisconnectedError)
+
+
+class ChatClientError(Exception):
+    """The server refused a request (or the connection); ``code`` is the protocol's."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _Room:
+    last: int = 0  # highest seq handed to on_message
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ChatClient:
+    """A Roomcast connection under one display name.
+
+    :param url: the server, e.g. ``http://localhost:8080``.
+    :param name: the display name (1 to 32 printable characters).
+    :param serializer: ``msgpack`` (the server's default) or ``json``; must
+        match the server's.
+    :param transports: ``None`` for polling upgraded to WebSocket,
+        ``["websocket"]`` or ``["polling"]`` to force one.
+    :param request_timeout: seconds to wait for one ack before treating the
+        connection as lost (default 10).
+    :param reconnection_delay: first back-off in seconds, doubled up to
+        ``reconnection_delay_max`` (defaults 0.5 and 5).
+    """
+
+    def __init__(self, url: str, name: str, *, serializer: str = "msgpack",
+                 transports: list[str] | None = None, request_timeout: float = 10.0,
+                 reconnection_delay: float = 0.5, reconnection_delay_max: float = 5.0,
+                 on_message: Handler | None = None, on_presence: Handler | None = None,
+                 on_typing: Handler | None = None) -> None:
+        self.url = url
+        self.name = name
+        self.transports = transports
+        self.request_timeout = request_timeout
+        self.on_message = on_message
+        self.on_presence = on_presence
+        self.on_typing = on_typing
+        self._sio = socketio.AsyncClient(
+            serializer=serializer, reconnection=True, reconnection_attempts=0,
+            reconnection_delay=reconnection_delay,
+            reconnection_delay_max=reconnection_delay_max)
+        self._rooms: dict[str, _Room] = {}
+        self._ready = asyncio.Event()  # connected, and every room rejoined
+        self._connect_error: JSON | None = None
+        self._connected_once = False
+        self._dispatch: asyncio.Queue[tuple[Handler | None, JSON]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        self._sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        self._sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
+        self._sio.on("message", self._on_message, namespace=NAMESPACE)
+        self._sio.on("presence", self._on_presence, namespace=NAMESPACE)
+        self._sio.on("typing", self._on_typing, namespace=NAMESPACE)
+
+    # -- connection -------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def transport(self) -> str | None:
+        return str(self._sio.transport()) if self._sio.connected else None
+
+    async def connect(self, *, retry: bool = False) -> None:
+        """Connect; raise :class:`ChatClientError` if refused, or if unreachable
+        and not ``retry`` (with ``retry``, keep trying with back-off).
+        Later drops are handled by reconnecting in the background."""
+        self._spawn(self._dispatcher())
+        try:
+            await self._sio.connect(self.url, auth={"name": self.name}, namespaces=[NAMESPACE],
+                                    transports=self.transports, wait_timeout=self.request_timeout,
+                                    retry=retry)
+        except sio_errors.ConnectionError as exc:
+            await self.close()
+            error = self._connect_error or {}
+            data = error.get("data") if isinstance(error.get("data"), dict) else {}
+            raise ChatClientError(data.get("code", "unavailable"),
+                                  data.get("message") or error.get("message") or str(exc)
+                                  ) from None
+        await self._ready.wait()
+
+    async def close(self) -> None:
+        """Disconnect for good and stop background work."""
+        self._ready.clear()
+        await self._sio.disconnect()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection ends for good (``close`` or given up)."""
+        await self._sio.wait()
+
+    async def _on_connect(self) -> None:
+        log.info("connected to %s as %r over %s", self.url, self.name, self.transport)
+        if not self._connected_once:
+            self._connected_once = True
+            self._ready.set()
+        else:
+            self._spawn(self._rejoin_all())
+
+    async def _on_disconnect(self, reason: str = "") -> None:
+        log.info("disconnected (%s)", reason)
+        self._ready.clear()
+
+    async def _on_connect_error(self, data: Any) -> None:
+        self._connect_error = data if isinstance(data, dict) else {"message": str(data)}
+
+    async def _rejoin_all(self) -> None:
+        try:
+            for room in list(self._rooms):
+                ack = await self._call("join", {"room": room, "since": self._rooms[room].last})
+                await self._accept(room, ack["messages"])
+                if ack["more"]:
+                    await self._catch_up(room, ack["seq"])
+        except (ChatClientError, *_TRANSIENT) as exc:
+            log.info("rejoin interrupted (%s); will retry on reconnect", exc)
+            return
+        log.info("rejoined %d rooms", len(self._rooms))
+        self._ready.set()
+
+    # -- requests ---------------------------------------------------------------
+
+    async def _call(self, event: str, payload: JSON | None = None) -> JSON:
+        """One request on the current connection; raise on an error ack."""
+        ack = await self._sio.call(event, payload if payload is not None else {},
+                                   namespace=NAMESPACE, timeout=self.request_timeout)
+        if not isinstance(ack, dict) or not ack.get("ok"):
+            error = ack.get("error", {}) if isinstance(ack, dict) else {}
+            raise ChatClientError(error.get("code", "internal"), error.get("message", repr(ack)))
+        return ack
+
+    async def request(self, event: str, payload: JSON | None = None) -> JSON:
+        """Send one event once the client is ready; return the ok ack."""
+        await self._ready.wait()
+        return await self._call(event, payload)
+
+    async def join(self, room: str) -> JSON:
+        """Join ``room``; return the ack (``seq``, ``members``, the latest
+        ``messages``). Messages after the ack's ``seq`` go to ``on_message``."""
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Room()
+            async with state.lock:  # messages that race the ack wait for it
+                try:
+                    ack = await self.request("join", {"room": room})
+                except BaseException:
+                    del self._rooms[room]
+                    raise
+                state.last = ack["seq"]
+            return ack
+        ack = await self.request("join", {"room": room, "since": state.last})
+        await self._accept(room, ack["messages"])
+        return ack
+
+    async def leave(self, room: str) -> None:
+        await self.request("leave", {"room": room})
+        self._rooms.pop(room, None)
+
+    async def history(self, room: str, *, before: int | None = None,
+                      after: int | None = None, limit: int = 50) -> JSON:
+        payload: JSON = {"room": room, "limit": limit}
+        if before is not None:
+            payload["before"] = before
+        if after is not None:
+            payload["after"] = after
+        return await self.request("history", payload)
+
+    async def rooms(self) -> list[JSON]:
+        rooms: list[JSON] = (await self.request("rooms"))["rooms"]
+        return rooms
+
+    async def typing(self, room: str, active: bool) -> None:
+        await self.request("typing", {"room": room, "active": active})
+
+    async def send(self, room: str, text: str, *, client_id: str | None = None) -> JSON:
+        """Send ``text`` to ``room``; retry through reconnects until stored.
+
+        Returns the stored message. Raises :class:`ChatClientError` for a
+        refusal that retrying cannot fix (``not_member``, ``too_large``, ...).
+        """
+        payload = {"room": room, "text": text, "client_id": client_id or uuid.uuid4().hex}
+        delay = 0.1
+        while True:
+            try:
+                ack = await self.request("send", payload)
+            except (ChatClientError, *_TRANSIENT) as exc:
+                if isinstance(exc, ChatClientError) and exc.code not in _RETRYABLE:
+                    raise
+                # a dropped connection or a passing server fault: back off, then
+                # resend the same client_id once the client is ready again
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            message: JSON = ack["message"]
+            if room in self._rooms:
+                await self._accept(room, [message])
+            return message
+
+    # -- delivery ---------------------------------------------------------------
+
+    async def _on_message(self, message: JSON) -> None:
+        room = message.get("room")
+        if isinstance(room, str) and room in self._rooms:
+            try:
+                await self._accept(room, [message])
+            except (ChatClientError, *_TRANSIENT) as exc:
+                log.info("could not fill a gap in %s (%s); will catch up on rejoin", room, exc)
+
+    async def _accept(self, room: str, messages: list[JSON]) -> None:
+        """Queue messages for ``on_message`` in seq order, once each,
+        filling any gap before a message from history."""
+        state = self._rooms.get(room)
+        if state is None:
+            return
+        async with state.lock:
+            for message in sorted(messages, key=lambda m: int(m["seq"])):
+                seq = int(message["seq"])
+                if seq <= state.last:
+                    continue
+                if seq > state.last + 1:
+                    await self._catch_up(room, seq - 1, locked=True)
+                    if seq <= state.last:
+                        continue
+                state.last = seq
+                self._dispatch.put_nowait((self.on_message, message))
+
+    async def _catch_up(self, room: str, upto: int, *, locked: bool = False) -> None:
+        """Page forward from the room's last seq until ``upto`` is delivered."""
+        state = self._rooms[room]
+        if not locked:
+            async with state.lock:
+                return await self._catch_up(room, upto, locked=True)
+        while state.last < upto:
+            page = await self._call("history", {"room": room, "after": state.last,
+                                                "limit": 200})
+            for message in page["messages"]:
+                if int(message["seq"]) == state.last + 1:
+                    state.last += 1
+                    self._dispatch.put_nowait((self.on_message, message))
+            if not page["more"]:
+                break
+
+    async def _on_presence(self, event: JSON) -> None:
+        self._dispatch.put_nowait((self.on_presence, event))
+
+    async def _on_typing(self, event: JSON) -> None:
+        self._dispatch.put_nowait((self.on_typing, event))
+
+    async def _dispatcher(self) -> None:
+        while True:
+            handler, event = await self._dispatch.get()
+            if handler is None:
+                continue
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("handler %r failed", handler)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
