@@ -9,6 +9,12 @@ that changes the behaviour underneath fails loudly:
   ``on_disconnect``, so any client could fake its own disconnect (dropping
   its presence while still connected) or re-run the connect handler. Socket.IO
   reserves these names; we refuse them with a ``bad_request`` ack.
+* **Bursts over long-polling.** python-engineio refuses a polling payload of
+  more than 16 packets ("Too many packets in payload") and drops the
+  connection, so a polling client that fires a burst of sends loses them
+  all. The body is already bounded in bytes by ``max_http_buffer_size``, so
+  we lift the count bound to :data:`MAX_PACKETS_PER_PAYLOAD`. (It is a class
+  attribute of ``engineio.payload.Payload``: the setting is process-wide.)
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
@@ -24,11 +30,15 @@ import logging
 from typing import Any
 
 import socketio
+from engineio.payload import Payload
 from socketio import packet
 
 from .errors import ChatError, ErrorCode
 
 log = logging.getLogger(__name__)
+
+MAX_PACKETS_PER_PAYLOAD = 100_000
+Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_PAYLOAD)
 
 RESERVED_EVENTS = frozenset({
     "connect", "connect_error", "disconnect", "disconnecting",

@@ -26,6 +26,9 @@ from .store import StoreFactory, open_store
 
 log = logging.getLogger(__name__)
 
+# our setting's values -> python-socketio's names for them
+SOCKETIO_SERIALIZERS = {"msgpack": "msgpack", "json": "default"}
+
 
 def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
                ) -> web.Application:
@@ -33,7 +36,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     app[SETTINGS_KEY] = settings
     sio = RoomcastServer(
         async_mode="aiohttp",
-        serializer=settings.serializer,
+        serializer=SOCKETIO_SERIALIZERS[settings.serializer],
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         logger=False,

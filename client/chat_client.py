@@ -24,12 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
+from engineio.payload import Payload
 from socketio import exceptions as sio_errors
 
 log = logging.getLogger(__name__)
 
+# python-engineio drops a polling connection whose response holds more than 16
+# packets, as one does whenever more than 16 messages queue up between polls.
+# The server bounds the response in bytes; lift the count bound (process-wide).
+Payload.max_decode_packets = max(Payload.max_decode_packets, 100_000)
+
 NAMESPACE = "/chat"
 JSON = dict[str, Any]
+# wire format -> python-socketio's name for it
+SOCKETIO_SERIALIZERS = {"msgpack": "msgpack", "json": "default"}
 Handler = Callable[[JSON], Awaitable[None] | None]
 
 # Errors worth retrying a send for: the server will accept it later.
@@ -81,7 +89,7 @@ class ChatClient:
         self.on_presence = on_presence
         self.on_typing = on_typing
         self._sio = socketio.AsyncClient(
-            serializer=serializer, reconnection=True, reconnection_attempts=0,
+            serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=True, reconnection_attempts=0,
             reconnection_delay=reconnection_delay,
             reconnection_delay_max=reconnection_delay_max)
         self._rooms: dict[str, _Room] = {}

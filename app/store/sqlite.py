@@ -220,6 +220,8 @@ class SqliteStore:
         return Page([_message(r) for r in rows], more, top)
 
     async def ping(self) -> None:
+        if self._closing:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is closing")
         try:
             await self._on(self._reader_thread, self._ping)
         except sqlite3.Error as exc:
@@ -230,6 +232,8 @@ class SqliteStore:
         self._read_conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
 
     async def close(self) -> None:
+        if self._closing:
+            return
         self._closing = True
         if self._writer is not None:
             self._wakeup.set()  # the writer drains what was queued, then returns

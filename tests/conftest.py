@@ -1,0 +1,157 @@
+"""Fixtures: a real Roomcast server on 127.0.0.1:0 and real Socket.IO peers.
+
+``serve(**settings)`` starts ``create_app(Settings(...))`` in-process on an
+ephemeral port; ``peer(name)`` connects a python-socketio ``AsyncClient`` to
+its ``/chat`` namespace over the test's transport and serializer, and records
+every server event in a queue per event name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from app.chat import NAMESPACE, ChatNamespace
+from client.chat_client import SOCKETIO_SERIALIZERS
+from app.keys import CHAT_KEY
+from app.server import create_app
+from app.settings import Settings
+
+TIMEOUT = 5.0  # seconds any single expected event may take
+
+TRANSPORTS = ["websocket", "polling"]
+SERIALIZERS = ["msgpack", "json"]
+
+
+@dataclasses.dataclass
+class Served:
+    """A running server: its URL, settings and the live application."""
+
+    url: str
+    settings: Settings
+    app: web.Application
+    server: TestServer
+
+    @property
+    def chat(self) -> ChatNamespace:
+        return self.app[CHAT_KEY]
+
+
+class Peer:
+    """A real Socket.IO client connected to ``/chat``."""
+
+    def __init__(self, name: str, sio: socketio.AsyncClient) -> None:
+        self.name = name
+        self.sio = sio
+        self.events: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+        for event in ("message", "presence", "typing"):
+            sio.on(event, self._recorder(event), namespace=NAMESPACE)
+
+    def _recorder(self, event: str) -> Callable[[Any], None]:
+        return lambda data: self.events[event].put_nowait(data)
+
+    @property
+    def sid(self) -> str:
+        return str(self.sio.get_sid(NAMESPACE))
+
+    async def call(self, event: str, *args: Any) -> Any:
+        data = args[0] if len(args) == 1 else (tuple(args) if args else None)
+        return await self.sio.call(event, data, namespace=NAMESPACE, timeout=TIMEOUT)
+
+    async def ok(self, event: str, data: Any = None) -> dict[str, Any]:
+        """Call and assert success."""
+        ack = await self.call(event, data) if data is not None else await self.call(event)
+        assert ack["ok"] is True, ack
+        return dict(ack)
+
+    async def next(self, event: str) -> Any:
+        return await asyncio.wait_for(self.events[event].get(), TIMEOUT)
+
+    def pending(self, event: str) -> list[Any]:
+        """Events of this kind received and not yet taken."""
+        queue = self.events[event]
+        return [queue.get_nowait() for _ in range(queue.qsize())]
+
+    async def join(self, room: str, **extra: Any) -> dict[str, Any]:
+        return await self.ok("join", {"room": room, **extra})
+
+    async def send(self, room: str, text: str, **extra: Any) -> dict[str, Any]:
+        ack = await self.ok("send", {"room": room, "text": text, **extra})
+        return dict(ack["message"])
+
+
+def sio_client(serializer: str) -> socketio.AsyncClient:
+    """A bare python-socketio client speaking ``serializer``, not reconnecting."""
+    return socketio.AsyncClient(serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=False)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=SERIALIZERS)
+def serializer(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+ServeFactory = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
+    started: list[TestServer] = []
+
+    async def start(**overrides: Any) -> Served:
+        fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0,
+                                  "store": f"sqlite:///{tmp_path}/chat.db"}
+        fields.update(overrides)
+        settings = Settings(**fields)
+        app = create_app(settings)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        started.append(server)
+        return Served(str(server.make_url("")).rstrip("/"), settings, app, server)
+
+    yield start
+    for server in reversed(started):
+        await server.close()
+
+
+@pytest.fixture
+async def served(serve: ServeFactory, serializer: str) -> Served:
+    """The default server for protocol tests, in the test's serializer."""
+    return await serve(serializer=serializer)
+
+
+PeerFactory = Callable[..., Awaitable[Peer]]
+
+
+@pytest.fixture
+async def peer(served: Served, transport: str) -> AsyncIterator[PeerFactory]:
+    """``await peer("alice")``: a connected peer on the test's transport."""
+    clients: list[socketio.AsyncClient] = []
+
+    async def connect(name: str, *, transports: list[str] | None = None,
+                      server: Served | None = None) -> Peer:
+        target = server or served
+        sio = sio_client(target.settings.serializer)
+        clients.append(sio)
+        joined = Peer(name, sio)
+        await sio.connect(target.url, auth={"name": name}, namespaces=[NAMESPACE],
+                          transports=transports or [transport], wait_timeout=TIMEOUT)
+        return joined
+
+    yield connect
+    for sio in clients:
+        if sio.connected:
+            await sio.disconnect()
