@@ -15,6 +15,11 @@ that changes the behaviour underneath fails loudly:
   all. The body is already bounded in bytes by ``max_http_buffer_size``, so
   we lift the count bound to :data:`MAX_PACKETS_PER_PAYLOAD`. (It is a class
   attribute of ``engineio.payload.Payload``: the setting is process-wide.)
+* **A client's close releases its pending poll.** When a long-polling
+  client sends CLOSE, python-engineio marks the session closed but leaves the
+  client's outstanding GET waiting for its queue until ping interval + ping
+  timeout pass (45 s by default), holding the request, and the client that
+  waits for it, that long. We wake it as soon as the session is gone.
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
@@ -47,6 +52,12 @@ RESERVED_EVENTS = frozenset({
 
 
 class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
+        await super()._handle_eio_disconnect(eio_sid, reason)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            socket.queue.put_nowait(None)  # ends a waiting poll (or ws writer) now
+
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
                             data: Any) -> None:
         event = data[0] if isinstance(data, list) and data else None
