@@ -19,7 +19,13 @@ that changes the behaviour underneath fails loudly:
   client sends CLOSE, python-engineio marks the session closed but leaves the
   client's outstanding GET waiting for its queue until ping interval + ping
   timeout pass (45 s by default), holding the request, and the client that
-  waits for it, that long. We wake it as soon as the session is gone.
+  waits for it, that long. We wake it as soon as the session is gone, and
+  drop the session from the server's table then rather than at the service
+  task's next sweep.
+* **Shutdown with silent polling clients.** ``eio.disconnect()`` waits for
+  each session's queue to drain, which never happens for a polling client
+  that stopped polling, so shutdown hung. :meth:`close_all_sessions` closes
+  every session without waiting; a waiting poll is answered with CLOSE.
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
@@ -52,11 +58,20 @@ RESERVED_EVENTS = frozenset({
 
 
 class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
+    async def close_all_sessions(self) -> int:
+        """Close every Engine.IO session (clients will reconnect); return how many."""
+        sockets = list(self.eio.sockets.values())
+        for socket in sockets:
+            await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+        return len(sockets)
+
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)
-        socket = self.eio.sockets.get(eio_sid)
+        # Forget the session now rather than at the service task's next sweep,
+        # and end a waiting poll (or WebSocket writer) at once.
+        socket = self.eio.sockets.pop(eio_sid, None)
         if socket is not None:
-            socket.queue.put_nowait(None)  # ends a waiting poll (or ws writer) now
+            socket.queue.put_nowait(None)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
                             data: Any) -> None:

@@ -76,10 +76,8 @@ async def _disconnect_clients(app: web.Application) -> None:
     (to this server once restarted, or to another node). Handlers already
     running finish; the store drains its queue when its context closes."""
     sio = app[SIO_KEY]
-    count = len(sio.eio.sockets)
-    log.info("shutting down: closing %d connections", count)
-    if count:
-        await sio.eio.disconnect()
+    count = await sio.close_all_sessions()
+    log.info("shutting down: closed %d connections", count)
     await sio.shutdown()
 
 

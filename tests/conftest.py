@@ -32,6 +32,17 @@ TRANSPORTS = ["websocket", "polling"]
 SERIALIZERS = ["msgpack", "json"]
 
 
+async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Yield to the event loop until ``predicate()`` holds, at most ``timeout`` s.
+
+    For server-side state with no event to wait on; the in-process server
+    shares the test's loop, so each turn of the loop lets it make progress.
+    """
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0)  # one turn of the loop, not a timed wait
+
+
 @dataclasses.dataclass
 class Served:
     """A running server: its URL, settings and the live application."""

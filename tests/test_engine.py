@@ -1,0 +1,104 @@
+"""The library gaps fixed in app/engine.py, checked on the wire with a raw client.
+
+If a python-socketio/python-engineio upgrade changes the behaviour under a
+fix, one of these fails."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engineio.payload import Payload
+
+from app.engine import MAX_PACKETS_PER_PAYLOAD
+from app.keys import SIO_KEY
+
+from .conftest import TIMEOUT, PeerFactory, Served, until
+from .rawclient import ACK, CONNECT, EIO_CLOSE, EIO_MESSAGE, EVENT, RawClient, encode_sio
+
+
+async def raw(served: Served, transport: str, name: str = "raw") -> RawClient:
+    client = await RawClient.open(served.url, transport, served.settings.serializer)
+    connected = await client.connect({"name": name})
+    assert connected["type"] == CONNECT, connected
+    return client
+
+
+async def test_reserved_event_names_cannot_fake_a_disconnect(
+        served: Served, transport: str, peer: PeerFactory) -> None:
+    """A client's EVENT named disconnect/connect is refused; its presence stays."""
+    alice, bob = await peer("alice"), await peer("bob")
+    await alice.join("r")
+    await bob.join("r")
+    for event in ("disconnect", "connect", "connect_error"):
+        ack = await alice.call(event, {"name": "mallory"})
+        assert ack["error"]["code"] == "bad_request", ack
+    assert served.chat.connections[alice.sid].name == "alice"
+    assert (await bob.ok("rooms"))["rooms"] == [{"name": "r", "members": 2}]
+    assert bob.pending("presence") == []
+
+
+async def test_event_without_a_name_gets_bad_request(served: Served, transport: str) -> None:
+    """An EVENT whose first element is not a string, or that is empty, is bad_request."""
+    client = await raw(served, transport)
+    try:
+        for data in ([5, {}], [None], [[1]], []):
+            await client.send_sio({"type": EVENT, "nsp": "/chat", "data": data, "id": 7})
+            ack = await client.recv()
+            assert ack["type"] == ACK and ack["id"] == 7
+            assert ack["data"][0]["error"]["code"] == "bad_request"
+        assert await client.call("rooms") == {"ok": True, "rooms": []}
+    finally:
+        await client.close()
+
+
+async def test_polling_burst_of_a_hundred_events_is_all_acked(served: Served) -> None:
+    """One long-polling POST carrying 100 events gets 100 acks, in order."""
+    assert Payload.max_decode_packets >= MAX_PACKETS_PER_PAYLOAD
+    client = await raw(served, "polling")
+    try:
+        assert await client.call("join", {"room": "burst"}) is not None
+        packets = []
+        for i in range(100):
+            p = encode_sio({"type": EVENT, "nsp": "/chat", "id": 1000 + i,
+                            "data": ["send", {"room": "burst", "text": f"m{i}"}]},
+                           served.settings.serializer)
+            packets.append(p if isinstance(p, bytes) else EIO_MESSAGE + p)
+        assert await client.send_eio(*packets) == 200
+        acks = []
+        while len(acks) < 100:
+            packet = await asyncio.wait_for(client.recv(), TIMEOUT)
+            if packet["type"] == ACK:
+                acks.append(packet)
+        assert [a["id"] for a in acks] == list(range(1000, 1100))
+        assert [a["data"][0]["message"]["seq"] for a in acks] == list(range(1, 101))
+    finally:
+        await client.close()
+
+
+async def test_client_close_releases_its_pending_poll(served: Served) -> None:
+    """A polling client's CLOSE ends its outstanding GET at once and frees the session."""
+    client = await raw(served, "polling")
+    try:
+        waiting = asyncio.ensure_future(client.poll())
+        socket = served.app[SIO_KEY].eio.sockets[client.sid]
+        await until(lambda: bool(socket.queue._getters))  # the GET waits on the server
+        # the server's default heartbeat is 25 s + 20 s: without the fix the
+        # GET would stay open far beyond TIMEOUT
+        assert await client.send_eio(EIO_CLOSE) == 200
+        status, _ = await asyncio.wait_for(waiting, TIMEOUT)
+        assert status == 200
+        assert client.sid not in served.app[SIO_KEY].eio.sockets
+        assert served.chat.connections == {}
+    finally:
+        await client.close()
+
+
+async def test_shutdown_does_not_wait_for_silent_polling_clients(serve: object) -> None:
+    """Stopping the server with a polling client that stopped polling finishes promptly."""
+    served = await serve()  # type: ignore[operator]
+    client = await raw(served, "polling")
+    try:
+        await client.call("join", {"room": "r"})
+        await asyncio.wait_for(served.server.close(), TIMEOUT)
+    finally:
+        await client.close()
