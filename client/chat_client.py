@@ -136,7 +136,12 @@ class ChatClient:
     async def close(self) -> None:
         """Disconnect for good and stop background work."""
         self._ready.clear()
-        await self._sio.disconnect()
+        await self._sio.shutdown()  # disconnects, or stops a reconnect loop
+        if self._sio.connected:  # a reconnect attempt finished meanwhile
+            await self._sio.disconnect()
+        http = self._sio.eio.http  # python-engineio can leave it open after a drop
+        if http is not None and not http.closed:
+            await http.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

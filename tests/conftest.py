@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,14 @@ class Peer:
 def sio_client(serializer: str) -> socketio.AsyncClient:
     """A bare python-socketio client speaking ``serializer``, not reconnecting."""
     return socketio.AsyncClient(serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=False)
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage() -> Iterator[None]:
+    """Collect after each test, so an unclosed session or socket is reported
+    (as an error, by filterwarnings) against the test that leaked it."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(params=TRANSPORTS)
