@@ -95,6 +95,7 @@ class ChatClient:
         self._rooms: dict[str, _Room] = {}
         self._ready = asyncio.Event()  # connected, and every room rejoined
         self._connect_error: JSON | None = None
+        self._closing = False
         self._connected_once = False
         self._dispatch: asyncio.Queue[tuple[Handler | None, JSON]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -113,7 +114,8 @@ class ChatClient:
 
     @property
     def transport(self) -> str | None:
-        return str(self._sio.transport()) if self._sio.connected else None
+        transport = self._sio.eio.current_transport
+        return str(transport) if transport else None
 
     async def connect(self, *, retry: bool = False) -> None:
         """Connect; raise :class:`ChatClientError` if refused, or if unreachable
@@ -135,6 +137,7 @@ class ChatClient:
 
     async def close(self) -> None:
         """Disconnect for good and stop background work."""
+        self._closing = True
         self._ready.clear()
         await self._sio.shutdown()  # disconnects, or stops a reconnect loop
         if self._sio.connected:  # a reconnect attempt finished meanwhile
@@ -150,6 +153,31 @@ class ChatClient:
         """Wait until the connection ends for good (``close`` or given up)."""
         await self._sio.wait()
 
+    async def _reconnect_after_server_close(self) -> None:
+        """Reconnect when python-socketio will not: after the server ends the
+        session (an Engine.IO CLOSE from a server shutting down, or one that
+        timed us out while we were suspended) it does not reconnect at all.
+
+        python-engineio also drains its own stop signal in that case, leaving
+        its write loop waiting about 30 s (ping interval + 5 s) before the old
+        connection's tasks end; we end it now, wait for the old read loop to
+        finish tearing down, then reconnect with the usual back-off.
+        """
+        eio = self._sio.eio
+        if eio.write_loop_task is not None:
+            eio.write_loop_task.cancel()  # it treats cancellation as "stop"
+        if eio.read_loop_task is not None:
+            await eio.read_loop_task
+        while not self._closing and not self._sio.connected:
+            log.info("the server closed the session; reconnecting")
+            try:
+                await self._sio.connect(
+                    self.url, auth={"name": self.name}, namespaces=[NAMESPACE],
+                    transports=self.transports, wait_timeout=self.request_timeout, retry=True)
+            except sio_errors.ConnectionError as exc:  # refused: try again later
+                log.warning("reconnect refused: %s", exc)
+                await asyncio.sleep(self._sio.reconnection_delay_max)
+
     async def _on_connect(self) -> None:
         log.info("connected to %s as %r over %s", self.url, self.name, self.transport)
         if not self._connected_once:
@@ -161,6 +189,8 @@ class ChatClient:
     async def _on_disconnect(self, reason: str = "") -> None:
         log.info("disconnected (%s)", reason)
         self._ready.clear()
+        if reason == self._sio.reason.SERVER_DISCONNECT and not self._closing:
+            self._spawn(self._reconnect_after_server_close())
 
     async def _on_connect_error(self, data: Any) -> None:
         self._connect_error = data if isinstance(data, dict) else {"message": str(data)}
