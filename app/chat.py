@@ -17,7 +17,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, ParamSpec
+from typing import Any
 
 import socketio
 
@@ -36,11 +36,10 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/chat"
 
 Ack = dict[str, Any]
-P = ParamSpec("P")
+Handler = Callable[["ChatNamespace", Sid, object], Awaitable[Ack]]
 
 
-def acked(handler: Callable[Concatenate[ChatNamespace, Sid, P], Awaitable[Ack]]
-          ) -> Callable[..., Awaitable[Ack]]:
+def acked(handler: Handler) -> Callable[..., Awaitable[Ack]]:
     """Wrap an event handler so that every outcome is an ack map.
 
     A :class:`ChatError` becomes its code and message; anything else is
@@ -54,7 +53,7 @@ def acked(handler: Callable[Concatenate[ChatNamespace, Sid, P], Awaitable[Ack]]
                 raise ChatError(ErrorCode.BAD_REQUEST, "send one payload map")
             if sid not in self.connections:
                 raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
-            return {"ok": True, **await handler(self, sid, *args)}
+            return {"ok": True, **await handler(self, sid, args[0] if args else None)}
         except ChatError as exc:
             log.debug("%s sid=%s refused: %s", handler.__name__, sid, exc.code)
             return {"ok": False, "error": exc.as_dict()}

@@ -12,6 +12,6 @@ from .store import MessageStore
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SIO_KEY = web.AppKey("sio", RoomcastServer)
-STORE_KEY = web.AppKey("store", MessageStore)  # type: ignore[type-abstract]
-PRESENCE_KEY = web.AppKey("presence", Presence)  # type: ignore[type-abstract]
+STORE_KEY = web.AppKey("store", MessageStore)
+PRESENCE_KEY = web.AppKey("presence", Presence)
 CHAT_KEY = web.AppKey("chat", ChatNamespace)

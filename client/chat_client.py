@@ -129,7 +129,9 @@ class ChatClient:
         except sio_errors.ConnectionError as exc:
             await self.close()
             error = self._connect_error or {}
-            data = error.get("data") if isinstance(error.get("data"), dict) else {}
+            data = error.get("data")
+            if not isinstance(data, dict):
+                data = {}
             raise ChatClientError(data.get("code", "unavailable"),
                                   data.get("message") or error.get("message") or str(exc)
                                   ) from None

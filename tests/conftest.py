@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestServer
 from app.chat import NAMESPACE, ChatNamespace
 from client.chat_client import SOCKETIO_SERIALIZERS
 from app.keys import CHAT_KEY
+from app.models import Sid
 from app.server import create_app
 from app.settings import Settings
 
@@ -72,8 +73,8 @@ class Peer:
         return lambda data: self.events[event].put_nowait(data)
 
     @property
-    def sid(self) -> str:
-        return str(self.sio.get_sid(NAMESPACE))
+    def sid(self) -> Sid:
+        return Sid(self.sio.get_sid(NAMESPACE))
 
     async def call(self, event: str, *args: Any) -> Any:
         data = args[0] if len(args) == 1 else (tuple(args) if args else None)

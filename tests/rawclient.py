@@ -8,7 +8,6 @@ asked to. Packets come back as dicts ``{"type", "nsp", "data", "id"}``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import Any
@@ -26,7 +25,8 @@ SEPARATOR = "\x1e"
 def encode_sio(packet: dict[str, Any], serializer: str) -> str | bytes:
     """A Socket.IO packet as the Engine.IO MESSAGE payload (str for JSON, bytes for msgpack)."""
     if serializer == "msgpack":
-        return msgpack.packb({k: v for k, v in packet.items() if v is not None})
+        encoded: bytes = msgpack.packb({k: v for k, v in packet.items() if v is not None})
+        return encoded
     text = str(packet["type"])
     if packet.get("nsp", "/") != "/":
         text += packet["nsp"] + ","

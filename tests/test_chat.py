@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import socketio
 
+from app.chat import NAMESPACE
 from app.models import RoomName
 
-from .conftest import NAMESPACE, TIMEOUT, Peer, PeerFactory, Served, sio_client
+from .conftest import TIMEOUT, Peer, PeerFactory, Served, sio_client
 
 
 async def barrier(sender: Peer, receiver: Peer, room: str) -> None:

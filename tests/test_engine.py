@@ -6,6 +6,7 @@ fix, one of these fails."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from engineio.payload import Payload
 
@@ -64,7 +65,7 @@ async def test_polling_burst_of_a_hundred_events_is_all_acked(served: Served) ->
                            served.settings.serializer)
             packets.append(p if isinstance(p, bytes) else EIO_MESSAGE + p)
         assert await client.send_eio(*packets) == 200
-        acks = []
+        acks: list[dict[str, Any]] = []
         while len(acks) < 100:
             packet = await asyncio.wait_for(client.recv(), TIMEOUT)
             if packet["type"] == ACK:

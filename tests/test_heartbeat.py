@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from app.keys import PRESENCE_KEY, SIO_KEY
+from app.presence.memory import MemoryPresence
 
 from .conftest import PeerFactory, ServeFactory, Served
 from .rawclient import CONNECT, RawClient
@@ -24,7 +25,9 @@ async def joined_raw(served: Served, transport: str, room: str) -> RawClient:
 def assert_forgotten(served: Served, eio_sid: str) -> None:
     """No trace of the connection: namespace table, presence, Engine.IO sessions."""
     assert all(c.name != "ghost" for c in served.chat.connections.values())
-    assert len(served.app[PRESENCE_KEY]) == 1  # only the watcher is left  # type: ignore
+    presence = served.app[PRESENCE_KEY]
+    assert isinstance(presence, MemoryPresence)
+    assert len(presence) == 1  # only the watcher is left
     assert eio_sid not in served.app[SIO_KEY].eio.sockets
 
 

@@ -67,8 +67,8 @@ async def test_environment_configures_the_server(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_restart_keeps_history_and_clients_recover(tmp_path: Path, transport: str,
-                                                        serializer: str, sig: int) -> None:
+async def test_restart_keeps_history_and_clients_recover(
+        tmp_path: Path, transport: str, serializer: str, sig: int) -> None:
     """SIGTERM/SIGINT stops the server cleanly (exit 0); after a restart, history and
     seq carry on, and a connected ChatClient reconnects by itself, gets what was sent
     meanwhile once and in order, and delivers what it sent while the server was down."""

@@ -1,0 +1,35 @@
+# The two commands: `make run` serves the chat, `make test` runs every check.
+# Both create the virtual environment in .venv and install what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test check clean
+
+run: $(VENV)/.installed-run  ## serve the chat on http://localhost:8080
+	$(BIN)/python -m app
+
+test: $(VENV)/.installed-test  ## every test, then the type and lint checks
+	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory check
+
+check: $(VENV)/.installed-test  ## mypy --strict and flake8
+	$(BIN)/mypy
+	$(BIN)/flake8 app client tests
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.installed-run: $(VENV)/.created setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache

@@ -1,0 +1,88 @@
+"""``python -m client`` tail, send and bot, as real processes against a real server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from client.__main__ import format_message
+
+from .processes import Process, start_server
+
+
+@pytest.fixture
+async def server_url(tmp_path: Path) -> AsyncIterator[str]:
+    server, port = await start_server(tmp_path)
+    yield f"http://127.0.0.1:{port}"
+    assert await server.stop() == 0
+
+
+async def cli(tmp_path: Path, *args: str) -> Process:
+    return await Process.start("-m", "client", *args, cwd=tmp_path)
+
+
+async def send(tmp_path: Path, url: str, name: str, room: str, text: str,
+               *extra: str) -> tuple[int, list[str], list[str]]:
+    proc = await cli(tmp_path, "send", "--url", url, "--name", name, "--room", room, *extra, text)
+    lines = []
+    code = await proc.wait(20)
+    while not proc.stdout.empty():
+        lines.append(proc.stdout.get_nowait())
+    return code, lines, proc.stderr_lines
+
+
+def test_format_keeps_one_line_per_message() -> None:
+    """Newlines in a text are escaped so each message stays on one line."""
+    line = format_message({"seq": 3, "from": "al", "text": "a\nb\\c"})
+    assert line == "#3 al: a\\nb\\\\c"
+
+
+async def test_send_and_tail(tmp_path: Path, server_url: str) -> None:
+    """tail prints recent messages, then each new one with seq, sender and text;
+    send exits 0 once stored, and 1 with the code when refused."""
+    code, lines, _ = await send(tmp_path, server_url, "alice", "lobby", "first")
+    assert (code, lines) == (0, ["#1 alice: first"])
+    tail = await cli(tmp_path, "tail", "--url", server_url, "--name", "watcher", "--room", "lobby")
+    try:
+        await tail.stderr_match(r"joined lobby at seq 1", 20)
+        assert await tail.line() == "#1 alice: first"
+        for text, transport in (("over websocket", "websocket"), ("over polling", "polling")):
+            code, _, _ = await send(tmp_path, server_url, "bob", "lobby", text,
+                                    "--transport", transport)
+            assert code == 0
+        assert await tail.line() == "#2 bob: over websocket"
+        assert await tail.line() == "#3 bob: over polling"
+        code, lines, errors = await send(tmp_path, server_url, "carol", "lobby", "x" * 4001)
+        assert code == 1 and lines == [] and any("too_large" in e for e in errors)
+        code, _, errors = await send(tmp_path, server_url, " ", "lobby", "hi")
+        assert code == 1 and any("bad_name" in e for e in errors)
+    finally:
+        assert await tail.stop() == 0
+
+
+async def test_bot_answers_commands(tmp_path: Path, server_url: str) -> None:
+    """The bot answers !ping, !who, !echo and !help, once each, and ignores chatter."""
+    bot = await cli(tmp_path, "bot", "--url", server_url, "--name", "botty", "--room", "lab",
+                    "--serializer", "msgpack")
+    tail = await cli(tmp_path, "tail", "--url", server_url, "--name", "watcher", "--room", "lab")
+    try:
+        await bot.stderr_match(r"answering in lab", 20)
+        await tail.stderr_match(r"joined lab", 20)
+        for text in ("hello", "!ping", "!who", "!echo some words", "!help"):
+            assert (await send(tmp_path, server_url, "alice", "lab", text))[0] == 0
+        got = [await tail.line() for _ in range(9)]
+        assert got[:3] == ["#1 alice: hello", "#2 alice: !ping", "#3 botty: pong"]
+        assert got[3] == "#4 alice: !who"
+        assert got[4].startswith("#5 botty: members: ") and "botty" in got[4]
+        assert "watcher" in got[4]
+        assert got[5:7] == ["#6 alice: !echo some words", "#7 botty: some words"]
+        assert got[7] == "#8 alice: !help"
+        assert got[8].startswith("#9 botty: commands: !ping")
+        # a last plain message comes next: no command was answered twice
+        assert (await send(tmp_path, server_url, "alice", "lab", "bye"))[0] == 0
+        assert await tail.line() == "#10 alice: bye"
+    finally:
+        assert await bot.stop() == 0
+        assert await tail.stop() == 0
