@@ -22,6 +22,14 @@ that changes the behaviour underneath fails loudly:
   waits for it, that long. We wake it as soon as the session is gone, and
   drop the session from the server's table then rather than at the service
   task's next sweep.
+* **Binary broadcasts to mixed transports.** A room broadcast encodes one
+  Engine.IO packet and queues that same object for every member. A packet
+  caches its first encoding: raw bytes when a WebSocket member sends it
+  first, base64 text when a polling member does. With msgpack the next member
+  on the other transport then got the wrong form: the polling response
+  failed with a TypeError (and the member was disconnected), or a WebSocket
+  member was sent base64 as a text frame. Binary packets for members not
+  (yet) upgraded to WebSocket now get their own copy.
 * **Shutdown with silent polling clients.** ``eio.disconnect()`` waits for
   each session's queue to drain, which never happens for a polling client
   that stopped polling, so shutdown hung. :meth:`close_all_sessions` closes
@@ -32,7 +40,8 @@ that changes the behaviour underneath fails loudly:
   and drop it otherwise.
 
 This module reaches below the public API (``_handle_event``,
-``_send_packet``); nothing else in Roomcast does.
+``_send_packet``, ``_send_eio_packet``, ``_handle_eio_disconnect``, Engine.IO
+sockets and their queues); nothing else in Roomcast does.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import logging
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
 from engineio.payload import Payload
 from socketio import packet
 
@@ -64,6 +74,13 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         for socket in sockets:
             await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
         return len(sockets)
+
+    async def _send_eio_packet(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
+        if pkt.binary:
+            socket = self.eio.sockets.get(eio_sid)
+            if socket is None or not socket.upgraded:  # polling: encodes as base64
+                pkt = eio_packet.Packet(pkt.packet_type, pkt.data)
+        await super()._send_eio_packet(eio_sid, pkt)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)

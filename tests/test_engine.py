@@ -103,3 +103,18 @@ async def test_shutdown_does_not_wait_for_silent_polling_clients(serve: object) 
         await asyncio.wait_for(served.server.close(), TIMEOUT)
     finally:
         await client.close()
+
+
+async def test_broadcast_reaches_websocket_and_polling_members_alike(
+        served: Served, peer: PeerFactory) -> None:
+    """A room with WebSocket and polling members, in either order of joining, gets
+    every broadcast on both transports (msgpack packets are shared between them)."""
+    senders = await peer("sender", transports=["websocket"])
+    members = [await peer(f"{t}{i}", transports=[t])
+               for i, t in enumerate(["websocket", "polling", "polling", "websocket"])]
+    await senders.join("mixed")
+    for m in members:
+        await m.join("mixed")
+    sent = [await senders.send("mixed", f"m{i}") for i in range(20)]
+    for m in members:
+        assert [await m.next("message") for _ in sent] == sent, m.name

@@ -1,5 +1,5 @@
-"""Dead peers: a silent client is dropped by the heartbeat, a closed one at once,
-and nothing about either stays behind."""
+"""Dead and departed peers: a silent client is dropped by the heartbeat, a closed
+one at once, and nothing about any of them stays behind."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 from app.keys import PRESENCE_KEY, SIO_KEY
 from app.presence.memory import MemoryPresence
 
-from .conftest import PeerFactory, ServeFactory, Served
+from .conftest import PeerFactory, ServeFactory, Served, until
 from .rawclient import CONNECT, RawClient
 
 # short heartbeat for tests: a silent peer is dead after about 1 s + 1 s
@@ -68,3 +68,44 @@ async def test_closed_websocket_is_cleaned_up_at_once(serve: ServeFactory, seria
     left = await watcher.next("presence")
     assert left["event"] == "leave" and left["user"] == "ghost"
     assert_forgotten(served, ghost.sid)
+
+
+async def test_churn_leaves_no_trace(served: Served, transport: str, peer: PeerFactory) -> None:
+    """Connections that join rooms, talk and go (cleanly or abruptly) leave no
+    entries in the namespace, presence, room or session tables."""
+    sio = served.app[SIO_KEY]
+    for round_ in range(3):
+        peers = [await peer(f"user{i}") for i in range(8)]
+        for i, p in enumerate(peers):
+            for room in (f"room{i % 3}", "all"):
+                await p.join(room)
+            await p.send("all", f"round {round_} from {p.name}")
+        raws = [await joined_raw(served, transport, "all") for _ in range(2)]
+        for p in peers:
+            await p.sio.disconnect()
+        for r in raws:
+            await r.send_eio("1")  # Engine.IO CLOSE
+            await r.close()
+        await until(lambda: not sio.eio.sockets)
+        assert served.chat.connections == {}
+        presence = served.app[PRESENCE_KEY]
+        assert isinstance(presence, MemoryPresence) and len(presence) == 0
+        assert await presence.rooms() == []
+        rooms = sio.manager.rooms.get("/chat", {})
+        assert all(not members for name, members in rooms.items()), rooms
+
+
+async def test_a_stalled_reader_does_not_hold_up_the_room(
+        served: Served, transport: str, peer: PeerFactory) -> None:
+    """A member that stops reading its socket does not delay delivery to the others."""
+    stalled = await joined_raw(served, "websocket", "busy")  # then never reads again
+    alice, bob = await peer("alice"), await peer("bob")
+    await alice.join("busy")
+    await bob.join("busy")
+    try:
+        texts = [f"m{i} " + "x" * 2000 for i in range(300)]  # ~600 KB the stalled one won't read
+        for text in texts:
+            await alice.send("busy", text)
+        assert [(await bob.next("message"))["text"] for _ in texts] == texts
+    finally:
+        await stalled.close()
