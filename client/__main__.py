@@ -57,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _client(args: argparse.Namespace) -> ChatClient:
     transports = None if args.transport == "auto" else [args.transport]
-    return ChatClient(args.url, args.name, serializer=args.serializer, transports=transports)
+    client = ChatClient(args.url, args.name, serializer=args.serializer, transports=transports)
+    client.on_state = lambda state: _status(
+        "connection lost; reconnecting" if state == "disconnected" else "connected")
+    return client
 
 
 def _status(text: str) -> None:

@@ -74,13 +74,16 @@ class ChatClient:
         connection as lost (default 10).
     :param reconnection_delay: first back-off in seconds, doubled up to
         ``reconnection_delay_max`` (defaults 0.5 and 5).
+    :param on_state: called with ``"ready"`` once connected with every room
+        rejoined, and with ``"disconnected"`` when the connection drops.
     """
 
     def __init__(self, url: str, name: str, *, serializer: str = "msgpack",
                  transports: list[str] | None = None, request_timeout: float = 10.0,
                  reconnection_delay: float = 0.5, reconnection_delay_max: float = 5.0,
                  on_message: Handler | None = None, on_presence: Handler | None = None,
-                 on_typing: Handler | None = None) -> None:
+                 on_typing: Handler | None = None,
+                 on_state: Callable[[str], object] | None = None) -> None:
         self.url = url
         self.name = name
         self.transports = transports
@@ -88,6 +91,7 @@ class ChatClient:
         self.on_message = on_message
         self.on_presence = on_presence
         self.on_typing = on_typing
+        self.on_state = on_state
         self._sio = socketio.AsyncClient(
             serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=True, reconnection_attempts=0,
             reconnection_delay=reconnection_delay,
@@ -184,13 +188,14 @@ class ChatClient:
         log.info("connected to %s as %r over %s", self.url, self.name, self.transport)
         if not self._connected_once:
             self._connected_once = True
-            self._ready.set()
+            self._set_ready()
         else:
             self._spawn(self._rejoin_all())
 
     async def _on_disconnect(self, reason: str = "") -> None:
         log.info("disconnected (%s)", reason)
         self._ready.clear()
+        self._report("disconnected")
         if reason == self._sio.reason.SERVER_DISCONNECT and not self._closing:
             self._spawn(self._reconnect_after_server_close())
 
@@ -208,7 +213,18 @@ class ChatClient:
             log.info("rejoin interrupted (%s); will retry on reconnect", exc)
             return
         log.info("rejoined %d rooms", len(self._rooms))
+        self._set_ready()
+
+    def _set_ready(self) -> None:
         self._ready.set()
+        self._report("ready")
+
+    def _report(self, state: str) -> None:
+        if self.on_state is not None and not self._closing:
+            try:
+                self.on_state(state)
+            except Exception:
+                log.exception("on_state handler failed")
 
     # -- requests ---------------------------------------------------------------
 

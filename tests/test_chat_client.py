@@ -4,17 +4,38 @@ gap filling, and sends that survive reconnects."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from app.models import RoomName
 from client import ChatClient, ChatClientError
 
-from .conftest import TIMEOUT, Peer, PeerFactory, Served, until
+from .conftest import TIMEOUT, Peer, PeerFactory, Served
 from .proxy import Proxy
 
-ClientFactory = Callable[..., Awaitable[tuple[ChatClient, "asyncio.Queue[dict[str, Any]]"]]]
+
+@dataclasses.dataclass
+class Chatter:
+    """A connected ChatClient and what its handlers were given."""
+
+    client: ChatClient
+    received: asyncio.Queue[dict[str, Any]] = dataclasses.field(default_factory=asyncio.Queue)
+    states: asyncio.Queue[str] = dataclasses.field(default_factory=asyncio.Queue)
+
+    async def take(self, count: int) -> list[str]:
+        """The texts of the next ``count`` messages handed to on_message."""
+        return [(await asyncio.wait_for(self.received.get(), TIMEOUT))["text"]
+                for _ in range(count)]
+
+    async def wait_state(self, state: str) -> None:
+        while await asyncio.wait_for(self.states.get(), TIMEOUT) != state:
+            pass
+
+
+ChatterFactory = Callable[..., Awaitable[Chatter]]
 
 
 @pytest.fixture
@@ -26,110 +47,108 @@ async def proxy(served: Served) -> AsyncIterator[Proxy]:
 
 
 @pytest.fixture
-async def chat_client(served: Served, transport: str) -> AsyncIterator[ClientFactory]:
-    """``await chat_client(name, url=...)`` -> (client, queue of on_message calls)."""
-    clients: list[ChatClient] = []
+async def chatter(served: Served, transport: str) -> AsyncIterator[ChatterFactory]:
+    """``await chatter(name, url=...)``: a connected ChatClient on the test's transport."""
+    made: list[Chatter] = []
 
-    async def make(name: str, url: str | None = None) -> tuple[ChatClient, asyncio.Queue[Any]]:
-        received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    async def make(name: str, url: str | None = None) -> Chatter:
         client = ChatClient(url or served.url, name, serializer=served.settings.serializer,
                             transports=[transport], reconnection_delay=0.05,
-                            reconnection_delay_max=0.2, request_timeout=TIMEOUT,
-                            on_message=received.put_nowait)
-        clients.append(client)
+                            reconnection_delay_max=0.2, request_timeout=TIMEOUT)
+        chatter = Chatter(client)
+        client.on_message = chatter.received.put_nowait
+        client.on_state = chatter.states.put_nowait
+        made.append(chatter)
         await client.connect()
-        return client, received
+        return chatter
 
     yield make
-    for client in clients:
-        await client.close()
-
-
-async def take(queue: asyncio.Queue[dict[str, Any]], count: int) -> list[str]:
-    return [(await asyncio.wait_for(queue.get(), TIMEOUT))["text"] for _ in range(count)]
+    for chatter in made:
+        await chatter.client.close()
 
 
 async def test_handler_sees_own_and_others_messages_in_order(
-        chat_client: ClientFactory, peer: PeerFactory) -> None:
+        chatter: ChatterFactory, peer: PeerFactory) -> None:
     """on_message gets the room's messages after the join, including the client's own."""
-    alice, received = await chat_client("alice")
+    alice = await chatter("alice")
     bob = await peer("bob")
     await bob.join("r")
     await bob.send("r", "before alice")
-    ack = await alice.join("r")
+    ack = await alice.client.join("r")
     assert [m["text"] for m in ack["messages"]] == ["before alice"]
     await bob.send("r", "one")
-    sent = await alice.send("r", "two")
+    sent = await alice.client.send("r", "two")
     await bob.send("r", "three")
     assert sent["seq"] == 3
-    assert await take(received, 3) == ["one", "two", "three"]
+    assert await alice.take(3) == ["one", "two", "three"]
 
 
-async def test_refusals_raise_with_the_code(chat_client: ClientFactory, served: Served) -> None:
+async def test_refusals_raise_with_the_code(chatter: ChatterFactory, served: Served) -> None:
     """A refused connect or request raises ChatClientError with the protocol's code."""
     with pytest.raises(ChatClientError) as refused:
         await ChatClient(served.url, " ", serializer=served.settings.serializer).connect()
     assert refused.value.code == "bad_name"
-    alice, _ = await chat_client("alice")
+    alice = await chatter("alice")
     with pytest.raises(ChatClientError) as not_member:
-        await alice.send("nowhere", "hi")
+        await alice.client.send("nowhere", "hi")
     assert not_member.value.code == "not_member"
 
 
 @pytest.fixture
-async def pair(chat_client: ClientFactory, peer: PeerFactory, proxy: Proxy
-               ) -> tuple[ChatClient, asyncio.Queue[dict[str, Any]], Peer]:
+async def pair(chatter: ChatterFactory, peer: PeerFactory, proxy: Proxy
+               ) -> tuple[Chatter, Peer]:
     """alice (a ChatClient behind the proxy) and bob (a plain peer), both in room r."""
-    alice, received = await chat_client("alice", url=proxy.url)
+    alice = await chatter("alice", url=proxy.url)
     bob = await peer("bob")
-    await alice.join("r")
+    await alice.client.join("r")
     await bob.join("r")
-    return alice, received, bob
+    return alice, bob
 
 
-async def go_offline(alice: ChatClient, proxy: Proxy) -> None:
+async def go_offline(alice: Chatter, proxy: Proxy) -> None:
     """Cut alice's connections and refuse new ones until ``proxy.offline`` is reset."""
     proxy.offline = True
     proxy.cut()
-    await until(lambda: not alice.connected)
+    await alice.wait_state("disconnected")
 
 
-Pair = tuple[ChatClient, "asyncio.Queue[dict[str, Any]]", Peer]
-
-
-async def test_recovers_exactly_the_missed_messages(pair: Pair, proxy: Proxy) -> None:
+async def test_recovers_exactly_the_missed_messages(pair: tuple[Chatter, Peer],
+                                                    proxy: Proxy) -> None:
     """After a drop, the client rejoins with since and hands over each missed message
     once, in order, then carries on live."""
-    alice, received, bob = pair
+    alice, bob = pair
     await bob.send("r", "m1")
-    assert await take(received, 1) == ["m1"]
+    assert await alice.take(1) == ["m1"]
     await go_offline(alice, proxy)
     for text in ("m2", "m3", "m4"):
         await bob.send("r", text)
     proxy.offline = False
-    assert await take(received, 3) == ["m2", "m3", "m4"]
+    assert await alice.take(3) == ["m2", "m3", "m4"]
+    await alice.wait_state("ready")
     await bob.send("r", "m5")
-    assert await take(received, 1) == ["m5"]
-    await alice.send("r", "back")
-    assert await take(received, 1) == ["back"]
-    assert received.empty()
+    assert await alice.take(1) == ["m5"]
+    await alice.client.send("r", "back")
+    assert await alice.take(1) == ["back"]
+    assert alice.received.empty()
 
 
-async def test_recovery_pages_past_five_hundred(pair: Pair, proxy: Proxy) -> None:
+async def test_recovery_pages_past_five_hundred(pair: tuple[Chatter, Peer],
+                                                proxy: Proxy) -> None:
     """Missing more than one join's worth (500) is caught up page by page, in order."""
-    alice, received, bob = pair
+    alice, bob = pair
     missed = [f"m{i}" for i in range(620)]
     await go_offline(alice, proxy)
     await asyncio.gather(*(bob.send("r", t) for t in missed))  # pipelined: stored in order
     proxy.offline = False
-    assert await take(received, 620) == missed
+    assert await alice.take(620) == missed
 
 
-async def test_send_while_offline_is_delivered_once(pair: Pair, proxy: Proxy) -> None:
+async def test_send_while_offline_is_delivered_once(pair: tuple[Chatter, Peer],
+                                                    proxy: Proxy) -> None:
     """A send made while disconnected completes after the reconnect, stored once."""
-    alice, received, bob = pair
+    alice, bob = pair
     await go_offline(alice, proxy)
-    sending = asyncio.ensure_future(alice.send("r", "typed offline"))
+    sending = asyncio.ensure_future(alice.client.send("r", "typed offline"))
     proxy.offline = False
     message = await asyncio.wait_for(sending, TIMEOUT)
     assert (await bob.next("message"))["seq"] == message["seq"]
@@ -137,16 +156,15 @@ async def test_send_while_offline_is_delivered_once(pair: Pair, proxy: Proxy) ->
     assert [m["text"] for m in history["messages"]] == ["typed offline"]
 
 
-async def test_gap_is_filled_from_history(chat_client: ClientFactory, peer: PeerFactory,
+async def test_gap_is_filled_from_history(chatter: ChatterFactory, peer: PeerFactory,
                                           served: Served) -> None:
     """A message that skips seq numbers makes the client fetch the gap first."""
-    alice, received = await chat_client("alice")
+    alice = await chatter("alice")
     bob = await peer("bob")
-    await alice.join("r")
+    await alice.client.join("r")
     await bob.join("r")
     # store two messages the room never hears about, as if their broadcast was lost
-    store = served.chat.store
-    await store.append("r", "bob", "lost 1", None)  # type: ignore[arg-type]
-    await store.append("r", "bob", "lost 2", None)  # type: ignore[arg-type]
+    await served.chat.store.append(RoomName("r"), "bob", "lost 1", None)
+    await served.chat.store.append(RoomName("r"), "bob", "lost 2", None)
     await bob.send("r", "seen")
-    assert await take(received, 3) == ["lost 1", "lost 2", "seen"]
+    assert await alice.take(3) == ["lost 1", "lost 2", "seen"]

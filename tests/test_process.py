@@ -13,7 +13,7 @@ import pytest
 
 from client import ChatClient
 
-from .conftest import TIMEOUT, sio_client, until
+from .conftest import TIMEOUT, sio_client
 from .processes import Process, start_server
 from .proxy import Proxy
 
@@ -75,9 +75,10 @@ async def test_restart_keeps_history_and_clients_recover(
     server, port = await start_server(tmp_path, "--serializer", serializer)
     proxy = await Proxy(port).start()
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    states: asyncio.Queue[str] = asyncio.Queue()
     alice = ChatClient(proxy.url, "alice", serializer=serializer, transports=[transport],
                        reconnection_delay=0.05, reconnection_delay_max=0.3,
-                       on_message=received.put_nowait)
+                       on_message=received.put_nowait, on_state=states.put_nowait)
     try:
         await alice.connect()
         await alice.join("r")
@@ -88,7 +89,8 @@ async def test_restart_keeps_history_and_clients_recover(
 
         assert await server.stop(sig) == 0
         assert any("sqlite store closed" in line for line in server.stderr_lines)
-        await until(lambda: not alice.connected)
+        while await asyncio.wait_for(states.get(), TIMEOUT) != "disconnected":
+            pass
         offline_send = asyncio.ensure_future(alice.send("r", "sent while down"))
 
         server, port = await start_server(tmp_path, "--serializer", serializer)
