@@ -18,10 +18,11 @@ def test_defaults() -> None:
 def test_environment_then_flags() -> None:
     """ROOMCAST_* variables override defaults; flags override variables."""
     env = {"ROOMCAST_HOST": "127.0.0.1", "ROOMCAST_PORT": "9000", "ROOMCAST_STORE": "memory://",
-           "ROOMCAST_SERIALIZER": "json", "ROOMCAST_PING_INTERVAL": "2.5"}
+           "ROOMCAST_SERIALIZER": "json", "ROOMCAST_PING_INTERVAL": "2",
+           "ROOMCAST_PING_TIMEOUT": "1.5"}
     s = Settings.load([], env)
-    assert (s.host, s.port, s.store, s.serializer, s.ping_interval) == (
-        "127.0.0.1", 9000, "memory://", "json", 2.5)
+    assert (s.host, s.port, s.store, s.serializer) == ("127.0.0.1", 9000, "memory://", "json")
+    assert (s.ping_interval, s.ping_timeout) == (2.0, 1.5)
     s = Settings.load(["--port", "9001", "--serializer", "msgpack"], env)
     assert (s.port, s.serializer, s.host) == (9001, "msgpack", "127.0.0.1")
 
@@ -47,3 +48,5 @@ def test_invalid_values_are_refused() -> None:
         Settings(ping_interval=0)
     with pytest.raises(ValueError):
         Settings(serializer="xml")
+    with pytest.raises(ValueError, match="whole number"):
+        Settings(ping_interval=2.5)
