@@ -5,12 +5,24 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test check clean
+WEB      := app/web
+VENDOR   := app/static/vendor
+SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
 
-run: $(VENV)/.installed-run  ## serve the chat on http://localhost:8080
+.PHONY: run test check web clean
+
+run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
 
-test: $(VENV)/.installed-test  ## every test, then the type and lint checks
+web: $(VENDOR)/.installed  ## the Socket.IO browser client, pinned in app/web/package-lock.json
+
+$(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp $(SIO_DIST)/socket.io.min.js $(SIO_DIST)/socket.io.msgpack.min.js $(VENDOR)/
+	touch $@
+
+test: $(VENV)/.installed-test web  ## every test, then the type and lint checks
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory check
 
@@ -32,4 +44,4 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache $(VENDOR) $(WEB)/node_modules

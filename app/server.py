@@ -1,6 +1,6 @@
 """The application factory: ``create_app(settings)`` -> ``web.Application``.
 
-The aiohttp app serves the page, ``/healthz`` and ``/socket.io/``; a
+The aiohttp app serves the page (:mod:`app.page`), ``/healthz`` and ``/socket.io/``; a
 python-socketio ``AsyncServer`` (our :class:`RoomcastServer`) is attached to
 it, with the ``/chat`` namespace registered once the backends are open.
 Each backend is one ``cleanup_ctx`` pair, so a failed start-up undoes only
@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from . import health
-from .chat import NAMESPACE, ChatNamespace
+from .chat import ChatNamespace
 from .engine import RoomcastServer
 from .keys import CHAT_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
+from .page import setup_page
 from .presence import open_presence
 from .settings import Settings
 from .store import StoreFactory, open_store
@@ -64,9 +63,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     app.cleanup_ctx.extend([store_ctx, presence_ctx, chat_ctx])
     app.on_shutdown.append(_disconnect_clients)
 
-    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("app", "templates"),
-                         autoescape=jinja2.select_autoescape(default=True))
-    app.router.add_get("/", index)
+    setup_page(app, settings.serializer)
     app.router.add_get("/healthz", health.healthz)
     return app
 
@@ -79,9 +76,3 @@ async def _disconnect_clients(app: web.Application) -> None:
     count = await sio.close_all_sessions()
     log.info("shutting down: closed %d connections", count)
     await sio.shutdown()
-
-
-@aiohttp_jinja2.template("index.html")
-async def index(request: web.Request) -> dict[str, object]:
-    settings = request.app[SETTINGS_KEY]
-    return {"namespace": NAMESPACE, "serializer": settings.serializer}

@@ -1,0 +1,63 @@
+"""The browser page: ``GET /`` (an aiohttp-jinja2 template) and ``/static/``.
+
+The Socket.IO JavaScript client comes from the npm registry at the version
+pinned in ``app/web/package-lock.json``; ``make run`` installs it and copies
+its two browser builds into ``app/static/vendor/``, so the page works with no
+internet access. The page loads the build that matches the server's
+serializer (msgpack or the default JSON parser).
+
+Every HTML response carries a Content-Security-Policy that allows scripts,
+styles and connections from this origin only: no inline script runs, even if
+some user text were ever mistaken for markup.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from .chat import NAMESPACE
+from .keys import SETTINGS_KEY
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+VENDOR_DIR = STATIC_DIR / "vendor"
+SOCKETIO_BUNDLES = {"msgpack": "socket.io.msgpack.min.js", "json": "socket.io.min.js"}
+
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+    "connect-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+def setup_page(app: web.Application, serializer: str) -> None:
+    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("app", "templates"),
+                         autoescape=jinja2.select_autoescape(default=True))
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.on_response_prepare.append(_security_headers)
+    bundle = VENDOR_DIR / SOCKETIO_BUNDLES[serializer]
+    if not bundle.exists():
+        log.warning("the browser page needs %s: run `make run` (or `make web`) to install it",
+                    bundle)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if response.content_type == "text/html":
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+
+
+@aiohttp_jinja2.template("index.html")
+async def index(request: web.Request) -> dict[str, object]:
+    settings = request.app[SETTINGS_KEY]
+    return {"namespace": NAMESPACE, "serializer": settings.serializer,
+            "socketio_bundle": SOCKETIO_BUNDLES[settings.serializer],
+            "max_text_length": settings.max_text_length}

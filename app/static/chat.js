@@ -1,0 +1,380 @@
+// The Roomcast page: one Socket.IO connection to /chat, the rooms it has
+// joined, and the exactly-once delivery rules of docs/protocol.md: per room,
+// `last` is the highest seq shown; older or repeated seqs are dropped, a gap
+// is filled from history, and after a reconnect each room is rejoined with
+// `since = last`. Sends carry a client_id and stay pending until acknowledged,
+// so a send made offline goes out once the connection is back, exactly once.
+import {
+  els, plainError, renderMessages, renderRoomHead, renderRoomLists, renderTyping,
+  messageItem, showAlert, showStatus,
+} from "./view.js";
+
+const config = document.body.dataset;
+const params = new URLSearchParams(location.search);
+const ACK_TIMEOUT = 10000;      // ms to wait for an ack before trying again
+const TYPING_IDLE = 3000;       // ms without a keystroke before we say we stopped
+const TYPING_EXPIRY = 5000;     // ms after which someone else's typing signal lapses
+const RETRYABLE = new Set(["unavailable", "rate_limited", "internal"]);
+
+const rooms = new Map();        // name -> room state (see newRoom)
+let current = null;             // name of the room in view
+let openRooms = [];
+let socket = null;
+let myName = null;
+let typingRoom = null;
+let typingTimer = null;
+
+function newRoom(name) {
+  return {
+    name, self: myName, messages: [], last: 0, olderExist: false, loadingOlder: false,
+    members: [], typing: new Map(), unread: 0, outbox: [], joined: false,
+    chain: Promise.resolve(),   // serialises deliveries for this room
+  };
+}
+
+function clientId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));  // works on plain http too
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function request(event, payload) {
+  const ack = await socket.timeout(ACK_TIMEOUT).emitWithAck(event, payload);
+  if (!ack || !ack.ok) throw Object.assign(new Error(event), { chat: ack?.error });
+  return ack;
+}
+
+// -- delivery -----------------------------------------------------------------
+
+function inOrder(room, task) {
+  room.chain = room.chain.then(task).catch((err) => console.warn("delivery", err));
+  return room.chain;
+}
+
+function take(room, messages) {
+  // Append messages in seq order, skipping any already shown; true if any was new.
+  let added = false;
+  for (const message of [...messages].sort((a, b) => a.seq - b.seq)) {
+    if (message.seq !== room.last + 1) continue;
+    room.messages.push(message);
+    room.last = message.seq;
+    room.outbox = room.outbox.filter((s) => s.client_id !== message.client_id
+                                            || message.from !== myName);
+    room.typing.delete(message.from);
+    added = true;
+  }
+  return added;
+}
+
+async function catchUp(room, upto = Infinity) {
+  while (room.last < upto) {
+    const page = await request("history", { room: room.name, after: room.last, limit: 200 });
+    take(room, page.messages);
+    if (!page.more) break;
+  }
+}
+
+function deliver(room, message) {
+  return inOrder(room, async () => {
+    if (message.seq <= room.last) return;
+    if (message.seq > room.last + 1) await catchUp(room, message.seq - 1);  // a gap
+    const appendOnly = room.outbox.length === 0 && message.seq === room.last + 1;
+    if (!take(room, [message])) return;
+    if (room.name === current) {
+      if (appendOnly) appendItem(message); else renderMessages(room);
+      renderTyping(room);
+    } else if (message.from !== myName) {
+      room.unread += 1;
+      renderLists();
+    }
+  });
+}
+
+function appendItem(message) {
+  const list = els.messages;
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.append(messageItem(message));
+  if (atBottom || message.from === myName) list.scrollTop = list.scrollHeight;
+}
+
+// -- rooms --------------------------------------------------------------------
+
+async function joinRoom(name) {
+  if (rooms.has(name)) return selectRoom(name);
+  const room = newRoom(name);
+  rooms.set(name, room);
+  try {
+    const ack = await request("join", { room: name });
+    room.messages = ack.messages;
+    room.last = ack.seq;
+    room.olderExist = ack.more;
+    room.members = ack.members;
+    room.joined = true;
+  } catch (err) {
+    rooms.delete(name);
+    showAlert(plainError(err.chat));
+    return;
+  }
+  selectRoom(name);
+  refreshOpenRooms();
+}
+
+async function rejoin(room) {
+  const ack = await request("join", { room: room.name, since: room.last });
+  room.members = ack.members;
+  await inOrder(room, async () => {
+    take(room, ack.messages);
+    if (ack.more) await catchUp(room, ack.seq);
+  });
+  room.joined = true;
+}
+
+async function leaveRoom(name) {
+  try {
+    await request("leave", { room: name });
+  } catch (err) {
+    if (err.chat?.code !== "not_member") return showAlert(plainError(err.chat));
+  }
+  rooms.delete(name);
+  selectRoom(rooms.keys().next().value ?? null);
+  refreshOpenRooms();
+}
+
+function selectRoom(name) {
+  if (typingRoom && typingRoom !== name) stopTyping();
+  current = name;
+  const room = name ? rooms.get(name) : null;
+  if (room) room.unread = 0;
+  renderRoomHead(room);
+  if (room) renderMessages(room); else els.messages.replaceChildren();
+  renderTyping(room);
+  renderLists();
+  if (room) els.text.focus();
+  const url = new URL(location.href);
+  if (name) url.searchParams.set("room", name); else url.searchParams.delete("room");
+  history.replaceState(null, "", url);
+}
+
+async function loadOlder(room) {
+  if (!room || !room.olderExist || room.loadingOlder || room.messages.length === 0) return;
+  room.loadingOlder = true;
+  try {
+    const page = await request("history", { room: room.name, before: room.messages[0].seq,
+                                            limit: 50 });
+    room.messages = [...page.messages, ...room.messages];
+    room.olderExist = page.more;
+    if (room.name === current) renderMessages(room);
+  } catch (err) {
+    showAlert(plainError(err.chat));
+  } finally {
+    room.loadingOlder = false;
+  }
+}
+
+async function refreshOpenRooms() {
+  if (!socket?.connected) return;
+  try {
+    openRooms = (await request("rooms", {})).rooms;
+    renderLists();
+  } catch { /* the next refresh will do */ }
+}
+
+function renderLists() {
+  renderRoomLists(rooms, current, openRooms, (name) => joinRoom(name));
+}
+
+// -- sending ------------------------------------------------------------------
+
+function send(text) {
+  const room = rooms.get(current);
+  if (!room || !text.trim()) return;
+  if (text.length > Number(config.maxText)) {
+    return showAlert(`That message is too long (at most ${config.maxText} characters).`);
+  }
+  stopTyping();
+  room.outbox.push({ client_id: clientId(), text, inflight: false, error: null });
+  renderMessages(room);
+  els.messages.scrollTop = els.messages.scrollHeight;
+  flush(room);
+}
+
+async function flush(room) {
+  if (room.flushing) return;
+  room.flushing = true;
+  try {
+    for (const entry of [...room.outbox]) {
+      if (entry.error || !socket.connected || !room.joined) continue;
+      if (!rooms.has(room.name)) return;
+      try {
+        const ack = await request("send", { room: room.name, text: entry.text,
+                                            client_id: entry.client_id });
+        await deliver(room, ack.message);
+      } catch (err) {
+        if (err.chat && !RETRYABLE.has(err.chat.code)) {
+          entry.error = err.chat;
+          showAlert(plainError(err.chat));
+          if (room.name === current) renderMessages(room);
+        } else {
+          setTimeout(() => flush(room), 1000);  // timed out or busy: same client_id again
+          return;
+        }
+      }
+    }
+  } finally {
+    room.flushing = false;
+  }
+}
+
+// -- typing -------------------------------------------------------------------
+
+function typing() {
+  if (!current || !socket?.connected) return;
+  if (typingRoom !== current) {
+    stopTyping();
+    typingRoom = current;
+    socket.emit("typing", { room: current, active: true });
+  }
+  clearTimeout(typingTimer);
+  typingTimer = setTimeout(stopTyping, TYPING_IDLE);
+}
+
+function stopTyping() {
+  clearTimeout(typingTimer);
+  if (typingRoom && socket?.connected && rooms.has(typingRoom)) {
+    socket.emit("typing", { room: typingRoom, active: false });
+  }
+  typingRoom = null;
+}
+
+function someoneTyping({ room: name, user, active }) {
+  const room = rooms.get(name);
+  if (!room) return;
+  clearTimeout(room.typing.get(user));
+  if (active) {
+    room.typing.set(user, setTimeout(() => {
+      room.typing.delete(user);
+      if (name === current) renderTyping(room);
+    }, TYPING_EXPIRY));
+  } else {
+    room.typing.delete(user);
+  }
+  if (name === current) renderTyping(room);
+}
+
+// -- connection ---------------------------------------------------------------
+
+function transportName() {
+  return socket.io.engine?.transport?.name ?? "";
+}
+
+function connect(name) {
+  myName = name;
+  els.whoami.textContent = `You are ${name}`;
+  els.whoami.hidden = false;
+  els.login.hidden = true;
+  els.chat.hidden = false;
+  const transports = params.get("transport") === "polling" ? ["polling"]
+                                                            : ["polling", "websocket"];
+  socket = io(config.namespace, { auth: { name }, transports });
+  showStatus("connecting");
+
+  socket.on("connect", async () => {
+    showStatus("connected", transportName());
+    socket.io.engine.once("upgrade", () => showStatus("connected", transportName()));
+    for (const room of rooms.values()) {
+      try { await rejoin(room); } catch (err) { console.warn("rejoin", err); }
+    }
+    if (current) renderMessages(rooms.get(current));
+    for (const room of rooms.values()) flush(room);
+    refreshOpenRooms();
+    const wanted = params.get("room");
+    if (wanted && !rooms.has(wanted)) { params.delete("room"); joinRoom(wanted); }
+  });
+  socket.on("disconnect", (reason) => {
+    for (const room of rooms.values()) room.joined = false;
+    showStatus(navigator.onLine ? "reconnecting" : "offline");
+    // the client reconnects by itself after a network or transport failure,
+    // but not when the server ended the namespace session: ask again then
+    if (reason === "io server disconnect") setTimeout(() => socket?.connect(), 1000);
+  });
+  socket.io.on("reconnect_attempt", (n) => showStatus(
+    navigator.onLine ? "reconnecting" : "offline", `attempt ${n}`));
+  socket.on("connect_error", (err) => {
+    if (err.data?.code) {  // refused by the server, not a network failure
+      showAlert(plainError(err.data));
+      if (err.data.code === "bad_name") logout();
+    } else {
+      showStatus(navigator.onLine ? "reconnecting" : "offline");
+    }
+  });
+  socket.on("message", (message) => {
+    const room = rooms.get(message.room);
+    if (room) deliver(room, message);
+  });
+  socket.on("presence", ({ room: name, members }) => {
+    const room = rooms.get(name);
+    if (room) {
+      room.members = members;
+      if (name === current) renderRoomHead(room);
+    }
+    refreshOpenRooms();
+  });
+  socket.on("typing", someoneTyping);
+}
+
+function logout() {
+  socket?.disconnect();
+  socket = null;
+  localStorage.removeItem("roomcast.name");
+  els.chat.hidden = true;
+  els.login.hidden = false;
+  els.whoami.hidden = true;
+  showStatus("offline");
+  els.nameInput.focus();
+}
+
+// -- wiring -------------------------------------------------------------------
+
+els.loginForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = els.nameInput.value.trim();
+  if (!name) return;
+  localStorage.setItem("roomcast.name", name);
+  connect(name);
+});
+els.joinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = els.roomInput.value.trim();
+  if (!els.roomInput.checkValidity()) {
+    return showAlert("Room names are 1 to 64 letters, digits or _ . : -");
+  }
+  els.roomInput.value = "";
+  joinRoom(name);
+});
+els.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  send(els.text.value);
+  els.text.value = "";
+});
+els.text.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    els.composer.requestSubmit();
+  }
+});
+els.text.addEventListener("input", typing);
+els.messages.addEventListener("scroll", () => {
+  if (els.messages.scrollTop < 40) loadOlder(rooms.get(current));
+});
+els.leave.addEventListener("click", () => current && leaveRoom(current));
+els.refresh.addEventListener("click", refreshOpenRooms);
+window.addEventListener("online", () => socket && !socket.connected && socket.connect());
+window.addEventListener("offline", () => showStatus("offline"));
+setInterval(refreshOpenRooms, 15000);
+
+const initialName = (params.get("name") || localStorage.getItem("roomcast.name") || "").trim();
+if (initialName) {
+  if (params.get("name")) localStorage.setItem("roomcast.name", initialName);
+  connect(initialName);
+} else {
+  els.nameInput.focus();
+}

@@ -1,0 +1,128 @@
+// DOM rendering for the Roomcast page. Every piece of user text goes through
+// textContent, never innerHTML, so names and messages are shown as text.
+
+const $ = (id) => document.getElementById(id);
+
+export const els = {
+  status: $("status"), whoami: $("whoami"), alert: $("alert"), login: $("login"),
+  loginForm: $("login-form"), nameInput: $("name-input"), chat: $("chat"),
+  joinForm: $("join-form"), roomInput: $("room-input"), joined: $("joined-rooms"),
+  open: $("open-rooms"), refresh: $("refresh-rooms"), title: $("room-title"),
+  leave: $("leave-room"), messages: $("messages"), typing: $("typing"),
+  composer: $("composer"), text: $("text-input"), members: $("member-list"),
+};
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  node.append(...children);
+  return node;
+}
+
+const PLAIN_ERRORS = {
+  bad_request: "The server did not understand that request.",
+  not_member: "You are not in that room any more. Join it again to write there.",
+  too_large: "That message is too long.",
+  rate_limited: "You are sending too fast. Wait a moment and try again.",
+  unauthorized: "You are not allowed to do that.",
+  unavailable: "The server cannot store messages right now. Your message will be retried.",
+  internal: "Something went wrong on the server.",
+  bad_name: "That name cannot be used: use 1 to 32 letters, digits or symbols.",
+};
+
+export function plainError(error) {
+  return PLAIN_ERRORS[error?.code] || error?.message || "Something went wrong.";
+}
+
+let alertTimer = null;
+export function showAlert(text) {
+  els.alert.textContent = text;
+  els.alert.hidden = false;
+  clearTimeout(alertTimer);
+  alertTimer = setTimeout(() => { els.alert.hidden = true; }, 8000);
+}
+
+export function showStatus(state, detail) {
+  els.status.dataset.state = state;
+  els.status.textContent = detail ? `${state} (${detail})` : state;
+}
+
+const timeFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
+
+export function messageItem(message, { pending = false } = {}) {
+  const item = el("li", { class: pending ? "pending" : "" },
+    el("div", { class: "meta" },
+      el("span", { class: "from", text: message.from }),
+      el("time", { text: pending ? "sending…" : timeFormat.format(new Date(message.ts)),
+                   dateTime: pending ? "" : new Date(message.ts).toISOString() })),
+    el("p", { class: "text", text: message.text }));
+  if (pending) item.dataset.clientId = message.client_id;
+  else item.dataset.seq = String(message.seq);
+  return item;
+}
+
+// Render a room's stored messages, then its pending ones, keeping the reader's
+// place: at the bottom if they were there, else at the same message.
+export function renderMessages(room) {
+  const list = els.messages;
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const anchor = list.querySelector("li[data-seq]");
+  const anchorTop = anchor ? anchor.offsetTop - list.scrollTop : 0;
+  const items = [];
+  if (room.messages.length && !room.olderExist) {
+    items.push(el("li", { class: "edge", text: "This is the start of the room." }));
+  }
+  for (const message of room.messages) items.push(messageItem(message));
+  for (const send of room.outbox) {
+    const item = messageItem({ ...send, from: room.self }, { pending: !send.error });
+    if (send.error) {
+      item.classList.add("failed");
+      item.querySelector("time").textContent = plainError(send.error);
+    }
+    items.push(item);
+  }
+  list.replaceChildren(...items);
+  if (atBottom || !anchor) {
+    list.scrollTop = list.scrollHeight;
+  } else {
+    const same = list.querySelector(`li[data-seq="${anchor.dataset.seq}"]`);
+    if (same) list.scrollTop = same.offsetTop - anchorTop;
+  }
+}
+
+export function renderRoomLists(rooms, current, open, onSelect) {
+  els.joined.replaceChildren(...[...rooms.values()].map((room) => {
+    const badge = room.unread ? el("span", { class: "badge", text: String(room.unread),
+                                             "aria-label": `${room.unread} unread` }) : "";
+    return el("li", {}, el("button", {
+      type: "button", "aria-current": String(room.name === current),
+      onclick: () => onSelect(room.name),
+    }, el("span", { text: room.name }), badge));
+  }));
+  els.open.replaceChildren(...open.map(({ name, members }) => el("li", {},
+    el("button", { type: "button", onclick: () => onSelect(name) },
+      el("span", { text: name }),
+      el("span", { class: "count", text: `${members}`,
+                   "aria-label": `${members} here` })))));
+}
+
+export function renderRoomHead(room) {
+  els.title.textContent = room ? room.name : "No room yet";
+  els.leave.hidden = !room;
+  els.text.disabled = !room;
+  els.composer.querySelector("button").disabled = !room;
+  els.members.replaceChildren(...(room ? room.members : []).map(
+    (name) => el("li", { text: name })));
+}
+
+export function renderTyping(room) {
+  const names = room ? [...room.typing.keys()] : [];
+  els.typing.textContent = names.length === 0 ? ""
+    : names.length === 1 ? `${names[0]} is typing…`
+    : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are typing…`;
+}
