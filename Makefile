@@ -9,12 +9,23 @@ WEB      := app/web
 VENDOR   := app/static/vendor
 SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
 
-.PHONY: run test check web clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test check web browser clean
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
 
 web: $(VENDOR)/.installed  ## the Socket.IO browser client, pinned in app/web/package-lock.json
+
+browser:  ## Debian's Chromium for the page tests (installed with apt-get when missing)
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "The page tests need Chromium at $(CHROMIUM): install Debian's chromium package" \
+	         "(sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium"; exit 1; \
+	  fi; }
 
 $(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
@@ -22,7 +33,7 @@ $(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	cp $(SIO_DIST)/socket.io.min.js $(SIO_DIST)/socket.io.msgpack.min.js $(VENDOR)/
 	touch $@
 
-test: $(VENV)/.installed-test web  ## every test, then the type and lint checks
+test: $(VENV)/.installed-test web browser  ## every test, then the type and lint checks
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory check
 

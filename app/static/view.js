@@ -54,15 +54,19 @@ export function showStatus(state, detail) {
 
 const timeFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
 
-export function messageItem(message, { pending = false } = {}) {
-  const item = el("li", { class: pending ? "pending" : "" },
+// One message as a list item. `send` is an outbox entry ({client_id, text,
+// error}) for a message not yet stored: shown as sending, or as refused.
+export function messageItem(message, send = null) {
+  const stored = send === null;
+  const when = stored ? new Date(message.ts) : null;
+  const item = el("li", { class: stored ? "" : send.error ? "failed" : "pending" },
     el("div", { class: "meta" },
       el("span", { class: "from", text: message.from }),
-      el("time", { text: pending ? "sending…" : timeFormat.format(new Date(message.ts)),
-                   dateTime: pending ? "" : new Date(message.ts).toISOString() })),
+      el("time", stored ? { text: timeFormat.format(when), dateTime: when.toISOString() }
+                        : { text: send.error ? plainError(send.error) : "sending…" })),
     el("p", { class: "text", text: message.text }));
-  if (pending) item.dataset.clientId = message.client_id;
-  else item.dataset.seq = String(message.seq);
+  if (stored) item.dataset.seq = String(message.seq);
+  else item.dataset.clientId = send.client_id;
   return item;
 }
 
@@ -78,14 +82,7 @@ export function renderMessages(room) {
     items.push(el("li", { class: "edge", text: "This is the start of the room." }));
   }
   for (const message of room.messages) items.push(messageItem(message));
-  for (const send of room.outbox) {
-    const item = messageItem({ ...send, from: room.self }, { pending: !send.error });
-    if (send.error) {
-      item.classList.add("failed");
-      item.querySelector("time").textContent = plainError(send.error);
-    }
-    items.push(item);
-  }
+  for (const send of room.outbox) items.push(messageItem({ ...send, from: room.self }, send));
   list.replaceChildren(...items);
   if (atBottom || !anchor) {
     list.scrollTop = list.scrollHeight;

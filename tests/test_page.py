@@ -1,0 +1,242 @@
+"""The browser page end to end, in real headless Chromium against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, async_playwright, expect
+
+from app.chat import NAMESPACE
+
+from .browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
+from .conftest import TIMEOUT, ServeFactory, Served, sio_client
+from .processes import start_server
+from .proxy import Proxy
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: run `make test`"
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                    args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def users(browser: Browser, request: pytest.FixtureRequest
+                ) -> AsyncIterator[list[User]]:
+    """Users opened in the test; at the end each is screenshotted and must have
+    seen no console error, page error or dialog (a CSP violation is a console error)."""
+    opened: list[User] = []
+    yield opened
+    for i, user in enumerate(opened):
+        await user.screenshot(f"{request.node.name}-{i}")
+    for user in opened:
+        assert user.problems == [], user.problems
+
+
+async def open_user(users: list[User], browser: Browser, url: str, **params: str) -> User:
+    user = await User.open(browser, url, **params)
+    users.append(user)
+    return user
+
+
+async def python_peer(served_url: str, serializer: str, name: str, room: str) -> object:
+    sio = sio_client(serializer)
+    inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    sio.on("message", inbox.put_nowait, namespace=NAMESPACE)
+    await sio.connect(served_url, auth={"name": name}, namespaces=[NAMESPACE],
+                      wait_timeout=TIMEOUT)
+    await sio.call("join", {"room": room}, namespace=NAMESPACE)
+    sio.inbox = inbox
+    return sio
+
+
+@pytest.fixture(params=["msgpack", "json"])
+async def page_server(serve: ServeFactory, request: pytest.FixtureRequest) -> Served:
+    """The server, with the page following its serializer."""
+    return await serve(serializer=request.param)
+
+
+async def test_two_people_chat(page_server: Served, browser: Browser,
+                               users: list[User]) -> None:
+    """Two browser users in a room see each other's messages, presence and typing."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="lobby")
+    await alice.in_room("lobby")
+    bob = await open_user(users, browser, page_server.url, name="bob", room="lobby")
+    await bob.in_room("lobby")
+    await expect(alice.page.locator("#member-list li")).to_have_text(["alice", "bob"],
+                                                                     timeout=WAIT_MS)
+    await alice.page.locator("#text-input").press_sequentially("hel")
+    await expect(bob.page.locator("#typing")).to_have_text("alice is typing…", timeout=WAIT_MS)
+    await alice.page.locator("#text-input").press_sequentially("lo")
+    await alice.page.locator("#text-input").press("Shift+Enter")
+    await alice.page.locator("#text-input").press_sequentially("bob")
+    await alice.page.locator("#text-input").press("Enter")
+    await bob.shows("hello\nbob")
+    await expect(bob.page.locator("#typing")).to_have_text("", timeout=WAIT_MS)
+    await bob.say("hi alice")
+    await alice.shows("hello\nbob", "hi alice")
+    await expect(bob.page.locator("#messages li[data-seq] .from")).to_have_text(
+        ["alice", "bob"])
+    await bob.page.locator("#leave-room").click()
+    await expect(alice.page.locator("#member-list li")).to_have_text(["alice"],
+                                                                     timeout=WAIT_MS)
+
+
+async def test_browser_and_python_client(page_server: Served, browser: Browser,
+                                         users: list[User]) -> None:
+    """A browser user and a Python client chat in the same room."""
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "mixed")
+    try:
+        alice = await open_user(users, browser, page_server.url, name="alice", room="mixed")
+        await alice.in_room("mixed")
+        await alice.say("from the browser")
+        got = await asyncio.wait_for(peer.inbox.get(), TIMEOUT)  # type: ignore[attr-defined]
+        assert got["text"] == "from the browser" and got["from"] == "alice"
+        await peer.call("send", {"room": "mixed", "text": "from python"},  # type: ignore
+                        namespace=NAMESPACE)
+        await alice.shows("from the browser", "from python")
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_scrolling_back_reaches_the_first_message(page_server: Served, browser: Browser,
+                                                        users: list[User]) -> None:
+    """Scrolling to the top loads older history until the room's first message."""
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "long")
+    try:
+        for i in range(1, 131):
+            await peer.call("send", {"room": "long", "text": f"message {i}"},  # type: ignore
+                            namespace=NAMESPACE)
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+    alice = await open_user(users, browser, page_server.url, name="alice", room="long")
+    await expect(alice.messages()).to_have_count(50, timeout=WAIT_MS)
+    edge = alice.page.locator("#messages .edge")
+    for _ in range(10):
+        if await edge.count():
+            break
+        count = await alice.messages().count()
+        await alice.page.locator("#messages").evaluate("list => list.scrollTop = 0")
+        await expect(alice.messages()).not_to_have_count(count, timeout=WAIT_MS)
+    await expect(edge).to_have_text("This is the start of the room.")
+    seqs = await alice.messages().evaluate_all("items => items.map(i => +i.dataset.seq)")
+    assert seqs == list(range(1, 131))
+
+
+async def test_polling_and_websocket_browsers_share_a_room(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """A browser forced onto long-polling and a WebSocket one both get everything."""
+    poll = await open_user(users, browser, page_server.url, name="poll", room="r",
+                           transport="polling")
+    await poll.connected("polling")
+    ws = await open_user(users, browser, page_server.url, name="ws", room="r")
+    await ws.connected("websocket")
+    await poll.in_room("r")
+    await ws.in_room("r")
+    for i in range(3):
+        await poll.say(f"p{i}")
+        await poll.shows(*[t for j in range(i + 1) for t in (f"p{j}", f"w{j}")][:2 * i + 1])
+        await ws.say(f"w{i}")
+        await poll.shows(*[t for j in range(i + 1) for t in (f"p{j}", f"w{j}")])
+    await ws.shows("p0", "w0", "p1", "w1", "p2", "w2")
+    await expect(poll.page.locator("#status")).to_have_text("connected (polling)")
+
+
+async def test_user_text_is_shown_as_text(page_server: Served, browser: Browser,
+                                          users: list[User]) -> None:
+    """Names and messages that look like HTML appear literally and run nothing;
+    the page is sent with a Content-Security-Policy that forbids inline script."""
+    evil = "<img src=x onerror=alert(1)>"
+    mallory = await open_user(users, browser, page_server.url, name=evil, room="xss")
+    await mallory.in_room("xss")
+    victim = await open_user(users, browser, page_server.url, name="victim", room="xss")
+    await victim.in_room("xss")
+    await mallory.say(evil)
+    await mallory.say("<script>alert(2)</script>")
+    await victim.shows(evil, "<script>alert(2)</script>")
+    await expect(victim.page.locator("#messages li[data-seq] .from").first).to_have_text(evil)
+    await expect(victim.page.locator("#member-list li")).to_have_text(sorted([evil, "victim"]))
+    assert await victim.page.locator("#messages img, #member-list img").count() == 0
+    async with aiohttp.ClientSession() as http:
+        async with http.get(page_server.url + "/") as response:
+            policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+
+async def test_errors_are_shown_in_plain_words(serve: ServeFactory, browser: Browser,
+                                               users: list[User]) -> None:
+    """Text over the limit is refused in plain words, by the page itself and, for a page
+    that believes in a larger limit, by the server; the refused message is marked."""
+    served = await serve(max_text_length=10)
+    alice = await open_user(users, browser, served.url, name="alice", room="r")
+    await alice.in_room("r")
+    await alice.say("x" * 11)
+    await expect(alice.page.locator("#alert")).to_have_text(
+        "That message is too long (at most 10 characters).", timeout=WAIT_MS)
+    await alice.page.evaluate("document.body.dataset.maxText = '1000'")
+    await alice.say("y" * 11)  # now only the server can refuse it
+    await expect(alice.page.locator("#alert")).to_have_text("That message is too long.",
+                                                            timeout=WAIT_MS)
+    await expect(alice.page.locator("#messages li.failed .text")).to_have_text("y" * 11)
+    await alice.say("short")
+    await alice.shows("short")
+
+
+@pytest.fixture
+async def restartable(tmp_path: Path) -> AsyncIterator[dict[str, object]]:
+    """A `python -m app` process behind a proxy whose URL survives restarts."""
+    server, port = await start_server(tmp_path)
+    proxy = await Proxy(port).start()
+    state: dict[str, object] = {"server": server, "port": port, "proxy": proxy}
+    yield state
+    await proxy.close()
+    assert await state["server"].stop() == 0  # type: ignore[attr-defined]
+
+
+async def test_reconnect_after_restart_shows_what_was_missed(
+        tmp_path: Path, restartable: dict[str, object], browser: Browser,
+        users: list[User]) -> None:
+    """After the server restarts, the page reconnects by itself and shows what a
+    Python client sent meanwhile, once each and in order; a message typed while
+    offline is delivered once."""
+    proxy: Proxy = restartable["proxy"]  # type: ignore[assignment]
+    alice = await open_user(users, browser, proxy.url, name="alice", room="r")
+    await alice.in_room("r")
+    await alice.say("before")
+    await alice.shows("before")
+
+    proxy.offline = True  # keep the page away until we let it back
+    assert await restartable["server"].stop() == 0  # type: ignore[attr-defined]
+    await expect(alice.page.locator("#status")).to_have_attribute(
+        "data-state", "reconnecting", timeout=WAIT_MS)
+    await alice.say("typed while offline")
+    await expect(alice.page.locator("#messages li.pending .text")).to_have_text(
+        "typed while offline")
+
+    server, port = await start_server(tmp_path)
+    restartable.update(server=server, port=port)
+    proxy.upstream = port
+    peer = await python_peer(f"http://127.0.0.1:{port}", "msgpack", "py", "r")
+    try:
+        for text in ("missed 1", "missed 2", "missed 3"):
+            await peer.call("send", {"room": "r", "text": text},  # type: ignore
+                            namespace=NAMESPACE)
+        proxy.offline = False
+        await alice.connected()
+        await alice.shows("before", "missed 1", "missed 2", "missed 3", "typed while offline")
+        await expect(alice.page.locator("#messages li.pending")).to_have_count(0)
+        got = await asyncio.wait_for(peer.inbox.get(), TIMEOUT)  # type: ignore
+        assert got["text"] == "typed while offline"
+        history = await peer.call("history", {"room": "r"}, namespace=NAMESPACE)  # type: ignore
+        assert [m["text"] for m in history["messages"]] == [
+            "before", "missed 1", "missed 2", "missed 3", "typed while offline"]
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
