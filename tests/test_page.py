@@ -240,3 +240,40 @@ async def test_reconnect_after_restart_shows_what_was_missed(
             "before", "missed 1", "missed 2", "missed 3", "typed while offline"]
     finally:
         await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_name_rooms_unread_and_phone_layout(page_server: Served, browser: Browser,
+                                                  users: list[User]) -> None:
+    """The page asks for a name and remembers it; lists open rooms with member counts;
+    switches rooms by keyboard; counts unread messages of rooms not in view; and fits
+    a phone-sized screen."""
+    context = await browser.new_context(viewport={"width": 390, "height": 800})
+    alice = User(await context.new_page())
+    users.append(alice)
+    await alice.page.goto(page_server.url + "/")
+    await alice.page.get_by_label("Display name").fill("alice")
+    await alice.page.get_by_label("Display name").press("Enter")
+    await alice.connected()
+    await alice.page.reload()  # remembered: no question the second time
+    await alice.connected()
+    await expect(alice.page.locator("#whoami")).to_have_text("You are alice")
+
+    bob = await open_user(users, browser, page_server.url, name="bob", room="news")
+    await bob.in_room("news")
+    for room in ("news", "chat"):
+        await alice.page.get_by_label("Join or create a room").fill(room)
+        await alice.page.get_by_label("Join or create a room").press("Enter")
+        await alice.in_room(room)
+    await alice.page.locator("#refresh-rooms").click()
+    await expect(alice.page.locator("#open-rooms li")).to_have_text(["chat1", "news2"],
+                                                                    timeout=WAIT_MS)
+    await bob.say("while you look elsewhere")
+    unread = alice.page.locator("#joined-rooms button", has_text="news").locator(".badge")
+    await expect(unread).to_have_text("1", timeout=WAIT_MS)
+    news = alice.page.locator("#joined-rooms button", has_text="news")
+    await news.focus()
+    await news.press("Enter")
+    await alice.in_room("news")
+    await alice.shows("while you look elsewhere")
+    await expect(unread).to_have_count(0)
+    await expect(alice.page.locator("#text-input")).to_be_in_viewport()
