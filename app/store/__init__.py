@@ -8,6 +8,7 @@ scheme         module                   for
 =============  =======================  ========================================
 ``memory``     :mod:`app.store.memory`  tests; forgets everything on exit
 ``sqlite``     :mod:`app.store.sqlite`  one node; the zero-set-up default
+``postgresql`` :mod:`app.store.postgres` several nodes sharing one history
 =============  =======================  ========================================
 
 Every store gives each room its own ``seq``: 1 for the first message, then
@@ -29,6 +30,8 @@ from ..models import Message, Page, RoomName
 _SCHEMES = {
     "memory": "app.store.memory",
     "sqlite": "app.store.sqlite",
+    "postgresql": "app.store.postgres",
+    "postgres": "app.store.postgres",
 }
 
 

@@ -1,13 +1,11 @@
 """SQLite message store: the zero-set-up default for a single node.
 
 Design: the stdlib ``sqlite3`` driver runs on two dedicated threads, one
-writer and one reader, so disk I/O never blocks the event loop. ``append``
-only queues its request and awaits a future; one writer task takes everything
-queued so far and writes it in a single transaction (group commit), then
-resolves the futures in queue order. Queue order is call order, which keeps a
-connection's pipelined sends in order and makes seq assignment atomic without
-any lock on the event loop. (aiosqlite would cost a thread hop per statement;
-here a whole batch is one hop.)
+writer and one reader, so disk I/O never blocks the event loop. Appends go
+through :class:`~app.store.batching.AppendQueue`: everything queued so far is
+written in one transaction on the writer thread (group commit), in call
+order, which also makes seq assignment atomic. (aiosqlite would cost a
+thread hop per statement; here a whole batch is one hop.)
 
 Durability: WAL journal with ``synchronous=FULL``: an acknowledged message
 survives a process crash and a power loss.
@@ -23,19 +21,18 @@ import asyncio
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ChatError, ErrorCode
 from ..models import Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
+from .batching import Append, AppendQueue, Result
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-MAX_BATCH = 500  # appends per transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -51,16 +48,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
     ON messages (room, sender, client_id) WHERE client_id IS NOT NULL;
 """
 _COLUMNS = "room, seq, sender, text, ts, client_id"
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Append:
-    room: RoomName
-    sender: str
-    text: str
-    client_id: str | None
 
 
 def path_from_url(url: str) -> Path:
@@ -92,16 +79,14 @@ class SqliteStore:
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
-        self._queue: list[tuple[_Append, asyncio.Future[tuple[Message, bool]]]] = []
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
+        self._appends = AppendQueue(self._write, lambda exc: isinstance(exc, sqlite3.Error),
+                                    "sqlite")
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._write_conn = await self._on(self._writer_thread, self._open_writer)
         self._read_conn = await self._on(self._reader_thread, _connect, self._path)
-        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+        self._appends.start()
         log.info("sqlite store at %s", self._path.resolve())
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -121,42 +106,16 @@ class SqliteStore:
 
     async def append(self, room: RoomName, sender: str, text: str,
                      client_id: str | None) -> tuple[Message, bool]:
-        if self._closing:
-            raise ChatError(ErrorCode.UNAVAILABLE, "the server is shutting down")
-        future: asyncio.Future[tuple[Message, bool]] = (
-            asyncio.get_running_loop().create_future())
-        self._queue.append((_Append(room, sender, text, client_id), future))
-        self._wakeup.set()
-        return await future
+        return await self._appends.append(Append(room, sender, text, client_id))
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch = self._queue[:MAX_BATCH]
-                del self._queue[:MAX_BATCH]
-                try:
-                    results = await self._on(
-                        self._writer_thread, self._write_batch, [a for a, _ in batch])
-                except sqlite3.Error as exc:
-                    log.warning("sqlite write of %d messages failed: %s", len(batch), exc)
-                    error: Exception = ChatError(ErrorCode.UNAVAILABLE,
-                                                 "the message store is unavailable")
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for (_, future), result in zip(batch, results):
-                    if not future.done():
-                        future.set_result(result)
-            if self._closing:
-                return
+    async def _write(self, batch: list[Append]) -> list[Result]:
+        results: list[Result] = await self._on(self._writer_thread, self._write_batch, batch)
+        return results
 
-    def _write_batch(self, batch: list[_Append]) -> list[tuple[Message, bool]]:
+    def _write_batch(self, batch: list[Append]) -> list[Result]:
         conn = self._write_conn
         assert conn is not None
-        results: list[tuple[Message, bool]] = []
+        results: list[Result] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for a in batch:
@@ -220,7 +179,7 @@ class SqliteStore:
         return Page([_message(r) for r in rows], more, top)
 
     async def ping(self) -> None:
-        if self._closing:
+        if self._appends.closing:
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is closing")
         try:
             await self._on(self._reader_thread, self._ping)
@@ -232,12 +191,9 @@ class SqliteStore:
         self._read_conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
 
     async def close(self) -> None:
-        if self._closing:
+        if self._appends.closing:
             return
-        self._closing = True
-        if self._writer is not None:
-            self._wakeup.set()  # the writer drains what was queued, then returns
-            await self._writer
+        await self._appends.close()  # writes what was queued
         for thread, conn in ((self._writer_thread, self._write_conn),
                              (self._reader_thread, self._read_conn)):
             if conn is not None:

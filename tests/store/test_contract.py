@@ -11,14 +11,20 @@ import pytest
 from app.models import RoomName
 from app.store import MessageStore, open_store
 
+from ..services import postgres_schema
+
 Opener = Callable[[], Awaitable[MessageStore]]
 LOBBY = RoomName("lobby")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty store of each kind."""
-    return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/db/chat.db"}[request.param]
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty store of each kind (PostgreSQL: a fresh schema)."""
+    if request.param == "postgresql":
+        async with postgres_schema() as url:
+            yield url
+    else:
+        yield {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/db/chat.db"}[request.param]
 
 
 @pytest.fixture
@@ -114,7 +120,7 @@ async def test_ping(store: MessageStore) -> None:
     await store.ping()
 
 
-@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the durable stores
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)  # durable ones
 async def test_history_survives_reopening(store_url: str, reopen: Opener) -> None:
     """A durable store keeps messages and seq across a close and reopen."""
     first = await reopen()
@@ -137,3 +143,16 @@ async def test_close_finishes_appends_already_called(store_url: str, reopen: Ope
     # gather starts its children in order: all 50 appends are called, then close
     results, _ = await asyncio.gather(appends, store.close())
     assert [m.seq for m, _ in results] == list(range(1, 51))
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+async def test_two_stores_on_one_database_share_seq(store_url: str, reopen: Opener) -> None:
+    """Two stores on one database (two nodes) appending to one room at once get
+    gap-free seq between them, and a send retried on the other node is stored once."""
+    a, b = await reopen(), await reopen()
+    results = await asyncio.gather(*(s.append(LOBBY, f"u{i}", f"m{i}", f"c{i}")
+                                     for i in range(200) for s in (a, b)))
+    created = [m.seq for m, fresh in results if fresh]
+    assert sorted(created) == list(range(1, 201))  # each (sender, client_id) stored once
+    page = await b.page(LOBBY, after=0, limit=200)
+    assert [m.seq for m in page.messages] == list(range(1, 201))

@@ -1,0 +1,95 @@
+"""Group commit shared by the stores: appends queue up in call order and one
+writer task writes everything queued so far as one batch.
+
+Call order is store order: ``append`` only queues its request (no ``await``
+before that), the writer takes batches from the front of the queue, and the
+callers' futures are resolved in queue order. So one connection's pipelined
+sends keep their order, and a batch costs one round trip and one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..errors import ChatError, ErrorCode
+from ..models import Message, RoomName
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500  # appends per transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    room: RoomName
+    sender: str
+    text: str
+    client_id: str | None
+
+
+Result = tuple[Message, bool]
+WriteBatch = Callable[[list[Append]], Awaitable[list[Result]]]
+
+
+class AppendQueue:
+    """Runs ``write(batch)`` for queued appends; an exception that ``is_outage``
+    accepts fails the batch's appends with ``unavailable``, any other with itself."""
+
+    def __init__(self, write: WriteBatch, is_outage: Callable[[BaseException], bool],
+                 name: str) -> None:
+        self._write = write
+        self._is_outage = is_outage
+        self._name = name
+        self._queue: list[tuple[Append, asyncio.Future[Result]]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"{self._name}-writer")
+
+    async def append(self, request: Append) -> Result:
+        if self.closing:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the server is shutting down")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        self._wakeup.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                try:
+                    results = await self._write([request for request, _ in batch])
+                except Exception as exc:
+                    error: BaseException = exc
+                    if self._is_outage(exc):
+                        log.warning("%s: writing %d messages failed: %s",
+                                    self._name, len(batch), exc)
+                        error = ChatError(ErrorCode.UNAVAILABLE,
+                                          "the message store is unavailable")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(batch, results):
+                    if not future.done():
+                        future.set_result(result)
+            if self.closing:
+                return
+
+    async def close(self) -> None:
+        """Refuse new appends, write the queued ones, stop the writer."""
+        if self.closing:
+            return
+        self.closing = True
+        if self._writer is not None:
+            self._wakeup.set()
+            await self._writer

@@ -1,0 +1,207 @@
+"""PostgreSQL message store (asyncpg): for several nodes sharing one history.
+
+URL: ``postgresql://user:password@host:port/database``, optionally with
+``?schema=NAME`` to keep Roomcast's tables in their own schema (created when
+missing). Other query parameters go to asyncpg/PostgreSQL as usual.
+
+Seq numbers: each room has a row in ``rooms`` holding its latest seq. A batch
+of appends (see :mod:`app.store.batching`) locks the rows of the rooms it
+touches, in name order (so two nodes never deadlock), checks client ids,
+inserts its messages and moves the heads, all in one transaction. Several
+nodes appending to one room therefore take turns on that row: seq stays
+gap-free, and a retried send that raced its original on another node finds
+it once the first transaction commits.
+
+The schema is created or migrated at start-up under an advisory lock, so
+nodes starting together do not race. Limits: while PostgreSQL is
+unreachable, appends and reads fail with ``unavailable``; the pool
+reconnects by itself once it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..errors import ChatError, ErrorCode
+from ..models import Message, Page, RoomName, now_ms
+from . import MessageStore, page_bounds
+from .batching import Append, AppendQueue, Result
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
+_COLUMNS = "room, seq, sender, text, ts, client_id"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS roomcast_schema (version integer NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    room text PRIMARY KEY,
+    head bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room      text   NOT NULL,
+    seq       bigint NOT NULL,
+    sender    text   NOT NULL,
+    text      text   NOT NULL,
+    ts        bigint NOT NULL,
+    client_id text,
+    PRIMARY KEY (room, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
+    ON messages (room, sender, client_id) WHERE client_id IS NOT NULL;
+"""
+
+OUTAGES = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+           asyncpg.exceptions.OperatorInterventionError,
+           asyncpg.exceptions.CannotConnectNowError, OSError, TimeoutError)
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """The DSN for asyncpg and our ``schema`` parameter, taken out of the query."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    if schema is not None and not schema.replace("_", "").isalnum():
+        raise ValueError(f"schema must be letters, digits and _, not {schema!r}")
+    return urlunsplit(parts._replace(scheme="postgresql", query=rest)), schema
+
+
+def _message(row: Any) -> Message:
+    return Message(RoomName(row["room"]), row["seq"], row["sender"], row["text"], row["ts"],
+                   row["client_id"])
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, schema: str | None) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._pool: asyncpg.Pool | None = None
+        self._appends = AppendQueue(self._write, lambda exc: isinstance(exc, OUTAGES),
+                                    "postgres")
+
+    async def start(self) -> None:
+        settings = {"search_path": self._schema} if self._schema else {}
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10,
+                                               server_settings=settings)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            if self._schema:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            await self._migrate(conn)
+        self._appends.start()
+        log.info("postgres store ready (schema %s)", self._schema or "public")
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(_SCHEMA)
+        version = await conn.fetchval("SELECT max(version) FROM roomcast_schema")
+        if version is not None and version > SCHEMA_VERSION:
+            raise RuntimeError(f"the database has schema version {version}; this Roomcast "
+                               f"knows up to {SCHEMA_VERSION}")
+        if version is None:
+            await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
+
+    # -- writes ---------------------------------------------------------------
+
+    async def append(self, room: RoomName, sender: str, text: str,
+                     client_id: str | None) -> tuple[Message, bool]:
+        return await self._appends.append(Append(room, sender, text, client_id))
+
+    async def _write(self, batch: list[Append]) -> list[Result]:
+        assert self._pool is not None
+        rooms = sorted({a.room for a in batch})
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO rooms (room, head) SELECT unnest($1::text[]), 0"
+                               " ON CONFLICT DO NOTHING", rooms)
+            heads: dict[str, int] = dict(await conn.fetch(
+                "SELECT room, head FROM rooms WHERE room = ANY($1::text[])"
+                " ORDER BY room FOR UPDATE", rooms))
+            known = await self._stored_client_ids(conn, batch)
+            results: list[Result] = []
+            rows: list[tuple[Any, ...]] = []
+            for a in batch:
+                key = (a.room, a.sender, a.client_id)
+                if a.client_id is not None and key in known:
+                    results.append((known[key], False))
+                    continue
+                heads[a.room] += 1
+                message = Message(a.room, heads[a.room], a.sender, a.text, now_ms(),
+                                  a.client_id)
+                if a.client_id is not None:
+                    known[key] = message  # a repeat later in this batch
+                rows.append((message.room, message.seq, message.sender, message.text,
+                             message.ts, message.client_id))
+                results.append((message, True))
+            if rows:
+                await conn.executemany(
+                    f"INSERT INTO messages ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)", rows)
+                await conn.execute(
+                    "UPDATE rooms SET head = v.head FROM unnest($1::text[], $2::bigint[])"
+                    " AS v(room, head) WHERE rooms.room = v.room",
+                    list(heads), list(heads.values()))
+        return results
+
+    async def _stored_client_ids(self, conn: asyncpg.Connection, batch: list[Append]
+                                 ) -> dict[tuple[str, str, str | None], Message]:
+        wanted = [(a.room, a.sender, a.client_id) for a in batch if a.client_id is not None]
+        if not wanted:
+            return {}
+        found = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM messages m JOIN unnest($1::text[], $2::text[], $3::text[])"
+            " AS w(room, sender, client_id) USING (room, sender, client_id)",
+            *map(list, zip(*wanted)))
+        return {(r["room"], r["sender"], r["client_id"]): _message(r) for r in found}
+
+    # -- reads ----------------------------------------------------------------
+
+    async def page(self, room: RoomName, *, before: int | None = None,
+                   after: int | None = None, limit: int = 50) -> Page:
+        page_bounds(before, after, limit)
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(
+                    isolation="repeatable_read", readonly=True):
+                if after is not None:
+                    rows = await conn.fetch(
+                        f"SELECT {_COLUMNS} FROM messages WHERE room = $1 AND seq > $2"
+                        " ORDER BY seq LIMIT $3", room, after, limit + 1)
+                else:
+                    rows = await conn.fetch(
+                        f"SELECT {_COLUMNS} FROM messages WHERE room = $1 AND seq < $2"
+                        " ORDER BY seq DESC LIMIT $3",
+                        room, before if before is not None else 2**62, limit + 1)
+                    rows.reverse()
+                top = await conn.fetchval("SELECT head FROM rooms WHERE room = $1", room)
+        except OUTAGES as exc:
+            log.warning("postgres read failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        more = len(rows) > limit
+        if more:
+            rows = rows[:limit] if after is not None else rows[1:]
+        return Page([_message(r) for r in rows], more, top or 0)
+
+    async def ping(self) -> None:
+        if self._appends.closing or self._pool is None:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is closing")
+        try:
+            await self._pool.fetchval("SELECT 1")
+        except OUTAGES as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, f"postgres: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._appends.closing:
+            return
+        await self._appends.close()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("postgres store closed")
+
+
+async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every store module has
+    store = PostgresStore(*split_url(url))
+    await store.start()
+    return store
