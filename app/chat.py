@@ -72,6 +72,16 @@ class Connection:
     rooms: set[RoomName] = field(default_factory=set)
 
 
+def client_address(environ: dict[str, Any], trust_forwarded: bool) -> str:
+    """The peer's address; with ``trust_forwarded``, the one our proxy appended
+    to X-Forwarded-For (the last entry: earlier ones come from the client)."""
+    if trust_forwarded:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return str(forwarded.split(",")[-1].strip())
+    return str(environ.get("REMOTE_ADDR", ""))
+
+
 class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def __init__(self, settings: Settings, store: MessageStore, presence: Presence) -> None:
         super().__init__(NAMESPACE)
@@ -84,14 +94,15 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: Sid, environ: dict[str, Any],
                          auth: object = None) -> None:
+        address = client_address(environ, self.settings.trust_forwarded)
         try:
             name = parse_name(auth)
         except ChatError as exc:
-            log.info("refused connect sid=%s: %s", sid, exc.code)
+            log.info("refused connect sid=%s addr=%s: %s", sid, address, exc.code)
             raise refuse(exc) from None
         transport = self.server.transport(sid, NAMESPACE)
         self.connections[sid] = Connection(name, transport)
-        log.info("connect sid=%s name=%r transport=%s", sid, name, transport)
+        log.info("connect sid=%s name=%r transport=%s addr=%s", sid, name, transport, address)
 
     async def on_disconnect(self, sid: Sid, reason: str = "") -> None:
         conn = self.connections.pop(sid, None)
@@ -99,15 +110,27 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return
         log.info("disconnect sid=%s name=%r reason=%s", sid, conn.name, reason)
         for room in sorted(conn.rooms):
-            await self._forget(sid, conn, room)
+            try:
+                await self._forget(sid, conn, room)
+            except ChatError as exc:  # presence housekeeping repairs it later
+                log.warning("disconnect sid=%s room=%s: %s", sid, room, exc.message)
 
     async def _forget(self, sid: Sid, conn: Connection, room: RoomName) -> None:
         """Drop ``sid`` from ``room``'s presence; announce it if the name left."""
         conn.rooms.discard(room)
         if await self.presence.leave(room, conn.name, sid):
-            members = await self.presence.members(room)
-            await self.emit("presence", {"room": room, "user": conn.name,
-                                         "event": "leave", "members": members}, room=room)
+            await self.announce_leave(room, conn.name)
+
+    async def announce_leave(self, room: RoomName, name: str) -> None:
+        """Tell the room that ``name`` left (also for names of a node that died)."""
+        members = await self.presence.members(room)
+        await self.emit("presence", {"room": room, "user": name,
+                                     "event": "leave", "members": members}, room=room)
+
+    def local_members(self) -> list[tuple[RoomName, Sid, str]]:
+        """Every (room, sid, name) joined on this node: presence's local truth."""
+        return [(room, sid, conn.name) for sid, conn in list(self.connections.items())
+                for room in conn.rooms]
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if not hasattr(self, "on_" + event):
@@ -127,13 +150,18 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_join(self, sid: Sid, data: object = None) -> Ack:
         req = parse_join(data)
         conn = self.connections[sid]
-        # Enter the room before reading history: whatever is stored after the
-        # read is broadcast to us, so nothing falls between the two (a message
-        # may come both ways; clients drop seq numbers they have seen).
         if req.room not in conn.rooms:
+            # Presence first: if it fails, nothing has changed yet.
+            first = await self.presence.join(req.room, conn.name, sid)
+            if self.connections.get(sid) is not conn:  # disconnected meanwhile
+                await self.presence.leave(req.room, conn.name, sid)
+                raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+            # Enter the room before reading history: whatever is stored after
+            # the read is broadcast to us, so nothing falls between the two (a
+            # message may come both ways; clients drop seq numbers they have).
             conn.rooms.add(req.room)
             await self.enter_room(sid, req.room)
-            if await self.presence.join(req.room, conn.name, sid):
+            if first:
                 members = await self.presence.members(req.room)
                 await self.emit("presence", {"room": req.room, "user": conn.name,
                                              "event": "join", "members": members},
@@ -151,6 +179,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_leave(self, sid: Sid, data: object = None) -> Ack:
         req = parse_leave(data)
         conn = self._member(sid, req.room)
+        await self.presence.ping()  # leave nothing half done if presence is down
         await self.leave_room(sid, req.room)
         await self._forget(sid, conn, req.room)
         log.info("leave sid=%s name=%r room=%s", sid, conn.name, req.room)

@@ -1,25 +1,49 @@
-"""``GET /healthz``: 200 when the server and its store are usable, else 503."""
+"""``GET /healthz``: 200 when this node can serve chat, else 503.
+
+Checked: the message store answers; with ``--redis``, presence in Redis
+answers and fan-out to the other nodes is subscribed. The body names each
+part, e.g. ``{"status": "ok", "node": "web1-3fa2c1", "store": "ok"}``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from aiohttp import web
 
 from .errors import ChatError
-from .keys import STORE_KEY
+from .fanout import RedisFanout
+from .keys import NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 
 log = logging.getLogger(__name__)
 
-PING_TIMEOUT = 2.0  # seconds a store ping may take before we call it down
+PING_TIMEOUT = 2.0  # seconds a backend ping may take before we call it down
+
+
+async def _check(ping: Awaitable[None]) -> str:
+    try:
+        await asyncio.wait_for(ping, PING_TIMEOUT)
+    except ChatError as exc:
+        return exc.message
+    except asyncio.TimeoutError:
+        return "ping timed out"
+    return "ok"
 
 
 async def healthz(request: web.Request) -> web.Response:
-    try:
-        await asyncio.wait_for(request.app[STORE_KEY].ping(), PING_TIMEOUT)
-    except (ChatError, asyncio.TimeoutError) as exc:
-        reason = exc.message if isinstance(exc, ChatError) else "store ping timed out"
-        log.warning("health check failed: %s", reason)
-        return web.json_response({"status": "unavailable", "store": reason}, status=503)
-    return web.json_response({"status": "ok", "store": "ok"})
+    app = request.app
+    body = {"status": "ok", "node": app[NODE_KEY], "store": await _check(app[STORE_KEY].ping())}
+    if app[SETTINGS_KEY].redis:
+        body["presence"] = await _check(app[PRESENCE_KEY].ping())
+        manager = app[SIO_KEY].manager
+        body["fanout"] = "ok" if isinstance(manager, RedisFanout) and manager.healthy \
+            else "not subscribed to Redis"
+    failing = {part: state for part, state in body.items()
+               if part not in ("status", "node") and state != "ok"}
+    if failing:
+        body["status"] = "unavailable"
+        log.warning("health check failed: %s", failing)
+        return web.json_response(body, status=503)
+    return web.json_response(body)

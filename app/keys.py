@@ -11,6 +11,7 @@ from .settings import Settings
 from .store import MessageStore
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
+NODE_KEY = web.AppKey("node", str)
 SIO_KEY = web.AppKey("sio", RoomcastServer)
 STORE_KEY = web.AppKey("store", MessageStore)
 PRESENCE_KEY = web.AppKey("presence", Presence)

@@ -9,6 +9,7 @@ what had been started and shutdown closes them in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,7 +18,8 @@ from aiohttp import web
 from . import health
 from .chat import ChatNamespace
 from .engine import RoomcastServer
-from .keys import CHAT_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
+from .fanout import client_manager
+from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 from .page import setup_page
 from .presence import open_presence
 from .settings import Settings
@@ -33,8 +35,10 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
                ) -> web.Application:
     app = web.Application()
     app[SETTINGS_KEY] = settings
+    app[NODE_KEY] = node = settings.node_name()
     sio = RoomcastServer(
         async_mode="aiohttp",
+        client_manager=client_manager(settings),
         serializer=SOCKETIO_SERIALIZERS[settings.serializer],
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
@@ -50,7 +54,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         await app[STORE_KEY].close()
 
     async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[PRESENCE_KEY] = open_presence()
+        app[PRESENCE_KEY] = await open_presence(settings.redis, prefix=settings.redis_prefix,
+                                                node_id=node, ttl=settings.presence_ttl)
         yield
         await app[PRESENCE_KEY].close()
 
@@ -58,7 +63,13 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         chat = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY])
         sio.register_namespace(chat)
         app[CHAT_KEY] = chat
+        housekeeping = asyncio.create_task(
+            app[PRESENCE_KEY].maintain(chat.local_members, chat.announce_leave),
+            name="presence-housekeeping")
+        log.info("node %s ready", node)
         yield
+        housekeeping.cancel()
+        await asyncio.gather(housekeeping, return_exceptions=True)
 
     app.cleanup_ctx.extend([store_ctx, presence_ctx, chat_ctx])
     app.on_shutdown.append(_disconnect_clients)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,21 @@ class Settings:
         "help": "message store URL: sqlite:///relative/path.db, sqlite:////abs/path.db, "
                 "memory://"})
 
+    # Cluster
+    redis: str = field(default="", metadata={
+        "help": "Redis URL (redis://host:6379/0) for fan-out and presence across nodes; "
+                "empty: this process alone"})
+    redis_prefix: str = field(default="roomcast", metadata={
+        "help": "prefix of every Redis key and channel (nodes of one cluster share it)"})
+    node_id: str = field(default="", metadata={
+        "help": "this node's name in logs and Redis; empty: host name + random suffix"})
+    presence_ttl: float = field(default=15.0, metadata={
+        "help": "seconds after which a silent node's presence entries are removed "
+                "(with --redis; checked every third of it)"})
+    trust_forwarded: bool = field(default=False, metadata={
+        "help": "take client addresses from X-Forwarded-For (only behind a proxy that "
+                "sets it)"})
+
     # Heartbeat (python-socketio's names)
     ping_interval: float = field(default=25.0, metadata={
         "help": "seconds between server pings (whole seconds)"})
@@ -51,6 +68,10 @@ class Settings:
     # Logging
     log_level: str = field(default="info", metadata={
         "help": "debug, info, warning or error", "choices": LOG_LEVELS})
+
+    def node_name(self) -> str:
+        """``node_id``, or a new one made up from the host name and a random suffix."""
+        return self.node_id or _default_node_id()
 
     def __post_init__(self) -> None:
         if self.serializer not in SERIALIZERS:
@@ -94,16 +115,31 @@ class Settings:
             parser.error(str(exc))
 
 
-def _field_type(f: dataclasses.Field[Any]) -> type:
-    return {"str": str, "int": int, "float": float}[str(f.type)]
+def _flag(raw: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off`` or ``1/0``."""
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
 
 
-def _convert(kind: type, raw: str, var: str, choices: Sequence[str] | None,
+def _field_type(f: dataclasses.Field[Any]) -> Any:
+    return {"str": str, "int": int, "float": float, "bool": _flag}[str(f.type)]
+
+
+def _convert(kind: Any, raw: str, var: str, choices: Sequence[str] | None,
              parser: argparse.ArgumentParser) -> Any:
     try:
         value = kind(raw)
     except ValueError:
-        parser.error(f"{var}={raw!r} is not a valid {kind.__name__}")
+        name = "true/false" if kind is _flag else kind.__name__
+        parser.error(f"{var}={raw!r} is not a valid {name}")
     if choices is not None and value not in choices:
         parser.error(f"{var}={raw!r} must be one of {', '.join(choices)}")
     return value
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"

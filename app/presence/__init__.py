@@ -4,18 +4,27 @@ A name is present in a room while any of its connections has joined it.
 ``join`` and ``leave`` say whether the call changed that, so the caller
 emits exactly one ``presence`` event per name. Implementations:
 
-=============  ===========================  ===============================
-scheme         module                       for
-=============  ===========================  ===============================
-``memory``     :mod:`app.presence.memory`   one node
-=============  ===========================  ===============================
+=============  ===========================  ===========================================
+backend        module                       for
+=============  ===========================  ===========================================
+memory         :mod:`app.presence.memory`   one node (the default)
+Redis          :mod:`app.presence.redis`    several nodes: presence is cluster-wide
+=============  ===========================  ===========================================
+
+Backend failures raise ``ChatError(UNAVAILABLE)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
 from ..models import RoomName, Sid
+
+OnLeft = Callable[[RoomName, str], Awaitable[None]]
+"""Called with (room, name) when housekeeping finds that a name has left."""
+LocalMembers = Callable[[], Collection[tuple[RoomName, Sid, str]]]
+"""This node's truth: every (room, sid, name) its connections have joined."""
 
 
 class Presence(Protocol):
@@ -32,10 +41,24 @@ class Presence(Protocol):
     async def rooms(self) -> list[tuple[RoomName, int]]:
         """Every room with anyone present, with its member count, by name."""
 
+    async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
+        """Housekeeping for the life of the server (cancelled at shutdown):
+        drop entries of dead nodes and repair this node's after an outage."""
+
+    async def ping(self) -> None:
+        """Return if usable; raise ``ChatError(UNAVAILABLE)`` if not."""
+
     async def close(self) -> None:
         """Release the backend."""
 
 
-def open_presence() -> Presence:
+async def open_presence(redis_url: str, *, prefix: str, node_id: str,
+                        ttl: float) -> Presence:
+    """Redis presence when ``redis_url`` is set, else in-process."""
+    if redis_url:
+        from .redis import RedisPresence
+        presence = RedisPresence(redis_url, prefix=prefix, node_id=node_id, ttl=ttl)
+        await presence.start()
+        return presence
     from .memory import MemoryPresence
     return MemoryPresence()

@@ -7,8 +7,10 @@ connection of a name leaves a room, so an empty room costs nothing.
 
 from __future__ import annotations
 
+import asyncio
+
 from ..models import RoomName, Sid
-from . import Presence
+from . import LocalMembers, OnLeft, Presence
 
 
 class MemoryPresence:
@@ -39,6 +41,12 @@ class MemoryPresence:
 
     async def rooms(self) -> list[tuple[RoomName, int]]:
         return sorted((room, len(names)) for room, names in self._rooms.items())
+
+    async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
+        await asyncio.Event().wait()  # nothing to repair in one process
+
+    async def ping(self) -> None:
+        return None
 
     async def close(self) -> None:
         self._rooms.clear()

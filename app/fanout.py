@@ -1,0 +1,86 @@
+"""Fan-out between nodes: ``client_manager(settings)`` picks python-socketio's
+in-process ``AsyncManager``, or, with ``--redis URL``, :class:`RedisFanout`.
+
+``RedisFanout`` is python-socketio's ``AsyncRedisManager`` (an emit is
+delivered on this node first, then published; each node ignores its own
+echo) with two changes, since a chat server must notice and survive a Redis
+outage:
+
+* it knows whether it can fan out (``healthy``): false from a failed publish
+  or a broken subscription until the subscription is back, so ``/healthz``
+  can report the node unhealthy meanwhile;
+* it resubscribes after at most ``MAX_RETRY`` seconds (the library backs off
+  up to 60 s, so a node could stay deaf to the others for a minute after
+  Redis came back).
+
+Messages published during an outage are lost to the other nodes, but they
+are stored: clients see a gap in the room's seq numbers and fill it from
+history (``docs/protocol.md``). This module overrides library internals
+(``_publish``, ``_redis_listen_with_retries``); ``tests/test_cluster.py``
+checks the behaviour end to end against a Redis that is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import socketio
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY = 2.0  # seconds between resubscription attempts
+
+
+class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
+    name = "roomcast-redis"
+    connected: bool
+
+    def __init__(self, url: str, channel: str) -> None:
+        super().__init__(url, channel=channel, redis_options={
+            "socket_connect_timeout": 5, "socket_timeout": None, "health_check_interval": 10})
+        self.healthy = False
+
+    async def _publish(self, data: Any) -> None:
+        try:
+            if not self.connected:
+                self._redis_connect()
+            await self.redis.publish(self.channel, self.json.dumps(data))
+        except Exception as exc:  # redis raises many kinds; all mean "not published"
+            if self.healthy:
+                log.warning("redis fan-out: publish failed (%s); other nodes will miss "
+                            "this event until clients fill the gap from history", exc)
+            self.healthy = False
+            self.connected = False
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        delay = 0.1
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                if not self.healthy:
+                    log.info("redis fan-out: subscribed to %s", self.channel)
+                self.healthy = True
+                delay = 0.1
+                async for message in self.pubsub.listen():
+                    yield message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.healthy:
+                    log.warning("redis fan-out: connection lost (%s); reconnecting", exc)
+                self.healthy = False
+                self.connected = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY)
+
+
+def client_manager(settings: Settings) -> socketio.AsyncManager:
+    if settings.redis:
+        return RedisFanout(settings.redis, channel=f"{settings.redis_prefix}:socketio")
+    return socketio.AsyncManager()
