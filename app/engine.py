@@ -30,6 +30,8 @@ that changes the behaviour underneath fails loudly:
   failed with a TypeError (and the member was disconnected), or a WebSocket
   member was sent base64 as a text frame. Binary packets for members not
   (yet) upgraded to WebSocket now get their own copy.
+* **The client manager starts at boot** (:meth:`start_manager`), not at
+  the first connection, so a node subscribes to Redis before it says healthy.
 * **Shutdown with silent polling clients.** ``eio.disconnect()`` waits for
   each session's queue to drain, which never happens for a polling client
   that stopped polling, so shutdown hung. :meth:`close_all_sessions` closes
@@ -68,6 +70,13 @@ RESERVED_EVENTS = frozenset({
 
 
 class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
+    def start_manager(self) -> None:
+        """Start the client manager now rather than at the first connection, so
+        that a Redis fan-out node subscribes (and can report health) at boot."""
+        if not self.manager_initialized:
+            self.manager_initialized = True
+            self.manager.initialize()
+
     async def close_all_sessions(self) -> int:
         """Close every Engine.IO session (clients will reconnect); return how many."""
         sockets = list(self.eio.sockets.values())

@@ -44,6 +44,32 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
         super().__init__(url, channel=channel, redis_options={
             "socket_connect_timeout": 5, "socket_timeout": None, "health_check_interval": 10})
         self.healthy = False
+        self._subscribed = asyncio.Event()
+
+    async def wait_subscribed(self, timeout: float) -> None:
+        """Wait until subscribed, at most ``timeout`` s (then /healthz says so)."""
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("redis fan-out: not subscribed after %g s; still trying", timeout)
+
+    def _redis_connect(self) -> None:
+        old = (self.redis, self.pubsub)
+        super()._redis_connect()
+        for client in old:  # the library drops the old client without closing it
+            if client is not None:
+                asyncio.ensure_future(client.aclose())
+
+    async def close(self) -> None:
+        """Stop listening and close the Redis connections (the library has no close)."""
+        listener = getattr(self, "thread", None)
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        for client in (self.pubsub, self.redis):
+            if client is not None:
+                await client.aclose()
+        self.healthy = False
 
     async def _publish(self, data: Any) -> None:
         try:
@@ -66,6 +92,7 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
                 if not self.healthy:
                     log.info("redis fan-out: subscribed to %s", self.channel)
                 self.healthy = True
+                self._subscribed.set()
                 delay = 0.1
                 async for message in self.pubsub.listen():
                     yield message

@@ -18,7 +18,7 @@ from aiohttp import web
 from . import health
 from .chat import ChatNamespace
 from .engine import RoomcastServer
-from .fanout import client_manager
+from .fanout import RedisFanout, client_manager
 from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 from .page import setup_page
 from .presence import open_presence
@@ -26,6 +26,8 @@ from .settings import Settings
 from .store import StoreFactory, open_store
 
 log = logging.getLogger(__name__)
+
+STARTUP_WAIT = 5.0  # seconds to wait for the Redis subscription at start-up
 
 # our setting's values -> python-socketio's names for them
 SOCKETIO_SERIALIZERS = {"msgpack": "msgpack", "json": "default"}
@@ -63,6 +65,9 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         chat = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY])
         sio.register_namespace(chat)
         app[CHAT_KEY] = chat
+        sio.start_manager()
+        if isinstance(sio.manager, RedisFanout):
+            await sio.manager.wait_subscribed(STARTUP_WAIT)
         housekeeping = asyncio.create_task(
             app[PRESENCE_KEY].maintain(chat.local_members, chat.announce_leave),
             name="presence-housekeeping")
@@ -70,6 +75,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         yield
         housekeeping.cancel()
         await asyncio.gather(housekeeping, return_exceptions=True)
+        if isinstance(sio.manager, RedisFanout):
+            await sio.manager.close()
 
     app.cleanup_ctx.extend([store_ctx, presence_ctx, chat_ctx])
     app.on_shutdown.append(_disconnect_clients)

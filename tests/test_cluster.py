@@ -1,0 +1,139 @@
+"""Several nodes sharing Redis (fan-out, presence) and PostgreSQL (history):
+users on different nodes cannot tell."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from client import ChatClient
+
+from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served
+from .processes import Process
+from .services import REDIS_URL, postgres_schema
+
+
+@pytest.fixture
+async def cluster(serve: ServeFactory, serializer: str) -> AsyncIterator[list[Served]]:
+    """Two in-process nodes on one Redis (own key prefix) and one PostgreSQL schema."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    async with postgres_schema() as store:
+        nodes = [await serve(serializer=serializer, store=store, redis=REDIS_URL,
+                             redis_prefix=prefix, node_id=f"node{i}", presence_ttl=1.5)
+                 for i in range(2)]
+        yield nodes
+
+
+async def health(served: Served) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(served.url + "/healthz") as response:
+            return response.status, await response.json()
+
+
+async def test_users_on_different_nodes_chat(cluster: list[Served], peer: PeerFactory) -> None:
+    """Messages, presence, typing, members, room counts and history are the same
+    whichever node a user is on."""
+    a, b = cluster
+    for i, node in enumerate(cluster):
+        assert await health(node) == (200, {"status": "ok", "node": f"node{i}", "store": "ok",
+                                            "presence": "ok", "fanout": "ok"})
+    alice, bob = await peer("alice", server=a), await peer("bob", server=b)
+    await alice.join("r")
+    ack = await bob.join("r")
+    assert ack["members"] == ["alice", "bob"]
+    assert (await alice.next("presence"))["user"] == "bob"
+    sent = await alice.send("r", "from node0")
+    assert await bob.next("message") == sent
+    reply = await bob.send("r", "from node1")
+    assert await alice.next("message") == reply
+    await bob.ok("typing", {"room": "r", "active": True})
+    assert (await alice.next("typing"))["user"] == "bob"
+    for user in (alice, bob):
+        assert (await user.ok("rooms"))["rooms"] == [{"name": "r", "members": 2}]
+        history = await user.ok("history", {"room": "r"})
+        assert [m["seq"] for m in history["messages"]] == [1, 2]
+
+
+async def test_presence_is_once_per_name_across_nodes(cluster: list[Served],
+                                                      peer: PeerFactory) -> None:
+    """A name with connections on both nodes joins once and leaves once."""
+    a, b = cluster
+    watcher = await peer("watcher", server=a)
+    await watcher.join("p")
+    alice_a, alice_b = await peer("alice", server=a), await peer("alice", server=b)
+    await alice_a.join("p")
+    await alice_b.join("p")
+    await alice_a.sio.disconnect()
+    await watcher.ok("typing", {"room": "p", "active": True})  # a marker through b's node
+    assert [await watcher.next("presence")] == [
+        {"room": "p", "user": "alice", "event": "join", "members": ["alice", "watcher"]}]
+    await alice_b.sio.disconnect()
+    assert await watcher.next("presence") == {
+        "room": "p", "user": "alice", "event": "leave", "members": ["watcher"]}
+    assert watcher.pending("presence") == []
+
+
+async def test_concurrent_sends_on_both_nodes_arrive_once_in_order(
+        cluster: list[Served], serializer: str, transport: str) -> None:
+    """Senders on both nodes racing: seq is gap-free and each ChatClient, on either
+    node, hands over every message once, in seq order."""
+    watchers: list[tuple[ChatClient, asyncio.Queue[dict[str, Any]]]] = []
+    senders: list[ChatClient] = []
+    try:
+        for i, node in enumerate(cluster):
+            inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            watcher = ChatClient(node.url, f"watcher{i}", serializer=serializer,
+                                 transports=[transport], on_message=inbox.put_nowait)
+            sender = ChatClient(node.url, f"sender{i}", serializer=serializer,
+                                transports=[transport])
+            for client in (watcher, sender):
+                await client.connect()
+                await client.join("race")
+            watchers.append((watcher, inbox))
+            senders.append(sender)
+        await asyncio.gather(*(s.send("race", f"{s.name}-{j}")
+                               for j in range(40) for s in senders))
+        for _, inbox in watchers:
+            got = [await asyncio.wait_for(inbox.get(), TIMEOUT) for _ in range(80)]
+            assert [m["seq"] for m in got] == list(range(1, 81))
+            assert inbox.empty()
+    finally:
+        for client in [w for w, _ in watchers] + senders:
+            await client.close()
+
+
+async def test_dead_node_leaves_no_ghosts(cluster: list[Served], peer: PeerFactory,
+                                          tmp_path: Path) -> None:
+    """Members of a node that dies without cleaning up are announced as gone and
+    removed within the presence TTL (set to 1.5 s here)."""
+    a, _ = cluster
+    watcher = await peer("watcher", server=a)
+    await watcher.join("g")
+    settings = a.settings
+    node = await Process.start(
+        "-m", "app", "--host", "127.0.0.1", "--port", "0", "--store", settings.store,
+        "--redis", settings.redis, "--redis-prefix", settings.redis_prefix,
+        "--node-id", "doomed", "--presence-ttl", "1.5", "--serializer", settings.serializer,
+        cwd=tmp_path)
+    port = int((await node.stderr_match(r"listening on http://[^:]+:(\d+)", 20)).group(1))
+    try:
+        from .conftest import Peer, sio_client
+        sio = sio_client(settings.serializer)
+        ghost = Peer("ghost", sio)
+        await sio.connect(f"http://127.0.0.1:{port}", auth={"name": "ghost"},
+                          namespaces=["/chat"], wait_timeout=TIMEOUT)
+        await ghost.join("g")
+        assert (await watcher.next("presence"))["event"] == "join"
+    finally:
+        node.proc.kill()  # no goodbye: its Redis entries stay behind
+        await node.wait()
+    left = await asyncio.wait_for(watcher.events["presence"].get(), 10)
+    assert left == {"room": "g", "user": "ghost", "event": "leave", "members": ["watcher"]}
+    assert (await watcher.ok("rooms"))["rooms"] == [{"name": "g", "members": 1}]
+    await sio.eio.disconnect(abort=True)
