@@ -12,11 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from app.keys import SIO_KEY
 from client import ChatClient
 
-from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served
+from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served, until
 from .processes import Process
-from .services import REDIS_URL, postgres_schema
+from .services import REDIS_URL, ThrowawayRedis, postgres_schema
 
 
 @pytest.fixture
@@ -137,3 +138,52 @@ async def test_dead_node_leaves_no_ghosts(cluster: list[Served], peer: PeerFacto
     assert left == {"room": "g", "user": "ghost", "event": "leave", "members": ["watcher"]}
     assert (await watcher.ok("rooms"))["rooms"] == [{"name": "g", "members": 1}]
     await sio.eio.disconnect(abort=True)
+
+
+async def test_redis_restart(serve: ServeFactory, serializer: str, transport: str,
+                             tmp_path: Path) -> None:
+    """While Redis is down each node keeps serving its own clients and says it is
+    unhealthy; sends are stored; once Redis is back fan-out resumes by itself and
+    a client on the other node fills the gap from history: every message once, in order."""
+    redis = await ThrowawayRedis(tmp_path).start()
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    try:
+        async with postgres_schema() as store:
+            a, b = [await serve(serializer=serializer, store=store, redis=redis.url,
+                                redis_prefix=prefix, node_id=f"node{i}") for i in range(2)]
+            alice = ChatClient(a.url, "alice", serializer=serializer, transports=[transport],
+                               on_message=inbox.put_nowait)
+            bob = ChatClient(b.url, "bob", serializer=serializer, transports=[transport])
+            local: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            carol = ChatClient(b.url, "carol", serializer=serializer, transports=[transport],
+                               on_message=local.put_nowait)
+            try:
+                for client in (alice, bob, carol):
+                    await client.connect()
+                    await client.join("r")
+                await bob.send("r", "m1")
+                assert (await asyncio.wait_for(inbox.get(), TIMEOUT))["text"] == "m1"
+
+                await redis.stop()
+                fanouts = [node.app[SIO_KEY].manager for node in (a, b)]
+                await until(lambda: not any(f.healthy for f in fanouts))
+                assert (await health(a))[0] == 503 and (await health(b))[0] == 503
+                for text in ("m2", "m3"):
+                    await bob.send("r", text)  # stored; node0 cannot hear of it
+                # carol, on bob's node, still gets everything live
+                assert [(await asyncio.wait_for(local.get(), TIMEOUT))["text"]
+                        for _ in range(3)] == ["m1", "m2", "m3"]
+
+                await redis.start()  # same port
+                await until(lambda: all(f.healthy for f in fanouts), 10)
+                assert (await health(a))[0] == 200 and (await health(b))[0] == 200
+                await bob.send("r", "m4")
+                got = [await asyncio.wait_for(inbox.get(), TIMEOUT) for _ in range(3)]
+                assert [m["text"] for m in got] == ["m2", "m3", "m4"]
+                assert inbox.empty()
+            finally:
+                for client in (alice, bob, carol):
+                    await client.close()
+    finally:
+        await redis.stop()
