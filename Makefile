@@ -11,7 +11,7 @@ SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test check web browser clean
+.PHONY: run test check web browser cluster clean
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -56,3 +56,8 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache $(VENDOR) $(WEB)/node_modules
+
+cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  echo "make cluster needs nginx: apt-get install nginx"; exit 1; }
+	$(BIN)/python -m app.cluster

@@ -71,6 +71,7 @@ RESERVED_EVENTS = frozenset({
 
 class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
     manager_initialized: bool
+
     def start_manager(self) -> None:
         """Start the client manager now rather than at the first connection, so
         that a Redis fan-out node subscribes (and can report health) at boot."""

@@ -76,6 +76,8 @@ class ChatClient:
         ``reconnection_delay_max`` (defaults 0.5 and 5).
     :param on_state: called with ``"ready"`` once connected with every room
         rejoined, and with ``"disconnected"`` when the connection drops.
+    :param http_session: an ``aiohttp.ClientSession`` to connect with (for a
+        proxy, TLS settings or a source address); the caller closes it.
     """
 
     def __init__(self, url: str, name: str, *, serializer: str = "msgpack",
@@ -83,7 +85,8 @@ class ChatClient:
                  reconnection_delay: float = 0.5, reconnection_delay_max: float = 5.0,
                  on_message: Handler | None = None, on_presence: Handler | None = None,
                  on_typing: Handler | None = None,
-                 on_state: Callable[[str], object] | None = None) -> None:
+                 on_state: Callable[[str], object] | None = None,
+                 http_session: Any = None) -> None:
         self.url = url
         self.name = name
         self.transports = transports
@@ -95,7 +98,7 @@ class ChatClient:
         self._sio = socketio.AsyncClient(
             serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=True, reconnection_attempts=0,
             reconnection_delay=reconnection_delay,
-            reconnection_delay_max=reconnection_delay_max)
+            reconnection_delay_max=reconnection_delay_max, http_session=http_session)
         self._rooms: dict[str, _Room] = {}
         self._ready = asyncio.Event()  # connected, and every room rejoined
         self._connect_error: JSON | None = None
@@ -149,7 +152,7 @@ class ChatClient:
         if self._sio.connected:  # a reconnect attempt finished meanwhile
             await self._sio.disconnect()
         http = self._sio.eio.http  # python-engineio can leave it open after a drop
-        if http is not None and not http.closed:
+        if http is not None and not http.closed and not self._sio.eio.external_http:
             await http.close()
         for task in list(self._tasks):
             task.cancel()

@@ -1,0 +1,145 @@
+"""The bundled nginx config in front of two real nodes (processes) on Redis and
+PostgreSQL: sticky sessions, both transports, a node dying, forwarded addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from app.cluster import Cluster
+from client import ChatClient
+
+from .conftest import TIMEOUT
+from .services import REDIS_URL, postgres_schema
+
+ADDRESSES = [f"127.0.0.{i}" for i in range(2, 60)]  # loopback sources for "other machines"
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with postgres_schema() as store:
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        running = Cluster(nodes=2, port=0, store=store, redis=REDIS_URL, workdir=tmp_path,
+                          node_args=["--redis-prefix", prefix, "--presence-ttl", "3"])
+        try:
+            yield await running.start()
+        finally:
+            await running.stop()
+
+
+def session_from(address: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+
+
+async def node_of(cluster: Cluster, address: str) -> str:
+    async with session_from(address) as http:
+        async with http.get(cluster.url + "/healthz") as response:
+            return str((await response.json())["node"])
+
+
+async def addresses_by_node(cluster: Cluster) -> dict[str, list[str]]:
+    """Which loopback source addresses nginx sends to which node."""
+    found: dict[str, list[str]] = {}
+    for address in ADDRESSES:
+        found.setdefault(await node_of(cluster, address), []).append(address)
+    assert len(found) == 2, found
+    return found
+
+
+class Member:
+    """A ChatClient connecting from one source address, through nginx."""
+
+    def __init__(self, cluster: Cluster, name: str, address: str, transport: str) -> None:
+        self.http = session_from(address)
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.client = ChatClient(cluster.url, name, transports=[transport],
+                                 reconnection_delay=0.1, reconnection_delay_max=0.5,
+                                 on_message=self.inbox.put_nowait, http_session=self.http)
+
+    async def start(self, room: str) -> Member:
+        await self.client.connect()
+        await self.client.join(room)
+        return self
+
+    async def take(self, count: int) -> list[dict[str, Any]]:
+        return [await asyncio.wait_for(self.inbox.get(), TIMEOUT) for _ in range(count)]
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.http.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_users_on_two_nodes_through_nginx(cluster: Cluster, transport: str) -> None:
+    """Clients that nginx routes to different nodes chat in one room: each gets every
+    message once, in order; the nodes log the real client addresses."""
+    nodes = await addresses_by_node(cluster)
+    (a_addr, *_), (b_addr, *_) = nodes["node0"], nodes["node1"]
+    alice = await Member(cluster, "alice", a_addr, transport).start("r")
+    bob = await Member(cluster, "bob", b_addr, transport).start("r")
+    try:
+        sends = [alice.client.send("r", f"a{i}") if i % 2 else bob.client.send("r", f"b{i}")
+                 for i in range(30)]
+        await asyncio.gather(*sends)
+        for member in (alice, bob):
+            got = await member.take(30)
+            assert [m["seq"] for m in got] == list(range(1, 31))
+        assert f"addr={a_addr}" in cluster.node_log(0)
+        assert f"addr={b_addr}" in cluster.node_log(1)
+        for member in (alice, bob):  # history and members agree from both nodes
+            history = await member.client.history("r", limit=200)
+            assert [m["seq"] for m in history["messages"]] == list(range(1, 31))
+            assert (await member.client.request("join", {"room": "r"}))["members"] == [
+                "alice", "bob"]
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_polling_sessions_stay_sticky_under_load(cluster: Cluster) -> None:
+    """Many long-polling clients from many addresses sending at once: no session is
+    ever routed to the wrong node (which would answer 400 and drop it)."""
+    members = [await Member(cluster, f"p{i}", address, "polling").start("busy")
+               for i, address in enumerate(ADDRESSES[:16])]
+    drops: list[str] = []
+    for member in members:
+        member.client.on_state = lambda state, m=member: (
+            drops.append(m.client.name) if state == "disconnected" else None)
+    try:
+        await asyncio.gather(*(m.client.send("busy", f"{m.client.name}-{j}")
+                               for j in range(10) for m in members))
+        for member in members:
+            got = await member.take(160)
+            assert [m["seq"] for m in got] == list(range(1, 161))
+        assert drops == []
+    finally:
+        for member in members:
+            await member.close()
+
+
+async def test_killed_node_clients_recover_on_a_survivor(cluster: Cluster) -> None:
+    """When a node dies, its clients reconnect through nginx to the other node and
+    get what was sent meanwhile, once, in order."""
+    nodes = await addresses_by_node(cluster)
+    alice = await Member(cluster, "alice", nodes["node0"][0], "websocket").start("r")
+    bob = await Member(cluster, "bob", nodes["node1"][0], "websocket").start("r")
+    try:
+        await bob.client.send("r", "m1")
+        assert [m["text"] for m in await alice.take(1)] == ["m1"]
+        await cluster.kill_node(0)
+        for text in ("m2", "m3", "m4"):
+            await bob.client.send("r", text)
+        got = await alice.take(3)
+        assert [m["text"] for m in got] == ["m2", "m3", "m4"]
+        assert await node_of(cluster, nodes["node0"][0]) == "node1"
+        await alice.client.send("r", "back")
+        assert [m["text"] for m in await bob.take(5)][-1] == "back"
+    finally:
+        await alice.close()
+        await bob.close()
