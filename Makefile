@@ -9,23 +9,29 @@ WEB      := app/web
 VENDOR   := app/static/vendor
 SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
 
-CHROMIUM ?= /usr/bin/chromium
+# package:binary pairs that `make test` needs from the system
+SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server
 
-.PHONY: run test check web browser cluster clean
+.PHONY: run test check web tools cluster clean
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
 
 web: $(VENDOR)/.installed  ## the Socket.IO browser client, pinned in app/web/package-lock.json
 
-browser:  ## Debian's Chromium for the page tests (installed with apt-get when missing)
-	@test -x $(CHROMIUM) || { \
+tools:  ## Debian packages the tests run: chromium, nginx, redis-server (apt-get when missing)
+	@missing=""; \
+	for pair in $(SYSTEM_TOOLS); do \
+	  test -x "$${pair#*:}" || missing="$$missing $${pair%%:*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else \
-	    echo "The page tests need Chromium at $(CHROMIUM): install Debian's chromium package" \
-	         "(sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium"; exit 1; \
-	  fi; }
+	    echo "The tests need these Debian packages:$$missing (sudo apt-get install$$missing)"; \
+	    exit 1; \
+	  fi; \
+	fi
 
 $(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
@@ -33,7 +39,7 @@ $(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	cp $(SIO_DIST)/socket.io.min.js $(SIO_DIST)/socket.io.msgpack.min.js $(VENDOR)/
 	touch $@
 
-test: $(VENV)/.installed-test web browser  ## every test, then the type and lint checks
+test: $(VENV)/.installed-test web tools  ## every test, then the type and lint checks
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory check
 
