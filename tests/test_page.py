@@ -85,6 +85,12 @@ async def test_two_people_chat(page_server: Served, browser: Browser,
     await alice.shows("hello\nbob", "hi alice")
     await expect(bob.page.locator("#messages li[data-seq] .from")).to_have_text(
         ["alice", "bob"])
+    quick = [f"quick {i}" for i in range(5)]
+    for text in quick:  # typed faster than the acks come back
+        await alice.say(text)
+    await bob.shows("hello\nbob", "hi alice", *quick)
+    await alice.shows("hello\nbob", "hi alice", *quick)
+    await expect(alice.page.locator("#messages li.pending")).to_have_count(0)
     await bob.page.locator("#leave-room").click()
     await expect(alice.page.locator("#member-list li")).to_have_text(["alice"],
                                                                      timeout=WAIT_MS)

@@ -198,16 +198,20 @@ function send(text) {
 }
 
 async function flush(room) {
+  // One loop per room sends the outbox in order, one at a time; a send queued
+  // while it runs is picked up by the same loop.
   if (room.flushing) return;
   room.flushing = true;
   try {
-    for (const entry of [...room.outbox]) {
-      if (entry.error || !socket.connected || !room.joined) continue;
-      if (!rooms.has(room.name)) return;
+    for (;;) {
+      const entry = room.outbox.find((e) => !e.error);
+      if (!entry || !socket?.connected || !room.joined || !rooms.has(room.name)) return;
       try {
         const ack = await request("send", { room: room.name, text: entry.text,
                                             client_id: entry.client_id });
+        room.outbox = room.outbox.filter((e) => e !== entry);
         await deliver(room, ack.message);
+        if (room.name === current) renderMessages(room);
       } catch (err) {
         if (err.chat && !RETRYABLE.has(err.chat.code)) {
           entry.error = err.chat;
