@@ -16,16 +16,22 @@ from app.cluster import Cluster
 from client import ChatClient
 
 from .conftest import TIMEOUT
-from .services import REDIS_URL, postgres_schema
+from .services import REDIS_URL, ThrowawayRedis, postgres_schema
 
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 60)]  # loopback sources for "other machines"
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, redis_url: str) -> AsyncIterator[Cluster]:
+    """Two `python -m app` nodes behind nginx on Redis and a fresh PostgreSQL schema."""
     async with postgres_schema() as store:
         prefix = f"test-{uuid.uuid4().hex[:8]}"
-        running = Cluster(nodes=2, port=0, store=store, redis=REDIS_URL, workdir=tmp_path,
+        running = Cluster(nodes=2, port=0, store=store, redis=redis_url, workdir=tmp_path,
                           node_args=["--redis-prefix", prefix, "--presence-ttl", "3"])
         try:
             yield await running.start()
@@ -123,12 +129,14 @@ async def test_polling_sessions_stay_sticky_under_load(cluster: Cluster) -> None
             await member.close()
 
 
-async def test_killed_node_clients_recover_on_a_survivor(cluster: Cluster) -> None:
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_killed_node_clients_recover_on_a_survivor(cluster: Cluster,
+                                                         transport: str) -> None:
     """When a node dies, its clients reconnect through nginx to the other node and
     get what was sent meanwhile, once, in order."""
     nodes = await addresses_by_node(cluster)
-    alice = await Member(cluster, "alice", nodes["node0"][0], "websocket").start("r")
-    bob = await Member(cluster, "bob", nodes["node1"][0], "websocket").start("r")
+    alice = await Member(cluster, "alice", nodes["node0"][0], transport).start("r")
+    bob = await Member(cluster, "bob", nodes["node1"][0], transport).start("r")
     try:
         await bob.client.send("r", "m1")
         assert [m["text"] for m in await alice.take(1)] == ["m1"]
@@ -143,3 +151,56 @@ async def test_killed_node_clients_recover_on_a_survivor(cluster: Cluster) -> No
     finally:
         await alice.close()
         await bob.close()
+
+
+@pytest.fixture
+async def throwaway_redis(tmp_path: Path) -> AsyncIterator[ThrowawayRedis]:
+    redis = await ThrowawayRedis(tmp_path).start()
+    yield redis
+    await redis.stop()
+
+
+async def node_health(cluster: Cluster, i: int) -> int:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{cluster.node_ports[i]}/healthz") as response:
+            return response.status
+
+
+async def until_health(cluster: Cluster, status: int) -> None:
+    """Poll both nodes' /healthz (a load balancer's view) until both answer ``status``."""
+    async with asyncio.timeout(15):
+        while [await node_health(cluster, i) for i in (0, 1)] != [status, status]:
+            await asyncio.sleep(0.2)  # the probe interval of this pretend load balancer
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_redis_restart_through_nginx(throwaway_redis: ThrowawayRedis, tmp_path: Path,
+                                           transport: str) -> None:
+    """With Redis down the nodes say 503 and keep storing; once it is back fan-out
+    resumes and a client on the other node fills the gap: all once, in order."""
+    async with postgres_schema() as store:
+        running = Cluster(nodes=2, port=0, store=store, redis=throwaway_redis.url,
+                          workdir=tmp_path / "nginx")
+        cluster = await running.start()
+        try:
+            nodes = await addresses_by_node(cluster)
+            alice = await Member(cluster, "alice", nodes["node0"][0], transport).start("r")
+            bob = await Member(cluster, "bob", nodes["node1"][0], transport).start("r")
+            try:
+                await bob.client.send("r", "m1")
+                assert [m["text"] for m in await alice.take(1)] == ["m1"]
+                await throwaway_redis.stop()
+                await until_health(cluster, 503)
+                for text in ("m2", "m3"):
+                    await bob.client.send("r", text)
+                await throwaway_redis.start()
+                await until_health(cluster, 200)
+                await bob.client.send("r", "m4")
+                got = await alice.take(3)
+                assert [m["text"] for m in got] == ["m2", "m3", "m4"]
+                assert [m["seq"] for m in got] == [2, 3, 4]
+            finally:
+                await alice.close()
+                await bob.close()
+        finally:
+            await running.stop()

@@ -11,6 +11,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
 from app.chat import NAMESPACE
+from app.models import RoomName
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
 from .conftest import TIMEOUT, ServeFactory, Served, sio_client
@@ -285,3 +286,22 @@ async def test_name_rooms_unread_and_phone_layout(page_server: Served, browser: 
     await alice.shows("while you look elsewhere")
     await expect(unread).to_have_count(0)
     await expect(alice.page.locator("#text-input")).to_be_in_viewport()
+
+
+async def test_page_fills_a_gap_from_history(page_server: Served, browser: Browser,
+                                             users: list[User]) -> None:
+    """A message whose seq skips ahead (its predecessors' broadcasts were lost, as
+    during a Redis outage) makes the page fetch the missing ones first."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="gap")
+    await alice.in_room("gap")
+    await alice.say("first")
+    await alice.shows("first")
+    for text in ("lost 1", "lost 2"):  # stored, never broadcast
+        await page_server.chat.store.append(RoomName("gap"), "bob", text, None)
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "bob", "gap")
+    try:
+        await peer.call("send", {"room": "gap", "text": "seen"},  # type: ignore
+                        namespace=NAMESPACE)
+        await alice.shows("first", "lost 1", "lost 2", "seen")
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
