@@ -76,14 +76,16 @@ async function catchUp(room, upto = Infinity) {
 function deliver(room, message) {
   return inOrder(room, async () => {
     if (message.seq <= room.last) return;
-    if (message.seq > room.last + 1) await catchUp(room, message.seq - 1);  // a gap
-    const appendOnly = room.outbox.length === 0 && message.seq === room.last + 1;
-    if (!take(room, [message])) return;
+    const before = room.last;
+    const appendOnly = room.outbox.length === 0 && message.seq === before + 1;
+    if (message.seq > before + 1) await catchUp(room, message.seq - 1);  // a gap
+    take(room, [message]);  // the gap's page may have brought it already
+    if (room.last === before) return;
     if (room.name === current) {
       if (appendOnly) appendItem(message); else renderMessages(room);
       renderTyping(room);
-    } else if (message.from !== myName) {
-      room.unread += 1;
+    } else {
+      room.unread += room.messages.filter((m) => m.seq > before && m.from !== myName).length;
       renderLists();
     }
   });
