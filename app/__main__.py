@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from . import logs
 from .server import create_app
 from .settings import Settings
 
@@ -40,10 +41,7 @@ async def serve(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings.load(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr)
+    logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
     except OSError as exc:  # e.g. the port is taken

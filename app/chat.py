@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import socketio
 
 from .errors import ChatError, ErrorCode, refuse
+from .metrics import Metrics
 from .models import Message, RoomName, Sid
 from .presence import Presence
 from .protocol import (
@@ -42,12 +44,16 @@ Handler = Callable[["ChatNamespace", Sid, object], Awaitable[Ack]]
 def acked(handler: Handler) -> Callable[..., Awaitable[Ack]]:
     """Wrap an event handler so that every outcome is an ack map.
 
-    A :class:`ChatError` becomes its code and message; anything else is
-    logged with its traceback and answered ``internal``, with no detail.
-    More than one payload argument is ``bad_request``.
+    A :class:`ChatError` becomes its code and message (logged and counted as
+    a refusal); anything else is logged with its traceback and answered
+    ``internal``, with no detail. More than one payload argument is
+    ``bad_request``. The time to the ack is measured per event.
     """
+    event = handler.__name__.removeprefix("on_")
+
     @functools.wraps(handler)
     async def on_event(self: ChatNamespace, sid: Sid, *args: Any) -> Ack:
+        started = time.perf_counter()
         try:
             if len(args) > 1:
                 raise ChatError(ErrorCode.BAD_REQUEST, "send one payload map")
@@ -55,11 +61,14 @@ def acked(handler: Handler) -> Callable[..., Awaitable[Ack]]:
                 raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
             return {"ok": True, **await handler(self, sid, args[0] if args else None)}
         except ChatError as exc:
-            log.debug("%s sid=%s refused: %s", handler.__name__, sid, exc.code)
+            self._refused(sid, event, exc)
             return {"ok": False, "error": exc.as_dict()}
         except Exception:
-            log.exception("unhandled error in %s sid=%s", handler.__name__, sid)
+            log.exception("unhandled error in %s sid=%s", event, sid)
+            self.metrics.refused.labels(event, ErrorCode.INTERNAL).inc()
             return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+        finally:
+            self.metrics.ack_seconds.labels(event).observe(time.perf_counter() - started)
     return on_event
 
 
@@ -83,12 +92,27 @@ def client_address(environ: dict[str, Any], trust_forwarded: bool) -> str:
 
 
 class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, settings: Settings, store: MessageStore, presence: Presence) -> None:
+    def __init__(self, settings: Settings, store: MessageStore, presence: Presence,
+                 metrics: Metrics) -> None:
         super().__init__(NAMESPACE)
         self.settings = settings
         self.store = store
         self.presence = presence
+        self.metrics = metrics
         self.connections: dict[Sid, Connection] = {}
+        self.draining = False  # set when shutdown begins
+
+    def _transport(self, sid: Sid) -> str:
+        try:
+            return str(self.server.transport(sid, NAMESPACE))
+        except (KeyError, ValueError):  # the Engine.IO session is already gone
+            return "gone"
+
+    def _refused(self, sid: Sid, event: str, exc: ChatError) -> None:
+        self.metrics.refused.labels(event, exc.code).inc()
+        conn = self.connections.get(sid)
+        log.info("refused %s sid=%s name=%r transport=%s code=%s", event, sid,
+                 conn.name if conn else None, self._transport(sid), exc.code)
 
     # -- connection life cycle ----------------------------------------------
 
@@ -98,7 +122,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             name = parse_name(auth)
         except ChatError as exc:
-            log.info("refused connect sid=%s addr=%s: %s", sid, address, exc.code)
+            self.metrics.refused.labels("connect", exc.code).inc()
+            log.info("refused connect sid=%s addr=%s code=%s", sid, address, exc.code)
             raise refuse(exc) from None
         transport = self.server.transport(sid, NAMESPACE)
         self.connections[sid] = Connection(name, transport)
@@ -108,7 +133,11 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
-        log.info("disconnect sid=%s name=%r reason=%s", sid, conn.name, reason)
+        if self.draining and reason == self.server.reason.SERVER_DISCONNECT:
+            reason = "server_shutdown"
+        self.metrics.disconnected(reason)
+        log.info("disconnect sid=%s name=%r transport=%s reason=%s", sid, conn.name,
+                 conn.transport, reason)
         for room in sorted(conn.rooms):
             try:
                 await self._forget(sid, conn, room)
@@ -166,11 +195,13 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self.emit("presence", {"room": req.room, "user": conn.name,
                                              "event": "join", "members": members},
                                 room=req.room, skip_sid=sid)
-            log.info("join sid=%s name=%r room=%s", sid, conn.name, req.room)
-        if req.since is None:
-            page = await self.store.page(req.room, limit=JOIN_LATEST)
-        else:
-            page = await self.store.page(req.room, after=req.since, limit=JOIN_SINCE_MAX)
+            log.info("join sid=%s name=%r transport=%s room=%s", sid, conn.name,
+                     self._transport(sid), req.room)
+        with self.metrics.store_seconds.labels("page").time():
+            if req.since is None:
+                page = await self.store.page(req.room, limit=JOIN_LATEST)
+            else:
+                page = await self.store.page(req.room, after=req.since, limit=JOIN_SINCE_MAX)
         return {"room": req.room, "seq": page.latest,
                 "members": await self.presence.members(req.room),
                 "messages": [m.as_dict() for m in page.messages], "more": page.more}
@@ -182,17 +213,22 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.presence.ping()  # leave nothing half done if presence is down
         await self.leave_room(sid, req.room)
         await self._forget(sid, conn, req.room)
-        log.info("leave sid=%s name=%r room=%s", sid, conn.name, req.room)
+        log.info("leave sid=%s name=%r transport=%s room=%s", sid, conn.name,
+                 self._transport(sid), req.room)
         return {}
 
     @acked
     async def on_send(self, sid: Sid, data: object = None) -> Ack:
         req = parse_send(data, max_text_length=self.settings.max_text_length)
         conn = self._member(sid, req.room)
-        message, created = await self.store.append(req.room, conn.name, req.text, req.client_id)
-        log.debug("send sid=%s room=%s seq=%d created=%s text=%r",
-                  sid, req.room, message.seq, created, req.text)
+        with self.metrics.store_seconds.labels("append").time():
+            message, created = await self.store.append(req.room, conn.name, req.text,
+                                                       req.client_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("send sid=%s room=%s seq=%d created=%s%s", sid, req.room, message.seq,
+                      created, f" text={req.text!r}" if self.settings.log_message_text else "")
         if created:
+            self.metrics.messages_received.inc()
             await self._broadcast(message, skip_sid=sid)
         return {"message": message.as_dict()}
 
@@ -203,8 +239,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_history(self, sid: Sid, data: object = None) -> Ack:
         req = parse_history(data)
         self._member(sid, req.room)
-        page = await self.store.page(req.room, before=req.before, after=req.after,
-                                     limit=req.limit)
+        with self.metrics.store_seconds.labels("page").time():
+            page = await self.store.page(req.room, before=req.before, after=req.after,
+                                         limit=req.limit)
         return {"messages": [m.as_dict() for m in page.messages], "more": page.more}
 
     @acked

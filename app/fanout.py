@@ -1,5 +1,7 @@
-"""Fan-out between nodes: ``client_manager(settings)`` picks python-socketio's
-in-process ``AsyncManager``, or, with ``--redis URL``, :class:`RedisFanout`.
+"""Fan-out between nodes: ``client_manager(settings, metrics)`` picks
+:class:`LocalFanout` (python-socketio's in-process ``AsyncManager``) or, with
+``--redis URL``, :class:`RedisFanout`. Both count what they deliver on this
+node (:class:`CountingManager`), including events that came from other nodes.
 
 ``RedisFanout`` is python-socketio's ``AsyncRedisManager`` (an emit is
 delivered on this node first, then published; each node ignores its own
@@ -29,6 +31,8 @@ from typing import Any
 
 import socketio
 
+from .chat import NAMESPACE
+from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,32 @@ log = logging.getLogger(__name__)
 MAX_RETRY = 2.0  # seconds between resubscription attempts
 
 
-class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
+class CountingManager(socketio.AsyncManager):  # type: ignore[misc]
+    """Counts, per room event of /chat, the connections on this node it goes to."""
+
+    metrics: Metrics | None = None  # set by client_manager
+
+    async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
+                   skip_sid: Any = None, callback: Any = None, to: Any = None,
+                   **kwargs: Any) -> None:
+        target = to or room
+        if (self.metrics is not None and namespace == NAMESPACE and isinstance(target, str)
+                and not kwargs.get("ignore_queue")):
+            members = self.rooms.get(namespace, {}).get(target, {})
+            skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+            count = len(members) - sum(1 for sid in skipped if sid in members)
+            self.metrics.fanout.labels(event).observe(count)
+            if event == "message":
+                self.metrics.messages_delivered.inc(count)
+        await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
+                           callback=callback, to=to, **kwargs)
+
+
+class LocalFanout(CountingManager):
+    """This process alone."""
+
+
+class RedisFanout(socketio.AsyncRedisManager, CountingManager):  # type: ignore[misc]
     name = "roomcast-redis"
     connected: bool
 
@@ -107,7 +136,9 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
                 delay = min(delay * 2, MAX_RETRY)
 
 
-def client_manager(settings: Settings) -> socketio.AsyncManager:
-    if settings.redis:
-        return RedisFanout(settings.redis, channel=f"{settings.redis_prefix}:socketio")
-    return socketio.AsyncManager()
+def client_manager(settings: Settings, metrics: Metrics) -> CountingManager:
+    manager: CountingManager = (
+        RedisFanout(settings.redis, channel=f"{settings.redis_prefix}:socketio")
+        if settings.redis else LocalFanout())
+    manager.metrics = metrics
+    return manager

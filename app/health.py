@@ -1,8 +1,13 @@
-"""``GET /healthz``: 200 when this node can serve chat, else 503.
+"""Probes for load balancers and orchestrators.
 
-Checked: the message store answers; with ``--redis``, presence in Redis
-answers and fan-out to the other nodes is subscribed. The body names each
-part, e.g. ``{"status": "ok", "node": "web1-3fa2c1", "store": "ok"}``.
+``GET /healthz``: 200 when this node can serve chat, else 503. Checked: the
+message store answers; with ``--redis``, presence in Redis answers and
+fan-out to the other nodes is subscribed. The body names each part, e.g.
+``{"status": "ok", "node": "web1-3fa2c1", "store": "ok"}``.
+
+``GET /readyz``: the same checks, and 503 as soon as the node starts shutting
+down (draining), so a load balancer stops sending it new clients before its
+connections are closed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from aiohttp import web
 
 from .errors import ChatError
 from .fanout import RedisFanout
-from .keys import NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
+from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,17 @@ async def _check(ping: Awaitable[None]) -> str:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    app = request.app
+    return await _probe(request.app, draining_fails=False)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    return await _probe(request.app, draining_fails=True)
+
+
+async def _probe(app: web.Application, *, draining_fails: bool) -> web.Response:
     body = {"status": "ok", "node": app[NODE_KEY], "store": await _check(app[STORE_KEY].ping())}
+    if draining_fails and CHAT_KEY in app and app[CHAT_KEY].draining:
+        body["draining"] = "shutting down"
     if app[SETTINGS_KEY].redis:
         body["presence"] = await _check(app[PRESENCE_KEY].ping())
         manager = app[SIO_KEY].manager

@@ -6,12 +6,14 @@ from aiohttp import web
 
 from .chat import ChatNamespace
 from .engine import RoomcastServer
+from .metrics import Metrics
 from .presence import Presence
 from .settings import Settings
 from .store import MessageStore
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 NODE_KEY = web.AppKey("node", str)
+METRICS_KEY = web.AppKey("metrics", Metrics)
 SIO_KEY = web.AppKey("sio", RoomcastServer)
 STORE_KEY = web.AppKey("store", MessageStore)
 PRESENCE_KEY = web.AppKey("presence", Presence)

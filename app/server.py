@@ -16,10 +16,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import health
-from .chat import ChatNamespace
+from .chat import NAMESPACE, ChatNamespace
 from .engine import RoomcastServer
 from .fanout import RedisFanout, client_manager
-from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
+from .keys import (
+    CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY,
+)
+from .metrics import Metrics
 from .page import setup_page
 from .presence import open_presence
 from .settings import Settings
@@ -28,6 +31,35 @@ from .store import StoreFactory, open_store
 log = logging.getLogger(__name__)
 
 STARTUP_WAIT = 5.0  # seconds to wait for the Redis subscription at start-up
+ADMIN_UI_ORIGIN = "https://admin.socket.io"
+
+
+def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> None:
+    """Gauges read at scrape time from the live state of this node."""
+    def connections() -> list[tuple[list[str], float]]:
+        counts = {"websocket": 0, "polling": 0}
+        for sid in list(chat.connections):
+            transport = chat._transport(sid)
+            if transport in counts:
+                counts[transport] += 1
+        return [([transport, NAMESPACE], n) for transport, n in counts.items()]
+
+    def rooms() -> list[tuple[list[str], float]]:
+        return [([], len({room for room, _, _ in chat.local_members()}))]
+
+    def members() -> list[tuple[list[str], float]]:
+        return [([], len(chat.local_members()))]
+
+    metrics.watch("roomcast_connections", "Open /chat connections on this node",
+                  ["transport", "namespace"], connections)
+    metrics.watch("roomcast_rooms", "Rooms with a member connected to this node", [], rooms)
+    metrics.watch("roomcast_room_members", "Room memberships of this node's connections",
+                  [], members)
+    if isinstance(sio.manager, RedisFanout):
+        manager = sio.manager
+        metrics.watch("roomcast_fanout_up", "1 while subscribed to Redis fan-out", [],
+                      lambda: [([], 1.0 if manager.healthy else 0.0)])
+
 
 # our setting's values -> python-socketio's names for them
 SOCKETIO_SERIALIZERS = {"msgpack": "msgpack", "json": "default"}
@@ -38,9 +70,12 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     app = web.Application()
     app[SETTINGS_KEY] = settings
     app[NODE_KEY] = node = settings.node_name()
+    app[METRICS_KEY] = metrics = Metrics()
     sio = RoomcastServer(
         async_mode="aiohttp",
-        client_manager=client_manager(settings),
+        client_manager=client_manager(settings, metrics),
+        # same origin, plus the hosted Admin UI when it is enabled
+        cors_allowed_origins=[ADMIN_UI_ORIGIN] if settings.admin_ui else None,
         serializer=SOCKETIO_SERIALIZERS[settings.serializer],
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
@@ -62,9 +97,15 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         await app[PRESENCE_KEY].close()
 
     async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
-        chat = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY])
+        chat = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], metrics)
         sio.register_namespace(chat)
         app[CHAT_KEY] = chat
+        watch_state(metrics, sio, chat)
+        if settings.admin_ui:
+            sio.instrument(auth={"username": settings.admin_user,
+                                 "password": settings.admin_password},
+                           mode="production", server_id=node)
+            log.info("Socket.IO Admin UI enabled on namespace /admin")
         sio.start_manager()
         if isinstance(sio.manager, RedisFanout):
             await sio.manager.wait_subscribed(STARTUP_WAIT)
@@ -83,6 +124,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
 
     setup_page(app, settings.serializer)
     app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", metrics.handle)
     return app
 
 
@@ -91,6 +134,8 @@ async def _disconnect_clients(app: web.Application) -> None:
     (to this server once restarted, or to another node). Handlers already
     running finish; the store drains its queue when its context closes."""
     sio = app[SIO_KEY]
+    if CHAT_KEY in app:
+        app[CHAT_KEY].draining = True  # /readyz answers 503 from now on
     count = await sio.close_all_sessions()
     log.info("shutting down: closed %d connections", count)
     await sio.shutdown()

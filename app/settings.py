@@ -19,6 +19,7 @@ from typing import Any
 ENV_PREFIX = "ROOMCAST_"
 SERIALIZERS = ("msgpack", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +69,17 @@ class Settings:
     # Logging
     log_level: str = field(default="info", metadata={
         "help": "debug, info, warning or error", "choices": LOG_LEVELS})
+    log_format: str = field(default="text", metadata={
+        "help": "text (for people) or json (one object per line)", "choices": LOG_FORMATS})
+    log_message_text: bool = field(default=False, metadata={
+        "help": "include message text in debug logs (off: never logged)"})
+
+    # Socket.IO Admin UI (https://admin.socket.io)
+    admin_ui: bool = field(default=False, metadata={
+        "help": "serve the Admin UI's /admin namespace (needs ROOMCAST_ADMIN_PASSWORD)"})
+    admin_user: str = field(default="admin", metadata={"help": "Admin UI user name"})
+    admin_password: str = field(default="", repr=False, metadata={
+        "help": "Admin UI password", "env_only": True})
 
     def node_name(self) -> str:
         """``node_id``, or a new one made up from the host name and a random suffix."""
@@ -87,6 +99,8 @@ class Settings:
             raise ValueError("ping_interval must be a whole number of seconds")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
+        if self.admin_ui and not self.admin_password:
+            raise ValueError(f"admin_ui needs a password: set {ENV_PREFIX}ADMIN_PASSWORD")
 
     @classmethod
     def load(cls, argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Settings:
@@ -98,17 +112,21 @@ class Settings:
         parser = argparse.ArgumentParser(
             prog="python -m app", description="Serve the Roomcast chat.",
             epilog=f"Each flag can also be set as {ENV_PREFIX}<NAME> in the environment.")
+        secrets: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             kind = _field_type(f)
             var = ENV_PREFIX + f.name.upper()
             default: Any = f.default
             if var in environ:
                 default = _convert(kind, environ[var], var, f.metadata.get("choices"), parser)
+            if f.metadata.get("env_only"):  # secrets never go on a command line
+                secrets[f.name] = default
+                continue
             parser.add_argument(
                 "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=default,
                 choices=f.metadata.get("choices"),
                 help=f"{f.metadata.get('help', '')} [env {var}, default {f.default}]")
-        values = vars(parser.parse_args(argv))
+        values = vars(parser.parse_args(argv)) | secrets
         try:
             return cls(**values)
         except ValueError as exc:
