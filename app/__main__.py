@@ -22,16 +22,16 @@ async def serve(settings: Settings) -> None:
     # access_log=None: every long-poll would be a line; chat.py logs what matters
     runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None,
                            shutdown_timeout=settings.shutdown_timeout)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before anyone can know we are up
+        loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         for host, port, *_ in runner.addresses:
             log.info("listening on http://%s:%d", host, port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping")
     finally:

@@ -35,7 +35,7 @@ class Settings:
     # Storage
     store: str = field(default="sqlite:///data/roomcast.db", metadata={
         "help": "message store URL: sqlite:///relative/path.db, sqlite:////abs/path.db, "
-                "memory://"})
+                "postgresql://user:password@host:5432/db, memory://"})
 
     # Cluster
     redis: str = field(default="", metadata={
