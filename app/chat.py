@@ -16,19 +16,22 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 
+from .auth import Identity, identify
 from .errors import ChatError, ErrorCode, refuse
+from .limits import TokenBucket
 from .metrics import Metrics
 from .models import Message, RoomName, Sid
 from .presence import Presence
 from .protocol import (
-    JOIN_LATEST, JOIN_SINCE_MAX, parse_history, parse_join, parse_leave, parse_name,
-    parse_rooms, parse_send, parse_typing,
+    JOIN_LATEST, JOIN_SINCE_MAX, parse_history, parse_join, parse_leave, parse_rooms,
+    parse_send, parse_typing,
 )
 from .settings import Settings
 from .store import MessageStore
@@ -76,9 +79,23 @@ def acked(handler: Handler) -> Callable[..., Awaitable[Ack]]:
 class Connection:
     """What the namespace knows about one connection."""
 
-    name: str
+    identity: Identity
     transport: str
+    address: str
+    sends: TokenBucket
+    typings: TokenBucket
     rooms: set[RoomName] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+
+def _limit(bucket: TokenBucket, what: str) -> None:
+    wait = bucket.take()
+    if wait:
+        raise ChatError(ErrorCode.RATE_LIMITED, f"too many {what}; try again in {wait} ms",
+                        retry_after=wait)
 
 
 def client_address(environ: dict[str, Any], trust_forwarded: bool) -> str:
@@ -100,6 +117,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.presence = presence
         self.metrics = metrics
         self.connections: dict[Sid, Connection] = {}
+        self.per_name: Counter[str] = Counter()
+        self.per_address: Counter[str] = Counter()
         self.draining = False  # set when shutdown begins
 
     def _transport(self, sid: Sid) -> str:
@@ -120,19 +139,42 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                          auth: object = None) -> None:
         address = client_address(environ, self.settings.trust_forwarded)
         try:
-            name = parse_name(auth)
+            identity = identify(auth, self.settings.jwt_secret)
+            self._check_connection_limits(identity.name, address)
         except ChatError as exc:
             self.metrics.refused.labels("connect", exc.code).inc()
             log.info("refused connect sid=%s addr=%s code=%s", sid, address, exc.code)
             raise refuse(exc) from None
+        s = self.settings
         transport = self.server.transport(sid, NAMESPACE)
-        self.connections[sid] = Connection(name, transport)
-        log.info("connect sid=%s name=%r transport=%s addr=%s", sid, name, transport, address)
+        self.connections[sid] = Connection(
+            identity, transport, address, TokenBucket(s.send_rate, s.send_burst),
+            TokenBucket(s.typing_rate, s.typing_burst))
+        self.per_name[identity.name] += 1
+        self.per_address[address] += 1
+        log.info("connect sid=%s name=%r transport=%s addr=%s", sid, identity.name, transport,
+                 address)
+
+    def _check_connection_limits(self, name: str, address: str) -> None:
+        s = self.settings
+        if self.per_name[name] >= s.max_connections_per_name:
+            raise ChatError(ErrorCode.RATE_LIMITED, f"{name!r} already has "
+                            f"{s.max_connections_per_name} connections; close one first")
+        if self.per_address[address] >= s.max_connections_per_address:
+            raise ChatError(ErrorCode.RATE_LIMITED, "too many connections from your address "
+                            f"(at most {s.max_connections_per_address})")
+
+    def _forget_connection(self, conn: Connection) -> None:
+        for counter, key in ((self.per_name, conn.name), (self.per_address, conn.address)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
 
     async def on_disconnect(self, sid: Sid, reason: str = "") -> None:
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
+        self._forget_connection(conn)
         if self.draining and reason == self.server.reason.SERVER_DISCONNECT:
             reason = "server_shutdown"
         self.metrics.disconnected(reason)
@@ -179,6 +221,12 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_join(self, sid: Sid, data: object = None) -> Ack:
         req = parse_join(data)
         conn = self.connections[sid]
+        if not conn.identity.may_join(req.room):
+            raise ChatError(ErrorCode.UNAUTHORIZED,
+                            f"your token does not admit you to {req.room!r}")
+        if req.room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms:
+            raise ChatError(ErrorCode.TOO_LARGE, f"a connection may be in at most "
+                            f"{self.settings.max_rooms} rooms; leave one first")
         if req.room not in conn.rooms:
             # Presence first: if it fails, nothing has changed yet.
             first = await self.presence.join(req.room, conn.name, sid)
@@ -221,6 +269,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_send(self, sid: Sid, data: object = None) -> Ack:
         req = parse_send(data, max_text_length=self.settings.max_text_length)
         conn = self._member(sid, req.room)
+        _limit(conn.sends, "sends")
         with self.metrics.store_seconds.labels("append").time():
             message, created = await self.store.append(req.room, conn.name, req.text,
                                                        req.client_id)
@@ -248,6 +297,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_typing(self, sid: Sid, data: object = None) -> Ack:
         req = parse_typing(data)
         conn = self._member(sid, req.room)
+        _limit(conn.typings, "typing signals")
         await self.emit("typing", {"room": req.room, "user": conn.name, "active": req.active},
                         room=req.room, skip_sid=sid)
         return {}

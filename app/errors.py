@@ -35,13 +35,18 @@ class ErrorCode(StrEnum):
 class ChatError(Exception):
     """A failure the client is told about, with a stable code."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, retry_after: int | None = None
+                 ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # ms, with rate_limited
 
     def as_dict(self) -> dict[str, Any]:
-        return {"code": str(self.code), "message": self.message}
+        error: dict[str, Any] = {"code": str(self.code), "message": self.message}
+        if self.retry_after is not None:
+            error["retry_after"] = self.retry_after
+        return error
 
 
 def refuse(error: ChatError) -> ConnectionRefusedError:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import health
+from .auth import origin_policy
 from .chat import NAMESPACE, ChatNamespace
 from .engine import RoomcastServer
 from .fanout import RedisFanout, client_manager
@@ -74,8 +75,10 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     sio = RoomcastServer(
         async_mode="aiohttp",
         client_manager=client_manager(settings, metrics),
-        # same origin, plus the hosted Admin UI when it is enabled
-        cors_allowed_origins=[ADMIN_UI_ORIGIN] if settings.admin_ui else None,
+        # browsers: this server's own origin, the configured ones, and the
+        # hosted Admin UI when it is enabled
+        cors_allowed_origins=origin_policy(
+            settings.allowed_origins.split(",") + ([ADMIN_UI_ORIGIN] if settings.admin_ui else [])),
         serializer=SOCKETIO_SERIALIZERS[settings.serializer],
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,

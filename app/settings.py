@@ -61,6 +61,25 @@ class Settings:
     # Limits
     max_text_length: int = field(default=4000, metadata={
         "help": "longest message text in characters; longer is too_large"})
+    send_rate: float = field(default=5.0, metadata={
+        "help": "sends per second per connection, sustained (token bucket)"})
+    send_burst: int = field(default=20, metadata={"help": "sends allowed in a burst"})
+    typing_rate: float = field(default=2.0, metadata={
+        "help": "typing signals per second per connection, sustained"})
+    typing_burst: int = field(default=5, metadata={"help": "typing signals in a burst"})
+    max_rooms: int = field(default=50, metadata={
+        "help": "rooms one connection may be in at once"})
+    max_connections_per_name: int = field(default=20, metadata={
+        "help": "connections one name may hold on this node"})
+    max_connections_per_address: int = field(default=100, metadata={
+        "help": "connections from one client address on this node"})
+
+    # Access
+    jwt_secret: str = field(default="", repr=False, metadata={
+        "help": "HS256 secret: connects must carry a signed token (prefer the variable)"})
+    allowed_origins: str = field(default="", metadata={
+        "help": "comma-separated origins allowed to connect from a browser besides "
+                "this server's own, e.g. https://chat.example.com"})
 
     # Shutdown
     shutdown_timeout: float = field(default=10.0, metadata={

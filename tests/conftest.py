@@ -31,6 +31,8 @@ from app.settings import Settings
 TIMEOUT = 5.0  # seconds any single expected event may take
 
 TRANSPORTS = ["websocket", "polling"]
+UNLIMITED = {"send_rate": 1e6, "send_burst": 10**6, "typing_rate": 1e6, "typing_burst": 10**6}
+UNLIMITED_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in UNLIMITED.items()]
 SERIALIZERS = ["msgpack", "json"]
 
 
@@ -134,7 +136,9 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
 
     async def start(**overrides: Any) -> Served:
         fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0,
-                                  "store": f"sqlite:///{tmp_path}/chat.db"}
+                                  "store": f"sqlite:///{tmp_path}/chat.db",
+                                  # tests send in bursts; the limits have their own tests
+                                  **UNLIMITED}
         fields.update(overrides)
         settings = Settings(**fields)
         app = create_app(settings)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .conftest import TIMEOUT
+from .conftest import TIMEOUT, UNLIMITED_FLAGS
 
 STARTUP_TIMEOUT = 20.0  # seconds for a fresh interpreter to import and bind
 LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
@@ -88,7 +88,7 @@ class Process:
 async def start_server(cwd: Path, *args: str,
                        env: dict[str, str] | None = None) -> tuple[Process, int]:
     """``python -m app --host 127.0.0.1 --port 0 ARGS``; returns it and its bound port."""
-    server = await Process.start("-m", "app", "--host", "127.0.0.1", "--port", "0", *args,
-                                 cwd=cwd, env=env)
+    server = await Process.start("-m", "app", "--host", "127.0.0.1", "--port", "0",
+                                 *UNLIMITED_FLAGS, *args, cwd=cwd, env=env)
     match = await server.stderr_match(LISTENING, STARTUP_TIMEOUT)
     return server, int(match.group(1))

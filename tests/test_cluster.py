@@ -15,7 +15,7 @@ import pytest
 from app.keys import SIO_KEY
 from client import ChatClient
 
-from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served, until
+from .conftest import TIMEOUT, UNLIMITED_FLAGS, PeerFactory, ServeFactory, Served, until
 from .processes import Process
 from .services import REDIS_URL, ThrowawayRedis, postgres_schema
 
@@ -121,6 +121,7 @@ async def test_dead_node_leaves_no_ghosts(cluster: list[Served], peer: PeerFacto
         "-m", "app", "--host", "127.0.0.1", "--port", "0", "--store", settings.store,
         "--redis", settings.redis, "--redis-prefix", settings.redis_prefix,
         "--node-id", "doomed", "--presence-ttl", "1.5", "--serializer", settings.serializer,
+        *UNLIMITED_FLAGS,
         cwd=tmp_path)
     port = int((await node.stderr_match(r"listening on http://[^:]+:(\d+)", 20)).group(1))
     try:

@@ -15,7 +15,7 @@ import pytest
 from app.cluster import Cluster
 from client import ChatClient
 
-from .conftest import TIMEOUT
+from .conftest import TIMEOUT, UNLIMITED_FLAGS
 from .services import REDIS_URL, ThrowawayRedis, postgres_schema
 
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 60)]  # loopback sources for "other machines"
@@ -32,7 +32,8 @@ async def cluster(tmp_path: Path, redis_url: str) -> AsyncIterator[Cluster]:
     async with postgres_schema() as store:
         prefix = f"test-{uuid.uuid4().hex[:8]}"
         running = Cluster(nodes=2, port=0, store=store, redis=redis_url, workdir=tmp_path,
-                          node_args=["--redis-prefix", prefix, "--presence-ttl", "3"])
+                          node_args=["--redis-prefix", prefix, "--presence-ttl", "3",
+                                     *UNLIMITED_FLAGS])
         try:
             yield await running.start()
         finally:
@@ -180,7 +181,7 @@ async def test_redis_restart_through_nginx(throwaway_redis: ThrowawayRedis, tmp_
     resumes and a client on the other node fills the gap: all once, in order."""
     async with postgres_schema() as store:
         running = Cluster(nodes=2, port=0, store=store, redis=throwaway_redis.url,
-                          workdir=tmp_path / "nginx")
+                          workdir=tmp_path / "nginx", node_args=UNLIMITED_FLAGS)
         cluster = await running.start()
         try:
             nodes = await addresses_by_node(cluster)
