@@ -60,4 +60,5 @@ async def index(request: web.Request) -> dict[str, object]:
     settings = request.app[SETTINGS_KEY]
     return {"namespace": NAMESPACE, "serializer": settings.serializer,
             "socketio_bundle": SOCKETIO_BUNDLES[settings.serializer],
-            "max_text_length": settings.max_text_length}
+            "max_text_length": settings.max_text_length,
+            "auth_mode": "token" if settings.jwt_secret else "name"}

@@ -118,6 +118,8 @@ class Settings:
             raise ValueError("ping_interval must be a whole number of seconds")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
+        if self.jwt_secret and len(self.jwt_secret.encode()) < 32:
+            raise ValueError("jwt_secret must be at least 32 bytes (RFC 7518 for HS256)")
         if self.admin_ui and not self.admin_password:
             raise ValueError(f"admin_ui needs a password: set {ENV_PREFIX}ADMIN_PASSWORD")
 

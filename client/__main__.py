@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -35,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default="http://localhost:8080", help="the Roomcast server")
-    common.add_argument("--name", required=True, help="display name")
+    common.add_argument("--name", default="", help="display name (open mode)")
+    common.add_argument("--token", default=os.environ.get("ROOMCAST_TOKEN"),
+                        help="signed token for a server in token mode "
+                             "(default: $ROOMCAST_TOKEN)")
     common.add_argument("--serializer", choices=("msgpack", "json"), default="msgpack",
                         help="must match the server's (default msgpack)")
     common.add_argument("--transport", choices=("auto", "websocket", "polling"),
@@ -57,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _client(args: argparse.Namespace) -> ChatClient:
     transports = None if args.transport == "auto" else [args.transport]
-    client = ChatClient(args.url, args.name, serializer=args.serializer, transports=transports)
+    client = ChatClient(args.url, args.name, token=args.token, serializer=args.serializer,
+                        transports=transports)
     client.on_state = lambda state: _status(
         "connection lost; reconnecting" if state == "disconnected" else "connected")
     return client

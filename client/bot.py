@@ -32,8 +32,8 @@ class Bot:
         self.members[event["room"]] = list(event["members"])
 
     async def on_message(self, message: JSON) -> None:
-        if message["from"] == self.client.name:
-            return
+        if message["from"] == self.client.name or str(message.get("client_id")).startswith("bot:"):
+            return  # our own (in token mode the name is the token's)
         reply = answer(message["text"], self.members.get(message["room"], []))
         if reply is not None:
             log.info("answering %s#%d in %s", message["from"], message["seq"], message["room"])

@@ -66,6 +66,8 @@ class ChatClient:
 
     :param url: the server, e.g. ``http://localhost:8080``.
     :param name: the display name (1 to 32 printable characters).
+    :param token: a signed token, for a server in token mode (the server then
+        takes the name from it).
     :param serializer: ``msgpack`` (the server's default) or ``json``; must
         match the server's.
     :param transports: ``None`` for polling upgraded to WebSocket,
@@ -80,7 +82,8 @@ class ChatClient:
         proxy, TLS settings or a source address); the caller closes it.
     """
 
-    def __init__(self, url: str, name: str, *, serializer: str = "msgpack",
+    def __init__(self, url: str, name: str = "", *, token: str | None = None,
+                 serializer: str = "msgpack",
                  transports: list[str] | None = None, request_timeout: float = 10.0,
                  reconnection_delay: float = 0.5, reconnection_delay_max: float = 5.0,
                  on_message: Handler | None = None, on_presence: Handler | None = None,
@@ -89,6 +92,7 @@ class ChatClient:
                  http_session: Any = None) -> None:
         self.url = url
         self.name = name
+        self.auth: JSON = {"token": token} if token is not None else {"name": name}
         self.transports = transports
         self.request_timeout = request_timeout
         self.on_message = on_message
@@ -130,7 +134,7 @@ class ChatClient:
         Later drops are handled by reconnecting in the background."""
         self._spawn(self._dispatcher())
         try:
-            await self._sio.connect(self.url, auth={"name": self.name}, namespaces=[NAMESPACE],
+            await self._sio.connect(self.url, auth=self.auth, namespaces=[NAMESPACE],
                                     transports=self.transports, wait_timeout=self.request_timeout,
                                     retry=retry)
         except sio_errors.ConnectionError as exc:
@@ -181,7 +185,7 @@ class ChatClient:
             log.info("the server closed the session; reconnecting")
             try:
                 await self._sio.connect(
-                    self.url, auth={"name": self.name}, namespaces=[NAMESPACE],
+                    self.url, auth=self.auth, namespaces=[NAMESPACE],
                     transports=self.transports, wait_timeout=self.request_timeout, retry=True)
             except sio_errors.ConnectionError as exc:  # refused: try again later
                 log.warning("reconnect refused: %s", exc)

@@ -305,3 +305,18 @@ async def test_page_fills_a_gap_from_history(page_server: Served, browser: Brows
         await alice.shows("first", "lost 1", "lost 2", "seen")
     finally:
         await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,
+                                  users: list[User]) -> None:
+    """With a JWT secret, the page connects with the token from its link (then drops it
+    from the address bar) and shows the token's name."""
+    from .test_auth import SECRET, token
+    served = await serve(jwt_secret=SECRET)
+    alice = await open_user(users, browser, served.url, token=token(name="alice"), room="t")
+    await alice.in_room("t")
+    await expect(alice.page.locator("#whoami")).to_have_text("You are alice")
+    assert "token=" not in alice.page.url
+    await alice.say("signed in")
+    await alice.shows("signed in")
+    await expect(alice.page.locator("#messages li[data-seq] .from")).to_have_text(["alice"])

@@ -272,7 +272,19 @@ function transportName() {
   return socket.io.engine?.transport?.name ?? "";
 }
 
-function connect(name) {
+// In token mode the server takes the name from the token; show the same one.
+function tokenName(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(decodeURIComponent(escape(atob(part))));
+    return claims.name ?? claims.sub ?? "?";
+  } catch { return "?"; }
+}
+
+function connect(credential) {
+  const tokenMode = config.auth === "token";
+  const name = tokenMode ? tokenName(credential) : credential;
+  const auth = tokenMode ? { token: credential } : { name };
   myName = name;
   els.whoami.textContent = `You are ${name}`;
   els.whoami.hidden = false;
@@ -280,7 +292,7 @@ function connect(name) {
   els.chat.hidden = false;
   const transports = params.get("transport") === "polling" ? ["polling"]
                                                             : ["polling", "websocket"];
-  socket = io(config.namespace, { auth: { name }, transports });
+  socket = io(config.namespace, { auth, transports });
   showStatus("connecting");
 
   socket.on("connect", async () => {
@@ -307,7 +319,7 @@ function connect(name) {
   socket.on("connect_error", (err) => {
     if (err.data?.code) {  // refused by the server, not a network failure
       showAlert(plainError(err.data));
-      if (err.data.code === "bad_name") logout();
+      if (err.data.code === "bad_name" || err.data.code === "unauthorized") logout();
     } else {
       showStatus(navigator.onLine ? "reconnecting" : "offline");
     }
@@ -331,6 +343,7 @@ function logout() {
   socket?.disconnect();
   socket = null;
   localStorage.removeItem("roomcast.name");
+  sessionStorage.removeItem("roomcast.token");
   els.chat.hidden = true;
   els.login.hidden = false;
   els.whoami.hidden = true;
@@ -342,10 +355,11 @@ function logout() {
 
 els.loginForm.addEventListener("submit", (event) => {
   event.preventDefault();
-  const name = els.nameInput.value.trim();
-  if (!name) return;
-  localStorage.setItem("roomcast.name", name);
-  connect(name);
+  const value = els.nameInput.value.trim();
+  if (!value) return;
+  if (config.auth === "token") sessionStorage.setItem("roomcast.token", value);
+  else localStorage.setItem("roomcast.name", value);
+  connect(value);
 });
 els.joinForm.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -377,10 +391,25 @@ window.addEventListener("online", () => socket && !socket.connected && socket.co
 window.addEventListener("offline", () => showStatus("offline"));
 setInterval(refreshOpenRooms, 15000);
 
-const initialName = (params.get("name") || localStorage.getItem("roomcast.name") || "").trim();
-if (initialName) {
-  if (params.get("name")) localStorage.setItem("roomcast.name", initialName);
-  connect(initialName);
+if (config.auth === "token") {
+  // a token in the link (e.g. from a sign-in page) is kept for this tab only
+  const token = params.get("token") || sessionStorage.getItem("roomcast.token");
+  if (token) {
+    sessionStorage.setItem("roomcast.token", token);
+    const url = new URL(location.href);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+    connect(token);
+  } else {
+    els.nameInput.focus();
+  }
 } else {
-  els.nameInput.focus();
+  const initialName = (params.get("name") || localStorage.getItem("roomcast.name") || "")
+    .trim();
+  if (initialName) {
+    if (params.get("name")) localStorage.setItem("roomcast.name", initialName);
+    connect(initialName);
+  } else {
+    els.nameInput.focus();
+  }
 }
