@@ -36,6 +36,17 @@ that changes the behaviour underneath fails loudly:
   each session's queue to drain, which never happens for a polling client
   that stopped polling, so shutdown hung. :meth:`close_all_sessions` closes
   every session without waiting; a waiting poll is answered with CLOSE.
+* **Sessions that never join a namespace** are closed after
+  ``connect_timeout`` seconds (Socket.IO's default is 45 s; python-socketio
+  has no such timeout), so idle half-open sessions cannot pile up.
+* **Invalid Socket.IO framing closes the connection** (the Socket.IO spec's
+  rule). python-socketio logged the decoding error with a traceback and kept
+  the connection. A well-formed event with a bad payload still gets an error
+  ack from the namespace.
+* **The true ping interval in the handshake.** python-engineio advertises
+  ``int(ping_interval) * 1000`` ms, so 2.5 s is announced as 2000 ms and the
+  JavaScript client, expecting pings sooner than they come, drops healthy
+  connections. :class:`RoomcastEngine` sends the exact value.
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
@@ -48,9 +59,11 @@ sockets and their queues); nothing else in Roomcast does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import engineio
 import socketio
 from engineio import packet as eio_packet
 from engineio.payload import Payload
@@ -69,8 +82,62 @@ RESERVED_EVENTS = frozenset({
 })
 
 
+class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server with the exact ping interval in the handshake."""
+
+    def _upgrades(self, sid: str, transport: str) -> Any:
+        # Called while the OPEN packet is being built, with the new session in
+        # self.sockets; correct that packet as it is queued.
+        socket = self.sockets[sid]
+        send = socket.send
+
+        async def send_open(pkt: eio_packet.Packet) -> None:
+            if pkt.packet_type == eio_packet.OPEN and isinstance(pkt.data, dict):
+                pkt.data["pingInterval"] = round(self.ping_interval * 1000)
+            del socket.send  # back to the class's method
+            await send(pkt)
+
+        socket.send = send_open
+        return super()._upgrades(sid, transport)
+
+
 class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
     manager_initialized: bool
+
+    def __init__(self, *args: Any, connect_timeout: float = 45.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_timeout = connect_timeout
+        self._connect_deadlines: dict[str, asyncio.TimerHandle] = {}
+
+    def _engineio_server_class(self) -> type:
+        return RoomcastEngine
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
+        await super()._handle_eio_connect(eio_sid, environ)
+        self._connect_deadlines[eio_sid] = asyncio.get_running_loop().call_later(
+            self.connect_timeout, self._connect_deadline, eio_sid)
+
+    def _connect_deadline(self, eio_sid: str) -> None:
+        self._connect_deadlines.pop(eio_sid, None)
+        joined = any(self.manager.sid_from_eio_sid(eio_sid, ns) is not None
+                     for ns in list(self.manager.get_namespaces()))
+        if not joined and eio_sid in self.eio.sockets:
+            log.info("closing eio_sid=%s: no namespace joined within %g s",
+                     eio_sid, self.connect_timeout)
+            asyncio.ensure_future(self._close_session(eio_sid, self.reason.SERVER_DISCONNECT))
+
+    async def _close_session(self, eio_sid: str, reason: str) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            await socket.close(wait=False, reason=reason)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:  # undecodable or out-of-protocol packet
+            log.warning("closing eio_sid=%s: invalid Socket.IO packet (%s: %s)",
+                        eio_sid, type(exc).__name__, exc)
+            await self._close_session(eio_sid, self.reason.TRANSPORT_ERROR)
 
     def start_manager(self) -> None:
         """Start the client manager now rather than at the first connection, so
@@ -94,6 +161,9 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         await super()._send_eio_packet(eio_sid, pkt)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
+        deadline = self._connect_deadlines.pop(eio_sid, None)
+        if deadline is not None:
+            deadline.cancel()
         await super()._handle_eio_disconnect(eio_sid, reason)
         # Forget the session now rather than at the service task's next sweep,
         # and end a waiting poll (or WebSocket writer) at once.

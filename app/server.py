@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         serializer=SOCKETIO_SERIALIZERS[settings.serializer],
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
+        connect_timeout=settings.connect_timeout,
         logger=False,
         engineio_logger=False,
     )

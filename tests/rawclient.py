@@ -142,6 +142,18 @@ class RawClient:
             elif p[0] == EIO_CLOSE:
                 raise ConnectionError("server closed the session")
 
+    async def next_ping(self) -> None:
+        """Wait for the server's next PING (answered if ``answer_pings``)."""
+        while True:
+            p = await self._next_eio()
+            if isinstance(p, str) and p[0] == EIO_PING:
+                self.pings += 1
+                if self.answer_pings:
+                    await self.send_eio(EIO_PONG + p[1:])
+                return
+            if isinstance(p, str) and p[0] == EIO_CLOSE:
+                raise ConnectionError("server closed the session")
+
     async def connect(self, auth: Any, nsp: str = "/chat") -> dict[str, Any]:
         await self.send_sio({"type": CONNECT, "nsp": nsp, "data": auth})
         return await self.recv()

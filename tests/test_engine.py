@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from engineio.payload import Payload
 
 from app.engine import MAX_PACKETS_PER_PAYLOAD
 from app.keys import SIO_KEY
 
-from .conftest import TIMEOUT, PeerFactory, Served, until
+from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served, until
 from .rawclient import ACK, CONNECT, EIO_CLOSE, EIO_MESSAGE, EVENT, RawClient, encode_sio
 
 
@@ -118,3 +119,56 @@ async def test_broadcast_reaches_websocket_and_polling_members_alike(
     sent = [await senders.send("mixed", f"m{i}") for i in range(20)]
     for m in members:
         assert [await m.next("message") for _ in sent] == sent, m.name
+
+
+async def test_handshake_announces_the_true_ping_interval(serve: ServeFactory,
+                                                          transport: str) -> None:
+    """A fractional ping interval is advertised exactly (python-engineio truncated it)."""
+    served = await serve(ping_interval=1.5, ping_timeout=2.5)
+    client = await RawClient.open(served.url, transport, served.settings.serializer)
+    try:
+        assert client.handshake["pingInterval"] == 1500
+        assert client.handshake["pingTimeout"] == 2500
+    finally:
+        await client.close()
+
+
+async def test_sessions_without_a_namespace_are_closed(serve: ServeFactory,
+                                                       transport: str) -> None:
+    """A transport that joins no namespace within connect_timeout is closed; one that
+    joined stays (it is still pinged after the deadline)."""
+    served = await serve(connect_timeout=0.5, ping_interval=1, ping_timeout=5)
+    idle = await RawClient.open(served.url, transport, served.settings.serializer)
+    joined = await raw(served, transport)
+    try:
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(idle.recv(), TIMEOUT)
+        assert idle.sid not in served.app[SIO_KEY].eio.sockets
+        await asyncio.wait_for(joined.next_ping(), TIMEOUT)  # at 1 s: after the deadline
+        assert joined.sid in served.app[SIO_KEY].eio.sockets
+    finally:
+        await idle.close()
+        await joined.close()
+
+
+@pytest.mark.parametrize("garbage", ["4{not json", "4/chat,xyz", "49", b"\xc1\x00", b"\x93\x01"])
+async def test_invalid_framing_closes_only_that_connection(
+        served: Served, transport: str, peer: PeerFactory, garbage: str | bytes) -> None:
+    """An undecodable Socket.IO packet closes its connection; the room carries on."""
+    alice, bob = await peer("alice"), await peer("bob")
+    await alice.join("r")
+    await bob.join("r")
+    mallory = await raw(served, transport, "mallory")
+    try:
+        assert await mallory.call("join", {"room": "r"}) is not None
+        await mallory.send_eio(garbage)
+        with pytest.raises(ConnectionError):
+            while True:
+                await asyncio.wait_for(mallory.recv(), TIMEOUT)
+        seen = [await alice.next("presence") for _ in range(3)]  # bob, mallory in; mallory out
+        assert [(e["user"], e["event"]) for e in seen] == [
+            ("bob", "join"), ("mallory", "join"), ("mallory", "leave")]
+        sent = await bob.send("r", "still here")
+        assert await alice.next("message") == sent
+    finally:
+        await mallory.close()
