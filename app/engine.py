@@ -47,6 +47,14 @@ that changes the behaviour underneath fails loudly:
   ``int(ping_interval) * 1000`` ms, so 2.5 s is announced as 2000 ms and the
   JavaScript client, expecting pings sooner than they come, drops healthy
   connections. :class:`RoomcastEngine` sends the exact value.
+* **Bounded outgoing backlog.** python-engineio queues without limit for a
+  client that stops reading. Each session's queue is metered
+  (:class:`MeteredQueue`); a broadcast that finds it past
+  ``max_backlog_packets`` or ``max_backlog_bytes`` cuts that client off
+  (reason ``slow_consumer``, logged and counted) and drops the packet, so
+  memory stays bounded and nobody else waits.
+* **Oversized WebSocket messages are logged** with the reason before the
+  connection closes (python-engineio closed it silently).
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
@@ -63,8 +71,10 @@ import asyncio
 import logging
 from typing import Any
 
+import aiohttp
 import engineio
 import socketio
+from engineio.async_drivers import aiohttp as aiohttp_driver
 from engineio import packet as eio_packet
 from engineio.payload import Payload
 from socketio import packet
@@ -76,19 +86,71 @@ log = logging.getLogger(__name__)
 MAX_PACKETS_PER_PAYLOAD = 100_000
 Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_PAYLOAD)
 
+SLOW_CONSUMER = "slow_consumer"  # disconnect reason
+
 RESERVED_EVENTS = frozenset({
     "connect", "connect_error", "disconnect", "disconnecting",
     "newListener", "removeListener",
 })
 
 
+class MeteredQueue(asyncio.Queue[Any]):
+    """A session's outgoing queue that knows how many bytes it holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def _put(self, item: Any) -> None:
+        self.bytes += _size(item)
+        super()._put(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.bytes -= _size(item)
+        return item
+
+
+def _size(pkt: Any) -> int:
+    data = getattr(pkt, "data", None)
+    return len(data) if isinstance(data, (bytes, str)) else 16
+
+
+class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
+    """Remembers the upgrade request on its session (to cut a slow consumer),
+    and logs why an incoming message was refused."""
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        session = getattr(self.handler, "__self__", None)
+        if session is not None:
+            session.transport_request = environ["aiohttp.request"]
+        return await super().__call__(environ)
+
+    async def wait(self) -> Any:
+        msg = await self._sock.receive()
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            log.warning("closing a WebSocket: %s", msg.data)  # e.g. message too big
+        if not isinstance(msg.data, (bytes, str)):
+            raise OSError()
+        return msg.data
+
+
 class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
-    """python-engineio's server with the exact ping interval in the handshake."""
+    """python-engineio's server with metered queues, our WebSocket driver and the
+    exact ping interval in the handshake."""
+
+    _async: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._async = dict(self._async, websocket=RoomcastWebSocket)  # not the module's
 
     def _upgrades(self, sid: str, transport: str) -> Any:
         # Called while the OPEN packet is being built, with the new session in
-        # self.sockets; correct that packet as it is queued.
+        # self.sockets and nothing queued yet: meter its queue, and correct
+        # that packet as it is queued.
         socket = self.sockets[sid]
+        socket.queue = MeteredQueue()
         send = socket.send
 
         async def send_open(pkt: eio_packet.Packet) -> None:
@@ -104,9 +166,13 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
 class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
     manager_initialized: bool
 
-    def __init__(self, *args: Any, connect_timeout: float = 45.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, connect_timeout: float = 45.0,
+                 max_backlog_packets: int = 1000, max_backlog_bytes: int = 4_000_000,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connect_timeout = connect_timeout
+        self.max_backlog_packets = max_backlog_packets
+        self.max_backlog_bytes = max_backlog_bytes
         self._connect_deadlines: dict[str, asyncio.TimerHandle] = {}
 
     def _engineio_server_class(self) -> type:
@@ -148,17 +214,45 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def close_all_sessions(self) -> int:
         """Close every Engine.IO session (clients will reconnect); return how many."""
-        sockets = list(self.eio.sockets.values())
-        for socket in sockets:
+        sockets = list(self.eio.sockets.items())
+        for eio_sid, socket in sockets:
+            if socket.queue.qsize() > 2:  # a writer stuck on a client that stopped reading
+                self._abort_transport(eio_sid, socket)
             await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
         return len(sockets)
 
+    def _abort_transport(self, eio_sid: str, socket: Any) -> None:
+        request = getattr(socket, "transport_request", None) or \
+            self.environ.get(eio_sid, {}).get("aiohttp.request")
+        transport = getattr(request, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+    def backlog(self, eio_sid: str) -> int:
+        """Packets waiting to be written to a session (0 if it is gone)."""
+        socket = self.eio.sockets.get(eio_sid)
+        return socket.queue.qsize() if socket is not None else 0
+
     async def _send_eio_packet(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
-        if pkt.binary:
-            socket = self.eio.sockets.get(eio_sid)
-            if socket is None or not socket.upgraded:  # polling: encodes as base64
-                pkt = eio_packet.Packet(pkt.packet_type, pkt.data)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None:
+            return
+        queue = socket.queue
+        if (queue.qsize() >= self.max_backlog_packets
+                or getattr(queue, "bytes", 0) >= self.max_backlog_bytes):
+            await self._cut_slow_consumer(eio_sid, socket)
+            return
+        if pkt.binary and not socket.upgraded:  # polling encodes it as base64: a copy
+            pkt = eio_packet.Packet(pkt.packet_type, pkt.data)
         await super()._send_eio_packet(eio_sid, pkt)
+
+    async def _cut_slow_consumer(self, eio_sid: str, socket: Any) -> None:
+        if socket.closing or socket.closed:
+            return
+        log.warning("disconnecting eio_sid=%s: slow consumer (%d packets, %d bytes waiting)",
+                    eio_sid, socket.queue.qsize(), getattr(socket.queue, "bytes", 0))
+        self._abort_transport(eio_sid, socket)  # a blocked write ends now
+        await socket.close(wait=False, reason=SLOW_CONSUMER)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
         deadline = self._connect_deadlines.pop(eio_sid, None)

@@ -53,6 +53,11 @@ class CountingManager(socketio.AsyncManager):  # type: ignore[misc]
                 and not kwargs.get("ignore_queue")):
             members = self.rooms.get(namespace, {}).get(target, {})
             skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+            if event == "typing":  # the first thing to go when a connection falls behind
+                soft = self.server.max_backlog_packets // 2
+                skipped = skipped + [sid for sid, eio_sid in members.items()
+                                     if self.server.backlog(eio_sid) > soft]
+                skip_sid = skipped
             count = len(members) - sum(1 for sid in skipped if sid in members)
             self.metrics.fanout.labels(event).observe(count)
             if event == "message":

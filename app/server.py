@@ -83,6 +83,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         connect_timeout=settings.connect_timeout,
+        max_backlog_packets=settings.max_backlog_packets,
+        max_backlog_bytes=settings.max_backlog_bytes,
         logger=False,
         engineio_logger=False,
     )

@@ -75,6 +75,11 @@ class Settings:
         "help": "connections one name may hold on this node"})
     max_connections_per_address: int = field(default=100, metadata={
         "help": "connections from one client address on this node"})
+    max_backlog_packets: int = field(default=1000, metadata={
+        "help": "packets waiting for a slow client before it is disconnected "
+                "(typing signals stop at half)"})
+    max_backlog_bytes: int = field(default=4_000_000, metadata={
+        "help": "bytes waiting for a slow client before it is disconnected"})
 
     # Access
     jwt_secret: str = field(default="", repr=False, metadata={

@@ -1,0 +1,103 @@
+"""Slow and stuck clients: bounded backlog, typing shed first, everyone else on time."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import aiohttp
+
+from app.keys import SIO_KEY
+
+from .conftest import TIMEOUT, PeerFactory, ServeFactory, sio_client
+from .processes import start_server
+from .rawclient import CONNECT, RawClient
+
+
+async def test_typing_is_shed_first_then_the_stuck_client_is_cut(
+        serve: ServeFactory, serializer: str, transport: str, peer: PeerFactory) -> None:
+    """A polling client that stops polling: past half the packet bound it gets no more
+    typing signals, past the bound it is disconnected (slow_consumer) while the room
+    keeps every message."""
+    served = await serve(serializer=serializer, max_backlog_packets=40)
+    sio = served.app[SIO_KEY]
+    alice, bob = await peer("alice", server=served), await peer("bob", server=served)
+    await alice.join("busy")
+    await bob.join("busy")
+    stuck = await RawClient.open(served.url, "polling", serializer)
+    assert (await stuck.connect({"name": "stuck"}))["type"] == CONNECT
+    await stuck.call("join", {"room": "busy"})  # then it never polls again
+    for i in range(25):
+        await alice.send("busy", f"m{i}")
+    waiting = sio.backlog(stuck.sid)
+    assert waiting > 20
+    await alice.ok("typing", {"room": "busy", "active": True})
+    assert (await bob.next("typing"))["user"] == "alice"
+    assert sio.backlog(stuck.sid) == waiting  # the typing signal was not queued for it
+    for i in range(25, 60):
+        await alice.send("busy", f"m{i}")
+    assert [(await bob.next("message"))["text"] for _ in range(60)] == [
+        f"m{i}" for i in range(60)]
+    events = [await bob.next("presence") for _ in range(2)]
+    assert events[-1] == {"room": "busy", "user": "stuck", "event": "leave",
+                          "members": ["alice", "bob"]}
+    assert stuck.sid not in sio.eio.sockets
+    await stuck.close()
+
+
+def rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match
+    return int(match.group(1))
+
+
+async def test_stuck_websocket_reader_is_cut_and_memory_stays_bounded(tmp_path: Path) -> None:
+    """A WebSocket client that stops reading in a busy room: the others get all 3000
+    messages (4 KB each, 12 MB in all: more than the kernel's socket buffers hold)
+    on time, the stuck one is cut off as a slow consumer, and the server's resident
+    memory grows by less than 60 MB."""
+    server, port = await start_server(tmp_path, "--max-backlog-packets", "200",
+                                      "--max-backlog-bytes", "1000000",
+                                      "--max-text-length", "5000")
+    url = f"http://127.0.0.1:{port}"
+    clients = []
+    try:
+        stuck = await RawClient.open(url, "websocket", "msgpack")
+        assert (await stuck.connect({"name": "stuck"}))["type"] == CONNECT
+        await stuck.call("join", {"room": "busy"})  # and from now on reads nothing
+        received: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        presence: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        for name in ("alice", "bob"):
+            sio = sio_client("msgpack")
+            if name == "bob":
+                sio.on("message", received.put_nowait, namespace="/chat")
+                sio.on("presence", presence.put_nowait, namespace="/chat")
+            await sio.connect(url, auth={"name": name}, namespaces=["/chat"],
+                              transports=["websocket"], wait_timeout=TIMEOUT)
+            await sio.call("join", {"room": "busy"}, namespace="/chat")
+            clients.append(sio)
+        alice = clients[0]
+        baseline = rss_kb(server.proc.pid)
+        text = "x" * 4000
+        for batch in range(30):
+            await asyncio.gather(*(alice.call("send", {"room": "busy", "text": text},
+                                              namespace="/chat") for _ in range(100)))
+        got = [await asyncio.wait_for(received.get(), TIMEOUT) for _ in range(3000)]
+        assert [m["seq"] for m in got] == list(range(1, 3001))
+        left = await asyncio.wait_for(presence.get(), TIMEOUT)
+        assert left["user"] == "stuck" and left["event"] == "leave"
+        growth_mb = (rss_kb(server.proc.pid) - baseline) / 1024
+        print(f"server RSS growth: {growth_mb:.1f} MB")
+        assert growth_mb < 60
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/metrics") as response:
+                metrics = await response.text()
+        assert 'roomcast_disconnects_total{reason="slow_consumer"} 1.0' in metrics
+        assert any("slow consumer" in line for line in server.stderr_lines)
+        await stuck.close()
+    finally:
+        for sio in clients:
+            await sio.disconnect()
+        assert await server.stop() == 0
