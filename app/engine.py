@@ -54,7 +54,9 @@ that changes the behaviour underneath fails loudly:
   (reason ``slow_consumer``, logged and counted) and drops the packet, so
   memory stays bounded and nobody else waits.
 * **Oversized WebSocket messages are logged** with the reason before the
-  connection closes (python-engineio closed it silently).
+  connection closes (python-engineio closed it silently), and **a frame that
+  is not an Engine.IO packet closes the connection cleanly** (python-engineio
+  raised out of its handler, leaving the session open until the heartbeat).
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
@@ -131,6 +133,14 @@ class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
         if msg.type == aiohttp.WSMsgType.ERROR:
             log.warning("closing a WebSocket: %s", msg.data)  # e.g. message too big
         if not isinstance(msg.data, (bytes, str)):
+            raise OSError()
+        if isinstance(msg.data, str) and not (msg.data and msg.data[0] in "0123456"):
+            # not an Engine.IO packet: python-engineio would raise out of its
+            # handler (a traceback, and a session left open until the heartbeat)
+            log.warning("closing a WebSocket: invalid Engine.IO packet %r", msg.data[:20])
+            transport = self.environ["aiohttp.request"].transport
+            if transport is not None:
+                transport.abort()  # no closing handshake with a peer that speaks garbage
             raise OSError()
         return msg.data
 
