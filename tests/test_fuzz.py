@@ -11,12 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.chat import NAMESPACE
 from app.keys import SIO_KEY
 from app.models import RoomName
 
 from .conftest import TIMEOUT, Peer, PeerFactory, Served
-from .rawclient import CONNECT, EIO_MESSAGE, RawClient
+from .rawclient import CONNECT, RawClient
 
 EVENTS = ["join", "leave", "send", "history", "typing", "rooms", "nosuch", "message"]
 CODES = {"bad_request", "not_member", "too_large", "rate_limited", "unauthorized",
@@ -26,7 +25,7 @@ ROOMS = ["r1", "r2"]
 
 def values(serializer: str) -> st.SearchStrategy[Any]:
     """Anything the wire format can carry."""
-    text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30)
+    text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
     scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1),
                         st.floats(allow_nan=False), text,
                         *([st.binary(max_size=20)] if serializer == "msgpack" else []))
