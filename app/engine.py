@@ -21,7 +21,8 @@ that changes the behaviour underneath fails loudly:
   timeout pass (45 s by default), holding the request, and the client that
   waits for it, that long. We wake it as soon as the session is gone, and
   drop the session from the server's table then rather than at the service
-  task's next sweep.
+  task's next sweep, and cancel its ping task (which otherwise lives on for
+  up to a ping interval after every disconnect: 2,000 tasks after a churn).
 * **Binary broadcasts to mixed transports.** A room broadcast encodes one
   Engine.IO packet and queues that same object for every member. A packet
   caches its first encoding: raw bytes when a WebSocket member sends it
@@ -155,6 +156,12 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._async = dict(self._async, websocket=RoomcastWebSocket)  # not the module's
 
+    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        task = super().start_background_task(target, *args, **kwargs)
+        if getattr(target, "__name__", "") == "_send_ping":  # remember it on its session
+            target.__self__.ping_task = task
+        return task
+
     def _upgrades(self, sid: str, transport: str) -> Any:
         # Called while the OPEN packet is being built, with the new session in
         # self.sockets and nothing queued yet: meter its queue, and correct
@@ -274,6 +281,9 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         socket = self.eio.sockets.pop(eio_sid, None)
         if socket is not None:
             socket.queue.put_nowait(None)
+            ping = getattr(socket, "ping_task", None)
+            if ping is not None:
+                ping.cancel()  # else it sleeps out the ping interval (25 s) per session
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
                             data: Any) -> None:

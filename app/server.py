@@ -56,6 +56,10 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> N
     metrics.watch("roomcast_rooms", "Rooms with a member connected to this node", [], rooms)
     metrics.watch("roomcast_room_members", "Room memberships of this node's connections",
                   [], members)
+    metrics.watch("roomcast_engineio_sessions", "Engine.IO sessions held by this node", [],
+                  lambda: [([], len(sio.eio.sockets))])
+    metrics.watch("roomcast_asyncio_tasks", "asyncio tasks alive in this process", [],
+                  lambda: [([], len(asyncio.all_tasks()))])
     if isinstance(sio.manager, RedisFanout):
         manager = sio.manager
         metrics.watch("roomcast_fanout_up", "1 while subscribed to Redis fan-out", [],

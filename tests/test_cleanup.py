@@ -4,6 +4,7 @@ one at once, and nothing about any of them stays behind."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from app.keys import PRESENCE_KEY, SIO_KEY
 from app.presence.memory import MemoryPresence
@@ -93,6 +94,13 @@ async def test_churn_leaves_no_trace(served: Served, transport: str, peer: PeerF
         assert await presence.rooms() == []
         rooms = sio.manager.rooms.get("/chat", {})
         assert all(not members for name, members in rooms.items()), rooms
+        await until(lambda: not ping_tasks())  # cancelled at disconnect, not 25 s later
+
+
+def ping_tasks() -> list[asyncio.Task[Any]]:
+    """python-engineio's per-session ping tasks still alive in this loop."""
+    return [t for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "").endswith("_send_ping")]
 
 
 async def test_a_stalled_reader_does_not_hold_up_the_room(
