@@ -12,7 +12,7 @@ SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
 # package:binary pairs that `make test` needs from the system
 SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server
 
-.PHONY: run test check web tools cluster clean
+.PHONY: run test check web tools churn cluster clean
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -45,7 +45,7 @@ test: $(VENV)/.installed-test web tools  ## every test, then the type and lint c
 
 check: $(VENV)/.installed-test  ## mypy --strict and flake8
 	$(BIN)/mypy
-	$(BIN)/flake8 app client tests
+	$(BIN)/flake8 app client tests bench
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache $(VENDOR) $(WEB)/node_modules
+
+churn: $(VENV)/.installed-run  ## bench/churn.py: thousands of short connections, then leak check
+	$(BIN)/python -m bench.churn
 
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \

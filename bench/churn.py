@@ -28,7 +28,8 @@ GAUGES = ("roomcast_engineio_sessions", "roomcast_asyncio_tasks", "roomcast_conn
 
 async def state(pid: int, url: str) -> dict[str, float]:
     fds = len(os.listdir(f"/proc/{pid}/fd"))
-    rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())[1])
+    found = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    rss = int(found[1]) if found else 0
     async with aiohttp.ClientSession() as http:
         async with http.get(url + "/metrics") as response:
             text = await response.text()
