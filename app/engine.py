@@ -33,6 +33,12 @@ that changes the behaviour underneath fails loudly:
   (yet) upgraded to WebSocket now get their own copy.
 * **The client manager starts at boot** (:meth:`start_manager`), not at
   the first connection, so a node subscribes to Redis before it says healthy.
+* **A second concurrent poll** on one session is refused with 400 and the
+  session closed, as the Engine.IO spec requires (python-engineio served both
+  and split the packets between them).
+* **A silent peer is dropped when its ping timeout passes**: each ping
+  schedules its own check (python-engineio's sweep visits each session once
+  per ping timeout, so a silent polling peer could linger up to twice as long).
 * **Shutdown with silent polling clients.** ``eio.disconnect()`` waits for
   each session's queue to drain, which never happens for a polling client
   that stopped polling, so shutdown hung. :meth:`close_all_sessions` closes
@@ -75,6 +81,7 @@ import logging
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import engineio
 import socketio
 from engineio.async_drivers import aiohttp as aiohttp_driver
@@ -155,12 +162,47 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._async = dict(self._async, websocket=RoomcastWebSocket)  # not the module's
+        self._polling: set[str] = set()  # sessions with a long-poll GET waiting
 
     def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
-        task = super().start_background_task(target, *args, **kwargs)
-        if getattr(target, "__name__", "") == "_send_ping":  # remember it on its session
-            target.__self__.ping_task = task
-        return task
+        if getattr(target, "__name__", "") == "_send_ping":
+            session = target.__self__
+            task = super().start_background_task(self._ping_and_watch, session, target)
+            session.ping_task = task  # cancelled when the session ends
+            return task
+        return super().start_background_task(target, *args, **kwargs)
+
+    async def _ping_and_watch(self, session: Any, send_ping: Any) -> None:
+        """Send the ping; then, if no pong has come when the ping timeout is up,
+        close the session then (python-engineio's sweep could take up to
+        another ping timeout to notice a silent polling peer)."""
+        await send_ping()
+        sent = session.last_ping
+        if not sent:
+            return
+        await asyncio.sleep(self.ping_timeout + 0.05)
+        if session.last_ping == sent and not (session.closing or session.closed):
+            await session.check_ping_timeout()  # closes it, with reason "ping timeout"
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """Refuse a second long-poll GET on a session that already has one waiting
+        (the Engine.IO spec: the server closes the session)."""
+        request = args[0]
+        sid = request.query.get("sid")
+        if (request.method != "GET" or request.query.get("transport") != "polling"
+                or not sid or "upgrade" in request.headers.get("Connection", "").lower()):
+            return await super().handle_request(*args, **kwargs)
+        if sid in self._polling:
+            log.warning("closing eio_sid=%s: a second concurrent poll", sid)
+            socket = self.sockets.get(sid)
+            if socket is not None:
+                await socket.close(wait=False, reason=self.reason.TRANSPORT_ERROR)
+            return aiohttp.web.Response(status=400, text="concurrent poll")
+        self._polling.add(sid)
+        try:
+            return await super().handle_request(*args, **kwargs)
+        finally:
+            self._polling.discard(sid)
 
     def _upgrades(self, sid: str, transport: str) -> Any:
         # Called while the OPEN packet is being built, with the new session in

@@ -172,3 +172,41 @@ async def test_invalid_framing_closes_only_that_connection(
         assert await alice.next("message") == sent
     finally:
         await mallory.close()
+
+
+async def test_a_second_concurrent_poll_closes_the_session(served: Served) -> None:
+    """While one long-poll GET waits, a second GET on the session is answered 400
+    and the session is closed (the first GET returns at once)."""
+    client = await raw(served, "polling")
+    try:
+        first = asyncio.ensure_future(client.poll())
+        socket = served.app[SIO_KEY].eio.sockets[client.sid]
+        await until(lambda: bool(socket.queue._getters))  # the first GET is waiting
+        status, _ = await asyncio.wait_for(client.poll(), TIMEOUT)
+        assert status == 400
+        await asyncio.wait_for(first, TIMEOUT)
+        assert client.sid not in served.app[SIO_KEY].eio.sockets
+        assert served.chat.connections == {}
+    finally:
+        await client.close()
+
+
+async def test_silent_polling_peer_is_dropped_when_its_ping_timeout_passes(
+        serve: ServeFactory, peer: PeerFactory) -> None:
+    """A polling peer that stops polling is gone once ping interval + ping timeout
+    have passed, not a sweep later."""
+    served = await serve(ping_interval=1, ping_timeout=1)
+    watcher = await peer("watcher", server=served, transports=["websocket"])
+    await watcher.join("r")
+    ghost = await raw(served, "polling", "ghost")
+    try:
+        await ghost.call("join", {"room": "r"})
+        loop = asyncio.get_running_loop()
+        silent_since = loop.time()  # from here on it never polls again
+        assert (await watcher.next("presence"))["event"] == "join"
+        left = await asyncio.wait_for(watcher.events["presence"].get(), 10)
+        assert left["user"] == "ghost" and left["event"] == "leave"
+        # the behaviour under test is the timing: 1 s interval + 1 s timeout (+ slack)
+        assert loop.time() - silent_since < 1 + 1 + 0.6
+    finally:
+        await ghost.close()
