@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,3 +68,67 @@ class ThrowawayRedis:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of our own (initdb in a temporary folder, run as the
+    postgres user, trust auth) on an ephemeral port, for tests that stop it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        # not under pytest's tmp_path: the postgres user cannot enter root's 0700 folders
+        self.workdir = Path(tempfile.mkdtemp(prefix="roomcast-pg-"))
+        self.datadir = self.workdir / "pgdata"
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        assert bins, "PostgreSQL server binaries not found under /usr/lib/postgresql"
+        self.bin = bins[-1]
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *command: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 \
+            else list(command)
+
+    async def _run(self, *command: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *self._as_postgres(*command), stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+
+    async def init(self) -> ThrowawayPostgres:
+        self.datadir.mkdir(parents=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.datadir.parent, "postgres")
+            shutil.chown(self.datadir, "postgres")
+        await self._run(str(self.bin / "initdb"), "-D", str(self.datadir), "-A", "trust",
+                        "-U", "postgres", "--no-sync")
+        return await self.start()
+
+    async def start(self) -> ThrowawayPostgres:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self._as_postgres(str(self.bin / "postgres"), "-D", str(self.datadir),
+                               "-p", str(self.port), "-k", str(self.datadir),
+                               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    conn = await asyncpg.connect(self.url)
+                    await conn.close()
+                    return self
+                except (OSError, asyncpg.PostgresError):
+                    await asyncio.sleep(0.1)  # waiting for the server to accept
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            # signal postgres itself (runuser does not pass signals on)
+            pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGQUIT)  # immediate shutdown: like a crash
+            await asyncio.wait_for(self.proc.wait(), 20)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
