@@ -184,11 +184,23 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
         if session.last_ping == sent and not (session.closing or session.closed):
             await session.check_ping_timeout()  # closes it, with reason "ping timeout"
 
+    async def disconnect(self, sid: str | None = None) -> None:
+        """Close a session without waiting for its queue to drain: python-engineio
+        waited, forever for a polling client that stopped polling (it hung the
+        request that rejected an oversized POST)."""
+        sockets = [self.sockets[sid]] if sid in self.sockets else [] if sid is not None \
+            else list(self.sockets.values())
+        for socket in sockets:
+            await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         """Refuse a second long-poll GET on a session that already has one waiting
         (the Engine.IO spec: the server closes the session)."""
         request = args[0]
         sid = request.query.get("sid")
+        if request.method == "POST" and (request.content_length or 0) > self.max_http_buffer_size:
+            log.warning("closing eio_sid=%s: a POST of %d bytes, over the %d-byte limit", sid,
+                        request.content_length, self.max_http_buffer_size)
         if (request.method != "GET" or request.query.get("transport") != "polling"
                 or not sid or "upgrade" in request.headers.get("Connection", "").lower()):
             return await super().handle_request(*args, **kwargs)

@@ -87,6 +87,10 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         connect_timeout=settings.connect_timeout,
+        # The transport's own limit, far above the largest legal event (every
+        # character JSON-escaped as \uXXXX), so over-long text gets its
+        # too_large ack rather than a dropped connection.
+        max_http_buffer_size=max(1_000_000, 16 * 6 * settings.max_text_length),
         max_backlog_packets=settings.max_backlog_packets,
         max_backlog_bytes=settings.max_backlog_bytes,
         logger=False,

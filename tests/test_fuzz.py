@@ -155,3 +155,29 @@ async def _until_gone(served: Served, eio_sid: str) -> None:
     while eio_sid in served.app[SIO_KEY].eio.sockets or any(
             c.name == "mallory" for c in served.chat.connections.values()):
         await asyncio.sleep(0.05)
+
+
+async def test_over_long_text_gets_an_ack_not_a_disconnect(served: Served, transport: str,
+                                                           peer: PeerFactory) -> None:
+    """Text far over the limit (every character escaped on the wire) is answered
+    too_large: the transport's own limit is well above the largest legal event."""
+    alice = await peer("alice")
+    await alice.join("r")
+    ack = await alice.call("send", {"room": "r", "text": "\u2028" * 10_000})
+    assert ack["error"]["code"] == "too_large"
+    assert (await alice.call("rooms"))["ok"] is True
+
+
+async def test_post_over_the_transport_limit_is_logged(
+        served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    """A long-polling POST over the transport limit is refused and logged with why."""
+    client = await RawClient.open(served.url, "polling", served.settings.serializer)
+    try:
+        assert (await client.connect({"name": "big"}))["type"] == CONNECT
+        limit = served.app[SIO_KEY].eio.max_http_buffer_size
+        status = await client.send_eio("4" + "x" * (limit + 10))
+        assert status >= 400
+        assert any("over the" in r.getMessage() and "byte limit" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        await client.close()
