@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from app.keys import SIO_KEY
 from app.models import RoomName
 
-from .conftest import TIMEOUT, Peer, PeerFactory, Served
+from .conftest import TIMEOUT, Peer, PeerFactory, Served, until
 from .rawclient import CONNECT, RawClient
 
 EVENTS = ["join", "leave", "send", "history", "typing", "rooms", "nosuch", "message"]
@@ -145,16 +145,11 @@ async def check_frame(served: Served, transport: str, peer: PeerFactory,
             ack = await asyncio.wait_for(mallory.call("rooms"), TIMEOUT)
             assert ack["ok"] is True
         except (ConnectionError, OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(
-                _until_gone(served, mallory.sid), TIMEOUT)
+            sessions = served.app[SIO_KEY].eio.sockets
+            await until(lambda: mallory.sid not in sessions and all(
+                c.name != "mallory" for c in served.chat.connections.values()))
     finally:
         await mallory.close()
-
-
-async def _until_gone(served: Served, eio_sid: str) -> None:
-    while eio_sid in served.app[SIO_KEY].eio.sockets or any(
-            c.name == "mallory" for c in served.chat.connections.values()):
-        await asyncio.sleep(0.05)
 
 
 async def test_over_long_text_gets_an_ack_not_a_disconnect(served: Served, transport: str,
