@@ -63,6 +63,7 @@ class Member:
     """A ChatClient connecting from one source address, through nginx."""
 
     def __init__(self, cluster: Cluster, name: str, address: str, transport: str) -> None:
+        self.address = address
         self.http = session_from(address)
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.client = ChatClient(cluster.url, name, transports=[transport],
@@ -130,14 +131,20 @@ async def test_polling_sessions_stay_sticky_under_load(cluster: Cluster) -> None
             await member.close()
 
 
+async def alice_and_bob(cluster: Cluster, transport: str) -> tuple[Member, Member]:
+    """alice routed to node0 and bob to node1, both in room r."""
+    nodes = await addresses_by_node(cluster)
+    alice = await Member(cluster, "alice", nodes["node0"][0], transport).start("r")
+    bob = await Member(cluster, "bob", nodes["node1"][0], transport).start("r")
+    return alice, bob
+
+
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_killed_node_clients_recover_on_a_survivor(cluster: Cluster,
                                                          transport: str) -> None:
     """When a node dies, its clients reconnect through nginx to the other node and
     get what was sent meanwhile, once, in order."""
-    nodes = await addresses_by_node(cluster)
-    alice = await Member(cluster, "alice", nodes["node0"][0], transport).start("r")
-    bob = await Member(cluster, "bob", nodes["node1"][0], transport).start("r")
+    alice, bob = await alice_and_bob(cluster, transport)
     try:
         await bob.client.send("r", "m1")
         assert [m["text"] for m in await alice.take(1)] == ["m1"]
@@ -146,7 +153,7 @@ async def test_killed_node_clients_recover_on_a_survivor(cluster: Cluster,
             await bob.client.send("r", text)
         got = await alice.take(3)
         assert [m["text"] for m in got] == ["m2", "m3", "m4"]
-        assert await node_of(cluster, nodes["node0"][0]) == "node1"
+        assert await node_of(cluster, alice.address) == "node1"
         await alice.client.send("r", "back")
         assert [m["text"] for m in await bob.take(5)][-1] == "back"
     finally:
@@ -184,9 +191,7 @@ async def test_redis_restart_through_nginx(throwaway_redis: ThrowawayRedis, tmp_
                           workdir=tmp_path / "nginx", node_args=UNLIMITED_FLAGS)
         cluster = await running.start()
         try:
-            nodes = await addresses_by_node(cluster)
-            alice = await Member(cluster, "alice", nodes["node0"][0], transport).start("r")
-            bob = await Member(cluster, "bob", nodes["node1"][0], transport).start("r")
+            alice, bob = await alice_and_bob(cluster, transport)
             try:
                 await bob.client.send("r", "m1")
                 assert [m["text"] for m in await alice.take(1)] == ["m1"]
