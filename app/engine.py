@@ -63,7 +63,9 @@ that changes the behaviour underneath fails loudly:
 * **Oversized WebSocket messages are logged** with the reason before the
   connection closes (python-engineio closed it silently), and **a frame that
   is not an Engine.IO packet closes the connection cleanly** (python-engineio
-  raised out of its handler, leaving the session open until the heartbeat).
+  raised out of its handler, leaving the session open until the heartbeat);
+  over long-polling, a POST body that is not Engine.IO framing gets 400 and
+  closes the session (python-engineio logged a traceback and kept it).
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
@@ -153,6 +155,21 @@ class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
         return msg.data
 
 
+def _strict_post(sid: str, handle_post_request: Any) -> Any:
+    """A long-polling POST whose body is not Engine.IO framing closes the session
+    (python-engineio logged a traceback and kept it): raising EngineIOError makes
+    it answer 400 and disconnect."""
+    async def checked(environ: dict[str, Any]) -> Any:
+        try:
+            return await handle_post_request(environ)
+        except engineio.exceptions.EngineIOError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            log.warning("closing eio_sid=%s: invalid Engine.IO payload (%s)", sid, exc)
+            raise engineio.exceptions.EngineIOError(str(exc)) from exc
+    return checked
+
+
 class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server with metered queues, our WebSocket driver and the
     exact ping interval in the handshake."""
@@ -222,6 +239,7 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
         # that packet as it is queued.
         socket = self.sockets[sid]
         socket.queue = MeteredQueue()
+        socket.handle_post_request = _strict_post(sid, socket.handle_post_request)
         send = socket.send
 
         async def send_open(pkt: eio_packet.Packet) -> None:

@@ -210,3 +210,15 @@ async def test_silent_polling_peer_is_dropped_when_its_ping_timeout_passes(
         assert loop.time() - silent_since < 1 + 1 + 0.6
     finally:
         await ghost.close()
+
+
+async def test_a_post_that_is_not_engineio_closes_the_session(served: Served) -> None:
+    """A long-polling POST body that is not Engine.IO framing gets 400 and closes the
+    session (python-engineio logged a traceback and kept it open)."""
+    client = await raw(served, "polling")
+    try:
+        assert await client.send_eio("x") == 400
+        await until(lambda: client.sid not in served.app[SIO_KEY].eio.sockets)
+        assert served.chat.connections == {}
+    finally:
+        await client.close()

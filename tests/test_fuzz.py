@@ -100,8 +100,9 @@ SIO_FRAMES = ["4", "4x", "49", "4/chat", "42/chat,", "42/chat,[", "42/chat,{}", 
               b"\x00", b"\xff" * 10, b"\xc1", b"\x81\xa4type", b"\x93\x02\xa5/chat",
               b"\x84\xa4type\x02\xa3nsp\xa5/chat\xa4data\x90\xa2id\x01",
               b"\x83\xa4type\x09\xa3nsp\xa5/chat\xa4data\xc0"]
-# Engine.IO-level garbage and oversized frames (WebSocket)
-EIO_FRAMES = ["", "x", "9", "b", "bAAAA", "4" + "A" * 2_000_000, b"\x00" * 2_000_000]
+# Engine.IO-level garbage and oversized frames
+EIO_FRAMES = ["", "x", "9", "b", "bAAAA"]
+BIG_FRAMES = ["4" + "A" * 2_000_000, b"\x00" * 2_000_000]  # polling: test_post_over_the_...
 
 
 def frame_id(frame: str | bytes) -> str:
@@ -115,11 +116,19 @@ async def test_malformed_packets_disturb_no_one(served: Served, transport: str,
     await check_frame(served, transport, peer, frame)
 
 
-@pytest.mark.parametrize("transport", ["websocket"])
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
 @pytest.mark.parametrize("frame", EIO_FRAMES, ids=frame_id)
-async def test_malformed_websocket_frames_disturb_no_one(
+async def test_frames_that_are_not_engineio_disturb_no_one(
         served: Served, transport: str, peer: PeerFactory, frame: str | bytes) -> None:
-    """Frames that are not Engine.IO packets, and frames over the size limit."""
+    """Frames (or POST bodies) that are not Engine.IO packets."""
+    await check_frame(served, transport, peer, frame)
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+@pytest.mark.parametrize("frame", BIG_FRAMES, ids=frame_id)
+async def test_oversized_websocket_frames_disturb_no_one(
+        served: Served, transport: str, peer: PeerFactory, frame: str | bytes) -> None:
+    """WebSocket messages over the transport's size limit."""
     await check_frame(served, transport, peer, frame)
 
 
