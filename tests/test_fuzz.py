@@ -185,3 +185,20 @@ async def test_post_over_the_transport_limit_is_logged(
                    for r in caplog.records)
     finally:
         await client.close()
+
+
+async def test_websocket_message_over_the_limit_is_logged(
+        served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    """A WebSocket message over the transport limit closes that connection, and the
+    log says why."""
+    client = await RawClient.open(served.url, "websocket", served.settings.serializer)
+    try:
+        assert (await client.connect({"name": "big"}))["type"] == CONNECT
+        limit = served.app[SIO_KEY].eio.max_http_buffer_size
+        await client.send_eio("4" + "x" * (limit + 10))
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(client.recv(), TIMEOUT)
+        await until(lambda: any("closing a WebSocket" in r.getMessage()
+                                for r in caplog.records))
+    finally:
+        await client.close()

@@ -87,3 +87,23 @@ async def test_room_and_connection_limits(serve: ServeFactory, serializer: str,
         await again.disconnect()
     finally:
         await first.disconnect()
+
+
+async def test_connections_per_address_are_limited(serve: ServeFactory, serializer: str,
+                                                   transport: str) -> None:
+    """Past max_connections_per_address, another name from the same address is refused
+    with rate_limited."""
+    served = await serve(serializer=serializer, max_connections_per_address=2)
+    held = [await connect(served.url, serializer, transport, f"u{i}") for i in range(2)]
+    try:
+        extra = sio_client(serializer)
+        errors: asyncio.Queue[Any] = asyncio.Queue()
+        extra.on("connect_error", errors.put_nowait, namespace="/chat")
+        with pytest.raises(Exception):
+            await extra.connect(served.url, auth={"name": "u9"}, namespaces=["/chat"],
+                                transports=[transport], wait_timeout=TIMEOUT)
+        error = (await asyncio.wait_for(errors.get(), TIMEOUT))["data"]
+        assert error["code"] == "rate_limited" and "address" in error["message"]
+    finally:
+        for sio in held:
+            await sio.disconnect()
