@@ -66,6 +66,10 @@ that changes the behaviour underneath fails loudly:
   raised out of its handler, leaving the session open until the heartbeat);
   over long-polling, a POST body that is not Engine.IO framing gets 400 and
   closes the session (python-engineio logged a traceback and kept it).
+* **Long-polling POST bodies are read whole.** python-engineio read them with
+  one ``read(content_length)``, which on aiohttp returns only what has arrived:
+  a POST over about 64 KB (a burst of sends, a long text) was cut short and
+  its packets lost.
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
@@ -155,16 +159,30 @@ class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
         return msg.data
 
 
+class _ExactBody:
+    """``wsgi.input`` whose ``read(n)`` returns all ``n`` bytes. python-engineio
+    reads a POST with one ``read(content_length)``, and aiohttp's stream returns
+    only what has arrived so far: a body over ~64 KB was cut short."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def read(self, n: int = -1) -> bytes:
+        data: bytes = await (self._stream.readexactly(n) if n >= 0 else self._stream.read())
+        return data
+
+
 def _strict_post(sid: str, handle_post_request: Any) -> Any:
-    """A long-polling POST whose body is not Engine.IO framing closes the session
-    (python-engineio logged a traceback and kept it): raising EngineIOError makes
-    it answer 400 and disconnect."""
+    """Read the whole POST body; and a body that is not Engine.IO framing closes
+    the session (python-engineio logged a traceback and kept it): raising
+    EngineIOError makes it answer 400 and disconnect."""
     async def checked(environ: dict[str, Any]) -> Any:
+        environ["wsgi.input"] = _ExactBody(environ["wsgi.input"])
         try:
             return await handle_post_request(environ)
         except engineio.exceptions.EngineIOError:
             raise
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, EOFError) as exc:
             log.warning("closing eio_sid=%s: invalid Engine.IO payload (%s)", sid, exc)
             raise engineio.exceptions.EngineIOError(str(exc)) from exc
     return checked
