@@ -76,9 +76,18 @@ class RedisFanout(socketio.AsyncRedisManager, CountingManager):  # type: ignore[
 
     def __init__(self, url: str, channel: str) -> None:
         super().__init__(url, channel=channel, redis_options={
-            "socket_connect_timeout": 5, "socket_timeout": None, "health_check_interval": 10})
-        self.healthy = False
+            "socket_connect_timeout": 5, "socket_timeout": None, "health_check_interval": 10,
+            # a burst of concurrent publishes must not fail with "Too many
+            # connections" (losing the event for the other nodes)
+            "max_connections": 1000})
+        self._listening = False
+        self._publish_ok = True
         self._subscribed = asyncio.Event()
+
+    @property
+    def healthy(self) -> bool:
+        """Subscribed, and the last publish went through."""
+        return self._listening and self._publish_ok
 
     async def wait_subscribed(self, timeout: float) -> None:
         """Wait until subscribed, at most ``timeout`` s (then /healthz says so)."""
@@ -103,18 +112,19 @@ class RedisFanout(socketio.AsyncRedisManager, CountingManager):  # type: ignore[
         for client in (self.pubsub, self.redis):
             if client is not None:
                 await client.aclose()
-        self.healthy = False
+        self._listening = False
 
     async def _publish(self, data: Any) -> None:
         try:
             if not self.connected:
                 self._redis_connect()
             await self.redis.publish(self.channel, self.json.dumps(data))
+            self._publish_ok = True
         except Exception as exc:  # redis raises many kinds; all mean "not published"
-            if self.healthy:
+            if self._publish_ok:
                 log.warning("redis fan-out: publish failed (%s); other nodes will miss "
                             "this event until clients fill the gap from history", exc)
-            self.healthy = False
+            self._publish_ok = False
             self.connected = False
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
@@ -123,9 +133,10 @@ class RedisFanout(socketio.AsyncRedisManager, CountingManager):  # type: ignore[
             try:
                 self._redis_connect()
                 await self.pubsub.subscribe(self.channel)
-                if not self.healthy:
+                if not self._listening:
                     log.info("redis fan-out: subscribed to %s", self.channel)
-                self.healthy = True
+                self._listening = True
+                self._publish_ok = True
                 self._subscribed.set()
                 delay = 0.1
                 async for message in self.pubsub.listen():
@@ -133,9 +144,9 @@ class RedisFanout(socketio.AsyncRedisManager, CountingManager):  # type: ignore[
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self.healthy:
+                if self._listening:
                     log.warning("redis fan-out: connection lost (%s); reconnecting", exc)
-                self.healthy = False
+                self._listening = False
                 self.connected = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY)
