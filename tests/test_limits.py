@@ -36,6 +36,18 @@ async def connect(url: str, serializer: str, transport: str, name: str,
     return sio
 
 
+async def refusal(url: str, serializer: str, transport: str, name: str) -> dict[str, Any]:
+    """Connect, expecting a refusal; the refusal's {code, message}."""
+    sio = sio_client(serializer)
+    errors: asyncio.Queue[Any] = asyncio.Queue()
+    sio.on("connect_error", errors.put_nowait, namespace="/chat")
+    with pytest.raises(Exception):
+        await sio.connect(url, auth={"name": name}, namespaces=["/chat"],
+                          transports=[transport], wait_timeout=TIMEOUT)
+    data: dict[str, Any] = (await asyncio.wait_for(errors.get(), TIMEOUT))["data"]
+    return data
+
+
 async def test_flood_is_rate_limited_and_connection_stays(
         serve: ServeFactory, serializer: str, transport: str) -> None:
     """Over the send and typing rates the ack is rate_limited with retry_after (ms);
@@ -75,13 +87,8 @@ async def test_room_and_connection_limits(serve: ServeFactory, serializer: str,
         third = await first.call("join", {"room": "c"}, namespace="/chat")
         assert third["error"]["code"] == "too_large"
         assert (await first.call("join", {"room": "a"}, namespace="/chat"))["ok"]  # rejoin ok
-        refused = sio_client(serializer)
-        errors: asyncio.Queue[Any] = asyncio.Queue()
-        refused.on("connect_error", errors.put_nowait, namespace="/chat")
-        with pytest.raises(Exception):
-            await refused.connect(served.url, auth={"name": "ann"}, namespaces=["/chat"],
-                                  transports=[transport], wait_timeout=TIMEOUT)
-        assert (await asyncio.wait_for(errors.get(), TIMEOUT))["data"]["code"] == "rate_limited"
+        error = await refusal(served.url, serializer, transport, "ann")
+        assert error["code"] == "rate_limited"
         await second.disconnect()
         again = await connect(served.url, serializer, transport, "ann")
         await again.disconnect()
@@ -96,13 +103,7 @@ async def test_connections_per_address_are_limited(serve: ServeFactory, serializ
     served = await serve(serializer=serializer, max_connections_per_address=2)
     held = [await connect(served.url, serializer, transport, f"u{i}") for i in range(2)]
     try:
-        extra = sio_client(serializer)
-        errors: asyncio.Queue[Any] = asyncio.Queue()
-        extra.on("connect_error", errors.put_nowait, namespace="/chat")
-        with pytest.raises(Exception):
-            await extra.connect(served.url, auth={"name": "u9"}, namespaces=["/chat"],
-                                transports=[transport], wait_timeout=TIMEOUT)
-        error = (await asyncio.wait_for(errors.get(), TIMEOUT))["data"]
+        error = await refusal(served.url, serializer, transport, "u9")
         assert error["code"] == "rate_limited" and "address" in error["message"]
     finally:
         for sio in held:
