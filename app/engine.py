@@ -21,8 +21,7 @@ that changes the behaviour underneath fails loudly:
   timeout pass (45 s by default), holding the request, and the client that
   waits for it, that long. We wake it as soon as the session is gone, and
   drop the session from the server's table then rather than at the service
-  task's next sweep, and cancel its ping task (which otherwise lives on for
-  up to a ping interval after every disconnect: 2,000 tasks after a churn).
+  task's next sweep, and stop its heartbeat timers.
 * **Binary broadcasts to mixed transports.** A room broadcast encodes one
   Engine.IO packet and queues that same object for every member. A packet
   caches its first encoding: raw bytes when a WebSocket member sends it
@@ -36,9 +35,6 @@ that changes the behaviour underneath fails loudly:
 * **A second concurrent poll** on one session is refused with 400 and the
   session closed, as the Engine.IO spec requires (python-engineio served both
   and split the packets between them).
-* **A silent peer is dropped when its ping timeout passes**: each ping
-  schedules its own check (python-engineio's sweep visits each session once
-  per ping timeout, so a silent polling peer could linger up to twice as long).
 * **Shutdown with silent polling clients.** ``eio.disconnect()`` waits for
   each session's queue to drain, which never happens for a polling client
   that stopped polling, so shutdown hung. :meth:`close_all_sessions` closes
@@ -53,13 +49,16 @@ that changes the behaviour underneath fails loudly:
 * **The true ping interval in the handshake.** python-engineio advertises
   ``int(ping_interval) * 1000`` ms, so 2.5 s is announced as 2000 ms and the
   JavaScript client, expecting pings sooner than they come, drops healthy
-  connections. :class:`RoomcastEngine` sends the exact value.
+  connections. Our sessions send the exact value.
 * **Bounded outgoing backlog.** python-engineio queues without limit for a
-  client that stops reading. Each session's queue is metered
-  (:class:`MeteredQueue`); a broadcast that finds it past
-  ``max_backlog_packets`` or ``max_backlog_bytes`` cuts that client off
-  (reason ``slow_consumer``, logged and counted) and drops the packet, so
-  memory stays bounded and nobody else waits.
+  client that stops reading. A long-polling session past
+  ``max_backlog_packets`` or ``max_backlog_bytes`` queued, or a WebSocket
+  one past ``max_backlog_bytes`` unsent, is cut off (reason
+  ``slow_consumer``, logged and counted) and the packet dropped, so memory
+  stays bounded and nobody else waits.
+* **Broadcasts encode once and spawn nothing** (:meth:`broadcast`):
+  python-socketio started a task per recipient; we write one pre-built frame
+  to every WebSocket member (:mod:`app.transport`).
 * **Oversized WebSocket messages are logged** with the reason before the
   connection closes (python-engineio closed it silently), and **a frame that
   is not an Engine.IO packet closes the connection cleanly** (python-engineio
@@ -70,39 +69,42 @@ that changes the behaviour underneath fails loudly:
   one ``read(content_length)``, which on aiohttp returns only what has arrived:
   a POST over about 64 KB (a burst of sends, a long text) was cut short and
   its packets lost.
+
+Session-level changes (direct WebSocket writes, the lean reader, heartbeat
+timers, the metered queue, POST bodies) live in :mod:`app.transport`.
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
   and drop it otherwise.
 
-This module reaches below the public API (``_handle_event``,
-``_send_packet``, ``_send_eio_packet``, ``_handle_eio_disconnect``, Engine.IO
-sockets and their queues); nothing else in Roomcast does.
+This module and :mod:`app.transport` reach below the public API
+(``_handle_event``, ``_send_packet``, ``_send_eio_packet``,
+``_handle_eio_disconnect``, ``_upgrades``, Engine.IO sockets and their
+queues); nothing else in Roomcast does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
-import aiohttp
+
 import aiohttp.web
 import engineio
 import socketio
-from engineio.async_drivers import aiohttp as aiohttp_driver
 from engineio import packet as eio_packet
 from engineio.payload import Payload
 from socketio import packet
 
 from .errors import ChatError, ErrorCode
+from .transport import SLOW_CONSUMER, RoomcastSocket, RoomcastWebSocket, ws_frame
 
 log = logging.getLogger(__name__)
 
 MAX_PACKETS_PER_PAYLOAD = 100_000
 Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_PAYLOAD)
-
-SLOW_CONSUMER = "slow_consumer"  # disconnect reason
 
 RESERVED_EVENTS = frozenset({
     "connect", "connect_error", "disconnect", "disconnecting",
@@ -110,114 +112,26 @@ RESERVED_EVENTS = frozenset({
 })
 
 
-class MeteredQueue(asyncio.Queue[Any]):
-    """A session's outgoing queue that knows how many bytes it holds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bytes = 0
-
-    def _put(self, item: Any) -> None:
-        self.bytes += _size(item)
-        super()._put(item)
-
-    def _get(self) -> Any:
-        item = super()._get()
-        self.bytes -= _size(item)
-        return item
-
-
-def _size(pkt: Any) -> int:
-    data = getattr(pkt, "data", None)
-    return len(data) if isinstance(data, (bytes, str)) else 16
-
-
-class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
-    """Remembers the upgrade request on its session (to cut a slow consumer),
-    and logs why an incoming message was refused."""
-
-    async def __call__(self, environ: dict[str, Any]) -> Any:
-        session = getattr(self.handler, "__self__", None)
-        if session is not None:
-            session.transport_request = environ["aiohttp.request"]
-        return await super().__call__(environ)
-
-    async def wait(self) -> Any:
-        msg = await self._sock.receive()
-        if msg.type == aiohttp.WSMsgType.ERROR:
-            log.warning("closing a WebSocket: %s", msg.data)  # e.g. message too big
-        if not isinstance(msg.data, (bytes, str)):
-            raise OSError()
-        if isinstance(msg.data, str) and not (msg.data and msg.data[0] in "0123456"):
-            # not an Engine.IO packet: python-engineio would raise out of its
-            # handler (a traceback, and a session left open until the heartbeat)
-            log.warning("closing a WebSocket: invalid Engine.IO packet %r", msg.data[:20])
-            transport = self.environ["aiohttp.request"].transport
-            if transport is not None:
-                transport.abort()  # no closing handshake with a peer that speaks garbage
-            raise OSError()
-        return msg.data
-
-
-class _ExactBody:
-    """``wsgi.input`` whose ``read(n)`` returns all ``n`` bytes. python-engineio
-    reads a POST with one ``read(content_length)``, and aiohttp's stream returns
-    only what has arrived so far: a body over ~64 KB was cut short."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    async def read(self, n: int = -1) -> bytes:
-        data: bytes = await (self._stream.readexactly(n) if n >= 0 else self._stream.read())
-        return data
-
-
-def _strict_post(sid: str, handle_post_request: Any) -> Any:
-    """Read the whole POST body; and a body that is not Engine.IO framing closes
-    the session (python-engineio logged a traceback and kept it): raising
-    EngineIOError makes it answer 400 and disconnect."""
-    async def checked(environ: dict[str, Any]) -> Any:
-        environ["wsgi.input"] = _ExactBody(environ["wsgi.input"])
-        try:
-            return await handle_post_request(environ)
-        except engineio.exceptions.EngineIOError:
-            raise
-        except (ValueError, KeyError, IndexError, TypeError, EOFError) as exc:
-            log.warning("closing eio_sid=%s: invalid Engine.IO payload (%s)", sid, exc)
-            raise engineio.exceptions.EngineIOError(str(exc)) from exc
-    return checked
-
-
 class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
-    """python-engineio's server with metered queues, our WebSocket driver and the
-    exact ping interval in the handshake."""
+    """python-engineio's server with our sessions (:mod:`app.transport`)."""
 
     _async: dict[str, Any]
+    max_backlog_bytes = 4_000_000  # set by RoomcastServer
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._async = dict(self._async, websocket=RoomcastWebSocket)  # not the module's
         self._polling: set[str] = set()  # sessions with a long-poll GET waiting
 
-    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(target, "__name__", "") == "_send_ping":
-            session = target.__self__
-            task = super().start_background_task(self._ping_and_watch, session, target)
-            session.ping_task = task  # cancelled when the session ends
-            return task
-        return super().start_background_task(target, *args, **kwargs)
-
-    async def _ping_and_watch(self, session: Any, send_ping: Any) -> None:
-        """Send the ping; then, if no pong has come when the ping timeout is up,
-        close the session then (python-engineio's sweep could take up to
-        another ping timeout to notice a silent polling peer)."""
-        await send_ping()
-        sent = session.last_ping
-        if not sent:
+    async def cut_slow_consumer(self, socket: RoomcastSocket) -> None:
+        """Disconnect a session whose peer has fallen too far behind (reason
+        ``slow_consumer``): a blocked write ends now, and nobody waits for it."""
+        if socket.closing or socket.closed:
             return
-        await asyncio.sleep(self.ping_timeout + 0.05)
-        if session.last_ping == sent and not (session.closing or session.closed):
-            await session.check_ping_timeout()  # closes it, with reason "ping timeout"
+        log.warning("disconnecting eio_sid=%s: slow consumer (%d packets, %d bytes waiting)",
+                    socket.sid, socket.queue.qsize(), socket.backlog_bytes())
+        abort_transport(socket)
+        await socket.close(wait=False, reason=SLOW_CONSUMER)
 
     async def disconnect(self, sid: str | None = None) -> None:
         """Close a session without waiting for its queue to drain: python-engineio
@@ -253,21 +167,16 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
 
     def _upgrades(self, sid: str, transport: str) -> Any:
         # Called while the OPEN packet is being built, with the new session in
-        # self.sockets and nothing queued yet: meter its queue, and correct
-        # that packet as it is queued.
-        socket = self.sockets[sid]
-        socket.queue = MeteredQueue()
-        socket.handle_post_request = _strict_post(sid, socket.handle_post_request)
-        send = socket.send
-
-        async def send_open(pkt: eio_packet.Packet) -> None:
-            if pkt.packet_type == eio_packet.OPEN and isinstance(pkt.data, dict):
-                pkt.data["pingInterval"] = round(self.ping_interval * 1000)
-            del socket.send  # back to the class's method
-            await send(pkt)
-
-        socket.send = send_open
+        # self.sockets and nothing queued yet: make it one of ours.
+        RoomcastSocket.adopt(self.sockets[sid], self.max_backlog_bytes)
         return super()._upgrades(sid, transport)
+
+
+def abort_transport(socket: RoomcastSocket) -> None:
+    """Drop a session's connection at once, unsent data and all."""
+    transport = getattr(socket.request, "transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -280,12 +189,16 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         self.connect_timeout = connect_timeout
         self.max_backlog_packets = max_backlog_packets
         self.max_backlog_bytes = max_backlog_bytes
+        self.eio.max_backlog_bytes = max_backlog_bytes
         self._connect_deadlines: dict[str, asyncio.TimerHandle] = {}
 
     def _engineio_server_class(self) -> type:
         return RoomcastEngine
 
     async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None and socket.request is None:
+            socket.request = environ.get("aiohttp.request")  # to cut it off if need be
         await super()._handle_eio_connect(eio_sid, environ)
         self._connect_deadlines[eio_sid] = asyncio.get_running_loop().call_later(
             self.connect_timeout, self._connect_deadline, eio_sid)
@@ -321,24 +234,45 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def close_all_sessions(self) -> int:
         """Close every Engine.IO session (clients will reconnect); return how many."""
-        sockets = list(self.eio.sockets.items())
-        for eio_sid, socket in sockets:
-            if socket.queue.qsize() > 2:  # a writer stuck on a client that stopped reading
-                self._abort_transport(eio_sid, socket)
+        sockets = list(self.eio.sockets.values())
+        for socket in sockets:
+            # a peer that stopped reading would hold its connection open: drop it
+            if socket.queue.qsize() > 2 or (socket.direct and socket.backlog_bytes()):
+                abort_transport(socket)
             await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
         return len(sockets)
 
-    def _abort_transport(self, eio_sid: str, socket: Any) -> None:
-        request = getattr(socket, "transport_request", None) or \
-            self.environ.get(eio_sid, {}).get("aiohttp.request")
-        transport = getattr(request, "transport", None)
-        if transport is not None:
-            transport.abort()
-
     def backlog(self, eio_sid: str) -> int:
-        """Packets waiting to be written to a session (0 if it is gone)."""
+        """Packets queued for a long-polling session (0 on WebSocket or if gone)."""
         socket = self.eio.sockets.get(eio_sid)
         return socket.queue.qsize() if socket is not None else 0
+
+    def lagging(self, eio_sid: str) -> bool:
+        """Past half its backlog bound: the first to lose typing signals."""
+        socket = self.eio.sockets.get(eio_sid)
+        return socket is not None and (
+            socket.queue.qsize() > self.max_backlog_packets // 2
+            or socket.backlog_bytes() > self.max_backlog_bytes // 2)
+
+    async def broadcast(self, eio_sids: Iterable[str], payload: str | bytes) -> None:
+        """Send one encoded Socket.IO packet to many sessions: on WebSocket the
+        same frame bytes to each, written now; on long-polling through the queue."""
+        pkt = eio_packet.Packet(eio_packet.MESSAGE, payload)
+        frame = b""
+        sockets = self.eio.sockets
+        behind = []
+        for eio_sid in eio_sids:
+            socket = sockets.get(eio_sid)
+            if socket is None:
+                continue
+            if socket.direct:
+                frame = frame or ws_frame(pkt)
+                if not socket.write(frame):
+                    behind.append(socket)
+            else:
+                await self._send_eio_packet(eio_sid, pkt)
+        for socket in behind:
+            await self.eio.cut_slow_consumer(socket)
 
     async def _send_eio_packet(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
         socket = self.eio.sockets.get(eio_sid)
@@ -347,19 +281,11 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         queue = socket.queue
         if (queue.qsize() >= self.max_backlog_packets
                 or getattr(queue, "bytes", 0) >= self.max_backlog_bytes):
-            await self._cut_slow_consumer(eio_sid, socket)
+            await self.eio.cut_slow_consumer(socket)
             return
         if pkt.binary and not socket.upgraded:  # polling encodes it as base64: a copy
             pkt = eio_packet.Packet(pkt.packet_type, pkt.data)
         await super()._send_eio_packet(eio_sid, pkt)
-
-    async def _cut_slow_consumer(self, eio_sid: str, socket: Any) -> None:
-        if socket.closing or socket.closed:
-            return
-        log.warning("disconnecting eio_sid=%s: slow consumer (%d packets, %d bytes waiting)",
-                    eio_sid, socket.queue.qsize(), getattr(socket.queue, "bytes", 0))
-        self._abort_transport(eio_sid, socket)  # a blocked write ends now
-        await socket.close(wait=False, reason=SLOW_CONSUMER)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
         deadline = self._connect_deadlines.pop(eio_sid, None)
@@ -367,13 +293,11 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
             deadline.cancel()
         await super()._handle_eio_disconnect(eio_sid, reason)
         # Forget the session now rather than at the service task's next sweep,
-        # and end a waiting poll (or WebSocket writer) at once.
+        # and end a waiting poll at once.
         socket = self.eio.sockets.pop(eio_sid, None)
         if socket is not None:
             socket.queue.put_nowait(None)
-            ping = getattr(socket, "ping_task", None)
-            if ping is not None:
-                ping.cancel()  # else it sleeps out the ping interval (25 s) per session
+            socket.stop_timers()
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
                             data: Any) -> None:

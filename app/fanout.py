@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
+from socketio import packet
 
 from .chat import NAMESPACE
 from .metrics import Metrics
@@ -54,16 +55,33 @@ class CountingManager(socketio.AsyncManager):  # type: ignore[misc]
             members = self.rooms.get(namespace, {}).get(target, {})
             skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
             if event == "typing":  # the first thing to go when a connection falls behind
-                soft = self.server.max_backlog_packets // 2
                 skipped = skipped + [sid for sid, eio_sid in members.items()
-                                     if self.server.backlog(eio_sid) > soft]
+                                     if self.server.lagging(eio_sid)]
                 skip_sid = skipped
             count = len(members) - sum(1 for sid in skipped if sid in members)
             self.metrics.fanout.labels(event).observe(count)
             if event == "message":
                 self.metrics.messages_delivered.inc(count)
-        await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
-                           callback=callback, to=to, **kwargs)
+        if callback is not None:  # one packet per recipient: the library's way
+            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
+                               callback=callback, to=to, **kwargs)
+            return
+        await self._deliver(event, data, namespace, target, skip_sid)
+
+    async def _deliver(self, event: str, data: Any, namespace: str, target: Any,
+                       skip_sid: Any) -> None:
+        """python-socketio's ``AsyncManager.emit`` without a task per recipient:
+        the packet is encoded once and handed to the server's broadcast."""
+        if namespace not in self.rooms:
+            return
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        encoded = self.server.packet_class(
+            packet.EVENT, namespace=namespace, data=[event, *args]).encode()
+        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        recipients = [eio_sid for sid, eio_sid in self.get_participants(namespace, target)
+                      if sid not in skip]
+        for part in encoded if isinstance(encoded, list) else [encoded]:  # + attachments
+            await self.server.broadcast(recipients, part)
 
 
 class LocalFanout(CountingManager):

@@ -1,0 +1,316 @@
+"""One Engine.IO session's transport: how packets reach a client, fast.
+
+python-engineio gives every session a queue and, once on WebSocket, a writer
+task that takes packets off it one by one; python-socketio's broadcast starts
+one more task per recipient to put the packet there. A room message to 100
+members cost some 300 task steps and 100 frame encodings, and that, not
+Python, capped fan-out at about 15,000 deliveries a second (``bench/``).
+:class:`RoomcastSocket` replaces python-engineio's ``AsyncSocket`` (the
+engine swaps the class of each new session, :meth:`RoomcastSocket.adopt`):
+
+* **Direct WebSocket writes.** Once a session is on WebSocket, every packet
+  is written to the connection's transport synchronously, in call order, as
+  one frame (:func:`ws_frame`); a broadcast builds that frame once and writes
+  the same bytes to every member (:meth:`RoomcastSocket.write`). No queue, no
+  writer task, no per-recipient task. The kernel and the event loop's
+  transport buffer what the peer has not read yet; a peer whose buffer passes
+  ``max_backlog_bytes`` is cut off as a slow consumer, so nobody else waits
+  and memory stays bounded. Frames are sent uncompressed, which RFC 7692
+  allows even when permessage-deflate was negotiated.
+* **A lean reader.** The WebSocket reader awaits the next message directly
+  (python-engineio wrapped every read in a new task and a ``wait_for``); dead
+  peers are found by the heartbeat instead.
+* **Heartbeat on timers.** Pings and their timeout checks are event-loop
+  timers, not a sleeping task per session (a task costs memory on every idle
+  connection), and a silent peer is dropped as soon as its ping timeout
+  passes (python-engineio's sweep could take up to another ping timeout).
+* Long-polling keeps python-engineio's queue, metered in bytes
+  (:class:`MeteredQueue`), and its POST bodies are read whole and checked.
+
+This module reaches below python-engineio's public API (``AsyncSocket``
+internals, ``_websocket_handler``, the aiohttp driver's ``WebSocket``);
+``tests/test_transport.py`` fails loudly if the library changes under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from typing import Any
+
+import aiohttp
+import engineio
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as aiohttp_driver
+from engineio.async_socket import AsyncSocket
+
+log = logging.getLogger(__name__)
+
+SLOW_CONSUMER = "slow_consumer"  # disconnect reason
+
+_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode
+
+
+def ws_frame(pkt: eio_packet.Packet) -> bytes:
+    """An Engine.IO packet as one unmasked, uncompressed WebSocket frame."""
+    data = pkt.encode()
+    if isinstance(data, str):
+        first, payload = _TEXT, data.encode()
+    else:
+        first, payload = _BINARY, data
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", first, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 127, n)
+    return header + payload
+
+
+class MeteredQueue(asyncio.Queue[Any]):
+    """A long-polling session's outgoing queue that knows how many bytes it holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def _put(self, item: Any) -> None:
+        self.bytes += _size(item)
+        super()._put(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.bytes -= _size(item)
+        return item
+
+
+def _size(pkt: Any) -> int:
+    data = getattr(pkt, "data", None)
+    return len(data) if isinstance(data, (bytes, str)) else 16
+
+
+class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
+    """The aiohttp driver's WebSocket, logging why an incoming message was refused
+    and closing on a frame that is not Engine.IO."""
+
+    async def wait(self) -> Any:
+        msg = await self._sock.receive()
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            log.warning("closing a WebSocket: %s", msg.data)  # e.g. message too big
+        if not isinstance(msg.data, (bytes, str)):
+            raise OSError()
+        if isinstance(msg.data, str) and not (msg.data and msg.data[0] in "0123456"):
+            # not an Engine.IO packet: python-engineio would raise out of its
+            # handler (a traceback, and a session left open until the heartbeat)
+            log.warning("closing a WebSocket: invalid Engine.IO packet %r", msg.data[:20])
+            transport = self.environ["aiohttp.request"].transport
+            if transport is not None:
+                transport.abort()  # no closing handshake with a peer that speaks garbage
+            raise OSError()
+        return msg.data
+
+
+class _ExactBody:
+    """``wsgi.input`` whose ``read(n)`` returns all ``n`` bytes. python-engineio
+    reads a POST with one ``read(content_length)``, and aiohttp's stream returns
+    only what has arrived so far: a body over ~64 KB was cut short."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def read(self, n: int = -1) -> bytes:
+        data: bytes = await (self._stream.readexactly(n) if n >= 0 else self._stream.read())
+        return data
+
+
+class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
+    """python-engineio's session, with direct WebSocket writes and timer heartbeats."""
+
+    # set by adopt(); class defaults keep mypy and a half-adopted socket honest
+    transport: asyncio.Transport | None = None
+    request: Any = None  # the aiohttp request that carries the connection
+    _ws: Any = None  # the driver's WebSocket, once upgraded
+    max_backlog_bytes = 4_000_000
+    _ping_timer: asyncio.TimerHandle | None = None
+    last_ping: float | None  # python-engineio's attributes, typed
+    connected: bool
+    _pong_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def adopt(cls, socket: AsyncSocket, max_backlog_bytes: int) -> RoomcastSocket:
+        """Turn a session python-engineio has just created into one of ours
+        (before anything has been queued on it)."""
+        socket.__class__ = cls
+        assert isinstance(socket, RoomcastSocket)
+        socket.queue = MeteredQueue()
+        socket.max_backlog_bytes = max_backlog_bytes
+        return socket
+
+    # -- writing ------------------------------------------------------------
+
+    @property
+    def direct(self) -> bool:
+        """On WebSocket: packets go straight to the transport."""
+        return self.transport is not None
+
+    def backlog_bytes(self) -> int:
+        """Bytes written but not yet taken by the peer (or queued, on polling)."""
+        if self.transport is not None:
+            return int(self.transport.get_write_buffer_size())
+        return int(getattr(self.queue, "bytes", 0))
+
+    def write(self, frame: bytes) -> bool:
+        """Write one WebSocket frame now; False if the session cannot take it
+        (gone, or its peer is too far behind: the caller cuts it off)."""
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            return True  # nothing to cut: it is going anyway
+        if transport.get_write_buffer_size() > self.max_backlog_bytes:
+            return False
+        transport.write(frame)
+        return True
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        if pkt.packet_type == eio_packet.OPEN and isinstance(pkt.data, dict):
+            # python-engineio advertises int(ping_interval): 2.5 s became 2000 ms
+            pkt.data["pingInterval"] = round(self.server.ping_interval * 1000)
+        if not self.direct:
+            await super().send(pkt)
+            return
+        if self.closed:
+            return
+        if not self.write(ws_frame(pkt)):
+            await self.server.cut_slow_consumer(self)
+
+    # -- heartbeat ----------------------------------------------------------
+
+    def schedule_ping(self) -> None:
+        if self.last_ping:  # only after the previous ping was answered
+            self.last_ping = None
+            self._ping_timer = asyncio.get_running_loop().call_later(
+                self.server.ping_interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        self._ping_timer = None
+        if self.closing or self.closed:
+            return
+        self.last_ping = sent = time.time()
+        ping = eio_packet.Packet(eio_packet.PING)
+        if not self.direct:
+            self.queue.put_nowait(ping)
+        elif not self.write(ws_frame(ping)):
+            asyncio.ensure_future(self.server.cut_slow_consumer(self))
+        self._pong_timer = asyncio.get_running_loop().call_later(
+            self.server.ping_timeout + 0.05, self._pong_due, sent)
+
+    def _pong_due(self, sent: float) -> None:
+        self._pong_timer = None
+        if self.last_ping == sent and not (self.closing or self.closed):
+            asyncio.ensure_future(self.check_ping_timeout())  # closes: "ping timeout"
+
+    def stop_timers(self) -> None:
+        for timer in (self._ping_timer, self._pong_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._pong_timer = None
+
+    # -- long-polling -------------------------------------------------------
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> Any:
+        """Read the whole POST body; a body that is not Engine.IO framing closes
+        the session (python-engineio logged a traceback and kept it): raising
+        EngineIOError makes it answer 400 and disconnect."""
+        environ["wsgi.input"] = _ExactBody(environ["wsgi.input"])
+        try:
+            return await super().handle_post_request(environ)
+        except engineio.exceptions.EngineIOError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError, EOFError) as exc:
+            log.warning("closing eio_sid=%s: invalid Engine.IO payload (%s)", self.sid, exc)
+            raise engineio.exceptions.EngineIOError(str(exc)) from exc
+
+    # -- WebSocket ----------------------------------------------------------
+
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+        self.request = environ["aiohttp.request"]
+        return await super()._upgrade_websocket(environ)
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        if self.connected:  # an upgrade from long-polling: the probe first
+            if not await self._probe(ws):
+                return
+        else:
+            self.connected = True
+        self.upgraded = True
+        self._ws = ws
+        self._go_direct()
+        try:
+            while not self.closed:
+                data = await ws.wait()  # raises OSError once the connection ends
+                if data and len(data) > self.server.max_http_buffer_size:
+                    break
+                try:
+                    await self.receive(eio_packet.Packet(encoded_packet=data))
+                except engineio.exceptions.UnknownPacketError:
+                    pass
+        except OSError:
+            pass  # the connection ended
+        except engineio.exceptions.SocketIsClosedError:
+            pass
+        except Exception:
+            log.exception("closing eio_sid=%s: error reading the WebSocket", self.sid)
+        finally:
+            self.transport = None
+            await self.close(wait=False, abort=True,
+                             reason=self.server.reason.TRANSPORT_CLOSE)
+            await ws.close()
+
+    async def _probe(self, ws: Any) -> bool:
+        """The upgrade handshake, as python-engineio does it: PING probe -> PONG
+        probe, end the pending poll, then UPGRADE."""
+        self.upgrading = True  # hold packet sends during the upgrade
+        try:
+            pkt = eio_packet.Packet(encoded_packet=await ws.wait())
+            if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
+                log.info("eio_sid=%s: failed WebSocket upgrade, no probe", self.sid)
+                return False
+            await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+            await self.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the poll
+            pkt = eio_packet.Packet(encoded_packet=await ws.wait())
+            if pkt.packet_type != eio_packet.UPGRADE:
+                log.info("eio_sid=%s: failed WebSocket upgrade, no UPGRADE", self.sid)
+                return False
+            return True
+        except OSError:
+            return False
+        finally:
+            self.upgrading = False
+
+    def _go_direct(self) -> None:
+        """Write what was queued while on long-polling, then switch to direct writes."""
+        transport = self.request.transport if self.request is not None else None
+        if transport is None:
+            return
+        frames = []
+        while not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is not None:
+                frames.append(ws_frame(pkt))
+        if frames:
+            transport.write(b"".join(frames))
+        self.transport = transport
+
+    async def close(self, wait: bool = True, abort: bool = False,
+                    reason: str | None = None) -> None:
+        was_open = not (self.closed or self.closing)
+        await super().close(wait=False if self.direct else wait, abort=abort, reason=reason)
+        self.stop_timers()
+        if was_open and self.transport is not None:
+            # the reader is waiting on the socket: end the connection with a
+            # closing handshake (our CLOSE packet, if any, was written first)
+            self.transport = None
+            asyncio.ensure_future(self._ws.close())

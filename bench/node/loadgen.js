@@ -1,0 +1,473 @@
+// The load generator of `make bench`: many cheap Socket.IO clients in one
+// process, speaking Engine.IO 4 / Socket.IO 5 framing themselves over raw
+// WebSockets (`ws`) or HTTP long-polling, with the msgpack or JSON parser.
+// Senders stamp the send time into each message's text; receivers measure the
+// delivery latency and check every room's seq numbers (no loss, no repeats).
+//
+//   node loadgen.js '{"scenario": "fanout", "url": "http://127.0.0.1:8080", ...}'
+//
+// Prints progress on stderr and one JSON result line on stdout. Every wait is
+// bounded; loopback only.
+"use strict";
+const http = require("http");
+const { performance } = require("perf_hooks");
+const readline = require("readline");
+const WebSocket = require("ws");
+const notepack = require("notepack.io");
+
+const now = () => performance.timeOrigin + performance.now(); // ms, shared by processes
+const log = (...args) => console.error("[loadgen]", ...args);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// -- Socket.IO packets ------------------------------------------------------
+
+const CONNECT = 0, EVENT = 2, ACK = 3, CONNECT_ERROR = 4;
+
+const codecs = {
+  msgpack: {
+    encode: (pkt) => notepack.encode(pkt), // a Buffer: a binary Engine.IO message
+    decode: (data) => notepack.decode(data),
+  },
+  json: {
+    encode(pkt) {
+      let out = "4" + pkt.type;
+      if (pkt.nsp && pkt.nsp !== "/") out += pkt.nsp + ",";
+      if (pkt.id !== undefined) out += pkt.id;
+      if (pkt.data !== undefined) out += JSON.stringify(pkt.data);
+      return out; // an Engine.IO MESSAGE, text
+    },
+    decode(text) { // text starts after the Engine.IO "4"
+      const pkt = { type: text.charCodeAt(0) - 48, nsp: "/" };
+      let i = 1;
+      if (text[i] === "/") {
+        const comma = text.indexOf(",", i);
+        pkt.nsp = text.slice(i, comma);
+        i = comma + 1;
+      }
+      let j = i;
+      while (j < text.length && text.charCodeAt(j) >= 48 && text.charCodeAt(j) <= 57) j++;
+      if (j > i) pkt.id = Number(text.slice(i, j));
+      if (j < text.length) pkt.data = JSON.parse(text.slice(j));
+      return pkt;
+    },
+  },
+};
+
+// -- one client -----------------------------------------------------------
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+
+function httpRequest(url, method, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent, headers: body === undefined ? {} : {
+      "Content-Type": "text/plain;charset=UTF-8", "Content-Length": Buffer.byteLength(body) } },
+    (res) => {
+      const chunks = [];
+      res.on("data", (chunk) => chunks.push(chunk));
+      res.on("end", () => (res.statusCode === 200
+        ? resolve(Buffer.concat(chunks).toString("utf8"))
+        : reject(new Error(`${method} ${res.statusCode}`))));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.setTimeout(90000, () => req.destroy(new Error("http timeout")));
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+class Client {
+  constructor(base, { serializer, transport, name, onEvent }) {
+    this.base = base;
+    this.codec = codecs[serializer];
+    this.binary = serializer === "msgpack";
+    this.transport = transport;
+    this.name = name;
+    this.onEvent = onEvent || (() => {});
+    this.nextId = 1;
+    this.acks = new Map();
+    this.closed = false;
+    this.outbox = []; // polling: Engine.IO packets waiting for the next POST
+    this.posting = false;
+  }
+
+  connect(timeoutMs = 30000) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("connect timeout")), timeoutMs);
+      this.onConnect = (err) => {
+        clearTimeout(timer);
+        if (err) reject(err); else resolve(this);
+      };
+      (this.transport === "websocket" ? this.openWebSocket() : this.openPolling())
+        .catch((err) => { clearTimeout(timer); reject(err); });
+    });
+  }
+
+  async openWebSocket() {
+    const url = this.base.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket";
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    this.ws = ws;
+    ws.on("message", (data, isBinary) => {
+      if (isBinary) return this.onPacket(this.codec.decode(data));
+      const text = data.toString();
+      this.onEngineText(text);
+    });
+    ws.on("error", (err) => this.onConnect && this.onConnect(err));
+    ws.on("close", () => { this.closed = true; });
+  }
+
+  onEngineText(text) {
+    switch (text[0]) {
+      case "0": return this.sendPacket({ type: CONNECT, nsp: "/chat", data: { name: this.name } });
+      case "2": return this.sendRaw("3");
+      case "4": return this.onPacket(this.codec.decode(text.slice(1)));
+      case "1": this.closed = true; return undefined;
+      default: return undefined; // noop
+    }
+  }
+
+  async openPolling() {
+    const open = await httpRequest(`${this.base}/socket.io/?EIO=4&transport=polling`, "GET");
+    this.sid = JSON.parse(open.slice(1)).sid;
+    this.pollUrl = `${this.base}/socket.io/?EIO=4&transport=polling&sid=${this.sid}`;
+    this.sendPacket({ type: CONNECT, nsp: "/chat", data: { name: this.name } });
+    this.pollLoop();
+  }
+
+  async pollLoop() {
+    while (!this.closed) {
+      let body;
+      try {
+        body = await httpRequest(this.pollUrl, "GET");
+      } catch (err) {
+        if (!this.closed) log("poll failed:", err.message);
+        this.closed = true;
+        return;
+      }
+      for (const part of body.split("\x1e")) {
+        if (part[0] === "b") this.onPacket(this.codec.decode(Buffer.from(part.slice(1), "base64")));
+        else this.onEngineText(part);
+      }
+    }
+  }
+
+  sendRaw(enginePacket) { // a string (text) or a Buffer (binary message)
+    if (this.closed) return;
+    if (this.transport === "websocket") {
+      this.ws.send(enginePacket);
+      return;
+    }
+    this.outbox.push(typeof enginePacket === "string" ? enginePacket
+      : "b" + enginePacket.toString("base64"));
+    this.flush();
+  }
+
+  async flush() {
+    if (this.posting || !this.outbox.length) return;
+    this.posting = true;
+    const body = this.outbox.join("\x1e");
+    this.outbox = [];
+    try {
+      await httpRequest(this.pollUrl, "POST", body);
+    } catch (err) {
+      if (!this.closed) log("post failed:", err.message);
+    }
+    this.posting = false;
+    this.flush();
+  }
+
+  sendPacket(pkt) {
+    this.sendRaw(this.codec.encode(pkt));
+  }
+
+  emit(event, data, ack) {
+    const pkt = { type: EVENT, nsp: "/chat", data: [event, data] };
+    if (ack) {
+      pkt.id = this.nextId++;
+      this.acks.set(pkt.id, ack);
+    }
+    this.sendPacket(pkt);
+  }
+
+  call(event, data, timeoutMs = 30000) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${event}: no ack`)), timeoutMs);
+      this.emit(event, data, (result) => { clearTimeout(timer); resolve(result); });
+    });
+  }
+
+  onPacket(pkt) {
+    if (pkt.type === EVENT) return this.onEvent(pkt.data[0], pkt.data[1]);
+    if (pkt.type === ACK) {
+      const ack = this.acks.get(pkt.id);
+      this.acks.delete(pkt.id);
+      if (ack) ack(pkt.data[0]);
+      return undefined;
+    }
+    if (pkt.type === CONNECT && this.onConnect) return this.onConnect(null);
+    if (pkt.type === CONNECT_ERROR && this.onConnect) {
+      return this.onConnect(new Error(`refused: ${JSON.stringify(pkt.data)}`));
+    }
+    return undefined;
+  }
+
+  close() { // abrupt, like a dropped network
+    this.closed = true;
+    if (this.ws) this.ws.terminate();
+  }
+}
+
+// -- helpers ------------------------------------------------------------------
+
+async function inBatches(items, size, fn) {
+  const out = [];
+  for (let i = 0; i < items.length; i += size) {
+    out.push(...await Promise.all(items.slice(i, i + size).map(fn)));
+  }
+  return out;
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+const round = (x, digits = 1) => (x === null ? null : Number(x.toFixed(digits)));
+
+// -- S1 / S3: room fan-out ------------------------------------------------------
+
+class Room {
+  constructor(name) {
+    this.name = name;
+    this.sender = null;
+    this.receivers = [];
+    this.sent = 0;
+    this.acked = 0;
+    this.refused = 0;
+  }
+}
+
+async function fanout(cfg) {
+  const run = cfg.run || Date.now().toString(36);
+  const rooms = [];
+  const stats = { phase: -1, latencies: [], count: 0, lost: 0, repeated: 0, windowCount: 0,
+                  windowOpen: false };
+  const onMessage = (client) => (event, msg) => {
+    if (event !== "message") return;
+    const last = client.last;
+    if (msg.seq <= last) { stats.repeated++; return; }
+    if (msg.seq !== last + 1) stats.lost += msg.seq - last - 1;
+    client.last = msg.seq;
+    const bar = msg.text.indexOf("|");
+    const phase = Number(msg.text.slice(0, bar));
+    if (stats.windowOpen) stats.windowCount++;
+    if (phase !== stats.phase) return;
+    stats.latencies.push(now() - Number(msg.text.slice(bar + 1)));
+    stats.count++;
+  };
+  const pollingPerRoom = Math.round(cfg.members * (cfg.polling || 0));
+  const clients = [];
+  for (let r = 0; r < cfg.rooms; r++) {
+    const room = new Room(`bench-${run}-${r}`);
+    rooms.push(room);
+    for (let m = 0; m < cfg.members; m++) {
+      const transport = m >= cfg.members - pollingPerRoom ? "polling" : "websocket";
+      const client = new Client(cfg.url, { serializer: cfg.serializer, transport,
+                                           name: `u${run}r${r}m${m}` });
+      client.room = room;
+      client.last = 0;
+      if (m === 0) room.sender = client; else room.receivers.push(client);
+      client.onEvent = m === 0 ? () => {} : onMessage(client);
+      clients.push(client);
+    }
+  }
+  const t0 = now();
+  await inBatches(clients, 100, async (client) => {
+    await client.connect();
+    const ack = await client.call("join", { room: client.room.name });
+    if (!ack.ok) throw new Error(`join refused: ${JSON.stringify(ack.error)}`);
+    client.last = Math.max(client.last, ack.seq);
+  });
+  log(`${clients.length} clients joined ${cfg.rooms} rooms in ${round((now() - t0) / 1000, 2)} s`
+      + ` (${pollingPerRoom * cfg.rooms} on long-polling)`);
+  const receivers = rooms.reduce((n, room) => n + room.receivers.length, 0);
+
+  async function phase(index, rate, seconds) {
+    Object.assign(stats, { phase: index, latencies: [], count: 0, lost: 0, repeated: 0,
+                           windowCount: 0, windowOpen: true });
+    const perRoom = rate / rooms.length;
+    const start = now();
+    let sent = 0;
+    let acked = 0;
+    let refused = 0;
+    while (now() - start < seconds * 1000) {
+      const elapsed = (now() - start) / 1000;
+      for (let r = 0; r < rooms.length; r++) { // rooms take turns: an even stream
+        const room = rooms[r];
+        const due = Math.floor(perRoom * elapsed + r / rooms.length);
+        while (room.sent < due) {
+          const n = room.sent++;
+          sent++;
+          room.sender.emit("send", { room: room.name, text: `${index}|${now()}`,
+                                     client_id: `${run}-${index}-${n}` },
+          (result) => { if (result && result.ok) acked++; else refused++; });
+        }
+      }
+      await sleep(1);
+    }
+    const window = (now() - start) / 1000;
+    stats.windowOpen = false;
+    const windowCount = stats.windowCount;
+    const expected = sent * (receivers / rooms.length);
+    const drainUntil = now() + (cfg.drainSeconds || 5) * 1000;
+    while ((stats.count < expected || acked + refused < sent) && now() < drainUntil) await sleep(10);
+    for (const room of rooms) room.sent = 0;
+    const sorted = Float64Array.from(stats.latencies).sort();
+    const result = {
+      rate, sent, acked, refused, expected, delivered: stats.count,
+      lost: stats.lost + Math.max(0, expected - stats.count - stats.repeated),
+      repeated: stats.repeated,
+      delivered_per_s: Math.round(windowCount / window),
+      p50_ms: round(percentile(sorted, 50)), p99_ms: round(percentile(sorted, 99)),
+      max_ms: round(sorted.length ? sorted[sorted.length - 1] : null),
+    };
+    result.ok = result.p99_ms !== null && result.p99_ms < cfg.p99LimitMs && result.lost === 0
+      && result.repeated === 0 && refused === 0 && stats.count === expected;
+    log(JSON.stringify(result));
+    return result;
+  }
+
+  const out = { scenario: "fanout", clients: clients.length, polling: pollingPerRoom * cfg.rooms };
+  let index = 0;
+  out.moderate = await phase(index++, cfg.moderateRate, cfg.moderateSeconds);
+  out.steps = [];
+  let best = null;
+  for (const rate of cfg.rates) {
+    const step = await phase(index++, rate, cfg.stepSeconds);
+    out.steps.push(step);
+    if (!step.ok) break;
+    best = step;
+  }
+  out.max_delivered_per_s = best ? best.delivered_per_s : 0;
+  out.max_rate = best ? best.rate : 0;
+  out.lost = out.steps.concat([out.moderate]).reduce((n, s) => n + s.lost, 0);
+  out.repeated = out.steps.concat([out.moderate]).reduce((n, s) => n + s.repeated, 0);
+  for (const client of clients) client.close();
+  return out;
+}
+
+// -- S2: idle connections -----------------------------------------------------
+
+async function idle(cfg) {
+  const clients = [];
+  for (let i = 0; i < cfg.connections; i++) {
+    clients.push(new Client(cfg.url, { serializer: cfg.serializer, transport: "websocket",
+                                       name: `idle${i}` }));
+  }
+  const start = now();
+  await inBatches(clients, cfg.concurrency || 200, (client) => client.connect());
+  const seconds = (now() - start) / 1000;
+  const result = { scenario: "idle", connections: clients.length, seconds: round(seconds, 2),
+                   connects_per_s: Math.round(clients.length / seconds) };
+  log(JSON.stringify(result));
+  // Hold the connections until told (the runner reads the server's memory now).
+  console.log(JSON.stringify({ ready: true, ...result }));
+  const lines = readline.createInterface({ input: process.stdin });
+  const timer = setTimeout(() => lines.close(), (cfg.holdSeconds || 60) * 1000);
+  for await (const line of lines) if (line.trim() === "close") break;
+  clearTimeout(timer);
+  const alive = clients.filter((client) => !client.closed).length;
+  for (const client of clients) client.close();
+  return { ...result, alive_at_end: alive };
+}
+
+// -- S4: reconnect storm --------------------------------------------------------
+
+async function storm(cfg) {
+  const run = cfg.run || Date.now().toString(36);
+  const names = [];
+  for (let r = 0; r < cfg.rooms; r++) names.push(`storm-${run}-${r}`);
+  const open = async (name, room, since) => {
+    const client = new Client(cfg.url, { serializer: cfg.serializer, transport: "websocket",
+                                         name });
+    await client.connect(60000);
+    const ack = await client.call("join", since === undefined ? { room } : { room, since }, 60000);
+    if (!ack.ok) throw new Error(`join refused: ${JSON.stringify(ack.error)}`);
+    return { client, ack };
+  };
+  const senders = await Promise.all(names.map((room, r) => open(`s${run}r${r}`, room)));
+  const members = [];
+  for (let r = 0; r < cfg.rooms; r++) {
+    for (let m = 0; m < cfg.members; m++) members.push({ name: `u${run}r${r}m${m}`, room: names[r] });
+  }
+  await inBatches(members, 100, async (member) => {
+    const { client, ack } = await open(member.name, member.room);
+    member.client = client;
+    member.last = ack.seq;
+  });
+  log(`${members.length} members joined; dropping them all`);
+  for (const member of members) member.client.close();
+  const sentSeqs = names.map(() => []);
+  await Promise.all(senders.map(async ({ client }, r) => {
+    for (let i = 0; i < cfg.missed; i++) {
+      const ack = await client.call("send", { room: names[r], text: `missed ${i}`,
+                                              client_id: `${run}-${r}-${i}` });
+      if (!ack.ok) throw new Error(`send refused: ${JSON.stringify(ack.error)}`);
+      sentSeqs[r].push(ack.message.seq);
+    }
+  }));
+  const start = now();
+  let lost = 0;
+  let repeated = 0;
+  let failed = 0;
+  const times = [];
+  await Promise.all(members.map(async (member) => {
+    const r = names.indexOf(member.room);
+    try {
+      const { client, ack } = await open(member.name, member.room, member.last);
+      times.push(now() - start);
+      const got = ack.messages.map((m) => m.seq);
+      const want = sentSeqs[r].filter((seq) => seq > member.last);
+      const seen = new Set(got);
+      repeated += got.length - seen.size;
+      lost += want.filter((seq) => !seen.has(seq)).length;
+      member.client = client;
+    } catch (err) {
+      failed++;
+      log("rejoin failed:", err.message);
+    }
+  }));
+  const sorted = Float64Array.from(times).sort();
+  for (const member of members) member.client.close();
+  for (const { client } of senders) client.close();
+  const result = { scenario: "storm", clients: members.length, missed_per_room: cfg.missed,
+                   recovered_s: round(sorted.length ? sorted[sorted.length - 1] / 1000 : null, 2),
+                   p50_ms: round(percentile(sorted, 50)), lost, repeated, failed };
+  log(JSON.stringify(result));
+  return result;
+}
+
+// -- main -----------------------------------------------------------------------
+
+const DEFAULTS = {
+  serializer: "msgpack", rooms: 10, members: 100, polling: 0, moderateRate: 100,
+  moderateSeconds: 3, stepSeconds: 2.5, p99LimitMs: 100, drainSeconds: 5,
+  rates: [200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400, 1500,
+          1600, 1800, 2000, 2200, 2400],
+  connections: 10000, concurrency: 200, missed: 20,
+};
+
+async function main() {
+  const cfg = { ...DEFAULTS, ...JSON.parse(process.argv[2] || "{}") };
+  const scenario = { fanout, idle, storm }[cfg.scenario];
+  if (!scenario) throw new Error(`unknown scenario ${cfg.scenario}`);
+  const deadline = setTimeout(() => { log("time limit reached"); process.exit(3); },
+    (cfg.timeLimitSeconds || 600) * 1000);
+  const result = await scenario(cfg);
+  clearTimeout(deadline);
+  console.log(JSON.stringify(result));
+  agent.destroy();
+  process.exit(0);
+}
+
+main().catch((err) => { log("failed:", err.stack || err); process.exit(2); });

@@ -1,0 +1,126 @@
+"""app/transport.py: our Engine.IO sessions replace python-engineio's. If a
+library upgrade stops them being used, or changes what they rely on, these fail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from app.keys import SIO_KEY
+from app.transport import RoomcastSocket
+
+from .conftest import TIMEOUT, PeerFactory, Served, until
+from .rawclient import CONNECT, RawClient
+
+
+def session(served: Served, eio_sid: str) -> RoomcastSocket:
+    socket = served.app[SIO_KEY].eio.sockets[eio_sid]
+    assert isinstance(socket, RoomcastSocket), type(socket)
+    return socket
+
+
+async def tasks_started_by(action: Callable[[], Awaitable[Any]]) -> int:
+    """How many asyncio tasks ``action`` starts in this loop."""
+    loop = asyncio.get_running_loop()
+    started = 0
+    default = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        nonlocal started
+        started += 1
+        return default(loop, coro, **kwargs) if default else asyncio.Task(coro, loop=loop,
+                                                                          **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        await action()
+    finally:
+        loop.set_task_factory(default)
+    return started
+
+
+async def test_every_session_is_ours_and_websocket_ones_write_directly(
+        served: Served, transport: str) -> None:
+    """A new session is a RoomcastSocket; on WebSocket it writes to its transport
+    directly, on long-polling it keeps a queue."""
+    client = await RawClient.open(served.url, transport, served.settings.serializer)
+    try:
+        assert (await client.connect({"name": "raw"}))["type"] == CONNECT
+        socket = session(served, client.sid)
+        assert socket.direct is (transport == "websocket")
+        assert await client.call("rooms") == {"ok": True, "rooms": []}
+    finally:
+        await client.close()
+
+
+async def test_a_session_upgraded_from_polling_writes_directly(served: Served,
+                                                               peer: PeerFactory) -> None:
+    """The official upgrade path (polling, then the WebSocket probe) ends in direct
+    writes, and nothing queued before the switch is lost."""
+    alice = await peer("alice", transports=["polling", "websocket"])
+    await until(lambda: alice.sio.transport() == "websocket")
+    bob = await peer("bob", transports=["websocket"])
+    await alice.join("up")
+    await bob.join("up")
+    socket = session(served, served.app[SIO_KEY].manager.eio_sid_from_sid(alice.sid, "/chat"))
+    assert socket.upgraded and socket.direct
+    sent = [(await bob.send("up", f"m{i}"))["seq"] for i in range(20)]
+    assert [(await alice.next("message"))["seq"] for _ in sent] == sent
+
+
+async def test_a_room_broadcast_starts_no_task_per_member(served: Served,
+                                                          peer: PeerFactory) -> None:
+    """A message to a room of 30 WebSocket members is written without starting a
+    task per member (python-socketio started one each), and all 30 get it."""
+    members = [await peer(f"m{i}", transports=["websocket"]) for i in range(30)]
+    for member in members:
+        await member.join("wide")
+    sio = served.app[SIO_KEY]
+    started = await tasks_started_by(lambda: sio.emit(
+        "message", {"room": "wide", "seq": 1}, room="wide", namespace="/chat"))
+    assert started == 0
+    for member in members:
+        assert await member.next("message") == {"room": "wide", "seq": 1}
+
+
+async def test_an_idle_websocket_costs_only_aiohttps_tasks(served: Served) -> None:
+    """Each idle WebSocket connection keeps only aiohttp's two tasks (connection
+    and request handler), not python-engineio's three more (writer, a read
+    wait, a ping sleeper)."""
+    clients: list[RawClient] = []
+
+    async def connect() -> None:
+        client = await RawClient.open(served.url, "websocket", served.settings.serializer)
+        clients.append(client)
+        assert (await client.connect({"name": f"idle{len(clients)}"}))["type"] == CONNECT
+
+    try:
+        await connect()  # the first one also starts the server's background tasks
+        before = len(asyncio.all_tasks())
+        for _ in range(20):
+            await connect()
+        assert len(asyncio.all_tasks()) - before <= 2 * 20
+    finally:
+        for client in clients:
+            await client.close()
+    await until(lambda: not served.app[SIO_KEY].eio.sockets)
+    await until(lambda: len(asyncio.all_tasks()) <= before - 2, TIMEOUT)
+
+
+async def test_server_close_sends_close_then_ends_the_websocket(served: Served) -> None:
+    """Closing a direct session from the server writes Engine.IO CLOSE and then
+    ends the connection (the reader is not left waiting)."""
+    client = await RawClient.open(served.url, "websocket", served.settings.serializer)
+    try:
+        assert (await client.connect({"name": "raw"}))["type"] == CONNECT
+        assert await served.app[SIO_KEY].close_all_sessions() == 1
+        with pytest.raises(ConnectionError, match="server closed the session"):
+            await asyncio.wait_for(client.recv(), TIMEOUT)  # Engine.IO CLOSE first
+        with pytest.raises(ConnectionError, match="websocket ended"):
+            await asyncio.wait_for(client.recv(), TIMEOUT)  # then the connection ends
+        await until(lambda: not served.app[SIO_KEY].eio.sockets)
+    finally:
+        await client.close()
