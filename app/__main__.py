@@ -6,7 +6,8 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -39,11 +40,21 @@ async def serve(settings: Settings) -> None:
         log.info("stopped")
 
 
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (Linux, macOS), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings.load(sys.argv[1:] if argv is None else argv)
     logs.configure(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        run(serve(settings))
     except OSError as exc:  # e.g. the port is taken
         log.error("cannot serve: %s", exc)
         sys.exit(1)

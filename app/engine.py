@@ -99,7 +99,7 @@ from engineio.payload import Payload
 from socketio import packet
 
 from .errors import ChatError, ErrorCode
-from .transport import SLOW_CONSUMER, RoomcastSocket, RoomcastWebSocket, ws_frame
+from .transport import SLOW_CONSUMER, Outbox, RoomcastSocket, RoomcastWebSocket, ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._async = dict(self._async, websocket=RoomcastWebSocket)  # not the module's
         self._polling: set[str] = set()  # sessions with a long-poll GET waiting
+        self.outbox = Outbox()
 
     async def cut_slow_consumer(self, socket: RoomcastSocket) -> None:
         """Disconnect a session whose peer has fallen too far behind (reason

@@ -12,7 +12,8 @@ engine swaps the class of each new session, :meth:`RoomcastSocket.adopt`):
   is written to the connection's transport synchronously, in call order, as
   one frame (:func:`ws_frame`); a broadcast builds that frame once and writes
   the same bytes to every member (:meth:`RoomcastSocket.write`). No queue, no
-  writer task, no per-recipient task. The kernel and the event loop's
+  writer task, no per-recipient task. The frames of one turn of the event
+  loop go out in one write per connection (:class:`Outbox`). The kernel and the event loop's
   transport buffer what the peer has not read yet; a peer whose buffer passes
   ``max_backlog_bytes`` is cut off as a slow consumer, so nobody else waits
   and memory stays bounded. Frames are sent uncompressed, which RFC 7692
@@ -92,6 +93,27 @@ def _size(pkt: Any) -> int:
     return len(data) if isinstance(data, (bytes, str)) else 16
 
 
+class Outbox:
+    """The sessions written to during this turn of the event loop. Each is
+    flushed once at the end of the turn, so the frames a busy turn writes to
+    one connection (a batch of stored messages, their acks) cost one system
+    call rather than one each: under load the loop spends its time in Python,
+    not in the kernel. Order is kept: every frame of a session goes through it."""
+
+    def __init__(self) -> None:
+        self._dirty: list[RoomcastSocket] = []
+
+    def add(self, socket: RoomcastSocket) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.append(socket)
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for socket in dirty:
+            socket.flush()
+
+
 class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
     """The aiohttp driver's WebSocket, logging why an incoming message was refused
     and closing on a frame that is not Engine.IO."""
@@ -134,6 +156,8 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
     request: Any = None  # the aiohttp request that carries the connection
     _ws: Any = None  # the driver's WebSocket, once upgraded
     max_backlog_bytes = 4_000_000
+    _out: list[bytes] | None = None  # frames written this turn of the loop
+    _out_bytes = 0
     _ping_timer: asyncio.TimerHandle | None = None
     last_ping: float | None  # python-engineio's attributes, typed
     connected: bool
@@ -163,15 +187,31 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
         return int(getattr(self.queue, "bytes", 0))
 
     def write(self, frame: bytes) -> bool:
-        """Write one WebSocket frame now; False if the session cannot take it
-        (gone, or its peer is too far behind: the caller cuts it off)."""
+        """Write one WebSocket frame, in order, at the end of this turn of the
+        event loop; False if the session cannot take it (its peer is too far
+        behind: the caller cuts it off)."""
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             return True  # nothing to cut: it is going anyway
-        if transport.get_write_buffer_size() > self.max_backlog_bytes:
+        if self._out is None:
+            if transport.get_write_buffer_size() > self.max_backlog_bytes:
+                return False
+            self._out = [frame]
+            self._out_bytes = len(frame)
+            self.server.outbox.add(self)
+            return True
+        self._out_bytes += len(frame)
+        if self._out_bytes + transport.get_write_buffer_size() > self.max_backlog_bytes:
             return False
-        transport.write(frame)
+        self._out.append(frame)
         return True
+
+    def flush(self) -> None:
+        """Hand this turn's frames to the transport: one write, one system call."""
+        out, self._out = self._out, None
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if pkt.packet_type == eio_packet.OPEN and isinstance(pkt.data, dict):
@@ -311,6 +351,7 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
         self.stop_timers()
         if was_open and self.transport is not None:
             # the reader is waiting on the socket: end the connection with a
-            # closing handshake (our CLOSE packet, if any, was written first)
+            # closing handshake (our CLOSE packet, if any, is written first)
+            self.flush()
             self.transport = None
             asyncio.ensure_future(self._ws.close())

@@ -1,0 +1,258 @@
+"""``make bench`` (``python -m bench``): Roomcast beside two baselines, same run.
+
+For each run and scenario, each server is started fresh on loopback, the
+Node load generator (``bench/node/loadgen.js``, a separate process) drives it,
+and the server is stopped. The servers take turns in a rotating order, so
+that a noisy stretch of the machine does not fall on one of them only. The
+table gives the median of the runs and the ratios Roomcast/baseline.
+
+  roomcast  ``python -m app``, SQLite store (every message persisted), uvloop
+  stock     ``bench/stock_server.py``: python-socketio's AsyncServer, same events
+  node      ``bench/node/server.js``: socket.io 4, same events
+
+Scenarios (``bench/README.md``): S1 fan-out over WebSocket, S2 idle
+connections, S3 fan-out with a fifth of the members on long-polling, S4 a
+reconnect storm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "bench" / "node"
+
+SERVERS = ("roomcast", "stock", "node")
+SCENARIOS = ("s1", "s2", "s3", "s4")
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def rss_kb(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        return int(match.group(1)) if match else 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def server_command(name: str, port: int, serializer: str, data_dir: str) -> list[str]:
+    if name == "roomcast":
+        return [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port),
+                "--serializer", serializer, "--store", f"sqlite:///{data_dir}/bench.db",
+                "--log-level", "warning",
+                # the generator is one address with thousands of clients, sending fast
+                "--send-rate", "1000000", "--send-burst", "1000000",
+                "--max-connections-per-address", "100000"]
+    if name == "stock":
+        return [sys.executable, "-m", "bench.stock_server", "--port", str(port), "--uvloop",
+                "--serializer", serializer]
+    return ["node", str(NODE_DIR / "server.js"), str(port), serializer]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(name: str, serializer: str, data_dir: str) -> Server:
+    port = free_port()
+    proc = subprocess.Popen(server_command(name, port, serializer, data_dir), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return Server(name, proc, f"http://127.0.0.1:{port}")
+        except OSError:
+            time.sleep(0.1)  # polling another process that is starting up
+    proc.kill()
+    raise RuntimeError(f"{name} did not start")
+
+
+def loadgen(config: dict[str, Any], on_ready: Callable[[], None] | None = None,
+            time_limit: float = 300) -> dict[str, Any]:
+    """Run the generator with ``config``; ``on_ready`` runs when it reports it
+    holds its connections (S2), after which it is told to close them."""
+    proc = subprocess.Popen(["node", str(NODE_DIR / "loadgen.js"), json.dumps(config)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    result: dict[str, Any] = {}
+    deadline = time.monotonic() + time_limit
+    for line in proc.stdout:
+        message = json.loads(line)
+        if message.get("ready"):
+            if on_ready is not None:
+                on_ready()
+            proc.stdin.write("close\n")
+            proc.stdin.flush()
+        else:
+            result = message
+        if time.monotonic() > deadline:
+            proc.kill()
+            break
+    if proc.wait(30) != 0 or not result:
+        raise RuntimeError(f"load generator failed ({proc.returncode}) on {config}")
+    return result
+
+
+# -- scenarios: each returns {metric: value} --------------------------------------
+
+def fanout(server: Server, args: argparse.Namespace, polling: float) -> dict[str, float]:
+    result = loadgen({"scenario": "fanout", "url": server.url, "serializer": args.serializer,
+                      "polling": polling, "stepSeconds": args.step_seconds,
+                      "run": f"{server.name}{os.getpid()}{time.monotonic_ns()}"})
+    moderate = result["moderate"]
+    return {"max msgs/s (p99 < 100 ms)": result["max_delivered_per_s"],
+            "p50 ms @ 10k msgs/s": moderate["p50_ms"], "p99 ms @ 10k msgs/s": moderate["p99_ms"],
+            "lost + repeated": result["lost"] + result["repeated"] + moderate["lost"]}
+
+
+def idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
+    before = server.rss_kb()
+    held: dict[str, int] = {}
+    result = loadgen({"scenario": "idle", "url": server.url, "serializer": args.serializer,
+                      "connections": args.connections},
+                     on_ready=lambda: held.update(rss=server.rss_kb()))
+    return {"connects/s": result["connects_per_s"],
+            "KB per connection": round((held["rss"] - before) / result["connections"], 1),
+            "dropped while idle": result["connections"] - result["alive_at_end"]}
+
+
+def storm(server: Server, args: argparse.Namespace) -> dict[str, float]:
+    result = loadgen({"scenario": "storm", "url": server.url, "serializer": args.serializer,
+                      "run": f"{server.name}{time.monotonic_ns()}"})
+    return {"s until all recovered": result["recovered_s"], "p50 ms to recover": result["p50_ms"],
+            "lost + repeated + failed": result["lost"] + result["repeated"] + result["failed"]}
+
+
+def run_scenario(scenario: str, server: Server, args: argparse.Namespace) -> dict[str, float]:
+    if scenario == "s1":
+        return fanout(server, args, polling=0)
+    if scenario == "s3":
+        return fanout(server, args, polling=0.2)
+    if scenario == "s2":
+        return idle(server, args)
+    return storm(server, args)
+
+
+TITLES = {
+    "s1": "S1 fan-out: 10 rooms x 100 WebSocket members",
+    "s2": "S2 idle: {connections} WebSocket connections",
+    "s3": "S3 fan-out: 10 rooms x 100 members, 20 per room on long-polling",
+    "s4": "S4 reconnect storm: 1,000 clients rejoin with since, 20 missed per room",
+}
+LOWER_IS_BETTER = ("ms", "KB", "s until", "lost", "dropped")
+
+
+def table(results: dict[str, dict[str, list[dict[str, float]]]],
+          args: argparse.Namespace) -> str:
+    lines = []
+    for scenario in args.scenarios:
+        if scenario not in results:
+            continue
+        lines.append("")
+        lines.append(TITLES[scenario].format(connections=f"{args.connections:,}"))
+        header = f"  {'metric':<28}" + "".join(f"{name:>12}" for name in args.servers)
+        ratios = [name for name in args.servers if name != "roomcast"]
+        if "roomcast" in args.servers:
+            header += "".join(f"{'rc/' + name:>11}" for name in ratios)
+        lines.append(header)
+        per_server = results[scenario]
+        metrics = list(next(iter(per_server.values()))[0])
+        for metric in metrics:
+            medians = {name: statistics.median(r[metric] for r in per_server[name])
+                       for name in args.servers if per_server.get(name)}
+            row = f"  {metric:<28}" + "".join(f"{medians.get(name, float('nan')):>12,.1f}"
+                                              for name in args.servers)
+            if "roomcast" in medians and not metric.startswith(("lost", "dropped")):
+                for name in ratios:
+                    base = medians.get(name)
+                    row += f"{medians['roomcast'] / base:>10.2f}x" if base else f"{'-':>11}"
+            lines.append(row)
+    lines.append("")
+    lines.append(f"medians of {args.runs} run(s); ratio = Roomcast / baseline "
+                 f"(for ms, KB and s lower is better); {args.serializer} on the wire")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return (f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}, Node {node}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario and server")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="comma-separated: s1,s2,s3,s4")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help="comma-separated: roomcast,stock,node")
+    parser.add_argument("--serializer", choices=("msgpack", "json"), default="msgpack")
+    parser.add_argument("--connections", type=int, default=10_000, help="S2's connections")
+    parser.add_argument("--step-seconds", type=float, default=2.5,
+                        help="length of each rate step in S1/S3")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    args = parser.parse_args()
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    args.servers = [s for s in args.servers.split(",") if s]
+    unknown = set(args.scenarios) - set(SCENARIOS) | set(args.servers) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown: {', '.join(sorted(unknown))}")
+
+    print(f"machine: {machine()}", flush=True)
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    started = time.monotonic()
+    for run in range(args.runs):
+        for scenario in args.scenarios:
+            order = args.servers[run % len(args.servers):] + args.servers[:run % len(args.servers)]
+            for name in order:
+                with tempfile.TemporaryDirectory(prefix="roomcast-bench-") as data_dir:
+                    server = start_server(name, args.serializer, data_dir)
+                    try:
+                        figures = run_scenario(scenario, server, args)
+                    finally:
+                        server.stop()
+                results.setdefault(scenario, {}).setdefault(name, []).append(figures)
+                print(f"run {run + 1}/{args.runs} {scenario} {name:<8} {json.dumps(figures)}",
+                      flush=True)
+    print(table(results, args))
+    print(f"({time.monotonic() - started:.0f} s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
