@@ -17,6 +17,8 @@ from .settings import Settings
 
 log = logging.getLogger("app")
 
+BACKLOG = 2048  # pending connections the kernel queues for us (capped by somaxconn)
+
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
@@ -29,7 +31,9 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        # a deep accept queue: a reconnect storm must not meet dropped SYNs and the
+        # client's 1 s retransmit (the default backlog is 128; Node uses 511)
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=BACKLOG)
         await site.start()
         for host, port, *_ in runner.addresses:
             log.info("listening on http://%s:%d", host, port)

@@ -80,7 +80,7 @@ def create_app(serializer: str) -> web.Application:
 async def serve(app: web.Application, port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()  # as Roomcast
     print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

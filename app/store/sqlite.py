@@ -18,6 +18,7 @@ PostgreSQL. ``seq`` never restarts as long as the file is kept.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
     ON messages (room, sender, client_id) WHERE client_id IS NOT NULL;
 """
 _COLUMNS = "room, seq, sender, text, ts, client_id"
+_ROWS_PER_INSERT = 1000  # 6 parameters a row; SQLite allows 32,766 per statement
 
 
 def path_from_url(url: str) -> Path:
@@ -113,32 +115,66 @@ class SqliteStore:
         return results
 
     def _write_batch(self, batch: list[Append]) -> list[Result]:
+        """One transaction in a handful of statements, however long the batch:
+        the sqlite3 module releases the GIL around every step of a statement
+        and must win it back from the busy event loop after each (up to the
+        5 ms switch interval), so a statement per message (or a row per step)
+        made a batch of 100 take hundreds of milliseconds under load."""
         conn = self._write_conn
         assert conn is not None
-        results: list[Result] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            heads = self._heads(conn, sorted({a.room for a in batch}))
+            stored = self._stored(conn, [a for a in batch if a.client_id is not None])
+            results: list[Result] = []
+            new: list[Message] = []
+            ts = now_ms()
             for a in batch:
+                key = (a.room, a.sender, a.client_id)
+                if a.client_id is not None and key in stored:
+                    results.append((stored[key], False))
+                    continue
+                heads[a.room] = seq = heads.get(a.room, 0) + 1
+                message = Message(a.room, seq, a.sender, a.text, ts, a.client_id)
                 if a.client_id is not None:
-                    row = conn.execute(
-                        f"SELECT {_COLUMNS} FROM messages"
-                        " WHERE room = ? AND sender = ? AND client_id = ?",
-                        (a.room, a.sender, a.client_id)).fetchone()
-                    if row is not None:
-                        results.append((_message(row), False))
-                        continue
-                (top,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages"
-                                      " WHERE room = ?", (a.room,)).fetchone()
-                message = Message(a.room, top + 1, a.sender, a.text, now_ms(), a.client_id)
-                conn.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                             (message.room, message.seq, message.sender, message.text,
-                              message.ts, message.client_id))
+                    stored[key] = message  # a retry within the same batch
+                new.append(message)
                 results.append((message, True))
+            for start in range(0, len(new), _ROWS_PER_INSERT):
+                rows = new[start:start + _ROWS_PER_INSERT]
+                conn.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES "
+                             + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows)),
+                             [v for m in rows
+                              for v in (m.room, m.seq, m.sender, m.text, m.ts, m.client_id)])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return results
+
+    @staticmethod
+    def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:
+        """The last seq of each room, as one row (one step)."""
+        (heads,) = conn.execute(
+            "SELECT json_group_object(room, top) FROM (SELECT room, MAX(seq) AS top"
+            f" FROM messages WHERE room IN ({', '.join('?' * len(rooms))}) GROUP BY room)",
+            rooms).fetchone()
+        return {RoomName(room): int(top) for room, top in json.loads(heads).items()}
+
+    @staticmethod
+    def _stored(conn: sqlite3.Connection,
+                keyed: list[Append]) -> dict[tuple[str, str, str | None], Message]:
+        """Messages already stored under the batch's client ids, as one row."""
+        if not keyed:
+            return {}
+        (rows,) = conn.execute(
+            "WITH k(room, sender, client_id) AS (VALUES "
+            + ", ".join(["(?, ?, ?)"] * len(keyed)) + ")"
+            " SELECT json_group_array(json_array(m.room, m.seq, m.sender, m.text, m.ts,"
+            " m.client_id)) FROM k CROSS JOIN messages AS m ON m.room = k.room"
+            " AND m.sender = k.sender AND m.client_id = k.client_id",
+            [v for a in keyed for v in (a.room, a.sender, a.client_id)]).fetchone()
+        return {(row[0], row[2], row[5]): _message(tuple(row)) for row in json.loads(rows)}
 
     # -- reads ----------------------------------------------------------------
 
