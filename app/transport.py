@@ -88,6 +88,32 @@ class MeteredQueue(asyncio.Queue[Any]):
         return item
 
 
+class _Written:
+    """The queue of a session that writes directly: always empty, since what
+    is sent is written at once. One shared instance stands in for the
+    asyncio.Queue (some 3 KB) each idle connection would otherwise keep."""
+
+    bytes = 0
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def put_nowait(self, item: Any) -> None:
+        """Nothing to wake: there is no writer task (python-engineio puts None)."""
+
+    async def put(self, item: Any) -> None:
+        """A packet sent after the connection ended: nowhere to go."""
+
+    async def join(self) -> None:
+        """Nothing is ever waiting to be written."""
+
+
+WRITTEN = _Written()
+
+
 def _size(pkt: Any) -> int:
     data = getattr(pkt, "data", None)
     return len(data) if isinstance(data, (bytes, str)) else 16
@@ -160,6 +186,7 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
     _out_bytes = 0
     _ping_timer: asyncio.TimerHandle | None = None
     last_ping: float | None  # python-engineio's attributes, typed
+    queue: Any  # MeteredQueue, or WRITTEN once writes go direct
     connected: bool
     _pong_timer: asyncio.TimerHandle | None = None
 
@@ -343,6 +370,7 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
         if frames:
             transport.write(b"".join(frames))
         self.transport = transport
+        self.queue = WRITTEN
 
     async def close(self, wait: bool = True, abort: bool = False,
                     reason: str | None = None) -> None:
