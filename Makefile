@@ -12,7 +12,7 @@ SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
 # package:binary pairs that `make test` needs from the system
 SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server
 
-.PHONY: run test check web tools churn cluster clean
+.PHONY: run test check web tools bench churn cluster clean
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -61,7 +61,17 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache $(VENDOR) $(WEB)/node_modules
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache $(VENDOR) $(WEB)/node_modules \
+	  $(BENCH_NODE)/node_modules
+
+BENCH_NODE := bench/node
+
+$(BENCH_NODE)/node_modules/.installed: $(BENCH_NODE)/package.json $(BENCH_NODE)/package-lock.json
+	npm ci --prefix $(BENCH_NODE) --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench: $(VENV)/.installed-run $(BENCH_NODE)/node_modules/.installed  ## S1-S4 vs stock python-socketio and Node socket.io (about 15 min; BENCH_ARGS="--runs 1")
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 churn: $(VENV)/.installed-run  ## bench/churn.py: thousands of short connections, then leak check
 	$(BIN)/python -m bench.churn

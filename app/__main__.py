@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -35,6 +36,7 @@ async def serve(settings: Settings) -> None:
         # client's 1 s retransmit (the default backlog is 128; Node uses 511)
         site = web.TCPSite(runner, settings.host, settings.port, backlog=BACKLOG)
         await site.start()
+        tune_gc()
         for host, port, *_ in runner.addresses:
             log.info("listening on http://%s:%d", host, port)
         await stop.wait()
@@ -42,6 +44,19 @@ async def serve(settings: Settings) -> None:
     finally:
         await runner.cleanup()
         log.info("stopped")
+
+
+def tune_gc() -> None:
+    """Keep the cycle collector out of the way of delivery. Its young
+    generation was collected thousands of times a minute under load, finding
+    nothing (chat traffic makes little cyclic garbage), and each full
+    collection walked every connection's objects: 80 ms pauses with 1,000
+    clients, the p99 latency of whole rate steps (``make bench``). Objects
+    alive at start-up are frozen out of collections; the thresholds are raised
+    so collections are rare but still happen."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
