@@ -185,10 +185,11 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
     _out: list[bytes] | None = None  # frames written this turn of the loop
     _out_bytes = 0
     _ping_timer: asyncio.TimerHandle | None = None
-    last_ping: float | None  # python-engineio's attributes, typed
+    _pong_timer: asyncio.TimerHandle | None = None
+    # python-engineio's attributes, typed
+    last_ping: float | None
     queue: Any  # MeteredQueue, or WRITTEN once writes go direct
     connected: bool
-    _pong_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def adopt(cls, socket: AsyncSocket, max_backlog_bytes: int) -> RoomcastSocket:
