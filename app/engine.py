@@ -266,7 +266,7 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
             socket = sockets.get(eio_sid)
             if socket is None:
                 continue
-            if socket.direct:
+            if socket.transport is not None:  # socket.direct, without the call
                 frame = frame or ws_frame(pkt)
                 if not socket.write(frame):
                     behind.append(socket)
