@@ -55,12 +55,13 @@ _TEXT, _BINARY = 0x81, 0x82  # FIN + opcode
 
 
 def ws_frame(pkt: eio_packet.Packet) -> bytes:
-    """An Engine.IO packet as one unmasked, uncompressed WebSocket frame."""
-    data = pkt.encode()
-    if isinstance(data, str):
-        first, payload = _TEXT, data.encode()
+    """An Engine.IO packet as one unmasked, uncompressed WebSocket frame.
+    (Binary data is framed as it is, never through the packet's encoding
+    cache, which holds base64 text if a long-polling session encoded it.)"""
+    if pkt.binary:
+        first, payload = _BINARY, bytes(pkt.data)
     else:
-        first, payload = _BINARY, data
+        first, payload = _TEXT, pkt.encode().encode()
     n = len(payload)
     if n < 126:
         header = struct.pack("!BB", first, n)

@@ -11,6 +11,7 @@
 "use strict";
 const http = require("http");
 const { performance } = require("perf_hooks");
+const fs = require("fs");
 const readline = require("readline");
 const WebSocket = require("ws");
 const notepack = require("notepack.io"); // what socket.io-msgpack-parser encodes with
@@ -237,6 +238,13 @@ function percentile(sorted, p) {
 
 const round = (x, digits = 1) => (x === null ? null : Number(x.toFixed(digits)));
 
+// CPU time (user + system, in clock ticks of 10 ms) the server process has used
+function serverTicks(pid) {
+  if (!pid) return null;
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
 // -- S1 / S3: room fan-out ------------------------------------------------------
 
 class Room {
@@ -300,6 +308,7 @@ async function fanout(cfg) {
                            windowCount: 0, windowOpen: true });
     const perRoom = rate / rooms.length;
     const cpuStart = process.cpuUsage();
+    const ticksStart = serverTicks(cfg.serverPid);
     const start = now();
     let sent = 0;
     let acked = 0;
@@ -321,6 +330,7 @@ async function fanout(cfg) {
     }
     const window = (now() - start) / 1000;
     const cpu = process.cpuUsage(cpuStart);
+    const ticks = ticksStart === null ? null : serverTicks(cfg.serverPid) - ticksStart;
     stats.windowOpen = false;
     const windowCount = stats.windowCount;
     const expected = sent * (receivers / rooms.length);
@@ -337,6 +347,7 @@ async function fanout(cfg) {
       max_ms: round(sorted.length ? sorted[sorted.length - 1] : null),
       // this generator's CPU use while sending: near 100 % it, not the server, is the limit
       loadgen_cpu_pct: Math.round((cpu.user + cpu.system) / 10 / (window * 1000)),
+      server_cpu_pct: ticks === null ? null : Math.round(ticks / window),
     };
     result.ok = result.p99_ms !== null && result.p99_ms < cfg.p99LimitMs && result.lost === 0
       && result.repeated === 0 && refused === 0 && stats.count === expected;
@@ -347,6 +358,8 @@ async function fanout(cfg) {
   const out = { scenario: "fanout", clients: clients.length, polling: pollingPerRoom * cfg.rooms };
   let index = 0;
   out.moderate = await phase(index++, cfg.moderateRate, cfg.moderateSeconds);
+  // the server's CPU at a fixed load it can carry: how much each delivery costs it
+  out.fixed = await phase(index++, cfg.fixedRate, cfg.moderateSeconds);
   out.steps = [];
   let best = null;
   for (const rate of cfg.rates) {
@@ -463,7 +476,7 @@ async function storm(cfg) {
 // -- main -----------------------------------------------------------------------
 
 const DEFAULTS = {
-  serializer: "msgpack", rooms: 10, members: 100, polling: 0, moderateRate: 100,
+  serializer: "msgpack", rooms: 10, members: 100, polling: 0, moderateRate: 100, fixedRate: 400,
   moderateSeconds: 3, stepSeconds: 2.5, p99LimitMs: 100, drainSeconds: 5,
   // sends per second (x 99 receivers = deliveries per second), until p99 >= 100 ms
   rates: [50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300,
