@@ -138,7 +138,13 @@ class Outbox:
     def flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         for socket in dirty:
-            socket.flush()
+            try:
+                socket.flush()
+            except Exception:  # one broken connection must not stall the others
+                log.exception("eio_sid=%s: write failed; dropping the connection", socket.sid)
+                socket._out = None
+                if socket.transport is not None:
+                    socket.transport.abort()
 
 
 class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
