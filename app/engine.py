@@ -99,7 +99,10 @@ from engineio.payload import Payload
 from socketio import packet
 
 from .errors import ChatError, ErrorCode
-from .transport import SLOW_CONSUMER, Outbox, RoomcastSocket, RoomcastWebSocket, ws_frame
+from .transport import (
+    SLOW_CONSUMER, Outbox, RoomcastSocket, RoomcastWebSocket, drop_websocket, run_websocket,
+    ws_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +156,12 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
                         request.content_length, self.max_http_buffer_size)
         if (request.method != "GET" or request.query.get("transport") != "polling"
                 or not sid or "upgrade" in request.headers.get("Connection", "").lower()):
-            return await super().handle_request(*args, **kwargs)
+            try:
+                response = await super().handle_request(*args, **kwargs)
+            except BaseException:
+                drop_websocket(request)
+                raise
+            return await run_websocket(request, response)  # a WebSocket's whole life
         if sid in self._polling:
             log.warning("closing eio_sid=%s: a second concurrent poll", sid)
             socket = self.sockets.get(sid)

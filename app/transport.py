@@ -20,7 +20,9 @@ engine swaps the class of each new session, :meth:`RoomcastSocket.adopt`):
   allows even when permessage-deflate was negotiated.
 * **A lean reader.** The WebSocket reader awaits the next message directly
   (python-engineio wrapped every read in a new task and a ``wait_for``); dead
-  peers are found by the heartbeat instead.
+  peers are found by the heartbeat instead. It runs from the top of the
+  request handler (:func:`run_websocket`), so python-engineio's handshake
+  call chain, and what its frames hold, is freed once the connection is up.
 * **Heartbeat on timers.** Pings and their timeout checks are event-loop
   timers, not a sleeping task per session (a task costs memory on every idle
   connection), and a silent peer is dropped as soon as its ping timeout
@@ -39,10 +41,12 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
 import engineio
+from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as aiohttp_driver
 from engineio.async_socket import AsyncSocket
@@ -118,6 +122,26 @@ WRITTEN = _Written()
 def _size(pkt: Any) -> int:
     data = getattr(pkt, "data", None)
     return len(data) if isinstance(data, (bytes, str)) else 16
+
+
+# the read loop a WebSocket handshake leaves on its request, for the handler to run
+READER = web.RequestKey("roomcast_websocket_reader", Coroutine[Any, Any, None])
+
+
+async def run_websocket(request: Any, response: Any) -> Any:
+    """Run the read loop a WebSocket handshake left on ``request`` (if any), for
+    the life of the connection, then return ``response`` to aiohttp."""
+    reader = request.pop(READER, None)
+    if reader is not None:
+        await reader
+    return response
+
+
+def drop_websocket(request: Any) -> None:
+    """The request failed after its handshake: close the read loop unrun."""
+    reader = request.pop(READER, None)
+    if reader is not None:
+        reader.close()
 
 
 class Outbox:
@@ -309,11 +333,12 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
 
     # -- WebSocket ----------------------------------------------------------
 
-    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
-        self.request = environ["aiohttp.request"]
-        return await super()._upgrade_websocket(environ)
-
     async def _websocket_handler(self, ws: Any) -> None:
+        """The handshake (or upgrade probe) here, at the bottom of python-engineio's
+        call chain; the read loop is left for the top of the request handler to
+        run (:func:`run_websocket`), so the chain's frames, and the handshake
+        they hold, are not kept alive for as long as the connection lasts."""
+        self.request = ws.environ["aiohttp.request"]
         if self.connected:  # an upgrade from long-polling: the probe first
             if not await self._probe(ws):
                 return
@@ -322,6 +347,9 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
         self.upgraded = True
         self._ws = ws
         self._go_direct()
+        self.request[READER] = self._read(ws)
+
+    async def _read(self, ws: Any) -> None:
         try:
             while not self.closed:
                 data = await ws.wait()  # raises OSError once the connection ends

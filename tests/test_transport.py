@@ -110,6 +110,35 @@ async def test_an_idle_websocket_costs_only_aiohttps_tasks(served: Served) -> No
     await until(lambda: len(asyncio.all_tasks()) <= before - 2, TIMEOUT)
 
 
+def awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """The qualified names of the coroutines a task is suspended in, outermost first."""
+    names = []
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        names.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    return names
+
+
+async def test_an_open_websocket_keeps_no_handshake_frames(served: Served,
+                                                           peer: PeerFactory) -> None:
+    """While a WebSocket is open, its request handler runs the read loop from the
+    top: python-engineio's handshake chain (and what its frames hold) is gone."""
+    client = await RawClient.open(served.url, "websocket", served.settings.serializer)
+    upgraded = await peer("upgraded", transports=["polling", "websocket"])
+    try:
+        assert (await client.connect({"name": "raw"}))["type"] == CONNECT
+        await until(lambda: upgraded.sio.transport() == "websocket")
+        chains = [awaiting(t) for t in asyncio.all_tasks()]
+        readers = [chain for chain in chains if "RoomcastSocket._read" in chain]
+        assert len(readers) == 2, chains
+        for chain in readers:
+            assert not {"AsyncServer._handle_connect", "AsyncSocket.handle_get_request",
+                        "AsyncSocket._upgrade_websocket"} & set(chain), chain
+    finally:
+        await client.close()
+
+
 async def test_server_close_sends_close_then_ends_the_websocket(served: Served) -> None:
     """Closing a direct session from the server writes Engine.IO CLOSE and then
     ends the connection (the reader is not left waiting)."""
