@@ -93,6 +93,11 @@ def _room(payload: dict[Any, Any]) -> RoomName:
     return RoomName(room)
 
 
+# The largest seq a request may name: every client (JavaScript's numbers too)
+# holds it exactly, and every store's integer column takes it.
+MAX_SEQ = 2**53 - 1
+
+
 def _int(payload: dict[Any, Any], key: str, *, low: int, high: int | None = None,
          default: int | None = None) -> int | None:
     value = payload.get(key)
@@ -121,7 +126,7 @@ def parse_name(auth: object) -> str:
 
 def parse_join(data: object) -> JoinRequest:
     payload = _payload(data)
-    return JoinRequest(_room(payload), _int(payload, "since", low=0))
+    return JoinRequest(_room(payload), _int(payload, "since", low=0, high=MAX_SEQ))
 
 
 def parse_leave(data: object) -> LeaveRequest:
@@ -150,8 +155,8 @@ def parse_send(data: object, *, max_text_length: int) -> SendRequest:
 def parse_history(data: object) -> HistoryRequest:
     payload = _payload(data)
     room = _room(payload)
-    before = _int(payload, "before", low=1)
-    after = _int(payload, "after", low=0)
+    before = _int(payload, "before", low=1, high=MAX_SEQ)
+    after = _int(payload, "after", low=0, high=MAX_SEQ)
     if before is not None and after is not None:
         raise _bad("give before or after, not both")
     limit = _int(payload, "limit", low=1, high=HISTORY_MAX, default=HISTORY_DEFAULT)

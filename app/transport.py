@@ -124,6 +124,25 @@ def _size(pkt: Any) -> int:
     return len(data) if isinstance(data, (bytes, str)) else 16
 
 
+# What a WebSocket's environ needs only for the handshake. The dict lives as long
+# as the connection (python-socketio keeps it for the namespace handlers, which
+# read REMOTE_ADDR and the forwarding headers, and for the Admin UI, which shows
+# the other headers), so these go once the connection is up: about 1 KB each.
+_HANDSHAKE_ONLY = frozenset({
+    "HTTP_SEC_WEBSOCKET_KEY", "HTTP_SEC_WEBSOCKET_VERSION", "HTTP_SEC_WEBSOCKET_EXTENSIONS",
+    "HTTP_UPGRADE", "HTTP_CONNECTION", "RAW_URI", "REQUEST_METHOD", "SCRIPT_NAME",
+    "SERVER_SOFTWARE", "SERVER_PROTOCOL", "SERVER_NAME", "SERVER_PORT", "REMOTE_PORT",
+    "wsgi.input", "wsgi.errors", "wsgi.version", "wsgi.async", "wsgi.multithread",
+    "wsgi.multiprocess", "wsgi.run_once",
+})
+
+
+def _slim(environ: dict[str, Any]) -> None:
+    kept = {key: value for key, value in environ.items() if key not in _HANDSHAKE_ONLY}
+    environ.clear()  # frees the table sized for all of them
+    environ.update(kept)
+
+
 # the read loop a WebSocket handshake leaves on its request, for the handler to run
 READER = web.RequestKey("roomcast_websocket_reader", Coroutine[Any, Any, None])
 
@@ -346,6 +365,7 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
             self.connected = True
         self.upgraded = True
         self._ws = ws
+        _slim(ws.environ)
         self._go_direct()
         self.request[READER] = self._read(ws)
 

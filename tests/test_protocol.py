@@ -51,6 +51,7 @@ def test_join_parses_room_and_since() -> None:
     None, [], "lobby", 3, {}, {"room": ""}, {"room": "x" * 65}, {"room": "has space"},
     {"room": "café"}, {"room": "a/b"}, {"room": 5}, {"room": "x", "since": -1},
     {"room": "x", "since": "3"}, {"room": "x", "since": True}, {"room": "x", "since": 1.5},
+    {"room": "x", "since": 2**53}, {"room": "x", "since": 2**63},
 ])
 def test_join_refuses_malformed(payload: object) -> None:
     """A malformed join payload is bad_request."""
@@ -80,7 +81,8 @@ def test_history_arguments() -> None:
     assert parse_history({"room": "r", "after": 0}).after == 0
     for bad in ({"room": "r", "before": 1, "after": 0}, {"room": "r", "limit": 0},
                 {"room": "r", "limit": 201}, {"room": "r", "before": 0},
-                {"room": "r", "after": -1}, {"room": "r", "limit": "5"}):
+                {"room": "r", "after": -1}, {"room": "r", "limit": "5"},
+                {"room": "r", "before": 2**63}, {"room": "r", "after": 2**64}):
         assert code_of(parse_history, bad) == ErrorCode.BAD_REQUEST, bad
 
 

@@ -45,12 +45,17 @@ async def tasks_started_by(action: Callable[[], Awaitable[Any]]) -> int:
 async def test_every_session_is_ours_and_websocket_ones_write_directly(
         served: Served, transport: str) -> None:
     """A new session is a RoomcastSocket; on WebSocket it writes to its transport
-    directly, on long-polling it keeps a queue."""
+    directly and keeps a slimmed environ, on long-polling it keeps a queue."""
     client = await RawClient.open(served.url, transport, served.settings.serializer)
     try:
         assert (await client.connect({"name": "raw"}))["type"] == CONNECT
         socket = session(served, client.sid)
         assert socket.direct is (transport == "websocket")
+        environ = served.app[SIO_KEY].environ[client.sid]
+        assert environ["REMOTE_ADDR"] == "127.0.0.1" and "HTTP_HOST" in environ
+        # once a WebSocket is up, what only its handshake needed is dropped
+        if transport == "websocket":
+            assert not {"HTTP_SEC_WEBSOCKET_KEY", "wsgi.input"} & set(environ)
         assert await client.call("rooms") == {"ok": True, "rooms": []}
     finally:
         await client.close()
