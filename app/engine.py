@@ -212,6 +212,13 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         self._connect_deadlines[eio_sid] = asyncio.get_running_loop().call_later(
             self.connect_timeout, self._connect_deadline, eio_sid)
 
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await super()._handle_connect(eio_sid, namespace, data)
+        if self.manager.sid_from_eio_sid(eio_sid, namespace or "/") is not None:
+            deadline = self._connect_deadlines.pop(eio_sid, None)  # joined: not needed now
+            if deadline is not None:
+                deadline.cancel()
+
     def _connect_deadline(self, eio_sid: str) -> None:
         self._connect_deadlines.pop(eio_sid, None)
         joined = any(self.manager.sid_from_eio_sid(eio_sid, ns) is not None
