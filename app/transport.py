@@ -93,6 +93,11 @@ class MeteredQueue(asyncio.Queue[Any]):
         return item
 
 
+def _size(pkt: Any) -> int:
+    data = getattr(pkt, "data", None)
+    return len(data) if isinstance(data, (bytes, str)) else 16
+
+
 class _Written:
     """The queue of a session that writes directly: always empty, since what
     is sent is written at once. One shared instance stands in for the
@@ -117,11 +122,6 @@ class _Written:
 
 
 WRITTEN = _Written()
-
-
-def _size(pkt: Any) -> int:
-    data = getattr(pkt, "data", None)
-    return len(data) if isinstance(data, (bytes, str)) else 16
 
 
 # What a WebSocket's environ needs only for the handshake. The dict lives as long

@@ -47,6 +47,7 @@ class ThrowawayRedis:
         self.port = free_port()
         self.workdir = workdir
         self.proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Future[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -109,19 +110,19 @@ class ThrowawayPostgres:
         return await self.start()
 
     async def start(self) -> ThrowawayPostgres:
+        """Start the server and wait for its own word that it accepts connections."""
         self.proc = await asyncio.create_subprocess_exec(
             *self._as_postgres(str(self.bin / "postgres"), "-D", str(self.datadir),
                                "-p", str(self.port), "-k", str(self.datadir),
                                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        log = self.proc.stderr
+        assert log is not None
         async with asyncio.timeout(20):
-            while True:
-                try:
-                    conn = await asyncpg.connect(self.url)
-                    await conn.close()
-                    return self
-                except (OSError, asyncpg.PostgresError):
-                    await asyncio.sleep(0.1)  # waiting for the server to accept
+            while b"ready to accept connections" not in (line := await log.readline()):
+                assert line, "postgres exited before it was ready"
+        self._drain = asyncio.ensure_future(log.read())  # never let its log pipe fill
+        return self
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -129,6 +130,8 @@ class ThrowawayPostgres:
             pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
             os.kill(pid, signal.SIGQUIT)  # immediate shutdown: like a crash
             await asyncio.wait_for(self.proc.wait(), 20)
+            if self._drain is not None:
+                await self._drain
 
     def remove(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
