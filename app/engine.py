@@ -70,17 +70,22 @@ that changes the behaviour underneath fails loudly:
   a POST over about 64 KB (a burst of sends, a long text) was cut short and
   its packets lost.
 
-Session-level changes (direct WebSocket writes, the lean reader, heartbeat
-timers, the metered queue, POST bodies) live in :mod:`app.transport`.
+* **The peer's address.** The aiohttp driver put ``REMOTE_ADDR = 127.0.0.1``
+  in every session's environ; ours is the connection's peer.
+
+Session-level changes (direct WebSocket writes, no reader task, heartbeat
+timers, the metered queue, POST bodies) live in :mod:`app.transport`; the
+WebSocket connection itself, taken from aiohttp after the handshake, in
+:mod:`app.websocket`.
 * **Malformed EVENT packets.** An EVENT whose data is empty or whose first
   element is not a string raised inside the library (logged as an error with
   a traceback, no ack). We answer ``bad_request`` when an ack was asked for
   and drop it otherwise.
 
-This module and :mod:`app.transport` reach below the public API
+This module and :mod:`app.transport` reach below the libraries' public API
 (``_handle_event``, ``_send_packet``, ``_send_eio_packet``,
 ``_handle_eio_disconnect``, ``_upgrades``, Engine.IO sockets and their
-queues); nothing else in Roomcast does.
+queues), and :mod:`app.websocket` below aiohttp's; nothing else in Roomcast does.
 """
 
 from __future__ import annotations
@@ -95,14 +100,13 @@ import aiohttp.web
 import engineio
 import socketio
 from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as aiohttp_driver
 from engineio.payload import Payload
 from socketio import packet
 
 from .errors import ChatError, ErrorCode
-from .transport import (
-    SLOW_CONSUMER, Outbox, RoomcastSocket, RoomcastWebSocket, drop_websocket, run_websocket,
-    ws_frame,
-)
+from .transport import SLOW_CONSUMER, Outbox, RoomcastSocket, ws_frame
+from .websocket import OpenConnections
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +127,10 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._async = dict(self._async, websocket=RoomcastWebSocket)  # not the module's
+        self._async = dict(self._async, translate_request=translate_request)
         self._polling: set[str] = set()  # sessions with a long-poll GET waiting
         self.outbox = Outbox()
+        self.connections = OpenConnections()  # WebSockets taken over from aiohttp
 
     async def cut_slow_consumer(self, socket: RoomcastSocket) -> None:
         """Disconnect a session whose peer has fallen too far behind (reason
@@ -156,12 +161,7 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
                         request.content_length, self.max_http_buffer_size)
         if (request.method != "GET" or request.query.get("transport") != "polling"
                 or not sid or "upgrade" in request.headers.get("Connection", "").lower()):
-            try:
-                response = await super().handle_request(*args, **kwargs)
-            except BaseException:
-                drop_websocket(request)
-                raise
-            return await run_websocket(request, response)  # a WebSocket's whole life
+            return await super().handle_request(*args, **kwargs)
         if sid in self._polling:
             log.warning("closing eio_sid=%s: a second concurrent poll", sid)
             socket = self.sockets.get(sid)
@@ -181,8 +181,19 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
         return super()._upgrades(sid, transport)
 
 
+def translate_request(request: aiohttp.web.Request) -> dict[str, Any]:
+    """The aiohttp driver's environ, with the peer's true address (the driver
+    says 127.0.0.1 for every client)."""
+    environ: dict[str, Any] = aiohttp_driver.translate_request(request)
+    environ["REMOTE_ADDR"] = request.remote or ""
+    return environ
+
+
 def abort_transport(socket: RoomcastSocket) -> None:
     """Drop a session's connection at once, unsent data and all."""
+    if socket._ws is not None:
+        socket._ws.abort()
+        return
     transport = getattr(socket.request, "transport", None)
     if transport is not None:
         transport.abort()

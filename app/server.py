@@ -28,6 +28,7 @@ from .page import setup_page
 from .presence import open_presence
 from .settings import Settings
 from .store import StoreFactory, open_store
+from .websocket import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -152,4 +153,5 @@ async def _disconnect_clients(app: web.Application) -> None:
         app[CHAT_KEY].draining = True  # /readyz answers 503 from now on
     count = await sio.close_all_sessions()
     log.info("shutting down: closed %d connections", count)
+    await sio.eio.connections.wait_closed(CLOSE_TIMEOUT)  # their closing handshakes
     await sio.shutdown()

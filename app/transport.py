@@ -16,13 +16,13 @@ engine swaps the class of each new session, :meth:`RoomcastSocket.adopt`):
   loop go out in one write per connection (:class:`Outbox`). The kernel and the event loop's
   transport buffer what the peer has not read yet; a peer whose buffer passes
   ``max_backlog_bytes`` is cut off as a slow consumer, so nobody else waits
-  and memory stays bounded. Frames are sent uncompressed, which RFC 7692
-  allows even when permessage-deflate was negotiated.
-* **A lean reader.** The WebSocket reader awaits the next message directly
-  (python-engineio wrapped every read in a new task and a ``wait_for``); dead
-  peers are found by the heartbeat instead. It runs from the top of the
-  request handler (:func:`run_websocket`), so python-engineio's handshake
-  call chain, and what its frames hold, is freed once the connection is up.
+  and memory stays bounded.
+* **No reader task.** A WebSocket is taken from aiohttp once its handshake is
+  answered (:mod:`app.websocket`), and its messages come to
+  :meth:`RoomcastSocket.ws_message` from the event loop: a task handles them
+  only while some are waiting (python-engineio kept a reader task, and wrapped
+  every read in one more task and a ``wait_for``). An idle connection has no
+  task at all; dead peers are found by the heartbeat.
 * **Heartbeat on timers.** Pings and their timeout checks are event-loop
   timers, not a sleeping task per session (a task costs memory on every idle
   connection), and a silent peer is dropped as soon as its ping timeout
@@ -31,7 +31,7 @@ engine swaps the class of each new session, :meth:`RoomcastSocket.adopt`):
   (:class:`MeteredQueue`), and its POST bodies are read whole and checked.
 
 This module reaches below python-engineio's public API (``AsyncSocket``
-internals, ``_websocket_handler``, the aiohttp driver's ``WebSocket``);
+internals, ``_upgrade_websocket``);
 ``tests/test_transport.py`` fails loudly if the library changes under it.
 """
 
@@ -41,15 +41,14 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Coroutine
 from typing import Any
 
-import aiohttp
 import engineio
 from aiohttp import web
 from engineio import packet as eio_packet
-from engineio.async_drivers import aiohttp as aiohttp_driver
 from engineio.async_socket import AsyncSocket
+
+from .websocket import PAUSE_BYTES, HandedOff, WebSocketConnection, take_over
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ _HANDSHAKE_ONLY = frozenset({
     "HTTP_UPGRADE", "HTTP_CONNECTION", "RAW_URI", "REQUEST_METHOD", "SCRIPT_NAME",
     "SERVER_SOFTWARE", "SERVER_PROTOCOL", "SERVER_NAME", "SERVER_PORT", "REMOTE_PORT",
     "wsgi.input", "wsgi.errors", "wsgi.version", "wsgi.async", "wsgi.multithread",
-    "wsgi.multiprocess", "wsgi.run_once",
+    "wsgi.multiprocess", "wsgi.run_once", "aiohttp.request",
 })
 
 
@@ -141,26 +140,6 @@ def _slim(environ: dict[str, Any]) -> None:
     kept = {key: value for key, value in environ.items() if key not in _HANDSHAKE_ONLY}
     environ.clear()  # frees the table sized for all of them
     environ.update(kept)
-
-
-# the read loop a WebSocket handshake leaves on its request, for the handler to run
-READER = web.RequestKey("roomcast_websocket_reader", Coroutine[Any, Any, None])
-
-
-async def run_websocket(request: Any, response: Any) -> Any:
-    """Run the read loop a WebSocket handshake left on ``request`` (if any), for
-    the life of the connection, then return ``response`` to aiohttp."""
-    reader = request.pop(READER, None)
-    if reader is not None:
-        await reader
-    return response
-
-
-def drop_websocket(request: Any) -> None:
-    """The request failed after its handshake: close the read loop unrun."""
-    reader = request.pop(READER, None)
-    if reader is not None:
-        reader.close()
 
 
 class Outbox:
@@ -190,27 +169,6 @@ class Outbox:
                     socket.transport.abort()
 
 
-class RoomcastWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
-    """The aiohttp driver's WebSocket, logging why an incoming message was refused
-    and closing on a frame that is not Engine.IO."""
-
-    async def wait(self) -> Any:
-        msg = await self._sock.receive()
-        if msg.type == aiohttp.WSMsgType.ERROR:
-            log.warning("closing a WebSocket: %s", msg.data)  # e.g. message too big
-        if not isinstance(msg.data, (bytes, str)):
-            raise OSError()
-        if isinstance(msg.data, str) and not (msg.data and msg.data[0] in "0123456"):
-            # not an Engine.IO packet: python-engineio would raise out of its
-            # handler (a traceback, and a session left open until the heartbeat)
-            log.warning("closing a WebSocket: invalid Engine.IO packet %r", msg.data[:20])
-            transport = self.environ["aiohttp.request"].transport
-            if transport is not None:
-                transport.abort()  # no closing handshake with a peer that speaks garbage
-            raise OSError()
-        return msg.data
-
-
 class _ExactBody:
     """``wsgi.input`` whose ``read(n)`` returns all ``n`` bytes. python-engineio
     reads a POST with one ``read(content_length)``, and aiohttp's stream returns
@@ -228,9 +186,13 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
     """python-engineio's session, with direct WebSocket writes and timer heartbeats."""
 
     # set by adopt(); class defaults keep mypy and a half-adopted socket honest
-    transport: asyncio.Transport | None = None
-    request: Any = None  # the aiohttp request that carries the connection
-    _ws: Any = None  # the driver's WebSocket, once upgraded
+    transport: asyncio.Transport | None = None  # set while writes go direct
+    request: Any = None  # a long-polling session's first request (cut off through it)
+    _ws: WebSocketConnection | None = None  # the WebSocket, once one is taken over
+    _probe: str | None = None  # the upgrade message expected next, while upgrading
+    _inbox: list[str | bytes] | None = None  # messages read, not yet handled
+    _inbox_bytes = 0
+    _pump: asyncio.Future[None] | None = None  # handles the inbox while it has any
     max_backlog_bytes = 4_000_000
     _out: list[bytes] | None = None  # frames written this turn of the loop
     _out_bytes = 0
@@ -240,6 +202,8 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
     last_ping: float | None
     queue: Any  # MeteredQueue, or WRITTEN once writes go direct
     connected: bool
+    upgraded: bool
+    upgrading: bool
 
     @classmethod
     def adopt(cls, socket: AsyncSocket, max_backlog_bytes: int) -> RoomcastSocket:
@@ -352,69 +316,136 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
 
     # -- WebSocket ----------------------------------------------------------
 
-    async def _websocket_handler(self, ws: Any) -> None:
-        """The handshake (or upgrade probe) here, at the bottom of python-engineio's
-        call chain; the read loop is left for the top of the request handler to
-        run (:func:`run_websocket`), so the chain's frames, and the handshake
-        they hold, are not kept alive for as long as the connection lasts."""
-        self.request = ws.environ["aiohttp.request"]
-        if self.connected:  # an upgrade from long-polling: the probe first
-            if not await self._probe(ws):
-                return
-        else:
-            self.connected = True
-        self.upgraded = True
-        self._ws = ws
-        _slim(ws.environ)
-        self._go_direct()
-        self.request[READER] = self._read(ws)
+    async def handle_get_request(self, environ: dict[str, Any]) -> Any:
+        """A WebSocket request is one whatever its Connection header says (which
+        :func:`take_over` checks): python-engineio served a new WebSocket session
+        whose request lacked ``Connection: upgrade`` as a poll, and failed (500)."""
+        if (environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+                and "transport=websocket" in environ.get("QUERY_STRING", "")):
+            return await self._upgrade_websocket(environ)
+        return await super().handle_get_request(environ)
 
-    async def _read(self, ws: Any) -> None:
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+        """A WebSocket request for this session: a new connection, or an upgrade
+        from long-polling. Answer its handshake and take the connection from
+        aiohttp (:func:`app.websocket.take_over`); the request handler returns at
+        once, and what arrives is read by the connection (:meth:`ws_message`)."""
+        request = environ["aiohttp.request"]
+        if self.upgraded or self._ws is not None:
+            log.info("eio_sid=%s: refused a second WebSocket", self.sid)
+            return web.Response(status=400, text="already upgraded")
         try:
-            while not self.closed:
-                data = await ws.wait()  # raises OSError once the connection ends
-                if data and len(data) > self.server.max_http_buffer_size:
-                    break
-                try:
+            connection = take_over(request, self.server.connections,
+                                   self.server.max_http_buffer_size)
+        except (web.HTTPException, ConnectionResetError) as exc:
+            log.info("eio_sid=%s: WebSocket handshake refused (%s)", self.sid, exc)
+            if not self.connected:  # the session was for this connection alone
+                await self.close(wait=False, abort=True,
+                                 reason=self.server.reason.TRANSPORT_ERROR)
+            if isinstance(exc, web.HTTPException):
+                return web.Response(status=exc.status, text=exc.text, headers=exc.headers)
+            return HandedOff()
+        self._ws = connection
+        if self.connected:  # from long-polling: PING probe -> PONG probe -> UPGRADE
+            self.upgrading = True  # (polling GETs are answered NOOP meanwhile)
+            self._probe = "2probe"
+        else:
+            self.connected = self.upgraded = True
+            self.request = None  # what a polling session is cut off through
+            _slim(environ)
+            self._go_direct()
+        connection.listen(self)
+        return HandedOff()
+
+    def ws_message(self, data: str | bytes) -> None:
+        """A whole message from the WebSocket, in order. Engine.IO packets are
+        handled one after another by a task that lives while any are waiting
+        (an idle connection has none); a peer that sends faster than they are
+        handled stops being read."""
+        if self._probe is not None:
+            self._upgrade_step(data)
+            return
+        if self.closed:
+            return
+        if isinstance(data, str) and not (data and data[0] in "0123456"):
+            # not Engine.IO: python-engineio raised out of its handler (a
+            # traceback, and a session left open until the heartbeat)
+            log.warning("closing a WebSocket: invalid Engine.IO packet %r", data[:20])
+            if self._ws is not None:
+                self._ws.abort()  # no closing handshake with a peer that speaks garbage
+            return
+        if self._inbox is None:
+            self._inbox = [data]
+        else:
+            self._inbox.append(data)
+        self._inbox_bytes += len(data)
+        if self._pump is None:
+            self._pump = asyncio.ensure_future(self._handle_inbox())
+        elif self._inbox_bytes > PAUSE_BYTES and self._ws is not None:
+            self._ws.pause_reading()
+
+    async def _handle_inbox(self) -> None:
+        try:
+            while self._inbox and not self.closed:
+                batch, self._inbox, self._inbox_bytes = self._inbox, None, 0
+                if self._ws is not None:
+                    self._ws.resume_reading()
+                for data in batch:
+                    if self.closed:
+                        break
                     await self.receive(eio_packet.Packet(encoded_packet=data))
-                except engineio.exceptions.UnknownPacketError:
-                    pass
-        except OSError:
-            pass  # the connection ended
-        except engineio.exceptions.SocketIsClosedError:
+        except (engineio.exceptions.UnknownPacketError,
+                engineio.exceptions.SocketIsClosedError):
             pass
         except Exception:
             log.exception("closing eio_sid=%s: error reading the WebSocket", self.sid)
+            if self._ws is not None:
+                self._ws.abort()
         finally:
-            self.transport = None
-            await self.close(wait=False, abort=True,
-                             reason=self.server.reason.TRANSPORT_CLOSE)
-            await ws.close()
+            self._pump = None
+            self._inbox = None
+            if self._ws is None and not self.closed:  # the peer left meanwhile
+                await self._transport_closed()
 
-    async def _probe(self, ws: Any) -> bool:
-        """The upgrade handshake, as python-engineio does it: PING probe -> PONG
-        probe, end the pending poll, then UPGRADE."""
-        self.upgrading = True  # hold packet sends during the upgrade
-        try:
-            pkt = eio_packet.Packet(encoded_packet=await ws.wait())
-            if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
-                log.info("eio_sid=%s: failed WebSocket upgrade, no probe", self.sid)
-                return False
-            await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
-            await self.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the poll
-            pkt = eio_packet.Packet(encoded_packet=await ws.wait())
-            if pkt.packet_type != eio_packet.UPGRADE:
-                log.info("eio_sid=%s: failed WebSocket upgrade, no UPGRADE", self.sid)
-                return False
-            return True
-        except OSError:
-            return False
-        finally:
+    def ws_closed(self) -> None:
+        """The connection ended (the peer left, or its closing handshake is done)."""
+        self._ws = None
+        if self._probe is not None:  # a failed upgrade: the session stays on polling
+            self._probe = None
             self.upgrading = False
+            return
+        self.transport = None
+        if self._pump is None and not self.closed:  # else it closes once drained
+            asyncio.ensure_future(self._transport_closed())
+
+    async def _transport_closed(self) -> None:
+        self.stop_timers()
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    def _upgrade_step(self, data: str | bytes) -> None:
+        """One message of the upgrade handshake, as python-engineio does it: answer
+        the probe and end the pending poll; on UPGRADE, switch to direct writes."""
+        connection = self._ws
+        assert connection is not None
+        if self._probe == "2probe" and data == "2probe":
+            connection.write(ws_frame(eio_packet.Packet(eio_packet.PONG, data="probe")))
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the poll
+            self._probe = "5"
+            return
+        self._probe = None
+        self.upgrading = False
+        if data == "5" and not self.closed:
+            self.upgraded = True
+            self._go_direct()
+            return
+        log.info("eio_sid=%s: failed WebSocket upgrade (got %r)", self.sid, data[:20])
+        self._ws = None
+        connection.listener = None
+        connection.close(wait=False)
 
     def _go_direct(self) -> None:
         """Write what was queued while on long-polling, then switch to direct writes."""
-        transport = self.request.transport if self.request is not None else None
+        transport = self._ws.transport if self._ws is not None else None
         if transport is None:
             return
         frames = []
@@ -430,12 +461,12 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
 
     async def close(self, wait: bool = True, abort: bool = False,
                     reason: str | None = None) -> None:
-        was_open = not (self.closed or self.closing)
         await super().close(wait=False if self.direct else wait, abort=abort, reason=reason)
         self.stop_timers()
-        if was_open and self.transport is not None:
-            # the reader is waiting on the socket: end the connection with a
-            # closing handshake (our CLOSE packet, if any, is written first)
+        connection, self._ws = self._ws, None
+        if connection is not None:
+            # our CLOSE packet (if any) first, then the WebSocket closing handshake
             self.flush()
             self.transport = None
-            asyncio.ensure_future(self._ws.close())
+            connection.listener = None
+            connection.close()
