@@ -334,9 +334,11 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
         if self.upgraded or self._ws is not None:
             log.info("eio_sid=%s: refused a second WebSocket", self.sid)
             return web.Response(status=400, text="already upgraded")
+        # a new session's OPEN goes out with the 101, in one write
+        first = b"" if self.connected else self._queued_frames()
         try:
             connection = take_over(request, self.server.connections,
-                                   self.server.max_http_buffer_size)
+                                   self.server.max_http_buffer_size, then=first)
         except (web.HTTPException, ConnectionResetError) as exc:
             log.info("eio_sid=%s: WebSocket handshake refused (%s)", self.sid, exc)
             if not self.connected:  # the session was for this connection alone
@@ -443,19 +445,24 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
         connection.listener = None
         connection.close(wait=False)
 
-    def _go_direct(self) -> None:
-        """Write what was queued while on long-polling, then switch to direct writes."""
-        transport = self._ws.transport if self._ws is not None else None
-        if transport is None:
-            return
+    def _queued_frames(self) -> bytes:
+        """Take what is queued, as WebSocket frames."""
         frames = []
         while not self.queue.empty():
             pkt = self.queue.get_nowait()
             self.queue.task_done()
             if pkt is not None:
                 frames.append(ws_frame(pkt))
+        return b"".join(frames)
+
+    def _go_direct(self) -> None:
+        """Write what was queued while on long-polling, then switch to direct writes."""
+        transport = self._ws.transport if self._ws is not None else None
+        if transport is None:
+            return
+        frames = self._queued_frames()
         if frames:
-            transport.write(b"".join(frames))
+            transport.write(frames)
         self.transport = transport
         self.queue = WRITTEN
 

@@ -133,12 +133,13 @@ class HandedOff(web.StreamResponse):
         return None
 
 
-def take_over(request: web.BaseRequest, registry: OpenConnections,
-              max_size: int) -> WebSocketConnection:
-    """Answer the WebSocket handshake of ``request`` and take its connection from
-    aiohttp; the handler then returns :class:`HandedOff`. Raises HandshakeError
-    (or HTTPUpgradeRequired) for a bad handshake, ConnectionResetError if the
-    peer is already gone. Nothing is read until :meth:`WebSocketConnection.listen`."""
+def take_over(request: web.BaseRequest, registry: OpenConnections, max_size: int,
+              then: bytes = b"") -> WebSocketConnection:
+    """Answer the WebSocket handshake of ``request`` (with the frames ``then``, in
+    the same write) and take its connection from aiohttp; the handler then
+    returns :class:`HandedOff`. Raises HandshakeError (or HTTPUpgradeRequired)
+    for a bad handshake, ConnectionResetError if the peer is already gone.
+    Nothing is read until :meth:`WebSocketConnection.listen`."""
     response = accept(request)
     protocol: Any = request.protocol
     transport = request.transport
@@ -155,7 +156,7 @@ def take_over(request: web.BaseRequest, registry: OpenConnections,
     # the connection: its handler, parser and request are freed once it returns.
     protocol.transport = None
     protocol.connection_lost(None)
-    transport.write(response)
+    transport.write(response + then)
     try:
         transport.resume_reading()  # aiohttp may have paused it while it buffered
     except (AttributeError, NotImplementedError, RuntimeError):

@@ -6,6 +6,8 @@ fix, one of these fails."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import string
 from typing import Any
 
 import pytest
@@ -16,6 +18,8 @@ from app.keys import SIO_KEY
 
 from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served, until
 from .rawclient import ACK, CONNECT, EIO_CLOSE, EIO_MESSAGE, EVENT, RawClient, encode_sio
+
+URLSAFE = set(string.ascii_letters + string.digits + "-_")
 
 
 async def raw(served: Served, transport: str, name: str = "raw") -> RawClient:
@@ -222,3 +226,14 @@ async def test_a_post_that_is_not_engineio_closes_the_session(served: Served) ->
         assert served.chat.connections == {}
     finally:
         await client.close()
+
+
+async def test_session_ids_are_unique_and_unguessable_from_the_pool(served: Served) -> None:
+    """Ids drawn from the pooled entropy keep python-engineio's form (20 base64url
+    characters: 12 random bytes and a counter) and never repeat, across refills."""
+    eio = served.app[SIO_KEY].eio
+    ids = [eio.generate_id() for _ in range(1000)]  # about four refills of the pool
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 20 and set(i) <= URLSAFE for i in ids)
+    randoms = {base64.urlsafe_b64decode(i)[:12] for i in ids}
+    assert len(randoms) == len(ids)  # the random part differs too, not just the counter
