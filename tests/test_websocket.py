@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from app import transport as transport_module
 from app import websocket
 from app.keys import SIO_KEY
 from app.websocket import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, unmask
@@ -277,6 +278,36 @@ async def test_aiohttp_forgets_a_connection_it_handed_over(served: Served) -> No
         for client in clients:
             client.close()
     await until(lambda: not served.app[SIO_KEY].eio.connections)
+
+
+async def test_a_burst_over_the_inbox_bound_pauses_the_peer_and_loses_nothing(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that sends faster than its messages are handled stops being read
+    (its TCP window closes) until they are, and every message is handled, in order."""
+    monkeypatch.setattr(transport_module, "PAUSE_BYTES", 200)
+    pauses = 0
+    pause = websocket.WebSocketConnection.pause_reading
+
+    def counting_pause(self: websocket.WebSocketConnection) -> None:
+        nonlocal pauses
+        pauses += 1
+        pause(self)
+
+    monkeypatch.setattr(websocket.WebSocketConnection, "pause_reading", counting_pause)
+    client = await RawWebSocket.open(served)
+    try:
+        await client.opened()
+        serializer = served.settings.serializer
+        client.send(frame(*sio_message(serializer, {"type": CONNECT, "nsp": "/chat",
+                                                    "data": {"name": "burst"}})))
+        assert sio_packet(*(await client.read_frame())[1:])["type"] == CONNECT
+        client.send(b"".join(frame(*sio_message(serializer, {
+            "type": 2, "nsp": "/chat", "data": ["rooms"], "id": i})) for i in range(1, 501)))
+        acks = [sio_packet(*(await client.read_frame())[1:])["id"] for _ in range(500)]
+        assert acks == list(range(1, 501))
+        assert pauses > 0
+    finally:
+        client.close()
 
 
 def test_unmask_is_its_own_inverse_and_matches_the_rfc_example() -> None:
