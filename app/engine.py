@@ -94,6 +94,7 @@ import asyncio
 import base64
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -107,7 +108,7 @@ from engineio.payload import Payload
 from socketio import packet
 
 from .errors import ChatError, ErrorCode
-from .transport import SLOW_CONSUMER, Outbox, RoomcastSocket, ws_frame
+from .transport import SLOW_CONSUMER, HeldPackets, Outbox, RoomcastSocket, ws_frame
 from .websocket import OpenConnections
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,11 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
         finally:
             self._polling.discard(sid)
 
+    def create_queue(self, *args: Any, **kwargs: Any) -> Any:
+        """A new session's queue (see HeldPackets; RoomcastSocket.adopt replaces
+        it for long-polling)."""
+        return HeldPackets()
+
     def generate_id(self) -> str:
         """python-engineio's session id (12 random bytes and a 3-byte counter,
         base64url), with the random bytes drawn from a pool refilled from
@@ -194,7 +200,7 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
     def _upgrades(self, sid: str, transport: str) -> Any:
         # Called while the OPEN packet is being built, with the new session in
         # self.sockets and nothing queued yet: make it one of ours.
-        RoomcastSocket.adopt(self.sockets[sid], self.max_backlog_bytes)
+        RoomcastSocket.adopt(self.sockets[sid], self.max_backlog_bytes, transport)
         return super()._upgrades(sid, transport)
 
 
@@ -227,7 +233,10 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         self.max_backlog_packets = max_backlog_packets
         self.max_backlog_bytes = max_backlog_bytes
         self.eio.max_backlog_bytes = max_backlog_bytes
-        self._connect_deadlines: dict[str, asyncio.TimerHandle] = {}
+        # sessions not yet in a namespace -> when they must be; in connect order,
+        # so also in deadline order: one timer serves them all (see _deadlines_due)
+        self._unjoined: OrderedDict[str, float] = OrderedDict()
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     def _engineio_server_class(self) -> type:
         return RoomcastEngine
@@ -237,18 +246,31 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         if socket is not None and socket.request is None:
             socket.request = environ.get("aiohttp.request")  # to cut it off if need be
         await super()._handle_eio_connect(eio_sid, environ)
-        self._connect_deadlines[eio_sid] = asyncio.get_running_loop().call_later(
-            self.connect_timeout, self._connect_deadline, eio_sid)
+        loop = asyncio.get_running_loop()
+        self._unjoined[eio_sid] = deadline = loop.time() + self.connect_timeout
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(deadline, self._deadlines_due)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         await super()._handle_connect(eio_sid, namespace, data)
         if self.manager.sid_from_eio_sid(eio_sid, namespace or "/") is not None:
-            deadline = self._connect_deadlines.pop(eio_sid, None)  # joined: not needed now
-            if deadline is not None:
-                deadline.cancel()
+            self._unjoined.pop(eio_sid, None)  # joined: no deadline now
+
+    def _deadlines_due(self) -> None:
+        """Close the sessions whose connect deadline has passed, then wait for the
+        next one (a timer per session cost a timer set and cancelled per connection)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._deadline_timer = None
+        while self._unjoined:
+            eio_sid, deadline = next(iter(self._unjoined.items()))
+            if deadline > now:
+                self._deadline_timer = loop.call_at(deadline, self._deadlines_due)
+                return
+            del self._unjoined[eio_sid]
+            self._connect_deadline(eio_sid)
 
     def _connect_deadline(self, eio_sid: str) -> None:
-        self._connect_deadlines.pop(eio_sid, None)
         joined = any(self.manager.sid_from_eio_sid(eio_sid, ns) is not None
                      for ns in list(self.manager.get_namespaces()))
         if not joined and eio_sid in self.eio.sockets:
@@ -332,9 +354,7 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         await super()._send_eio_packet(eio_sid, pkt)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
-        deadline = self._connect_deadlines.pop(eio_sid, None)
-        if deadline is not None:
-            deadline.cancel()
+        self._unjoined.pop(eio_sid, None)
         await super()._handle_eio_disconnect(eio_sid, reason)
         # Forget the session now rather than at the service task's next sweep,
         # and end a waiting poll at once.

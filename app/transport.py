@@ -123,6 +123,36 @@ class _Written:
 WRITTEN = _Written()
 
 
+class HeldPackets(list[Any]):
+    """A new session's queue until its transport is known: a list. What a new
+    WebSocket session sends before its handshake is answered (its OPEN) waits
+    here and leaves with the 101; a long-polling session gets a MeteredQueue.
+    (An asyncio.Queue, built and dropped on every connect, cost more.)"""
+
+    bytes = 0
+
+    def qsize(self) -> int:
+        return len(self)
+
+    def empty(self) -> bool:
+        return not self
+
+    def put_nowait(self, item: Any) -> None:
+        self.append(item)
+
+    async def put(self, item: Any) -> None:
+        self.append(item)
+
+    def get_nowait(self) -> Any:
+        return self.pop(0)
+
+    def task_done(self) -> None:
+        """Nothing waits on it."""
+
+    async def join(self) -> None:
+        """Nothing waits on it."""
+
+
 # What a WebSocket's environ needs only for the handshake. The dict lives as long
 # as the connection (python-socketio keeps it for the namespace handlers, which
 # read REMOTE_ADDR and the forwarding headers, and for the Admin UI, which shows
@@ -206,12 +236,14 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
     upgrading: bool
 
     @classmethod
-    def adopt(cls, socket: AsyncSocket, max_backlog_bytes: int) -> RoomcastSocket:
+    def adopt(cls, socket: AsyncSocket, max_backlog_bytes: int,
+              transport: str) -> RoomcastSocket:
         """Turn a session python-engineio has just created into one of ours
         (before anything has been queued on it)."""
         socket.__class__ = cls
         assert isinstance(socket, RoomcastSocket)
-        socket.queue = MeteredQueue()
+        if transport != "websocket":
+            socket.queue = MeteredQueue()
         socket.max_backlog_bytes = max_backlog_bytes
         return socket
 
