@@ -75,6 +75,14 @@ class CountingManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         for room in [*self._entered.get((namespace, sid), ()), sid, None]:
             self.basic_leave_room(sid, namespace, room)
+        # and the rest of the library's clean-up, as it does it
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            waiting = pending.get(namespace)
+            if waiting is not None and sid in waiting:
+                waiting.remove(sid)
+                if not waiting:
+                    del pending[namespace]
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
                    skip_sid: Any = None, callback: Any = None, to: Any = None,

@@ -99,6 +99,10 @@ async def test_churn_leaves_no_trace(served: Served, transport: str, peer: PeerF
         rooms = sio.manager.rooms.get("/chat", {})
         assert all(not members for name, members in rooms.items()), rooms
         assert not sio.manager._entered  # nor in the index of who is in which room
+        # nor among python-socketio's half-connected or half-gone (a list that
+        # grew by one per connection made every later connect slower)
+        assert not sio.manager.pending_disconnect and not sio.manager.pending_connect
+        assert not sio.manager.callbacks and not sio.environ
         assert not sio._unjoined  # nor among the sessions with a connect deadline
         # no task outlives its session (a ping sleeper once did, for 25 s each)
         await until(lambda: len(asyncio.all_tasks()) <= tasks_before)
