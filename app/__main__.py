@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from . import logs
+from .front import RoomcastRunner
 from .server import create_app
 from .settings import Settings
 
@@ -24,8 +25,8 @@ BACKLOG = 2048  # pending connections the kernel queues for us (capped by somaxc
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
     # access_log=None: every long-poll would be a line; chat.py logs what matters
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None,
-                           shutdown_timeout=settings.shutdown_timeout)
+    runner = RoomcastRunner(create_app(settings), handle_signals=False, access_log=None,
+                            shutdown_timeout=settings.shutdown_timeout)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before anyone can know we are up

@@ -108,6 +108,7 @@ from engineio.payload import Payload
 from socketio import packet
 
 from .errors import ChatError, ErrorCode
+from .front import FrontRequest
 from .transport import SLOW_CONSUMER, HeldPackets, Outbox, RoomcastSocket, ws_frame
 from .websocket import OpenConnections
 
@@ -204,9 +205,12 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
         return super()._upgrades(sid, transport)
 
 
-def translate_request(request: aiohttp.web.Request) -> dict[str, Any]:
+def translate_request(request: aiohttp.web.Request | FrontRequest) -> dict[str, Any]:
     """The aiohttp driver's environ, with the peer's true address (the driver
-    says 127.0.0.1 for every client)."""
+    says 127.0.0.1 for every client); a handshake read by the front door
+    (:mod:`app.front`) builds its own."""
+    if isinstance(request, FrontRequest):
+        return request.environ()
     environ: dict[str, Any] = aiohttp_driver.translate_request(request)
     environ["REMOTE_ADDR"] = request.remote or ""
     return environ

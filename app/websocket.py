@@ -133,35 +133,43 @@ class HandedOff(web.StreamResponse):
         return None
 
 
-def take_over(request: web.BaseRequest, registry: OpenConnections, max_size: int,
+def take_over(request: Any, registry: OpenConnections, max_size: int,
               then: bytes = b"") -> WebSocketConnection:
     """Answer the WebSocket handshake of ``request`` (with the frames ``then``, in
-    the same write) and take its connection from aiohttp; the handler then
-    returns :class:`HandedOff`. Raises HandshakeError (or HTTPUpgradeRequired)
-    for a bad handshake, ConnectionResetError if the peer is already gone.
-    Nothing is read until :meth:`WebSocketConnection.listen`."""
+    the same write) and take its connection, from aiohttp or from the front door
+    (:mod:`app.front`); the handler then returns :class:`HandedOff`. Raises
+    HandshakeError (or HTTPUpgradeRequired) for a bad handshake,
+    ConnectionResetError if the peer is already gone. Nothing is read until
+    :meth:`WebSocketConnection.listen`."""
     response = accept(request)
-    protocol: Any = request.protocol
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("the peer left during the handshake")
     connection = WebSocketConnection(transport, registry, max_size)
-    # What arrived after the request's headers, kept by aiohttp for an upgrade.
-    tail = protocol._message_tail
-    protocol._message_tail = b""
+    detach = getattr(request, "detach", None)  # a request the front door read
+    tail = detach() if detach is not None else _release_from_aiohttp(request)
     if tail:
         connection._buffer = bytearray(tail)
     transport.set_protocol(connection)
-    # aiohttp must not close the transport when its request ends, and must forget
-    # the connection: its handler, parser and request are freed once it returns.
-    protocol.transport = None
-    protocol.connection_lost(None)
     transport.write(response + then)
     try:
         transport.resume_reading()  # aiohttp may have paused it while it buffered
     except (AttributeError, NotImplementedError, RuntimeError):
         pass
     return connection
+
+
+def _release_from_aiohttp(request: web.BaseRequest) -> bytes:
+    """Make aiohttp let go of the connection of ``request``: it must not close the
+    transport when the request ends, and must forget the connection (its handler,
+    parser and request are freed once the handler returns). Returns what arrived
+    after the request's headers, which aiohttp kept for the upgrade."""
+    protocol: Any = request.protocol
+    tail: bytes = protocol._message_tail
+    protocol._message_tail = b""
+    protocol.transport = None
+    protocol.connection_lost(None)
+    return tail
 
 
 def unmask(mask: bytes, data: bytes) -> bytes:

@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from app.chat import NAMESPACE, ChatNamespace
+from app.front import RoomcastRunner
 from client.chat_client import SOCKETIO_SERIALIZERS
 from app.keys import CHAT_KEY
 from app.models import Sid
@@ -127,6 +128,14 @@ def serializer(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+class RoomcastTestServer(TestServer):
+    """aiohttp's test server on the runner ``python -m app`` uses (its front door
+    answers WebSocket handshakes itself, :mod:`app.front`)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return RoomcastRunner(self.app, **kwargs)
+
+
 ServeFactory = Callable[..., Awaitable[Served]]
 
 
@@ -142,7 +151,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
         fields.update(overrides)
         settings = Settings(**fields)
         app = create_app(settings)
-        server = TestServer(app, host="127.0.0.1", port=0)
+        server = RoomcastTestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         started.append(server)
         return Served(str(server.make_url("")).rstrip("/"), settings, app, server)
