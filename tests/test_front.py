@@ -1,0 +1,149 @@
+"""app/front.py: the front door answers plain Socket.IO WebSocket handshakes
+itself and gives every other connection to aiohttp, byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import pytest
+
+from app import front
+from app.keys import SIO_KEY
+from app.websocket import PING, PONG
+
+from .conftest import TIMEOUT, Served, until
+from .test_websocket import RawWebSocket, frame, handshake
+
+
+def aiohttp_requests(served: Served) -> int:
+    """Requests aiohttp's own machinery has handled so far."""
+    runner = served.server.runner
+    assert runner is not None and runner.server is not None
+    return runner.server.requests_count
+
+
+async def raw_http(served: Served, request: bytes, chunk: int = 0) -> bytes:
+    """Send ``request`` (in pieces of ``chunk`` bytes, if given) and read the
+    whole answer (the request asks the server to close)."""
+    url = urlsplit(served.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        pieces = [request[i:i + chunk] for i in range(0, len(request), chunk)] if chunk \
+            else [request]
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+        async with asyncio.timeout(TIMEOUT):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_a_websocket_handshake_never_reaches_aiohttp(served: Served) -> None:
+    """Five WebSocket connections are made without one aiohttp request; a health
+    check on the same port is aiohttp's, as before."""
+    before = aiohttp_requests(served)
+    clients = [await RawWebSocket.open(served) for _ in range(5)]
+    try:
+        for client in clients:
+            assert client.status == b"HTTP/1.1 101 Switching Protocols"
+            await client.opened()
+        assert aiohttp_requests(served) == before
+        answer = await raw_http(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                        b"Connection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200") and aiohttp_requests(served) == before + 1
+    finally:
+        for client in clients:
+            client.close()
+
+
+async def test_a_handshake_sent_a_byte_at_a_time_is_read(served: Served) -> None:
+    url = urlsplit(served.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    client = RawWebSocket(reader, writer)
+    try:
+        for byte in handshake(url.netloc) + frame(PING, b"slow"):
+            writer.write(bytes((byte,)))
+            await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        await client.opened()
+        assert await client.read_frame() == (True, PONG, b"slow")
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 7])
+async def test_other_requests_reach_aiohttp_intact(served: Served, chunk: int) -> None:
+    """The page, however its request is cut into packets, is served by aiohttp."""
+    answer = await raw_http(served, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            chunk)
+    assert answer.startswith(b"HTTP/1.1 200") and b"<html" in answer
+
+
+async def test_a_long_polling_handshake_is_aiohttps(served: Served) -> None:
+    before = aiohttp_requests(served)
+    answer = await raw_http(served, b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n"
+                                    b"Host: x\r\nConnection: close\r\n\r\n", chunk=5)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"sid"' in answer
+    assert aiohttp_requests(served) == before + 1
+
+
+@pytest.mark.parametrize("odd", [
+    {"X-Name": "Zo\u00eb"},  # not ASCII: aiohttp decodes headers its own way
+    {"Content-Length": "0"},  # a body, however short
+])
+async def test_an_unusual_handshake_goes_through_aiohttp_and_still_works(
+        served: Served, odd: dict[str, str]) -> None:
+    """A handshake the front door does not read itself is aiohttp's, which takes
+    the connection the same way (and keeps frames sent with the request)."""
+    before = aiohttp_requests(served)
+    head = handshake(urlsplit(served.url).netloc, **odd)
+    client = await RawWebSocket.open(served, head.decode().encode("utf-8"),
+                                     then=frame(PING, b"early"))
+    try:
+        assert client.status == b"HTTP/1.1 101 Switching Protocols"
+        await client.opened()
+        assert await client.read_frame() == (True, PONG, b"early")
+        assert aiohttp_requests(served) == before + 1
+        await until(lambda: not served.server.runner.server.connections)  # type: ignore
+    finally:
+        client.close()
+
+
+async def test_a_refused_handshake_is_answered_and_closed(served: Served) -> None:
+    """The Engine.IO server's refusal (here: an origin not allowed) is written as
+    an HTTP response, and the connection closed."""
+    head = handshake(urlsplit(served.url).netloc, Origin="https://evil.example")
+    answer = await raw_http(served, head)
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert b"Connection: close" in rest and b"not an accepted origin" in rest
+    assert not served.app[SIO_KEY].eio.sockets
+
+
+async def test_a_connection_that_sends_nothing_is_closed(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(front, "FIRST_REQUEST_TIMEOUT", 0.2)
+    url = urlsplit(served.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+
+
+async def test_shutdown_closes_connections_still_at_the_door(served: Served) -> None:
+    url = urlsplit(served.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n")  # and no more
+        await writer.drain()
+        await until(lambda: bool(served.server.runner.server.doors))  # type: ignore
+        await asyncio.wait_for(served.server.close(), TIMEOUT)
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
