@@ -103,13 +103,14 @@ def parse_handshake(head: bytes, transport: asyncio.Transport,
 class FrontDoor(asyncio.Protocol):
     """One new connection until its first request is known."""
 
-    __slots__ = ("transport", "_server", "_buffer", "_timer")
+    __slots__ = ("transport", "_server", "_buffer", "_timer", "_request")
 
     def __init__(self, server: FrontServer) -> None:
         self._server = server
         self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self._timer: asyncio.TimerHandle | None = None
+        self._request: FrontRequest | None = None  # a handshake being answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -118,6 +119,9 @@ class FrontDoor(asyncio.Protocol):
             FIRST_REQUEST_TIMEOUT, transport.close)
 
     def data_received(self, data: bytes) -> None:
+        if self._request is not None:  # frames sent before the handshake is answered
+            self._request.tail += data
+            return
         buf = self._buffer + data if self._buffer else data
         if not buf.startswith(_PREFIX[:len(buf)]):
             self._to_aiohttp(buf)
@@ -135,6 +139,7 @@ class FrontDoor(asyncio.Protocol):
             self._to_aiohttp(buf)
             return
         self._leave()
+        self._request = request
         asyncio.ensure_future(self._server.handshake(request))
 
     def eof_received(self) -> bool:
@@ -142,7 +147,7 @@ class FrontDoor(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._leave()
-        self.transport = None
+        self.transport = self._request = None
 
     def _leave(self) -> None:
         """This connection is no longer waiting at the door."""

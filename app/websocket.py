@@ -1,4 +1,4 @@
-"""A WebSocket connection of our own, taken over from aiohttp after the handshake.
+"""A WebSocket connection of our own, taken over after the handshake.
 
 For as long as a WebSocket served through aiohttp lasts, aiohttp keeps its
 request handler (with an HTTP parser and a message queue), the parsed request
@@ -6,9 +6,11 @@ and its headers, a ``WebSocketResponse`` with its reader and writer, and two
 tasks: about 9 KB of the 19 KB an idle Roomcast connection cost (``bench/``,
 S2), none of which Engine.IO needs once the connection is up.
 :func:`take_over` answers the handshake itself (RFC 6455 section 4.2.2: no
-extension, no subprotocol), hands the connection's transport to a
-:class:`WebSocketConnection` and lets aiohttp's request end as if its peer
-had gone. From then on a connection costs its transport and one small object.
+extension, no subprotocol) and hands the connection's transport to a
+:class:`WebSocketConnection`: from the front door (:mod:`app.front`), which
+read the handshake without aiohttp, or from aiohttp, whose request then ends as
+if its peer had gone. From then on a connection costs its transport and one
+small object.
 
 :class:`WebSocketConnection` reads frames (masked, possibly fragmented),
 answers pings and the closing handshake, hands each whole message to its
@@ -16,9 +18,10 @@ listener (the Engine.IO session, :mod:`app.transport`) and fails the
 connection on anything RFC 6455 forbids, logging why ("closing a WebSocket:
 ..."). It writes what it is given; framing outgoing packets is the session's.
 
-This module reaches below aiohttp's public API in one place, :func:`take_over`
-(the request handler's buffered tail, and ending its request while the
-transport lives on); ``tests/test_websocket.py`` fails loudly if that changes.
+This module reaches below aiohttp's public API in one place,
+:func:`_release_from_aiohttp` (the request handler's buffered tail, and ending
+its request while the transport lives on); ``tests/test_websocket.py`` and
+``tests/test_front.py`` fail loudly if that changes.
 """
 
 from __future__ import annotations

@@ -58,6 +58,14 @@ async def test_a_websocket_handshake_never_reaches_aiohttp(served: Served) -> No
             client.close()
 
 
+async def answered_with_pong(client: RawWebSocket, payload: bytes) -> None:
+    """The 101, Engine.IO's OPEN, then the PONG to the PING we sent."""
+    head = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    await client.opened()
+    assert await client.read_frame() == (True, PONG, payload)
+
+
 async def test_a_handshake_sent_a_byte_at_a_time_is_read(served: Served) -> None:
     url = urlsplit(served.url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
@@ -66,10 +74,37 @@ async def test_a_handshake_sent_a_byte_at_a_time_is_read(served: Served) -> None
         for byte in handshake(url.netloc) + frame(PING, b"slow"):
             writer.write(bytes((byte,)))
             await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        assert head.startswith(b"HTTP/1.1 101 ")
-        await client.opened()
-        assert await client.read_frame() == (True, PONG, b"slow")
+        await answered_with_pong(client, b"slow")
+    finally:
+        client.close()
+
+
+async def test_frames_that_arrive_while_the_handshake_is_answered_are_kept(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame that arrives after the request, but before the Engine.IO server has
+    answered it, is read by the WebSocket once it is up (not taken for a new
+    request). The answer is held back until the frame is in, to make that order."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    requests: list[front.FrontRequest] = []
+    answer = front.FrontServer.handshake
+
+    async def held(self: front.FrontServer, request: front.FrontRequest) -> None:
+        requests.append(request)
+        entered.set()
+        await release.wait()
+        await answer(self, request)
+
+    monkeypatch.setattr(front.FrontServer, "handshake", held)
+    url = urlsplit(served.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    client = RawWebSocket(reader, writer)
+    try:
+        writer.write(handshake(url.netloc))
+        await asyncio.wait_for(entered.wait(), TIMEOUT)
+        writer.write(frame(PING, b"meanwhile"))
+        await until(lambda: bool(requests[0].tail))
+        release.set()
+        await answered_with_pong(client, b"meanwhile")
     finally:
         client.close()
 
