@@ -253,6 +253,18 @@ async def test_a_peer_that_never_answers_our_close_is_cut_off(
         client.close()
 
 
+async def burst_is_answered_in_order(client: RawWebSocket, serializer: str, n: int) -> None:
+    """Join /chat, then send ``n`` acked events in one write: all n acks come back,
+    in order."""
+    client.send(frame(*sio_message(serializer, {"type": CONNECT, "nsp": "/chat",
+                                                "data": {"name": "burst"}})))
+    assert sio_packet(*(await client.read_frame())[1:])["type"] == CONNECT
+    client.send(b"".join(frame(*sio_message(serializer, {
+        "type": 2, "nsp": "/chat", "data": ["rooms"], "id": i})) for i in range(1, n + 1)))
+    acks = [sio_packet(*(await client.read_frame())[1:])["id"] for _ in range(n)]
+    assert acks == list(range(1, n + 1))
+
+
 async def test_aiohttp_forgets_a_connection_it_handed_over(served: Served) -> None:
     """Once its handshake is answered a WebSocket is no longer one of aiohttp's
     connections, and nothing of aiohttp's (request, handler, task) is kept for it;
@@ -265,15 +277,7 @@ async def test_aiohttp_forgets_a_connection_it_handed_over(served: Served) -> No
             await client.opened()
         await until(lambda: not runner.server.connections)  # type: ignore[union-attr]
         assert len(served.app[SIO_KEY].eio.connections) == 5
-        client = clients[0]
-        serializer = served.settings.serializer
-        client.send(frame(*sio_message(serializer, {"type": CONNECT, "nsp": "/chat",
-                                                    "data": {"name": "burst"}})))
-        assert sio_packet(*(await client.read_frame())[1:])["type"] == CONNECT
-        client.send(b"".join(frame(*sio_message(serializer, {
-            "type": 2, "nsp": "/chat", "data": ["rooms"], "id": i})) for i in range(1, 201)))
-        acks = [sio_packet(*(await client.read_frame())[1:])["id"] for _ in range(200)]
-        assert acks == list(range(1, 201))
+        await burst_is_answered_in_order(clients[0], served.settings.serializer, 200)
     finally:
         for client in clients:
             client.close()
@@ -297,14 +301,7 @@ async def test_a_burst_over_the_inbox_bound_pauses_the_peer_and_loses_nothing(
     client = await RawWebSocket.open(served)
     try:
         await client.opened()
-        serializer = served.settings.serializer
-        client.send(frame(*sio_message(serializer, {"type": CONNECT, "nsp": "/chat",
-                                                    "data": {"name": "burst"}})))
-        assert sio_packet(*(await client.read_frame())[1:])["type"] == CONNECT
-        client.send(b"".join(frame(*sio_message(serializer, {
-            "type": 2, "nsp": "/chat", "data": ["rooms"], "id": i})) for i in range(1, 501)))
-        acks = [sio_packet(*(await client.read_frame())[1:])["id"] for _ in range(500)]
-        assert acks == list(range(1, 501))
+        await burst_is_answered_in_order(client, served.settings.serializer, 500)
         assert pauses > 0
     finally:
         client.close()
