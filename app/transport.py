@@ -17,8 +17,8 @@ engine swaps the class of each new session, :meth:`RoomcastSocket.adopt`):
   transport buffer what the peer has not read yet; a peer whose buffer passes
   ``max_backlog_bytes`` is cut off as a slow consumer, so nobody else waits
   and memory stays bounded.
-* **No reader task.** A WebSocket is taken from aiohttp once its handshake is
-  answered (:mod:`app.websocket`), and its messages come to
+* **No reader task.** A WebSocket connection is taken over once its handshake
+  is answered (:mod:`app.websocket`), and its messages come to
   :meth:`RoomcastSocket.ws_message` from the event loop: a task handles them
   only while some are waiting (python-engineio kept a reader task, and wrapped
   every read in one more task and a ``wait_for``). An idle connection has no
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from typing import Any
 
@@ -48,13 +47,13 @@ from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
-from .websocket import PAUSE_BYTES, HandedOff, WebSocketConnection, take_over
+from .websocket import (
+    BINARY, PAUSE_BYTES, TEXT, HandedOff, WebSocketConnection, frame, take_over,
+)
 
 log = logging.getLogger(__name__)
 
 SLOW_CONSUMER = "slow_consumer"  # disconnect reason
-
-_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode
 
 
 def ws_frame(pkt: eio_packet.Packet) -> bytes:
@@ -62,17 +61,8 @@ def ws_frame(pkt: eio_packet.Packet) -> bytes:
     (Binary data is framed as it is, never through the packet's encoding
     cache, which holds base64 text if a long-polling session encoded it.)"""
     if pkt.binary:
-        first, payload = _BINARY, bytes(pkt.data)
-    else:
-        first, payload = _TEXT, pkt.encode().encode()
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", first, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 127, n)
-    return header + payload
+        return frame(BINARY, bytes(pkt.data))
+    return frame(TEXT, pkt.encode().encode())
 
 
 class MeteredQueue(asyncio.Queue[Any]):
