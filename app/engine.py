@@ -70,22 +70,24 @@ that changes the behaviour underneath fails loudly:
   a POST over about 64 KB (a burst of sends, a long text) was cut short and
   its packets lost.
 
+* **Malformed EVENT packets.** An EVENT whose data is empty or whose first
+  element is not a string raised inside the library (logged as an error with
+  a traceback, no ack). We answer ``bad_request`` when an ack was asked for
+  and drop it otherwise.
 * **The peer's address.** The aiohttp driver put ``REMOTE_ADDR = 127.0.0.1``
   in every session's environ; ours is the connection's peer.
 
 Session-level changes (direct WebSocket writes, no reader task, heartbeat
 timers, the metered queue, POST bodies) live in :mod:`app.transport`; the
-WebSocket connection itself, taken from aiohttp after the handshake, in
-:mod:`app.websocket`.
-* **Malformed EVENT packets.** An EVENT whose data is empty or whose first
-  element is not a string raised inside the library (logged as an error with
-  a traceback, no ack). We answer ``bad_request`` when an ack was asked for
-  and drop it otherwise.
+WebSocket connection itself, taken over after the handshake, in
+:mod:`app.websocket`; the handshake's way past aiohttp in :mod:`app.front`.
 
 This module and :mod:`app.transport` reach below the libraries' public API
 (``_handle_event``, ``_send_packet``, ``_send_eio_packet``,
 ``_handle_eio_disconnect``, ``_upgrades``, Engine.IO sockets and their
-queues), and :mod:`app.websocket` below aiohttp's; nothing else in Roomcast does.
+queues), :mod:`app.fanout` below python-socketio's manager (``basic_*``), and
+:mod:`app.websocket` and :mod:`app.front` below aiohttp's; nothing else in
+Roomcast does.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
         self._async = dict(self._async, translate_request=translate_request)
         self._polling: set[str] = set()  # sessions with a long-poll GET waiting
         self.outbox = Outbox()
-        self.connections = OpenConnections()  # WebSockets taken over from aiohttp
+        self.connections = OpenConnections()  # WebSocket connections taken over
         self._entropy, self._entropy_at = b"", 0  # see generate_id
 
     async def cut_slow_consumer(self, socket: RoomcastSocket) -> None:
@@ -145,7 +147,7 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
             return
         log.warning("disconnecting eio_sid=%s: slow consumer (%d packets, %d bytes waiting)",
                     socket.sid, socket.queue.qsize(), socket.backlog_bytes())
-        abort_transport(socket)
+        socket.abort()
         await socket.close(wait=False, reason=SLOW_CONSUMER)
 
     async def disconnect(self, sid: str | None = None) -> None:
@@ -214,16 +216,6 @@ def translate_request(request: aiohttp.web.Request | FrontRequest) -> dict[str, 
     environ: dict[str, Any] = aiohttp_driver.translate_request(request)
     environ["REMOTE_ADDR"] = request.remote or ""
     return environ
-
-
-def abort_transport(socket: RoomcastSocket) -> None:
-    """Drop a session's connection at once, unsent data and all."""
-    if socket._ws is not None:
-        socket._ws.abort()
-        return
-    transport = getattr(socket.request, "transport", None)
-    if transport is not None:
-        transport.abort()
 
 
 class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -308,7 +300,7 @@ class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
         for socket in sockets:
             # a peer that stopped reading would hold its connection open: drop it
             if socket.queue.qsize() > 2 or (socket.direct and socket.backlog_bytes()):
-                abort_transport(socket)
+                socket.abort()
             await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
         return len(sockets)
 

@@ -270,6 +270,13 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
         self._out.append(frame)
         return True
 
+    def abort(self) -> None:
+        """Drop this session's connection at once, unsent data and all."""
+        if self._ws is not None:
+            self._ws.abort()
+        elif self.request is not None and self.request.transport is not None:
+            self.request.transport.abort()
+
     def flush(self) -> None:
         """Hand this turn's frames to the transport: one write, one system call."""
         out, self._out = self._out, None
@@ -349,9 +356,9 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
         """A WebSocket request for this session: a new connection, or an upgrade
-        from long-polling. Answer its handshake and take the connection from
-        aiohttp (:func:`app.websocket.take_over`); the request handler returns at
-        once, and what arrives is read by the connection (:meth:`ws_message`)."""
+        from long-polling. Answer its handshake and take the connection over
+        (:func:`app.websocket.take_over`); the request handler returns at once,
+        and what arrives is read by the connection (:meth:`ws_message`)."""
         request = environ["aiohttp.request"]
         if self.upgraded or self._ws is not None:
             log.info("eio_sid=%s: refused a second WebSocket", self.sid)
@@ -417,9 +424,11 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
                 for data in batch:
                     if self.closed:
                         break
-                    await self.receive(eio_packet.Packet(encoded_packet=data))
-        except (engineio.exceptions.UnknownPacketError,
-                engineio.exceptions.SocketIsClosedError):
+                    try:
+                        await self.receive(eio_packet.Packet(encoded_packet=data))
+                    except engineio.exceptions.UnknownPacketError:
+                        pass  # e.g. a NOOP: skipped, and the rest still handled
+        except engineio.exceptions.SocketIsClosedError:
             pass
         except Exception:
             log.exception("closing eio_sid=%s: error reading the WebSocket", self.sid)

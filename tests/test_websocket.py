@@ -313,3 +313,23 @@ def test_unmask_is_its_own_inverse_and_matches_the_rfc_example() -> None:
     data = os.urandom(1001)
     assert unmask(mask, unmask(mask, data)) == data
     assert unmask(mask, b"") == b""
+
+
+async def test_a_packet_engineio_does_not_handle_drops_nothing_after_it(served: Served) -> None:
+    """A NOOP (which python-engineio refuses as an unknown packet) sent in the same
+    write as events: it is skipped, and the events after it are all handled."""
+    client = await RawWebSocket.open(served)
+    try:
+        await client.opened()
+        serializer = served.settings.serializer
+        client.send(frame(*sio_message(serializer, {"type": CONNECT, "nsp": "/chat",
+                                                    "data": {"name": "noop"}})))
+        assert sio_packet(*(await client.read_frame())[1:])["type"] == CONNECT
+        events = [frame(*sio_message(serializer, {"type": 2, "nsp": "/chat",
+                                                  "data": ["rooms"], "id": i}))
+                  for i in (1, 2)]
+        client.send(events[0] + frame(TEXT, b"6") + events[1])
+        acks = [sio_packet(*(await client.read_frame())[1:])["id"] for _ in range(2)]
+        assert acks == [1, 2]
+    finally:
+        client.close()
