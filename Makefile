@@ -12,7 +12,16 @@ SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
 # package:binary pairs that `make test` needs from the system
 SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server
 
-.PHONY: run test check web tools bench churn cluster clean
+# Lock files: every machine installs exactly these versions, with hashes.
+# requirements.txt is what the server needs; requirements-test.txt adds the
+# test and lock tools (and agrees with requirements.txt). `make lock` redoes both.
+LOCK      := requirements.txt
+TEST_LOCK := requirements-test.txt
+UV        := $(BIN)/uv
+COMPILE    = printf 'setuptools>=64\n' | $(UV) pip compile setup.cfg - --generate-hashes \
+             --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
+
+.PHONY: run test check web tools bench churn cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -49,19 +58,42 @@ check: $(VENV)/.installed-test  ## mypy --strict and flake8
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	touch $@
 
-$(VENV)/.installed-run: $(VENV)/.created setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+# --no-deps --no-build-isolation: Roomcast itself, built with the locked
+# setuptools and nothing else fetched
+$(VENV)/.installed-run: $(VENV)/.created $(LOCK) setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed-run
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: $(VENV)/.installed-run $(TEST_LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(TEST_LOCK)
 	touch $@
+
+lock: $(VENV)/.installed-test  ## pick the newest versions the ranges in setup.cfg allow, into the lock files
+	$(COMPILE) --upgrade -o $(LOCK)
+	$(COMPILE) --upgrade --extra test --extra dev -c $(LOCK) -o $(TEST_LOCK)
+
+# The suite on the newest releases, past setup.cfg's upper bounds too (to try
+# an upgrade: app/compat.py says at once if a private name moved), or on the
+# lowest versions the ranges allow; each in a virtual environment of its own
+# (.venv-latest, .venv-lowest). Nothing is locked.
+UPPER_BOUNDED := aiohttp python-engineio python-socketio
+test-latest: RESOLVE = --resolution highest --override .venv-latest/unbounded.txt
+test-lowest: RESOLVE = --resolution lowest-direct
+test-latest test-lowest: $(VENV)/.installed-test web tools
+	rm -rf .venv-$(@:test-%=%)
+	$(PYTHON) -m venv .venv-$(@:test-%=%)
+	$(if $(filter test-latest,$@),printf '%s\n' $(UPPER_BOUNDED) > .venv-latest/unbounded.txt)
+	printf 'setuptools>=64\n' | $(UV) pip install --quiet --python .venv-$(@:test-%=%)/bin/python \
+	  $(RESOLVE) -r - -e '.[test]'
+	.venv-$(@:test-%=%)/bin/python -m pip list --format=freeze | grep -iE \
+	  '^(aiohttp|python-socketio|python-engineio|redis|msgpack|asyncpg|pytest)=='
+	.venv-$(@:test-%=%)/bin/python -m pytest -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache $(VENDOR) $(WEB)/node_modules \
+	rm -rf $(VENV) .venv-latest .venv-lowest build dist *.egg-info .mypy_cache .pytest_cache $(VENDOR) $(WEB)/node_modules \
 	  $(BENCH_NODE)/node_modules
 
 BENCH_NODE := bench/node
