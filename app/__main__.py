@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
+try:  # first: do the installed libraries have the shape Roomcast relies on?
+    from . import compat  # noqa: F401
+except RuntimeError as exc:  # compat.IncompatibleLibrary: say so, without a traceback
+    sys.exit(f"roomcast: {exc}")
+
 import asyncio
 import gc
 import logging
 import signal
-import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 

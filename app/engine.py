@@ -86,8 +86,8 @@ This module and :mod:`app.transport` reach below the libraries' public API
 (``_handle_event``, ``_send_packet``, ``_send_eio_packet``,
 ``_handle_eio_disconnect``, ``_upgrades``, Engine.IO sockets and their
 queues), :mod:`app.fanout` below python-socketio's manager (``basic_*``), and
-:mod:`app.websocket` and :mod:`app.front` below aiohttp's; nothing else in
-Roomcast does.
+:mod:`app.websocket` and :mod:`app.front` below aiohttp's: each name through
+:mod:`app.compat`, which checks it at import.
 """
 
 from __future__ import annotations
@@ -102,13 +102,10 @@ from typing import Any
 
 
 import aiohttp.web
-import engineio
-import socketio
 from engineio import packet as eio_packet
-from engineio.async_drivers import aiohttp as aiohttp_driver
-from engineio.payload import Payload
 from socketio import packet
 
+from . import compat
 from .errors import ChatError, ErrorCode
 from .front import FrontRequest
 from .transport import SLOW_CONSUMER, HeldPackets, Outbox, RoomcastSocket, ws_frame
@@ -117,7 +114,7 @@ from .websocket import OpenConnections
 log = logging.getLogger(__name__)
 
 MAX_PACKETS_PER_PAYLOAD = 100_000
-Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_PAYLOAD)
+compat.lift_polling_packet_limit(MAX_PACKETS_PER_PAYLOAD)
 
 RESERVED_EVENTS = frozenset({
     "connect", "connect_error", "disconnect", "disconnecting",
@@ -125,7 +122,7 @@ RESERVED_EVENTS = frozenset({
 })
 
 
-class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
+class RoomcastEngine(compat.EngineServer):  # type: ignore[misc]
     """python-engineio's server with our sessions (:mod:`app.transport`)."""
 
     _async: dict[str, Any]
@@ -134,7 +131,7 @@ class RoomcastEngine(engineio.AsyncServer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._async = dict(self._async, translate_request=translate_request)
+        compat.set_translate_request(self, translate_request)
         self._polling: set[str] = set()  # sessions with a long-poll GET waiting
         self.outbox = Outbox()
         self.connections = OpenConnections()  # WebSocket connections taken over
@@ -213,12 +210,12 @@ def translate_request(request: aiohttp.web.Request | FrontRequest) -> dict[str, 
     (:mod:`app.front`) builds its own."""
     if isinstance(request, FrontRequest):
         return request.environ()
-    environ: dict[str, Any] = aiohttp_driver.translate_request(request)
+    environ = compat.aiohttp_environ(request)
     environ["REMOTE_ADDR"] = request.remote or ""
     return environ
 
 
-class RoomcastServer(socketio.AsyncServer):  # type: ignore[misc]
+class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
     manager_initialized: bool
 
     def __init__(self, *args: Any, connect_timeout: float = 45.0,

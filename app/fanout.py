@@ -1,4 +1,4 @@
-"""Fan-out between nodes: ``client_manager(settings, metrics)`` picks
+"""Fan-out between nodes: ``client_manager(settings, metrics, node)`` picks
 :class:`LocalFanout` (python-socketio's in-process ``AsyncManager``) or, with
 ``--redis URL``, :class:`RedisFanout`. Both count what they deliver on this
 node (:class:`CountingManager`), including events that came from other nodes.
@@ -29,9 +29,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import socketio
 from socketio import packet
 
+from . import compat, redis_client
 from .chat import NAMESPACE
 from .metrics import Metrics
 from .settings import Settings
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 MAX_RETRY = 2.0  # seconds between resubscription attempts
 
 
-class CountingManager(socketio.AsyncManager):  # type: ignore[misc]
+class CountingManager(compat.Manager):  # type: ignore[misc]
     """Counts, per room event of /chat, the connections on this node it goes to,
     and knows which rooms each connection is in (see :meth:`basic_disconnect`)."""
 
@@ -126,16 +126,16 @@ class LocalFanout(CountingManager):
     """This process alone."""
 
 
-class RedisFanout(socketio.AsyncRedisManager, CountingManager):  # type: ignore[misc]
+class RedisFanout(compat.RedisManager, CountingManager):  # type: ignore[misc]
     name = "roomcast-redis"
     connected: bool
+    redis: Any  # redis.asyncio.Redis, once connected
+    pubsub: Any
 
-    def __init__(self, url: str, channel: str) -> None:
-        super().__init__(url, channel=channel, redis_options={
-            "socket_connect_timeout": 5, "socket_timeout": None, "health_check_interval": 10,
-            # a burst of concurrent publishes must not fail with "Too many
-            # connections" (losing the event for the other nodes)
-            "max_connections": 1000})
+    def __init__(self, url: str, channel: str, *, max_connections: int, name: str) -> None:
+        super().__init__(url, channel=channel)
+        self.max_connections = max_connections
+        self.client_name = name
         self._listening = False
         self._publish_ok = True
         self._subscribed = asyncio.Event()
@@ -153,9 +153,17 @@ class RedisFanout(socketio.AsyncRedisManager, CountingManager):  # type: ignore[
             log.warning("redis fan-out: not subscribed after %g s; still trying", timeout)
 
     def _redis_connect(self) -> None:
-        old = (self.redis, self.pubsub)
-        super()._redis_connect()
-        for client in old:  # the library drops the old client without closing it
+        """A new client on a bounded pool (:mod:`app.redis_client`: a burst of
+        publishes waits for a connection rather than failing and losing the
+        event for the other nodes), and the old one closed (the library
+        dropped it without closing it)."""
+        old = (self.pubsub, self.redis)
+        # no socket timeout: the subscription waits for messages as long as need be
+        self.redis = redis_client.connect(self.redis_url, max_connections=self.max_connections,
+                                          name=self.client_name, socket_timeout=None)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+        for client in old:
             if client is not None:
                 asyncio.ensure_future(client.aclose())
 
@@ -208,9 +216,11 @@ class RedisFanout(socketio.AsyncRedisManager, CountingManager):  # type: ignore[
                 delay = min(delay * 2, MAX_RETRY)
 
 
-def client_manager(settings: Settings, metrics: Metrics) -> CountingManager:
+def client_manager(settings: Settings, metrics: Metrics, node: str) -> CountingManager:
     manager: CountingManager = (
-        RedisFanout(settings.redis, channel=f"{settings.redis_prefix}:socketio")
+        RedisFanout(settings.redis, channel=f"{settings.redis_prefix}:socketio",
+                    max_connections=settings.redis_max_connections,
+                    name=f"{settings.redis_prefix}:{node}:fanout")
         if settings.redis else LocalFanout())
     manager.metrics = metrics
     return manager

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from multidict import CIMultiDict
 
+from . import compat
 from .websocket import HandedOff
 
 log = logging.getLogger(__name__)
@@ -163,13 +164,13 @@ class FrontDoor(asyncio.Protocol):
         self._leave()
         if transport is None or transport.is_closing():
             return
-        handler = web.Server.__call__(self._server)
+        handler = compat.LowLevelServer.__call__(self._server)
         transport.set_protocol(handler)
         handler.connection_made(transport)
         handler.data_received(data)
 
 
-class FrontServer(web.Server):
+class FrontServer(compat.LowLevelServer):
     """aiohttp's low-level server, with a front door on each new connection."""
 
     engine: Any  # the Engine.IO server (set by RoomcastRunner)
@@ -210,7 +211,7 @@ def serialize(response: web.Response) -> bytes:
     return "\r\n".join(lines).encode("latin-1") + body
 
 
-class RoomcastRunner(web.AppRunner):
+class RoomcastRunner(compat.AppRunner):
     """aiohttp's AppRunner on a :class:`FrontServer`."""
 
     async def _make_server(self) -> web.Server:

@@ -31,8 +31,8 @@ engine swaps the class of each new session, :meth:`RoomcastSocket.adopt`):
   (:class:`MeteredQueue`), and its POST bodies are read whole and checked.
 
 This module reaches below python-engineio's public API (``AsyncSocket``
-internals, ``_upgrade_websocket``);
-``tests/test_transport.py`` fails loudly if the library changes under it.
+internals, ``_upgrade_websocket``) through :mod:`app.compat`, which checks
+each name at import; ``tests/test_transport.py`` tests the behaviour.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from typing import Any
 import engineio
 from aiohttp import web
 from engineio import packet as eio_packet
-from engineio.async_socket import AsyncSocket
 
+from . import compat
 from .websocket import (
     BINARY, PAUSE_BYTES, TEXT, HandedOff, WebSocketConnection, frame, take_over,
 )
@@ -202,7 +202,7 @@ class _ExactBody:
         return data
 
 
-class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
+class RoomcastSocket(compat.EngineSocket):  # type: ignore[misc]
     """python-engineio's session, with direct WebSocket writes and timer heartbeats."""
 
     # set by adopt(); class defaults keep mypy and a half-adopted socket honest
@@ -226,7 +226,7 @@ class RoomcastSocket(AsyncSocket):  # type: ignore[misc]
     upgrading: bool
 
     @classmethod
-    def adopt(cls, socket: AsyncSocket, max_backlog_bytes: int,
+    def adopt(cls, socket: compat.EngineSocket, max_backlog_bytes: int,
               transport: str) -> RoomcastSocket:
         """Turn a session python-engineio has just created into one of ours
         (before anything has been queued on it)."""

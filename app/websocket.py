@@ -18,10 +18,9 @@ listener (the Engine.IO session, :mod:`app.transport`) and fails the
 connection on anything RFC 6455 forbids, logging why ("closing a WebSocket:
 ..."). It writes what it is given; framing outgoing packets is the session's.
 
-This module reaches below aiohttp's public API in one place,
-:func:`_release_from_aiohttp` (the request handler's buffered tail, and ending
-its request while the transport lives on); ``tests/test_websocket.py`` and
-``tests/test_front.py`` fail loudly if that changes.
+This module reaches below aiohttp's public API in one place, through
+:func:`app.compat.release_aiohttp_connection` (the request handler's buffered
+tail, and ending its request while the transport lives on).
 """
 
 from __future__ import annotations
@@ -35,6 +34,8 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
+
+from . import compat
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def take_over(request: Any, registry: OpenConnections, max_size: int,
         raise ConnectionResetError("the peer left during the handshake")
     connection = WebSocketConnection(transport, registry, max_size)
     detach = getattr(request, "detach", None)  # a request the front door read
-    tail = detach() if detach is not None else _release_from_aiohttp(request)
+    tail = detach() if detach is not None else compat.release_aiohttp_connection(request)
     if tail:
         connection._buffer = bytearray(tail)
     transport.set_protocol(connection)
@@ -160,19 +161,6 @@ def take_over(request: Any, registry: OpenConnections, max_size: int,
     except (AttributeError, NotImplementedError, RuntimeError):
         pass
     return connection
-
-
-def _release_from_aiohttp(request: web.BaseRequest) -> bytes:
-    """Make aiohttp let go of the connection of ``request``: it must not close the
-    transport when the request ends, and must forget the connection (its handler,
-    parser and request are freed once the handler returns). Returns what arrived
-    after the request's headers, which aiohttp kept for the upgrade."""
-    protocol: Any = request.protocol
-    tail: bytes = protocol._message_tail
-    protocol._message_tail = b""
-    protocol.transport = None
-    protocol.connection_lost(None)
-    return tail
 
 
 def unmask(mask: bytes, data: bytes) -> bytes:

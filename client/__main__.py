@@ -11,13 +11,19 @@ Status lines go to stderr; stdout carries only messages.
 
 from __future__ import annotations
 
+import sys
+
+try:  # first: do the installed libraries have the shape the client relies on?
+    from app import compat  # noqa: F401
+except RuntimeError as exc:  # compat.IncompatibleLibrary: say so, without a traceback
+    sys.exit(f"roomcast-client: {exc}")
+
 import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Sequence
 
 from .bot import Bot

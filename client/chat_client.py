@@ -24,15 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
-from engineio.payload import Payload
 from socketio import exceptions as sio_errors
+
+from app import compat
 
 log = logging.getLogger(__name__)
 
 # python-engineio drops a polling connection whose response holds more than 16
 # packets, as one does whenever more than 16 messages queue up between polls.
 # The server bounds the response in bytes; lift the count bound (process-wide).
-Payload.max_decode_packets = max(Payload.max_decode_packets, 100_000)
+compat.lift_polling_packet_limit(100_000)
 
 NAMESPACE = "/chat"
 JSON = dict[str, Any]
@@ -125,7 +126,7 @@ class ChatClient:
 
     @property
     def transport(self) -> str | None:
-        transport = self._sio.eio.current_transport
+        transport = compat.client_engine(self._sio).current_transport
         return str(transport) if transport else None
 
     async def connect(self, *, retry: bool = False) -> None:
@@ -155,8 +156,9 @@ class ChatClient:
         await self._sio.shutdown()  # disconnects, or stops a reconnect loop
         if self._sio.connected:  # a reconnect attempt finished meanwhile
             await self._sio.disconnect()
-        http = self._sio.eio.http  # python-engineio can leave it open after a drop
-        if http is not None and not http.closed and not self._sio.eio.external_http:
+        eio = compat.client_engine(self._sio)
+        http = eio.http  # python-engineio can leave it open after a drop
+        if http is not None and not http.closed and not eio.external_http:
             await http.close()
         for task in list(self._tasks):
             task.cancel()
@@ -176,7 +178,7 @@ class ChatClient:
         connection's tasks end; we end it now, wait for the old read loop to
         finish tearing down, then reconnect with the usual back-off.
         """
-        eio = self._sio.eio
+        eio = compat.client_engine(self._sio)
         if eio.write_loop_task is not None:
             eio.write_loop_task.cancel()  # it treats cancellation as "stop"
         if eio.read_loop_task is not None:

@@ -1,0 +1,272 @@
+"""Every private or undocumented name of another library that Roomcast uses.
+
+Roomcast fixes python-engineio, python-socketio and aiohttp where they fall
+short (see :mod:`app.engine`, :mod:`app.transport`, :mod:`app.fanout`,
+:mod:`app.front`, :mod:`app.websocket`, :mod:`client.chat_client`). Those
+modules reach the libraries' private names only through this one: they
+subclass the checked base classes below and call the helpers at the end.
+
+At import, every name in :data:`REACHES` is checked: that it exists, and for
+a method that it takes the parameters we call or override it with. A library
+of another shape raises :class:`IncompatibleLibrary`, naming the library, the
+installed version and the range Roomcast declares in its package metadata
+(``setup.cfg``, locked in ``requirements.txt``), so an upgrade fails at start-up
+with that message rather than with an ``AttributeError`` under load.
+``tests/test_compat.py`` checks the check.
+
+This module imports nothing from Roomcast.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp.web
+import engineio
+import engineio.async_socket
+import engineio.payload
+import socketio
+from aiohttp import web_protocol
+from engineio.async_drivers import aiohttp as engineio_aiohttp
+
+DISTRIBUTION = "roomcast"
+
+
+class IncompatibleLibrary(RuntimeError):
+    """An installed library lacks a name Roomcast relies on, or its shape changed."""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One private name Roomcast uses: ``owner.name``, on ``library``.
+
+    ``params`` are the parameter names (after ``self``) of a method we call or
+    override; ``instance`` builds an object whose attribute it is, for names
+    that only exist once an object is made (set in ``__init__``)."""
+
+    library: str  # the distribution's name, as in setup.cfg
+    owner: Any
+    name: str
+    why: str
+    params: tuple[str, ...] | None = None
+    instance: Callable[[], Any] | None = None
+
+
+def _engine() -> Any:
+    return engineio.AsyncServer(async_mode="aiohttp")
+
+
+def _engine_socket() -> Any:
+    return engineio.async_socket.AsyncSocket(_engine(), "sid")
+
+
+def _sio_server() -> Any:
+    return socketio.AsyncServer(async_mode="aiohttp")
+
+
+def _sio_client_engine() -> Any:
+    return socketio.AsyncClient().eio
+
+
+EIO, SIO, AIOHTTP = "python-engineio", "python-socketio", "aiohttp"
+EngineServer = engineio.AsyncServer
+EngineSocket = engineio.async_socket.AsyncSocket
+SocketIOServer = socketio.AsyncServer
+Manager = socketio.AsyncManager
+RedisManager = socketio.AsyncRedisManager
+AppRunner = aiohttp.web.AppRunner
+LowLevelServer = aiohttp.web.Server
+
+REACHES: tuple[Reach, ...] = (
+    # python-engineio's server (app.engine.RoomcastEngine)
+    Reach(EIO, EngineServer, "_async", "the driver's translate_request is replaced",
+          instance=_engine),
+    Reach(EIO, EngineServer, "sockets", "the sessions, by sid", instance=_engine),
+    Reach(EIO, EngineServer, "sequence_number", "session ids (generate_id)",
+          instance=_engine),
+    Reach(EIO, EngineServer, "_upgrades", "a new session becomes a RoomcastSocket",
+          params=("sid", "transport")),
+    Reach(EIO, EngineServer, "create_queue", "a new session's queue"),
+    Reach(EIO, EngineServer, "generate_id", "pooled entropy for ids", params=()),
+    Reach(EIO, EngineServer, "disconnect", "no waiting for a drained queue",
+          params=("sid",)),
+    Reach(EIO, engineio_aiohttp, "translate_request", "the environ of an aiohttp request",
+          params=("request",)),
+    Reach(EIO, engineio.payload.Payload, "max_decode_packets",
+          "the 16-packet bound on a polling POST is lifted"),
+    # python-engineio's session (app.transport.RoomcastSocket)
+    *(Reach(EIO, EngineSocket, name, "the session's state", instance=_engine_socket)
+      for name in ("queue", "last_ping", "connected", "upgraded", "upgrading", "closing",
+                   "closed", "server", "sid")),
+    Reach(EIO, EngineSocket, "send", "direct WebSocket writes", params=("pkt",)),
+    Reach(EIO, EngineSocket, "receive", "packets from our WebSocket", params=("pkt",)),
+    Reach(EIO, EngineSocket, "close", "closing without waiting",
+          params=("wait", "abort", "reason")),
+    Reach(EIO, EngineSocket, "schedule_ping", "heartbeat on timers", params=()),
+    Reach(EIO, EngineSocket, "check_ping_timeout", "closes a silent session", params=()),
+    Reach(EIO, EngineSocket, "handle_get_request", "WebSocket without Connection: upgrade",
+          params=("environ",)),
+    Reach(EIO, EngineSocket, "handle_post_request", "POST bodies read whole",
+          params=("environ",)),
+    Reach(EIO, EngineSocket, "_upgrade_websocket", "our WebSocket connection",
+          params=("environ",)),
+    # python-socketio's server (app.engine.RoomcastServer)
+    *(Reach(SIO, SocketIOServer, name, "the server's state", instance=_sio_server)
+      for name in ("eio", "manager", "manager_initialized", "packet_class")),
+    Reach(SIO, SocketIOServer, "_engineio_server_class", "our Engine.IO server", params=()),
+    Reach(SIO, SocketIOServer, "_handle_eio_connect", "the connect deadline",
+          params=("eio_sid", "environ")),
+    Reach(SIO, SocketIOServer, "_handle_connect", "the connect deadline",
+          params=("eio_sid", "namespace", "data")),
+    Reach(SIO, SocketIOServer, "_handle_eio_message", "invalid framing closes",
+          params=("eio_sid", "data")),
+    Reach(SIO, SocketIOServer, "_handle_eio_disconnect", "the session is forgotten at once",
+          params=("eio_sid", "reason")),
+    Reach(SIO, SocketIOServer, "_handle_event", "reserved and nameless events",
+          params=("eio_sid", "namespace", "id", "data")),
+    Reach(SIO, SocketIOServer, "_send_packet", "an error ack", params=("eio_sid", "pkt")),
+    Reach(SIO, SocketIOServer, "_send_eio_packet", "bounded backlog",
+          params=("eio_sid", "eio_pkt")),
+    # python-socketio's managers (app.fanout)
+    *(Reach(SIO, Manager, name, "room bookkeeping", instance=Manager)
+      for name in ("rooms", "callbacks", "pending_connect", "pending_disconnect", "server")),
+    Reach(SIO, Manager, "basic_enter_room", "the rooms of each connection",
+          params=("sid", "namespace", "room", "eio_sid")),
+    Reach(SIO, Manager, "basic_leave_room", "the rooms of each connection",
+          params=("sid", "namespace", "room")),
+    Reach(SIO, Manager, "basic_disconnect", "leaving only a connection's own rooms",
+          params=("sid", "namespace")),
+    *(Reach(SIO, RedisManager, name, "Redis fan-out's connection",
+            instance=lambda: RedisManager("redis://127.0.0.1:1/0"))
+      for name in ("redis", "pubsub", "channel", "json", "connected")),
+    Reach(SIO, RedisManager, "_publish", "a failed publish is known", params=("data",)),
+    Reach(SIO, RedisManager, "_redis_connect", "old clients are closed", params=()),
+    Reach(SIO, RedisManager, "_redis_listen_with_retries", "a bounded resubscribe delay",
+          params=()),
+    # aiohttp (app.front, app.websocket)
+    Reach(AIOHTTP, AppRunner, "_make_server", "the front door's server", params=()),
+    Reach(AIOHTTP, LowLevelServer, "__call__", "a protocol for each new connection",
+          params=()),
+    Reach(AIOHTTP, LowLevelServer, "pre_shutdown", "closing idle connections", params=()),
+    Reach(AIOHTTP, web_protocol.RequestHandler, "_message_tail",
+          "bytes after an upgrade request's headers"),
+    # python-engineio's client (client.chat_client)
+    *(Reach(EIO, engineio.AsyncClient, name, "reconnecting after a server's CLOSE",
+            instance=_sio_client_engine)
+      for name in ("current_transport", "read_loop_task", "write_loop_task", "http",
+                   "external_http")),
+)
+
+
+def supported(library: str) -> str:
+    """The versions of ``library`` Roomcast declares, e.g. ``>=5.18.0,<5.19``."""
+    try:
+        requires = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return "(roomcast is not installed: see setup.cfg)"
+    for requirement in requires:
+        match = re.match(r"([A-Za-z0-9._-]+)\s*(?:\[[^]]*\])?\s*([^;]*)", requirement)
+        if match and _normal(match[1]) == _normal(library) and "extra ==" not in requirement:
+            parts = sorted(match[2].replace(" ", "").split(","), key=lambda p: p[0] != ">")
+            return ",".join(parts) or "any version"  # lower bound first
+    return "(not declared)"
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _version(library: str) -> str:
+    try:
+        return importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _problem(reach: Reach) -> str | None:
+    """What is wrong with ``reach`` on the installed library, or None."""
+    if reach.instance is not None:
+        if not hasattr(reach.instance(), reach.name):
+            return "no longer sets it"
+        return None
+    if not hasattr(reach.owner, reach.name):
+        return "no longer has it"
+    if reach.params is None:
+        return None
+    try:
+        signature = inspect.signature(getattr(reach.owner, reach.name))
+    except (TypeError, ValueError):
+        return "is no longer a function"
+    names = [p.name for p in signature.parameters.values()
+             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if names[:1] == ["self"]:
+        names = names[1:]
+    if tuple(names[:len(reach.params)]) != reach.params:
+        return f"takes ({', '.join(names)}), not ({', '.join(reach.params)})"
+    return None
+
+
+def check(reaches: tuple[Reach, ...] = REACHES) -> None:
+    """Raise IncompatibleLibrary unless every name in ``reaches`` has the shape we use."""
+    problems = []
+    for reach in reaches:
+        problem = _problem(reach)
+        if problem is not None:
+            owner = getattr(reach.owner, "__qualname__", getattr(reach.owner, "__name__", "?"))
+            problems.append(f"{reach.library} {_version(reach.library)}: {owner}.{reach.name} "
+                            f"{problem} (used for: {reach.why})")
+    if problems:
+        libraries = sorted({p.split(" ", 1)[0] for p in problems})
+        ranges = "; ".join(f"{lib} {supported(lib)}" for lib in libraries)
+        raise IncompatibleLibrary(
+            "Roomcast cannot run on the installed libraries:\n  " + "\n  ".join(problems)
+            + f"\nRoomcast works with {ranges}. Install the locked versions: "
+              "pip install --require-hashes -r requirements.txt")
+
+
+check()
+
+
+# -- helpers for the names that are reached, not subclassed --------------------
+
+def aiohttp_environ(request: aiohttp.web.Request) -> dict[str, Any]:
+    """python-engineio's environ for an aiohttp request (its driver's function)."""
+    environ: dict[str, Any] = engineio_aiohttp.translate_request(request)
+    return environ
+
+
+def set_translate_request(engine: Any, translate: Callable[[Any], Any]) -> None:
+    """Make ``engine`` build each request's environ with ``translate``."""
+    engine._async = dict(engine._async, translate_request=translate)
+
+
+def lift_polling_packet_limit(limit: int) -> None:
+    """Let a polling POST carry up to ``limit`` packets (python-engineio: 16;
+    a class attribute, so process-wide)."""
+    payload = engineio.payload.Payload
+    payload.max_decode_packets = max(payload.max_decode_packets, limit)
+
+
+def release_aiohttp_connection(request: aiohttp.web.BaseRequest) -> bytes:
+    """Make aiohttp let go of the connection of ``request``: it must not close
+    the transport when the request ends, and must forget the connection (its
+    handler, parser and request are freed once the handler returns). Returns
+    what arrived after the request's headers, which aiohttp kept for the upgrade."""
+    protocol: Any = request.protocol
+    tail: bytes = protocol._message_tail
+    protocol._message_tail = b""
+    protocol.transport = None
+    protocol.connection_lost(None)
+    return tail
+
+
+def client_engine(client: socketio.AsyncClient) -> Any:
+    """The python-engineio client under a python-socketio one: its
+    ``current_transport``, ``read_loop_task``, ``write_loop_task``, ``http``
+    and ``external_http`` are checked above."""
+    return client.eio
