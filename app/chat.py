@@ -13,6 +13,7 @@ stored in the order it sent them. Keep it that way: no ``await`` before
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -57,6 +58,7 @@ def acked(handler: Handler) -> Callable[..., Awaitable[Ack]]:
     @functools.wraps(handler)
     async def on_event(self: ChatNamespace, sid: Sid, *args: Any) -> Ack:
         started = time.perf_counter()
+        task = self._in_flight(asyncio.current_task())
         try:
             if len(args) > 1:
                 raise ChatError(ErrorCode.BAD_REQUEST, "send one payload map")
@@ -71,6 +73,7 @@ def acked(handler: Handler) -> Callable[..., Awaitable[Ack]]:
             self.metrics.refused.labels(event, ErrorCode.INTERNAL).inc()
             return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
         finally:
+            self.handling.discard(task)
             self.metrics.ack_seconds.labels(event).observe(time.perf_counter() - started)
     return on_event
 
@@ -120,6 +123,20 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.per_name: Counter[str] = Counter()
         self.per_address: Counter[str] = Counter()
         self.draining = False  # set when shutdown begins
+        # handlers running now: shutdown waits for them before closing the
+        # backends, or their last store and presence calls would fail, or
+        # open connections that nothing closes
+        self.handling: set[asyncio.Task[Any]] = set()
+
+    def _in_flight(self, task: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
+        if task is not None:
+            self.handling.add(task)
+        return task
+
+    async def wait_handlers(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the handlers running now to finish."""
+        if self.handling:
+            await asyncio.wait(list(self.handling), timeout=timeout)
 
     def _transport(self, sid: Sid) -> str:
         try:
@@ -174,6 +191,13 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
+        task = self._in_flight(asyncio.current_task())
+        try:
+            await self._disconnected(sid, conn, reason)
+        finally:
+            self.handling.discard(task)
+
+    async def _disconnected(self, sid: Sid, conn: Connection, reason: str) -> None:
         self._forget_connection(conn)
         if self.draining and reason == self.server.reason.SERVER_DISCONNECT:
             reason = "server_shutdown"

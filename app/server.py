@@ -79,7 +79,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     app[METRICS_KEY] = metrics = Metrics()
     sio = RoomcastServer(
         async_mode="aiohttp",
-        client_manager=client_manager(settings, metrics),
+        client_manager=client_manager(settings, metrics, node),
         # browsers: this server's own origin, the configured ones, and the
         # hosted Admin UI when it is enabled
         cors_allowed_origins=origin_policy(
@@ -107,7 +107,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
 
     async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PRESENCE_KEY] = await open_presence(settings.redis, prefix=settings.redis_prefix,
-                                                node_id=node, ttl=settings.presence_ttl)
+                                                node_id=node, ttl=settings.presence_ttl,
+                                                max_connections=settings.redis_max_connections)
         yield
         await app[PRESENCE_KEY].close()
 
@@ -129,6 +130,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
             name="presence-housekeeping")
         log.info("node %s ready", node)
         yield
+        await chat.wait_handlers(settings.shutdown_timeout)
         housekeeping.cancel()
         await asyncio.gather(housekeeping, return_exceptions=True)
         if isinstance(sio.manager, RedisFanout):

@@ -48,6 +48,9 @@ class Settings:
     presence_ttl: float = field(default=15.0, metadata={
         "help": "seconds after which a silent node's presence entries are removed "
                 "(with --redis; checked every third of it)"})
+    redis_max_connections: int = field(default=100, metadata={
+        "help": "connections each of this node's Redis clients (fan-out, presence) may "
+                "hold; more requests wait for a free one (up to 5 s)"})
     trust_forwarded: bool = field(default=False, metadata={
         "help": "take client addresses from X-Forwarded-For (only behind a proxy that "
                 "sets it)"})
@@ -119,6 +122,9 @@ class Settings:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         if self.ping_interval <= 0 or self.ping_timeout <= 0:
             raise ValueError("ping_interval and ping_timeout must be positive")
+        if self.redis_max_connections < 2:
+            raise ValueError("redis_max_connections must be at least 2 (fan-out holds one "
+                             "for its subscription)")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:

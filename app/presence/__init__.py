@@ -52,12 +52,13 @@ class Presence(Protocol):
         """Release the backend."""
 
 
-async def open_presence(redis_url: str, *, prefix: str, node_id: str,
-                        ttl: float) -> Presence:
+async def open_presence(redis_url: str, *, prefix: str, node_id: str, ttl: float,
+                        max_connections: int = 100) -> Presence:
     """Redis presence when ``redis_url`` is set, else in-process."""
     if redis_url:
         from .redis import RedisPresence
-        presence = RedisPresence(redis_url, prefix=prefix, node_id=node_id, ttl=ttl)
+        presence = RedisPresence(redis_url, prefix=prefix, node_id=node_id, ttl=ttl,
+                                 max_connections=max_connections)
         await presence.start()
         return presence
     from .memory import MemoryPresence

@@ -30,6 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .. import redis_client
 from ..errors import ChatError, ErrorCode
 from ..models import RoomName, Sid
 from . import LocalMembers, OnLeft, Presence
@@ -69,11 +70,12 @@ def _unavailable(exc: Exception) -> ChatError:
 
 
 class RedisPresence:
-    def __init__(self, url: str, *, prefix: str, node_id: str, ttl: float = 15.0) -> None:
+    def __init__(self, url: str, *, prefix: str, node_id: str, ttl: float = 15.0,
+                 max_connections: int = 100) -> None:
         self.ttl = ttl
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5,
-            health_check_interval=10)
+        self._redis: aioredis.Redis = redis_client.connect(
+            url, max_connections=max_connections, name=f"{prefix}:{node_id}:presence",
+            decode_responses=True)
         self._p = prefix
         self.node_id = node_id
         self._join = self._redis.register_script(_JOIN)
@@ -128,11 +130,17 @@ class RedisPresence:
         return [(RoomName(r), int(n)) for r, n in zip(names, counts) if n]
 
     async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
+        task = asyncio.current_task()
         while True:
             try:
                 await self.housekeeping(local, on_left)
             except RedisError as exc:
                 log.warning("redis presence housekeeping failed: %s", exc)
+            if task is not None and task.cancelling():
+                # Cancelled while waiting for a pooled connection: on Python 3.11
+                # asyncio.Condition.wait can swallow the CancelledError, and
+                # this loop would run on forever (shutdown hung on it).
+                raise asyncio.CancelledError
             await asyncio.sleep(self.ttl / 3)
 
     async def housekeeping(self, local: LocalMembers, on_left: OnLeft) -> None:
