@@ -23,7 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-CONF = Path(__file__).resolve().parent.parent / "nginx" / "roomcast.conf"
+# nginx/roomcast.conf, reached through the link app/nginx so that it ships in the package
+CONF = Path(__file__).parent / "nginx" / "roomcast.conf"
 LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)")
 START_TIMEOUT = 30.0  # seconds for every node and nginx to answer
 

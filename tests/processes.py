@@ -28,10 +28,12 @@ class Process:
                          asyncio.ensure_future(self._read(proc.stderr, self._stderr))]
 
     @classmethod
-    async def start(cls, *args: str, cwd: Path, env: dict[str, str] | None = None) -> Process:
+    async def start(cls, *args: str, cwd: Path, env: dict[str, str] | None = None,
+                    executable: str = sys.executable) -> Process:
+        """``executable ARGS`` (this Python by default) in ``cwd``."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            executable, *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         return cls(proc)
 
