@@ -18,7 +18,7 @@ SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/u
 LOCK      := requirements.txt
 TEST_LOCK := requirements-test.txt
 UV        := $(BIN)/uv
-COMPILE    = printf 'setuptools>=64\n' | $(UV) pip compile setup.cfg - --generate-hashes \
+COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
 .PHONY: run test check web tools bench churn cluster clean lock test-latest test-lowest
@@ -86,7 +86,7 @@ test-latest test-lowest: $(VENV)/.installed-test web tools
 	rm -rf .venv-$(@:test-%=%)
 	$(PYTHON) -m venv .venv-$(@:test-%=%)
 	$(if $(filter test-latest,$@),printf '%s\n' $(UPPER_BOUNDED) > .venv-latest/unbounded.txt)
-	printf 'setuptools>=64\n' | $(UV) pip install --quiet --python .venv-$(@:test-%=%)/bin/python \
+	printf 'setuptools>=70.1\n' | $(UV) pip install --quiet --python .venv-$(@:test-%=%)/bin/python \
 	  $(RESOLVE) -r - -e '.[test]'
 	.venv-$(@:test-%=%)/bin/python -m pip list --format=freeze | grep -iE \
 	  '^(aiohttp|python-socketio|python-engineio|redis|msgpack|asyncpg|pytest)=='
