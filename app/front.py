@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
@@ -35,6 +36,10 @@ SOCKETIO_PATH = "/socket.io/"
 _PREFIX = b"GET " + SOCKETIO_PATH.encode() + b"?"
 MAX_HEAD = 8190  # bytes of request line and headers (aiohttp's own limit per line)
 FIRST_REQUEST_TIMEOUT = 75.0  # seconds a new connection may take to send its request
+# RFC 9110 section 5.1: a field name is a token; section 5.5: a value holds no
+# control character but horizontal tab (no NUL, no bare CR or LF)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class FrontRequest:
@@ -89,9 +94,10 @@ def parse_handshake(head: bytes, transport: asyncio.Transport,
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines:
         name, colon, value = line.partition(":")
-        if not colon or not name or not name.isprintable() or " " in name or "\t" in name:
-            return None
-        headers.add(name, value.strip(" \t"))
+        value = value.strip(" \t")
+        if not colon or not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            return None  # aiohttp refuses it, with 400
+        headers.add(name, value)
     if ("Content-Length" in headers or "Transfer-Encoding" in headers
             or headers.get("Upgrade", "").strip().lower() != "websocket"):
         return None

@@ -184,11 +184,30 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+def close_payload_problem(payload: bytes) -> tuple[int, str] | None:
+    """Why a Close frame's payload is invalid (the code to fail with and a
+    reason), or None. RFC 6455 section 5.5.1: empty, or a 2-byte code and UTF-8
+    text; section 7.4: 1005, 1006, 1015 and codes outside 1000-4999 are never
+    sent, 1004 and 1016-2999 are reserved."""
+    if not payload:
+        return None
+    if len(payload) == 1:
+        return PROTOCOL_ERROR, "a one-byte Close"
+    code = int.from_bytes(payload[:2], "big")
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        return PROTOCOL_ERROR, f"a Close with code {code}, which RFC 6455 forbids"
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        return INVALID_DATA, "a Close reason that is not UTF-8"
+    return None
+
+
 class WebSocketConnection(asyncio.Protocol):
     """One WebSocket connection after its handshake, fed by the event loop."""
 
     __slots__ = ("transport", "listener", "_registry", "max_size", "_buffer", "_message",
-                 "_message_opcode", "_closing", "_paused")
+                 "_message_opcode", "_closing", "_paused", "_write_blocked")
 
     def __init__(self, transport: asyncio.Transport, registry: OpenConnections,
                  max_size: int) -> None:
@@ -200,7 +219,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._message: bytearray | None = None  # fragments of a message not yet whole
         self._message_opcode = TEXT
         self._closing: asyncio.TimerHandle | bool = False  # our Close is sent
-        self._paused = False
+        self._paused = False  # by the listener: its inbox is full
+        self._write_blocked = False  # by the transport: the peer is not reading
         registry.add(self)
 
     # -- the listener's side ---------------------------------------------------
@@ -235,20 +255,33 @@ class WebSocketConnection(asyncio.Protocol):
             self.transport.abort()
 
     def pause_reading(self) -> None:
-        if not self._paused and self.transport is not None:
+        if not self._paused:
             self._paused = True
-            self.transport.pause_reading()
+            self._reading_changed()
 
     def resume_reading(self) -> None:
-        if self._paused and self.transport is not None:
+        if self._paused:
             self._paused = False
-            self.transport.resume_reading()
+            self._reading_changed()
+
+    def _reading_changed(self) -> None:
+        """Read from the peer only while neither the listener's inbox nor our
+        write buffer is full."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._paused or self._write_blocked:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     # -- asyncio.Protocol --------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self.listener is None:  # not listening yet: keep it
-            self._buffer = (self._buffer or bytearray()) + data
+            if self._buffer is None:
+                self._buffer = bytearray()
+            self._buffer += data
             return
         buf: bytes | bytearray
         if self._buffer:
@@ -286,8 +319,13 @@ class WebSocketConnection(asyncio.Protocol):
             payload = unmask(bytes(buf[head:head + 4]), bytes(buf[head + 4:head + 4 + length]))
             pos = head + 4 + length
             self._frame(bool(first & _FIN), opcode, payload)
-        rest = buf[pos:]
-        self._buffer = bytearray(rest) if rest and self._closing is not True else None
+        if pos == end or self._closing is True:
+            self._buffer = None
+        elif buf is self._buffer:  # keep the bytearray: appending to it stays cheap
+            if pos:
+                del buf[:pos]
+        else:
+            self._buffer = bytearray(buf[pos:])
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself
@@ -304,10 +342,16 @@ class WebSocketConnection(asyncio.Protocol):
             listener.ws_closed()
 
     def pause_writing(self) -> None:
-        """The session watches its transport's buffer itself (a slow consumer is cut)."""
+        """The peer is not reading what we write: stop reading what it sends, so
+        that what it makes us write (pongs, close answers) stays bounded by the
+        transport's high-water mark, with no Socket.IO session needed. (The
+        session also cuts a slow consumer by its backlog, ``app.transport``.)"""
+        self._write_blocked = True
+        self._reading_changed()
 
     def resume_writing(self) -> None:
-        """See pause_writing."""
+        self._write_blocked = False
+        self._reading_changed()
 
     # -- frames ------------------------------------------------------------------
 
@@ -331,8 +375,9 @@ class WebSocketConnection(asyncio.Protocol):
         elif opcode == PING:
             self.write(frame(PONG, payload))
         elif opcode == CLOSE:
-            if len(payload) == 1:
-                self._fail(PROTOCOL_ERROR, "a one-byte Close")
+            problem = close_payload_problem(payload)
+            if problem is not None:
+                self._fail(*problem)
                 return
             if self.transport is None:
                 return

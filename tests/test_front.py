@@ -182,3 +182,19 @@ async def test_shutdown_closes_connections_still_at_the_door(served: Served) -> 
             assert await reader.read() == b""
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("bad", [
+    b"X-Note: a\x00b\r\n",  # NUL in a value
+    b"X-Note: a\x1bb\r\n",  # another control character
+    b"Bad@Name: x\r\n",  # a name that is not a token
+    b"Bad Name: x\r\n",
+    b"(x): y\r\n",
+])
+async def test_a_handshake_with_bytes_http_forbids_is_refused(served: Served, bad: bytes) -> None:
+    """Header bytes that RFC 9110 forbids make the handshake aiohttp's, which
+    refuses it (400): the front door accepts nothing aiohttp would not."""
+    head = handshake(urlsplit(served.url).netloc)
+    answer = await raw_http(served, head.replace(b"\r\n", b"\r\n" + bad, 1))
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+    assert not served.app[SIO_KEY].eio.sockets

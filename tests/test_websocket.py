@@ -203,6 +203,10 @@ async def test_frames_sent_with_the_handshake_are_read(served: Served) -> None:
     (frame(PING, b"x" * 126), 1002),  # control frames carry at most 125 bytes
     (frame(0x3, b"x"), 1002),  # reserved opcode
     (bytes((0x81, 0xFF)) + (1 << 62).to_bytes(8, "big"), 1009),  # refused on its header
+    # Close codes a peer must never send (RFC 6455 section 7.4), and a bad reason
+    *((frame(CLOSE, bad_code.to_bytes(2, "big")), 1002)
+      for bad_code in (999, 1004, 1005, 1006, 1015, 1016, 2999, 5000)),
+    (frame(CLOSE, (1000).to_bytes(2, "big") + b"\xff"), 1007),
 ])
 async def test_a_protocol_violation_fails_the_connection_with_its_code(
         served: Served, caplog: pytest.LogCaptureFixture, bad: bytes, code: int) -> None:
@@ -333,3 +337,84 @@ async def test_a_packet_engineio_does_not_handle_drops_nothing_after_it(served: 
         assert acks == [1, 2]
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1011, 1014, 3000, 4999])
+async def test_a_close_with_any_allowed_code_is_answered(served: Served, code: int) -> None:
+    """Codes RFC 6455 allows a peer to send are echoed in the closing handshake."""
+    client = await RawWebSocket.open(served)
+    try:
+        await client.opened()
+        client.send(frame(CLOSE, code.to_bytes(2, "big") + "ça".encode()))
+        assert await client.read_frame() == (True, CLOSE, code.to_bytes(2, "big"))
+        assert await client.at_eof()
+    finally:
+        client.close()
+
+
+async def test_a_peer_that_pings_and_never_reads_cannot_grow_our_buffer(
+        served: Served) -> None:
+    """A peer floods pings (no Socket.IO connect needed) and reads nothing: once
+    the kernel's buffers are full, the server stops reading it rather than
+    queueing pongs without bound; when the peer reads again, every ping has
+    been answered, in order, and the connection is still up."""
+    pings = (24 << 20) // 131  # 24 MB of 125-byte pings: more than the kernel buffers
+    client = await RawWebSocket.open(served)
+    try:
+        await client.opened()
+        [connection] = list(served.app[SIO_KEY].eio.connections)
+        payloads = [i.to_bytes(4, "big") * 31 + b"p" for i in range(pings)]
+        client.send(b"".join(frame(PING, payload) for payload in payloads))
+        transport = connection.transport
+        assert transport is not None
+        await until(lambda: not transport.is_reading(), 30)
+        assert transport.get_write_buffer_size() < 1 << 20
+        for payload in payloads:
+            assert await client.read_frame() == (True, PONG, payload)
+        await until(transport.is_reading)
+        client.send(frame(PING, b"still here"))
+        assert await client.read_frame() == (True, PONG, b"still here")
+    finally:
+        client.close()
+
+
+def test_a_frame_trickled_in_small_pieces_is_not_copied_per_piece() -> None:
+    """The bytes of a frame that arrives piece by piece are appended to one
+    buffer, not copied whole for every piece (which cost CPU quadratic in the
+    frame's size), and the message is delivered whole."""
+    class Transport:
+        def __init__(self) -> None:
+            self.written = b""
+
+        def write(self, data: bytes) -> None:
+            self.written += data
+
+        def get_extra_info(self, name: str) -> Any:
+            return None
+
+        def is_closing(self) -> bool:
+            return False
+
+    class Listener:
+        messages: list[str | bytes] = []
+
+        def ws_message(self, data: str | bytes) -> None:
+            self.messages.append(data)
+
+        def ws_closed(self) -> None:
+            pass
+
+    connection = websocket.WebSocketConnection(
+        Transport(), websocket.OpenConnections(), max_size=1 << 20)  # type: ignore[arg-type]
+    listener = Listener()
+    connection.listen(listener)
+    message = os.urandom(1 << 16)
+    data = frame(BINARY, message) + frame(BINARY, b"next")
+    connection.data_received(data[:100])
+    buffer = connection._buffer
+    for at in range(100, len(data) - 10, 1000):
+        connection.data_received(data[at:at + 1000])
+        assert connection._buffer is buffer or connection._buffer is None
+    connection.data_received(data[at + 1000:])
+    assert listener.messages == [message, b"next"]
+    assert connection._buffer is None
