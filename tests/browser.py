@@ -28,12 +28,16 @@ class User:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.problems: list[str] = []  # console errors, page errors, dialogs
+        # set by a test while it keeps the server away: the browser then logs each
+        # failed request as a console error, which is what it should do
+        self.offline = False
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
         page.on("dialog", self._dialog)
 
     def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
+        if message.type == "error" and not (
+                self.offline and message.text.startswith("Failed to load resource: net::")):
             self.problems.append(f"console: {message.text}")
 
     async def _dialog(self, dialog: Any) -> None:

@@ -222,7 +222,7 @@ async def test_reconnect_after_restart_shows_what_was_missed(
     await alice.say("before")
     await alice.shows("before")
 
-    proxy.offline = True  # keep the page away until we let it back
+    proxy.offline = alice.offline = True  # keep the page away until we let it back
     assert await restartable["server"].stop() == 0  # type: ignore[attr-defined]
     await expect(alice.page.locator("#status")).to_have_attribute(
         "data-state", "reconnecting", timeout=WAIT_MS)
@@ -240,6 +240,7 @@ async def test_reconnect_after_restart_shows_what_was_missed(
                             namespace=NAMESPACE)
         proxy.offline = False
         await alice.connected()
+        alice.offline = False
         await alice.shows("before", "missed 1", "missed 2", "missed 3", "typed while offline")
         await expect(alice.page.locator("#messages li.pending")).to_have_count(0)
         got = await asyncio.wait_for(peer.inbox.get(), TIMEOUT)  # type: ignore
