@@ -24,6 +24,7 @@ from .keys import (
     CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY,
 )
 from .metrics import Metrics
+from .msgpack_packet import BoundedMsgPackPacket
 from .page import setup_page
 from .presence import open_presence
 from .settings import Settings
@@ -67,8 +68,8 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> N
                       lambda: [([], 1.0 if manager.healthy else 0.0)])
 
 
-# our setting's values -> python-socketio's names for them
-SOCKETIO_SERIALIZERS = {"msgpack": "msgpack", "json": "default"}
+# our setting's values -> python-socketio's serializers (msgpack decoded within bounds)
+SOCKETIO_SERIALIZERS: dict[str, object] = {"msgpack": BoundedMsgPackPacket, "json": "default"}
 
 
 def create_app(settings: Settings, *, store_factory: StoreFactory = open_store

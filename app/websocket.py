@@ -245,6 +245,7 @@ class WebSocketConnection(asyncio.Protocol):
         transport.write(frame(CLOSE, code.to_bytes(2, "big")))
         if wait:
             self._closing = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
+            self.resume_reading()  # no more messages for the listener: read the peer's Close
         else:
             self._closing = True
             transport.close()
@@ -278,7 +279,7 @@ class WebSocketConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.listener is None:  # not listening yet: keep it
+        if self.listener is None and self._closing is False:  # not listening yet: keep it
             if self._buffer is None:
                 self._buffer = bytearray()
             self._buffer += data

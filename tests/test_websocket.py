@@ -257,6 +257,25 @@ async def test_a_peer_that_never_answers_our_close_is_cut_off(
         client.close()
 
 
+async def test_a_peer_that_answers_our_close_ends_the_connection_at_once(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server closes a session and the peer answers its Close: the
+    connection ends then, not when CLOSE_TIMEOUT runs out (the session had let
+    go of the connection, which then read nothing, not even the answer)."""
+    monkeypatch.setattr(websocket, "CLOSE_TIMEOUT", 3600.0)
+    client = await RawWebSocket.open(served)
+    try:
+        await client.opened()
+        assert await served.app[SIO_KEY].close_all_sessions() == 1
+        assert await client.read_frame() == (True, TEXT, b"1")  # Engine.IO CLOSE
+        assert await client.read_frame() == (True, CLOSE, (1000).to_bytes(2, "big"))
+        client.send(frame(CLOSE, (1000).to_bytes(2, "big")))
+        assert await client.at_eof()
+        await until(lambda: not served.app[SIO_KEY].eio.connections)
+    finally:
+        client.close()
+
+
 async def burst_is_answered_in_order(client: RawWebSocket, serializer: str, n: int) -> None:
     """Join /chat, then send ``n`` acked events in one write: all n acks come back,
     in order."""
