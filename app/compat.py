@@ -113,6 +113,7 @@ REACHES: tuple[Reach, ...] = (
           params=("environ",)),
     Reach(EIO, EngineSocket, "handle_post_request", "POST bodies read whole",
           params=("environ",)),
+    Reach(EIO, EngineSocket, "poll", "a bounded poll response", params=()),
     Reach(EIO, EngineSocket, "_upgrade_websocket", "our WebSocket connection",
           params=("environ",)),
     # python-socketio's server (app.engine.RoomcastServer)
@@ -198,14 +199,16 @@ def _problem(reach: Reach) -> str | None:
         return "no longer has it"
     if reach.params is None:
         return None
+    function = getattr(reach.owner, reach.name)
     try:
-        signature = inspect.signature(getattr(reach.owner, reach.name))
+        signature = inspect.signature(function)
     except (TypeError, ValueError):
         return "is no longer a function"
     names = [p.name for p in signature.parameters.values()
              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if names[:1] == ["self"]:
-        names = names[1:]
+    if inspect.isclass(reach.owner) and inspect.isfunction(function):
+        names = names[1:]  # the instance (python-socketio's Admin UI wraps some methods
+        # with functions whose first parameter is not named self)
     if tuple(names[:len(reach.params)]) != reach.params:
         return f"takes ({', '.join(names)}), not ({', '.join(reach.params)})"
     return None

@@ -128,6 +128,7 @@ class RoomcastEngine(compat.EngineServer):  # type: ignore[misc]
     _async: dict[str, Any]
     sequence_number: int
     max_backlog_bytes = 4_000_000  # set by RoomcastServer
+    max_poll_packets = 16  # set by RoomcastServer
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -220,12 +221,13 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, connect_timeout: float = 45.0,
                  max_backlog_packets: int = 1000, max_backlog_bytes: int = 4_000_000,
-                 **kwargs: Any) -> None:
+                 max_poll_packets: int = 16, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connect_timeout = connect_timeout
         self.max_backlog_packets = max_backlog_packets
         self.max_backlog_bytes = max_backlog_bytes
         self.eio.max_backlog_bytes = max_backlog_bytes
+        self.eio.max_poll_packets = max_poll_packets
         # sessions not yet in a namespace -> when they must be; in connect order,
         # so also in deadline order: one timer serves them all (see _deadlines_due)
         self._unjoined: OrderedDict[str, float] = OrderedDict()

@@ -83,6 +83,9 @@ class Settings:
                 "(typing signals stop at half)"})
     max_backlog_bytes: int = field(default=4_000_000, metadata={
         "help": "bytes waiting for a slow client before it is disconnected"})
+    max_poll_packets: int = field(default=16, metadata={
+        "help": "packets in one long-polling response, the rest in the next (python-socketio "
+                "clients drop a connection sent more than 16); 0: no limit"})
 
     # Access
     jwt_secret: str = field(default="", repr=False, metadata={
@@ -125,6 +128,8 @@ class Settings:
         if self.redis_max_connections < 2:
             raise ValueError("redis_max_connections must be at least 2 (fan-out holds one "
                              "for its subscription)")
+        if self.max_poll_packets < 0:
+            raise ValueError("max_poll_packets must be 0 (no limit) or more")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:

@@ -330,6 +330,31 @@ class RoomcastSocket(compat.EngineSocket):  # type: ignore[misc]
 
     # -- long-polling -------------------------------------------------------
 
+    async def poll(self) -> list[Any]:
+        """What one long-poll GET answers: the packets queued, up to the server's
+        ``max_poll_packets`` (the rest wait for the next GET). python-engineio
+        answered everything queued, and its own client refuses a payload of more
+        than 16 packets and disconnects ("transport error"): a stock python-socketio
+        client on polling lost a busy room, and every ack of a burst of calls."""
+        limit = self.server.max_poll_packets or None
+        try:
+            first = await asyncio.wait_for(
+                self.queue.get(), self.server.ping_interval + self.server.ping_timeout)
+            self.queue.task_done()
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            raise engineio.exceptions.QueueEmpty() from None
+        if first is None:
+            return []
+        packets = [first]
+        while not self.queue.empty() and (limit is None or len(packets) < limit):
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is None:  # the session is closing: the next GET gets nothing more
+                self.queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        return packets
+
     async def handle_post_request(self, environ: dict[str, Any]) -> Any:
         """Read the whole POST body; a body that is not Engine.IO framing closes
         the session (python-engineio logged a traceback and kept it): raising
