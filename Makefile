@@ -21,7 +21,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test check web tools bench churn cluster clean lock test-latest test-lowest
+.PHONY: run test check web tools bench churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -107,6 +107,9 @@ bench: $(VENV)/.installed-run $(BENCH_NODE)/node_modules/.installed  ## S1-S4 vs
 
 churn: $(VENV)/.installed-run  ## bench/churn.py: thousands of short connections, then leak check
 	$(BIN)/python -m bench.churn
+
+abuse: $(VENV)/.installed-run  ## bench/abuse.py: server memory under an unread-ping flood and msgpack amplification
+	$(BIN)/python -m bench.abuse
 
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \

@@ -38,7 +38,9 @@ that changes the behaviour underneath fails loudly:
 * **Shutdown with silent polling clients.** ``eio.disconnect()`` waits for
   each session's queue to drain, which never happens for a polling client
   that stopped polling, so shutdown hung. :meth:`close_all_sessions` closes
-  every session without waiting; a waiting poll is answered with CLOSE.
+  every session without waiting, and without the Engine.IO CLOSE that tells
+  python-socketio's clients not to reconnect: a WebSocket is closed with 1001
+  (going away), a waiting poll is answered 503.
 * **Sessions that never join a namespace** are closed after
   ``connect_timeout`` seconds (Socket.IO's default is 45 s; python-socketio
   has no such timeout), so idle half-open sessions cannot pile up.
@@ -109,7 +111,7 @@ from . import compat
 from .errors import ChatError, ErrorCode
 from .front import FrontRequest
 from .transport import SLOW_CONSUMER, HeldPackets, Outbox, RoomcastSocket, ws_frame
-from .websocket import OpenConnections
+from .websocket import GOING_AWAY, OpenConnections
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,7 @@ class RoomcastEngine(compat.EngineServer):  # type: ignore[misc]
         compat.set_translate_request(self, translate_request)
         self._polling: set[str] = set()  # sessions with a long-poll GET waiting
         self.outbox = Outbox()
+        self.going_away = False  # shutting down: sessions end so that clients reconnect
         self.connections = OpenConnections()  # WebSocket connections taken over
         self._entropy, self._entropy_at = b"", 0  # see generate_id
 
@@ -176,9 +179,12 @@ class RoomcastEngine(compat.EngineServer):  # type: ignore[misc]
             return aiohttp.web.Response(status=400, text="concurrent poll")
         self._polling.add(sid)
         try:
-            return await super().handle_request(*args, **kwargs)
+            response = await super().handle_request(*args, **kwargs)
         finally:
             self._polling.discard(sid)
+        if self.going_away and sid not in self.sockets:
+            return aiohttp.web.Response(status=503, text="server going away; reconnect")
+        return response
 
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """A new session's queue (see HeldPackets; RoomcastSocket.adopt replaces
@@ -294,13 +300,23 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
             self.manager.initialize()
 
     async def close_all_sessions(self) -> int:
-        """Close every Engine.IO session (clients will reconnect); return how many."""
+        """Close every Engine.IO session as a server going away does, so that
+        clients reconnect by themselves; return how many.
+
+        No Engine.IO CLOSE packet is sent: python-socketio's clients (AsyncClient,
+        Client, SimpleClient) take one as a deliberate goodbye and stay
+        disconnected. A WebSocket gets the closing handshake with 1001 (going
+        away, RFC 6455 section 7.4.1), as Node's engine.io closes it; a waiting
+        long-poll GET is answered 503, which every client takes as a transport
+        error."""
+        self.eio.going_away = True
         sockets = list(self.eio.sockets.values())
         for socket in sockets:
             # a peer that stopped reading would hold its connection open: drop it
             if socket.queue.qsize() > 2 or (socket.direct and socket.backlog_bytes()):
                 socket.abort()
-            await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+            await socket.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT,
+                               ws_code=GOING_AWAY)
         return len(sockets)
 
     def backlog(self, eio_sid: str) -> int:

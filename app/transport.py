@@ -48,7 +48,7 @@ from engineio import packet as eio_packet
 
 from . import compat
 from .websocket import (
-    BINARY, PAUSE_BYTES, TEXT, HandedOff, WebSocketConnection, frame, take_over,
+    BINARY, NORMAL, PAUSE_BYTES, TEXT, HandedOff, WebSocketConnection, frame, take_over,
 )
 
 log = logging.getLogger(__name__)
@@ -523,7 +523,9 @@ class RoomcastSocket(compat.EngineSocket):  # type: ignore[misc]
         self.queue = WRITTEN
 
     async def close(self, wait: bool = True, abort: bool = False,
-                    reason: str | None = None) -> None:
+                    reason: str | None = None, ws_code: int = NORMAL) -> None:
+        """End the session: its Engine.IO CLOSE packet unless ``abort``, then on
+        WebSocket the closing handshake with ``ws_code``."""
         await super().close(wait=False if self.direct else wait, abort=abort, reason=reason)
         self.stop_timers()
         connection, self._ws = self._ws, None
@@ -532,4 +534,4 @@ class RoomcastSocket(compat.EngineSocket):  # type: ignore[misc]
             self.flush()
             self.transport = None
             connection.listener = None
-            connection.close()
+            connection.close(ws_code)

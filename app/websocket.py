@@ -45,7 +45,7 @@ CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _FIN = 0x80
 
 # close codes (RFC 6455 section 7.4.1)
-NORMAL, PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1000, 1002, 1007, 1009
+NORMAL, GOING_AWAY, PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1000, 1001, 1002, 1007, 1009
 
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer's answer to our Close
 PAUSE_BYTES = 1 << 16  # a listener this far behind stops reading from its peer

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import socketio
 from socketio import exceptions as sio_errors
 
@@ -111,6 +112,7 @@ class ChatClient:
         self._connected_once = False
         self._dispatch: asyncio.Queue[tuple[Handler | None, JSON]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._own_http: aiohttp.ClientSession | None = None  # see connect()
         self._sio.on("connect", self._on_connect, namespace=NAMESPACE)
         self._sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
         self._sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
@@ -134,6 +136,14 @@ class ChatClient:
         and not ``retry`` (with ``retry``, keep trying with back-off).
         Later drops are handled by reconnecting in the background."""
         self._spawn(self._dispatcher())
+        eio = compat.client_engine(self._sio)
+        if eio.http is None:
+            # One HTTP session for the client's life. python-engineio makes a new
+            # one per connection and, when a polling connection fails, closes it
+            # while a reconnect attempt may already have made the next one, which
+            # is then dropped unclosed (the reconnect races its reset).
+            eio.http = self._own_http = aiohttp.ClientSession()
+            eio.external_http = True
         try:
             await self._sio.connect(self.url, auth=self.auth, namespaces=[NAMESPACE],
                                     transports=self.transports, wait_timeout=self.request_timeout,
@@ -156,10 +166,8 @@ class ChatClient:
         await self._sio.shutdown()  # disconnects, or stops a reconnect loop
         if self._sio.connected:  # a reconnect attempt finished meanwhile
             await self._sio.disconnect()
-        eio = compat.client_engine(self._sio)
-        http = eio.http  # python-engineio can leave it open after a drop
-        if http is not None and not http.closed and not eio.external_http:
-            await http.close()
+        if self._own_http is not None:
+            await self._own_http.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -13,7 +13,7 @@ import pytest
 from app.keys import SIO_KEY
 
 from .conftest import TIMEOUT, PeerFactory, Served, ServeFactory, until
-from .processes import Process
+from .processes import Process, start_server
 from .rawclient import EIO_MESSAGE, EVENT, RawClient, decode_sio, encode_sio
 
 STOCK_CLIENT = Path(__file__).resolve().parent / "stock_client.py"
@@ -22,8 +22,13 @@ SCENARIO_TIMEOUT = 40.0  # seconds one stock client's scenario may take
 
 
 async def stock(kind: str, transport: str, served: Served, scenario: str) -> Process:
-    return await Process.start(str(STOCK_CLIENT), kind, transport, served.settings.serializer,
-                               scenario, served.url, cwd=STOCK_CLIENT.parent)
+    return await start_stock(kind, transport, served.settings.serializer, scenario, served.url)
+
+
+async def start_stock(kind: str, transport: str, serializer: str, scenario: str,
+                      url: str) -> Process:
+    return await Process.start(str(STOCK_CLIENT), kind, transport, serializer, scenario, url,
+                               cwd=STOCK_CLIENT.parent)
 
 
 async def result(client: Process) -> dict[str, Any]:
@@ -55,6 +60,22 @@ async def test_a_stock_client_pipelines_a_hundred_calls(
     and it stays connected (their acks used to leave in one poll response)."""
     client = await stock(kind, transport, served, "pipeline")
     assert await result(client) == {"acked": COUNT, "connected": True}
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_stock_client_reconnects_across_a_server_restart(
+        tmp_path: Path, transport: str, serializer: str, kind: str) -> None:
+    """SIGTERM, then a new server on the same port: the stock client comes back by
+    itself (it stayed away when shutdown sent it an Engine.IO CLOSE, its goodbye)."""
+    server, port = await start_server(tmp_path, "--serializer", serializer)
+    client = await start_stock(kind, transport, serializer, "restart", f"http://127.0.0.1:{port}")
+    try:
+        assert await client.line(SCENARIO_TIMEOUT) == "ready"
+        assert await server.stop() == 0
+        server, _ = await start_server(tmp_path, "--serializer", serializer, "--port", str(port))
+        assert await result(client) == {"reconnected": True}
+    finally:
+        assert await server.stop() == 0
 
 
 @pytest.mark.parametrize(("limit", "first"), [(16, 16), (0, 40)])
