@@ -20,15 +20,14 @@ import argparse
 import asyncio
 import os
 import re
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import msgpack
 import socketio
 
-LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)")
+from .app_server import roomcast
+
 HANDSHAKE = ("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}\r\n"
              "Upgrade: websocket\r\nConnection: Upgrade\r\n"
              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -121,42 +120,28 @@ async def honest_round_trip(url: str) -> bool:
 
 
 async def main(args: argparse.Namespace) -> None:
-    workdir = tempfile.mkdtemp(prefix="roomcast-abuse-")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", "0",
-        "--store", f"sqlite:///{workdir}/abuse.db", stderr=asyncio.subprocess.PIPE)
-    assert server.stderr is not None
-    while not (match := LISTENING.search(line := await server.stderr.readline())):
-        if not line:
-            raise SystemExit("the server did not start")
-    port = int(match[1])
-    url = f"http://127.0.0.1:{port}"
-    drain = asyncio.ensure_future(server.stderr.read())
-    print(f"server pid {server.pid}, cpu: {os.cpu_count()} cores")
-    try:
+    async with roomcast() as (pid, url):
+        port = int(url.rsplit(":", 1)[1])
+        print(f"server pid {pid}, cpu: {os.cpu_count()} cores")
         for name, attack in (
                 (f"unread-ping flood ({args.flood_mb} MB offered)",
                  lambda: ping_flood(port, args.flood_mb, args.seconds)),
                 (f"msgpack amplification ({args.connections} x {args.messages} x 1 MB)",
                  lambda: amplification(port, args.connections, args.messages))):
-            before = rss_mb(server.pid)
-            peak = Peak(server.pid)
+            before = rss_mb(pid)
+            peak = Peak(pid)
             watcher = asyncio.ensure_future(peak.watch())
             try:
                 outcome = await attack()
             finally:
                 watcher.cancel()
-            after = rss_mb(server.pid)
+            after = rss_mb(pid)
             ok = await honest_round_trip(url)
             taken = f"; server took {outcome} MB before it stopped reading" \
                 if isinstance(outcome, int) else ""
             print(f"{name}: RSS before {before} MB, peak {peak.mb} MB "
                   f"(+{peak.mb - before:.1f}), after {after} MB{taken}; "
                   f"honest client {'chats on' if ok else 'FAILED'}")
-    finally:
-        server.terminate()
-        await server.wait()
-        await drain
 
 
 if __name__ == "__main__":

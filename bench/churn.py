@@ -13,15 +13,14 @@ import argparse
 import asyncio
 import os
 import re
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 import socketio
 
-LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)")
+from .app_server import roomcast
+
 GAUGES = ("roomcast_engineio_sessions", "roomcast_asyncio_tasks", "roomcast_connections",
           "roomcast_room_members", "roomcast_rooms")
 
@@ -58,20 +57,9 @@ async def one_cycle(url: str, i: int, transport: str) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    workdir = tempfile.mkdtemp(prefix="roomcast-churn-")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", "0",
-        "--store", f"sqlite:///{workdir}/churn.db",
-        "--max-connections-per-name", "1000", "--send-rate", "1000", "--send-burst", "1000",
-        stderr=asyncio.subprocess.PIPE)
-    assert server.stderr is not None
-    while not (match := LISTENING.search(line := await server.stderr.readline())):
-        if not line:
-            raise SystemExit("the server did not start")
-    url = f"http://127.0.0.1:{match[1].decode()}"
-    drain = asyncio.ensure_future(server.stderr.read())  # its log is not needed
-    try:
-        before = await state(server.pid, url)
+    flags = ("--max-connections-per-name", "1000", "--send-rate", "1000", "--send-burst", "1000")
+    async with roomcast(*flags) as (pid, url):
+        before = await state(pid, url)
         started = time.monotonic()
         done = 0
         semaphore = asyncio.Semaphore(args.concurrency)
@@ -87,16 +75,12 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.gather(*(run(i) for i in range(args.cycles)))
         elapsed = time.monotonic() - started
         await asyncio.sleep(1)  # let the server finish tearing down the last ones
-        after = await state(server.pid, url)
+        after = await state(pid, url)
         print(f"{done} cycles in {elapsed:.1f} s ({done / elapsed:.0f}/s), "
               f"concurrency {args.concurrency}")
         print(f"{'':28}{'before':>10}{'after':>10}{'change':>10}")
         for key in before:
             print(f"{key:28}{before[key]:>10}{after[key]:>10}{after[key] - before[key]:>10.1f}")
-    finally:
-        server.terminate()
-        await server.wait()
-        await drain
 
 
 if __name__ == "__main__":
