@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-POOL_WAIT = 5.0  # seconds a request may wait for a free pooled connection
+POOL_WAIT = 10.0  # seconds a request may wait for a free pooled connection
 SOCKET_TIMEOUT = 5.0  # seconds to connect, and for a reply to a command
 
 

@@ -50,7 +50,7 @@ class Settings:
                 "(with --redis; checked every third of it)"})
     redis_max_connections: int = field(default=100, metadata={
         "help": "connections each of this node's Redis clients (fan-out, presence) may "
-                "hold; more requests wait for a free one (up to 5 s)"})
+                "hold; more requests wait for a free one (up to 10 s)"})
     trust_forwarded: bool = field(default=False, metadata={
         "help": "take client addresses from X-Forwarded-For (only behind a proxy that "
                 "sets it)"})

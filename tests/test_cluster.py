@@ -192,16 +192,16 @@ async def test_redis_restart(serve: ServeFactory, serializer: str, transport: st
 
 async def test_a_burst_of_joins_waits_for_the_bounded_redis_pool(serve: ServeFactory) -> None:
     """500 joins at once on one cluster node whose Redis clients may each hold
-    8 connections: every join succeeds (a request waits for a pooled connection;
+    16 connections: every join succeeds (a request waits for a pooled connection;
     redis-py's own pool refuses past its bound, "Too many connections", and the
-    join was answered unavailable), and the node never holds more than 8."""
+    join was answered unavailable), and the node never holds more than 16."""
     import redis.asyncio as aioredis
 
     from .conftest import sio_client
 
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     node = await serve(redis=REDIS_URL, redis_prefix=prefix, node_id="node0",
-                       redis_max_connections=8, max_connections_per_address=1000)
+                       redis_max_connections=16, max_connections_per_address=1000)
     clients = [sio_client("msgpack") for _ in range(100)]
     try:
         await asyncio.gather(*(sio.connect(node.url, auth={"name": f"u{i}"},
@@ -218,7 +218,7 @@ async def test_a_burst_of_joins_waits_for_the_bounded_redis_pool(serve: ServeFac
             names = [client["name"] for client in await redis.client_list()]
         finally:
             await redis.aclose()
-        assert 1 <= names.count(f"{prefix}:node0:presence") <= 8
-        assert 1 <= names.count(f"{prefix}:node0:fanout") <= 8
+        assert 1 <= names.count(f"{prefix}:node0:presence") <= 16
+        assert 1 <= names.count(f"{prefix}:node0:fanout") <= 16
     finally:
         await asyncio.gather(*(sio.disconnect() for sio in clients if sio.connected))
