@@ -8,6 +8,7 @@ BIN    := $(VENV)/bin
 WEB      := app/web
 VENDOR   := app/static/vendor
 SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
+JS_TESTS := tests/node
 
 # package:binary pairs that `make test` needs from the system
 SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server
@@ -48,7 +49,11 @@ $(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	cp $(SIO_DIST)/socket.io.min.js $(SIO_DIST)/socket.io.msgpack.min.js $(VENDOR)/
 	touch $@
 
-test: $(VENV)/.installed-test web tools  ## every test, then the type and lint checks
+$(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package.json $(JS_TESTS)/package-lock.json
+	npm ci --prefix $(JS_TESTS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: $(VENV)/.installed-test web tools $(JS_TESTS)/node_modules/.installed  ## every test, then the type and lint checks
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory check
 
@@ -82,7 +87,7 @@ lock: $(VENV)/.installed-test  ## pick the newest versions the ranges in setup.c
 UPPER_BOUNDED := aiohttp python-engineio python-socketio
 test-latest: RESOLVE = --resolution highest --override .venv-latest/unbounded.txt
 test-lowest: RESOLVE = --resolution lowest-direct
-test-latest test-lowest: $(VENV)/.installed-test web tools
+test-latest test-lowest: $(VENV)/.installed-test web tools $(JS_TESTS)/node_modules/.installed
 	rm -rf .venv-$(@:test-%=%)
 	$(PYTHON) -m venv .venv-$(@:test-%=%)
 	$(if $(filter test-latest,$@),printf '%s\n' $(UPPER_BOUNDED) > .venv-latest/unbounded.txt)

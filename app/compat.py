@@ -1,10 +1,12 @@
 """Every private or undocumented name of another library that Roomcast uses.
 
-Roomcast fixes python-engineio, python-socketio and aiohttp where they fall
-short (see :mod:`app.engine`, :mod:`app.transport`, :mod:`app.fanout`,
-:mod:`app.front`, :mod:`app.websocket`, :mod:`client.chat_client`). Those
-modules reach the libraries' private names only through this one: they
-subclass the checked base classes below and call the helpers at the end.
+Roomcast runs python-socketio on an Engine.IO server of its own (:mod:`app.eio`)
+and fixes python-socketio and aiohttp where they fall short (see
+:mod:`app.sio.server`, :mod:`app.fanout`, :mod:`app.front`,
+:mod:`app.ws.handshake`), and python-engineio's *client* under our Python
+client (:mod:`client.chat_client`). Those modules reach the libraries'
+private names only through this one: they subclass the checked base classes
+below and call the helpers at the end. python-engineio's server is not used.
 
 At import, every name in :data:`REACHES` is checked: that it exists, and for
 a method that it takes the parameters we call or override it with. A library
@@ -28,11 +30,9 @@ from typing import Any
 
 import aiohttp.web
 import engineio
-import engineio.async_socket
 import engineio.payload
 import socketio
 from aiohttp import web_protocol
-from engineio.async_drivers import aiohttp as engineio_aiohttp
 
 DISTRIBUTION = "roomcast"
 
@@ -57,14 +57,6 @@ class Reach:
     instance: Callable[[], Any] | None = None
 
 
-def _engine() -> Any:
-    return engineio.AsyncServer(async_mode="aiohttp")
-
-
-def _engine_socket() -> Any:
-    return engineio.async_socket.AsyncSocket(_engine(), "sid")
-
-
 def _sio_server() -> Any:
     return socketio.AsyncServer(async_mode="aiohttp")
 
@@ -74,8 +66,6 @@ def _sio_client_engine() -> Any:
 
 
 EIO, SIO, AIOHTTP = "python-engineio", "python-socketio", "aiohttp"
-EngineServer = engineio.AsyncServer
-EngineSocket = engineio.async_socket.AsyncSocket
 SocketIOServer = socketio.AsyncServer
 Manager = socketio.AsyncManager
 RedisManager = socketio.AsyncRedisManager
@@ -83,40 +73,7 @@ AppRunner = aiohttp.web.AppRunner
 LowLevelServer = aiohttp.web.Server
 
 REACHES: tuple[Reach, ...] = (
-    # python-engineio's server (app.engine.RoomcastEngine)
-    Reach(EIO, EngineServer, "_async", "the driver's translate_request is replaced",
-          instance=_engine),
-    Reach(EIO, EngineServer, "sockets", "the sessions, by sid", instance=_engine),
-    Reach(EIO, EngineServer, "sequence_number", "session ids (generate_id)",
-          instance=_engine),
-    Reach(EIO, EngineServer, "_upgrades", "a new session becomes a RoomcastSocket",
-          params=("sid", "transport")),
-    Reach(EIO, EngineServer, "create_queue", "a new session's queue"),
-    Reach(EIO, EngineServer, "generate_id", "pooled entropy for ids", params=()),
-    Reach(EIO, EngineServer, "disconnect", "no waiting for a drained queue",
-          params=("sid",)),
-    Reach(EIO, engineio_aiohttp, "translate_request", "the environ of an aiohttp request",
-          params=("request",)),
-    Reach(EIO, engineio.payload.Payload, "max_decode_packets",
-          "the 16-packet bound on a polling POST is lifted"),
-    # python-engineio's session (app.transport.RoomcastSocket)
-    *(Reach(EIO, EngineSocket, name, "the session's state", instance=_engine_socket)
-      for name in ("queue", "last_ping", "connected", "upgraded", "upgrading", "closing",
-                   "closed", "server", "sid")),
-    Reach(EIO, EngineSocket, "send", "direct WebSocket writes", params=("pkt",)),
-    Reach(EIO, EngineSocket, "receive", "packets from our WebSocket", params=("pkt",)),
-    Reach(EIO, EngineSocket, "close", "closing without waiting",
-          params=("wait", "abort", "reason")),
-    Reach(EIO, EngineSocket, "schedule_ping", "heartbeat on timers", params=()),
-    Reach(EIO, EngineSocket, "check_ping_timeout", "closes a silent session", params=()),
-    Reach(EIO, EngineSocket, "handle_get_request", "WebSocket without Connection: upgrade",
-          params=("environ",)),
-    Reach(EIO, EngineSocket, "handle_post_request", "POST bodies read whole",
-          params=("environ",)),
-    Reach(EIO, EngineSocket, "poll", "a bounded poll response", params=()),
-    Reach(EIO, EngineSocket, "_upgrade_websocket", "our WebSocket connection",
-          params=("environ",)),
-    # python-socketio's server (app.engine.RoomcastServer)
+    # python-socketio's server (app.sio.server.RoomcastServer)
     *(Reach(SIO, SocketIOServer, name, "the server's state", instance=_sio_server)
       for name in ("eio", "manager", "manager_initialized", "packet_class")),
     Reach(SIO, SocketIOServer, "_engineio_server_class", "our Engine.IO server", params=()),
@@ -130,9 +87,8 @@ REACHES: tuple[Reach, ...] = (
           params=("eio_sid", "reason")),
     Reach(SIO, SocketIOServer, "_handle_event", "reserved and nameless events",
           params=("eio_sid", "namespace", "id", "data")),
-    Reach(SIO, SocketIOServer, "_send_packet", "an error ack", params=("eio_sid", "pkt")),
-    Reach(SIO, SocketIOServer, "_send_eio_packet", "bounded backlog",
-          params=("eio_sid", "eio_pkt")),
+    Reach(SIO, SocketIOServer, "_send_packet",
+          "held until CONNECT is sent; v5 connect errors", params=("eio_sid", "pkt")),
     # python-socketio's managers (app.fanout)
     *(Reach(SIO, Manager, name, "room bookkeeping", instance=Manager)
       for name in ("rooms", "callbacks", "pending_connect", "pending_disconnect", "server")),
@@ -149,7 +105,7 @@ REACHES: tuple[Reach, ...] = (
     Reach(SIO, RedisManager, "_redis_connect", "old clients are closed", params=()),
     Reach(SIO, RedisManager, "_redis_listen_with_retries", "a bounded resubscribe delay",
           params=()),
-    # aiohttp (app.front, app.websocket)
+    # aiohttp (app.front, app.ws.handshake)
     Reach(AIOHTTP, AppRunner, "_make_server", "the front door's server", params=()),
     Reach(AIOHTTP, LowLevelServer, "__call__", "a protocol for each new connection",
           params=()),
@@ -157,6 +113,8 @@ REACHES: tuple[Reach, ...] = (
     Reach(AIOHTTP, web_protocol.RequestHandler, "_message_tail",
           "bytes after an upgrade request's headers"),
     # python-engineio's client (client.chat_client)
+    Reach(EIO, engineio.payload.Payload, "max_decode_packets",
+          "our client takes poll responses of more than 16 packets"),
     *(Reach(EIO, engineio.AsyncClient, name, "reconnecting after a server's CLOSE",
             instance=_sio_client_engine)
       for name in ("current_transport", "read_loop_task", "write_loop_task", "http",
@@ -237,20 +195,9 @@ check()
 
 # -- helpers for the names that are reached, not subclassed --------------------
 
-def aiohttp_environ(request: aiohttp.web.Request) -> dict[str, Any]:
-    """python-engineio's environ for an aiohttp request (its driver's function)."""
-    environ: dict[str, Any] = engineio_aiohttp.translate_request(request)
-    return environ
-
-
-def set_translate_request(engine: Any, translate: Callable[[Any], Any]) -> None:
-    """Make ``engine`` build each request's environ with ``translate``."""
-    engine._async = dict(engine._async, translate_request=translate)
-
-
 def lift_polling_packet_limit(limit: int) -> None:
-    """Let a polling POST carry up to ``limit`` packets (python-engineio: 16;
-    a class attribute, so process-wide)."""
+    """Let python-engineio's client decode a polling response of up to ``limit``
+    packets (its default: 16; a class attribute, so process-wide)."""
     payload = engineio.payload.Payload
     payload.max_decode_packets = max(payload.max_decode_packets, limit)
 

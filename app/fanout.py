@@ -32,7 +32,6 @@ from typing import Any
 from socketio import packet
 
 from . import compat, redis_client
-from .chat import NAMESPACE
 from .metrics import Metrics
 from .settings import Settings
 
@@ -46,6 +45,7 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
     and knows which rooms each connection is in (see :meth:`basic_disconnect`)."""
 
     metrics: Metrics | None = None  # set by client_manager
+    counted = "/"  # the namespace whose room events are counted (set by client_manager)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,7 +88,7 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
                    skip_sid: Any = None, callback: Any = None, to: Any = None,
                    **kwargs: Any) -> None:
         target = to or room
-        if (self.metrics is not None and namespace == NAMESPACE and isinstance(target, str)
+        if (self.metrics is not None and namespace == self.counted and isinstance(target, str)
                 and not kwargs.get("ignore_queue")):
             members = self.rooms.get(namespace, {}).get(target, {})
             skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
@@ -216,11 +216,14 @@ class RedisFanout(compat.RedisManager, CountingManager):  # type: ignore[misc]
                 delay = min(delay * 2, MAX_RETRY)
 
 
-def client_manager(settings: Settings, metrics: Metrics, node: str) -> CountingManager:
+def client_manager(settings: Settings, metrics: Metrics, node: str, *,
+                   counted: str) -> CountingManager:
+    """The fan-out the settings ask for, counting room events of namespace ``counted``."""
     manager: CountingManager = (
         RedisFanout(settings.redis, channel=f"{settings.redis_prefix}:socketio",
                     max_connections=settings.redis_max_connections,
                     name=f"{settings.redis_prefix}:{node}:fanout")
         if settings.redis else LocalFanout())
     manager.metrics = metrics
+    manager.counted = counted
     return manager

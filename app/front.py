@@ -2,7 +2,7 @@
 
 A Socket.IO WebSocket handshake (``GET /socket.io/?...transport=websocket``
 with ``Upgrade: websocket``) is read here and handed straight to the Engine.IO
-server, which answers it and takes the connection (:mod:`app.websocket`).
+server, which answers it and takes the connection (:mod:`app.ws`).
 aiohttp's request machinery (a request handler and its task, the parsed
 message and request objects, routing, a second task for the handler) cost
 about a quarter of the server's time per new connection, for a request whose
@@ -28,11 +28,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from . import compat
-from .websocket import HandedOff
+from .ws.handshake import HandedOff
 
 log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "/socket.io/"
+# the Engine.IO server that answers WebSocket handshakes (set by app.server)
+ENGINE_KEY = web.AppKey("engine", object)
 _PREFIX = b"GET " + SOCKETIO_PATH.encode() + b"?"
 MAX_HEAD = 8190  # bytes of request line and headers (aiohttp's own limit per line)
 FIRST_REQUEST_TIMEOUT = 75.0  # seconds a new connection may take to send its request
@@ -44,7 +46,7 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 class FrontRequest:
     """A WebSocket handshake read by the front door: what the Engine.IO server
-    and :func:`app.websocket.take_over` need of a request, and no more."""
+    and :func:`app.ws.handshake.take_over` need of a request, and no more."""
 
     method = "GET"
     version = (1, 1)
@@ -66,19 +68,6 @@ class FrontRequest:
         """For take_over: the bytes read after the headers (nothing to undo)."""
         tail, self.tail = self.tail, b""
         return tail
-
-    def environ(self) -> dict[str, Any]:
-        """The WSGI-style environ python-engineio reads (as its aiohttp driver builds it)."""
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": "GET", "QUERY_STRING": self.query_string, "RAW_URI": self.target,
-            "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": self.remote, "PATH_INFO": self.path,
-            "SCRIPT_NAME": "", "aiohttp.request": self,
-        }
-        for name, value in self.headers.items():
-            key = "HTTP_" + name.upper().replace("-", "_")
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
-        environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
-        return environ
 
 
 def parse_handshake(head: bytes, transport: asyncio.Transport,
@@ -220,12 +209,16 @@ def serialize(response: web.Response) -> bytes:
 class RoomcastRunner(compat.AppRunner):
     """aiohttp's AppRunner on a :class:`FrontServer`."""
 
-    async def _make_server(self) -> web.Server:
-        from .keys import SIO_KEY  # (app.keys imports the engine, which imports us)
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        # a long-poll GET whose client leaves is cancelled, so its session closes
+        # at once (the Engine.IO protocol); aiohttp's default lets it wait
+        kwargs.setdefault("handler_cancellation", True)
+        super().__init__(app, **kwargs)
 
+    async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = FrontServer  # (AppRunner builds the server itself)
         assert isinstance(server, FrontServer)
-        server.engine = self.app[SIO_KEY].eio
+        server.engine = self.app[ENGINE_KEY]
         server.doors = set()
         return server

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .chat import ChatNamespace
-from .engine import RoomcastServer
+from .sio.server import RoomcastServer
 from .metrics import Metrics
 from .presence import Presence
 from .settings import Settings

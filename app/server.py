@@ -18,8 +18,9 @@ from aiohttp import web
 from . import health
 from .auth import origin_policy
 from .chat import NAMESPACE, ChatNamespace
-from .engine import RoomcastServer
+from .errors import ChatError, ErrorCode
 from .fanout import RedisFanout, client_manager
+from .front import ENGINE_KEY
 from .keys import (
     CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY,
 )
@@ -28,8 +29,9 @@ from .msgpack_packet import BoundedMsgPackPacket
 from .page import setup_page
 from .presence import open_presence
 from .settings import Settings
+from .sio.server import RoomcastServer
 from .store import StoreFactory, open_store
-from .websocket import CLOSE_TIMEOUT
+from .ws.connection import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,11 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> N
 SOCKETIO_SERIALIZERS: dict[str, object] = {"msgpack": BoundedMsgPackPacket, "json": "default"}
 
 
+def refused_event_reply(reason: str) -> list[object]:
+    """The ack of an event the Socket.IO layer refuses (a reserved name, none)."""
+    return [{"ok": False, "error": ChatError(ErrorCode.BAD_REQUEST, reason).as_dict()}]
+
+
 def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
                ) -> web.Application:
     app = web.Application()
@@ -80,7 +87,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     app[METRICS_KEY] = metrics = Metrics()
     sio = RoomcastServer(
         async_mode="aiohttp",
-        client_manager=client_manager(settings, metrics, node),
+        client_manager=client_manager(settings, metrics, node, counted=NAMESPACE),
         # browsers: this server's own origin, the configured ones, and the
         # hosted Admin UI when it is enabled
         cors_allowed_origins=origin_policy(
@@ -96,11 +103,13 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         max_backlog_packets=settings.max_backlog_packets,
         max_backlog_bytes=settings.max_backlog_bytes,
         max_poll_packets=settings.max_poll_packets,
+        refuse_event=refused_event_reply,
         logger=False,
         engineio_logger=False,
     )
     sio.attach(app)
     app[SIO_KEY] = sio
+    app[ENGINE_KEY] = sio.eio
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE_KEY] = await store_factory(settings.store)

@@ -11,20 +11,29 @@ import sys
 from pathlib import Path
 
 import engineio
+import engineio.payload
 import pytest
 
 from app import compat
 
 ROOT = Path(__file__).resolve().parent.parent
 # modules that subclass or reach into python-engineio, python-socketio or aiohttp
-REACHING = ["app/engine.py", "app/transport.py", "app/fanout.py", "app/front.py",
-            "app/websocket.py", "client/chat_client.py"]
+REACHING = ["app/sio/server.py", "app/fanout.py", "app/front.py", "app/ws/handshake.py",
+            "client/chat_client.py"]
 
 
 def test_the_installed_libraries_pass_the_check() -> None:
     """Every name Roomcast relies on is there, with the parameters it uses."""
     compat.check()
-    assert len(compat.REACHES) > 40
+    assert len(compat.REACHES) > 20
+
+
+def test_python_engineio_server_is_not_reached() -> None:
+    """The Engine.IO server is Roomcast's own (app.eio): of python-engineio only
+    the client (under client.chat_client) and its payload bound are reached."""
+    for reach in compat.REACHES:
+        if reach.library == "python-engineio":
+            assert reach.owner in (engineio.AsyncClient, engineio.payload.Payload), reach
 
 
 def test_a_missing_name_is_reported_with_the_versions_that_work() -> None:
@@ -87,10 +96,10 @@ def test_modules_reach_library_internals_only_through_compat() -> None:
 
 
 async def test_start_up_fails_with_the_message_when_a_name_is_gone(tmp_path: Path) -> None:
-    """``python -m app`` on a python-engineio that lacks a hook exits at once with
+    """``python -m app`` on a python-socketio that lacks a hook exits at once with
     the message, not a traceback, and serves nothing."""
-    code = ("import engineio.base_server, runpy, sys; "
-            "del engineio.base_server.BaseServer._upgrades; "
+    code = ("import socketio.async_server, runpy, sys; "
+            "del socketio.async_server.AsyncServer._handle_eio_connect; "
             "sys.argv = ['roomcast', '--port', '0']; runpy.run_module('app', run_name='__main__')")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
@@ -99,6 +108,6 @@ async def test_start_up_fails_with_the_message_when_a_name_is_gone(tmp_path: Pat
     message = err.decode()
     assert proc.returncode == 1, message
     assert message.startswith("roomcast: Roomcast cannot run on the installed libraries")
-    assert "AsyncServer._upgrades no longer has it" in message
-    assert f"python-engineio {compat.supported('python-engineio')}" in message
+    assert "AsyncServer._handle_eio_connect" in message
+    assert f"python-socketio {compat.supported('python-socketio')}" in message
     assert "Traceback" not in message and "listening" not in message

@@ -10,7 +10,7 @@ import pytest
 
 from app import front
 from app.keys import SIO_KEY
-from app.websocket import PING, PONG
+from app.ws.frames import PING, PONG
 
 from .conftest import TIMEOUT, Served, until
 from .test_websocket import RawWebSocket, frame, handshake

@@ -10,7 +10,7 @@ import pytest
 
 from app.keys import SIO_KEY
 from app.msgpack_packet import MAX_CONTAINER, MAX_OBJECTS, BoundedMsgPackPacket, loads
-from app.websocket import BINARY, CLOSE
+from app.ws.frames import BINARY, CLOSE
 
 from .conftest import ServeFactory, until
 from .rawclient import ACK, CONNECT, EVENT

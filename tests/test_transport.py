@@ -1,5 +1,5 @@
-"""app/transport.py: our Engine.IO sessions replace python-engineio's. If a
-library upgrade stops them being used, or changes what they rely on, these fail."""
+"""app/eio/server.py: every session is ours, WebSocket ones write directly, and
+nothing costs a task per member or per idle connection."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from app.keys import SIO_KEY
-from app.transport import RoomcastSocket
+from app.eio.server import LiveSession
 
 from .conftest import TIMEOUT, PeerFactory, Served, until
 from .rawclient import CONNECT, RawClient
 
 
-def session(served: Served, eio_sid: str) -> RoomcastSocket:
+def session(served: Served, eio_sid: str) -> LiveSession:
     socket = served.app[SIO_KEY].eio.sockets[eio_sid]
-    assert isinstance(socket, RoomcastSocket), type(socket)
+    assert isinstance(socket, LiveSession), type(socket)
     return socket
 
 
@@ -44,18 +44,18 @@ async def tasks_started_by(action: Callable[[], Awaitable[Any]]) -> int:
 
 async def test_every_session_is_ours_and_websocket_ones_write_directly(
         served: Served, transport: str) -> None:
-    """A new session is a RoomcastSocket; on WebSocket it writes to its transport
+    """A new session is a LiveSession; on WebSocket it writes to its transport
     directly and keeps a slimmed environ, on long-polling it keeps a queue."""
     client = await RawClient.open(served.url, transport, served.settings.serializer)
     try:
         assert (await client.connect({"name": "raw"}))["type"] == CONNECT
         socket = session(served, client.sid)
-        assert socket.direct is (transport == "websocket")
+        assert (socket.wire is not None) is (transport == "websocket")
         environ = served.app[SIO_KEY].environ[client.sid]
         assert environ["REMOTE_ADDR"] == "127.0.0.1" and "HTTP_HOST" in environ
         # once a WebSocket is up, what only its handshake needed is dropped
         if transport == "websocket":
-            assert not {"HTTP_SEC_WEBSOCKET_KEY", "wsgi.input"} & set(environ)
+            assert not {"HTTP_SEC_WEBSOCKET_KEY", "HTTP_UPGRADE"} & set(environ)
         assert await client.call("rooms") == {"ok": True, "rooms": []}
     finally:
         await client.close()
@@ -71,7 +71,7 @@ async def test_a_session_upgraded_from_polling_writes_directly(served: Served,
     await alice.join("up")
     await bob.join("up")
     socket = session(served, served.app[SIO_KEY].manager.eio_sid_from_sid(alice.sid, "/chat"))
-    assert socket.upgraded and socket.direct
+    assert socket.upgraded and socket.wire is not None
     sent = [(await bob.send("up", f"m{i}"))["seq"] for i in range(20)]
     assert [(await alice.next("message"))["seq"] for _ in sent] == sent
 

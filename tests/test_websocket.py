@@ -1,6 +1,6 @@
-"""app/websocket.py: the WebSocket connections Roomcast takes over from aiohttp,
+"""app/ws/: the WebSocket connections Roomcast takes over from aiohttp,
 spoken to frame by frame over a raw TCP socket (RFC 6455). If aiohttp changes
-what :func:`app.websocket.take_over` relies on, these fail."""
+what :func:`app.ws.handshake.take_over` relies on, these fail."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app import transport as transport_module
-from app import websocket
+from app.eio import server as engine_module
+from app.ws import connection as websocket
 from app.keys import SIO_KEY
-from app.websocket import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, unmask
+from app.ws.frames import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, unmask
 
 from .conftest import TIMEOUT, Served, until
 from .rawclient import CONNECT, decode_sio, encode_sio
@@ -308,7 +308,7 @@ async def test_a_burst_over_the_inbox_bound_pauses_the_peer_and_loses_nothing(
         served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     """A peer that sends faster than its messages are handled stops being read
     (its TCP window closes) until they are, and every message is handled, in order."""
-    monkeypatch.setattr(transport_module, "PAUSE_BYTES", 200)
+    monkeypatch.setattr(engine_module, "PAUSE_BYTES", 200)
     pauses = 0
     pause = websocket.WebSocketConnection.pause_reading
 

@@ -1,51 +1,34 @@
-"""A WebSocket connection of our own, taken over after the handshake.
+"""One WebSocket connection after its handshake, driven by the event loop.
 
 For as long as a WebSocket served through aiohttp lasts, aiohttp keeps its
-request handler (with an HTTP parser and a message queue), the parsed request
-and its headers, a ``WebSocketResponse`` with its reader and writer, and two
-tasks: about 9 KB of the 19 KB an idle Roomcast connection cost (``bench/``,
-S2), none of which Engine.IO needs once the connection is up.
-:func:`take_over` answers the handshake itself (RFC 6455 section 4.2.2: no
-extension, no subprotocol) and hands the connection's transport to a
-:class:`WebSocketConnection`: from the front door (:mod:`app.front`), which
-read the handshake without aiohttp, or from aiohttp, whose request then ends as
-if its peer had gone. From then on a connection costs its transport and one
-small object.
+request handler, the parsed request, a ``WebSocketResponse`` and two tasks:
+about 9 KB of the 19 KB an idle connection once cost (``bench/``, S2), none
+of which Engine.IO needs once the connection is up. After the handshake
+(:mod:`app.ws.handshake`) a connection costs its transport and one
+:class:`WebSocketConnection`.
 
-:class:`WebSocketConnection` reads frames (masked, possibly fragmented),
-answers pings and the closing handshake, hands each whole message to its
-listener (the Engine.IO session, :mod:`app.transport`) and fails the
-connection on anything RFC 6455 forbids, logging why ("closing a WebSocket:
-..."). It writes what it is given; framing outgoing packets is the session's.
-
-This module reaches below aiohttp's public API in one place, through
-:func:`app.compat.release_aiohttp_connection` (the request handler's buffered
-tail, and ending its request while the transport lives on).
+It reads frames (masked, possibly fragmented), answers pings and the closing
+handshake, hands each whole message to its listener (an Engine.IO session)
+and fails the connection on anything RFC 6455 forbids, logging why ("closing
+a WebSocket: ..."). It writes what it is given; framing outgoing messages is
+the caller's (:func:`app.ws.frames.frame`). Reading pauses while the listener
+is behind or the peer is not reading what we write, so nothing a peer sends
+makes us buffer without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import logging
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
-from aiohttp import web
-
-from . import compat
+from .frames import (
+    BINARY, CLOSE, CONTINUATION, FIN, INVALID_DATA, NORMAL, PING, PONG, PROTOCOL_ERROR, TEXT,
+    TOO_BIG, close_payload_problem, frame, unmask,
+)
 
 log = logging.getLogger(__name__)
-
-_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
-
-CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_FIN = 0x80
-
-# close codes (RFC 6455 section 7.4.1)
-NORMAL, GOING_AWAY, PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1000, 1001, 1002, 1007, 1009
 
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer's answer to our Close
 PAUSE_BYTES = 1 << 16  # a listener this far behind stops reading from its peer
@@ -94,115 +77,6 @@ class OpenConnections:
                 self._empty = None
 
 
-class HandshakeError(web.HTTPBadRequest):
-    """A request that cannot be upgraded to a WebSocket (answered 400)."""
-
-
-def accept(request: web.BaseRequest) -> bytes:
-    """The 101 response to a valid WebSocket handshake; HandshakeError otherwise."""
-    headers = request.headers
-    if request.version < (1, 1):
-        raise HandshakeError(text="WebSocket needs HTTP/1.1")
-    if headers.get("Upgrade", "").strip().lower() != "websocket":
-        raise HandshakeError(text="not a WebSocket upgrade")
-    connection = {token.strip() for token in headers.get("Connection", "").lower().split(",")}
-    if "upgrade" not in connection:
-        raise HandshakeError(text="no Connection: upgrade")
-    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
-        raise web.HTTPUpgradeRequired(headers={"Sec-WebSocket-Version": "13"},
-                                      text="WebSocket version 13 only")
-    key = headers.get("Sec-WebSocket-Key", "").strip()
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            raise ValueError(key)
-    except (binascii.Error, ValueError):
-        raise HandshakeError(text="invalid Sec-WebSocket-Key") from None
-    digest = base64.b64encode(hashlib.sha1(key.encode() + _ACCEPT_GUID).digest())
-    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + digest + b"\r\n\r\n")
-
-
-class HandedOff(web.StreamResponse):
-    """What the aiohttp handler returns for a connection taken over: its 101 is
-    written and the connection is no longer aiohttp's, so nothing more is."""
-
-    def __init__(self) -> None:
-        super().__init__(status=101)
-        self.force_close()
-
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-
-def take_over(request: Any, registry: OpenConnections, max_size: int,
-              then: bytes = b"") -> WebSocketConnection:
-    """Answer the WebSocket handshake of ``request`` (with the frames ``then``, in
-    the same write) and take its connection, from aiohttp or from the front door
-    (:mod:`app.front`); the handler then returns :class:`HandedOff`. Raises
-    HandshakeError (or HTTPUpgradeRequired) for a bad handshake,
-    ConnectionResetError if the peer is already gone. Nothing is read until
-    :meth:`WebSocketConnection.listen`."""
-    response = accept(request)
-    transport = request.transport
-    if transport is None or transport.is_closing():
-        raise ConnectionResetError("the peer left during the handshake")
-    connection = WebSocketConnection(transport, registry, max_size)
-    detach = getattr(request, "detach", None)  # a request the front door read
-    tail = detach() if detach is not None else compat.release_aiohttp_connection(request)
-    if tail:
-        connection._buffer = bytearray(tail)
-    transport.set_protocol(connection)
-    transport.write(response + then)
-    try:
-        transport.resume_reading()  # aiohttp may have paused it while it buffered
-    except (AttributeError, NotImplementedError, RuntimeError):
-        pass
-    return connection
-
-
-def unmask(mask: bytes, data: bytes) -> bytes:
-    """XOR ``data`` with the repeated 4-byte ``mask`` (at C speed, as big integers)."""
-    n = len(data)
-    if not n:
-        return b""
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, final frame (a server's frames are never masked)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((_FIN | opcode, n))
-    elif n < 65536:
-        header = bytes((_FIN | opcode, 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((_FIN | opcode, 127)) + n.to_bytes(8, "big")
-    return header + payload
-
-
-def close_payload_problem(payload: bytes) -> tuple[int, str] | None:
-    """Why a Close frame's payload is invalid (the code to fail with and a
-    reason), or None. RFC 6455 section 5.5.1: empty, or a 2-byte code and UTF-8
-    text; section 7.4: 1005, 1006, 1015 and codes outside 1000-4999 are never
-    sent, 1004 and 1016-2999 are reserved."""
-    if not payload:
-        return None
-    if len(payload) == 1:
-        return PROTOCOL_ERROR, "a one-byte Close"
-    code = int.from_bytes(payload[:2], "big")
-    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
-        return PROTOCOL_ERROR, f"a Close with code {code}, which RFC 6455 forbids"
-    try:
-        payload[2:].decode()
-    except UnicodeDecodeError:
-        return INVALID_DATA, "a Close reason that is not UTF-8"
-    return None
-
-
 class WebSocketConnection(asyncio.Protocol):
     """One WebSocket connection after its handshake, fed by the event loop."""
 
@@ -224,6 +98,10 @@ class WebSocketConnection(asyncio.Protocol):
         registry.add(self)
 
     # -- the listener's side ---------------------------------------------------
+
+    def feed_later(self, data: bytes) -> None:
+        """Bytes that arrived with the handshake: read once someone listens."""
+        self._buffer = bytearray(data)
 
     def listen(self, listener: Listener) -> None:
         """Deliver messages to ``listener`` from now on, starting with any that
@@ -309,7 +187,7 @@ class WebSocketConnection(asyncio.Protocol):
             if first & 0x70:
                 self._fail(PROTOCOL_ERROR, "reserved bits set (no extension agreed)")
                 return
-            if opcode >= CLOSE and (length > 125 or not first & _FIN):
+            if opcode >= CLOSE and (length > 125 or not first & FIN):
                 self._fail(PROTOCOL_ERROR, "a fragmented or long control frame")
                 return
             if length + len(self._message or b"") > self.max_size:
@@ -319,7 +197,7 @@ class WebSocketConnection(asyncio.Protocol):
                 break
             payload = unmask(bytes(buf[head:head + 4]), bytes(buf[head + 4:head + 4 + length]))
             pos = head + 4 + length
-            self._frame(bool(first & _FIN), opcode, payload)
+            self._frame(bool(first & FIN), opcode, payload)
         if pos == end or self._closing is True:
             self._buffer = None
         elif buf is self._buffer:  # keep the bytearray: appending to it stays cheap

@@ -1,0 +1,133 @@
+"""HTTP long-polling on aiohttp: the handshake, one GET at a time, POST bodies.
+
+The protocol's rules (``docs/engine.io-protocol/v4-current.md``, "HTTP
+long-polling"), each tested on the wire in ``tests/test_eio_protocol.py``:
+
+* a GET waits until something is queued and answers it in one body, up to
+  ``max_poll_packets`` packets (python-engineio's client refuses more than
+  16 and disconnects); packets queued in one turn of the loop leave together;
+* a second GET while one waits, or a second POST while one is read, is
+  answered 400 and the session is closed;
+* a GET the client gives up on (its connection closes) closes the session at
+  once, not at the ping timeout;
+* a POST body is read whole, up to ``maxPayload`` bytes, and must be
+  Engine.IO framing: otherwise 400 and the session is closed; it is answered
+  ``ok`` once its packets are queued for handling (and, if the session is
+  behind in handling them, once it has caught up);
+* a session the client closes answers its waiting GET with a NOOP; one the
+  server closes, with CLOSE; one of a server going away, with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import packets
+from .packets import PacketError
+from .session import POLLING
+
+if TYPE_CHECKING:
+    from .server import EngineServer, LiveSession
+
+log = logging.getLogger(__name__)
+
+TEXT_PLAIN = "text/plain; charset=UTF-8"
+
+
+def _answer(body: str, cors: dict[str, str]) -> web.Response:
+    return web.Response(body=body.encode(), headers={**cors, "Content-Type": TEXT_PLAIN})
+
+
+async def open_session(engine: EngineServer, request: Any,
+                       cors: dict[str, str]) -> web.StreamResponse:
+    """A new long-polling session: its OPEN is the body of the answer."""
+    session = engine.new_session(request, POLLING)
+    if not await engine.connected(session):
+        return web.Response(status=401, text="refused", headers=cors)
+    return _answer(session.open_packet(engine.upgrades), cors)
+
+
+async def poll(engine: EngineServer, session: LiveSession, request: Any,
+               cors: dict[str, str]) -> web.StreamResponse:
+    if session.poll_waiter is not None:
+        log.warning("closing eio_sid=%s: a second concurrent poll", session.sid)
+        engine.close(session, engine.reason.TRANSPORT_ERROR, goodbye=False)
+        return web.Response(status=400, text="a poll is already waiting", headers=cors)
+    answer: str | None = None
+    if session.upgrading == "5":  # probed: the client has paused polling
+        answer = packets.NOOP_TEXT
+    elif not session.queued and not session.closed:
+        waiter = asyncio.get_running_loop().create_future()
+        session.poll_waiter = waiter
+        session.poll_transport = request.transport
+        try:
+            answer = await waiter  # the heartbeat's ping comes within ping_interval
+        except asyncio.CancelledError:
+            # the client closed the connection (aiohttp cancels the handler), or
+            # the server is stopping
+            if not session.closed:
+                log.info("closing eio_sid=%s: its poll was cut", session.sid)
+                engine.close(session, engine.reason.TRANSPORT_CLOSE, goodbye=False)
+            raise
+        finally:
+            session.poll_waiter = None
+            session.poll_transport = None
+    if engine.going_away and session.closed:
+        return web.Response(status=503, text="server going away; reconnect", headers=cors)
+    batch = session.take()
+    if session.closed and not session.queued:
+        engine.forget(session)
+    if not batch:
+        batch = [answer or (packets.CLOSE_TEXT if session.closed else packets.NOOP_TEXT)]
+    return _answer(packets.encode_payload(batch), cors)
+
+
+async def post(engine: EngineServer, session: LiveSession, request: Any,
+               cors: dict[str, str]) -> web.StreamResponse:
+    if session.posting:
+        log.warning("closing eio_sid=%s: a second concurrent POST", session.sid)
+        engine.close(session, engine.reason.TRANSPORT_ERROR, goodbye=False)
+        return web.Response(status=400, text="a POST is already being read", headers=cors)
+    limit = engine.max_http_buffer_size
+    if (request.content_length or 0) > limit:
+        log.warning("closing eio_sid=%s: a POST of %d bytes, over the %d-byte limit",
+                    session.sid, request.content_length, limit)
+        engine.close(session, engine.reason.TRANSPORT_ERROR, goodbye=False)
+        return web.Response(status=413, text=f"over the {limit}-byte limit", headers=cors)
+    session.posting = True
+    try:
+        body = await _read(request, limit)
+    finally:
+        session.posting = False
+    try:
+        if body is None:
+            raise PacketError(f"a POST body over the {limit}-byte limit")
+        received = packets.decode_payload(body.decode(), engine.limits.max_payload_packets)
+    except (PacketError, UnicodeDecodeError) as exc:
+        log.warning("closing eio_sid=%s: invalid Engine.IO payload (%s)", session.sid, exc)
+        engine.close(session, engine.reason.TRANSPORT_ERROR, goodbye=False)
+        return web.Response(status=400, text="invalid Engine.IO payload", headers=cors)
+    for packet in received:
+        if session.closed or not engine.incoming(session, packet):
+            break
+    while engine.behind(session) and session.pump is not None and not session.closed:
+        await asyncio.shield(session.pump)  # the client's next POST waits for us
+    return _answer("ok", cors)
+
+
+async def _read(request: Any, limit: int) -> bytes | None:
+    """The whole body, or None if it is longer than ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)

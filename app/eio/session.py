@@ -1,0 +1,191 @@
+"""One Engine.IO session's state, with no I/O: what to send, what a packet means.
+
+A :class:`Session` knows its transport, the long-polling queue and its
+bounds, the heartbeat (is a pong owed?), the upgrade from long-polling to
+WebSocket and whether it is closed. It decides; the engine
+(:mod:`app.eio.server`) does the I/O, keeps the timers and calls back into
+python-socketio. Tested with plain calls in ``tests/test_eio_session.py``,
+as websockets tests its sans-I/O protocol.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from . import packets
+from .packets import CLOSE, MESSAGE, NOOP, PING, PONG, Encoded, Packet
+
+POLLING, WEBSOCKET = "polling", "websocket"
+
+# what a received packet asks of the engine (Session.receive)
+DELIVER, IGNORE, REPLY, HEARTBEAT, CLOSE_REQUESTED = range(5)
+
+# upgrade steps (Session.upgrade_step)
+PROBED, UPGRADED, UPGRADE_FAILED = range(3)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The bounds every session of one engine shares."""
+
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    max_payload: int = 1_000_000  # bytes of one message or POST body (maxPayload)
+    max_backlog_packets: int = 1000  # queued for a long-polling client
+    max_backlog_bytes: int = 4_000_000  # queued (or unsent, on WebSocket)
+    max_poll_packets: int = 16  # in one poll response; 0: all that are queued
+    max_payload_packets: int = 100_000  # in one POST body
+
+
+class Session:
+    """One client's Engine.IO session, from OPEN to closed."""
+
+    __slots__ = ("sid", "environ", "transport", "limits", "closed", "awaiting_pong",
+                 "upgrading", "data", "_queue", "_queued_bytes", "__weakref__")
+
+    def __init__(self, sid: str, environ: dict[str, Any], transport: str,
+                 limits: Limits) -> None:
+        self.sid = sid
+        self.environ = environ
+        self.transport = transport
+        self.limits = limits
+        self.closed = False
+        self.awaiting_pong = False
+        self.upgrading: str | None = None  # the next upgrade message expected
+        self.data: dict[str, Any] = {}  # python-socketio's per-session storage
+        self._queue: deque[Encoded] | None = deque() if transport == POLLING else None
+        self._queued_bytes = 0
+
+    @property
+    def upgraded(self) -> bool:
+        """On WebSocket (python-socketio's Admin UI asks)."""
+        return self.transport == WEBSOCKET
+
+    def open_packet(self, upgrades: list[str]) -> str:
+        limits = self.limits
+        return packets.open_packet(self.sid, upgrades, limits.ping_interval,
+                                   limits.ping_timeout, limits.max_payload)
+
+    # -- the long-polling queue -------------------------------------------------
+
+    def push(self, packet: Encoded) -> bool:
+        """Queue ``packet`` for the next poll; False (and not queued) if the
+        client is already as far behind as its bounds allow."""
+        queue = self._queue
+        if queue is None:
+            return True  # on WebSocket: nothing is queued here
+        limits = self.limits
+        if (len(queue) >= limits.max_backlog_packets
+                or self._queued_bytes >= limits.max_backlog_bytes):
+            return False
+        queue.append(packet)
+        self._queued_bytes += packets.size(packet)
+        return True
+
+    def push_control(self, packet: Encoded) -> None:
+        """Queue a packet of the protocol's own (a ping, a close): never refused,
+        since at most one of each is ever waiting."""
+        if self._queue is not None:
+            self._queue.append(packet)
+            self._queued_bytes += packets.size(packet)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) if self._queue is not None else 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def take(self) -> list[Encoded]:
+        """What one poll response carries: the packets queued, up to
+        ``max_poll_packets`` (the rest wait for the next poll)."""
+        queue = self._queue
+        if not queue:
+            return []
+        limit = self.limits.max_poll_packets
+        if not limit or len(queue) <= limit:
+            batch = list(queue)
+            queue.clear()
+            self._queued_bytes = 0
+        else:
+            batch = [queue.popleft() for _ in range(limit)]
+            self._queued_bytes -= sum(packets.size(p) for p in batch)
+        return batch
+
+    def take_all(self) -> list[Encoded]:
+        """Everything queued (to write on the new WebSocket after an upgrade)."""
+        queue = self._queue
+        batch = list(queue) if queue else []
+        self._queue = None
+        self._queued_bytes = 0
+        return batch
+
+    # -- the heartbeat ------------------------------------------------------------
+
+    def ping(self) -> str:
+        """The ping to send now; a pong is owed from here on."""
+        self.awaiting_pong = True
+        return packets.PING_TEXT
+
+    # -- what the client sends ---------------------------------------------------
+
+    def receive(self, packet: Packet) -> int:
+        """What the engine must do with a packet from the client (DELIVER its
+        data, REPLY with a pong, note the HEARTBEAT, close on CLOSE_REQUESTED, or
+        IGNORE it); PacketError for a packet a client never sends."""
+        kind = packet[0]
+        if kind == MESSAGE:
+            return DELIVER
+        if kind == PONG:
+            if not self.awaiting_pong:
+                return IGNORE  # (the probe's answer, or one too many: harmless)
+            self.awaiting_pong = False
+            return HEARTBEAT
+        if kind == PING:
+            return REPLY
+        if kind == CLOSE:
+            return CLOSE_REQUESTED
+        if kind == NOOP:
+            return IGNORE
+        raise packets.PacketError(f"a client may not send packet type {kind}")
+
+    # -- upgrade: long-polling -> WebSocket -------------------------------------------
+
+    def start_upgrade(self) -> bool:
+        """A WebSocket for this session has been accepted; False if there may not
+        be one (already on WebSocket, or one is already probing)."""
+        if self.transport != POLLING or self.upgrading is not None or self.closed:
+            return False
+        self.upgrading = "2" + packets.PROBE
+        return True
+
+    def upgrade_step(self, data: str | bytes) -> int:
+        """A message on the probing WebSocket: PROBED (answer ``3probe`` and end
+        the waiting poll with a NOOP), UPGRADED (the session is on WebSocket:
+        write what :meth:`take_all` returns there) or UPGRADE_FAILED (close the
+        WebSocket; the session stays on long-polling)."""
+        expected, self.upgrading = self.upgrading, None
+        if expected == "2" + packets.PROBE and data == expected:
+            self.upgrading = "5"
+            return PROBED
+        if expected == "5" and data == "5" and not self.closed:
+            self.transport = WEBSOCKET
+            return UPGRADED
+        return UPGRADE_FAILED
+
+    def close(self) -> bool:
+        """Mark the session closed; True the first time."""
+        if self.closed:
+            return False
+        self.closed = True
+        self.upgrading = None
+        return True
+
+
+def pong_reply(packet: Packet) -> str:
+    """The answer to a client's ping (its data echoed)."""
+    data = packet[1]
+    return packets.PONG_TEXT + (data if isinstance(data, str) else "")

@@ -1,0 +1,207 @@
+"""Roomcast's Socket.IO v5 server: python-socketio's ``AsyncServer`` on our engine.
+
+:class:`RoomcastServer` runs python-socketio on Roomcast's own Engine.IO
+server (:mod:`app.eio`) through its one seam, ``_engineio_server_class``,
+and changes what the Socket.IO protocol (socketio/socket.io,
+``docs/socket.io-protocol/v5-current.md``) or a chat server needs, each
+covered by ``tests/test_engine.py`` and ``tests/test_sio_protocol.py``:
+
+* **The CONNECT acknowledgement comes first.** python-socketio runs the
+  namespace's connect handler before it sends CONNECT, so whatever the
+  handler emits reached the client before the client knew it was connected
+  (socket.io-client drops such packets). What the handler sends is held and
+  follows the CONNECT; if the connect is refused it is dropped.
+* **A refused connect says why in v5's form**: ``{"message": ...}``.
+  python-socketio sent a bare string for an unknown namespace, which
+  socket.io-client 4 shows as an empty message.
+* **Reserved event names** (``connect``, ``disconnect``, ...) sent by a
+  client are refused, with the reply the application gives
+  (``refuse_event``), instead of running the connect or disconnect handler.
+  A nameless event is refused the same way.
+* **Invalid Socket.IO framing closes the connection**, as the protocol asks
+  (python-socketio logged a traceback and kept it).
+* **Sessions that never join a namespace** are closed after
+  ``connect_timeout`` seconds (one timer serves them all).
+* **The client manager starts at boot** (:meth:`start_manager`), so a Redis
+  fan-out node subscribes before it says healthy.
+* **Broadcasts encode once** (:meth:`broadcast`): python-socketio started a
+  task per recipient.
+
+It reaches below python-socketio's public API through :mod:`app.compat`
+(``_engineio_server_class``, ``_handle_eio_connect``, ``_handle_connect``,
+``_handle_eio_message``, ``_handle_eio_disconnect``, ``_handle_event``,
+``_send_packet``); each name is checked at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from socketio import packet
+
+from .. import compat
+from ..eio.server import EngineServer
+
+log = logging.getLogger(__name__)
+
+RESERVED_EVENTS = frozenset({
+    "connect", "connect_error", "disconnect", "disconnecting",
+    "newListener", "removeListener",
+})
+
+
+def _no_reply(reason: str) -> list[Any]:
+    return []
+
+
+class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
+    manager_initialized: bool
+    eio: EngineServer
+
+    def __init__(self, *args: Any, connect_timeout: float = 45.0,
+                 max_backlog_packets: int = 1000, max_backlog_bytes: int = 4_000_000,
+                 max_poll_packets: int = 16,
+                 refuse_event: Callable[[str], list[Any]] = _no_reply, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_timeout = connect_timeout
+        self.max_backlog_packets = max_backlog_packets
+        self.max_backlog_bytes = max_backlog_bytes
+        self.refuse_event = refuse_event
+        self.eio.configure(max_backlog_packets=max_backlog_packets,
+                           max_backlog_bytes=max_backlog_bytes,
+                           max_poll_packets=max_poll_packets)
+        # sessions not yet in a namespace -> when they must be; in connect order,
+        # so also in deadline order: one timer serves them all (see _deadlines_due)
+        self._unjoined: OrderedDict[str, float] = OrderedDict()
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        # sessions whose connect handler is running -> what it sent meanwhile
+        self._connecting: dict[str, list[str | bytes]] = {}
+
+    def _engineio_server_class(self) -> type:
+        return EngineServer
+
+    # -- connecting ------------------------------------------------------------
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
+        await super()._handle_eio_connect(eio_sid, environ)
+        loop = asyncio.get_running_loop()
+        self._unjoined[eio_sid] = deadline = loop.time() + self.connect_timeout
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(deadline, self._deadlines_due)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        namespace = namespace or "/"
+        held = self._connecting.setdefault(eio_sid, [])
+        try:
+            await super()._handle_connect(eio_sid, namespace, data)
+        finally:
+            self._connecting.pop(eio_sid, None)
+        if self.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
+            self._unjoined.pop(eio_sid, None)  # joined: no deadline now
+            for part in held:  # what the connect handler sent, after the CONNECT
+                await self.eio.send(eio_sid, part)
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        kind = pkt.packet_type
+        if kind == packet.CONNECT_ERROR and not isinstance(pkt.data, dict):
+            pkt.data = {"message": "Invalid namespace" if pkt.data == "Unable to connect"
+                        else str(pkt.data)}
+        held = self._connecting.get(eio_sid)
+        if held is not None and kind not in (packet.CONNECT, packet.CONNECT_ERROR):
+            encoded = pkt.encode()
+            held.extend(encoded if isinstance(encoded, list) else [encoded])
+            return
+        await super()._send_packet(eio_sid, pkt)
+
+    def _deadlines_due(self) -> None:
+        """Close the sessions whose connect deadline has passed, then wait for the
+        next one (a timer per session cost a timer set and cancelled per connection)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._deadline_timer = None
+        while self._unjoined:
+            eio_sid, deadline = next(iter(self._unjoined.items()))
+            if deadline > now:
+                self._deadline_timer = loop.call_at(deadline, self._deadlines_due)
+                return
+            del self._unjoined[eio_sid]
+            self._connect_deadline(eio_sid)
+
+    def _connect_deadline(self, eio_sid: str) -> None:
+        joined = any(self.manager.sid_from_eio_sid(eio_sid, ns) is not None
+                     for ns in list(self.manager.get_namespaces()))
+        session = self.eio.sockets.get(eio_sid)
+        if not joined and session is not None:
+            log.info("closing eio_sid=%s: no namespace joined within %g s",
+                     eio_sid, self.connect_timeout)
+            self.eio.close(session, self.reason.SERVER_DISCONNECT)
+
+    # -- receiving ---------------------------------------------------------------
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:  # undecodable or out-of-protocol packet
+            log.warning("closing eio_sid=%s: invalid Socket.IO packet (%s: %s)",
+                        eio_sid, type(exc).__name__, exc)
+            session = self.eio.sockets.get(eio_sid)
+            if session is not None:
+                self.eio.close(session, self.reason.TRANSPORT_ERROR)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
+        self._unjoined.pop(eio_sid, None)
+        self._connecting.pop(eio_sid, None)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
+                            data: Any) -> None:
+        event = data[0] if isinstance(data, list) and data else None
+        if isinstance(event, str) and event not in RESERVED_EVENTS:
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        log.debug("refused event %r from sid=%s", event, sid)
+        if id is None or not self.manager.is_connected(sid, namespace):
+            return
+        reason = (f"{event!r} is a reserved event name" if isinstance(event, str)
+                  else "an event needs a name")
+        await self._send_packet(eio_sid, self.packet_class(
+            packet.ACK, namespace=namespace, id=id, data=self.refuse_event(reason)))
+
+    # -- sending ------------------------------------------------------------------
+
+    async def broadcast(self, eio_sids: Iterable[str], payload: str | bytes) -> None:
+        """Send one encoded Socket.IO packet to many sessions (the engine writes
+        the same WebSocket frame to each)."""
+        if self._connecting:
+            eio_sids = list(eio_sids)
+            for eio_sid in eio_sids:
+                held = self._connecting.get(eio_sid)
+                if held is not None:
+                    held.append(payload)
+            eio_sids = [s for s in eio_sids if s not in self._connecting]
+        await self.eio.broadcast(eio_sids, payload)
+
+    def backlog(self, eio_sid: str) -> int:
+        return self.eio.backlog(eio_sid)
+
+    def lagging(self, eio_sid: str) -> bool:
+        return self.eio.lagging(eio_sid)
+
+    # -- running -------------------------------------------------------------------
+
+    def start_manager(self) -> None:
+        """Start the client manager now rather than at the first connection, so
+        that a Redis fan-out node subscribes (and can report health) at boot."""
+        if not self.manager_initialized:
+            self.manager_initialized = True
+            self.manager.initialize()
+
+    async def close_all_sessions(self) -> int:
+        """Close every session so that clients reconnect (see EngineServer.close_all)."""
+        return await self.eio.close_all()

@@ -1,0 +1,46 @@
+// One socket.io-client 4 user of Roomcast, driven by tests/test_js_client.py.
+// argv[2] is a JSON config: {url, nsp, transports, parser, name, room, send, expect}.
+// It connects, joins `room` (with `since: undefined`), sends `send` messages (with
+// `client_id: undefined`), waits for `expect` messages from others, and prints one
+// JSON line per step on stdout: the test reads them as they come.
+import { io } from "socket.io-client";
+import msgpackParser from "socket.io-msgpack-parser";
+
+const config = JSON.parse(process.argv[2]);
+const say = (line) => process.stdout.write(JSON.stringify(line) + "\n");
+const socket = io(config.url + (config.nsp || "/chat"), {
+  transports: config.transports,
+  parser: config.parser === "msgpack" ? msgpackParser : undefined,
+  auth: { name: config.name },
+  reconnectionDelay: 100,
+  reconnectionDelayMax: 500,
+});
+const received = [];
+let started = false;
+
+socket.on("connect_error", (err) => say({ step: "connect_error", message: err.message }));
+socket.io.engine.on("upgrade", (transport) => say({ step: "upgraded", transport: transport.name }));
+socket.on("message", (message) => {
+  if (message.user === config.name) return;
+  received.push(message.text);
+  if (received.length === config.expect) {
+    say({ step: "received", texts: received, transport: socket.io.engine.transport.name });
+  }
+});
+socket.on("connect", async () => {
+  say({ step: "connected", transport: socket.io.engine.transport.name, recovered: started });
+  if (started) return;
+  started = true;
+  const joined = await socket.timeout(10000).emitWithAck("join", { room: config.room, since: undefined });
+  say({ step: "joined", ok: joined.ok, error: joined.error });
+  const acks = [];
+  for (let i = 0; i < config.send; i++) {
+    acks.push(socket.timeout(10000).emitWithAck("send", {
+      room: config.room, text: `${config.name} ${i}`, client_id: undefined,
+    }));
+  }
+  const answered = await Promise.all(acks);
+  say({ step: "sent", ok: answered.map((a) => a.ok), seqs: answered.map((a) => a.message && a.message.seq) });
+});
+process.stdin.on("data", () => {});
+process.stdin.on("end", () => { socket.close(); process.exit(0); });
