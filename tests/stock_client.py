@@ -22,6 +22,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -129,7 +130,11 @@ def run_simple(transport: str, serializer: str, scenario: str, url: str) -> None
     sio.connect(url, namespace=NAMESPACE, transports=[transport],
                 auth={"name": f"stock-{scenario}"})
     try:
-        assert scenario == "busy", "SimpleClient runs the busy scenario"
+        if scenario == "restart":
+            print("ready", flush=True)
+            done({"reconnected": simple_comes_back(sio)})
+            return
+        assert scenario == "busy", "SimpleClient runs the busy and restart scenarios"
         sio.call("join", {"room": "busy"})
         print("ready", flush=True)
         seqs: list[int] = []
@@ -140,6 +145,17 @@ def run_simple(transport: str, serializer: str, scenario: str, url: str) -> None
         done({"seqs": seqs, "connected": sio.connected})
     finally:
         sio.disconnect()
+
+
+def simple_comes_back(sio: socketio.SimpleClient) -> bool:
+    """SimpleClient takes no callbacks: watch its ``connected_event``, which is
+    cleared while it is away, until it is set again with a new session."""
+    first = sio.sid
+    deadline = time.monotonic() + WAIT
+    while sio.connected_event.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)  # (a process of its own: this waits for the server to go)
+    back = sio.connected_event.wait(max(0.0, deadline - time.monotonic()))
+    return bool(back and sio.connected and sio.sid != first)
 
 
 def main(kind: str, transport: str, serializer: str, scenario: str, url: str) -> None:

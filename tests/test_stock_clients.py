@@ -62,7 +62,7 @@ async def test_a_stock_client_pipelines_a_hundred_calls(
     assert await result(client) == {"acked": COUNT, "connected": True}
 
 
-@pytest.mark.parametrize("kind", ["async", "sync"])
+@pytest.mark.parametrize("kind", ["async", "sync", "simple"])
 async def test_a_stock_client_reconnects_across_a_server_restart(
         tmp_path: Path, transport: str, serializer: str, kind: str) -> None:
     """SIGTERM, then a new server on the same port: the stock client comes back by

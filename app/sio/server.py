@@ -19,7 +19,8 @@ covered by ``tests/test_engine.py`` and ``tests/test_sio_protocol.py``:
   (``refuse_event``), instead of running the connect or disconnect handler.
   A nameless event is refused the same way.
 * **Invalid Socket.IO framing closes the connection**, as the protocol asks
-  (python-socketio logged a traceback and kept it).
+  (python-socketio logged a traceback and kept it, and took ``42{}``, an EVENT
+  whose payload is not an array, as an event with no name).
 * **Sessions that never join a namespace** are closed after
   ``connect_timeout`` seconds (one timer serves them all).
 * **The client manager starts at boot** (:meth:`start_manager`), so a Redis
@@ -159,7 +160,13 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
                             data: Any) -> None:
-        event = data[0] if isinstance(data, list) and data else None
+        if not isinstance(data, list):  # e.g. 42{}: an EVENT's payload MUST be an array
+            log.warning("closing eio_sid=%s: an EVENT whose payload is not an array", eio_sid)
+            session = self.eio.sockets.get(eio_sid)
+            if session is not None:
+                self.eio.close(session, self.reason.TRANSPORT_ERROR)
+            return
+        event = data[0] if data else None
         if isinstance(event, str) and event not in RESERVED_EVENTS:
             await super()._handle_event(eio_sid, namespace, id, data)
             return
