@@ -152,7 +152,8 @@ async def test_sessions_without_a_namespace_are_closed(serve: ServeFactory,
         await joined.close()
 
 
-@pytest.mark.parametrize("garbage", ["4{not json", "4/chat,xyz", "49", "42{}", "42/chat,{}", b"\xc1\x00", b"\x93\x01"])
+@pytest.mark.parametrize("garbage", ["4{not json", "4/chat,xyz", "49", "42{}", "42/chat,{}",
+                                     b"\xc1\x00", b"\x93\x01"])
 async def test_invalid_framing_closes_only_that_connection(
         served: Served, transport: str, peer: PeerFactory, garbage: str | bytes) -> None:
     """An undecodable Socket.IO packet closes its connection; the room carries on."""
