@@ -30,7 +30,7 @@ BACKLOG = 2048  # pending connections the kernel queues for us (capped by somaxc
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
-    # access_log=None: every long-poll would be a line; chat.py logs what matters
+    # access_log=None: every long-poll would be a line; the app.chat log says what matters
     runner = RoomcastRunner(create_app(settings), handle_signals=False, access_log=None,
                             shutdown_timeout=settings.shutdown_timeout)
     stop = asyncio.Event()

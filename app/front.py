@@ -1,15 +1,16 @@
-"""The front door: each new connection's first request, before aiohttp sees it.
+"""The front door: what reaches ``/socket.io/`` is answered before aiohttp sees it.
 
-A Socket.IO WebSocket handshake (``GET /socket.io/?...transport=websocket``
-with ``Upgrade: websocket``) is read here and handed straight to the Engine.IO
-server, which answers it and takes the connection (:mod:`app.ws`).
-aiohttp's request machinery (a request handler and its task, the parsed
-message and request objects, routing, a second task for the handler) cost
-about a quarter of the server's time per new connection, for a request whose
-connection aiohttp gives up a moment later anyway. Every other connection
-(pages, long-polling, health checks, metrics, anything unusual in the
-handshake: a header that is not plain ASCII, a body, HTTP/1.0) is given to
-aiohttp with the bytes read so far, as if aiohttp had accepted it.
+Every new connection starts here. Its Engine.IO requests (the WebSocket
+handshake, and long-polling's GETs and POSTs) are read here and handed
+straight to the Engine.IO server (:mod:`app.eio`), one after another on a
+kept-alive connection; a WebSocket then takes the connection over
+(:mod:`app.ws`). aiohttp's request machinery (a request handler and its task,
+the parsed message and request objects, routing, response preparation) cost
+about a quarter of the server's time per new WebSocket, and a third of it
+under long-polling load (a GET per batch). Any other request (pages, health
+checks, metrics, a CORS preflight, anything unusual: a header that is not
+plain ASCII, chunked encoding, HTTP/1.0) hands the connection to aiohttp with
+the bytes read so far, as if aiohttp had accepted it.
 
 :class:`RoomcastRunner` is aiohttp's ``AppRunner`` whose server makes a
 :class:`FrontDoor` for each connection; ``app/__main__.py`` and the tests'
@@ -22,7 +23,6 @@ import asyncio
 import logging
 import re
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -33,34 +33,76 @@ from .ws.handshake import HandedOff
 log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "/socket.io/"
-# the Engine.IO server that answers WebSocket handshakes (set by app.server)
+# the Engine.IO server that answers what reaches /socket.io/ (set by app.server)
 ENGINE_KEY = web.AppKey("engine", object)
-_PREFIX = b"GET " + SOCKETIO_PATH.encode() + b"?"
+_PREFIXES = tuple(method + b" " + SOCKETIO_PATH.encode() + b"?" for method in (b"GET", b"POST"))
 MAX_HEAD = 8190  # bytes of request line and headers (aiohttp's own limit per line)
-FIRST_REQUEST_TIMEOUT = 75.0  # seconds a new connection may take to send its request
+IDLE_TIMEOUT = 75.0  # seconds a connection may wait between requests (aiohttp's keep-alive)
 # RFC 9110 section 5.1: a field name is a token; section 5.5: a value holds no
 # control character but horizontal tab (no NUL, no bare CR or LF)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+class _Body:
+    """A POST body as ``request.content``, fed by the front door as it arrives
+    (the Engine.IO server reads it while it comes, and so knows a POST is in
+    progress: a second one at the same time is refused)."""
+
+    __slots__ = ("_data", "_left", "_waiter")
+
+    def __init__(self, length: int) -> None:
+        self._data = bytearray()
+        self._left = length  # bytes still to come
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self._left == 0
+
+    def feed(self, data: bytes) -> bytes:
+        """Take what belongs to the body; return the rest (the next request)."""
+        if not self._left:
+            return data
+        take = data[:self._left]
+        self._data += take
+        self._left -= len(take)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return data[len(take):]
+
+    async def read(self, n: int = -1) -> bytes:
+        while not self._data and self._left:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        size = len(self._data) if n < 0 else min(n, len(self._data))
+        data = bytes(self._data[:size])
+        del self._data[:size]
+        return data
+
+
 class FrontRequest:
-    """A WebSocket handshake read by the front door: what the Engine.IO server
+    """An Engine.IO request read by the front door: what the Engine.IO server
     and :func:`app.ws.handshake.take_over` need of a request, and no more."""
 
-    method = "GET"
     version = (1, 1)
-    content_length = None
     protocol = None
 
-    def __init__(self, transport: asyncio.Transport, target: str,
-                 headers: CIMultiDict[str], tail: bytes) -> None:
+    def __init__(self, method: str, transport: asyncio.Transport, target: str,
+                 headers: CIMultiDict[str], content_length: int | None) -> None:
+        self.method = method
         self.transport = transport
         self.path, _, self.query_string = target.partition("?")
         self.target = target
         self.headers = headers
-        self.query = dict(parse_qsl(self.query_string))
-        self.tail = tail  # what followed the headers: the first frames, if any
+        self.content_length = content_length
+        self.content = _Body(content_length or 0)
+        self.tail = b""  # for a WebSocket: what followed the headers (its first frames)
+        self.upgrade = "Upgrade" in headers
+        self.keep_alive = "close" not in headers.get("Connection", "").lower()
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else ""
 
@@ -70,15 +112,16 @@ class FrontRequest:
         return tail
 
 
-def parse_handshake(head: bytes, transport: asyncio.Transport,
-                    tail: bytes) -> FrontRequest | None:
-    """The request in ``head`` if it is a plain Socket.IO WebSocket handshake,
-    else None (aiohttp then reads it, and answers whatever is wrong with it)."""
+def parse_request(head: bytes, transport: asyncio.Transport) -> FrontRequest | None:
+    """The request in ``head`` if it is a plain Engine.IO request (a GET or a POST
+    with a Content-Length, to the Socket.IO path, in HTTP/1.1, with plain ASCII
+    headers), else None: aiohttp then reads it, and answers whatever is wrong
+    with it."""
     if not head.isascii():
         return None
     request_line, *lines = head.decode("ascii").split("\r\n")
     parts = request_line.split(" ")
-    if len(parts) != 3 or parts[2] != "HTTP/1.1":
+    if len(parts) != 3 or parts[2] != "HTTP/1.1" or parts[0] not in ("GET", "POST"):
         return None
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines:
@@ -87,76 +130,151 @@ def parse_handshake(head: bytes, transport: asyncio.Transport,
         if not colon or not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
             return None  # aiohttp refuses it, with 400
         headers.add(name, value)
-    if ("Content-Length" in headers or "Transfer-Encoding" in headers
-            or headers.get("Upgrade", "").strip().lower() != "websocket"):
+    method = parts[0]
+    lengths = headers.getall("Content-Length", [])
+    if "Transfer-Encoding" in headers or len(lengths) > 1:
         return None
-    request = FrontRequest(transport, parts[1], headers, tail)
-    if request.path != SOCKETIO_PATH or request.query.get("transport") != "websocket":
+    if method == "GET":
+        if lengths or ("Upgrade" in headers
+                       and headers["Upgrade"].strip().lower() != "websocket"):
+            return None
+        length = None
+    else:
+        if not lengths or not lengths[0].isdigit() or "Upgrade" in headers:
+            return None
+        length = int(lengths[0])
+    request = FrontRequest(method, transport, parts[1], headers, length)
+    if request.path != SOCKETIO_PATH:
         return None
     return request
 
 
 class FrontDoor(asyncio.Protocol):
-    """One new connection until its first request is known."""
+    """One connection: its Engine.IO requests answered here, one after another
+    (HTTP/1.1 keep-alive), until a WebSocket takes it over or a request of
+    another kind hands it to aiohttp."""
 
-    __slots__ = ("transport", "_server", "_buffer", "_timer", "_request")
+    __slots__ = ("transport", "_server", "_buffer", "_timer", "_request", "_task")
 
     def __init__(self, server: FrontServer) -> None:
         self._server = server
         self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self._timer: asyncio.TimerHandle | None = None
-        self._request: FrontRequest | None = None  # a handshake being answered
+        self._request: FrontRequest | None = None  # the request being answered
+        self._task: asyncio.Future[None] | None = None  # answering it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self._server.doors.add(self)
-        self._timer = asyncio.get_running_loop().call_later(
-            FIRST_REQUEST_TIMEOUT, transport.close)
+        self._wait()
 
     def data_received(self, data: bytes) -> None:
-        if self._request is not None:  # frames sent before the handshake is answered
-            self._request.tail += data
+        request = self._request
+        if request is not None:  # sent while a request is answered: read after it
+            if request.upgrade:  # the first frames of a WebSocket
+                request.tail += data
+                return
+            if not request.keep_alive and request.content_length:
+                return  # after a body refused unread: nothing more is read
+            data = request.content.feed(data)
+            self._buffer += data
+            if len(self._buffer) > MAX_HEAD + self._server.engine.max_http_buffer_size:
+                self._abort("too much sent ahead of the answer")
             return
-        buf = self._buffer + data if self._buffer else data
-        if not buf.startswith(_PREFIX[:len(buf)]):
+        self._buffer = self._buffer + data if self._buffer else data
+        self._next()
+
+    def _next(self) -> None:
+        """Read the next request from the buffer, if it is all there."""
+        buf = self._buffer
+        if not buf:
+            return
+        if not any(buf.startswith(prefix[:len(buf)]) for prefix in _PREFIXES):
             self._to_aiohttp(buf)
             return
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > MAX_HEAD:
                 self._to_aiohttp(buf)
-            else:
-                self._buffer = buf
             return
         assert self.transport is not None
-        request = parse_handshake(buf[:end], self.transport, buf[end + 4:])
+        request = parse_request(buf[:end], self.transport)
         if request is None:
             self._to_aiohttp(buf)
             return
-        self._leave()
+        rest = buf[end + 4:]
+        if (request.content_length or 0) > self._server.engine.max_http_buffer_size:
+            request.keep_alive = False  # refused unread: the connection ends after the answer
+            rest = b""
+        else:
+            rest = request.content.feed(rest)  # the body, or as much of it as is here
+        if request.upgrade:
+            request.tail, rest = rest, b""
+        self._buffer = rest
+        self._busy()
         self._request = request
-        asyncio.ensure_future(self._server.handshake(request))
+        self._task = asyncio.ensure_future(self._answer(request))
+
+    async def _answer(self, request: FrontRequest) -> None:
+        engine = self._server.engine
+        try:
+            response = await engine.handle_request(request)
+        except asyncio.CancelledError:
+            raise  # the connection is gone
+        except Exception:
+            log.exception("error answering %s %s from %s", request.method, request.path,
+                          request.remote)
+            response = web.Response(status=500, text="internal error")
+        if isinstance(response, HandedOff):
+            return  # the connection is the WebSocket's now
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        # (a body not all received by now would be read as the next request: close)
+        keep = (request.keep_alive and not request.upgrade and not engine.going_away
+                and request.content.complete)
+        transport.write(serialize(response, keep))
+        self._request = self._task = None
+        if not keep:
+            transport.close()
+            return
+        self._wait()
+        self._next()
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._leave()
+        self._busy()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()  # a long-poll whose client left: its session closes
         self.transport = self._request = None
+        self._buffer = b""
 
-    def _leave(self) -> None:
-        """This connection is no longer waiting at the door."""
+    def _wait(self) -> None:
+        """Idle between requests: at the door, closed after IDLE_TIMEOUT (and at shutdown)."""
+        self._server.doors.add(self)
+        assert self.transport is not None
+        self._timer = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self.transport.close)
+
+    def _busy(self) -> None:
+        """A request is being answered (or the connection is leaving us)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._server.doors.discard(self)
-        self._buffer = b""
+
+    def _abort(self, why: str) -> None:
+        log.warning("dropping a connection: %s", why)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _to_aiohttp(self, data: bytes) -> None:
         """Give the connection to aiohttp, as if it had accepted it itself."""
         transport = self.transport
-        self._leave()
+        self._busy()
+        self._buffer = b""
         if transport is None or transport.is_closing():
             return
         handler = compat.LowLevelServer.__call__(self._server)
@@ -174,35 +292,23 @@ class FrontServer(compat.LowLevelServer):
     def __call__(self) -> Any:
         return FrontDoor(self)
 
-    async def handshake(self, request: FrontRequest) -> None:
-        """Have the Engine.IO server answer a WebSocket handshake; if it refuses,
-        write its response and close the connection."""
-        try:
-            response = await self.engine.handle_request(request)
-        except Exception:
-            log.exception("error answering a WebSocket handshake from %s", request.remote)
-            response = web.Response(status=500, text="internal error")
-        if isinstance(response, HandedOff):
-            return  # the connection is the WebSocket's now
-        transport = request.transport
-        if not transport.is_closing():
-            transport.write(serialize(response))
-            transport.close()
-
     def pre_shutdown(self) -> None:
-        for door in list(self.doors):  # connections that never sent a request
+        for door in list(self.doors):  # connections waiting for their next request
             if door.transport is not None:
                 door.transport.close()
         super().pre_shutdown()
 
 
-def serialize(response: web.Response) -> bytes:
-    """A refusal as HTTP/1.1 bytes, closing the connection."""
+def serialize(response: web.Response, keep_alive: bool) -> bytes:
+    """An answer as HTTP/1.1 bytes (saying ``Connection: close`` unless kept alive)."""
     body = response.body if isinstance(response.body, bytes) else b""
     lines = [f"HTTP/1.1 {response.status} {response.reason}"]
     lines += [f"{name}: {value}" for name, value in response.headers.items()
               if name.lower() not in ("content-length", "connection", "transfer-encoding")]
-    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    lines.append(f"Content-Length: {len(body)}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    lines += ["", ""]
     return "\r\n".join(lines).encode("latin-1") + body
 
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from .errors import ChatError
+from .chat.errors import ChatError
 from .fanout import RedisFanout
 from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 

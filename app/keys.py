@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .chat import ChatNamespace
+from .chat.namespace import ChatNamespace
 from .sio.server import RoomcastServer
 from .metrics import Metrics
 from .presence import Presence

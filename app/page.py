@@ -20,7 +20,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from .chat import NAMESPACE
+from .chat.namespace import NAMESPACE
 from .keys import SETTINGS_KEY
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import health
-from .auth import origin_policy
-from .chat import NAMESPACE, ChatNamespace
-from .errors import ChatError, ErrorCode
+from .chat.auth import origin_policy
+from .chat.namespace import NAMESPACE, ChatNamespace
+from .chat.errors import ChatError, ErrorCode
 from .fanout import RedisFanout, client_manager
 from .front import ENGINE_KEY
 from .keys import (

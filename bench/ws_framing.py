@@ -19,12 +19,13 @@ Timings are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from wsproto import ConnectionType
 from wsproto.connection import Connection
@@ -84,7 +85,7 @@ def chunks(n: int) -> list[bytes]:
 
 
 def read_ours(parts: list[bytes], n: int) -> float:
-    connection = WebSocketConnection(_Transport(), OpenConnections(),  # type: ignore[arg-type]
+    connection = WebSocketConnection(cast(asyncio.Transport, _Transport()), OpenConnections(),
                                      max_size=1 << 20)
     listener = _Count()
     connection.listen(listener)
@@ -144,15 +145,17 @@ def main() -> None:
     n = args.frames
     parts = chunks(n)
     results: dict[str, list[float]] = {}
+    runs: list[tuple[str, Callable[[], float]]] = [
+        ("read ours", lambda: read_ours(parts, n)),
+        ("read wsproto", lambda: read_wsproto(parts, n)),
+        ("write ours", lambda: write_ours(n)),
+        ("write wsproto", lambda: write_wsproto(n))]
     for _ in range(args.runs):
-        for name, run in (("read ours", lambda: read_ours(parts, n)),
-                          ("read wsproto", lambda: read_wsproto(parts, n)),
-                          ("write ours", lambda: write_ours(n)),
-                          ("write wsproto", lambda: write_wsproto(n))):
+        for name, run in runs:
             results.setdefault(name, []).append(n / run())
     registry = OpenConnections()
     ours_bytes = per_connection(lambda: WebSocketConnection(
-        _Transport(), registry, max_size=1 << 20))  # type: ignore[arg-type]
+        cast(asyncio.Transport, _Transport()), registry, max_size=1 << 20))
     wsproto_bytes = per_connection(lambda: Connection(ConnectionType.SERVER))
     print(f"WebSocket framing, {n:,} frames, median of {args.runs} runs")
     print(f"  {'measure':<28}{'ours':>14}{'wsproto':>14}{'ours/wsproto':>14}")

@@ -21,11 +21,11 @@ import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from app.chat import NAMESPACE, ChatNamespace
+from app.chat.namespace import NAMESPACE, ChatNamespace
 from app.front import RoomcastRunner
 from client.chat_client import SOCKETIO_SERIALIZERS
 from app.keys import CHAT_KEY
-from app.models import Sid
+from app.chat.models import Sid
 from app.server import create_app
 from app.settings import Settings
 

@@ -10,8 +10,8 @@ import aiohttp
 import jwt
 import pytest
 
-from app.auth import identify
-from app.errors import ChatError
+from app.chat.auth import identify
+from app.chat.errors import ChatError
 from client import ChatClient, ChatClientError
 
 from .conftest import TIMEOUT, ServeFactory, Served, sio_client

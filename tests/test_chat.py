@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import socketio
 
-from app.chat import NAMESPACE
-from app.models import RoomName
+from app.chat.namespace import NAMESPACE
+from app.chat.models import RoomName
 
 from .conftest import TIMEOUT, Peer, PeerFactory, Served, sio_client
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.models import RoomName
+from app.chat.models import RoomName
 from client import ChatClient, ChatClientError
 
 from .conftest import TIMEOUT, Peer, PeerFactory, Served

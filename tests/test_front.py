@@ -1,5 +1,6 @@
-"""app/front.py: the front door answers plain Socket.IO WebSocket handshakes
-itself and gives every other connection to aiohttp, byte for byte."""
+"""app/front.py: the front door answers plain Engine.IO requests itself (the
+WebSocket handshake, long-polling's GETs and POSTs, kept alive) and gives
+every other connection to aiohttp, byte for byte."""
 
 from __future__ import annotations
 
@@ -86,15 +87,15 @@ async def test_frames_that_arrive_while_the_handshake_is_answered_are_kept(
     request). The answer is held back until the frame is in, to make that order."""
     entered, release = asyncio.Event(), asyncio.Event()
     requests: list[front.FrontRequest] = []
-    answer = front.FrontServer.handshake
+    answer = front.FrontDoor._answer
 
-    async def held(self: front.FrontServer, request: front.FrontRequest) -> None:
+    async def held(self: front.FrontDoor, request: front.FrontRequest) -> None:
         requests.append(request)
         entered.set()
         await release.wait()
         await answer(self, request)
 
-    monkeypatch.setattr(front.FrontServer, "handshake", held)
+    monkeypatch.setattr(front.FrontDoor, "_answer", held)
     url = urlsplit(served.url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     client = RawWebSocket(reader, writer)
@@ -117,12 +118,44 @@ async def test_other_requests_reach_aiohttp_intact(served: Served, chunk: int) -
     assert answer.startswith(b"HTTP/1.1 200") and b"<html" in answer
 
 
-async def test_a_long_polling_handshake_is_aiohttps(served: Served) -> None:
+async def test_long_polling_is_answered_at_the_door_on_one_kept_connection(
+        served: Served) -> None:
+    """A polling handshake, a POST and a GET on one connection (the handshake cut
+    into pieces) are answered without aiohttp; a page requested next on the same
+    connection is aiohttp's."""
     before = aiohttp_requests(served)
-    answer = await raw_http(served, b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n"
-                                    b"Host: x\r\nConnection: close\r\n\r\n", chunk=5)
-    assert answer.startswith(b"HTTP/1.1 200") and b'"sid"' in answer
-    assert aiohttp_requests(served) == before + 1
+    url = urlsplit(served.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+
+    async def answer() -> tuple[bytes, bytes]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        return head, await reader.readexactly(length)
+
+    try:
+        opening = b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n"
+        for i in range(0, len(opening), 5):
+            writer.write(opening[i:i + 5])
+            await writer.drain()
+        head, body = await asyncio.wait_for(answer(), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" not in head
+        sid = body.split(b'"sid":"')[1].split(b'"')[0].decode()
+        target = f"/socket.io/?EIO=4&transport=polling&sid={sid}".encode()
+        connect = b'40/chat,{"name":"door"}' if served.settings.serializer == "json" else b""
+        if connect:
+            writer.write(b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                         + str(len(connect)).encode() + b"\r\n\r\n" + connect)
+            assert (await asyncio.wait_for(answer(), TIMEOUT))[1] == b"ok"
+            writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await asyncio.wait_for(answer(), TIMEOUT))[1].startswith(b"40/chat,{")
+        assert aiohttp_requests(served) == before
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(TIMEOUT):
+            page = await reader.read()
+        assert page.startswith(b"HTTP/1.1 200") and b"<html" in page
+        assert aiohttp_requests(served) == before + 1
+    finally:
+        writer.close()
 
 
 @pytest.mark.parametrize("odd", [
@@ -160,7 +193,7 @@ async def test_a_refused_handshake_is_answered_and_closed(served: Served) -> Non
 
 async def test_a_connection_that_sends_nothing_is_closed(
         served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(front, "FIRST_REQUEST_TIMEOUT", 0.2)
+    monkeypatch.setattr(front, "IDLE_TIMEOUT", 0.2)
     url = urlsplit(served.url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     try:
@@ -198,3 +231,15 @@ async def test_a_handshake_with_bytes_http_forbids_is_refused(served: Served, ba
     answer = await raw_http(served, head.replace(b"\r\n", b"\r\n" + bad, 1))
     assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
     assert not served.app[SIO_KEY].eio.sockets
+
+
+async def test_a_post_answered_before_its_body_is_in_closes_the_connection(
+        served: Served) -> None:
+    """A POST refused before its body has arrived (an unknown session) is answered
+    and its connection closed: what follows is never read as a new request."""
+    answer = await raw_http(served, b"POST /socket.io/?EIO=4&transport=polling&sid=nosuch "
+                                    b"HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                                    b"GET / HTTP/1.1\r\n")
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request" and b"Connection: close" in rest
+    assert answer.count(b"HTTP/1.1") == 1

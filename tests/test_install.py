@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from app.chat import NAMESPACE
+from app.chat.namespace import NAMESPACE
 
 from .conftest import TIMEOUT, Peer, sio_client
 from .processes import LISTENING, STARTUP_TIMEOUT, Process

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.chat import NAMESPACE
+from app.chat.namespace import NAMESPACE
 
 from .conftest import TIMEOUT, Peer, Served, sio_client
 

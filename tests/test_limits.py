@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.limits import TokenBucket
+from app.chat.limits import TokenBucket
 
 from .conftest import TIMEOUT, ServeFactory, sio_client
 

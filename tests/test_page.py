@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
-from app.chat import NAMESPACE
-from app.models import RoomName
+from app.chat.namespace import NAMESPACE
+from app.chat.models import RoomName
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
 from .conftest import TIMEOUT, ServeFactory, Served, sio_client

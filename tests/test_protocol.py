@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.errors import ChatError, ErrorCode
-from app.protocol import (
+from app.chat.errors import ChatError, ErrorCode
+from app.chat.protocol import (
     HistoryRequest, JoinRequest, SendRequest, TypingRequest, parse_history, parse_join,
     parse_leave, parse_name, parse_rooms, parse_send, parse_typing,
 )

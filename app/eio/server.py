@@ -33,7 +33,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
@@ -354,7 +354,7 @@ class EngineServer:
         method = request.method
         if method == "OPTIONS":
             return web.Response(status=200, headers=cors)
-        query = dict(parse_qsl(request.query_string))
+        query = parse_query(request.query_string)
         transport = query.get("transport")
         if method not in ("GET", "POST"):
             return _bad(f"method {method} is not part of Engine.IO", cors)
@@ -731,6 +731,18 @@ class EngineServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def parse_query(query_string: str) -> dict[str, str]:
+    """A query string's parameters (the last of a repeated one), decoding only
+    what is encoded: Engine.IO's EIO, transport, sid and t never are."""
+    query = {}
+    for part in query_string.split("&"):
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name, value = unquote_plus(name), unquote_plus(value)
+        query[name] = value
+    return query
 
 
 def _bad(why: str, headers: dict[str, str]) -> web.Response:

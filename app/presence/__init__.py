@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
-from ..models import RoomName, Sid
+from ..chat.models import RoomName, Sid
 
 OnLeft = Callable[[RoomName, str], Awaitable[None]]
 """Called with (room, name) when housekeeping finds that a name has left."""

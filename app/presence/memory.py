@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..models import RoomName, Sid
+from ..chat.models import RoomName, Sid
 from . import LocalMembers, OnLeft, Presence
 
 

@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .. import redis_client
-from ..errors import ChatError, ErrorCode
-from ..models import RoomName, Sid
+from ..chat.errors import ChatError, ErrorCode
+from ..chat.models import RoomName, Sid
 from . import LocalMembers, OnLeft, Presence
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import importlib
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from ..models import Message, Page, RoomName
+from ..chat.models import Message, Page, RoomName
 
 _SCHEMES = {
     "memory": "app.store.memory",

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..errors import ChatError, ErrorCode
-from ..models import Message, RoomName
+from ..chat.errors import ChatError, ErrorCode
+from ..chat.models import Message, RoomName
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 
-from ..models import Message, Page, RoomName, now_ms
+from ..chat.models import Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ChatError, ErrorCode
-from ..models import Message, Page, RoomName, now_ms
+from ..chat.errors import ChatError, ErrorCode
+from ..chat.models import Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
 from .batching import Append, AppendQueue, Result
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.models import RoomName
+from app.chat.models import RoomName
 from app.store import MessageStore, open_store
 
 from ..services import postgres_schema
