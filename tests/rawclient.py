@@ -120,6 +120,15 @@ class RawClient:
                 self._inbox.extend(packets)
         return self._inbox.pop(0)
 
+    async def next_eio(self) -> str | bytes:
+        """The next Engine.IO packet as it came (pings answered, not returned)."""
+        while True:
+            p = await self._next_eio()
+            if p == EIO_PING:
+                await self.send_eio(EIO_PONG)
+                continue
+            return p
+
     # -- Socket.IO ------------------------------------------------------------
 
     async def send_sio(self, packet: dict[str, Any]) -> int:
