@@ -30,10 +30,33 @@ from .bot import Bot
 from .chat_client import JSON, ChatClient, ChatClientError
 
 
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on escaped: C0 and C1
+    controls (ESC, BEL, backspace, CSI U+009B ...), DEL, and the invisible
+    format characters that reorder or hide text (bidi overrides and isolates,
+    zero-width joiners): a message can then neither move the cursor, erase or
+    forge a line, retitle the terminal, nor show text in another order than sent.
+    Backslashes are doubled, so what is printed reads back unambiguously."""
+    out = []
+    for char in text:
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif char.isprintable():  # (Unicode's "other" and separators are not: Cc, Cf, Zl...)
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
 def format_message(message: JSON) -> str:
-    """One line per message, whatever newlines the text holds."""
-    text = str(message["text"]).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-    return f"#{message['seq']} {message['from']}: {text}"
+    """One line per message, whatever the text (or name) holds (see printable)."""
+    sender, text = printable(str(message["from"])), printable(str(message["text"]))
+    return f"#{message['seq']} {sender}: {text}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +117,8 @@ async def tail(args: argparse.Namespace) -> int:
         ack = await client.join(args.room)
         for message in ack["messages"][-args.lines:] if args.lines > 0 else []:
             print(format_message(message), flush=True)
-        _status(f"joined {args.room} at seq {ack['seq']}; members: {', '.join(ack['members'])}")
+        members = ", ".join(printable(str(member)) for member in ack["members"])
+        _status(f"joined {printable(args.room)} at seq {ack['seq']}; members: {members}")
         await _until_signal()
     finally:
         await client.close()

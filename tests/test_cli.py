@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client.__main__ import format_message
+from client.__main__ import format_message, printable
 
 from .processes import Process, start_server
 
@@ -37,6 +37,32 @@ def test_format_keeps_one_line_per_message() -> None:
     """Newlines in a text are escaped so each message stays on one line."""
     line = format_message({"seq": 3, "from": "al", "text": "a\nb\\c"})
     assert line == "#3 al: a\\nb\\\\c"
+
+
+HOSTILE = "hi\x1b[2K\r#999 admin: forged\x07\x08\x9b31m\u202egnp.exe\u2066\u200d\x7f"
+HOSTILE_SHOWN = ("hi\\x1b[2K\\r#999 admin: forged\\x07\\x08\\x9b31m\\u202egnp.exe\\u2066"
+                 "\\u200d\\x7f")
+
+
+def test_every_character_a_terminal_acts_on_is_escaped() -> None:
+    """ESC, BEL, backspace, CSI (U+009B), DEL, bidi overrides and isolates and
+    zero-width joiners are printed as escapes; letters of any script, emoji and
+    spaces as they are."""
+    assert printable(HOSTILE) == HOSTILE_SHOWN
+    assert printable("Zoë 中文 😀 a b") == "Zoë 中文 😀 a b"
+    assert format_message({"seq": 1, "from": "ev\x1b]0;il\x07", "text": "x"}) \
+        == "#1 ev\\x1b]0;il\\x07: x"
+
+
+async def test_tail_prints_a_hostile_message_escaped(tmp_path: Path, server_url: str) -> None:
+    tail = await cli(tmp_path, "tail", "--url", server_url, "--name", "watcher", "--room", "esc")
+    try:
+        await tail.stderr_match(r"joined esc at seq 0", 20)
+        code, lines, _ = await send(tmp_path, server_url, "mallory", "esc", HOSTILE)
+        assert code == 0 and lines == [f"#1 mallory: {HOSTILE_SHOWN}"]
+        assert await tail.line() == f"#1 mallory: {HOSTILE_SHOWN}"
+    finally:
+        assert await tail.stop() == 0
 
 
 async def test_send_and_tail(tmp_path: Path, server_url: str) -> None:
