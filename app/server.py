@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
 from . import health
-from .chat.auth import origin_policy
+from .chat.auth import host_policy, origin_policy
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .chat.errors import ChatError, ErrorCode
 from .fanout import RedisFanout, client_manager
@@ -81,7 +82,9 @@ def refused_event_reply(reason: str) -> list[object]:
 
 def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
                ) -> web.Application:
-    app = web.Application()
+    host_check = host_policy(settings.allowed_hosts.split(","),
+                             trust_forwarded=settings.trust_forwarded)
+    app = web.Application(middlewares=[_hosts_middleware(host_check)] if host_check else [])
     app[SETTINGS_KEY] = settings
     app[NODE_KEY] = node = settings.node_name()
     app[METRICS_KEY] = metrics = Metrics()
@@ -91,7 +94,9 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         # browsers: this server's own origin, the configured ones, and the
         # hosted Admin UI when it is enabled
         cors_allowed_origins=origin_policy(
-            settings.allowed_origins.split(",") + ([ADMIN_UI_ORIGIN] if settings.admin_ui else [])),
+            settings.allowed_origins.split(",") + ([ADMIN_UI_ORIGIN] if settings.admin_ui else []),
+            trust_forwarded=settings.trust_forwarded),
+        host_check=host_check,
         serializer=SOCKETIO_SERIALIZERS[settings.serializer],
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
@@ -155,6 +160,18 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", metrics.handle)
     return app
+
+
+def _hosts_middleware(check: Callable[[web.Request], bool]) -> Any:
+    """Every path answers only the allowed Host values (``--allowed-hosts``);
+    the Engine.IO server checks its own requests the same way."""
+    @web.middleware
+    async def hosts(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not check(request):
+            return web.Response(status=400, text="unknown host")
+        response: web.StreamResponse = await handler(request)
+        return response
+    return hosts
 
 
 async def _disconnect_clients(app: web.Application) -> None:

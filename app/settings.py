@@ -90,6 +90,10 @@ class Settings:
     # Access
     jwt_secret: str = field(default="", repr=False, metadata={
         "help": "HS256 secret: connects must carry a signed token (prefer the variable)"})
+    allowed_hosts: str = field(default="", metadata={
+        "help": "comma-separated Host values to answer (with the port if not 80), e.g. "
+                "chat.example.com,chat.example.com:8080; empty: any. Set it on a "
+                "private network (against DNS rebinding)"})
     allowed_origins: str = field(default="", metadata={
         "help": "comma-separated origins allowed to connect from a browser besides "
                 "this server's own, e.g. https://chat.example.com"})

@@ -93,7 +93,34 @@ async def test_cross_origin_connections_are_refused(serve: ServeFactory) -> None
     assert await origin_status(served, "https://chat.example.com") == 200
     assert await origin_status(served, "https://evil.example.net") == 400
     assert await origin_status(served, "http://localhost:1") == 400
-    # behind a TLS proxy the browser's origin is the proxy's
-    assert await origin_status(served, "https://chat.proxy.test",
-                               **{"X-Forwarded-Proto": "https",
-                                  "X-Forwarded-Host": "chat.proxy.test"}) == 200
+    # forwarding headers name nothing unless the proxy is trusted
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+    assert await origin_status(served, "https://evil.example", **forwarded) == 400
+
+
+async def test_behind_a_trusted_proxy_the_browser_origin_is_the_proxys(
+        serve: ServeFactory) -> None:
+    served = await serve(trust_forwarded=True)
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "chat.proxy.test"}
+    assert await origin_status(served, "https://chat.proxy.test", **proxied) == 200
+    assert await origin_status(served, "https://evil.example", **proxied) == 400
+
+
+async def test_only_the_allowed_hosts_are_answered(serve: ServeFactory) -> None:
+    """With --allowed-hosts, a request naming another Host (DNS rebinding: Origin
+    and Host both the attacker's name) is refused on every path: the page, a
+    long-poll, a WebSocket handshake at the front door."""
+    served = await serve(allowed_hosts="chat.example, chat.example:8080")
+    rebound = {"Host": "rebind.example"}
+    assert await origin_status(served, "http://rebind.example", **rebound) == 400
+    assert await origin_status(served, None, Host="chat.example") == 200
+    assert await origin_status(served, "http://chat.example:8080", Host="chat.example:8080") == 200
+    async with aiohttp.ClientSession() as http:
+        async with http.get(served.url + "/", headers=rebound) as page:
+            assert page.status == 400
+        async with http.get(served.url + "/", headers={"Host": "chat.example"}) as page:
+            assert page.status == 200
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(served.url + "/socket.io/?EIO=4&transport=websocket",
+                                  headers={**rebound, "Origin": "http://rebind.example"})
+        assert refused.value.status == 400

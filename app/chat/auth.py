@@ -56,17 +56,42 @@ def identify(auth: object, jwt_secret: str) -> Identity:
     return Identity(name, frozenset(RoomName(r) for r in rooms))
 
 
-def origin_policy(extra: Iterable[str]) -> Callable[[str | None, dict[str, Any]], bool]:
-    """python-engineio's origin check: the server's own origin (as the browser
-    sees it, through a proxy's X-Forwarded-Proto/Host) plus ``extra``."""
+def origin_policy(extra: Iterable[str], *, trust_forwarded: bool = False
+                  ) -> Callable[[str | None, dict[str, Any]], bool]:
+    """The Engine.IO server's origin check: the server's own origin plus
+    ``extra``. Its own origin is ``http://`` and the request's Host; only with
+    ``trust_forwarded`` (behind our proxy) is it the one the proxy says the
+    browser saw (X-Forwarded-Proto and X-Forwarded-Host), since otherwise any
+    client can send those headers and name whatever origin it claims."""
     allowed = {o.strip().rstrip("/") for o in extra if o.strip()}
 
     def check(origin: str | None, environ: dict[str, Any]) -> bool:
         if origin is None or origin in allowed:
             return True  # no Origin header: not a browser, nothing to protect
-        scheme = environ.get("HTTP_X_FORWARDED_PROTO", environ.get("wsgi.url_scheme", "http"))
-        host = environ.get("HTTP_X_FORWARDED_HOST", environ.get("HTTP_HOST", ""))
-        own = f"{scheme.split(',')[0].strip()}://{host.split(',')[0].strip()}"
-        return bool(origin == own or origin == f"{environ.get('wsgi.url_scheme')}://"
-                    f"{environ.get('HTTP_HOST')}")
+        host = environ.get("HTTP_HOST", "")
+        if origin == f"http://{host}":
+            return True
+        if not trust_forwarded:
+            return False
+        scheme = environ.get("HTTP_X_FORWARDED_PROTO", "http").split(",")[0].strip()
+        host = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
+        return origin == f"{scheme}://{host}"
+    return check
+
+
+def host_policy(hosts: Iterable[str], *, trust_forwarded: bool = False
+                ) -> Callable[[Any], bool] | None:
+    """With ``--allowed-hosts``, whether a request (anything with ``headers``)
+    names one of them as its Host (and, behind a trusted proxy, its
+    X-Forwarded-Host): a page on a private network cannot then be reached
+    through a name an attacker controls (DNS rebinding). None: no check."""
+    allowed = {h.strip().lower() for h in hosts if h.strip()}
+    if not allowed:
+        return None
+
+    def check(request: Any) -> bool:
+        names = [request.headers.get("Host", "")]
+        if trust_forwarded and "X-Forwarded-Host" in request.headers:
+            names.append(request.headers["X-Forwarded-Host"].split(",")[0])
+        return all(name.strip().lower() in allowed for name in names)
     return check

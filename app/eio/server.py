@@ -93,7 +93,7 @@ def environ_of(request: Any) -> dict[str, Any]:
         if key in _HANDSHAKE_ONLY:
             continue
         environ[key] = f"{environ[key]},{value}" if key in environ else value
-    environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
+    environ["wsgi.url_scheme"] = "http"  # what this server speaks (a proxy may say otherwise)
     return environ
 
 
@@ -229,7 +229,7 @@ class EngineServer:
                  max_http_buffer_size: int = 1_000_000, cors_allowed_origins: Any = None,
                  cors_credentials: bool = True, max_backlog_packets: int = 1000,
                  max_backlog_bytes: int = 4_000_000, max_poll_packets: int = 16,
-                 **ignored: Any) -> None:
+                 host_check: Callable[[Any], bool] | None = None, **ignored: Any) -> None:
         # (python-socketio passes its engine options too: async_mode, logger,
         # json, async_handlers; ours need none of them)
         self.ping_interval = ping_interval
@@ -237,6 +237,7 @@ class EngineServer:
         self.max_http_buffer_size = max_http_buffer_size
         self.cors_allowed_origins = cors_allowed_origins
         self.cors_credentials = cors_credentials
+        self.host_check = host_check  # None: any Host is answered
         self.limits = Limits(
             ping_interval=ping_interval, ping_timeout=ping_timeout,
             max_payload=max_http_buffer_size, max_backlog_packets=max_backlog_packets,
@@ -346,6 +347,9 @@ class EngineServer:
         """Answer one request to the Engine.IO path: a handshake, a poll, a POST,
         an upgrade, a preflight. Every refusal is 400 with the reason as text,
         as the protocol asks."""
+        if self.host_check is not None and not self.host_check(request):
+            log.info("refused a request for host %r", request.headers.get("Host"))
+            return web.Response(status=400, text="unknown host")
         cors = self._cors_headers(request)
         if cors is None:
             origin = request.headers.get("Origin")
