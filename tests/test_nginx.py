@@ -110,6 +110,16 @@ async def test_users_on_two_nodes_through_nginx(cluster: Cluster, transport: str
         await bob.close()
 
 
+async def test_a_browser_on_the_proxy_origin_is_let_in(cluster: Cluster) -> None:
+    """A page served through nginx on a non-default port connects from that
+    origin (port included: nginx passes X-Forwarded-Host), and no other."""
+    async with aiohttp.ClientSession() as http:
+        for origin, status in ((cluster.url, 200), ("http://evil.example", 400)):
+            async with http.get(cluster.url + "/socket.io/?EIO=4&transport=polling",
+                                headers={"Origin": origin}) as response:
+                assert response.status == status, (origin, await response.text())
+
+
 async def test_polling_sessions_stay_sticky_under_load(cluster: Cluster) -> None:
     """Many long-polling clients from many addresses sending at once: no session is
     ever routed to the wrong node (which would answer 400 and drop it)."""
