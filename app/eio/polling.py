@@ -1,4 +1,7 @@
-"""HTTP long-polling on aiohttp: the handshake, one GET at a time, POST bodies.
+"""HTTP long-polling: the handshake, one GET at a time, POST bodies.
+
+Requests come from the front door (:mod:`app.front`, which reads plain ones
+itself) or from aiohttp (the unusual ones); both look alike here.
 
 The protocol's rules (``docs/engine.io-protocol/v4-current.md``, "HTTP
 long-polling"), each tested on the wire in ``tests/test_eio_protocol.py``:
