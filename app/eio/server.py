@@ -10,7 +10,7 @@ helpers. :class:`EngineServer` is that surface, over:
 * :class:`~app.eio.session.Session` (pure state: queue, heartbeat, upgrade,
   close), made live here by :class:`LiveSession`: its WebSocket, its
   timers, the packets it has read and not yet handled;
-* :mod:`app.eio.polling`, long-polling on aiohttp;
+* :mod:`app.eio.polling`, long-polling (its requests read by the front door or aiohttp);
 * :mod:`app.ws`, our WebSocket connection.
 
 What it keeps from the measured past (``bench/``): a WebSocket session's
