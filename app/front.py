@@ -35,9 +35,13 @@ log = logging.getLogger(__name__)
 SOCKETIO_PATH = "/socket.io/"
 # the Engine.IO server that answers what reaches /socket.io/ (set by app.server)
 ENGINE_KEY = web.AppKey("engine", object)
+# (header timeout, keep-alive timeout) in seconds, for every connection (set by app.server)
+TIMEOUTS_KEY = web.AppKey("front_timeouts", tuple)
 _PREFIXES = tuple(method + b" " + SOCKETIO_PATH.encode() + b"?" for method in (b"GET", b"POST"))
 MAX_HEAD = 8190  # bytes of request line and headers (aiohttp's own limit per line)
-IDLE_TIMEOUT = 75.0  # seconds a connection may wait between requests (aiohttp's keep-alive)
+# nginx's defaults: client_header_timeout 60 s, keepalive_timeout 75 s
+HEADER_TIMEOUT = 60.0  # seconds from a request's first byte until its head is all in
+KEEPALIVE_TIMEOUT = 75.0  # seconds a connection may wait, idle, for its next request
 # RFC 9110 section 5.1: a field name is a token; section 5.5: a value holds no
 # control character but horizontal tab (no NUL, no bare CR or LF)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -181,6 +185,8 @@ class FrontDoor(asyncio.Protocol):
             if len(self._buffer) > MAX_HEAD + self._server.engine.max_http_buffer_size:
                 self._abort("too much sent ahead of the answer")
             return
+        if not self._buffer:  # a request begins: its head must be in within the header timeout
+            self._arm(self._server.header_timeout)
         self._buffer = self._buffer + data if self._buffer else data
         self._next()
 
@@ -189,13 +195,13 @@ class FrontDoor(asyncio.Protocol):
         buf = self._buffer
         if not buf:
             return
-        if not any(buf.startswith(prefix[:len(buf)]) for prefix in _PREFIXES):
-            self._to_aiohttp(buf)
-            return
         end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0:  # (aiohttp gets a connection only with a whole head: no slowloris there)
             if len(buf) > MAX_HEAD:
-                self._to_aiohttp(buf)
+                self._to_aiohttp(buf)  # which refuses it
+            return
+        if not any(buf.startswith(prefix) for prefix in _PREFIXES):
+            self._to_aiohttp(buf)
             return
         assert self.transport is not None
         request = parse_request(buf[:end], self.transport)
@@ -253,10 +259,17 @@ class FrontDoor(asyncio.Protocol):
         self._buffer = b""
 
     def _wait(self) -> None:
-        """Idle between requests: at the door, closed after IDLE_TIMEOUT (and at shutdown)."""
+        """Idle between requests: at the door, closed after the keep-alive timeout
+        (and at shutdown)."""
         self._server.doors.add(self)
+        self._arm(self._server.keepalive_timeout)
+
+    def _arm(self, seconds: float) -> None:
+        """Close the connection in ``seconds`` unless a request's head is in by then."""
+        if self._timer is not None:
+            self._timer.cancel()
         assert self.transport is not None
-        self._timer = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self.transport.close)
+        self._timer = asyncio.get_running_loop().call_later(seconds, self.transport.close)
 
     def _busy(self) -> None:
         """A request is being answered (or the connection is leaving us)."""
@@ -288,6 +301,8 @@ class FrontServer(compat.LowLevelServer):
 
     engine: Any  # the Engine.IO server (set by RoomcastRunner)
     doors: set[FrontDoor]
+    header_timeout = HEADER_TIMEOUT
+    keepalive_timeout = KEEPALIVE_TIMEOUT
 
     def __call__(self) -> Any:
         return FrontDoor(self)
@@ -319,6 +334,9 @@ class RoomcastRunner(compat.AppRunner):
         # a long-poll GET whose client leaves is cancelled, so its session closes
         # at once (the Engine.IO protocol); aiohttp's default lets it wait
         kwargs.setdefault("handler_cancellation", True)
+        self._timeouts = app.get(TIMEOUTS_KEY, (HEADER_TIMEOUT, KEEPALIVE_TIMEOUT))
+        # aiohttp's own keep-alive timeout (an hour by default) for what it serves
+        kwargs.setdefault("keepalive_timeout", self._timeouts[1])
         super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
@@ -327,4 +345,5 @@ class RoomcastRunner(compat.AppRunner):
         assert isinstance(server, FrontServer)
         server.engine = self.app[ENGINE_KEY]
         server.doors = set()
+        server.header_timeout, server.keepalive_timeout = self._timeouts
         return server

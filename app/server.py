@@ -21,7 +21,7 @@ from .chat.auth import host_policy, origin_policy
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .chat.errors import ChatError, ErrorCode
 from .fanout import RedisFanout, client_manager
-from .front import ENGINE_KEY
+from .front import ENGINE_KEY, TIMEOUTS_KEY
 from .keys import (
     CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY,
 )
@@ -115,6 +115,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     sio.attach(app)
     app[SIO_KEY] = sio
     app[ENGINE_KEY] = sio.eio
+    app[TIMEOUTS_KEY] = (settings.header_timeout, settings.keepalive_timeout)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE_KEY] = await store_factory(settings.store)

@@ -98,6 +98,13 @@ class Settings:
         "help": "comma-separated origins allowed to connect from a browser besides "
                 "this server's own, e.g. https://chat.example.com"})
 
+    # HTTP connections (nginx's defaults: client_header_timeout, keepalive_timeout)
+    header_timeout: float = field(default=60.0, metadata={
+        "help": "seconds a request may take to send its head (request line and "
+                "headers); then the connection is closed"})
+    keepalive_timeout: float = field(default=75.0, metadata={
+        "help": "seconds an idle HTTP connection is kept open for its next request"})
+
     # Shutdown
     shutdown_timeout: float = field(default=10.0, metadata={
         "help": "seconds to let in-flight work finish on SIGINT/SIGTERM"})
@@ -129,6 +136,8 @@ class Settings:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         if self.ping_interval <= 0 or self.ping_timeout <= 0:
             raise ValueError("ping_interval and ping_timeout must be positive")
+        if self.header_timeout <= 0 or self.keepalive_timeout <= 0:
+            raise ValueError("header_timeout and keepalive_timeout must be positive")
         if self.redis_max_connections < 2:
             raise ValueError("redis_max_connections must be at least 2 (fan-out holds one "
                              "for its subscription)")

@@ -13,7 +13,7 @@ from app import front
 from app.keys import SIO_KEY
 from app.ws.frames import PING, PONG
 
-from .conftest import TIMEOUT, Served, until
+from .conftest import TIMEOUT, ServeFactory, Served, until
 from .test_websocket import RawWebSocket, frame, handshake
 
 
@@ -191,9 +191,8 @@ async def test_a_refused_handshake_is_answered_and_closed(served: Served) -> Non
     assert not served.app[SIO_KEY].eio.sockets
 
 
-async def test_a_connection_that_sends_nothing_is_closed(
-        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(front, "IDLE_TIMEOUT", 0.2)
+async def test_a_connection_that_sends_nothing_is_closed(serve: ServeFactory) -> None:
+    served = await serve(keepalive_timeout=0.2)
     url = urlsplit(served.url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     try:
@@ -243,3 +242,30 @@ async def test_a_post_answered_before_its_body_is_in_closes_the_connection(
     status, _, rest = answer.partition(b"\r\n")
     assert status == b"HTTP/1.1 400 Bad Request" and b"Connection: close" in rest
     assert answer.count(b"HTTP/1.1") == 1
+
+
+@pytest.mark.parametrize("path", ["/", "/socket.io/?EIO=4&transport=polling"])
+async def test_trickling_request_heads_are_cut_at_the_header_timeout(
+        serve: ServeFactory, path: str) -> None:
+    """1,000 connections that send a request head a few bytes at a time (and never
+    finish it) are all closed once the header timeout passes, wherever they were
+    going, while an honest client is served throughout (slowloris)."""
+    served = await serve(header_timeout=1.5)
+    url = urlsplit(served.url)
+    head = f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode()
+    slow = [await asyncio.open_connection(url.hostname, url.port) for _ in range(1000)]
+    try:
+        for _, writer in slow:
+            writer.write(head)
+        for _ in range(3):  # trickle: more bytes do not buy more time
+            for _, writer in slow:
+                writer.write(b"a")
+            honest = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            answer = await raw_http(served, honest)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:40]
+        async with asyncio.timeout(TIMEOUT):
+            for reader, _ in slow:
+                assert await reader.read() == b""  # closed, nothing answered
+    finally:
+        for _, writer in slow:
+            writer.close()
