@@ -95,3 +95,12 @@ def test_typing_leave_rooms() -> None:
     parse_rooms(None)
     parse_rooms({})
     assert code_of(parse_rooms, "all") == ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize("field", ["text", "client_id"])
+def test_send_refuses_nul_before_any_store(field: str) -> None:
+    """U+0000 (which PostgreSQL cannot store) is bad_request, whatever the store."""
+    payload = {"room": "r", "text": "hi", "client_id": "c1", field: "a\x00b"}
+    with pytest.raises(ChatError) as refused:
+        parse_send(payload, max_text_length=4000)
+    assert refused.value.code == ErrorCode.BAD_REQUEST and "U+0000" in str(refused.value)

@@ -75,6 +75,8 @@ def _utf8(value: str, what: str, code: ErrorCode = ErrorCode.BAD_REQUEST) -> str
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ChatError(code, f"{what} is not valid Unicode text") from None
+    if "\x00" in value:  # PostgreSQL's text cannot hold it: no store takes it
+        raise ChatError(code, f"{what} may not hold U+0000 (NUL)")
     return value
 
 

@@ -16,7 +16,9 @@ Every store gives each room its own ``seq``: 1 for the first message, then
 ``append`` was *called* (not the order the calls happen to finish), which is
 what keeps one connection's pipelined sends in order. ``(room, sender,
 client_id)`` identifies a send: appending it again returns the stored
-message and ``created=False``.
+message and ``created=False``. What no store can hold (U+0000, which
+PostgreSQL's ``text`` refuses; lone surrogates, which are not UTF-8) every
+store refuses alike with ``bad_request`` (:func:`check_storable`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import importlib
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, RoomName
 
 _SCHEMES = {
@@ -35,12 +38,33 @@ _SCHEMES = {
 }
 
 
+def unstorable(value: str) -> str | None:
+    """Why ``value`` cannot be stored by every store, or None."""
+    if "\x00" in value:
+        return "holds U+0000 (NUL)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def check_storable(sender: str, text: str, client_id: str | None) -> None:
+    """Refuse (``bad_request``) an append that some store could not hold, so
+    that every store answers it the same way and no batch fails for it."""
+    for what, value in (("sender", sender), ("text", text), ("client_id", client_id)):
+        problem = unstorable(value) if value is not None else None
+        if problem is not None:
+            raise ChatError(ErrorCode.BAD_REQUEST, f"{what} {problem}, which cannot be stored")
+
+
 class MessageStore(Protocol):
     async def append(self, room: RoomName, sender: str, text: str,
                      client_id: str | None) -> tuple[Message, bool]:
         """Store a message; return it and whether it was created (False: a repeat).
 
-        Raises ``ChatError(UNAVAILABLE)`` when the backend cannot be reached.
+        Raises ``ChatError(UNAVAILABLE)`` when the backend cannot be reached and
+        ``ChatError(BAD_REQUEST)`` for what it cannot hold (:func:`check_storable`).
         """
 
     async def page(self, room: RoomName, *, before: int | None = None,

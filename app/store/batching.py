@@ -66,24 +66,37 @@ class AppendQueue:
             while self._queue:
                 batch = self._queue[:MAX_BATCH]
                 del self._queue[:MAX_BATCH]
-                try:
-                    results = await self._write([request for request, _ in batch])
-                except Exception as exc:
-                    error: BaseException = exc
-                    if self._is_outage(exc):
-                        log.warning("%s: writing %d messages failed: %s",
-                                    self._name, len(batch), exc)
-                        error = ChatError(ErrorCode.UNAVAILABLE,
-                                          "the message store is unavailable")
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for (_, future), result in zip(batch, results):
-                    if not future.done():
-                        future.set_result(result)
+                await self._write_settling(batch)
             if self.closing:
                 return
+
+    async def _write_settling(self, batch: list[tuple[Append, asyncio.Future[Result]]]
+                              ) -> None:
+        """Write ``batch`` and settle its futures. An outage fails them all
+        (``unavailable``); any other error is one append's doing, so the batch is
+        written again one append at a time and only the offender fails."""
+        try:
+            results = await self._write([request for request, _ in batch])
+        except Exception as exc:
+            if self._is_outage(exc):
+                log.warning("%s: writing %d messages failed: %s", self._name, len(batch), exc)
+                unavailable = ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(unavailable)
+            elif len(batch) > 1:
+                log.warning("%s: a batch of %d failed (%s: %s); writing them one by one",
+                            self._name, len(batch), type(exc).__name__, exc)
+                for one in batch:
+                    await self._write_settling([one])
+            else:
+                log.error("%s: an append failed: %s: %s", self._name, type(exc).__name__, exc)
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)
 
     async def close(self) -> None:
         """Refuse new appends, write the queued ones, stop the writer."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 
 from ..chat.models import Message, Page, RoomName, now_ms
-from . import MessageStore, page_bounds
+from . import MessageStore, check_storable, page_bounds
 
 
 class MemoryStore:
@@ -20,6 +20,7 @@ class MemoryStore:
 
     async def append(self, room: RoomName, sender: str, text: str,
                      client_id: str | None) -> tuple[Message, bool]:
+        check_storable(sender, text, client_id)
         if client_id is not None:
             stored = self._by_client_id.get((room, sender, client_id))
             if stored is not None:

@@ -29,6 +29,7 @@ import asyncpg
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
+from . import check_storable
 from .batching import Append, AppendQueue, Result
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class PostgresStore:
 
     async def append(self, room: RoomName, sender: str, text: str,
                      client_id: str | None) -> tuple[Message, bool]:
+        check_storable(sender, text, client_id)
         return await self._appends.append(Append(room, sender, text, client_id))
 
     async def _write(self, batch: list[Append]) -> list[Result]:

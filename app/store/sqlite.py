@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
+from . import check_storable
 from .batching import Append, AppendQueue, Result
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class SqliteStore:
 
     async def append(self, room: RoomName, sender: str, text: str,
                      client_id: str | None) -> tuple[Message, bool]:
+        check_storable(sender, text, client_id)
         return await self._appends.append(Append(room, sender, text, client_id))
 
     async def _write(self, batch: list[Append]) -> list[Result]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import RoomName
 from app.store import MessageStore, open_store
 
@@ -185,3 +186,21 @@ async def test_two_stores_on_one_database_share_seq(store_url: str, reopen: Open
     assert sorted(created) == list(range(1, 201))  # each (sender, client_id) stored once
     page = await b.page(LOBBY, after=0, limit=200)
     assert [m.seq for m in page.messages] == list(range(1, 201))
+
+
+@pytest.mark.parametrize("field", ["sender", "text", "client_id"])
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800b"])
+async def test_what_no_store_can_hold_is_refused_alike(store: MessageStore, field: str,
+                                                       bad: str) -> None:
+    """U+0000 (PostgreSQL's text refuses it) and lone surrogates are bad_request on
+    every store, and an append racing them in the same batch is stored as usual."""
+    fields = {"sender": "alice", "text": "hi", "client_id": "c1", field: bad}
+    results = await asyncio.gather(
+        store.append(LOBBY, "bob", "before", None),
+        store.append(LOBBY, fields["sender"], fields["text"], fields["client_id"]),
+        store.append(LOBBY, "bob", "after", None), return_exceptions=True)
+    refused = results[1]
+    assert isinstance(refused, ChatError) and refused.code == ErrorCode.BAD_REQUEST, refused
+    assert field in str(refused)
+    stored = [r[0] for r in results if isinstance(r, tuple)]
+    assert [(m.seq, m.text) for m in stored] == [(1, "before"), (2, "after")]

@@ -1,0 +1,51 @@
+"""app/store/batching.py: group commit, with a write function of the test's own
+(a batch that fails for one append's sake is written again one by one)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.chat.errors import ChatError, ErrorCode
+from app.chat.models import Message, RoomName
+from app.store.batching import Append, AppendQueue, Result
+
+
+class Outage(Exception):
+    """The backend is unreachable."""
+
+
+def make_queue(poison: str, outage: bool = False) -> tuple[AppendQueue, list[int]]:
+    batches: list[int] = []
+
+    async def write(batch: list[Append]) -> list[Result]:
+        batches.append(len(batch))
+        if outage:
+            raise Outage("down")
+        if any(a.text == poison for a in batch):
+            raise ValueError("this row cannot be written")
+        return [(Message(a.room, i + 1, a.sender, a.text, 0, a.client_id), True)
+                for i, a in enumerate(batch)]
+
+    queue = AppendQueue(write, lambda exc: isinstance(exc, Outage), "test")
+    queue.start()
+    return queue, batches
+
+
+async def test_one_bad_append_fails_alone() -> None:
+    queue, batches = make_queue(poison="bad")
+    texts = ["a", "b", "bad", "c"]
+    results = await asyncio.gather(*(queue.append(Append(RoomName("r"), "s", t, None))
+                                     for t in texts), return_exceptions=True)
+    assert [r[0].text if isinstance(r, tuple) else type(r).__name__ for r in results] \
+        == ["a", "b", "ValueError", "c"]
+    assert batches == [4, 1, 1, 1, 1]  # the batch, then each append alone
+    await queue.close()
+
+
+async def test_an_outage_fails_the_whole_batch_as_unavailable() -> None:
+    queue, batches = make_queue(poison="", outage=True)
+    results = await asyncio.gather(*(queue.append(Append(RoomName("r"), "s", t, None))
+                                     for t in "abc"), return_exceptions=True)
+    assert all(isinstance(r, ChatError) and r.code == ErrorCode.UNAVAILABLE for r in results)
+    assert batches == [3]  # not retried one by one: the backend is down for all
+    await queue.close()
