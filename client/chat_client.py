@@ -44,6 +44,9 @@ Handler = Callable[[JSON], Awaitable[None] | None]
 
 # Errors worth retrying a send for: the server will accept it later.
 _RETRYABLE = frozenset({"unavailable", "rate_limited", "internal"})
+# ``internal`` may be the message's own doing (a server fault it triggers): retried
+# this many times, then the send fails instead of coming back for ever
+MAX_INTERNAL_RETRIES = 3
 _TRANSIENT = (sio_errors.TimeoutError, sio_errors.BadNamespaceError,
               sio_errors.DisconnectedError)
 
@@ -301,16 +304,22 @@ class ChatClient:
         """Send ``text`` to ``room``; retry through reconnects until stored.
 
         Returns the stored message. Raises :class:`ChatClientError` for a
-        refusal that retrying cannot fix (``not_member``, ``too_large``, ...).
+        refusal that retrying cannot fix (``not_member``, ``too_large``, ...),
+        and for ``internal`` once it has come back MAX_INTERNAL_RETRIES times.
         """
         payload = {"room": room, "text": text, "client_id": client_id or uuid.uuid4().hex}
         delay = 0.1
+        internal = 0
         while True:
             try:
                 ack = await self.request("send", payload)
             except (ChatClientError, *_TRANSIENT) as exc:
                 if isinstance(exc, ChatClientError) and exc.code not in _RETRYABLE:
                     raise
+                if isinstance(exc, ChatClientError) and exc.code == "internal":
+                    internal += 1
+                    if internal > MAX_INTERNAL_RETRIES:
+                        raise
                 # a dropped connection or a passing server fault: back off, then
                 # resend the same client_id once the client is ready again
                 await asyncio.sleep(delay)

@@ -21,13 +21,14 @@ import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from app.chat.models import Sid
 from app.chat.namespace import NAMESPACE, ChatNamespace
 from app.front import RoomcastRunner
 from client.chat_client import SOCKETIO_SERIALIZERS
 from app.keys import CHAT_KEY
-from app.chat.models import Sid
 from app.server import create_app
 from app.settings import Settings
+from app.store import StoreFactory, open_store
 
 TIMEOUT = 5.0  # seconds any single expected event may take
 
@@ -143,14 +144,14 @@ ServeFactory = Callable[..., Awaitable[Served]]
 async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
     started: list[TestServer] = []
 
-    async def start(**overrides: Any) -> Served:
+    async def start(*, store_factory: StoreFactory = open_store, **overrides: Any) -> Served:
         fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0,
                                   "store": f"sqlite:///{tmp_path}/chat.db",
                                   # tests send in bursts; the limits have their own tests
                                   **UNLIMITED}
         fields.update(overrides)
         settings = Settings(**fields)
-        app = create_app(settings)
+        app = create_app(settings, store_factory=store_factory)
         server = RoomcastTestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         started.append(server)

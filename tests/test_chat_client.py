@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from app.chat.models import RoomName
+from app.chat.models import Page, RoomName
 from client import ChatClient, ChatClientError
+from client.chat_client import MAX_INTERNAL_RETRIES
 
-from .conftest import TIMEOUT, Peer, PeerFactory, Served
+from .conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory
 from .proxy import Proxy
 
 
@@ -168,3 +169,47 @@ async def test_gap_is_filled_from_history(chatter: ChatterFactory, peer: PeerFac
     await served.chat.store.append(RoomName("r"), "bob", "lost 2", None)
     await bob.send("r", "seen")
     assert await alice.take(3) == ["lost 1", "lost 2", "seen"]
+
+
+class BuggyStore:
+    """A store whose appends fail with a fault of its own (not an outage): the
+    server answers ``internal``, every time, for the same message."""
+
+    def __init__(self) -> None:
+        self.appends = 0
+
+    async def append(self, *args: Any) -> Any:
+        self.appends += 1
+        raise RuntimeError("a bug in the store")
+
+    async def page(self, *args: Any, **kwargs: Any) -> Any:
+        return Page([], False, 0)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_internal_error_is_retried_a_few_times_then_fails_the_send(
+        serve: ServeFactory, transport: str) -> None:
+    """``internal`` may be the message's own doing: ChatClient resends it
+    MAX_INTERNAL_RETRIES times, then raises, rather than resending for ever."""
+    store = BuggyStore()
+
+    async def buggy(url: str) -> Any:
+        return store
+
+    served = await serve(store_factory=buggy)
+    client = ChatClient(served.url, "alice", serializer=served.settings.serializer,
+                        transports=[transport], request_timeout=TIMEOUT)
+    try:
+        await client.connect()
+        await client.join("r")
+        with pytest.raises(ChatClientError) as failed:
+            await client.send("r", "hello")
+        assert failed.value.code == "internal"
+        assert store.appends == 1 + MAX_INTERNAL_RETRIES
+    finally:
+        await client.close()
