@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from . import health
+from .admin import enable_admin_ui
 from .chat.auth import host_policy, origin_policy
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .chat.errors import ChatError, ErrorCode
@@ -135,10 +136,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         app[CHAT_KEY] = chat
         watch_state(metrics, sio, chat)
         if settings.admin_ui:
-            sio.instrument(auth={"username": settings.admin_user,
-                                 "password": settings.admin_password},
-                           mode="production", server_id=node)
-            log.info("Socket.IO Admin UI enabled on namespace /admin")
+            enable_admin_ui(sio, settings, node)
         sio.start_manager()
         if isinstance(sio.manager, RedisFanout):
             await sio.manager.wait_subscribed(STARTUP_WAIT)

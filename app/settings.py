@@ -72,6 +72,26 @@ class Settings:
     typing_rate: float = field(default=2.0, metadata={
         "help": "typing signals per second per connection, sustained"})
     typing_burst: int = field(default=5, metadata={"help": "typing signals in a burst"})
+    join_rate: float = field(default=2.0, metadata={
+        "help": "joins per second per connection, sustained"})
+    join_burst: int = field(default=60, metadata={
+        "help": "joins in a burst (a reconnecting client rejoins all its rooms at once)"})
+    leave_rate: float = field(default=1.0, metadata={
+        "help": "leaves per second per connection, sustained"})
+    leave_burst: int = field(default=10, metadata={"help": "leaves in a burst"})
+    history_rate: float = field(default=5.0, metadata={
+        "help": "history requests per second per connection, sustained"})
+    history_burst: int = field(default=30, metadata={"help": "history requests in a burst"})
+    rooms_rate: float = field(default=1.0, metadata={
+        "help": "rooms-list requests per second per connection, sustained"})
+    rooms_burst: int = field(default=10, metadata={"help": "rooms-list requests in a burst"})
+    max_reply_bytes: int = field(default=256_000, metadata={
+        "help": "bytes of messages in one join or history reply, about (as encoded); "
+                "past it the reply stops early with more=true"})
+    reply_bytes_rate: float = field(default=1_000_000.0, metadata={
+        "help": "bytes of join and history replies per second per connection, sustained"})
+    reply_bytes_burst: int = field(default=4_000_000, metadata={
+        "help": "bytes of join and history replies in a burst (at least max_reply_bytes)"})
     max_rooms: int = field(default=50, metadata={
         "help": "rooms one connection may be in at once"})
     max_connections_per_name: int = field(default=20, metadata={
@@ -143,6 +163,12 @@ class Settings:
                              "for its subscription)")
         if self.max_poll_packets < 0:
             raise ValueError("max_poll_packets must be 0 (no limit) or more")
+        for kind in ("send", "typing", "join", "leave", "history", "rooms", "reply_bytes"):
+            if getattr(self, kind + "_rate") <= 0 or getattr(self, kind + "_burst") < 1:
+                raise ValueError(f"{kind}_rate must be positive and {kind}_burst at least 1")
+        if not 1_000 <= self.max_reply_bytes <= self.reply_bytes_burst:
+            raise ValueError("max_reply_bytes must be at least 1000 and at most "
+                             "reply_bytes_burst")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:

@@ -54,10 +54,11 @@ _TRANSIENT = (sio_errors.TimeoutError, sio_errors.BadNamespaceError,
 class ChatClientError(Exception):
     """The server refused a request (or the connection); ``code`` is the protocol's."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # ms, with rate_limited
 
 
 @dataclass
@@ -113,6 +114,7 @@ class ChatClient:
         self._connect_error: JSON | None = None
         self._closing = False
         self._connected_once = False
+        self._connections = 0  # connects so far: a rejoin belongs to one of them
         self._dispatch: asyncio.Queue[tuple[Handler | None, JSON]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._own_http: aiohttp.ClientSession | None = None  # see connect()
@@ -206,6 +208,7 @@ class ChatClient:
 
     async def _on_connect(self) -> None:
         log.info("connected to %s as %r over %s", self.url, self.name, self.transport)
+        self._connections += 1
         if not self._connected_once:
             self._connected_once = True
             self._set_ready()
@@ -223,14 +226,40 @@ class ChatClient:
         self._connect_error = data if isinstance(data, dict) else {"message": str(data)}
 
     async def _rejoin_all(self) -> None:
-        try:
-            for room in list(self._rooms):
-                ack = await self._call("join", {"room": room, "since": self._rooms[room].last})
-                await self._accept(room, ack["messages"])
-                if ack["more"]:
-                    await self._catch_up(room, ack["seq"])
-        except (ChatClientError, *_TRANSIENT) as exc:
-            log.info("rejoin interrupted (%s); will retry on reconnect", exc)
+        """Rejoin every room, catching up on what each missed. A refusal the
+        server may lift (presence down, rate limited, a fault) is retried with
+        back-off while the connection stays up: no reconnect would come to
+        retry it. A lost connection ends this; the reconnect starts it again."""
+        delay = self._sio.reconnection_delay
+        pending = list(self._rooms)
+        connection = self._connections
+        while pending and not self._closing:
+            room = pending[0]
+            try:
+                if room in self._rooms:
+                    ack = await self._call_paced(
+                        "join", {"room": room, "since": self._rooms[room].last})
+                    await self._accept(room, ack["messages"])
+                    if ack["more"]:
+                        await self._catch_up(room, ack["seq"])
+            except _TRANSIENT as exc:
+                log.info("rejoin interrupted (%s); will retry on reconnect", exc)
+                return
+            except ChatClientError as exc:
+                if exc.code not in _RETRYABLE:
+                    log.warning("could not rejoin %s (%s); leaving it", room, exc)
+                    self._rooms.pop(room, None)
+                    pending.pop(0)
+                    continue
+                log.info("rejoin of %s refused (%s); retrying in %.1f s", room, exc, delay)
+                await asyncio.sleep(delay)
+                if self._connections != connection or not self._sio.connected:
+                    return  # the connection dropped: its reconnect rejoins
+                delay = min(delay * 2, self._sio.reconnection_delay_max)
+                continue
+            pending.pop(0)
+            delay = self._sio.reconnection_delay
+        if self._closing or self._connections != connection:
             return
         log.info("rejoined %d rooms", len(self._rooms))
         self._set_ready()
@@ -254,8 +283,21 @@ class ChatClient:
                                    namespace=NAMESPACE, timeout=self.request_timeout)
         if not isinstance(ack, dict) or not ack.get("ok"):
             error = ack.get("error", {}) if isinstance(ack, dict) else {}
-            raise ChatClientError(error.get("code", "internal"), error.get("message", repr(ack)))
+            retry_after = error.get("retry_after")
+            raise ChatClientError(error.get("code", "internal"), error.get("message", repr(ack)),
+                                  retry_after if isinstance(retry_after, int) else None)
         return ack
+
+    async def _call_paced(self, event: str, payload: JSON) -> JSON:
+        """``_call``, waiting out ``rate_limited`` answers (a long catch-up is
+        paced by the server's reply budget)."""
+        while True:
+            try:
+                return await self._call(event, payload)
+            except ChatClientError as exc:
+                if exc.code != "rate_limited" or self._closing:
+                    raise
+                await asyncio.sleep((exc.retry_after or 1000) / 1000)
 
     async def request(self, event: str, payload: JSON | None = None) -> JSON:
         """Send one event once the client is ready; return the ok ack."""
@@ -365,8 +407,8 @@ class ChatClient:
             async with state.lock:
                 return await self._catch_up(room, upto, locked=True)
         while state.last < upto:
-            page = await self._call("history", {"room": room, "after": state.last,
-                                                "limit": 200})
+            page = await self._call_paced("history", {"room": room, "after": state.last,
+                                                      "limit": 200})
             for message in page["messages"]:
                 if int(message["seq"]) == state.last + 1:
                     state.last += 1

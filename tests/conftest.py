@@ -33,7 +33,10 @@ from app.store import StoreFactory, open_store
 TIMEOUT = 5.0  # seconds any single expected event may take
 
 TRANSPORTS = ["websocket", "polling"]
-UNLIMITED = {"send_rate": 1e6, "send_burst": 10**6, "typing_rate": 1e6, "typing_burst": 10**6}
+UNLIMITED: dict[str, float] = {
+    **{f"{kind}_{shape}": 10**6 for kind in ("send", "typing", "join", "leave", "history", "rooms")
+       for shape in ("rate", "burst")},
+    "reply_bytes_rate": 10**12, "reply_bytes_burst": 10**12}
 UNLIMITED_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in UNLIMITED.items()]
 SERIALIZERS = ["msgpack", "json"]
 

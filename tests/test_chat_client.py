@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
+from app import compat
+from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import Page, RoomName
+from app.store.memory import MemoryStore
 from client import ChatClient, ChatClientError
 from client.chat_client import MAX_INTERNAL_RETRIES
 
-from .conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory
+from .conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory, until
 from .proxy import Proxy
 
 
@@ -144,6 +147,22 @@ async def test_recovery_pages_past_five_hundred(pair: tuple[Chatter, Peer],
     assert await alice.take(620) == missed
 
 
+async def test_recovery_of_long_messages_pages_in_bytes(pair: tuple[Chatter, Peer],
+                                                        proxy: Proxy) -> None:
+    """Missing 500 messages of 4,000 four-byte characters (8 MB as msgpack, 24 MB as
+    JSON: past what one WebSocket message may hold for the client) is caught up in
+    replies of max_reply_bytes each, every message once, in order."""
+    alice, bob = pair
+    missed = [f"{i:03} " + "\N{PARTY POPPER}" * 3996 for i in range(500)]
+    await go_offline(alice, proxy)
+    for start in range(0, 500, 20):  # pipelined in rounds, each POST under maxPayload
+        await asyncio.gather(*(bob.send("r", t) for t in missed[start:start + 20]))
+    proxy.offline = False
+    got = await alice.take(500)
+    assert [t[:3] for t in got] == [t[:3] for t in missed] and got == missed
+    await alice.wait_state("ready")
+
+
 async def test_send_while_offline_is_delivered_once(pair: tuple[Chatter, Peer],
                                                     proxy: Proxy) -> None:
     """A send made while disconnected completes after the reconnect, stored once."""
@@ -213,3 +232,60 @@ async def test_an_internal_error_is_retried_a_few_times_then_fails_the_send(
         assert store.appends == 1 + MAX_INTERNAL_RETRIES
     finally:
         await client.close()
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose reads are refused as an outage while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.refused = 0
+
+    async def page(self, *args: Any, **kwargs: Any) -> Page:
+        if self.down:
+            self.refused += 1
+            raise ChatError(ErrorCode.UNAVAILABLE, "the store is down (test)")
+        return await super().page(*args, **kwargs)
+
+
+async def test_a_refused_rejoin_is_retried_while_connected(
+        serve: ServeFactory, transport: str) -> None:
+    """A rejoin answered unavailable (here the store; presence alike) is retried with
+    back-off on the same, healthy connection: no reconnect would come to retry it. The
+    client becomes ready, with what it missed, as soon as the server can serve it."""
+    store = FlakyStore()
+
+    async def flaky(url: str) -> Any:
+        return store
+
+    served = await serve(store_factory=flaky)
+    proxy = await Proxy(int(served.url.rsplit(":", 1)[1])).start()
+    alice = Chatter(ChatClient(proxy.url, "alice", serializer=served.settings.serializer,
+                               transports=[transport], reconnection_delay=0.05,
+                               reconnection_delay_max=0.2, request_timeout=TIMEOUT))
+    alice.client.on_message = alice.received.put_nowait
+    alice.client.on_state = alice.states.put_nowait
+    bob = ChatClient(served.url, "bob", serializer=served.settings.serializer,
+                     transports=[transport], request_timeout=TIMEOUT)
+    try:
+        await alice.client.connect()
+        await bob.connect()
+        await alice.client.join("r")
+        await bob.join("r")
+        await go_offline(alice, proxy)
+        await bob.send("r", "while alice was away")
+        store.down = True
+        proxy.offline = False
+        await until(lambda: store.refused >= 3)  # refused, and asked again
+        assert not alice.client.connected and compat.client_engine(alice.client._sio).state \
+            == "connected"
+        store.down = False
+        await alice.wait_state("ready")
+        assert await alice.take(1) == ["while alice was away"]
+        await bob.send("r", "live again")
+        assert await alice.take(1) == ["live again"]
+    finally:
+        await alice.client.close()
+        await bob.close()
+        await proxy.close()

@@ -321,3 +321,48 @@ async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,
     await alice.say("signed in")
     await alice.shows("signed in")
     await expect(alice.page.locator("#messages li[data-seq] .from")).to_have_text(["alice"])
+
+
+@pytest.fixture
+async def page_proxy(page_server: Served) -> AsyncIterator[Proxy]:
+    """A proxy to page_server (ask for it before ``users``: it must outlive the pages)."""
+    proxy = await Proxy(int(page_server.url.rsplit(":", 1)[1])).start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_page_catches_up_on_long_messages(page_server: Served, browser: Browser,
+                                                page_proxy: Proxy, users: list[User],
+                                                transport: str) -> None:
+    """A page that missed 500 messages of 4,000 four-byte characters (8 MB as msgpack,
+    24 MB as JSON) catches up after the reconnect, page by page of max_reply_bytes:
+    every message once, in order."""
+    proxy = page_proxy
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "r")
+    try:
+        params = {"name": "alice", "room": "r"}
+        if transport == "polling":
+            params["transport"] = "polling"
+        alice = await open_user(users, browser, proxy.url, **params)
+        await alice.in_room("r")
+        await alice.connected()
+        proxy.offline = alice.offline = True
+        proxy.cut()
+        await expect(alice.page.locator("#status")).to_have_attribute(
+            "data-state", "reconnecting", timeout=WAIT_MS)
+        missed = [f"{i:03} " + "\N{PARTY POPPER}" * 3996 for i in range(500)]
+        for start in range(0, 500, 20):  # pipelined in rounds, each POST under maxPayload
+            await asyncio.gather(*(
+                peer.call("send", {"room": "r", "text": text},  # type: ignore[attr-defined]
+                          namespace=NAMESPACE, timeout=TIMEOUT)
+                for text in missed[start:start + 20]))
+        proxy.offline = False
+        await alice.connected()
+        await expect(alice.messages()).to_have_count(500, timeout=3 * WAIT_MS)
+        alice.offline = False  # requests refused while offline may be reported until now
+        seqs = await alice.messages().evaluate_all("items => items.map(i => +i.dataset.seq)")
+        assert seqs == list(range(1, 501))
+        assert await alice.texts() == missed
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]

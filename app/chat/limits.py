@@ -1,10 +1,16 @@
-"""Per-connection rate limits: a token bucket, with no I/O.
+"""Per-connection rate limits: token buckets, with no I/O.
 
 ``TokenBucket(rate, burst)`` holds up to ``burst`` tokens and refills at
-``rate`` tokens per second; ``take()`` spends one, or says how long (in ms)
-until one is available. The namespace keeps one bucket per connection and
-event kind, so a flood is answered ``rate_limited`` with ``retry_after``
-while the connection stays up.
+``rate`` tokens per second. ``take(cost)`` spends ``cost`` tokens, or says how
+long (in ms) until they are there. Some costs are known only once the work is
+done (the bytes a ``join`` or ``history`` reply holds): the namespace takes
+the most a reply may cost before the work, so pipelined requests cannot all
+pass before the first is charged, and ``charge()`` gives back what the reply
+did not use.
+
+The namespace keeps one bucket per connection and event kind (see
+:class:`Limits`), so a flood is answered ``rate_limited`` with
+``retry_after`` while the connection stays up.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class TokenBucket:
-    def __init__(self, rate: float, burst: int,
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_stamp")
+
+    def __init__(self, rate: float, burst: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
@@ -25,12 +34,35 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock()
 
-    def take(self) -> int:
-        """Spend a token and return 0, or return the ms to wait for the next one."""
+    def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+
+    def _ms_until(self, tokens: float) -> int:
+        return max(1, math.ceil((tokens - self._tokens) / self.rate * 1000))
+
+    def take(self, cost: float = 1) -> int:
+        """Spend ``cost`` tokens and return 0, or return the ms until they are there."""
+        self._refill()
+        if self._tokens >= cost:
+            self._tokens -= cost
             return 0
-        return max(1, math.ceil((1 - self._tokens) / self.rate * 1000))
+        return self._ms_until(cost)
+
+    def charge(self, cost: float) -> None:
+        """Take ``cost`` more tokens (a negative cost gives them back), never
+        leaving more than ``burst``; the bucket may go into debt."""
+        self._refill()
+        self._tokens = min(self.burst, self._tokens - cost)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A bucket's shape: ``rate`` per second sustained, ``burst`` at once."""
+
+    rate: float
+    burst: float
+
+    def bucket(self) -> TokenBucket:
+        return TokenBucket(self.rate, self.burst)

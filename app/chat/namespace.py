@@ -30,8 +30,9 @@ from ..settings import Settings
 from ..store import MessageStore
 from .auth import Identity, identify
 from .errors import ChatError, ErrorCode, refuse
-from .limits import TokenBucket
-from .models import Message, RoomName, Sid
+from .limits import Rate, TokenBucket
+from .models import Message, Page, RoomName, Sid
+from .paging import fit, wire_size
 from .protocol import (
     JOIN_LATEST, JOIN_SINCE_MAX, parse_history, parse_join, parse_leave, parse_rooms,
     parse_send, parse_typing,
@@ -85,20 +86,14 @@ class Connection:
     identity: Identity
     transport: str
     address: str
-    sends: TokenBucket
-    typings: TokenBucket
     rooms: set[RoomName] = field(default_factory=set)
+    # one per event kind (and "reply_bytes"), made on first use: an idle
+    # connection holds none
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.identity.name
-
-
-def _limit(bucket: TokenBucket, what: str) -> None:
-    wait = bucket.take()
-    if wait:
-        raise ChatError(ErrorCode.RATE_LIMITED, f"too many {what}; try again in {wait} ms",
-                        retry_after=wait)
 
 
 def client_address(environ: dict[str, Any], trust_forwarded: bool) -> str:
@@ -120,6 +115,11 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.presence = presence
         self.metrics = metrics
         self.connections: dict[Sid, Connection] = {}
+        self.rates = {kind: Rate(getattr(settings, kind + "_rate"),
+                                 getattr(settings, kind + "_burst"))
+                      for kind in ("send", "typing", "join", "leave", "history", "rooms",
+                                   "reply_bytes")}
+        self.wire_size = wire_size(settings.serializer)
         self.per_name: Counter[str] = Counter()
         self.per_address: Counter[str] = Counter()
         self.draining = False  # set when shutdown begins
@@ -162,11 +162,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.metrics.refused.labels("connect", exc.code).inc()
             log.info("refused connect sid=%s addr=%s code=%s", sid, address, exc.code)
             raise refuse(exc) from None
-        s = self.settings
         transport = self.server.transport(sid, NAMESPACE)
-        self.connections[sid] = Connection(
-            identity, transport, address, TokenBucket(s.send_rate, s.send_burst),
-            TokenBucket(s.typing_rate, s.typing_burst))
+        self.connections[sid] = Connection(identity, transport, address)
         self.per_name[identity.name] += 1
         self.per_address[address] += 1
         log.info("connect sid=%s name=%r transport=%s addr=%s", sid, identity.name, transport,
@@ -241,6 +238,40 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise ChatError(ErrorCode.NOT_MEMBER, f"join {room!r} first")
         return conn
 
+    def _bucket(self, conn: Connection, kind: str) -> TokenBucket:
+        bucket = conn.buckets.get(kind)
+        if bucket is None:
+            bucket = conn.buckets[kind] = self.rates[kind].bucket()
+        return bucket
+
+    def _limit(self, conn: Connection, kind: str, what: str, cost: float = 1) -> None:
+        """Spend ``cost`` from ``conn``'s ``kind`` bucket or refuse with rate_limited."""
+        wait = self._bucket(conn, kind).take(cost)
+        if wait:
+            raise ChatError(ErrorCode.RATE_LIMITED, f"too many {what}; try again in {wait} ms",
+                            retry_after=wait)
+
+    def _reserve_reply(self, conn: Connection) -> None:
+        """Take the most a join or history reply may cost, before doing the work
+        (pipelined requests cannot all pass before the first is charged)."""
+        self._limit(conn, "reply_bytes", "messages read", self.settings.max_reply_bytes)
+
+    async def _read(self, conn: Connection, page: Awaitable[Page], *, keep_newest: bool
+                    ) -> tuple[Page, list[dict[str, Any]], bool]:
+        """Await a reserved page; return it, its messages cut to ``max_reply_bytes``
+        and whether more lie beyond them. What the reply did not use goes back
+        to the connection's reply bucket."""
+        budget = self.settings.max_reply_bytes
+        used = 0
+        try:
+            with self.metrics.store_seconds.labels("page").time():
+                read = await page
+            messages, used, cut = fit([m.as_dict() for m in read.messages], budget,
+                                      self.wire_size, keep_newest=keep_newest)
+        finally:
+            self._bucket(conn, "reply_bytes").charge(used - budget)
+        return read, messages, read.more or cut
+
     @acked
     async def on_join(self, sid: Sid, data: object = None) -> Ack:
         req = parse_join(data)
@@ -251,37 +282,48 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if req.room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms:
             raise ChatError(ErrorCode.TOO_LARGE, f"a connection may be in at most "
                             f"{self.settings.max_rooms} rooms; leave one first")
+        self._limit(conn, "join", "joins")
+        self._reserve_reply(conn)
         if req.room not in conn.rooms:
-            # Presence first: if it fails, nothing has changed yet.
-            first = await self.presence.join(req.room, conn.name, sid)
-            if self.connections.get(sid) is not conn:  # disconnected meanwhile
-                await self.presence.leave(req.room, conn.name, sid)
-                raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
-            # Enter the room before reading history: whatever is stored after
-            # the read is broadcast to us, so nothing falls between the two (a
-            # message may come both ways; clients drop seq numbers they have).
-            conn.rooms.add(req.room)
-            await self.enter_room(sid, req.room)
-            if first:
-                members = await self.presence.members(req.room)
-                await self.emit("presence", {"room": req.room, "user": conn.name,
-                                             "event": "join", "members": members},
-                                room=req.room, skip_sid=sid)
-            log.info("join sid=%s name=%r transport=%s room=%s", sid, conn.name,
-                     self._transport(sid), req.room)
-        with self.metrics.store_seconds.labels("page").time():
-            if req.since is None:
-                page = await self.store.page(req.room, limit=JOIN_LATEST)
-            else:
-                page = await self.store.page(req.room, after=req.since, limit=JOIN_SINCE_MAX)
+            try:
+                await self._enter(sid, conn, req.room)
+            except BaseException:
+                self._bucket(conn, "reply_bytes").charge(-self.settings.max_reply_bytes)
+                raise
+        if req.since is None:
+            query = self.store.page(req.room, limit=JOIN_LATEST)
+        else:
+            query = self.store.page(req.room, after=req.since, limit=JOIN_SINCE_MAX)
+        page, messages, more = await self._read(conn, query, keep_newest=req.since is None)
         return {"room": req.room, "seq": page.latest,
                 "members": await self.presence.members(req.room),
-                "messages": [m.as_dict() for m in page.messages], "more": page.more}
+                "messages": messages, "more": more}
+
+    async def _enter(self, sid: Sid, conn: Connection, room: RoomName) -> None:
+        """Put ``sid`` in ``room``: presence, then the Socket.IO room, then tell the others."""
+        # Presence first: if it fails, nothing has changed yet.
+        first = await self.presence.join(room, conn.name, sid)
+        if self.connections.get(sid) is not conn:  # disconnected meanwhile
+            await self.presence.leave(room, conn.name, sid)
+            raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+        # Enter the room before reading history: whatever is stored after the
+        # read is broadcast to us, so nothing falls between the two (a message
+        # may come both ways; clients drop seq numbers they have).
+        conn.rooms.add(room)
+        await self.enter_room(sid, room)
+        if first:
+            members = await self.presence.members(room)
+            await self.emit("presence", {"room": room, "user": conn.name,
+                                         "event": "join", "members": members},
+                            room=room, skip_sid=sid)
+        log.info("join sid=%s name=%r transport=%s room=%s", sid, conn.name,
+                 self._transport(sid), room)
 
     @acked
     async def on_leave(self, sid: Sid, data: object = None) -> Ack:
         req = parse_leave(data)
         conn = self._member(sid, req.room)
+        self._limit(conn, "leave", "leaves")
         await self.presence.ping()  # leave nothing half done if presence is down
         await self.leave_room(sid, req.room)
         await self._forget(sid, conn, req.room)
@@ -293,7 +335,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_send(self, sid: Sid, data: object = None) -> Ack:
         req = parse_send(data, max_text_length=self.settings.max_text_length)
         conn = self._member(sid, req.room)
-        _limit(conn.sends, "sends")
+        self._limit(conn, "send", "sends")
         with self.metrics.store_seconds.labels("append").time():
             message, created = await self.store.append(req.room, conn.name, req.text,
                                                        req.client_id)
@@ -311,17 +353,18 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     @acked
     async def on_history(self, sid: Sid, data: object = None) -> Ack:
         req = parse_history(data)
-        self._member(sid, req.room)
-        with self.metrics.store_seconds.labels("page").time():
-            page = await self.store.page(req.room, before=req.before, after=req.after,
-                                         limit=req.limit)
-        return {"messages": [m.as_dict() for m in page.messages], "more": page.more}
+        conn = self._member(sid, req.room)
+        self._limit(conn, "history", "history requests")
+        self._reserve_reply(conn)
+        query = self.store.page(req.room, before=req.before, after=req.after, limit=req.limit)
+        _, messages, more = await self._read(conn, query, keep_newest=req.after is None)
+        return {"messages": messages, "more": more}
 
     @acked
     async def on_typing(self, sid: Sid, data: object = None) -> Ack:
         req = parse_typing(data)
         conn = self._member(sid, req.room)
-        _limit(conn.typings, "typing signals")
+        self._limit(conn, "typing", "typing signals")
         await self.emit("typing", {"room": req.room, "user": conn.name, "active": req.active},
                         room=req.room, skip_sid=sid)
         return {}
@@ -329,5 +372,6 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     @acked
     async def on_rooms(self, sid: Sid, data: object = None) -> Ack:
         parse_rooms(data)
+        self._limit(self.connections[sid], "rooms", "rooms requests")
         rooms = await self.presence.rooms()
         return {"rooms": [{"name": name, "members": count} for name, count in rooms]}

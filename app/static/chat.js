@@ -43,6 +43,21 @@ async function request(event, payload) {
   return ack;
 }
 
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function requestPaced(event, payload) {
+  // request(), waiting out rate_limited answers: a long catch-up is paced by
+  // the server's reply budget
+  for (;;) {
+    try {
+      return await request(event, payload);
+    } catch (err) {
+      if (err.chat?.code !== "rate_limited") throw err;
+      await pause(err.chat.retry_after ?? 1000);
+    }
+  }
+}
+
 // -- delivery -----------------------------------------------------------------
 
 function inOrder(room, task) {
@@ -67,7 +82,8 @@ function take(room, messages) {
 
 async function catchUp(room, upto = Infinity) {
   while (room.last < upto) {
-    const page = await request("history", { room: room.name, after: room.last, limit: 200 });
+    const page = await requestPaced("history", { room: room.name, after: room.last,
+                                                 limit: 200 });
     take(room, page.messages);
     if (!page.more) break;
   }
@@ -121,7 +137,19 @@ async function joinRoom(name) {
 }
 
 async function rejoin(room) {
-  const ack = await request("join", { room: room.name, since: room.last });
+  // a refusal the server may lift (presence down, a fault) is retried with
+  // back-off while connected: no reconnect would come to retry it
+  let ack = null;
+  for (let delay = 500; !ack; delay = Math.min(delay * 2, 5000)) {
+    const connection = socket;
+    try {
+      ack = await requestPaced("join", { room: room.name, since: room.last });
+    } catch (err) {
+      if (!RETRYABLE.has(err.chat?.code) || connection !== socket) throw err;
+      await pause(delay);
+      if (!socket?.connected) throw err;
+    }
+  }
   room.members = ack.members;
   await inOrder(room, async () => {
     take(room, ack.messages);
@@ -170,6 +198,14 @@ async function loadOlder(room) {
   } finally {
     room.loadingOlder = false;
   }
+}
+
+let roomsRefresh = null;
+
+function refreshOpenRoomsSoon() {
+  // presence changes come in bursts (a thousand people joining after a
+  // restart): ask for the rooms list once per burst, not once per change
+  roomsRefresh ??= setTimeout(() => { roomsRefresh = null; refreshOpenRooms(); }, 2000);
 }
 
 async function refreshOpenRooms() {
@@ -334,7 +370,7 @@ function connect(credential) {
       room.members = members;
       if (name === current) renderRoomHead(room);
     }
-    refreshOpenRooms();
+    refreshOpenRoomsSoon();
   });
   socket.on("typing", someoneTyping);
 }
