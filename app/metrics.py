@@ -58,7 +58,7 @@ class Metrics:
 
     def disconnected(self, reason: str) -> None:
         self.disconnects.labels(DISCONNECT_REASONS.get(reason, reason if reason in (
-            "server_shutdown", "slow_consumer") else "other")).inc()
+            "server_shutdown", "slow_consumer", "token_expired") else "other")).inc()
 
     def watch(self, name: str, documentation: str, labels: list[str],
               read: Callable[[], Iterable[tuple[list[str], float]]]) -> None:

@@ -61,4 +61,5 @@ async def index(request: web.Request) -> dict[str, object]:
     return {"namespace": NAMESPACE, "serializer": settings.serializer,
             "socketio_bundle": SOCKETIO_BUNDLES[settings.serializer],
             "max_text_length": settings.max_text_length,
-            "auth_mode": "token" if settings.jwt_secret else "name"}
+            "auth_mode": "token" if settings.jwt_secret else "name",
+            "token_url": settings.token_url}

@@ -20,6 +20,8 @@ ENV_PREFIX = "ROOMCAST_"
 SERIALIZERS = ("msgpack", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+# what is metered per connection: a <kind>_rate and <kind>_burst field each
+RATED = ("send", "typing", "join", "leave", "history", "rooms", "renew", "reply_bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +87,9 @@ class Settings:
     rooms_rate: float = field(default=1.0, metadata={
         "help": "rooms-list requests per second per connection, sustained"})
     rooms_burst: int = field(default=10, metadata={"help": "rooms-list requests in a burst"})
+    renew_rate: float = field(default=0.2, metadata={
+        "help": "token renewals per second per connection, sustained (token mode)"})
+    renew_burst: int = field(default=5, metadata={"help": "token renewals in a burst"})
     max_reply_bytes: int = field(default=256_000, metadata={
         "help": "bytes of messages in one join or history reply, about (as encoded); "
                 "past it the reply stops early with more=true"})
@@ -110,6 +115,11 @@ class Settings:
     # Access
     jwt_secret: str = field(default="", repr=False, metadata={
         "help": "HS256 secret: connects must carry a signed token (prefer the variable)"})
+    token_url: str = field(default="", metadata={
+        "help": "token mode: a path on this site (e.g. /auth/roomcast-token, served by your "
+                "sign-in service behind the same proxy) the page fetches, with its cookies, "
+                'for a fresh token as JSON {"token": ...} before the current one expires; '
+                "empty: the page does not renew"})
     allowed_hosts: str = field(default="", metadata={
         "help": "comma-separated Host values to answer (with the port if not 80), e.g. "
                 "chat.example.com,chat.example.com:8080; empty: any. Set it on a "
@@ -163,12 +173,15 @@ class Settings:
                              "for its subscription)")
         if self.max_poll_packets < 0:
             raise ValueError("max_poll_packets must be 0 (no limit) or more")
-        for kind in ("send", "typing", "join", "leave", "history", "rooms", "reply_bytes"):
+        for kind in RATED:
             if getattr(self, kind + "_rate") <= 0 or getattr(self, kind + "_burst") < 1:
                 raise ValueError(f"{kind}_rate must be positive and {kind}_burst at least 1")
         if not 1_000 <= self.max_reply_bytes <= self.reply_bytes_burst:
             raise ValueError("max_reply_bytes must be at least 1000 and at most "
                              "reply_bytes_burst")
+        if self.token_url and not (self.token_url.startswith("/")
+                                   and not self.token_url.startswith("//")):
+            raise ValueError("token_url must be a path on this site, starting with one /")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:

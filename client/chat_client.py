@@ -16,8 +16,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import inspect
+import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +45,7 @@ JSON = dict[str, Any]
 # wire format -> python-socketio's name for it
 SOCKETIO_SERIALIZERS = {"msgpack": "msgpack", "json": "default"}
 Handler = Callable[[JSON], Awaitable[None] | None]
+TokenProvider = Callable[[], Awaitable[str] | str]
 
 # Errors worth retrying a send for: the server will accept it later.
 _RETRYABLE = frozenset({"unavailable", "rate_limited", "internal"})
@@ -86,6 +91,10 @@ class ChatClient:
         rejoined, and with ``"disconnected"`` when the connection drops.
     :param http_session: an ``aiohttp.ClientSession`` to connect with (for a
         proxy, TLS settings or a source address); the caller closes it.
+    :param token_provider: token mode: called (sync or async) for a fresh
+        token before the current one expires, which is then sent with
+        ``renew`` and used for later reconnects. Without it the server ends
+        the connection when the token expires, and the client stops.
     """
 
     def __init__(self, url: str, name: str = "", *, token: str | None = None,
@@ -95,7 +104,8 @@ class ChatClient:
                  on_message: Handler | None = None, on_presence: Handler | None = None,
                  on_typing: Handler | None = None,
                  on_state: Callable[[str], object] | None = None,
-                 http_session: Any = None) -> None:
+                 http_session: Any = None, token_provider: TokenProvider | None = None
+                 ) -> None:
         self.url = url
         self.name = name
         self.auth: JSON = {"token": token} if token is not None else {"name": name}
@@ -105,6 +115,7 @@ class ChatClient:
         self.on_presence = on_presence
         self.on_typing = on_typing
         self.on_state = on_state
+        self.token_provider = token_provider
         self._sio = socketio.AsyncClient(
             serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=True, reconnection_attempts=0,
             reconnection_delay=reconnection_delay,
@@ -124,6 +135,7 @@ class ChatClient:
         self._sio.on("message", self._on_message, namespace=NAMESPACE)
         self._sio.on("presence", self._on_presence, namespace=NAMESPACE)
         self._sio.on("typing", self._on_typing, namespace=NAMESPACE)
+        self.renewals = 0  # tokens renewed on a live connection
 
     # -- connection -------------------------------------------------------------
 
@@ -141,6 +153,8 @@ class ChatClient:
         and not ``retry`` (with ``retry``, keep trying with back-off).
         Later drops are handled by reconnecting in the background."""
         self._spawn(self._dispatcher())
+        if self.token_provider is not None and "token" in self.auth:
+            self._spawn(self._keep_token_fresh())
         eio = compat.client_engine(self._sio)
         if eio.http is None:
             # One HTTP session for the client's life. python-engineio makes a new
@@ -203,6 +217,13 @@ class ChatClient:
                     self.url, auth=self.auth, namespaces=[NAMESPACE],
                     transports=self.transports, wait_timeout=self.request_timeout, retry=True)
             except sio_errors.ConnectionError as exc:  # refused: try again later
+                data = (self._connect_error or {}).get("data")
+                if isinstance(data, dict) and data.get("code") == "unauthorized" \
+                        and self.token_provider is None:
+                    log.error("reconnect refused (%s): the token will not do; stopping",
+                              data.get("message"))
+                    self._report("unauthorized")
+                    return
                 log.warning("reconnect refused: %s", exc)
                 await asyncio.sleep(self._sio.reconnection_delay_max)
 
@@ -263,6 +284,32 @@ class ChatClient:
             return
         log.info("rejoined %d rooms", len(self._rooms))
         self._set_ready()
+
+    async def _keep_token_fresh(self) -> None:
+        """Token mode: fetch a fresh token when four fifths of the current one's
+        life have passed, ``renew`` the live connection with it, and keep it for
+        reconnects. A failed fetch or renew is tried again, sooner each time."""
+        while not self._closing:
+            expires = token_expiry(self.auth["token"])
+            if expires is None:
+                log.warning("the token has no readable exp; not renewing it")
+                return
+            await asyncio.sleep(max(0.5, 0.8 * (expires - time.time())))
+            try:
+                assert self.token_provider is not None
+                fresh = self.token_provider()
+                token = await fresh if inspect.isawaitable(fresh) else fresh
+            except Exception:
+                log.exception("token_provider failed; trying again")
+                continue
+            self.auth["token"] = token  # the next connect, or reconnect, sends it
+            if not self._ready.is_set():
+                continue
+            try:
+                await self._call("renew", {"token": token})
+                self.renewals += 1
+            except (ChatClientError, *_TRANSIENT) as exc:
+                log.warning("renew failed (%s); trying again", exc)
 
     def _set_ready(self) -> None:
         self._ready.set()
@@ -438,3 +485,15 @@ class ChatClient:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def token_expiry(token: str) -> float | None:
+    """A JWT's ``exp`` (seconds since the epoch), read without checking the
+    signature (the server checks it); None if it has none."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None

@@ -27,15 +27,14 @@ from app.front import RoomcastRunner
 from client.chat_client import SOCKETIO_SERIALIZERS
 from app.keys import CHAT_KEY
 from app.server import create_app
-from app.settings import Settings
+from app.settings import RATED, Settings
 from app.store import StoreFactory, open_store
 
 TIMEOUT = 5.0  # seconds any single expected event may take
 
 TRANSPORTS = ["websocket", "polling"]
 UNLIMITED: dict[str, float] = {
-    **{f"{kind}_{shape}": 10**6 for kind in ("send", "typing", "join", "leave", "history", "rooms")
-       for shape in ("rate", "burst")},
+    **{f"{kind}_{shape}": 10**6 for kind in RATED for shape in ("rate", "burst")},
     "reply_bytes_rate": 10**12, "reply_bytes_burst": 10**12}
 UNLIMITED_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in UNLIMITED.items()]
 SERIALIZERS = ["msgpack", "json"]
@@ -147,7 +146,9 @@ ServeFactory = Callable[..., Awaitable[Served]]
 async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
     started: list[TestServer] = []
 
-    async def start(*, store_factory: StoreFactory = open_store, **overrides: Any) -> Served:
+    async def start(*, store_factory: StoreFactory = open_store,
+                    routes: Callable[[web.Application], None] | None = None,
+                    **overrides: Any) -> Served:
         fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0,
                                   "store": f"sqlite:///{tmp_path}/chat.db",
                                   # tests send in bursts; the limits have their own tests
@@ -155,6 +156,8 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
         fields.update(overrides)
         settings = Settings(**fields)
         app = create_app(settings, store_factory=store_factory)
+        if routes is not None:  # what a test adds beside Roomcast (a sign-in service)
+            routes(app)
         server = RoomcastTestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         started.append(server)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import Browser, async_playwright, expect
 
 from app.chat.namespace import NAMESPACE
 from app.chat.models import RoomName
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
-from .conftest import TIMEOUT, ServeFactory, Served, sio_client
+from .conftest import TIMEOUT, ServeFactory, Served, sio_client, until
 from .processes import start_server
 from .proxy import Proxy
 
@@ -366,3 +368,35 @@ async def test_page_catches_up_on_long_messages(page_server: Served, browser: Br
         assert await alice.texts() == missed
     finally:
         await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_page_renews_its_token_from_the_token_url(serve: ServeFactory, browser: Browser,
+                                                        users: list[User]) -> None:
+    """In token mode with --token-url, the page fetches a fresh token before its own
+    expires and renews its connection with it: it outlives its first token on the same
+    connection, while a client on a token of the same age is ended."""
+    from .test_auth import SECRET, token
+    from .test_token_expiry import LIFETIME, Holder
+    issued: list[str] = []
+
+    async def sign_in(request: web.Request) -> web.Response:
+        issued.append(token(name="alice", exp=int(time.time()) + LIFETIME + 1))
+        return web.json_response({"token": issued[-1]})
+
+    served = await serve(jwt_secret=SECRET, token_url="/test-sign-in/token",
+                         routes=lambda app: app.router.add_get("/test-sign-in/token", sign_in))
+    exp = int(time.time()) + LIFETIME + 1
+    clock = await Holder.connect(served, "websocket", token(name="clock", exp=exp))
+    try:
+        alice = await open_user(users, browser, served.url, room="t",
+                                token=token(name="alice", exp=exp))
+        await alice.in_room("t")
+        before = [sid for sid, c in served.chat.connections.items() if c.name == "alice"]
+        await clock.wait_ended()
+        await until(lambda: len(issued) >= 2, timeout=3 * (LIFETIME + 1) + TIMEOUT)
+        after = [sid for sid, c in served.chat.connections.items() if c.name == "alice"]
+        assert after == before and len(before) == 1  # renewed, never reconnected
+        await alice.say("on a renewed token")
+        await alice.shows("on a renewed token")
+    finally:
+        await clock.sio.disconnect()

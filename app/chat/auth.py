@@ -5,7 +5,8 @@ With ``--jwt-secret`` (HS256, PyJWT), ``auth`` must be ``{"token": T}``: the
 name comes from the token's ``name`` claim (or ``sub``), never from the
 client; ``exp`` is required; a missing, forged or expired token is refused
 with ``unauthorized``. An optional ``rooms`` claim lists the only rooms the
-holder may join.
+holder may join. The namespace ends a connection when its token's ``exp``
+passes, unless the client has sent a fresh token with ``renew`` by then.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .protocol import parse_name
 class Identity:
     name: str
     rooms: frozenset[RoomName] | None = None  # None: any room
+    expires: float | None = None  # the token's exp (seconds since the epoch); None: never
 
     def may_join(self, room: RoomName) -> bool:
         return self.rooms is None or room in self.rooms
@@ -37,6 +39,11 @@ def identify(auth: object, jwt_secret: str) -> Identity:
     token = auth.get("token") if isinstance(auth, dict) else None
     if not isinstance(token, str) or not token:
         raise ChatError(ErrorCode.UNAUTHORIZED, 'connect with auth {"token": "..."}')
+    return verify_token(token, jwt_secret)
+
+
+def verify_token(token: str, jwt_secret: str) -> Identity:
+    """The identity a signed token proves; raises ChatError(unauthorized) if none."""
     try:
         claims = jwt.decode(token, jwt_secret, algorithms=["HS256"],
                             options={"require": ["exp"]})
@@ -48,12 +55,13 @@ def identify(auth: object, jwt_secret: str) -> Identity:
         name = parse_name({"name": claims.get("name", claims.get("sub"))})
     except ChatError:
         raise ChatError(ErrorCode.UNAUTHORIZED, "the token names no valid user") from None
+    expires = float(claims["exp"])  # PyJWT has checked it is a number, and not past
     rooms = claims.get("rooms")
     if rooms is None:
-        return Identity(name)
+        return Identity(name, None, expires)
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
         raise ChatError(ErrorCode.UNAUTHORIZED, "the token's rooms claim is not a list")
-    return Identity(name, frozenset(RoomName(r) for r in rooms))
+    return Identity(name, frozenset(RoomName(r) for r in rooms), expires)
 
 
 def origin_policy(extra: Iterable[str], *, trust_forwarded: bool = False

@@ -1,4 +1,4 @@
-"""The ``/chat`` namespace: join, leave, send, history, typing, rooms.
+"""The ``/chat`` namespace: join, leave, send, history, typing, rooms, renew.
 
 Each client event is answered through its ack: ``{"ok": True, ...}`` or
 ``{"ok": False, "error": {"code", "message"}}`` (see :func:`acked`). Handlers
@@ -26,16 +26,16 @@ import socketio
 
 from ..metrics import Metrics
 from ..presence import Presence
-from ..settings import Settings
+from ..settings import RATED, Settings
 from ..store import MessageStore
-from .auth import Identity, identify
+from .auth import Identity, identify, verify_token
 from .errors import ChatError, ErrorCode, refuse
 from .limits import Rate, TokenBucket
 from .models import Message, Page, RoomName, Sid
 from .paging import fit, wire_size
 from .protocol import (
-    JOIN_LATEST, JOIN_SINCE_MAX, parse_history, parse_join, parse_leave, parse_rooms,
-    parse_send, parse_typing,
+    JOIN_LATEST, JOIN_SINCE_MAX, parse_history, parse_join, parse_leave, parse_renew,
+    parse_rooms, parse_send, parse_typing,
 )
 
 log = logging.getLogger("app.chat")  # the event log: its name stays what operators filter on
@@ -90,6 +90,8 @@ class Connection:
     # one per event kind (and "reply_bytes"), made on first use: an idle
     # connection holds none
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    expiry: asyncio.TimerHandle | None = None  # token mode: ends the connection at exp
+    expired: bool = False
 
     @property
     def name(self) -> str:
@@ -116,9 +118,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.metrics = metrics
         self.connections: dict[Sid, Connection] = {}
         self.rates = {kind: Rate(getattr(settings, kind + "_rate"),
-                                 getattr(settings, kind + "_burst"))
-                      for kind in ("send", "typing", "join", "leave", "history", "rooms",
-                                   "reply_bytes")}
+                                 getattr(settings, kind + "_burst")) for kind in RATED}
+        self._expiring: set[asyncio.Task[Any]] = set()  # disconnects of expired tokens
         self.wire_size = wire_size(settings.serializer)
         self.per_name: Counter[str] = Counter()
         self.per_address: Counter[str] = Counter()
@@ -163,7 +164,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             log.info("refused connect sid=%s addr=%s code=%s", sid, address, exc.code)
             raise refuse(exc) from None
         transport = self.server.transport(sid, NAMESPACE)
-        self.connections[sid] = Connection(identity, transport, address)
+        conn = self.connections[sid] = Connection(identity, transport, address)
+        self._arm_expiry(sid, conn)
         self.per_name[identity.name] += 1
         self.per_address[address] += 1
         log.info("connect sid=%s name=%r transport=%s addr=%s", sid, identity.name, transport,
@@ -194,10 +196,31 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         finally:
             self.handling.discard(task)
 
+    def _arm_expiry(self, sid: Sid, conn: Connection) -> None:
+        """End ``conn`` when its token expires (token mode), replacing any earlier timer."""
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+        if conn.identity.expires is not None:
+            delay = max(0.0, conn.identity.expires - time.time())
+            conn.expiry = asyncio.get_running_loop().call_later(delay, self._expire, sid, conn)
+
+    def _expire(self, sid: Sid, conn: Connection) -> None:
+        if self.connections.get(sid) is not conn:
+            return
+        conn.expired = True
+        log.info("token expired sid=%s name=%r", sid, conn.name)
+        task = asyncio.ensure_future(self.disconnect(sid))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
     async def _disconnected(self, sid: Sid, conn: Connection, reason: str) -> None:
         self._forget_connection(conn)
+        if conn.expiry is not None:
+            conn.expiry.cancel()
         if self.draining and reason == self.server.reason.SERVER_DISCONNECT:
             reason = "server_shutdown"
+        elif conn.expired:
+            reason = "token_expired"
         self.metrics.disconnected(reason)
         log.info("disconnect sid=%s name=%r transport=%s reason=%s", sid, conn.name,
                  conn.transport, reason)
@@ -375,3 +398,24 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._limit(self.connections[sid], "rooms", "rooms requests")
         rooms = await self.presence.rooms()
         return {"rooms": [{"name": name, "members": count} for name, count in rooms]}
+
+    @acked
+    async def on_renew(self, sid: Sid, data: object = None) -> Ack:
+        req = parse_renew(data)
+        conn = self.connections[sid]
+        self._limit(conn, "renew", "renewals")
+        if not self.settings.jwt_secret:
+            raise ChatError(ErrorCode.BAD_REQUEST, "this server takes names, not tokens")
+        identity = verify_token(req.token, self.settings.jwt_secret)
+        if identity.name != conn.name:
+            raise ChatError(ErrorCode.UNAUTHORIZED, "the token is for another user")
+        outside = sorted(room for room in conn.rooms if not identity.may_join(room))
+        if outside:
+            raise ChatError(ErrorCode.UNAUTHORIZED,
+                            f"the token does not admit you to {outside[0]!r}; leave it first")
+        conn.identity = identity
+        self._arm_expiry(sid, conn)
+        log.info("renew sid=%s name=%r", sid, conn.name)
+        expires = identity.expires
+        return {"expires": int(expires) if expires is not None and expires.is_integer()
+                else expires}

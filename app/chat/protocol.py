@@ -65,6 +65,14 @@ class RoomsRequest:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class RenewRequest:
+    token: str
+
+
+TOKEN_MAX = 8192  # characters of a token sent with renew
+
+
 def _bad(message: str) -> ChatError:
     return ChatError(ErrorCode.BAD_REQUEST, message)
 
@@ -179,3 +187,10 @@ def parse_rooms(data: object) -> RoomsRequest:
     if data is not None and data != {}:
         _payload(data)  # a map with extra keys is fine; anything else is not
     return RoomsRequest()
+
+
+def parse_renew(data: object) -> RenewRequest:
+    token = _payload(data).get("token")
+    if not isinstance(token, str) or not 1 <= len(token) <= TOKEN_MAX:
+        raise _bad(f"token must be a string of 1 to {TOKEN_MAX} characters")
+    return RenewRequest(token)

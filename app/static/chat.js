@@ -309,12 +309,45 @@ function transportName() {
 }
 
 // In token mode the server takes the name from the token; show the same one.
-function tokenName(token) {
+function tokenClaims(token) {
+  // read, not checked: the server checks the signature
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const claims = JSON.parse(decodeURIComponent(escape(atob(part))));
-    return claims.name ?? claims.sub ?? "?";
-  } catch { return "?"; }
+    return JSON.parse(decodeURIComponent(escape(atob(part))));
+  } catch { return {}; }
+}
+
+function tokenName(token) {
+  const claims = tokenClaims(token);
+  return claims.name ?? claims.sub ?? "?";
+}
+
+// -- token renewal (token mode, with the server's --token-url) ----------------
+
+let renewTimer = null;
+
+function scheduleRenewal(auth) {
+  // at four fifths of the token's remaining life, fetch a fresh one from the
+  // operator's URL (same origin, with cookies), renew the live connection with
+  // it and keep it for reconnects; a failure is tried again, sooner each time
+  clearTimeout(renewTimer);
+  const exp = tokenClaims(auth.token).exp;
+  if (!config.tokenUrl || typeof exp !== "number") return;
+  const wait = Math.max(500, 0.8 * (exp * 1000 - Date.now()));
+  renewTimer = setTimeout(async () => {
+    try {
+      const response = await fetch(config.tokenUrl, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(`token URL answered ${response.status}`);
+      const { token } = await response.json();
+      if (typeof token !== "string") throw new Error("token URL gave no token");
+      auth.token = token;
+      sessionStorage.setItem("roomcast.token", token);
+      if (socket?.connected) await request("renew", { token });
+    } catch (err) {
+      console.warn("token renewal", err);
+    }
+    if (socket?.auth === auth) scheduleRenewal(auth);
+  }, wait);
 }
 
 function connect(credential) {
@@ -330,6 +363,7 @@ function connect(credential) {
                                                             : ["polling", "websocket"];
   socket = io(config.namespace, { auth, transports });
   showStatus("connecting");
+  if (tokenMode) scheduleRenewal(auth);
 
   socket.on("connect", async () => {
     showStatus("connected", transportName());
@@ -376,6 +410,7 @@ function connect(credential) {
 }
 
 function logout() {
+  clearTimeout(renewTimer);
   socket?.disconnect();
   socket = null;
   localStorage.removeItem("roomcast.name");
