@@ -108,6 +108,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         max_http_buffer_size=max(1_000_000, 16 * 6 * settings.max_text_length),
         max_backlog_packets=settings.max_backlog_packets,
         max_backlog_bytes=settings.max_backlog_bytes,
+        max_node_backlog_bytes=settings.max_node_backlog_bytes,
         max_poll_packets=settings.max_poll_packets,
         refuse_event=refused_event_reply,
         logger=False,

@@ -108,6 +108,10 @@ class Settings:
                 "(typing signals stop at half)"})
     max_backlog_bytes: int = field(default=4_000_000, metadata={
         "help": "bytes waiting for a slow client before it is disconnected"})
+    max_node_backlog_bytes: int = field(default=256_000_000, metadata={
+        "help": "bytes waiting for all slow clients together; past it the ones furthest "
+                "behind are disconnected first (bounds memory however many stall at "
+                "once); 0: no bound"})
     max_poll_packets: int = field(default=16, metadata={
         "help": "packets in one long-polling response, the rest in the next (python-socketio "
                 "clients drop a connection sent more than 16); 0: no limit"})
@@ -171,6 +175,8 @@ class Settings:
         if self.redis_max_connections < 2:
             raise ValueError("redis_max_connections must be at least 2 (fan-out holds one "
                              "for its subscription)")
+        if self.max_node_backlog_bytes < 0:
+            raise ValueError("max_node_backlog_bytes must be 0 (no bound) or more")
         if self.max_poll_packets < 0:
             raise ValueError("max_poll_packets must be 0 (no limit) or more")
         for kind in RATED:

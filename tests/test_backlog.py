@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 
 from app.keys import SIO_KEY
+from app.ws.frames import TEXT
 
 from .conftest import TIMEOUT, PeerFactory, ServeFactory, sio_client
 from .processes import start_server
 from .rawclient import CONNECT, RawClient
+from .test_websocket import frame, handshake
 
 
 async def test_typing_is_shed_first_then_the_stuck_client_is_cut(
@@ -99,5 +103,75 @@ async def test_stuck_websocket_reader_is_cut_and_memory_stays_bounded(tmp_path: 
         await stuck.close()
     finally:
         for sio in clients:
+            await sio.disconnect()
+        assert await server.stop() == 0
+
+
+STALLED = 2000
+BUDGET_MB = 40
+
+
+async def stalled_reader(port: int) -> asyncio.StreamWriter:
+    """A WebSocket client in room "busy" that then reads nothing at all: its socket's
+    receive buffer is 4 KB, and it stops reading from it once joined."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(handshake(f"127.0.0.1:{port}")
+                 + frame(TEXT, b'40/chat,{"name":"stalled"}')
+                 + frame(TEXT, b'42/chat,1["join",{"room":"busy"}]'))
+    async with asyncio.timeout(TIMEOUT):
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readuntil(b'43/chat,1[{"ok":true')  # joined
+    cast(asyncio.Transport, writer.transport).pause_reading()
+    return writer
+
+
+async def test_readers_stalling_together_are_held_to_the_node_budget(tmp_path: Path) -> None:
+    """2,000 readers of a busy room stall at once (each could hold 4 MB, 8 GB in all):
+    past the node's budget for unsent data (--max-node-backlog-bytes, 40 MB here) the
+    ones furthest behind are cut, so the server's resident memory grows by about the
+    budget, not by what they could each hold; a reader that keeps up gets every
+    message, and is not cut."""
+    server, port = await start_server(
+        tmp_path, "--serializer", "json", "--max-node-backlog-bytes", str(BUDGET_MB * 10**6),
+        "--max-connections-per-name", str(STALLED), "--max-connections-per-address",
+        str(STALLED + 10), "--max-text-length", "5000")
+    url = f"http://127.0.0.1:{port}"
+    received: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    reader, sender = sio_client("json"), sio_client("json")
+    reader.on("message", received.put_nowait, namespace="/chat")
+    stalled: list[asyncio.StreamWriter] = []
+    try:
+        for sio, name in ((reader, "keeps-up"), (sender, "sender")):
+            await sio.connect(url, auth={"name": name}, namespaces=["/chat"],
+                              transports=["websocket"], wait_timeout=TIMEOUT)
+            await sio.call("join", {"room": "busy"}, namespace="/chat")
+        for start in range(0, STALLED, 200):
+            stalled += await asyncio.gather(*(stalled_reader(port) for _ in range(200)))
+        baseline = rss_kb(server.proc.pid)
+        text = "x" * 4000  # 200 of them: 800 KB for each stalled reader, 1.6 GB in all
+        for _ in range(10):
+            await asyncio.gather(*(sender.call("send", {"room": "busy", "text": text},
+                                               namespace="/chat", timeout=TIMEOUT)
+                                   for _ in range(20)))
+        got = [await asyncio.wait_for(received.get(), TIMEOUT) for _ in range(200)]
+        assert [m["seq"] for m in got] == list(range(1, 201))
+        growth_mb = (rss_kb(server.proc.pid) - baseline) / 1024
+        print(f"server RSS growth with {STALLED} stalled readers: {growth_mb:.1f} MB")
+        assert growth_mb < BUDGET_MB + 60
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/metrics") as response:
+                metrics = await response.text()
+        cut = re.search(r'roomcast_disconnects_total\{reason="slow_consumer"\} (\S+)', metrics)
+        assert cut and float(cut.group(1)) >= STALLED // 2
+        assert reader.connected and any("node's budget" in line
+                                        for line in server.stderr_lines)
+    finally:
+        for writer in stalled:
+            writer.transport.abort()
+        for sio in (reader, sender):
             await sio.disconnect()
         assert await server.stop() == 0

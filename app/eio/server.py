@@ -41,6 +41,7 @@ from ..ws.connection import OpenConnections, WebSocketConnection
 from ..ws.frames import BINARY, GOING_AWAY, NORMAL, TEXT, frame
 from ..ws.handshake import HandedOff, HandshakeError, take_over
 from . import packets, polling
+from .budget import BacklogBudget
 from .outbox import Outbox
 from .packets import Encoded, PacketError
 from .session import (
@@ -139,15 +140,20 @@ class LiveSession(Session):
         if wire is None or self.closed or wire.is_closing():
             return True  # nothing to cut: it is going anyway
         limit = self.limits.max_backlog_bytes
+        buffered = wire.get_write_buffer_size()  # what the kernel has not taken
+        if buffered:  # behind: what it is given now counts against the node's budget
+            self.engine.budget.note(self, len(data))
+            if self.closed:  # the budget cut it
+                return True
         if self.out is None:
-            if wire.get_write_buffer_size() > limit:
+            if buffered > limit:
                 return False
             self.out = [data]
             self.out_bytes = len(data)
             self.engine.outbox.add(self)
             return True
         self.out_bytes += len(data)
-        if self.out_bytes + wire.get_write_buffer_size() > limit:
+        if self.out_bytes + buffered > limit:
             return False
         self.out.append(data)
         return True
@@ -159,6 +165,9 @@ class LiveSession(Session):
         wire = self.wire
         if out and wire is not None and not wire.is_closing():
             wire.write(out[0] if len(out) == 1 else b"".join(out))
+            left = wire.get_write_buffer_size()
+            if left:  # the kernel did not take it all
+                self.engine.budget.note(self, left)
 
     def send(self, packet: Encoded) -> bool:
         """Send one packet now (WebSocket) or at the next poll; False if the
@@ -169,6 +178,7 @@ class LiveSession(Session):
             return self.write(ws_frame(packet))
         if not self.push(packet):
             return False
+        self.engine.budget.note(self, packets.size(packet))
         self.wake_poll()
         return True
 
@@ -246,6 +256,7 @@ class EngineServer:
         self._draining: dict[str, LiveSession] = {}  # closed, last packets not yet polled
         self.handlers: dict[str, Handler] = {}
         self.outbox = Outbox()
+        self.budget = BacklogBudget(0, self._cut_over_budget)
         self.connections = OpenConnections()  # WebSocket connections taken over
         self.going_away = False  # shutting down: sessions end so that clients reconnect
         self._entropy, self._entropy_at, self._sequence = b"", 0, 0  # see generate_id
@@ -256,6 +267,10 @@ class EngineServer:
         keyword arguments only)."""
         self.limits = Limits(**{**{f: getattr(self.limits, f) for f in Limits.__slots__},
                                 **limits})
+        self.budget.budget = self.limits.max_node_backlog_bytes
+
+    def _cut_over_budget(self, session: Any) -> None:
+        self.cut_now(session)
 
     # -- python-socketio's surface ------------------------------------------------
 
@@ -328,6 +343,7 @@ class EngineServer:
             self.close(session, Reason.SERVER_DISCONNECT)
 
     async def shutdown(self) -> None:
+        self.budget.close()
         for session in list(self.sockets.values()):
             self.close(session, Reason.SERVER_DISCONNECT, goodbye=False)
         if self._tasks:
@@ -656,6 +672,10 @@ class EngineServer:
     async def cut_slow_consumer(self, session: LiveSession) -> None:
         """Disconnect a session whose peer has fallen too far behind (reason
         ``slow_consumer``): a blocked write ends now, and nobody waits for it."""
+        self.cut_now(session)
+
+    def cut_now(self, session: LiveSession) -> None:
+        """:meth:`cut_slow_consumer`, from code that cannot wait."""
         if session.closed:
             return
         log.warning("disconnecting eio_sid=%s: slow consumer (%d packets, %d bytes waiting)",

@@ -65,7 +65,7 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, connect_timeout: float = 45.0,
                  max_backlog_packets: int = 1000, max_backlog_bytes: int = 4_000_000,
-                 max_poll_packets: int = 16,
+                 max_node_backlog_bytes: int = 0, max_poll_packets: int = 16,
                  refuse_event: Callable[[str], list[Any]] = _no_reply, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connect_timeout = connect_timeout
@@ -74,6 +74,7 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
         self.refuse_event = refuse_event
         self.eio.configure(max_backlog_packets=max_backlog_packets,
                            max_backlog_bytes=max_backlog_bytes,
+                           max_node_backlog_bytes=max_node_backlog_bytes,
                            max_poll_packets=max_poll_packets)
         # sessions not yet in a namespace -> when they must be; in connect order,
         # so also in deadline order: one timer serves them all (see _deadlines_due)
