@@ -106,7 +106,7 @@ class Settings:
     max_backlog_packets: int = field(default=1000, metadata={
         "help": "packets waiting for a slow client before it is disconnected "
                 "(typing signals stop at half)"})
-    max_backlog_bytes: int = field(default=4_000_000, metadata={
+    max_backlog_bytes: int = field(default=1_000_000, metadata={
         "help": "bytes waiting for a slow client before it is disconnected"})
     max_node_backlog_bytes: int = field(default=256_000_000, metadata={
         "help": "bytes waiting for all slow clients together; past it the ones furthest "
@@ -175,6 +175,9 @@ class Settings:
         if self.redis_max_connections < 2:
             raise ValueError("redis_max_connections must be at least 2 (fan-out holds one "
                              "for its subscription)")
+        if self.max_backlog_bytes < self.max_reply_bytes:
+            raise ValueError("max_backlog_bytes must be at least max_reply_bytes (a slow "
+                             "client would be cut by its own join reply)")
         if self.max_node_backlog_bytes < 0:
             raise ValueError("max_node_backlog_bytes must be 0 (no bound) or more")
         if self.max_poll_packets < 0:

@@ -130,7 +130,7 @@ async def stalled_reader(port: int) -> asyncio.StreamWriter:
 
 
 async def test_readers_stalling_together_are_held_to_the_node_budget(tmp_path: Path) -> None:
-    """2,000 readers of a busy room stall at once (each could hold 4 MB, 8 GB in all):
+    """2,000 readers of a busy room stall at once (each could hold 1 MB, 2 GB in all):
     past the node's budget for unsent data (--max-node-backlog-bytes, 40 MB here) the
     ones furthest behind are cut, so the server's resident memory grows by about the
     budget, not by what they could each hold; a reader that keeps up gets every

@@ -238,7 +238,7 @@ class EngineServer:
     def __init__(self, *, ping_interval: float = 25.0, ping_timeout: float = 20.0,
                  max_http_buffer_size: int = 1_000_000, cors_allowed_origins: Any = None,
                  cors_credentials: bool = True, max_backlog_packets: int = 1000,
-                 max_backlog_bytes: int = 4_000_000, max_poll_packets: int = 16,
+                 max_backlog_bytes: int = 1_000_000, max_poll_packets: int = 16,
                  host_check: Callable[[Any], bool] | None = None, **ignored: Any) -> None:
         # (python-socketio passes its engine options too: async_mode, logger,
         # json, async_handlers; ours need none of them)

@@ -34,7 +34,7 @@ class Limits:
     ping_timeout: float = 20.0
     max_payload: int = 1_000_000  # bytes of one message or POST body (maxPayload)
     max_backlog_packets: int = 1000  # queued for a long-polling client
-    max_backlog_bytes: int = 4_000_000  # queued (or unsent, on WebSocket)
+    max_backlog_bytes: int = 1_000_000  # queued (or unsent, on WebSocket)
     max_node_backlog_bytes: int = 0  # all sessions' unsent bytes together; 0: no bound
     max_poll_packets: int = 16  # in one poll response; 0: all that are queued
     max_payload_packets: int = 100_000  # in one POST body

@@ -64,7 +64,7 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
     eio: EngineServer
 
     def __init__(self, *args: Any, connect_timeout: float = 45.0,
-                 max_backlog_packets: int = 1000, max_backlog_bytes: int = 4_000_000,
+                 max_backlog_packets: int = 1000, max_backlog_bytes: int = 1_000_000,
                  max_node_backlog_bytes: int = 0, max_poll_packets: int = 16,
                  refuse_event: Callable[[str], list[Any]] = _no_reply, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
