@@ -10,7 +10,10 @@ about a quarter of the server's time per new WebSocket, and a third of it
 under long-polling load (a GET per batch). Any other request (pages, health
 checks, metrics, a CORS preflight, anything unusual: a header that is not
 plain ASCII, chunked encoding, HTTP/1.0) hands the connection to aiohttp with
-the bytes read so far, as if aiohttp had accepted it.
+the bytes read so far, as if aiohttp had accepted it; the door stays in front
+of aiohttp's request handler to time the heads of its later requests too
+(aiohttp has no head deadline: its keep-alive timer stops at a request's
+first byte), with :func:`head_deadlines` telling it when each request starts.
 
 :class:`RoomcastRunner` is aiohttp's ``AppRunner`` whose server makes a
 :class:`FrontDoor` for each connection; ``app/__main__.py`` and the tests'
@@ -158,7 +161,8 @@ class FrontDoor(asyncio.Protocol):
     (HTTP/1.1 keep-alive), until a WebSocket takes it over or a request of
     another kind hands it to aiohttp."""
 
-    __slots__ = ("transport", "_server", "_buffer", "_timer", "_request", "_task")
+    __slots__ = ("transport", "_server", "_buffer", "_timer", "_request", "_task",
+                 "_handler", "_in_request", "_ahead")
 
     def __init__(self, server: FrontServer) -> None:
         self._server = server
@@ -167,12 +171,18 @@ class FrontDoor(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._request: FrontRequest | None = None  # the request being answered
         self._task: asyncio.Future[None] | None = None  # answering it
+        self._handler: Any = None  # aiohttp's request handler, once it has the connection
+        self._in_request = False  # (with aiohttp) a request's handler is running
+        self._ahead = False  # (with aiohttp) bytes came in while it ran
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self._wait()
 
     def data_received(self, data: bytes) -> None:
+        if self._handler is not None:
+            self._to_handler(data)
+            return
         request = self._request
         if request is not None:  # sent while a request is answered: read after it
             if request.upgrade:  # the first frames of a WebSocket
@@ -248,9 +258,22 @@ class FrontDoor(asyncio.Protocol):
         self._next()
 
     def eof_received(self) -> bool:
+        if self._handler is not None:
+            return bool(self._handler.eof_received())
         return False
 
+    def pause_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.resume_writing()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            handler.connection_lost(exc)
         self._busy()
         task, self._task = self._task, None
         if task is not None and not task.done():
@@ -269,7 +292,13 @@ class FrontDoor(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         assert self.transport is not None
-        self._timer = asyncio.get_running_loop().call_later(seconds, self.transport.close)
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        transport = self.transport
+        if transport is not None and transport.get_protocol() is self:  # (not a WebSocket's)
+            transport.close()
 
     def _busy(self) -> None:
         """A request is being answered (or the connection is leaving us)."""
@@ -284,16 +313,53 @@ class FrontDoor(asyncio.Protocol):
             self.transport.abort()
 
     def _to_aiohttp(self, data: bytes) -> None:
-        """Give the connection to aiohttp, as if it had accepted it itself."""
+        """Give the connection to aiohttp, as if it had accepted it itself (the
+        door stays in between, to time request heads)."""
         transport = self.transport
         self._busy()
         self._buffer = b""
         if transport is None or transport.is_closing():
             return
-        handler = compat.LowLevelServer.__call__(self._server)
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        handler.data_received(data)
+        self._handler = compat.LowLevelServer.__call__(self._server)
+        self._handler.connection_made(transport)
+        self._to_handler(data)
+
+    def _to_handler(self, data: bytes) -> None:
+        """Bytes for aiohttp: those that start a request's head start its deadline."""
+        if self._in_request:
+            self._ahead = True
+        elif self._timer is None:
+            self._arm(self._server.header_timeout)
+        self._handler.data_received(data)
+
+    def request_started(self) -> None:
+        """aiohttp has a whole head, and runs its handler."""
+        self._in_request = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def request_finished(self) -> None:
+        """The handler returned: what came meanwhile begins the next head (or
+        the body just read: a deadline sooner than the keep-alive one is harmless)."""
+        self._in_request = False
+        if self._ahead and self.transport is not None:
+            self._ahead = False
+            self._arm(self._server.header_timeout)
+
+
+@web.middleware
+async def head_deadlines(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Tell a connection's front door when aiohttp starts and ends a request."""
+    transport = request.transport
+    door = transport.get_protocol() if transport is not None else None
+    if not isinstance(door, FrontDoor):
+        return cast(web.StreamResponse, await handler(request))
+    door.request_started()
+    try:
+        return cast(web.StreamResponse, await handler(request))
+    finally:
+        door.request_finished()
 
 
 class FrontServer(compat.LowLevelServer):

@@ -22,7 +22,7 @@ from .chat.auth import host_policy, origin_policy
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .chat.errors import ChatError, ErrorCode
 from .fanout import RedisFanout, client_manager
-from .front import ENGINE_KEY, TIMEOUTS_KEY
+from .front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
 from .keys import (
     CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY,
 )
@@ -85,7 +85,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
                ) -> web.Application:
     host_check = host_policy(settings.allowed_hosts.split(","),
                              trust_forwarded=settings.trust_forwarded)
-    app = web.Application(middlewares=[_hosts_middleware(host_check)] if host_check else [])
+    app = web.Application(middlewares=[
+        head_deadlines, *([_hosts_middleware(host_check)] if host_check else [])])
     app[SETTINGS_KEY] = settings
     app[NODE_KEY] = node = settings.node_name()
     app[METRICS_KEY] = metrics = Metrics()

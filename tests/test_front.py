@@ -5,6 +5,7 @@ every other connection to aiohttp, byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -242,6 +243,48 @@ async def test_a_post_answered_before_its_body_is_in_closes_the_connection(
     status, _, rest = answer.partition(b"\r\n")
     assert status == b"HTTP/1.1 400 Bad Request" and b"Connection: close" in rest
     assert answer.count(b"HTTP/1.1") == 1
+
+
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP answer with a Content-Length: its head and body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"(?i)content-length: *(\d+)", head)
+    assert length, head
+    return head + await reader.readexactly(int(length.group(1)))
+
+
+async def test_a_later_request_head_is_timed_too(serve: ServeFactory) -> None:
+    """On a kept-alive connection aiohttp serves (a page, then another request), the
+    next request's head has the same deadline as the first: 200 connections that are
+    answered a page and then trickle their next head are all closed at the header
+    timeout, while an honest client is served; one that finishes its head in time is
+    answered."""
+    served = await serve(header_timeout=1.5)
+    url = urlsplit(served.url)
+    page = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    slow = [await asyncio.open_connection(url.hostname, url.port) for _ in range(200)]
+    try:
+        for reader, writer in slow:
+            writer.write(page)
+            assert (await asyncio.wait_for(read_answer(reader), TIMEOUT)).startswith(
+                b"HTTP/1.1 200")
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        for _ in range(3):  # trickle: more bytes do not buy more time
+            for _, writer in slow:
+                writer.write(b"a")
+            honest = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            assert (await raw_http(served, honest)).startswith(b"HTTP/1.1 200")
+        reader, writer = slow.pop()
+        writer.write(b"\r\n\r\n")  # this one finishes in time
+        assert (await asyncio.wait_for(read_answer(reader), TIMEOUT)).startswith(
+            b"HTTP/1.1 200")
+        writer.close()
+        async with asyncio.timeout(TIMEOUT):
+            for reader, _ in slow:
+                assert await reader.read() == b""  # closed, nothing more answered
+    finally:
+        for _, writer in slow:
+            writer.close()
 
 
 @pytest.mark.parametrize("path", ["/", "/socket.io/?EIO=4&transport=polling"])
