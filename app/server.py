@@ -33,6 +33,7 @@ from .presence import open_presence
 from .settings import Settings
 from .sio.server import RoomcastServer
 from .store import StoreFactory, open_store
+from .store.deadline import Deadlines
 from .ws.connection import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     app[TIMEOUTS_KEY] = (settings.header_timeout, settings.keepalive_timeout)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[STORE_KEY] = await store_factory(settings.store)
+        app[STORE_KEY] = Deadlines(await store_factory(settings.store),
+                                   timeout=settings.store_timeout,
+                                   max_pending=settings.store_max_pending)
         yield
         await app[STORE_KEY].close()
 

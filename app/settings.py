@@ -39,6 +39,13 @@ class Settings:
         "help": "message store URL: sqlite:///relative/path.db, sqlite:////abs/path.db, "
                 "postgresql://user:password@host:5432/db, memory://"})
 
+    store_timeout: float = field(default=5.0, metadata={
+        "help": "seconds a message store call may take; then the client is answered "
+                "unavailable"})
+    store_max_pending: int = field(default=10_000, metadata={
+        "help": "store calls that may be in flight at once (answered or not); past it, "
+                "sends and reads are answered unavailable at once"})
+
     # Cluster
     redis: str = field(default="", metadata={
         "help": "Redis URL (redis://host:6379/0) for fan-out and presence across nodes; "
@@ -178,6 +185,8 @@ class Settings:
         if self.max_backlog_bytes < self.max_reply_bytes:
             raise ValueError("max_backlog_bytes must be at least max_reply_bytes (a slow "
                              "client would be cut by its own join reply)")
+        if self.store_timeout <= 0 or self.store_max_pending < 1:
+            raise ValueError("store_timeout must be positive and store_max_pending at least 1")
         if self.max_node_backlog_bytes < 0:
             raise ValueError("max_node_backlog_bytes must be 0 (no bound) or more")
         if self.max_poll_packets < 0:

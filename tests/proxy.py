@@ -10,8 +10,10 @@ class Proxy:
     """Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``.
 
     ``cut()`` aborts every open connection; while ``offline`` is true, new
-    connections are closed at once. ``upstream`` may be changed at any time
-    (e.g. to a restarted server's new port).
+    connections are closed at once. ``stall()`` stops forwarding (bytes are
+    held, new connections wait) until ``resume()``, like a link that goes
+    silent and comes back. ``upstream`` may be changed at any time (e.g. to a
+    restarted server's new port).
     """
 
     def __init__(self, upstream: int) -> None:
@@ -21,6 +23,14 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> Proxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -35,6 +45,7 @@ class Proxy:
         if self.offline:
             writer.transport.abort()
             return
+        await self._flowing.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         except OSError:
@@ -49,6 +60,7 @@ class Proxy:
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         try:
             while data := await source.read(65536):
+                await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):

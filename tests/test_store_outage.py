@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
 
-from .conftest import PeerFactory, ServeFactory, Served
-from .services import ThrowawayPostgres
+from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served
+from .proxy import Proxy
+from .services import ThrowawayPostgres, postgres_schema
 
 
 @pytest.fixture
@@ -56,3 +58,47 @@ async def test_database_outage_and_recovery(database: ThrowawayPostgres, serve: 
     assert await health(served) == 200
     page = await bob.ok("history", {"room": "r"})
     assert [m["text"] for m in page["messages"]] == ["before", "during"]
+
+
+async def test_a_silent_database_link_costs_a_deadline_not_forever(
+        serve: ServeFactory, serializer: str, peer: PeerFactory) -> None:
+    """PostgreSQL behind a link that stops forwarding (no error, no answer): sends,
+    reads and the health check are answered unavailable within --store-timeout
+    (the node reports 503); once more calls are in flight than --store-max-pending,
+    sends are refused at once; when the link comes back, the same sends (same
+    client_ids) succeed, each stored once and without a gap."""
+    async with postgres_schema() as url:
+        parts = urlsplit(url)
+        proxy = await Proxy(parts.port or 5432).start()
+        try:
+            proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+            served = await serve(serializer=serializer, store=proxied, store_timeout=1.0,
+                                 store_max_pending=6)
+            alice, bob = await peer("alice", server=served), await peer("bob", server=served)
+            await alice.join("r")
+            await bob.join("r")
+            await alice.send("r", "before")
+            proxy.stall()
+            sends = [{"room": "r", "text": f"during {i}", "client_id": f"d{i}"}
+                     for i in range(8)]
+            refused = await asyncio.wait_for(asyncio.gather(
+                *(alice.call("send", s) for s in sends)), TIMEOUT)
+            assert {r["error"]["code"] for r in refused} == {"unavailable"}
+            at_once = [r for r in refused if "calls waiting" in r["error"]["message"]]
+            assert len(at_once) >= 2  # past store_max_pending (6), without waiting
+            history = await asyncio.wait_for(bob.call("history", {"room": "r"}), TIMEOUT)
+            assert history["error"]["code"] == "unavailable"
+            assert await asyncio.wait_for(health(served), TIMEOUT) == 503
+            proxy.resume()
+            async with asyncio.timeout(15):  # the held calls finish, then ours get through
+                for s in sends:
+                    while not (ack := await alice.call("send", s))["ok"]:
+                        assert ack["error"]["code"] == "unavailable"
+                        await asyncio.sleep(0.2)  # a client's retry interval
+            page = await bob.ok("history", {"room": "r", "limit": 50})
+            assert [m["seq"] for m in page["messages"]] == list(range(1, 10))
+            assert sorted(m["text"] for m in page["messages"]) == sorted(
+                ["before", *(s["text"] for s in sends)])
+            assert await health(served) == 200
+        finally:
+            await proxy.close()

@@ -1,0 +1,75 @@
+"""Every store call on a deadline, and a bound on how many may be in flight.
+
+:class:`Deadlines` wraps any :class:`~app.store.MessageStore`. A call that
+has not finished after ``timeout`` seconds is answered ``unavailable``: a
+database link that goes silent (no error, no answer) then costs a client a
+few seconds, not for ever. The call itself is not cancelled, only no longer
+waited for: cancelling a query on a silent link would wait on that link too,
+and an append may still commit, which is why clients resend with the same
+``client_id`` (stored once). Calls still running inside the store, answered
+or not, count against ``max_pending``; past it, appends and reads are
+answered ``unavailable`` at once, so an outage cannot pile up work without
+bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from ..chat.errors import ChatError, ErrorCode
+from ..chat.models import Message, Page, RoomName
+from . import MessageStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Deadlines:
+    def __init__(self, store: MessageStore, *, timeout: float, max_pending: int) -> None:
+        self.store = store
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self.pending = 0  # calls running inside the store
+        self.timed_out = 0
+
+    async def _call(self, what: str, call: Awaitable[T]) -> T:
+        if self.pending >= self.max_pending:
+            close = getattr(call, "close", None)
+            if close is not None:
+                close()  # never started
+            raise ChatError(ErrorCode.UNAVAILABLE, f"the message store has {self.pending} "
+                            "calls waiting; try again later")
+        task = asyncio.ensure_future(call)
+        self.pending += 1
+        task.add_done_callback(self._finished)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.timeout)
+        except TimeoutError:
+            self.timed_out += 1
+            log.warning("store %s took over %g s: answered unavailable", what, self.timeout)
+            raise ChatError(ErrorCode.UNAVAILABLE,
+                            "the message store did not answer in time") from None
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        self.pending -= 1
+        if not task.cancelled():
+            task.exception()  # retrieved: a late failure nobody waits for is not news
+
+    async def append(self, room: RoomName, sender: str, text: str,
+                     client_id: str | None) -> tuple[Message, bool]:
+        return await self._call("append", self.store.append(room, sender, text, client_id))
+
+    async def page(self, room: RoomName, *, before: int | None = None,
+                   after: int | None = None, limit: int = 50) -> Page:
+        return await self._call("page", self.store.page(room, before=before, after=after,
+                                                        limit=limit))
+
+    async def ping(self) -> None:
+        await self._call("ping", self.store.ping())
+
+    async def close(self) -> None:
+        await self.store.close()
