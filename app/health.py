@@ -3,7 +3,9 @@
 ``GET /healthz``: 200 when this node can serve chat, else 503. Checked: the
 message store answers; with ``--redis``, presence in Redis answers and
 fan-out to the other nodes is subscribed. The body names each part, e.g.
-``{"status": "ok", "node": "web1-3fa2c1", "store": "ok"}``.
+``{"status": "ok", "node": "web1-3fa2c1", "store": "ok"}``; with ``--redis``
+it also reports ``presence_housekeeping`` ("ok", or what failed in its last
+round), which does not fail the check: the node still serves its clients.
 
 ``GET /readyz``: the same checks, and 503 as soon as the node starts shutting
 down (draining), so a load balancer stops sending it new clients before its
@@ -51,11 +53,13 @@ async def _probe(app: web.Application, *, draining_fails: bool) -> web.Response:
         body["draining"] = "shutting down"
     if app[SETTINGS_KEY].redis:
         body["presence"] = await _check(app[PRESENCE_KEY].ping())
+        # reported, not failed on: the node still serves its own clients
+        body["presence_housekeeping"] = app[PRESENCE_KEY].status()
         manager = app[SIO_KEY].manager
         body["fanout"] = "ok" if isinstance(manager, RedisFanout) and manager.healthy \
             else "not subscribed to Redis"
     failing = {part: state for part, state in body.items()
-               if part not in ("status", "node") and state != "ok"}
+               if part not in ("status", "node", "presence_housekeeping") and state != "ok"}
     if failing:
         body["status"] = "unavailable"
         log.warning("health check failed: %s", failing)

@@ -12,10 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from app.chat.models import RoomName, Sid
 from app.keys import SIO_KEY
+from app.presence.redis import RedisPresence
 from client import ChatClient
 
-from .conftest import TIMEOUT, UNLIMITED_FLAGS, PeerFactory, ServeFactory, Served, until
+from .conftest import (
+    TIMEOUT, UNLIMITED_FLAGS, Peer, PeerFactory, ServeFactory, Served, sio_client, until,
+)
 from .processes import Process
 from .services import REDIS_URL, ThrowawayRedis, postgres_schema
 
@@ -43,7 +47,8 @@ async def test_users_on_different_nodes_chat(cluster: list[Served], peer: PeerFa
     a, b = cluster
     for i, node in enumerate(cluster):
         assert await health(node) == (200, {"status": "ok", "node": f"node{i}", "store": "ok",
-                                            "presence": "ok", "fanout": "ok"})
+                                            "presence": "ok", "presence_housekeeping": "ok",
+                                            "fanout": "ok"})
     alice, bob = await peer("alice", server=a), await peer("bob", server=b)
     await alice.join("r")
     ack = await bob.join("r")
@@ -222,3 +227,98 @@ async def test_a_burst_of_joins_waits_for_the_bounded_redis_pool(serve: ServeFac
         assert 1 <= names.count(f"{prefix}:node0:fanout") <= 16
     finally:
         await asyncio.gather(*(sio.disconnect() for sio in clients if sio.connected))
+
+
+async def test_a_dead_node_with_ten_thousand_entries_is_removed_once(
+        serve: ServeFactory) -> None:
+    """A node holding 10,000 presence entries (100 rooms of 100 names) dies: one
+    survivor removes them in one Redis call and its leaves are announced once in the
+    cluster (a watcher on each node sees each of its room's 100 leaves exactly once),
+    while both survivors keep all of their own members (the cleaner's liveness is
+    renewed on its own timer, so it is not taken for dead meanwhile)."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    a, b = [await serve(store="memory://", redis=REDIS_URL,
+                        redis_prefix=prefix, node_id=f"node{i}", presence_ttl=3)
+            for i in range(2)]
+    # (its own alive key outlives the setup: 10,000 joins take a while)
+    doomed = RedisPresence(REDIS_URL, prefix=prefix, node_id="doomed", ttl=60)
+    await doomed.start()
+    for room in range(100):
+        await asyncio.gather(*(doomed.join(RoomName(f"r{room}"), f"d{i}", Sid(f"s{room}-{i}"))
+                               for i in range(100)))
+    peers: list[Peer] = []
+
+    async def peer(name: str, server: Served) -> Peer:
+        peers.append(Peer(name, sio_client("msgpack")))
+        await peers[-1].sio.connect(server.url, auth={"name": name}, namespaces=["/chat"],
+                                    wait_timeout=TIMEOUT)
+        return peers[-1]
+
+    watchers = [await peer(f"watch-{served.settings.node_id}", server=served)
+                for served in (a, b)]
+    keepers = [await peer(f"keep-{served.settings.node_id}", server=served)
+               for served in (a, b)]
+    for watcher in watchers:
+        await watcher.join("r0")
+    for keeper in keepers:
+        await keeper.join("kept")
+    await doomed.close()  # its alive key is gone, as if it had died; its entries stay
+    for watcher in watchers:
+        left: list[str] = []
+        async with asyncio.timeout(30):
+            while len(left) < 100:
+                event = await watcher.events["presence"].get()
+                if event["event"] == "leave":
+                    left.append(event["user"])
+        assert sorted(left) == sorted(f"d{i}" for i in range(100))
+    assert (await a.chat.presence.members(RoomName("r0"))) == sorted(
+        w.name for w in watchers)
+    assert (await a.chat.presence.members(RoomName("kept"))) == sorted(
+        k.name for k in keepers)
+    rooms = dict(await b.chat.presence.rooms())
+    assert rooms == {"r0": 2, "kept": 2}
+    for served in (a, b):
+        _, body = await health(served)
+        assert body["presence_housekeeping"] == "ok"
+    for watcher in watchers:  # and nothing twice
+        assert all(e["user"] not in {f"d{i}" for i in range(100)}
+                   for e in watcher.pending("presence"))
+    for each in peers:
+        await each.sio.disconnect()
+
+
+async def test_presence_housekeeping_survives_any_error() -> None:
+    """An error that is not Redis's (here the node's own list of members raising)
+    ends neither housekeeping loop: it is reported in status(), the node's liveness
+    is renewed meanwhile, and the next round that works clears the report."""
+    import redis.asyncio as aioredis
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    presence = RedisPresence(REDIS_URL, prefix=prefix, node_id="n", ttl=0.3)
+    await presence.start()
+    calls = 0
+
+    def local() -> list[tuple[RoomName, Sid, str]]:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise RuntimeError("a bug in the node")
+        return []
+
+    async def on_left(room: RoomName, name: str) -> None:
+        pass
+
+    housekeeping = asyncio.ensure_future(presence.maintain(local, on_left))
+    try:
+        await until(lambda: calls >= 2)
+        assert "cleanup: RuntimeError: a bug in the node" in presence.status()
+        redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+        try:
+            assert await redis.exists(f"{prefix}:alive:n")  # renewed all along
+        finally:
+            await redis.aclose()
+        await until(lambda: calls >= 5)
+        assert presence.status() == "ok"
+    finally:
+        housekeeping.cancel()
+        await asyncio.gather(housekeeping, return_exceptions=True)
+        await presence.close()

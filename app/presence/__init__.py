@@ -48,6 +48,9 @@ class Presence(Protocol):
     async def ping(self) -> None:
         """Return if usable; raise ``ChatError(UNAVAILABLE)`` if not."""
 
+    def status(self) -> str:
+        """Housekeeping's health: "ok", or what failed in its last round."""
+
     async def close(self) -> None:
         """Release the backend."""
 

@@ -45,6 +45,9 @@ class MemoryPresence:
     async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
         await asyncio.Event().wait()  # nothing to repair in one process
 
+    def status(self) -> str:
+        return "ok"  # nothing to keep
+
     async def ping(self) -> None:
         return None
 

@@ -12,19 +12,30 @@ Keys (``P`` is the configured prefix):
 Join and leave are Lua scripts, so a name's first join and last leave are
 decided atomically across nodes: each fires exactly once in the cluster.
 
-Housekeeping (:meth:`maintain`) runs every ``ttl / 3`` seconds on every
-node: it renews the node's ``alive`` key; removes the entries of any node
-whose key has expired (a node that died without cleaning up), announcing the
-names that thereby left; and repairs this node's own entries against its
-live connections (after a Redis outage, a disconnect may have failed to
-record its leave). So a dead node's ghosts are gone within ``ttl * 4 / 3``
-seconds (20 s with the default ``--presence-ttl 15``).
+* ``P:cleaner``     key   the node that removes dead nodes' entries (expires)
+
+Housekeeping (:meth:`maintain`) is two loops on every node, each every
+``ttl / 3`` seconds, each surviving any error (logged, and reported by
+:meth:`status` in ``/healthz``):
+
+* the node's ``alive`` key is renewed on a timer of its own, so that however
+  long a cleanup round takes, the cleaner is never itself taken for dead;
+* one node at a time (whichever holds ``P:cleaner``) removes the entries of
+  every node whose ``alive`` key has expired (a node that died without
+  cleaning up), each dead node in one server-side call (:data:`_DROP_NODE`),
+  and announces the names that thereby left, once for the cluster; and every
+  node repairs its own entries against its live connections (after a Redis
+  outage, a disconnect may have failed to record its leave).
+
+So a dead node's ghosts are gone within about ``ttl * 4 / 3`` seconds (20 s
+with the default ``--presence-ttl 15``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -38,11 +49,14 @@ from . import LocalMembers, OnLeft, Presence
 log = logging.getLogger(__name__)
 
 
-# KEYS: conns, names, rooms, node   ARGV: sid, name, room
+# KEYS: conns, names, rooms, node, nodes   ARGV: sid, name, room, node id
+# (the node is named in nodes with each join: a node that was taken for dead and
+# cleaned up, but lives on, is found again)
 _JOIN = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('SADD', KEYS[3], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[3] .. '\\n' .. ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[4])
 if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
 return 0
 """
@@ -56,6 +70,39 @@ if redis.call('HINCRBY', KEYS[2], name, -1) > 0 then return false end
 redis.call('HDEL', KEYS[2], name)
 if redis.call('HLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 return name
+"""
+
+
+# KEYS: node set, rooms, nodes   ARGV: prefix, node id   -> {room, name, ...} that left
+_DROP_NODE = """
+local left = {}
+for _, entry in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local cut = string.find(entry, '\\n', 1, true)
+  local room, sid = string.sub(entry, 1, cut - 1), string.sub(entry, cut + 1)
+  local conns, names = ARGV[1] .. ':conns:' .. room, ARGV[1] .. ':names:' .. room
+  local name = redis.call('HGET', conns, sid)
+  if name then
+    redis.call('HDEL', conns, sid)
+    if redis.call('HINCRBY', names, name, -1) <= 0 then
+      redis.call('HDEL', names, name)
+      if redis.call('HLEN', names) == 0 then redis.call('SREM', KEYS[2], room) end
+      left[#left + 1] = room
+      left[#left + 1] = name
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+return left
+"""
+# KEYS: cleaner   ARGV: node id, ms   -> 1 if this node is the cleaner (for ms more)
+_CLEANER = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or
+   redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 """
 
 
@@ -80,10 +127,13 @@ class RedisPresence:
         self.node_id = node_id
         self._join = self._redis.register_script(_JOIN)
         self._leave = self._redis.register_script(_LEAVE)
+        self._drop_node = self._redis.register_script(_DROP_NODE)
+        self._cleaner = self._redis.register_script(_CLEANER)
+        self._failing: dict[str, str] = {}  # housekeeping loop -> its last error
 
     def _keys(self, room: str, node: str) -> list[str]:
         return [f"{self._p}:conns:{room}", f"{self._p}:names:{room}", f"{self._p}:rooms",
-                f"{self._p}:node:{node}"]
+                f"{self._p}:node:{node}", f"{self._p}:nodes"]
 
     async def start(self) -> None:
         await self._renew()
@@ -98,7 +148,7 @@ class RedisPresence:
     async def join(self, room: RoomName, name: str, sid: Sid) -> bool:
         try:
             return bool(await self._join(keys=self._keys(room, self.node_id),
-                                         args=[sid, name, room]))
+                                         args=[sid, name, room, self.node_id]))
         except RedisError as exc:
             raise _unavailable(exc) from exc
 
@@ -130,12 +180,26 @@ class RedisPresence:
         return [(RoomName(r), int(n)) for r, n in zip(names, counts) if n]
 
     async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
+        await asyncio.gather(self._every_round("liveness", self._renew),
+                             self._every_round("cleanup",
+                                               lambda: self.housekeeping(local, on_left)))
+
+    async def _every_round(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` every ttl / 3 seconds for the server's life, whatever it raises."""
         task = asyncio.current_task()
         while True:
             try:
-                await self.housekeeping(local, on_left)
+                await work()
+            except asyncio.CancelledError:
+                raise
             except RedisError as exc:
-                log.warning("redis presence housekeeping failed: %s", exc)
+                self._failing[what] = f"Redis: {exc}"
+                log.warning("redis presence %s failed: %s", what, exc)
+            except Exception as exc:
+                self._failing[what] = f"{type(exc).__name__}: {exc}"
+                log.exception("redis presence %s failed", what)
+            else:
+                self._failing.pop(what, None)
             if task is not None and task.cancelling():
                 # Cancelled while waiting for a pooled connection: on Python 3.11
                 # asyncio.Condition.wait can swallow the CancelledError, and
@@ -143,33 +207,47 @@ class RedisPresence:
                 raise asyncio.CancelledError
             await asyncio.sleep(self.ttl / 3)
 
+    def status(self) -> str:
+        """Housekeeping's state for ``/healthz``: "ok", or what failed last."""
+        return "; ".join(f"{what}: {error}" for what, error in sorted(self._failing.items())) \
+            or "ok"
+
     async def housekeeping(self, local: LocalMembers, on_left: OnLeft) -> None:
-        """One round: renew, reap dead nodes, repair our own entries."""
-        await self._renew()
-        for node in _strs(await self._redis.smembers(f"{self._p}:nodes")):
-            if node != self.node_id and not await self._redis.exists(
-                    f"{self._p}:alive:{node}"):
-                log.warning("presence: node %s is gone; removing its connections", node)
-                await self._drop(node, None, on_left)
+        """One round: reap dead nodes (if this node is the cleaner), repair our own
+        entries. (Liveness is renewed apart, see :meth:`maintain`.)"""
+        if await self._cleaner(keys=[f"{self._p}:cleaner"],
+                               args=[self.node_id, int(self.ttl * 1000)]):
+            for node in sorted(_strs(await self._redis.smembers(f"{self._p}:nodes"))):
+                if node != self.node_id and not await self._redis.exists(
+                        f"{self._p}:alive:{node}"):
+                    await self._drop_dead(node, on_left)
         mine = _strs(await self._redis.smembers(f"{self._p}:node:{self.node_id}"))
         live = {f"{room}\n{sid}": (room, sid, name) for room, sid, name in local()}
         await self._drop(self.node_id, mine - live.keys(), on_left)
         for key in live.keys() - mine:  # joins whose record failed (a Redis outage)
             room, sid, name = live[key]
-            await self._join(keys=self._keys(room, self.node_id), args=[sid, name, room])
+            await self._join(keys=self._keys(room, self.node_id),
+                             args=[sid, name, room, self.node_id])
             log.info("presence: restored %r in %s", name, room)
 
-    async def _drop(self, node: str, entries: set[str] | None, on_left: OnLeft) -> None:
-        """Leave ``entries`` of ``node`` (None: all of them), announcing names that left."""
-        if entries is None:
-            entries = _strs(await self._redis.smembers(f"{self._p}:node:{node}"))
+    async def _drop_dead(self, node: str, on_left: OnLeft) -> None:
+        """Remove every entry of a dead ``node`` in one call; announce who left."""
+        left: Any = await self._drop_node(
+            keys=[f"{self._p}:node:{node}", f"{self._p}:rooms", f"{self._p}:nodes"],
+            args=[self._p, node])
+        pairs = [(str(left[i]), str(left[i + 1])) for i in range(0, len(left), 2)]
+        log.warning("presence: node %s is gone; removed its connections (%d names left)",
+                    node, len(pairs))
+        for room, name in pairs:
+            await on_left(RoomName(room), name)
+
+    async def _drop(self, node: str, entries: set[str], on_left: OnLeft) -> None:
+        """Leave ``entries`` of ``node``, announcing names that left."""
         for entry in entries:
             room, _, sid = entry.partition("\n")
             name = await self._leave_on(node, room, sid)
             if name is not None:
                 await on_left(RoomName(room), name)
-        if node != self.node_id and not await self._redis.scard(f"{self._p}:node:{node}"):
-            await self._redis.srem(f"{self._p}:nodes", node)
 
     async def ping(self) -> None:
         try:
