@@ -322,3 +322,42 @@ async def test_presence_housekeeping_survives_any_error() -> None:
         housekeeping.cancel()
         await asyncio.gather(housekeeping, return_exceptions=True)
         await presence.close()
+
+
+async def test_while_redis_is_down_a_node_serves_its_own_clients(
+        serve: ServeFactory, tmp_path: Path) -> None:
+    """With Redis down, a node's clients still join, see each other arrive and leave,
+    chat, list rooms and leave (presence as this node sees it), instead of being
+    refused; once Redis is back, the other node sees who is here."""
+    redis = await ThrowawayRedis(tmp_path).start()
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    peers: list[Peer] = []
+
+    async def peer(name: str, server: Served) -> Peer:
+        peers.append(Peer(name, sio_client("msgpack")))
+        await peers[-1].sio.connect(server.url, auth={"name": name}, namespaces=["/chat"],
+                                    wait_timeout=TIMEOUT)
+        return peers[-1]
+
+    try:
+        a, b = [await serve(store="memory://", redis=redis.url, redis_prefix=prefix,
+                            node_id=f"node{i}", presence_ttl=1.5) for i in range(2)]
+        await redis.stop()
+        await until(lambda: not a.app[SIO_KEY].manager.healthy, 10)
+        alice, bob = await peer("alice", a), await peer("bob", a)
+        assert (await alice.join("x"))["members"] == ["alice"]
+        assert (await bob.join("x"))["members"] == ["alice", "bob"]
+        assert (await alice.next("presence"))["user"] == "bob"
+        await bob.send("x", "while Redis is down")
+        assert (await alice.next("message"))["text"] == "while Redis is down"
+        assert (await alice.ok("rooms"))["rooms"] == [{"name": "x", "members": 2}]
+        await bob.ok("leave", {"room": "x"})
+        assert (await alice.next("presence"))["event"] == "leave"
+        await redis.start()  # same port
+        async with asyncio.timeout(10):  # housekeeping's repair, within a round or two
+            while await b.chat.presence.members(RoomName("x")) != ["alice"]:
+                await asyncio.sleep(0.1)  # the poll interval
+    finally:
+        for each in peers:
+            await each.sio.disconnect()
+        await redis.stop()

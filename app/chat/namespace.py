@@ -347,7 +347,6 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         req = parse_leave(data)
         conn = self._member(sid, req.room)
         self._limit(conn, "leave", "leaves")
-        await self.presence.ping()  # leave nothing half done if presence is down
         await self.leave_room(sid, req.room)
         await self._forget(sid, conn, req.room)
         log.info("leave sid=%s name=%r transport=%s room=%s", sid, conn.name,

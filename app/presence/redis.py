@@ -29,6 +29,13 @@ Housekeeping (:meth:`maintain`) is two loops on every node, each every
 
 So a dead node's ghosts are gone within about ``ttl * 4 / 3`` seconds (20 s
 with the default ``--presence-ttl 15``).
+
+While Redis is down the node keeps serving its own clients: every join and
+leave is also kept in a view of this node's own members
+(:class:`~app.presence.memory.MemoryPresence`), and what Redis cannot answer
+is answered from it (joins, leaves, members and rooms as this node sees
+them). When Redis is back, housekeeping's repair writes the node's live
+members into it and drops what left meanwhile.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from .. import redis_client
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import RoomName, Sid
 from . import LocalMembers, OnLeft, Presence
+from .memory import MemoryPresence
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +138,8 @@ class RedisPresence:
         self._drop_node = self._redis.register_script(_DROP_NODE)
         self._cleaner = self._redis.register_script(_CLEANER)
         self._failing: dict[str, str] = {}  # housekeeping loop -> its last error
+        self._here = MemoryPresence()  # this node's own members, for when Redis is down
+        self._degraded = False  # answering from _here
 
     def _keys(self, room: str, node: str) -> list[str]:
         return [f"{self._p}:conns:{room}", f"{self._p}:names:{room}", f"{self._p}:rooms",
@@ -145,18 +155,37 @@ class RedisPresence:
             pipe.sadd(f"{self._p}:nodes", self.node_id)
             await pipe.execute()
 
+    def _degrade(self, exc: Exception) -> None:
+        if not self._degraded:
+            log.warning("redis presence: %s; answering from this node's own members "
+                        "until Redis is back", exc)
+        self._degraded = True
+
+    def _recovered(self) -> None:
+        if self._degraded:
+            log.info("redis presence: Redis answers again")
+        self._degraded = False
+
     async def join(self, room: RoomName, name: str, sid: Sid) -> bool:
+        first_here = await self._here.join(room, name, sid)
         try:
-            return bool(await self._join(keys=self._keys(room, self.node_id),
-                                         args=[sid, name, room, self.node_id]))
+            first = bool(await self._join(keys=self._keys(room, self.node_id),
+                                          args=[sid, name, room, self.node_id]))
         except RedisError as exc:
-            raise _unavailable(exc) from exc
+            self._degrade(exc)  # housekeeping records it once Redis is back
+            return first_here
+        self._recovered()
+        return first
 
     async def leave(self, room: RoomName, name: str, sid: Sid) -> bool:
+        last_here = await self._here.leave(room, name, sid)
         try:
-            return await self._leave_on(self.node_id, room, sid) is not None
+            last = await self._leave_on(self.node_id, room, sid) is not None
         except RedisError as exc:
-            raise _unavailable(exc) from exc
+            self._degrade(exc)  # housekeeping drops it once Redis is back
+            return last_here
+        self._recovered()
+        return last
 
     async def _leave_on(self, node: str, room: str, sid: str) -> str | None:
         left: Any = await self._leave(keys=self._keys(room, node), args=[sid, room])
@@ -166,7 +195,8 @@ class RedisPresence:
         try:
             return sorted(_strs(await self._redis.hkeys(f"{self._p}:names:{room}")))
         except RedisError as exc:
-            raise _unavailable(exc) from exc
+            self._degrade(exc)
+            return await self._here.members(room)
 
     async def rooms(self) -> list[tuple[RoomName, int]]:
         try:
@@ -176,7 +206,8 @@ class RedisPresence:
                     pipe.hlen(f"{self._p}:names:{room}")
                 counts = await pipe.execute()
         except RedisError as exc:
-            raise _unavailable(exc) from exc
+            self._degrade(exc)
+            return await self._here.rooms()
         return [(RoomName(r), int(n)) for r, n in zip(names, counts) if n]
 
     async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
