@@ -229,6 +229,14 @@ async def test_a_burst_of_joins_waits_for_the_bounded_redis_pool(serve: ServeFac
         await asyncio.gather(*(sio.disconnect() for sio in clients if sio.connected))
 
 
+async def connected_peer(name: str, server: Served, peers: list[Peer]) -> Peer:
+    """A msgpack peer on WebSocket, kept in ``peers`` for the test to disconnect."""
+    peers.append(Peer(name, sio_client("msgpack")))
+    await peers[-1].sio.connect(server.url, auth={"name": name}, namespaces=["/chat"],
+                                wait_timeout=TIMEOUT)
+    return peers[-1]
+
+
 async def test_a_dead_node_with_ten_thousand_entries_is_removed_once(
         serve: ServeFactory) -> None:
     """A node holding 10,000 presence entries (100 rooms of 100 names) dies: one
@@ -249,10 +257,7 @@ async def test_a_dead_node_with_ten_thousand_entries_is_removed_once(
     peers: list[Peer] = []
 
     async def peer(name: str, server: Served) -> Peer:
-        peers.append(Peer(name, sio_client("msgpack")))
-        await peers[-1].sio.connect(server.url, auth={"name": name}, namespaces=["/chat"],
-                                    wait_timeout=TIMEOUT)
-        return peers[-1]
+        return await connected_peer(name, server, peers)
 
     watchers = [await peer(f"watch-{served.settings.node_id}", server=served)
                 for served in (a, b)]
@@ -334,10 +339,7 @@ async def test_while_redis_is_down_a_node_serves_its_own_clients(
     peers: list[Peer] = []
 
     async def peer(name: str, server: Served) -> Peer:
-        peers.append(Peer(name, sio_client("msgpack")))
-        await peers[-1].sio.connect(server.url, auth={"name": name}, namespaces=["/chat"],
-                                    wait_timeout=TIMEOUT)
-        return peers[-1]
+        return await connected_peer(name, server, peers)
 
     try:
         a, b = [await serve(store="memory://", redis=redis.url, redis_prefix=prefix,
