@@ -184,7 +184,7 @@ async def _disconnect_clients(app: web.Application) -> None:
     running finish; the store drains its queue when its context closes."""
     sio = app[SIO_KEY]
     if CHAT_KEY in app:
-        app[CHAT_KEY].draining = True  # /readyz answers 503 from now on
+        await app[CHAT_KEY].drain()  # /readyz answers 503 from now on
     count = await sio.close_all_sessions()
     log.info("shutting down: closed %d connections", count)
     await sio.eio.connections.wait_closed(CLOSE_TIMEOUT)  # their closing handshakes

@@ -4,6 +4,7 @@ users on different nodes cannot tell."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from app.chat.models import RoomName, Sid
 from app.keys import SIO_KEY
@@ -363,3 +365,72 @@ async def test_while_redis_is_down_a_node_serves_its_own_clients(
         for each in peers:
             await each.sio.disconnect()
         await redis.stop()
+
+
+class CountingMember:
+    """A bare JSON WebSocket client in one room, counting the presence events it gets."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.leaves: list[str] = []
+
+    @classmethod
+    async def seat(cls, session: aiohttp.ClientSession, url: str, name: str,
+                   room: str) -> CountingMember:
+        ws = await session.ws_connect(url + "/socket.io/?EIO=4&transport=websocket")
+        assert (await ws.receive_str()).startswith("0")
+        await ws.send_str('40/chat,{"name":"%s"}' % name)
+        assert (await ws.receive_str()).startswith("40/chat,")
+        await ws.send_str('42/chat,1["join",{"room":"%s"}]' % room)
+        while not (await ws.receive_str()).startswith("43/chat,1"):
+            pass
+        return cls(ws)
+
+    async def read(self) -> None:
+        async for frame in self.ws:
+            data = str(frame.data)
+            if data == "2":
+                await self.ws.send_str("3")
+            elif data.startswith('42/chat,["presence"'):
+                event = json.loads(data[len("42/chat,"):])[1]
+                if event["event"] == "leave":
+                    self.leaves.append(event["user"])
+
+
+async def test_a_draining_node_leaves_in_one_step(serve: ServeFactory) -> None:
+    """A node shutting down with 600 connections (60 names) in a room removes its
+    presence entries in one step: the other node's member hears of each name that
+    left exactly once, of no name still present elsewhere, and nothing is left for
+    the others' housekeeping to announce again; the leaving connections are told
+    nothing about their own leave."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    # (a short shutdown timeout: the drain cannot count on 600 disconnect handlers
+    # finishing before the node is gone)
+    a, b = [await serve(store="memory://", redis=REDIS_URL, redis_prefix=prefix, serializer="json",
+                        node_id=f"node{i}", presence_ttl=1.5, max_connections_per_name=20,
+                        max_connections_per_address=1000, shutdown_timeout=0.01)
+            for i in range(2)]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        watcher = await CountingMember.seat(session, a.url, "watcher", "big")
+        both = await CountingMember.seat(session, a.url, "m0", "big")  # also on node1
+        leaving = list(await asyncio.gather(*(
+            CountingMember.seat(session, b.url, f"m{i % 60}", "big") for i in range(600))))
+        readers = [asyncio.ensure_future(m.read()) for m in [watcher, both, *leaving]]
+        try:
+            await b.server.close()  # SIGTERM's path: drain, then close every session
+            async with asyncio.timeout(TIMEOUT):
+                while len(watcher.leaves) < 59:
+                    await asyncio.sleep(0.05)  # the poll interval
+            assert sorted(watcher.leaves) == sorted(f"m{i}" for i in range(1, 60))
+            assert all(member.leaves == [] for member in leaving)
+            redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+            try:
+                assert not await redis.exists(f"{prefix}:node:node1")  # nothing left over
+            finally:
+                await redis.aclose()
+            assert await a.chat.presence.members(RoomName("big")) == ["m0", "watcher"]
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            await asyncio.gather(*(m.ws.close() for m in [watcher, both, *leaving]))

@@ -213,6 +213,32 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._expiring.add(task)
         task.add_done_callback(self._expiring.discard)
 
+    async def drain(self) -> None:
+        """Shutdown begins: take this node's connections out of presence in one
+        step and tell each room's other members, on the other nodes, of each name
+        that is thereby gone (once; not the leaving connections themselves). The
+        disconnects that follow then have nothing left to announce."""
+        self.draining = True
+        try:
+            gone = await self.presence.drain()
+        except Exception:
+            log.exception("draining presence failed; the other nodes will clean up")
+            gone = []
+        leaving: dict[RoomName, list[Sid]] = {}
+        for sid, conn in self.connections.items():
+            for room in conn.rooms:
+                leaving.setdefault(room, []).append(sid)
+            conn.rooms.clear()
+        for room, name in gone:
+            try:
+                members = await self.presence.members(room)
+                await self.emit("presence", {"room": room, "user": name, "event": "leave",
+                                             "members": members},
+                                room=room, skip_sid=leaving.get(room, []))
+            except Exception:
+                log.exception("announcing %r leaving %s failed", name, room)
+        log.info("draining: %d names left %d rooms", len(gone), len({r for r, _ in gone}))
+
     async def _disconnected(self, sid: Sid, conn: Connection, reason: str) -> None:
         self._forget_connection(conn)
         if conn.expiry is not None:

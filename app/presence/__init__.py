@@ -45,6 +45,10 @@ class Presence(Protocol):
         """Housekeeping for the life of the server (cancelled at shutdown):
         drop entries of dead nodes and repair this node's after an outage."""
 
+    async def drain(self) -> list[tuple[RoomName, str]]:
+        """This node is shutting down: forget all of its connections in one step;
+        return the (room, name) pairs whose names are thereby gone everywhere."""
+
     async def ping(self) -> None:
         """Return if usable; raise ``ChatError(UNAVAILABLE)`` if not."""
 

@@ -45,6 +45,10 @@ class MemoryPresence:
     async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
         await asyncio.Event().wait()  # nothing to repair in one process
 
+    async def drain(self) -> list[tuple[RoomName, str]]:
+        self._rooms.clear()
+        return []  # one node: everyone who could be told is leaving too
+
     def status(self) -> str:
         return "ok"  # nothing to keep
 

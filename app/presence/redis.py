@@ -263,14 +263,25 @@ class RedisPresence:
 
     async def _drop_dead(self, node: str, on_left: OnLeft) -> None:
         """Remove every entry of a dead ``node`` in one call; announce who left."""
-        left: Any = await self._drop_node(
-            keys=[f"{self._p}:node:{node}", f"{self._p}:rooms", f"{self._p}:nodes"],
-            args=[self._p, node])
-        pairs = [(str(left[i]), str(left[i + 1])) for i in range(0, len(left), 2)]
+        pairs = await self._drop_all(node)
         log.warning("presence: node %s is gone; removed its connections (%d names left)",
                     node, len(pairs))
         for room, name in pairs:
-            await on_left(RoomName(room), name)
+            await on_left(room, name)
+
+    async def _drop_all(self, node: str) -> list[tuple[RoomName, str]]:
+        left: Any = await self._drop_node(
+            keys=[f"{self._p}:node:{node}", f"{self._p}:rooms", f"{self._p}:nodes"],
+            args=[self._p, node])
+        return [(RoomName(str(left[i])), str(left[i + 1])) for i in range(0, len(left), 2)]
+
+    async def drain(self) -> list[tuple[RoomName, str]]:
+        await self._here.drain()
+        try:
+            return await self._drop_all(self.node_id)
+        except RedisError as exc:  # the others' housekeeping removes them later
+            log.warning("redis presence: could not remove this node's entries: %s", exc)
+            return []
 
     async def _drop(self, node: str, entries: set[str], on_left: OnLeft) -> None:
         """Leave ``entries`` of ``node``, announcing names that left."""

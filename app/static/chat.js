@@ -151,6 +151,7 @@ async function rejoin(room) {
     }
   }
   room.members = ack.members;
+  if (room.name === current) renderRoomHead(room);  // who is here now, not before the drop
   await inOrder(room, async () => {
     take(room, ack.messages);
     if (ack.more) await catchUp(room, ack.seq);
