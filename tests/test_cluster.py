@@ -4,7 +4,6 @@ users on different nodes cannot tell."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from client import ChatClient
 from .conftest import (
     TIMEOUT, UNLIMITED_FLAGS, Peer, PeerFactory, ServeFactory, Served, sio_client, until,
 )
+from .members import Member
 from .processes import Process
 from .services import REDIS_URL, ThrowawayRedis, postgres_schema
 
@@ -367,36 +367,6 @@ async def test_while_redis_is_down_a_node_serves_its_own_clients(
         await redis.stop()
 
 
-class CountingMember:
-    """A bare JSON WebSocket client in one room, counting the presence events it gets."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.leaves: list[str] = []
-
-    @classmethod
-    async def seat(cls, session: aiohttp.ClientSession, url: str, name: str,
-                   room: str) -> CountingMember:
-        ws = await session.ws_connect(url + "/socket.io/?EIO=4&transport=websocket")
-        assert (await ws.receive_str()).startswith("0")
-        await ws.send_str('40/chat,{"name":"%s"}' % name)
-        assert (await ws.receive_str()).startswith("40/chat,")
-        await ws.send_str('42/chat,1["join",{"room":"%s"}]' % room)
-        while not (await ws.receive_str()).startswith("43/chat,1"):
-            pass
-        return cls(ws)
-
-    async def read(self) -> None:
-        async for frame in self.ws:
-            data = str(frame.data)
-            if data == "2":
-                await self.ws.send_str("3")
-            elif data.startswith('42/chat,["presence"'):
-                event = json.loads(data[len("42/chat,"):])[1]
-                if event["event"] == "leave":
-                    self.leaves.append(event["user"])
-
-
 async def test_a_draining_node_leaves_in_one_step(serve: ServeFactory) -> None:
     """A node shutting down with 600 connections (60 names) in a room removes its
     presence entries in one step: the other node's member hears of each name that
@@ -411,10 +381,10 @@ async def test_a_draining_node_leaves_in_one_step(serve: ServeFactory) -> None:
                         max_connections_per_address=1000, shutdown_timeout=0.01)
             for i in range(2)]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        watcher = await CountingMember.seat(session, a.url, "watcher", "big")
-        both = await CountingMember.seat(session, a.url, "m0", "big")  # also on node1
+        watcher = await Member.seat(session, a.url, "watcher", "big")
+        both = await Member.seat(session, a.url, "m0", "big")  # also on node1
         leaving = list(await asyncio.gather(*(
-            CountingMember.seat(session, b.url, f"m{i % 60}", "big") for i in range(600))))
+            Member.seat(session, b.url, f"m{i % 60}", "big") for i in range(600))))
         readers = [asyncio.ensure_future(m.read()) for m in [watcher, both, *leaving]]
         try:
             await b.server.close()  # SIGTERM's path: drain, then close every session

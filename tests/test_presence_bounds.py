@@ -11,40 +11,10 @@ import aiohttp
 from app.settings import Settings
 
 from .conftest import TIMEOUT, UNLIMITED, ServeFactory
+from .members import Member
 
 MEMBERS = 1000
 LOOP_SECONDS = 3.0
-
-
-class Member:
-    """A bare JSON Socket.IO client on a WebSocket that counts presence events."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.presence = 0
-        self.done = asyncio.Event()  # the looper's last message arrived
-
-    @classmethod
-    async def seat(cls, session: aiohttp.ClientSession, url: str, name: str) -> Member:
-        ws = await session.ws_connect(url + "/socket.io/?EIO=4&transport=websocket")
-        member = cls(ws)
-        assert (await ws.receive_str()).startswith("0")
-        await ws.send_str('40/chat,' + json.dumps({"name": name}))
-        assert (await ws.receive_str()).startswith("40/chat,")
-        await ws.send_str('42/chat,1["join",{"room":"big"}]')
-        while not (await ws.receive_str()).startswith("43/chat,1"):
-            pass
-        return member
-
-    async def read(self) -> None:
-        async for frame in self.ws:
-            data = str(frame.data)
-            if data == "2":
-                await self.ws.send_str("3")
-            elif data.startswith('42/chat,["presence"'):
-                self.presence += 1
-            elif data.startswith('42/chat,["message"'):
-                self.done.set()
 
 
 async def test_a_join_leave_loop_costs_the_room_a_bounded_number_of_presence_events(
@@ -80,12 +50,12 @@ async def test_a_join_leave_loop_costs_the_room_a_bounded_number_of_presence_eve
             announcer, others = members[0], members[1:]
             await announcer.ws.send_str('42/chat,1["send",{"room":"big","text":"end"}]')
             async with asyncio.timeout(TIMEOUT):
-                await asyncio.gather(*(m.done.wait() for m in others))
+                await asyncio.gather(*(m.message.wait() for m in others))
             leaves = sum(1 for i, a in enumerate(acks) if i % 2 == 0 and a["ok"])
             assert leaves <= defaults.leave_burst + defaults.leave_rate * LOOP_SECONDS + 1
             assert any(a["error"]["code"] == "rate_limited" for a in acks if not a["ok"])
             assert len(acks) > 10 * (leaves + 1), "the loop ran faster than the limit admits"
-            assert max(m.presence for m in others) <= 2 * leaves + 1
+            assert max(len(m.presence) for m in others) <= 2 * leaves + 1
             assert len(served.chat.connections) == MEMBERS + 1  # nobody was cut
         finally:
             for reader in readers:
