@@ -140,6 +140,7 @@ class RedisPresence:
         self._failing: dict[str, str] = {}  # housekeeping loop -> its last error
         self._here = MemoryPresence()  # this node's own members, for when Redis is down
         self._degraded = False  # answering from _here
+        self.rounds = 0  # cleanup rounds completed (that waiting on a repair can count)
 
     def _keys(self, room: str, node: str) -> list[str]:
         return [f"{self._p}:conns:{room}", f"{self._p}:names:{room}", f"{self._p}:rooms",
@@ -260,6 +261,7 @@ class RedisPresence:
             await self._join(keys=self._keys(room, self.node_id),
                              args=[sid, name, room, self.node_id])
             log.info("presence: restored %r in %s", name, room)
+        self.rounds += 1
 
     async def _drop_dead(self, node: str, on_left: OnLeft) -> None:
         """Remove every entry of a dead ``node`` in one call; announce who left."""
