@@ -68,7 +68,6 @@ def _sio_client_engine() -> Any:
 EIO, SIO, AIOHTTP = "python-engineio", "python-socketio", "aiohttp"
 SocketIOServer = socketio.AsyncServer
 Manager = socketio.AsyncManager
-RedisManager = socketio.AsyncRedisManager
 AppRunner = aiohttp.web.AppRunner
 LowLevelServer = aiohttp.web.Server
 
@@ -98,13 +97,6 @@ REACHES: tuple[Reach, ...] = (
           params=("sid", "namespace", "room")),
     Reach(SIO, Manager, "basic_disconnect", "leaving only a connection's own rooms",
           params=("sid", "namespace")),
-    *(Reach(SIO, RedisManager, name, "Redis fan-out's connection",
-            instance=lambda: RedisManager("redis://127.0.0.1:1/0"))
-      for name in ("redis", "pubsub", "channel", "json", "connected")),
-    Reach(SIO, RedisManager, "_publish", "a failed publish is known", params=("data",)),
-    Reach(SIO, RedisManager, "_redis_connect", "old clients are closed", params=()),
-    Reach(SIO, RedisManager, "_redis_listen_with_retries", "a bounded resubscribe delay",
-          params=()),
     # aiohttp (app.front, app.ws.handshake)
     Reach(AIOHTTP, AppRunner, "_make_server", "the front door's server", params=()),
     Reach(AIOHTTP, LowLevelServer, "__call__", "a protocol for each new connection",

@@ -21,7 +21,7 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from .chat.errors import ChatError
-from .fanout import RedisFanout
+from .fanout.redis import RedisFanout
 from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ async def _probe(app: web.Application, *, draining_fails: bool) -> web.Response:
         # reported, not failed on: the node still serves its own clients
         body["presence_housekeeping"] = app[PRESENCE_KEY].status()
         manager = app[SIO_KEY].manager
-        body["fanout"] = "ok" if isinstance(manager, RedisFanout) and manager.healthy \
-            else "not subscribed to Redis"
+        body["fanout"] = manager.status() if isinstance(manager, RedisFanout) \
+            else "not Redis fan-out"
     failing = {part: state for part, state in body.items()
                if part not in ("status", "node", "presence_housekeeping") and state != "ok"}
     if failing:

@@ -21,7 +21,8 @@ from .admin import enable_admin_ui
 from .chat.auth import host_policy, origin_policy
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .chat.errors import ChatError, ErrorCode
-from .fanout import RedisFanout, client_manager
+from .fanout import client_manager
+from .fanout.redis import RedisFanout
 from .front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
 from .keys import (
     CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY,
@@ -69,8 +70,15 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> N
                   lambda: [([], len(asyncio.all_tasks()))])
     if isinstance(sio.manager, RedisFanout):
         manager = sio.manager
-        metrics.watch("roomcast_fanout_up", "1 while subscribed to Redis fan-out", [],
-                      lambda: [([], 1.0 if manager.healthy else 0.0)])
+        metrics.watch("roomcast_fanout_up", "1 while subscribed to Redis fan-out and "
+                      "publishing", [], lambda: [([], 1.0 if manager.healthy else 0.0)])
+        metrics.watch("roomcast_fanout_queue_bytes", "Bytes of events waiting to be "
+                      "published to the other nodes", [], lambda: [([], manager.queue.size)])
+        metrics.watch("roomcast_fanout_dropped", "Events that did not fit the publish "
+                      "queue (the other nodes caught up instead), since start", [],
+                      lambda: [([], manager.queue.dropped)])
+        metrics.watch("roomcast_fanout_catch_ups", "Catch-ups this node asked of its "
+                      "clients, since start", [], lambda: [([], manager.catch_ups)])
 
 
 # our setting's values -> python-socketio's serializers (msgpack decoded within bounds)
@@ -142,17 +150,20 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         watch_state(metrics, sio, chat)
         if settings.admin_ui:
             enable_admin_ui(sio, settings, node)
+        if isinstance(sio.manager, RedisFanout):
+            sio.manager.on_catch_up = chat.catch_up
         sio.start_manager()
         if isinstance(sio.manager, RedisFanout):
             await sio.manager.wait_subscribed(STARTUP_WAIT)
         housekeeping = asyncio.create_task(
-            app[PRESENCE_KEY].maintain(chat.local_members, chat.announce_leave),
+            app[PRESENCE_KEY].maintain(chat.local_members, chat.announce_leave,
+                                       chat.announce_join),
             name="presence-housekeeping")
         log.info("node %s ready", node)
         yield
         await chat.wait_handlers(settings.shutdown_timeout)
         housekeeping.cancel()
-        await asyncio.gather(housekeeping, return_exceptions=True)
+        await asyncio.gather(housekeeping, chat.stop_catching_up(), return_exceptions=True)
         if isinstance(sio.manager, RedisFanout):
             await sio.manager.close()
 

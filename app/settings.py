@@ -58,8 +58,11 @@ class Settings:
         "help": "seconds after which a silent node's presence entries are removed "
                 "(with --redis; checked every third of it)"})
     redis_max_connections: int = field(default=100, metadata={
-        "help": "connections each of this node's Redis clients (fan-out, presence) may "
-                "hold; more requests wait for a free one (up to 10 s)"})
+        "help": "connections this node's presence client may hold; more requests wait "
+                "for a free one (up to 10 s); fan-out holds two of its own"})
+    max_fanout_queue_bytes: int = field(default=32 * 1024 * 1024, metadata={
+        "help": "bytes of events waiting to be published to the other nodes (with "
+                "--redis); past it, the other nodes' clients catch up from the store"})
     trust_forwarded: bool = field(default=False, metadata={
         "help": "take client addresses from X-Forwarded-For (only behind a proxy that "
                 "sets it)"})
@@ -179,9 +182,9 @@ class Settings:
             raise ValueError("ping_interval and ping_timeout must be positive")
         if self.header_timeout <= 0 or self.keepalive_timeout <= 0:
             raise ValueError("header_timeout and keepalive_timeout must be positive")
-        if self.redis_max_connections < 2:
-            raise ValueError("redis_max_connections must be at least 2 (fan-out holds one "
-                             "for its subscription)")
+        if self.redis_max_connections < 1 or self.max_fanout_queue_bytes < 1:
+            raise ValueError("redis_max_connections and max_fanout_queue_bytes must be "
+                             "at least 1")
         if self.max_backlog_bytes < self.max_reply_bytes:
             raise ValueError("max_backlog_bytes must be at least max_reply_bytes (a slow "
                              "client would be cut by its own join reply)")

@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +128,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         # backends, or their last store and presence calls would fail, or
         # open connections that nothing closes
         self.handling: set[asyncio.Task[Any]] = set()
+        # rooms whose members must be told to catch up (see catch_up); None: all
+        self._behind: set[RoomName] | None = set()
+        self._catching_up: asyncio.Task[None] | None = None
 
     def _in_flight(self, task: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
         if task is not None:
@@ -267,6 +270,49 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         members = await self.presence.members(room)
         await self.emit("presence", {"room": room, "user": name,
                                      "event": "leave", "members": members}, room=room)
+
+    async def announce_join(self, room: RoomName, name: str) -> None:
+        """Tell the room that ``name`` is here (a join presence restored after
+        a Redis outage, which the other nodes did not hear of then)."""
+        members = await self.presence.members(room)
+        await self.emit("presence", {"room": room, "user": name,
+                                     "event": "join", "members": members}, room=room)
+
+    def catch_up(self, rooms: Collection[str] | None) -> None:
+        """Fan-out may have missed other nodes' events for ``rooms`` (None: every
+        room): tell this node's members of each to catch up. Requests that
+        come while a round runs are merged into the next one."""
+        if rooms is None:
+            self._behind = None
+        elif self._behind is not None:
+            self._behind.update(RoomName(room) for room in rooms)
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.create_task(self._send_catch_ups(), name="catch-up")
+
+    async def _send_catch_ups(self) -> None:
+        """Send each room with members here one ``catch_up`` event, to this node's
+        members only: the room's latest seq (a client that has less asks
+        ``history`` for the rest) and who is present now."""
+        while self._behind is None or self._behind:
+            here = {room for conn in self.connections.values() for room in conn.rooms}
+            rooms = here if self._behind is None else here & self._behind
+            self._behind = set()
+            for room in sorted(rooms):
+                try:
+                    page = await self.store.page(room, limit=1)
+                    members = await self.presence.members(room)
+                except ChatError as exc:  # the next message's gap still shows it
+                    log.warning("could not tell %s to catch up: %s", room, exc.message)
+                    continue
+                await self.emit("catch_up", {"room": room, "seq": page.latest,
+                                             "members": members}, room=room, ignore_queue=True)
+            log.info("told %d rooms to catch up", len(rooms))
+
+    async def stop_catching_up(self) -> None:
+        task = self._catching_up
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def local_members(self) -> list[tuple[RoomName, Sid, str]]:
         """Every (room, sid, name) joined on this node: presence's local truth."""

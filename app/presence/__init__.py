@@ -23,6 +23,8 @@ from ..chat.models import RoomName, Sid
 
 OnLeft = Callable[[RoomName, str], Awaitable[None]]
 """Called with (room, name) when housekeeping finds that a name has left."""
+OnJoined = Callable[[RoomName, str], Awaitable[None]]
+"""Called with (room, name) when housekeeping records a join Redis missed."""
 LocalMembers = Callable[[], Collection[tuple[RoomName, Sid, str]]]
 """This node's truth: every (room, sid, name) its connections have joined."""
 
@@ -41,9 +43,11 @@ class Presence(Protocol):
     async def rooms(self) -> list[tuple[RoomName, int]]:
         """Every room with anyone present, with its member count, by name."""
 
-    async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
+    async def maintain(self, local: LocalMembers, on_left: OnLeft,
+                       on_joined: OnJoined) -> None:
         """Housekeeping for the life of the server (cancelled at shutdown):
-        drop entries of dead nodes and repair this node's after an outage."""
+        drop entries of dead nodes and repair this node's after an outage
+        (announcing names it finds gone, and names whose join it restores)."""
 
     async def drain(self) -> list[tuple[RoomName, str]]:
         """This node is shutting down: forget all of its connections in one step;

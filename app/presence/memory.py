@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from ..chat.models import RoomName, Sid
-from . import LocalMembers, OnLeft, Presence
+from . import LocalMembers, OnJoined, OnLeft, Presence
 
 
 class MemoryPresence:
@@ -42,7 +42,8 @@ class MemoryPresence:
     async def rooms(self) -> list[tuple[RoomName, int]]:
         return sorted((room, len(names)) for room, names in self._rooms.items())
 
-    async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
+    async def maintain(self, local: LocalMembers, on_left: OnLeft,
+                       on_joined: OnJoined) -> None:
         await asyncio.Event().wait()  # nothing to repair in one process
 
     async def drain(self) -> list[tuple[RoomName, str]]:

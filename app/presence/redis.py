@@ -35,7 +35,8 @@ leave is also kept in a view of this node's own members
 (:class:`~app.presence.memory.MemoryPresence`), and what Redis cannot answer
 is answered from it (joins, leaves, members and rooms as this node sees
 them). When Redis is back, housekeeping's repair writes the node's live
-members into it and drops what left meanwhile.
+members into it and drops what left meanwhile, announcing (to the whole
+cluster) each name whose join or leave the other nodes thereby learn of.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from redis.exceptions import RedisError
 from .. import redis_client
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import RoomName, Sid
-from . import LocalMembers, OnLeft, Presence
+from . import LocalMembers, OnJoined, OnLeft, Presence
 from .memory import MemoryPresence
 
 log = logging.getLogger(__name__)
@@ -211,10 +212,11 @@ class RedisPresence:
             return await self._here.rooms()
         return [(RoomName(r), int(n)) for r, n in zip(names, counts) if n]
 
-    async def maintain(self, local: LocalMembers, on_left: OnLeft) -> None:
-        await asyncio.gather(self._every_round("liveness", self._renew),
-                             self._every_round("cleanup",
-                                               lambda: self.housekeeping(local, on_left)))
+    async def maintain(self, local: LocalMembers, on_left: OnLeft,
+                       on_joined: OnJoined) -> None:
+        await asyncio.gather(
+            self._every_round("liveness", self._renew),
+            self._every_round("cleanup", lambda: self.housekeeping(local, on_left, on_joined)))
 
     async def _every_round(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` every ttl / 3 seconds for the server's life, whatever it raises."""
@@ -244,7 +246,8 @@ class RedisPresence:
         return "; ".join(f"{what}: {error}" for what, error in sorted(self._failing.items())) \
             or "ok"
 
-    async def housekeeping(self, local: LocalMembers, on_left: OnLeft) -> None:
+    async def housekeeping(self, local: LocalMembers, on_left: OnLeft,
+                           on_joined: OnJoined) -> None:
         """One round: reap dead nodes (if this node is the cleaner), repair our own
         entries. (Liveness is renewed apart, see :meth:`maintain`.)"""
         if await self._cleaner(keys=[f"{self._p}:cleaner"],
@@ -258,9 +261,11 @@ class RedisPresence:
         await self._drop(self.node_id, mine - live.keys(), on_left)
         for key in live.keys() - mine:  # joins whose record failed (a Redis outage)
             room, sid, name = live[key]
-            await self._join(keys=self._keys(room, self.node_id),
-                             args=[sid, name, room, self.node_id])
+            first = await self._join(keys=self._keys(room, self.node_id),
+                                     args=[sid, name, room, self.node_id])
             log.info("presence: restored %r in %s", name, room)
+            if first:  # the other nodes never heard of this join
+                await on_joined(RoomName(room), name)
         self.rounds += 1
 
     async def _drop_dead(self, node: str, on_left: OnLeft) -> None:
