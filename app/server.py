@@ -74,9 +74,9 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> N
                       "publishing", [], lambda: [([], 1.0 if manager.healthy else 0.0)])
         metrics.watch("roomcast_fanout_queue_bytes", "Bytes of events waiting to be "
                       "published to the other nodes", [], lambda: [([], manager.queue.size)])
-        metrics.watch("roomcast_fanout_dropped", "Events that did not fit the publish "
-                      "queue (the other nodes caught up instead), since start", [],
-                      lambda: [([], manager.queue.dropped)])
+        metrics.watch("roomcast_fanout_lost", "Events not published to the other nodes "
+                      "(queue full, or Redis unreachable; they caught up instead), since "
+                      "start", [], lambda: [([], manager.queue.lost_events)])
         metrics.watch("roomcast_fanout_catch_ups", "Catch-ups this node asked of its "
                       "clients, since start", [], lambda: [([], manager.catch_ups)])
 

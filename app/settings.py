@@ -62,7 +62,8 @@ class Settings:
                 "for a free one (up to 10 s); fan-out holds two of its own"})
     max_fanout_queue_bytes: int = field(default=32 * 1024 * 1024, metadata={
         "help": "bytes of events waiting to be published to the other nodes (with "
-                "--redis); past it, the other nodes' clients catch up from the store"})
+                "--redis); past it (and while Redis is unreachable) the other nodes' "
+                "clients catch up from the store instead"})
     trust_forwarded: bool = field(default=False, metadata={
         "help": "take client addresses from X-Forwarded-For (only behind a proxy that "
                 "sets it)"})

@@ -4,7 +4,9 @@
   last seq it handed to ``on_message``. A message at or below it is a
   duplicate and dropped; one beyond ``last + 1`` reveals a gap, which is
   filled from ``history`` first. After a reconnect the client rejoins each
-  room with ``since = last`` and pages forward until it has caught up.
+  room with ``since = last`` and pages forward until it has caught up; told
+  by the server to catch up (``catch_up``: its link to the other nodes may
+  have lost events), it pages forward to the seq the server names.
 * **Sends are never lost or doubled.** ``send`` picks a ``client_id`` and
   retries through reconnects until the server acknowledges it; the server
   stores a repeated ``(room, name, client_id)`` once.
@@ -135,6 +137,7 @@ class ChatClient:
         self._sio.on("message", self._on_message, namespace=NAMESPACE)
         self._sio.on("presence", self._on_presence, namespace=NAMESPACE)
         self._sio.on("typing", self._on_typing, namespace=NAMESPACE)
+        self._sio.on("catch_up", self._on_catch_up, namespace=NAMESPACE)
         self.renewals = 0  # tokens renewed on a live connection
 
     # -- connection -------------------------------------------------------------
@@ -428,6 +431,18 @@ class ChatClient:
                 await self._accept(room, [message])
             except (ChatClientError, *_TRANSIENT) as exc:
                 log.info("could not fill a gap in %s (%s); will catch up on rejoin", room, exc)
+
+    async def _on_catch_up(self, event: JSON) -> None:
+        """The server says ``room`` is at ``seq`` (its link to the other nodes may
+        have lost events): fetch what this client has not handed over yet."""
+        room, seq = event.get("room"), event.get("seq")
+        if not (isinstance(room, str) and room in self._rooms and isinstance(seq, int)):
+            return
+        if seq > self._rooms[room].last:
+            try:
+                await self._catch_up(room, seq)
+            except (ChatClientError, *_TRANSIENT) as exc:
+                log.info("could not catch up on %s (%s); will on rejoin", room, exc)
 
     async def _accept(self, room: str, messages: list[JSON]) -> None:
         """Queue messages for ``on_message`` in seq order, once each,

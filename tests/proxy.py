@@ -12,8 +12,10 @@ class Proxy:
     ``cut()`` aborts every open connection; while ``offline`` is true, new
     connections are closed at once. ``stall()`` stops forwarding (bytes are
     held, new connections wait) until ``resume()``, like a link that goes
-    silent and comes back. ``upstream`` may be changed at any time (e.g. to a
-    restarted server's new port).
+    silent and comes back. ``blackhole()`` silently kills every connection
+    open now: from then on its bytes are dropped, both ways, and it is never
+    closed (a middlebox that lost its state); new connections work. ``upstream``
+    may be changed at any time (e.g. to a restarted server's new port).
     """
 
     def __init__(self, upstream: int) -> None:
@@ -22,6 +24,7 @@ class Proxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._black: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -31,6 +34,9 @@ class Proxy:
 
     def resume(self) -> None:
         self._flowing.set()
+
+    def blackhole(self) -> None:
+        self._black |= self._writers
 
     async def start(self) -> Proxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -61,12 +67,15 @@ class Proxy:
         try:
             while data := await source.read(65536):
                 await self._flowing.wait()
+                if sink in self._black:
+                    continue
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             self._writers.discard(sink)
+            self._black.discard(sink)
             sink.transport.abort()
 
     def cut(self) -> None:

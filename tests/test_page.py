@@ -13,7 +13,7 @@ from aiohttp import web
 from playwright.async_api import Browser, async_playwright, expect
 
 from app.chat.namespace import NAMESPACE
-from app.chat.models import RoomName
+from app.chat.models import RoomName, Sid
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
 from .conftest import TIMEOUT, ServeFactory, Served, sio_client, until
@@ -308,6 +308,24 @@ async def test_page_fills_a_gap_from_history(page_server: Served, browser: Brows
         await alice.shows("first", "lost 1", "lost 2", "seen")
     finally:
         await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_page_catches_up_when_told(page_server: Served, browser: Browser,
+                                         users: list[User]) -> None:
+    """Told to catch up (``catch_up``: what a node sends its clients when its link
+    to the other nodes may have lost events), the page fetches what it has not
+    shown, with no later message to reveal the gap, and redraws who is here."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="cu")
+    await alice.in_room("cu")
+    await alice.say("first")
+    await alice.shows("first")
+    chat = page_server.chat
+    for text in ("lost 1", "lost 2"):  # stored, never broadcast
+        await chat.store.append(RoomName("cu"), "bob", text, None)
+    await chat.presence.join(RoomName("cu"), "bob", Sid("on-another-node"))
+    chat.catch_up(["cu"])
+    await alice.shows("first", "lost 1", "lost 2")
+    await expect(alice.page.locator("#member-list li")).to_have_text(["alice", "bob"])
 
 
 async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,

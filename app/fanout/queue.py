@@ -6,12 +6,16 @@ batches and publishes each batch in that order on one connection: so the
 other nodes receive a room's events in the order they happened here, and an
 emit never waits for Redis.
 
-The queue holds at most ``max_bytes`` of encoded events. What does not fit,
-and a batch whose publish failed, is *lost* to the other nodes: the queue
-remembers the rooms it concerned (:class:`Lost`), so that the publisher can
-tell the other nodes to have their clients catch up on those rooms from the
-store once it can publish again. Nothing a client relies on is lost that way:
-messages are stored before they are emitted.
+The queue holds at most ``max_bytes`` of encoded events. What does not fit
+is *lost* to the other nodes, and so is, once a publish fails, the failed
+batch, everything queued behind it and everything emitted until the
+publisher can publish again (:meth:`suspend`, :meth:`resume`): late events
+would only replay a past the other nodes' clients have already moved on
+from (a member list that has changed since, typing long over). The queue
+remembers the rooms lost events concerned (:class:`Lost`), and the publisher
+then tells the other nodes to have their clients catch up on those rooms
+from the store (the room's latest seq, who is present now). Nothing a client
+relies on is lost that way: messages are stored before they are emitted.
 """
 
 from __future__ import annotations
@@ -58,8 +62,9 @@ class PublishQueue:
         self._bytes = 0
         self._ready = asyncio.Event()
         self.lost = Lost()
-        self.dropped = 0  # events that did not fit, ever
+        self.lost_events = 0  # events never published, since start
         self.closed = False
+        self.suspended = False
 
     def __len__(self) -> int:
         return len(self._events)
@@ -70,10 +75,11 @@ class PublishQueue:
         return self._bytes
 
     def put(self, room: object, payload: bytes) -> bool:
-        """Queue ``payload`` (an event for ``room``); False if it did not fit
-        (or the queue is closed), in which case ``room`` is remembered as lost."""
-        if self.closed or self._bytes + len(payload) > self.max_bytes:
-            self.dropped += 1
+        """Queue ``payload`` (an event for ``room``); False if it did not fit (or
+        the queue is closed or suspended), in which case ``room`` is remembered
+        as lost."""
+        if self.closed or self.suspended or self._bytes + len(payload) > self.max_bytes:
+            self.lost_events += 1
             self.lost.add(room)
             return False
         self._events.append((room, payload))
@@ -84,9 +90,10 @@ class PublishQueue:
     async def batch(self, max_events: int, max_bytes: int,
                     timeout: float) -> list[tuple[object, bytes]]:
         """The oldest events, at least one unless ``timeout`` s pass first (then
-        none), at most ``max_events`` and (past the first) ``max_bytes``."""
+        none), at most ``max_events`` and (past the first) ``max_bytes``. With
+        lost rooms to tell of, it does not wait."""
         if not self._events:
-            if self.closed:
+            if self.closed or self.lost:
                 return []
             self._ready.clear()
             try:
@@ -109,7 +116,19 @@ class PublishQueue:
     def lose(self, rooms: Iterable[object]) -> None:
         """Remember ``rooms`` as lost (their events were taken but not published)."""
         for room in rooms:
+            self.lost_events += 1
             self.lost.add(room)
+
+    def suspend(self) -> None:
+        """Publishing failed: what is queued is lost, and so is every event put
+        until :meth:`resume`."""
+        self.lose(room for room, _ in self._events)
+        self._events.clear()
+        self._bytes = 0
+        self.suspended = True
+
+    def resume(self) -> None:
+        self.suspended = False
 
     def merge(self, lost: Lost) -> None:
         """Remember again what :meth:`take_lost` handed out and could not be told."""

@@ -10,11 +10,12 @@ delivery). Two tasks, each on a connection of its own, do the rest:
   receive this node's events for a room in the order they were emitted here
   (concurrent publishes on a pool of connections could overtake each other).
   A failed publish replaces only the publisher's connection (the
-  subscription stays up); the failed batch's rooms are remembered as lost,
-  and once it can publish again it tells the other nodes to catch those
-  rooms up (a *catch-up* notice, below). While Redis is unreachable the queue
-  keeps what fits in ``--max-fanout-queue-bytes``; what does not fit is lost
-  the same way.
+  subscription stays up). The events the other nodes thereby miss (the
+  failed batch, those queued behind it, those emitted until Redis answers
+  again; and any that do not fit in ``--max-fanout-queue-bytes``) are not
+  published late: their rooms are remembered, and once the publisher can
+  publish again it tells the other nodes to catch those rooms up (a
+  *catch-up* notice, below).
 * the **subscriber** listens on the cluster's channel and delivers the other
   nodes' events to this node's members. After every (re)subscription, and on
   a catch-up notice from another node, it asks the chat (``on_catch_up``) to
@@ -172,7 +173,11 @@ class RedisFanout(CountingManager):
             except Exception as exc:  # redis raises many kinds; all mean "not published"
                 self.queue.lose(room for room, _ in batch)
                 self.queue.merge(lost)
-                await self._publish_failed(exc)
+                self.queue.suspend()
+                try:
+                    await self._publish_failed(exc)
+                finally:
+                    self.queue.resume()
                 continue
             if beat:
                 self._beat_sent = now
@@ -197,8 +202,7 @@ class RedisFanout(CountingManager):
         self._publish_ok = True
 
     async def _publish_failed(self, exc: Exception) -> None:
-        """Replace the publisher's connection once Redis answers it again
-        (the queue fills meanwhile, up to its bound)."""
+        """Replace the publisher's connection once Redis answers it again."""
         if self._publish_ok:
             log.warning("redis fan-out: publish failed (%s); the other nodes will catch "
                         "up once it works again", exc)

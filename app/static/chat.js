@@ -96,15 +96,30 @@ function deliver(room, message) {
     const appendOnly = room.outbox.length === 0 && message.seq === before + 1;
     if (message.seq > before + 1) await catchUp(room, message.seq - 1);  // a gap
     take(room, [message]);  // the gap's page may have brought it already
-    if (room.last === before) return;
-    if (room.name === current) {
-      if (appendOnly) appendItem(message); else renderMessages(room);
-      renderTyping(room);
-    } else {
-      room.unread += room.messages.filter((m) => m.seq > before && m.from !== myName).length;
-      renderLists();
-    }
+    showNew(room, before, appendOnly ? message : null);
   });
+}
+
+function caughtUp(room, seq) {
+  // the server says the room is at `seq`: fetch what this page has not seen
+  // (events the server's link to the other nodes may have lost)
+  return inOrder(room, async () => {
+    const before = room.last;
+    if (seq > before) await catchUp(room, seq);
+    showNew(room, before, null);
+  });
+}
+
+function showNew(room, before, appended) {
+  // show what arrived after seq `before`: `appended`, if it is the only new one
+  if (room.last === before) return;
+  if (room.name === current) {
+    if (appended) appendItem(appended); else renderMessages(room);
+    renderTyping(room);
+  } else {
+    room.unread += room.messages.filter((m) => m.seq > before && m.from !== myName).length;
+    renderLists();
+  }
 }
 
 function appendItem(message) {
@@ -398,6 +413,13 @@ function connect(credential) {
   socket.on("message", (message) => {
     const room = rooms.get(message.room);
     if (room) deliver(room, message);
+  });
+  socket.on("catch_up", ({ room: name, seq, members }) => {
+    const room = rooms.get(name);
+    if (!room || !room.joined) return;  // a rejoin catches up by itself
+    room.members = members;
+    if (name === current) renderRoomHead(room);
+    caughtUp(room, seq);
   });
   socket.on("presence", ({ room: name, members }) => {
     const room = rooms.get(name);
