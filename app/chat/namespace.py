@@ -87,6 +87,7 @@ class Connection:
     transport: str
     address: str
     rooms: set[RoomName] = field(default_factory=set)
+    joining: set[RoomName] = field(default_factory=set)  # joins in flight, not in rooms yet
     # one per event kind (and "reply_bytes"), made on first use: an idle
     # connection holds none
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
@@ -254,16 +255,19 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("disconnect sid=%s name=%r transport=%s reason=%s", sid, conn.name,
                  conn.transport, reason)
         for room in sorted(conn.rooms):
-            try:
-                await self._forget(sid, conn, room)
-            except ChatError as exc:  # presence housekeeping repairs it later
-                log.warning("disconnect sid=%s room=%s: %s", sid, room, exc.message)
+            await self._forget(sid, conn, room)  # each room, whatever fails
 
     async def _forget(self, sid: Sid, conn: Connection, room: RoomName) -> None:
-        """Drop ``sid`` from ``room``'s presence; announce it if the name left."""
+        """Drop ``sid`` from ``room``'s presence; announce it if the name left.
+        The connection has left already: if presence fails, that is logged
+        and its housekeeping repairs the entry (against conn.rooms) later."""
         conn.rooms.discard(room)
-        if await self.presence.leave(room, conn.name, sid):
-            await self.announce_leave(room, conn.name)
+        try:
+            if await self.presence.leave(room, conn.name, sid):
+                await self.announce_leave(room, conn.name)
+        except Exception as exc:
+            log.error("leave sid=%s room=%s: presence failed (%s); housekeeping repairs it",
+                      sid, room, exc, exc_info=not isinstance(exc, ChatError))
 
     async def announce_leave(self, room: RoomName, name: str) -> None:
         """Tell the room that ``name`` left (also for names of a node that died)."""
@@ -273,7 +277,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def announce_join(self, room: RoomName, name: str) -> None:
         """Tell the room that ``name`` is here (a join presence restored after
-        a Redis outage, which the other nodes did not hear of then)."""
+        a Redis outage, which the other nodes did not hear of then). Its own
+        connections are told too: the member list they had may be one that
+        an outage cut short."""
         members = await self.presence.members(room)
         await self.emit("presence", {"room": room, "user": name,
                                      "event": "join", "members": members}, room=room)
@@ -374,45 +380,74 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not conn.identity.may_join(req.room):
             raise ChatError(ErrorCode.UNAUTHORIZED,
                             f"your token does not admit you to {req.room!r}")
-        if req.room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms:
+        entering = req.room not in conn.rooms and req.room not in conn.joining
+        if entering and len(conn.rooms) + len(conn.joining) >= self.settings.max_rooms:
             raise ChatError(ErrorCode.TOO_LARGE, f"a connection may be in at most "
                             f"{self.settings.max_rooms} rooms; leave one first")
         self._limit(conn, "join", "joins")
         self._reserve_reply(conn)
-        if req.room not in conn.rooms:
-            try:
-                await self._enter(sid, conn, req.room)
-            except BaseException:
-                self._bucket(conn, "reply_bytes").charge(-self.settings.max_reply_bytes)
-                raise
+        if entering:
+            # Counted before any await (pipelined joins cannot pass --max-rooms),
+            # and in the Socket.IO room before reading history, so that whatever
+            # is stored after the read is broadcast to us and nothing falls
+            # between the two (a message may come both ways; clients drop seqs
+            # they have).
+            conn.joining.add(req.room)
+            await self.enter_room(sid, req.room)
         if req.since is None:
             query = self.store.page(req.room, limit=JOIN_LATEST)
         else:
             query = self.store.page(req.room, after=req.since, limit=JOIN_SINCE_MAX)
-        page, messages, more = await self._read(conn, query, keep_newest=req.since is None)
+        try:
+            page, messages, more = await self._read(conn, query, keep_newest=req.since is None)
+            if entering:
+                await self._enter(sid, conn, req.room)  # the point of no return
+            elif req.room not in conn.rooms:  # a join of it, racing this one, is not done
+                raise ChatError(ErrorCode.UNAVAILABLE, f"already joining {req.room!r}; "
+                                "try again")
+        except BaseException:
+            if entering and self.connections.get(sid) is conn:
+                conn.rooms.discard(req.room)
+                await self.leave_room(sid, req.room)
+            raise
+        finally:
+            if entering:
+                conn.joining.discard(req.room)
         return {"room": req.room, "seq": page.latest,
-                "members": await self.presence.members(req.room),
+                "members": await self._members(conn, req.room),
                 "messages": messages, "more": more}
 
     async def _enter(self, sid: Sid, conn: Connection, room: RoomName) -> None:
-        """Put ``sid`` in ``room``: presence, then the Socket.IO room, then tell the others."""
-        # Presence first: if it fails, nothing has changed yet.
+        """Record ``sid`` in ``room``'s presence and tell the others. If presence
+        fails, nothing has changed there (the caller leaves the Socket.IO room);
+        once it has answered, the join is done, whatever fails after."""
+        if self.connections.get(sid) is not conn:  # disconnected during the read
+            raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+        # A member from here on for housekeeping too (it leaves this entry alone
+        # while the join's own presence call is under way).
+        conn.rooms.add(room)
+        conn.joining.discard(room)
         first = await self.presence.join(room, conn.name, sid)
         if self.connections.get(sid) is not conn:  # disconnected meanwhile
             await self.presence.leave(room, conn.name, sid)
             raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
-        # Enter the room before reading history: whatever is stored after the
-        # read is broadcast to us, so nothing falls between the two (a message
-        # may come both ways; clients drop seq numbers they have).
-        conn.rooms.add(room)
-        await self.enter_room(sid, room)
         if first:
-            members = await self.presence.members(room)
-            await self.emit("presence", {"room": room, "user": conn.name,
-                                         "event": "join", "members": members},
+            await self.emit("presence", {"room": room, "user": conn.name, "event": "join",
+                                         "members": await self._members(conn, room)},
                             room=room, skip_sid=sid)
         log.info("join sid=%s name=%r transport=%s room=%s", sid, conn.name,
                  self._transport(sid), room)
+
+    async def _members(self, conn: Connection, room: RoomName) -> list[str]:
+        """``room``'s members; if presence cannot say, the members this node has
+        (an answer to a join that is done, which must not fail for this)."""
+        try:
+            return await self.presence.members(room)
+        except Exception as exc:
+            log.error("members of %s: presence failed (%s); answering this node's",
+                      room, exc, exc_info=not isinstance(exc, ChatError))
+            return sorted({c.name for c in self.connections.values() if room in c.rooms}
+                          | {conn.name})
 
     @acked
     async def on_leave(self, sid: Sid, data: object = None) -> Ack:

@@ -73,4 +73,4 @@ async def open_presence(redis_url: str, *, prefix: str, node_id: str, ttl: float
         await presence.start()
         return presence
     from .memory import MemoryPresence
-    return MemoryPresence()
+    return MemoryPresence(interval=ttl / 3)

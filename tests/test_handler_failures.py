@@ -1,0 +1,175 @@
+"""A handler that fails half way leaves no trace, and its ack tells the truth.
+
+A connection's membership of a room is held in three places: the namespace's
+``conn.rooms``, the Socket.IO room (where broadcasts go) and presence (who is
+listed). Failures are injected at each await of ``join``, ``leave`` and
+``disconnect``, on both presence backends; afterwards the three agree, with
+the ack: a failed join is in none, a join answered ok in all, a leave in none
+(presence repaired by its housekeeping when its own call failed)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app.chat.errors import ChatError, ErrorCode
+from app.chat.models import RoomName
+from app.chat.namespace import NAMESPACE
+from app.keys import SIO_KEY
+
+from .conftest import TIMEOUT, Peer, ServeFactory, Served, sio_client, until
+from .services import REDIS_URL
+
+
+class Faulty:
+    """A store or presence whose next calls of a method raise, as told."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._faults: dict[str, list[BaseException]] = {}
+
+    def fail(self, method: str, error: BaseException, times: int = 1) -> None:
+        self._faults.setdefault(method, []).extend([error] * times)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        faults = self._faults.get(name)
+        if not faults:
+            return attr
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            raise faults.pop(0)
+        return failing
+
+
+UNAVAILABLE = ChatError(ErrorCode.UNAVAILABLE, "injected outage")
+BUG = RuntimeError("injected bug")
+
+
+async def start_node(serve: ServeFactory, presence: str, **overrides: Any) -> Served:
+    """A node on ``presence`` ("memory" or "redis") whose store and presence can
+    be made to fail; presence repairs itself every 0.1 s."""
+    if presence == "redis":
+        overrides.update(redis=REDIS_URL, redis_prefix=f"test-{uuid.uuid4().hex[:8]}")
+    served = await serve(presence_ttl=0.3, **overrides)
+    served.chat.store = Faulty(served.chat.store)
+    served.chat.presence = Faulty(served.chat.presence)
+    return served
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def node(serve: ServeFactory, request: pytest.FixtureRequest) -> Served:
+    return await start_node(serve, request.param)
+
+
+@pytest.fixture
+async def alice(node: Served) -> AsyncIterator[Peer]:
+    peer = Peer("alice", sio_client("msgpack"))
+    await peer.sio.connect(node.url, auth={"name": "alice"}, namespaces=[NAMESPACE],
+                           transports=["websocket"], wait_timeout=TIMEOUT)
+    yield peer
+    if peer.sio.connected:
+        await peer.sio.disconnect()
+
+
+def faulty(node: Served, what: str) -> Faulty:
+    held = node.chat.store if what == "store" else node.chat.presence
+    assert isinstance(held, Faulty)
+    return held
+
+
+async def copies(node: Served, peer: Peer, sid: str, room: str) -> dict[str, bool]:
+    """Where the connection ``sid`` of ``peer`` is a member of ``room``."""
+    conn = node.chat.connections.get(sid)  # type: ignore[call-overload]
+    manager = node.app[SIO_KEY].manager
+    presence = faulty(node, "presence").inner
+    return {"conn.rooms": conn is not None and room in conn.rooms,
+            "socket.io room": sid in manager.rooms.get(NAMESPACE, {}).get(room, {}),
+            "presence": peer.name in await presence.members(RoomName(room))}
+
+
+def everywhere(value: bool) -> dict[str, bool]:
+    return {"conn.rooms": value, "socket.io room": value, "presence": value}
+
+
+@pytest.mark.parametrize("what, method", [("store", "page"), ("presence", "join")])
+@pytest.mark.parametrize("error", [UNAVAILABLE, BUG], ids=["outage", "bug"])
+async def test_a_join_that_fails_leaves_no_trace(node: Served, alice: Peer, what: str,
+                                                 method: str, error: BaseException) -> None:
+    faulty(node, what).fail(method, error)
+    ack = await alice.call("join", {"room": "r"})
+    assert ack["ok"] is False
+    assert ack["error"]["code"] == ("unavailable" if error is UNAVAILABLE else "internal")
+    assert await copies(node, alice, alice.sid, "r") == everywhere(False)
+    assert (await alice.join("r"))["members"] == ["alice"]  # and it can join again
+    assert await copies(node, alice, alice.sid, "r") == everywhere(True)
+
+
+@pytest.mark.parametrize("error", [UNAVAILABLE, BUG], ids=["outage", "bug"])
+async def test_a_join_done_is_answered_done(node: Served, alice: Peer,
+                                            error: BaseException) -> None:
+    """Presence recorded the join, then could not list the members: the join is
+    done, and answered ok with the members this node knows of."""
+    faulty(node, "presence").fail("members", error)
+    ack = await alice.join("r")
+    assert ack["members"] == ["alice"]
+    assert await copies(node, alice, alice.sid, "r") == everywhere(True)
+
+
+@pytest.mark.parametrize("method", ["leave", "members"])
+@pytest.mark.parametrize("error", [UNAVAILABLE, BUG], ids=["outage", "bug"])
+async def test_a_leave_is_done_whatever_presence_does(node: Served, alice: Peer,
+                                                      method: str, error: BaseException) -> None:
+    """The connection has left once the ack says so; a presence entry its failed
+    call left behind is removed by housekeeping."""
+    await alice.join("r")
+    faulty(node, "presence").fail(method, error)
+    await alice.ok("leave", {"room": "r"})
+    presence = faulty(node, "presence").inner
+    rounds = presence.rounds
+    await until(lambda: presence.rounds > rounds + 1, TIMEOUT)  # a whole round since
+    assert await copies(node, alice, alice.sid, "r") == everywhere(False)
+    assert (await alice.join("r"))["members"] == ["alice"]
+
+
+async def test_a_disconnect_leaves_every_room_whatever_fails(node: Served, alice: Peer) -> None:
+    """Presence fails on the first of three rooms (a bug, then an outage): the
+    disconnect still leaves the rest at once, and housekeeping the others."""
+    sid = alice.sid
+    for room in ("a", "b", "c"):
+        await alice.join(room)
+    presence = faulty(node, "presence")
+    presence.fail("leave", BUG)
+    presence.fail("leave", UNAVAILABLE)
+    await alice.sio.disconnect()
+    manager = node.app[SIO_KEY].manager
+    await until(lambda: sid not in node.chat.connections
+                and sid not in manager.rooms.get(NAMESPACE, {}).get(None, {}))
+    assert await copies(node, alice, sid, "c") == everywhere(False)
+    rounds = presence.inner.rounds
+    await until(lambda: presence.inner.rounds > rounds + 1, TIMEOUT)
+    for room in ("a", "b"):
+        assert await copies(node, alice, sid, room) == everywhere(False)
+
+
+@pytest.mark.parametrize("presence", ["memory", "redis"])
+async def test_pipelined_joins_keep_the_room_limit(serve: ServeFactory, presence: str) -> None:
+    """Ten joins at once of ten rooms, at most three allowed: three succeed, the
+    rest are refused too_large, and the connection is in exactly those three."""
+    node = await start_node(serve, presence, max_rooms=3)
+    peer = Peer("alice", sio_client("msgpack"))
+    await peer.sio.connect(node.url, auth={"name": "alice"}, namespaces=[NAMESPACE],
+                           transports=["websocket"], wait_timeout=TIMEOUT)
+    try:
+        acks = await asyncio.gather(*(peer.call("join", {"room": f"r{i}"}) for i in range(10)))
+        joined = [f"r{i}" for i, ack in enumerate(acks) if ack["ok"]]
+        assert len(joined) == 3
+        assert {ack["error"]["code"] for ack in acks if not ack["ok"]} == {"too_large"}
+        for i in range(10):
+            assert await copies(node, peer, peer.sid, f"r{i}") == everywhere(f"r{i}" in joined)
+    finally:
+        await peer.sio.disconnect()
