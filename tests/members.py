@@ -16,6 +16,7 @@ class Member:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.presence: list[dict[str, Any]] = []  # presence events, in order
+        self.seqs: list[int] = []  # of the message events, in order
         self.message = asyncio.Event()  # a message event arrived
 
     @classmethod
@@ -43,4 +44,5 @@ class Member:
             elif data.startswith('42/chat,["presence"'):
                 self.presence.append(json.loads(data[len("42/chat,"):])[1])
             elif data.startswith('42/chat,["message"'):
+                self.seqs.append(json.loads(data[len("42/chat,"):])[1]["seq"])
                 self.message.set()

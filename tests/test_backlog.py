@@ -10,10 +10,12 @@ from typing import cast
 
 import aiohttp
 
+from app.chat.models import RoomName
 from app.keys import SIO_KEY
 from app.ws.frames import TEXT
 
-from .conftest import TIMEOUT, PeerFactory, ServeFactory, sio_client
+from .conftest import TIMEOUT, PeerFactory, ServeFactory, sio_client, until
+from .members import Member
 from .processes import start_server
 from .rawclient import CONNECT, RawClient
 from .test_websocket import frame, handshake
@@ -175,3 +177,50 @@ async def test_readers_stalling_together_are_held_to_the_node_budget(tmp_path: P
         for sio in (reader, sender):
             await sio.disconnect()
         assert await server.stop() == 0
+
+
+async def test_members_cut_together_each_leave_once(serve: ServeFactory) -> None:
+    """300 long-polling members of a room (30 names, 10 connections each) stop
+    polling; the sender's messages cut them all, many in one broadcast (the cuts
+    of a broadcast run after it, not inside it): the two members who keep reading
+    get every message, and hear each stalled name leave exactly once."""
+    served = await serve(serializer="json", max_backlog_packets=100,
+                         max_connections_per_address=1000, max_connections_per_name=10)
+    sender = sio_client("json")
+    stuck: list[RawClient] = []
+
+    async def seat(name: str) -> None:
+        client = await RawClient.open(served.url, "polling", "json")
+        stuck.append(client)
+        assert (await client.connect({"name": name}))["type"] == CONNECT
+        assert (await client.call("join", {"room": "busy"}))["ok"]
+        # and it never polls again
+
+    async with aiohttp.ClientSession() as session:
+        live = [await Member.seat(session, served.url, f"live{i}", "busy") for i in range(2)]
+        readers = [asyncio.ensure_future(member.read()) for member in live]
+        try:
+            for start in range(0, 300, 50):
+                await asyncio.gather(*(seat(f"s{i % 30}") for i in range(start, start + 50)))
+            await sender.connect(served.url, auth={"name": "sender"}, namespaces=["/chat"],
+                                 transports=["websocket"], wait_timeout=TIMEOUT)
+            await sender.call("join", {"room": "busy"}, namespace="/chat")
+            for _ in range(120):
+                ack = await sender.call("send", {"room": "busy", "text": "hello"},
+                                        namespace="/chat", timeout=TIMEOUT)
+                assert ack["ok"], ack
+            for member in live:
+                await until(lambda: len(member.seqs) == 120 and len(member.leaves) >= 30)
+                assert member.seqs == list(range(1, 121))
+                assert sorted(member.leaves) == sorted(f"s{i}" for i in range(30))
+            assert await served.chat.presence.members(RoomName("busy")) == [
+                "live0", "live1", "sender"]
+            assert len(served.chat.connections) == 3
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            await asyncio.gather(*(client.close() for client in stuck))
+            await sender.disconnect()
+            for member in live:
+                await member.ws.close()
