@@ -79,6 +79,7 @@ class Cluster:
         self.node_ports: list[int] = []
         self.nginx: asyncio.subprocess.Process | None = None
         self.logs: list[list[bytes]] = []
+        self._collectors: list[asyncio.Future[None]] = []  # each node's stderr, read to the end
 
     @property
     def url(self) -> str:
@@ -117,7 +118,7 @@ class Cluster:
             if match := LISTENING.search(line):
                 break
         port = int(match.group(1))
-        asyncio.ensure_future(_collect(proc.stderr, log))
+        self._collectors.append(asyncio.ensure_future(_collect(proc.stderr, log)))
         self.nodes.append(proc)
         self.node_ports.append(port)
         self.logs.append(log)

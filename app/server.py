@@ -120,6 +120,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         max_backlog_bytes=settings.max_backlog_bytes,
         max_node_backlog_bytes=settings.max_node_backlog_bytes,
         max_poll_packets=settings.max_poll_packets,
+        max_events_in_progress=settings.max_events_in_progress,
         refuse_event=refused_event_reply,
         logger=False,
         engineio_logger=False,
@@ -155,15 +156,12 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         sio.start_manager()
         if isinstance(sio.manager, RedisFanout):
             await sio.manager.wait_subscribed(STARTUP_WAIT)
-        housekeeping = asyncio.create_task(
-            app[PRESENCE_KEY].maintain(chat.local_members, chat.announce_leave,
-                                       chat.announce_join),
-            name="presence-housekeeping")
+        chat.start_housekeeping()
         log.info("node %s ready", node)
         yield
         await chat.wait_handlers(settings.shutdown_timeout)
-        housekeeping.cancel()
-        await asyncio.gather(housekeeping, chat.stop_catching_up(), return_exceptions=True)
+        await asyncio.gather(chat.stop_housekeeping(), chat.stop_catching_up(),
+                             return_exceptions=True)
         if isinstance(sio.manager, RedisFanout):
             await sio.manager.close()
 

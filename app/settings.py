@@ -123,6 +123,9 @@ class Settings:
         "help": "bytes waiting for all slow clients together; past it the ones furthest "
                 "behind are disconnected first (bounds memory however many stall at "
                 "once); 0: no bound"})
+    max_events_in_progress: int = field(default=50, metadata={
+        "help": "events of one connection handled at once; past it the server stops "
+                "reading that connection until one is done (nothing is dropped)"})
     max_poll_packets: int = field(default=16, metadata={
         "help": "packets in one long-polling response, the rest in the next (python-socketio "
                 "clients drop a connection sent more than 16); 0: no limit"})
@@ -193,6 +196,8 @@ class Settings:
             raise ValueError("store_timeout must be positive and store_max_pending at least 1")
         if self.max_node_backlog_bytes < 0:
             raise ValueError("max_node_backlog_bytes must be 0 (no bound) or more")
+        if self.max_events_in_progress < 1:
+            raise ValueError("max_events_in_progress must be at least 1")
         if self.max_poll_packets < 0:
             raise ValueError("max_poll_packets must be 0 (no limit) or more")
         for kind in RATED:

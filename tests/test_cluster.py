@@ -338,6 +338,43 @@ async def test_presence_housekeeping_survives_any_error() -> None:
         await presence.close()
 
 
+async def test_stopped_housekeeping_leaves_no_loop_running() -> None:
+    """Cancelled in the middle of a round whose work does not stop at once (here
+    an announcement that swallows the cancellation, as asyncio.Condition.wait can
+    on Python 3.11 while waiting for a pooled connection), housekeeping returns
+    only once both of its loops have ended: nothing writes to Redis after it
+    (gather returned as soon as one loop was cancelled, and the other ran on)."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    presence = RedisPresence(REDIS_URL, prefix=prefix, node_id="n", ttl=0.3)
+    await presence.start()
+    announcing = asyncio.Event()
+    never = asyncio.Event()
+
+    async def on_joined(room: RoomName, name: str) -> None:
+        if announcing.is_set():
+            return
+        announcing.set()
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            pass  # swallowed: the round goes on
+
+    async def on_left(room: RoomName, name: str) -> None:
+        pass
+
+    local = [(RoomName("r"), Sid(f"s{i}"), f"n{i}") for i in range(3)]
+    housekeeping = asyncio.ensure_future(presence.maintain(lambda: local, on_left, on_joined))
+    try:
+        await asyncio.wait_for(announcing.wait(), TIMEOUT)
+        housekeeping.cancel()
+        await asyncio.gather(housekeeping, return_exceptions=True)
+        loops = [t for t in asyncio.all_tasks()
+                 if getattr(t.get_coro(), "__name__", "") == "_every_round"]
+        assert loops == []
+    finally:
+        await presence.close()
+
+
 async def test_while_redis_is_down_a_node_serves_its_own_clients(
         serve: ServeFactory, tmp_path: Path) -> None:
     """With Redis down, a node's clients still join, see each other arrive and leave,

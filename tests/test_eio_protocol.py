@@ -394,3 +394,25 @@ async def test_a_preflight_from_an_accepted_origin(serve: ServeFactory,
                         headers={"Origin": "https://evil.example"}) as r:
         assert r.status == 400
     assert not served.app[SIO_KEY].eio.sockets
+
+
+async def test_cutting_a_polling_session_answers_its_own_poll(server: Served) -> None:
+    """A long-polling session cut as a slow consumer has its waiting GET answered
+    with CLOSE, on a connection the server keeps: behind a proxy that connection
+    is kept alive and carries other clients' requests next (here two sessions
+    share one), and aborting it would cut them too."""
+    engine = server.app[SIO_KEY].eio
+    connector = aiohttp.TCPConnector(limit=1)  # one connection for both sessions
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as shared:
+        cut, other = await open_polling(server, shared), await open_polling(server, shared)
+        for sid in (cut, other):
+            assert await post(shared, server, sid, "40") == (200, "ok")
+            assert (await get(shared, server, sid))[1].startswith("40")
+        waiting = asyncio.ensure_future(get(shared, server, cut))
+        session = engine.sockets[cut]
+        await until(lambda: session.poll_waiter is not None)
+        engine.cut_now(session)
+        assert await waiting == (200, "1")
+        status, body = await get(shared, server, other)  # over the same connection
+        assert status == 200 and body.startswith("2")  # its next ping

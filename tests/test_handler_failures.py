@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import socketio
 
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import RoomName
@@ -173,3 +174,88 @@ async def test_pipelined_joins_keep_the_room_limit(serve: ServeFactory, presence
             assert await copies(node, peer, peer.sid, f"r{i}") == everywhere(f"r{i}" in joined)
     finally:
         await peer.sio.disconnect()
+
+
+async def test_a_bug_in_the_identity_check_is_the_servers(
+        serve: ServeFactory, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connect whose identity check raises (a bug, injected) is refused
+    ``internal`` and logged at ERROR with its traceback: not blamed on the
+    client's packet, and the server goes on serving."""
+    from app.chat import namespace
+
+    def broken(auth: object, secret: str) -> None:
+        raise RuntimeError("injected bug")
+
+    served = await serve()
+    monkeypatch.setattr(namespace, "identify", broken)
+    sio = sio_client("msgpack")
+    errors: asyncio.Queue[Any] = asyncio.Queue()
+    sio.on("connect_error", errors.put_nowait, namespace=NAMESPACE)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sio.connect(served.url, auth={"name": "alice"}, namespaces=[NAMESPACE],
+                          wait_timeout=TIMEOUT)
+    error = await asyncio.wait_for(errors.get(), TIMEOUT)
+    assert error["data"] == {"code": "internal", "message": "internal error"}
+    failures = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert any("injected bug" in str(r.exc_info[1]) for r in failures if r.exc_info)
+    assert not any("invalid Socket.IO packet" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    peer = Peer("alice", sio_client("msgpack"))
+    await peer.sio.connect(served.url, auth={"name": "alice"}, namespaces=[NAMESPACE],
+                           wait_timeout=TIMEOUT)
+    await peer.join("r")
+    await peer.sio.disconnect()
+
+
+class Gate:
+    """A store whose reads wait until opened, counting those waiting."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.open = asyncio.Event()
+        self.waiting = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def page(self, *args: Any, **kwargs: Any) -> Any:
+        self.waiting += 1
+        try:
+            await self.open.wait()
+        finally:
+            self.waiting -= 1
+        return await self.inner.page(*args, **kwargs)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_a_connections_events_in_progress_are_bounded(serve: ServeFactory,
+                                                            transport: str) -> None:
+    """200 pipelined history calls while the store is stuck: at most
+    --max-events-in-progress (5 here) of them are being handled; the rest wait
+    unread, none is dropped, all are answered once the store answers; another
+    connection is served meanwhile."""
+    served = await serve(max_events_in_progress=5)
+    gate = Gate(served.chat.store)
+    served.chat.store = gate
+    peers = [Peer(name, sio_client("msgpack")) for name in ("alice", "bob")]
+    for peer in peers:
+        await peer.sio.connect(served.url, auth={"name": peer.name}, namespaces=[NAMESPACE],
+                               transports=[transport], wait_timeout=TIMEOUT)
+    alice, bob = peers
+    try:
+        gate.open.set()
+        await alice.join("r")
+        gate.open.clear()
+        calls = [asyncio.ensure_future(alice.sio.call("history", {"room": "r"},
+                                                      namespace=NAMESPACE, timeout=30))
+                 for _ in range(200)]
+        await until(lambda: gate.waiting == 5)
+        assert (await bob.ok("rooms"))["rooms"] == [{"name": "r", "members": 1}]
+        assert gate.waiting == 5  # still: the others wait unread
+        gate.open.set()
+        acks = await asyncio.gather(*calls)
+        assert all(ack["ok"] for ack in acks) and len(acks) == 200
+    finally:
+        for peer in peers:
+            await peer.sio.disconnect()

@@ -43,6 +43,9 @@ log = logging.getLogger("app.chat")  # the event log: its name stays what operat
 NAMESPACE = "/chat"
 
 Ack = dict[str, Any]
+# what a node that is shutting down no longer takes on (its connections are about
+# to close: the client retries on the node it reconnects to)
+REFUSED_WHILE_DRAINING = frozenset({"send", "join"})
 Handler = Callable[["ChatNamespace", Sid, object], Awaitable[Ack]]
 
 
@@ -65,6 +68,9 @@ def acked(handler: Handler) -> Callable[..., Awaitable[Ack]]:
                 raise ChatError(ErrorCode.BAD_REQUEST, "send one payload map")
             if sid not in self.connections:
                 raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+            if self.draining and event in REFUSED_WHILE_DRAINING:
+                raise ChatError(ErrorCode.UNAVAILABLE,
+                                "this server is shutting down; reconnect and try again")
             return {"ok": True, **await handler(self, sid, args[0] if args else None)}
         except ChatError as exc:
             self._refused(sid, event, exc)
@@ -132,6 +138,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         # rooms whose members must be told to catch up (see catch_up); None: all
         self._behind: set[RoomName] | None = set()
         self._catching_up: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
 
     def _in_flight(self, task: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
         if task is not None:
@@ -167,6 +174,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.metrics.refused.labels("connect", exc.code).inc()
             log.info("refused connect sid=%s addr=%s code=%s", sid, address, exc.code)
             raise refuse(exc) from None
+        except Exception:  # ours, not the client's: said so, with its traceback
+            log.exception("connect sid=%s addr=%s: identity check failed", sid, address)
+            self.metrics.refused.labels("connect", ErrorCode.INTERNAL).inc()
+            raise refuse(ChatError(ErrorCode.INTERNAL, "internal error")) from None
         transport = self.server.transport(sid, NAMESPACE)
         conn = self.connections[sid] = Connection(identity, transport, address)
         self._arm_expiry(sid, conn)
@@ -223,16 +234,20 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         that is thereby gone (once; not the leaving connections themselves). The
         disconnects that follow then have nothing left to announce."""
         self.draining = True
-        try:
-            gone = await self.presence.drain()
-        except Exception:
-            log.exception("draining presence failed; the other nodes will clean up")
-            gone = []
+        # housekeeping stops first (a round under way would write back entries
+        # of joins it saw in flight), and this node's members are gone from its
+        # own view before they are gone from Redis
+        await self.stop_housekeeping()
         leaving: dict[RoomName, list[Sid]] = {}
         for sid, conn in self.connections.items():
             for room in conn.rooms:
                 leaving.setdefault(room, []).append(sid)
             conn.rooms.clear()
+        try:
+            gone = await self.presence.drain()
+        except Exception:
+            log.exception("draining presence failed; the other nodes will clean up")
+            gone = []
         for room, name in gone:
             try:
                 members = await self.presence.members(room)
@@ -313,6 +328,18 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self.emit("catch_up", {"room": room, "seq": page.latest,
                                              "members": members}, room=room, ignore_queue=True)
             log.info("told %d rooms to catch up", len(rooms))
+
+    def start_housekeeping(self) -> None:
+        """Presence housekeeping, for as long as this node serves (see Presence.maintain)."""
+        self._housekeeping = asyncio.create_task(
+            self.presence.maintain(self.local_members, self.announce_leave, self.announce_join),
+            name="presence-housekeeping")
+
+    async def stop_housekeeping(self) -> None:
+        task, self._housekeeping = self._housekeeping, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def stop_catching_up(self) -> None:
         task = self._catching_up
@@ -431,6 +458,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self.connections.get(sid) is not conn:  # disconnected meanwhile
             await self.presence.leave(room, conn.name, sid)
             raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+        if self.draining:  # after this node's presence was taken out in one step
+            await self.presence.leave(room, conn.name, sid)
+            raise ChatError(ErrorCode.UNAVAILABLE,
+                            "this server is shutting down; reconnect and try again")
         if first:
             await self.emit("presence", {"room": room, "user": conn.name, "event": "join",
                                          "members": await self._members(conn, room)},

@@ -66,7 +66,6 @@ async def poll(engine: EngineServer, session: LiveSession, request: Any,
     elif not session.queued and not session.closed:
         waiter = asyncio.get_running_loop().create_future()
         session.poll_waiter = waiter
-        session.poll_transport = request.transport
         try:
             answer = await waiter  # the heartbeat's ping comes within ping_interval
         except asyncio.CancelledError:
@@ -78,7 +77,6 @@ async def poll(engine: EngineServer, session: LiveSession, request: Any,
             raise
         finally:
             session.poll_waiter = None
-            session.poll_transport = None
     if engine.going_away and session.closed:
         return web.Response(status=503, text="server going away; reconnect", headers=cors)
     batch = session.take()

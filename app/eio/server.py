@@ -102,7 +102,7 @@ class LiveSession(Session):
     """A session with its I/O: the WebSocket (or the waiting poll), its timer,
     the packets read but not yet handled, the frames of this loop turn."""
 
-    __slots__ = ("engine", "ws", "wire", "poll_waiter", "poll_transport", "posting", "timer",
+    __slots__ = ("engine", "ws", "wire", "poll_waiter", "posting", "timer",
                  "inbox", "inbox_bytes", "pump", "out", "out_bytes", "gone", "ended")
 
     def __init__(self, engine: EngineServer, sid: str, environ: dict[str, Any],
@@ -112,7 +112,6 @@ class LiveSession(Session):
         self.ws: WebSocketConnection | None = None  # the WebSocket (or the one probing)
         self.wire: asyncio.Transport | None = None  # set while writes go direct
         self.poll_waiter: asyncio.Future[str | None] | None = None  # a GET waiting
-        self.poll_transport: asyncio.Transport | None = None  # that GET's connection
         self.posting = False  # a POST is being read
         self.timer: asyncio.TimerHandle | None = None  # next ping, or the pong deadline
         self.inbox: list[Any] | None = None  # messages read, not yet handled
@@ -189,12 +188,15 @@ class LiveSession(Session):
             waiter.set_result(answer)
 
     def abort(self) -> None:
-        """Drop this session's connection at once, unsent data and all."""
+        """Drop this session's unsent data, and its WebSocket at once. A
+        long-polling session's connection is not its own (behind a proxy it is
+        shared, kept alive, by other clients' requests): its waiting poll, if
+        any, is answered when the session closes."""
         self.out = None
         if self.ws is not None:
             self.ws.abort()
-        elif self.poll_transport is not None:
-            self.poll_transport.abort()
+        else:
+            self.drop_queue()
 
     # -- the WebSocket's listener -----------------------------------------------
 
@@ -260,7 +262,8 @@ class EngineServer:
         self.connections = OpenConnections()  # WebSocket connections taken over
         self.going_away = False  # shutting down: sessions end so that clients reconnect
         self._entropy, self._entropy_at, self._sequence = b"", 0, 0  # see generate_id
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # sessions' own: shutdown waits for them
+        self._background: set[asyncio.Future[Any]] = set()  # start_background_task's
 
     def configure(self, **limits: Any) -> None:
         """Change bounds after construction (python-socketio builds us with its own
@@ -313,8 +316,13 @@ class EngineServer:
         await self.save_session(sid, data)
 
     def start_background_task(self, target: Callable[..., Awaitable[Any]], *args: Any,
-                              **kwargs: Any) -> asyncio.Task[Any]:
-        return asyncio.ensure_future(target(*args, **kwargs))
+                              **kwargs: Any) -> asyncio.Future[Any]:
+        """A task held until done, its failure logged (python-socketio's API; its
+        owner stops it: the Admin UI's stats loop runs until the Admin UI shuts down)."""
+        task = asyncio.ensure_future(target(*args, **kwargs))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
 
     async def sleep(self, seconds: float = 0) -> None:
         await asyncio.sleep(seconds)
@@ -507,7 +515,6 @@ class EngineServer:
             session.wake_poll(packets.NOOP_TEXT)  # the paused poll ends (the protocol's NOOP)
         elif step == UPGRADED:
             session.wake_poll(packets.NOOP_TEXT)
-            session.poll_transport = None
             frames = b"".join(ws_frame(p) for p in session.take_all())
             if frames:
                 connection.write(frames)
@@ -753,8 +760,21 @@ class EngineServer:
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._spawned_done)
         return task
+
+    def _spawned_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        _log_failure(task)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        _log_failure(task)
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a background task failed", exc_info=task.exception())
 
 
 def parse_query(query_string: str) -> dict[str, str]:

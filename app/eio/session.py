@@ -116,6 +116,12 @@ class Session:
             self._queued_bytes -= sum(packets.size(p) for p in batch)
         return batch
 
+    def drop_queue(self) -> None:
+        """Forget what is queued (a session being cut: none of it will be sent)."""
+        if self._queue:
+            self._queue.clear()
+        self._queued_bytes = 0
+
     def take_all(self) -> list[Encoded]:
         """Everything queued (to write on the new WebSocket after an upgrade)."""
         queue = self._queue

@@ -214,9 +214,13 @@ class RedisPresence:
 
     async def maintain(self, local: LocalMembers, on_left: OnLeft,
                        on_joined: OnJoined) -> None:
-        await asyncio.gather(
-            self._every_round("liveness", self._renew),
-            self._every_round("cleanup", lambda: self.housekeeping(local, on_left, on_joined)))
+        # a task group, not gather: cancelled, it waits for both loops to end
+        # (gather ended as soon as one was cancelled, and the other ran on, a
+        # round of restores past the drain that was meant to follow it)
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._every_round("liveness", self._renew))
+            loops.create_task(self._every_round(
+                "cleanup", lambda: self.housekeeping(local, on_left, on_joined)))
 
     async def _every_round(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` every ttl / 3 seconds for the server's life, whatever it raises."""

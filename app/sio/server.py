@@ -27,6 +27,13 @@ covered by ``tests/test_engine.py`` and ``tests/test_sio_protocol.py``:
   fan-out node subscribes before it says healthy.
 * **Broadcasts encode once** (:meth:`broadcast`): python-socketio started a
   task per recipient.
+* **Each connection has at most ``max_events_in_progress`` events handled
+  at once.** An event's handler runs in a task of its own, started in
+  arrival order, as python-socketio's did; past the bound the connection's
+  next event waits for one to finish, so the engine stops reading that
+  WebSocket (or its POST waits) and nothing is dropped. A failure in a
+  handler is logged with its traceback; only packets that do not decode are
+  blamed on the peer.
 
 It reaches below python-socketio's public API through :mod:`app.compat`
 (``_engineio_server_class``, ``_handle_eio_connect``, ``_handle_connect``,
@@ -55,6 +62,10 @@ RESERVED_EVENTS = frozenset({
 })
 
 
+class HandlerFailed(Exception):
+    """A handler raised (a bug of the server's): not the peer's packet's fault."""
+
+
 def _no_reply(reason: str) -> list[Any]:
     return []
 
@@ -66,8 +77,16 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
     def __init__(self, *args: Any, connect_timeout: float = 45.0,
                  max_backlog_packets: int = 1000, max_backlog_bytes: int = 1_000_000,
                  max_node_backlog_bytes: int = 0, max_poll_packets: int = 16,
+                 max_events_in_progress: int = 50,
                  refuse_event: Callable[[str], list[Any]] = _no_reply, **kwargs: Any) -> None:
+        # handlers run inline in python-socketio's _handle_event; we start the
+        # task per event ourselves (see _handle_event), bounded per connection
+        kwargs["async_handlers"] = False
         super().__init__(*args, **kwargs)
+        self.max_events_in_progress = max_events_in_progress
+        self._in_progress: dict[str, int] = {}  # eio_sid -> its events being handled
+        self._slot_free: dict[str, asyncio.Future[None]] = {}  # eio_sid -> its next waits
+        self._event_tasks: set[asyncio.Task[None]] = set()
         self.connect_timeout = connect_timeout
         self.max_backlog_packets = max_backlog_packets
         self.max_backlog_bytes = max_backlog_bytes
@@ -100,6 +119,8 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
         held = self._connecting.setdefault(eio_sid, [])
         try:
             await super()._handle_connect(eio_sid, namespace, data)
+        except Exception as exc:
+            raise HandlerFailed from exc
         finally:
             self._connecting.pop(eio_sid, None)
         if self.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
@@ -147,12 +168,48 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
             await super()._handle_eio_message(eio_sid, data)
+        except HandlerFailed as exc:  # our code, not the peer's packet
+            log.error("closing eio_sid=%s: the connect handler failed", eio_sid,
+                      exc_info=exc.__cause__)
+            session = self.eio.sockets.get(eio_sid)
+            if session is not None:
+                self.eio.close(session, self.reason.SERVER_DISCONNECT)
         except Exception as exc:  # undecodable or out-of-protocol packet
             log.warning("closing eio_sid=%s: invalid Socket.IO packet (%s: %s)",
                         eio_sid, type(exc).__name__, exc)
             session = self.eio.sockets.get(eio_sid)
             if session is not None:
                 self.eio.close(session, self.reason.TRANSPORT_ERROR)
+
+    async def _event_slot(self, eio_sid: str) -> None:
+        """Wait until ``eio_sid`` has fewer than the bound of events in progress,
+        and count one more. (One caller per session at a time: the engine hands
+        a session's messages over one after another.)"""
+        while self._in_progress.get(eio_sid, 0) >= self.max_events_in_progress:
+            waiter = self._slot_free[eio_sid] = asyncio.get_running_loop().create_future()
+            await waiter
+        self._in_progress[eio_sid] = self._in_progress.get(eio_sid, 0) + 1
+
+    async def _run_event(self, eio_sid: str, namespace: str | None, id: int | None,
+                         data: list[Any]) -> None:
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    def _event_done(self, eio_sid: str, task: asyncio.Task[None]) -> None:
+        self._event_tasks.discard(task)
+        left = self._in_progress.get(eio_sid, 1) - 1
+        if left > 0:
+            self._in_progress[eio_sid] = left
+        else:
+            self._in_progress.pop(eio_sid, None)
+        waiter = self._slot_free.pop(eio_sid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("eio_sid=%s: an event's handler failed", eio_sid,
+                      exc_info=task.exception())
+
+    def events_in_progress(self, eio_sid: str) -> int:
+        return self._in_progress.get(eio_sid, 0)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
         self._unjoined.pop(eio_sid, None)
@@ -169,7 +226,10 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
             return
         event = data[0] if data else None
         if isinstance(event, str) and event not in RESERVED_EVENTS:
-            await super()._handle_event(eio_sid, namespace, id, data)
+            await self._event_slot(eio_sid)
+            task = asyncio.ensure_future(self._run_event(eio_sid, namespace, id, data))
+            self._event_tasks.add(task)
+            task.add_done_callback(lambda done: self._event_done(eio_sid, done))
             return
         namespace = namespace or "/"
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
