@@ -56,7 +56,8 @@ class Settings:
         "help": "this node's name in logs and Redis; empty: host name + random suffix"})
     presence_ttl: float = field(default=15.0, metadata={
         "help": "seconds after which a silent node's presence entries are removed "
-                "(with --redis; checked every third of it)"})
+                "(with --redis); presence is checked against the live connections and "
+                "repaired every third of it"})
     redis_max_connections: int = field(default=100, metadata={
         "help": "connections this node's presence client may hold; more requests wait "
                 "for a free one (up to 10 s); fan-out holds two of its own"})
