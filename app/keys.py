@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .chat.namespace import ChatNamespace
+from .shutdown import ShutdownClock
 from .sio.server import RoomcastServer
 from .metrics import Metrics
 from .presence import Presence
@@ -18,3 +19,4 @@ SIO_KEY = web.AppKey("sio", RoomcastServer)
 STORE_KEY = web.AppKey("store", MessageStore)
 PRESENCE_KEY = web.AppKey("presence", Presence)
 CHAT_KEY = web.AppKey("chat", ChatNamespace)
+SHUTDOWN_KEY = web.AppKey("shutdown", ShutdownClock)

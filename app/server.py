@@ -25,13 +25,15 @@ from .fanout import client_manager
 from .fanout.redis import RedisFanout
 from .front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
 from .keys import (
-    CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY,
+    CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SHUTDOWN_KEY, SIO_KEY,
+    STORE_KEY,
 )
 from .metrics import Metrics
 from .msgpack_packet import BoundedMsgPackPacket
 from .page import setup_page
 from .presence import open_presence
 from .settings import Settings
+from .shutdown import ShutdownClock
 from .sio.server import RoomcastServer
 from .store import StoreFactory, open_store
 from .store.deadline import Deadlines
@@ -130,25 +132,33 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
     app[ENGINE_KEY] = sio.eio
     app[TIMEOUTS_KEY] = (settings.header_timeout, settings.keepalive_timeout)
 
+    app[SHUTDOWN_KEY] = clock = ShutdownClock(settings.shutdown_timeout)
+
+    # Set up in this order; torn down in the order shutdown needs (chat_ctx):
+    # handlers finish, the store drains, fan-out flushes, presence signs off.
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE_KEY] = Deadlines(await store_factory(settings.store),
                                    timeout=settings.store_timeout,
                                    max_pending=settings.store_max_pending)
         yield
-        await app[STORE_KEY].close()
+        await app[STORE_KEY].close()  # (done already, unless start-up failed)
 
     async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PRESENCE_KEY] = await open_presence(settings.redis, prefix=settings.redis_prefix,
                                                 node_id=node, ttl=settings.presence_ttl,
                                                 max_connections=settings.redis_max_connections)
         yield
-        await app[PRESENCE_KEY].close()
+        await clock.step("presence sign-off", app[PRESENCE_KEY].close(), floor=1.0)
 
     async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
         chat = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], metrics)
         sio.register_namespace(chat)
         app[CHAT_KEY] = chat
         watch_state(metrics, sio, chat)
+        store = app[STORE_KEY]
+        metrics.watch("roomcast_store_calls_in_flight", "Message store calls waiting for "
+                      "the store (bounded by --store-max-pending)", [],
+                      lambda: [([], store.pending if isinstance(store, Deadlines) else 0)])
         if settings.admin_ui:
             enable_admin_ui(sio, settings, node)
         if isinstance(sio.manager, RedisFanout):
@@ -159,11 +169,15 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         chat.start_housekeeping()
         log.info("node %s ready", node)
         yield
-        await chat.wait_handlers(settings.shutdown_timeout)
+        await chat.wait_handlers(clock.left())
         await asyncio.gather(chat.stop_housekeeping(), chat.stop_catching_up(),
                              return_exceptions=True)
+        # the store drains (appends called, not yet written), then what that lets
+        # finish is broadcast, and fan-out publishes it before it closes
+        await clock.step("the store's drain", app[STORE_KEY].close())
+        await chat.wait_handlers(clock.left())
         if isinstance(sio.manager, RedisFanout):
-            await sio.manager.close()
+            await clock.step("fan-out's flush", sio.manager.close(), floor=1.0)
 
     app.cleanup_ctx.extend([store_ctx, presence_ctx, chat_ctx])
     app.on_shutdown.append(_disconnect_clients)
@@ -188,9 +202,12 @@ def _hosts_middleware(check: Callable[[web.Request], bool]) -> Any:
 
 
 async def _disconnect_clients(app: web.Application) -> None:
-    """On SIGINT/SIGTERM: close every Engine.IO session, so clients reconnect
-    (to this server once restarted, or to another node). Handlers already
-    running finish; the store drains its queue when its context closes."""
+    """On SIGINT/SIGTERM: stop taking sends and joins, close every Engine.IO
+    session, so clients reconnect (to this server once restarted, or to
+    another node). Handlers already running finish, and the backends close in
+    order, when the contexts close (chat_ctx); all of it within one
+    --shutdown-timeout (ShutdownClock)."""
+    app[SHUTDOWN_KEY].start()
     sio = app[SIO_KEY]
     if CHAT_KEY in app:
         await app[CHAT_KEY].drain()  # /readyz answers 503 from now on

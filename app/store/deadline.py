@@ -35,6 +35,7 @@ class Deadlines:
         self.max_pending = max_pending
         self.pending = 0  # calls running inside the store
         self.timed_out = 0
+        self.closed = False
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         if self.pending >= self.max_pending:
@@ -72,4 +73,9 @@ class Deadlines:
         await self._call("ping", self.store.ping())
 
     async def close(self) -> None:
+        """Close the store once (shutdown closes it in its order; the context
+        that opened it closes it again, which then does nothing)."""
+        if self.closed:
+            return
+        self.closed = True
         await self.store.close()
