@@ -408,10 +408,11 @@ async def test_while_redis_is_down_a_node_serves_its_own_clients(
         assert (await alice.ok("rooms"))["rooms"] == [{"name": "x", "members": 2}]
         await bob.ok("leave", {"room": "x"})
         assert (await alice.next("presence"))["event"] == "leave"
-        presence = cast(RedisPresence, a.chat.presence)
-        await redis.start()  # same port
-        rounds = presence.rounds
-        await until(lambda: presence.rounds >= rounds + 2, 10)  # one whole round since
+        presences = [cast(RedisPresence, node.chat.presence) for node in (a, b)]
+        await redis.start()  # same port (and empty: each node writes its members back)
+        rounds = [p.rounds for p in presences]
+        await until(lambda: all(p.rounds >= r + 2 for p, r in zip(presences, rounds)),
+                    10)  # a whole round of each node since
         assert await b.chat.presence.members(RoomName("x")) == ["alice", "carol"]
         # carol, on the other node, is told who is here: by the restored join's
         # announcement, or by a catch-up that follows it
