@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import socketio
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import RoomName
@@ -87,7 +88,8 @@ async def copies(node: Served, peer: Peer, sid: str, room: str) -> dict[str, boo
     """Where the connection ``sid`` of ``peer`` is a member of ``room``."""
     conn = node.chat.connections.get(sid)  # type: ignore[call-overload]
     manager = node.app[SIO_KEY].manager
-    presence = faulty(node, "presence").inner
+    held = node.chat.presence
+    presence = held.inner if isinstance(held, Faulty) else held
     return {"conn.rooms": conn is not None and room in conn.rooms,
             "socket.io room": sid in manager.rooms.get(NAMESPACE, {}).get(room, {}),
             "presence": peer.name in await presence.members(RoomName(room))}
@@ -259,3 +261,137 @@ async def test_a_connections_events_in_progress_are_bounded(serve: ServeFactory,
     finally:
         for peer in peers:
             await peer.sio.disconnect()
+
+
+class HeldScript:
+    """One of Redis presence's scripts, whose next call can be made to fail or to
+    wait (before it runs) until released."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self._next: list[BaseException | asyncio.Event] = []
+        self.reached = asyncio.Event()
+
+    def fail_next(self, error: BaseException) -> None:
+        self._next.append(error)
+
+    def hold_next(self) -> asyncio.Event:
+        release = asyncio.Event()
+        self._next.append(release)
+        return release
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._next:
+            step = self._next.pop(0)
+            if isinstance(step, BaseException):
+                raise step
+            self.reached.set()
+            await step.wait()
+        return await self.script(*args, **kwargs)
+
+
+async def redis_node(serve: ServeFactory) -> tuple[Served, Any]:
+    """A node on Redis presence whose housekeeping the test runs itself (its own
+    rounds are 20 s apart), and that presence."""
+    node = await serve(redis=REDIS_URL, redis_prefix=f"test-{uuid.uuid4().hex[:8]}",
+                       presence_ttl=60)
+    return node, node.chat.presence
+
+
+async def connected(node: Served, name: str) -> Peer:
+    peer = Peer(name, sio_client("msgpack"))
+    await peer.sio.connect(node.url, auth={"name": name}, namespaces=[NAMESPACE],
+                           transports=["websocket"], wait_timeout=TIMEOUT)
+    return peer
+
+
+async def heard_about(watcher: Peer, marker: Peer, name: str, room: str) -> list[str]:
+    """The presence events about ``name`` that ``watcher`` received, in order,
+    up to ``marker`` joining ``room`` (everything announced before that join
+    has arrived once its own announcement has)."""
+    await marker.join(room)
+    heard: list[str] = []
+    while (event := await watcher.next("presence"))["user"] != marker.name:
+        if event["user"] == name:
+            heard.append(event["event"])
+    return heard
+
+
+async def test_housekeeping_keeps_a_join_whose_script_ran_but_has_not_resumed(
+        serve: ServeFactory) -> None:
+    """Alice's join has been recorded in Redis, its coroutine not yet resumed,
+    when a housekeeping round reads the node's entries: she is not dropped,
+    and bob hears one join, no leave."""
+    node, presence = await redis_node(serve)
+    bob, alice, carol = [await connected(node, n) for n in ("bob", "alice", "carol")]
+    await bob.join("r")
+    recorded = asyncio.Event()
+    resume = asyncio.Event()
+    script = presence._join
+
+    async def recorded_then_held(*args: Any, **kwargs: Any) -> Any:
+        result = await script(*args, **kwargs)
+        recorded.set()
+        await resume.wait()
+        return result
+    presence._join = recorded_then_held
+    joining = asyncio.ensure_future(alice.join("r"))
+    await asyncio.wait_for(recorded.wait(), TIMEOUT)
+    await presence.housekeeping(node.chat.local_members, node.chat.announce_leave,
+                                node.chat.announce_join)
+    resume.set()
+    await joining
+    presence._join = script
+    assert await copies(node, alice, alice.sid, "r") == everywhere(True)
+    assert await heard_about(bob, carol, "alice", "r") == ["join"]
+
+
+async def test_a_rejoin_during_a_repair_is_not_undone_by_it(serve: ServeFactory) -> None:
+    """Alice's leave was not recorded in Redis (an outage), so a repair round sets
+    out to drop her stale entry; before it does, she joins again. The room
+    then lists her, at once, and the last bob hears of her is a join."""
+    node, presence = await redis_node(serve)
+    bob, alice, carol = [await connected(node, n) for n in ("bob", "alice", "carol")]
+    await bob.join("r")
+    await alice.join("r")
+    assert (await bob.next("presence"))["user"] == "alice"
+    leave = presence._leave = HeldScript(presence._leave)
+    leave.fail_next(RedisConnectionError("injected outage"))
+    await alice.ok("leave", {"room": "r"})  # done for the node, still in Redis
+    release = leave.hold_next()  # the repair's drop of it, when it comes to it
+    repair = asyncio.ensure_future(presence.housekeeping(
+        node.chat.local_members, node.chat.announce_leave, node.chat.announce_join))
+    await asyncio.wait_for(leave.reached.wait(), TIMEOUT)
+    rejoining = asyncio.ensure_future(alice.join("r"))
+    conn = node.chat.connections[alice.sid]
+    await until(lambda: "r" in conn.rooms)  # her join is under way
+    release.set()
+    await repair
+    await rejoining
+    assert await copies(node, alice, alice.sid, "r") == everywhere(True)
+    assert (await heard_about(bob, carol, "alice", "r"))[-1:] == ["join"]
+
+
+async def test_a_leave_during_a_repair_is_not_undone_by_it(serve: ServeFactory) -> None:
+    """Alice's join was not recorded in Redis (an outage), so a repair round sets
+    out to restore it; before it does, she leaves. The room then does not
+    list her, and the last bob hears of her is a leave."""
+    node, presence = await redis_node(serve)
+    bob, alice, carol = [await connected(node, n) for n in ("bob", "alice", "carol")]
+    await bob.join("r")
+    join = presence._join = HeldScript(presence._join)
+    join.fail_next(RedisConnectionError("injected outage"))
+    await alice.join("r")  # done for the node, not in Redis
+    assert (await bob.next("presence"))["user"] == "alice"
+    release = join.hold_next()  # the repair's restore of it
+    repair = asyncio.ensure_future(presence.housekeeping(
+        node.chat.local_members, node.chat.announce_leave, node.chat.announce_join))
+    await asyncio.wait_for(join.reached.wait(), TIMEOUT)
+    conn = node.chat.connections[alice.sid]
+    leaving = asyncio.ensure_future(alice.ok("leave", {"room": "r"}))
+    await until(lambda: "r" not in conn.rooms)  # her leave is under way
+    release.set()
+    await repair
+    await leaving
+    assert await copies(node, alice, alice.sid, "r") == everywhere(False)
+    assert (await heard_about(bob, carol, "alice", "r"))[-1:] in ([], ["leave"])

@@ -42,8 +42,9 @@ cluster) each name whose join or leave the other nodes thereby learn of.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -125,6 +126,46 @@ def _unavailable(exc: Exception) -> ChatError:
     return ChatError(ErrorCode.UNAVAILABLE, "presence is unavailable (Redis)")
 
 
+class _Entries:
+    """One lock per connection's entry in a room (``"ROOM\\nSID"``) on this node:
+    a join or leave of the connection and housekeeping's repair of that entry
+    never interleave. While a repair round runs, :attr:`changed` collects the
+    entries that joins and leaves changed since the round read its snapshot,
+    which the round then leaves alone (their own calls decide them)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # entry -> lock, users
+        self.changed: set[str] | None = None  # None between rounds: nothing kept
+
+    @contextlib.asynccontextmanager
+    async def hold(self, entry: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(entry, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[entry]
+
+    @contextlib.asynccontextmanager
+    async def change(self, entry: str) -> AsyncIterator[None]:
+        """Held by the connection's own join or leave."""
+        if self.changed is not None:
+            self.changed.add(entry)
+        async with self.hold(entry):
+            yield
+
+    def __len__(self) -> int:
+        """Entries locked or waited for now (for leak checks)."""
+        return len(self._locks)
+
+
+def _entry(room: str, sid: str) -> str:
+    return f"{room}\n{sid}"
+
+
 class RedisPresence:
     def __init__(self, url: str, *, prefix: str, node_id: str, ttl: float = 15.0,
                  max_connections: int = 100) -> None:
@@ -141,6 +182,7 @@ class RedisPresence:
         self._failing: dict[str, str] = {}  # housekeeping loop -> its last error
         self._here = MemoryPresence()  # this node's own members, for when Redis is down
         self._degraded = False  # answering from _here
+        self._entries = _Entries()
         self.rounds = 0  # cleanup rounds completed (that waiting on a repair can count)
 
     def _keys(self, room: str, node: str) -> list[str]:
@@ -169,23 +211,28 @@ class RedisPresence:
         self._degraded = False
 
     async def join(self, room: RoomName, name: str, sid: Sid) -> bool:
-        first_here = await self._here.join(room, name, sid)
-        try:
-            first = bool(await self._join(keys=self._keys(room, self.node_id),
-                                          args=[sid, name, room, self.node_id]))
-        except RedisError as exc:
-            self._degrade(exc)  # housekeeping records it once Redis is back
-            return first_here
+        async with self._entries.change(_entry(room, sid)):
+            first_here = await self._here.join(room, name, sid)
+            try:
+                first = await self._record(room, sid, name)
+            except RedisError as exc:
+                self._degrade(exc)  # housekeeping records it once Redis is back
+                return first_here
         self._recovered()
         return first
 
+    async def _record(self, room: str, sid: str, name: str) -> bool:
+        return bool(await self._join(keys=self._keys(room, self.node_id),
+                                     args=[sid, name, room, self.node_id]))
+
     async def leave(self, room: RoomName, name: str, sid: Sid) -> bool:
-        last_here = await self._here.leave(room, name, sid)
-        try:
-            last = await self._leave_on(self.node_id, room, sid) is not None
-        except RedisError as exc:
-            self._degrade(exc)  # housekeeping drops it once Redis is back
-            return last_here
+        async with self._entries.change(_entry(room, sid)):
+            last_here = await self._here.leave(room, name, sid)
+            try:
+                last = await self._leave_on(self.node_id, room, sid) is not None
+            except RedisError as exc:
+                self._degrade(exc)  # housekeeping drops it once Redis is back
+                return last_here
         self._recovered()
         return last
 
@@ -260,17 +307,41 @@ class RedisPresence:
                 if node != self.node_id and not await self._redis.exists(
                         f"{self._p}:alive:{node}"):
                     await self._drop_dead(node, on_left)
-        mine = _strs(await self._redis.smembers(f"{self._p}:node:{self.node_id}"))
-        live = {f"{room}\n{sid}": (room, sid, name) for room, sid, name in local()}
-        await self._drop(self.node_id, mine - live.keys(), on_left)
-        for key in live.keys() - mine:  # joins whose record failed (a Redis outage)
-            room, sid, name = live[key]
-            first = await self._join(keys=self._keys(room, self.node_id),
-                                     args=[sid, name, room, self.node_id])
-            log.info("presence: restored %r in %s", name, room)
-            if first:  # the other nodes never heard of this join
-                await on_joined(RoomName(room), name)
+        await self._repair(local, on_left, on_joined)
         self.rounds += 1
+
+    async def _repair(self, local: LocalMembers, on_left: OnLeft, on_joined: OnJoined) -> None:
+        """Make this node's entries in Redis what its live connections say.
+
+        The snapshot (Redis, then the connections) can be overtaken by joins
+        and leaves still under way: each entry is repaired under its lock, and
+        only if no join or leave changed it since the snapshot (a join whose
+        script ran but whose coroutine has not resumed is live already, as
+        the namespace counts a member before recording it; a leave-and-rejoin
+        during the round is the rejoin's to decide)."""
+        self._entries.changed = set()
+        try:
+            mine = _strs(await self._redis.smembers(f"{self._p}:node:{self.node_id}"))
+            live = {_entry(room, sid): (room, sid, name) for room, sid, name in local()}
+            for entry in sorted(mine - live.keys()):  # leaves whose record failed
+                room, _, sid = entry.partition("\n")
+                async with self._entries.hold(entry):
+                    if entry in self._entries.changed:
+                        continue
+                    name = await self._leave_on(self.node_id, room, sid)
+                if name is not None:
+                    await on_left(RoomName(room), name)
+            for entry in sorted(live.keys() - mine):  # joins whose record failed
+                room, sid, name = live[entry]
+                async with self._entries.hold(entry):
+                    if entry in self._entries.changed:
+                        continue
+                    first = await self._record(room, sid, name)
+                log.info("presence: restored %r in %s", name, room)
+                if first:  # the other nodes never heard of this join
+                    await on_joined(RoomName(room), name)
+        finally:
+            self._entries.changed = None
 
     async def _drop_dead(self, node: str, on_left: OnLeft) -> None:
         """Remove every entry of a dead ``node`` in one call; announce who left."""
@@ -293,14 +364,6 @@ class RedisPresence:
         except RedisError as exc:  # the others' housekeeping removes them later
             log.warning("redis presence: could not remove this node's entries: %s", exc)
             return []
-
-    async def _drop(self, node: str, entries: set[str], on_left: OnLeft) -> None:
-        """Leave ``entries`` of ``node``, announcing names that left."""
-        for entry in entries:
-            room, _, sid = entry.partition("\n")
-            name = await self._leave_on(node, room, sid)
-            if name is not None:
-                await on_left(RoomName(room), name)
 
     async def ping(self) -> None:
         try:
