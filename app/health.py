@@ -3,9 +3,11 @@
 ``GET /healthz``: 200 when this node can serve chat, else 503. Checked: the
 message store answers; with ``--redis``, presence in Redis answers and
 fan-out to the other nodes is subscribed. The body names each part, e.g.
-``{"status": "ok", "node": "web1-3fa2c1", "store": "ok"}``; with ``--redis``
-it also reports ``presence_housekeeping`` ("ok", or what failed in its last
-round), which does not fail the check: the node still serves its clients.
+``{"status": "ok", "node": "web1-3fa2c1", "store": "ok", "store_writer": "ok"}``;
+``store_writer`` is "ok" or why the store's writer task last stopped (it is
+restarted at once); with ``--redis`` it also reports ``presence_housekeeping``
+("ok", or what failed in its last round). Those two do not fail the check:
+the node still serves its clients.
 
 ``GET /readyz``: the same checks, and 503 as soon as the node starts shutting
 down (draining), so a load balancer stops sending it new clients before its
@@ -27,6 +29,8 @@ from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT = 2.0  # seconds a backend ping may take before we call it down
+# reported, not failed on: background work that restarts by itself
+REPORTED = ("status", "node", "store_writer", "presence_housekeeping")
 
 
 async def _check(ping: Awaitable[None]) -> str:
@@ -48,18 +52,19 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def _probe(app: web.Application, *, draining_fails: bool) -> web.Response:
-    body = {"status": "ok", "node": app[NODE_KEY], "store": await _check(app[STORE_KEY].ping())}
+    store = app[STORE_KEY]
+    body = {"status": "ok", "node": app[NODE_KEY], "store": await _check(store.ping()),
+            "store_writer": store.status()}
     if draining_fails and CHAT_KEY in app and app[CHAT_KEY].draining:
         body["draining"] = "shutting down"
     if app[SETTINGS_KEY].redis:
         body["presence"] = await _check(app[PRESENCE_KEY].ping())
-        # reported, not failed on: the node still serves its own clients
         body["presence_housekeeping"] = app[PRESENCE_KEY].status()
         manager = app[SIO_KEY].manager
         body["fanout"] = manager.status() if isinstance(manager, RedisFanout) \
             else "not Redis fan-out"
     failing = {part: state for part, state in body.items()
-               if part not in ("status", "node", "presence_housekeeping") and state != "ok"}
+               if part not in REPORTED and state != "ok"}
     if failing:
         body["status"] = "unavailable"
         log.warning("health check failed: %s", failing)

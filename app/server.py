@@ -174,7 +174,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
                              return_exceptions=True)
         # the store drains (appends called, not yet written), then what that lets
         # finish is broadcast, and fan-out publishes it before it closes
-        await clock.step("the store's drain", app[STORE_KEY].close())
+        await clock.step("the store's drain", app[STORE_KEY].close(),
+                         abort=app[STORE_KEY].abort)
         await chat.wait_handlers(clock.left())
         if isinstance(sio.manager, RedisFanout):
             await clock.step("fan-out's flush", sio.manager.close(), floor=1.0)

@@ -156,7 +156,8 @@ class Settings:
 
     # Shutdown
     shutdown_timeout: float = field(default=10.0, metadata={
-        "help": "seconds to let in-flight work finish on SIGINT/SIGTERM"})
+        "help": "seconds the whole shutdown on SIGINT/SIGTERM may take (a step past "
+                "it is logged and aborted)"})
 
     # Logging
     log_level: str = field(default="info", metadata={

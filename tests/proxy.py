@@ -51,7 +51,11 @@ class Proxy:
         if self.offline:
             writer.transport.abort()
             return
-        await self._flowing.wait()
+        try:
+            await self._flowing.wait()
+        except asyncio.CancelledError:  # the proxy closed while stalled
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         except OSError:

@@ -4,13 +4,19 @@ silently dropped), /healthz says 503, and service resumes by itself."""
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
 
-from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served
+from app.chat.namespace import NAMESPACE
+
+from .conftest import TIMEOUT, Peer, PeerFactory, ServeFactory, Served, sio_client
+from .processes import start_server
 from .proxy import Proxy
 from .services import ThrowawayPostgres, postgres_schema
 
@@ -100,5 +106,48 @@ async def test_a_silent_database_link_costs_a_deadline_not_forever(
             assert sorted(m["text"] for m in page["messages"]) == sorted(
                 ["before", *(s["text"] for s in sends)])
             assert await health(served) == 200
+        finally:
+            await proxy.close()
+
+
+async def in_flight(url: str) -> float:
+    """The node's ``roomcast_store_calls_in_flight`` gauge."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/metrics") as response:
+            text = await response.text()
+    match = re.search(r"^roomcast_store_calls_in_flight (\S+)$", text, re.M)
+    assert match, text
+    return float(match.group(1))
+
+
+async def test_a_node_on_a_silent_database_link_still_shuts_down_in_time(
+        tmp_path: Path) -> None:
+    """``python -m app`` on PostgreSQL behind a link gone silent, with a send stuck
+    in the store: SIGTERM ends the process within --shutdown-timeout (plus
+    the floors its last steps get), saying what it gave up on, not never."""
+    async with postgres_schema() as url:
+        parts = urlsplit(url)
+        proxy = await Proxy(parts.port or 5432).start()
+        try:
+            proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+            server, port = await start_server(tmp_path, "--store", proxied, "--store-timeout=1",
+                                              "--shutdown-timeout=2")
+            node = f"http://127.0.0.1:{port}"
+            alice = Peer("alice", sio_client("msgpack"))
+            await alice.sio.connect(node, auth={"name": "alice"}, namespaces=[NAMESPACE],
+                                    transports=["websocket"], wait_timeout=TIMEOUT)
+            await alice.join("r")
+            await alice.send("r", "before")
+            proxy.stall()
+            stuck = await alice.call("send", {"room": "r", "text": "stuck", "client_id": "s"})
+            assert stuck["error"]["code"] == "unavailable"  # answered; still in the store
+            assert await in_flight(node) == 1
+            started = time.monotonic()
+            code = await server.stop(timeout=2 + 1 + 1 + TIMEOUT)
+            took = time.monotonic() - started
+            assert code == 0, "\n".join(server.stderr_lines)
+            assert took < 2 + 1 + 1 + 2, took  # the budget, the two 1 s floors, and start-up slack
+            assert any("store's drain did not finish" in line for line in server.stderr_lines)
+            await alice.sio.disconnect()
         finally:
             await proxy.close()

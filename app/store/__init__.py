@@ -78,6 +78,13 @@ class MessageStore(Protocol):
     async def close(self) -> None:
         """Finish appends already called, then release the backend."""
 
+    def status(self) -> str:
+        """The writer's health: "ok", or why it last stopped (it restarts)."""
+
+    def abort(self) -> None:
+        """Give up on calls in flight (a shutdown past its deadline): release the
+        backend's connections at once, so that calls stuck on them fail now."""
+
 
 class StoreFactory(Protocol):
     async def __call__(self, url: str) -> MessageStore: ...

@@ -5,6 +5,13 @@ Call order is store order: ``append`` only queues its request (no ``await``
 before that), the writer takes batches from the front of the queue, and the
 callers' futures are resolved in queue order. So one connection's pipelined
 sends keep their order, and a batch costs one round trip and one commit.
+
+The writer outlives any failure: should it ever stop other than by
+:meth:`AppendQueue.close` (a bug, or a driver raising ``CancelledError``),
+that is logged at ERROR with its traceback, the appends it was writing are
+refused ``unavailable`` (a client's resend with the same ``client_id`` finds
+them if they were stored), a new writer starts on the rest, and :meth:`AppendQueue.status` (in
+``/healthz`` as ``store_writer``) says so until a batch is written again.
 """
 
 from __future__ import annotations
@@ -46,10 +53,35 @@ class AppendQueue:
         self._queue: list[tuple[Append, asyncio.Future[Result]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._writing: list[tuple[Append, asyncio.Future[Result]]] = []  # the batch in hand
+        self._failure = ""  # why the writer last stopped, until a batch is written again
         self.closing = False
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"{self._name}-writer")
+        self._writer.add_done_callback(self._writer_ended)
+
+    def status(self) -> str:
+        """"ok", or why the writer last stopped (it was restarted)."""
+        return self._failure or "ok"
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if self.closing:
+            if exc is not None:
+                log.error("%s: the writer failed while closing", self._name, exc_info=exc)
+            return
+        why = "cancelled" if exc is None else f"{type(exc).__name__}: {exc}"
+        held, self._writing = self._writing, []  # written or not: nobody can say
+        log.error("%s: the writer stopped (%s); refusing the %d appends it was writing "
+                  "and starting another for the %d queued", self._name, why, len(held),
+                  len(self._queue), exc_info=exc)
+        self._failure = f"the writer stopped ({why}) and was restarted"
+        unavailable = ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable")
+        for _, future in held:
+            if not future.done():
+                future.set_exception(unavailable)
+        self.start()
 
     async def append(self, request: Append) -> Result:
         if self.closing:
@@ -64,9 +96,10 @@ class AppendQueue:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                batch = self._queue[:MAX_BATCH]
+                self._writing = self._queue[:MAX_BATCH]
                 del self._queue[:MAX_BATCH]
-                await self._write_settling(batch)
+                await self._write_settling(self._writing)
+                self._writing = []
             if self.closing:
                 return
 
@@ -94,6 +127,7 @@ class AppendQueue:
                 if not batch[0][1].done():
                     batch[0][1].set_exception(exc)
             return
+        self._failure = ""
         for (_, future), result in zip(batch, results):
             if not future.done():
                 future.set_result(result)

@@ -72,6 +72,12 @@ class Deadlines:
     async def ping(self) -> None:
         await self._call("ping", self.store.ping())
 
+    def abort(self) -> None:
+        self.store.abort()
+
+    def status(self) -> str:
+        return self.store.status()
+
     async def close(self) -> None:
         """Close the store once (shutdown closes it in its order; the context
         that opened it closes it again, which then does nothing)."""

@@ -54,6 +54,12 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    def abort(self) -> None:
+        return None
+
+    def status(self) -> str:
+        return "ok"
+
 
 async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every store module has
     return MemoryStore()

@@ -202,6 +202,14 @@ class PostgresStore:
             await self._pool.close()
         log.info("postgres store closed")
 
+    def status(self) -> str:
+        return self._appends.status()
+
+    def abort(self) -> None:
+        if self._pool is not None:
+            log.warning("postgres store: dropping its connections")
+            self._pool.terminate()
+
 
 async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every store module has
     store = PostgresStore(*split_url(url))

@@ -18,6 +18,7 @@ PostgreSQL. ``seq`` never restarts as long as the file is kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -238,6 +239,15 @@ class SqliteStore:
                 await self._on(thread, conn.close)
             thread.shutdown(wait=True)
         log.info("sqlite store closed")
+
+    def status(self) -> str:
+        return self._appends.status()
+
+    def abort(self) -> None:
+        for conn in (self._write_conn, self._read_conn):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
+                    conn.interrupt()  # safe from any thread: the statement running fails
 
 
 async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every store module has

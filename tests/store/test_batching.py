@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import Message, RoomName
 from app.store.batching import Append, AppendQueue, Result
@@ -48,4 +50,35 @@ async def test_an_outage_fails_the_whole_batch_as_unavailable() -> None:
                                      for t in "abc"), return_exceptions=True)
     assert all(isinstance(r, ChatError) and r.code == ErrorCode.UNAVAILABLE for r in results)
     assert batches == [3]  # not retried one by one: the backend is down for all
+    await queue.close()
+
+
+async def test_the_writer_outlives_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    """A write that ends its task (a driver raising CancelledError, never
+    cancelled): the appends it was writing are refused unavailable, the writer
+    is restarted for the rest and for later ones, the stop is logged at ERROR
+    and reported by status() until a batch is written again."""
+    crashes = [asyncio.CancelledError()]
+    written: list[str] = []
+
+    async def write(batch: list[Append]) -> list[Result]:
+        if crashes:
+            raise crashes.pop()
+        written.extend(a.text for a in batch)
+        return [(Message(a.room, i + 1, a.sender, a.text, 0, a.client_id), True)
+                for i, a in enumerate(batch)]
+
+    queue = AppendQueue(write, lambda exc: False, "test")
+    queue.start()
+    first = asyncio.ensure_future(queue.append(Append(RoomName("r"), "s", "lost", None)))
+    with pytest.raises(ChatError) as refused:
+        await asyncio.wait_for(first, 5)
+    assert refused.value.code is ErrorCode.UNAVAILABLE
+    assert "the writer stopped (cancelled)" in queue.status()
+    assert any(r.levelname == "ERROR" and "writer stopped" in r.getMessage()
+               for r in caplog.records)
+    message, created = await asyncio.wait_for(
+        queue.append(Append(RoomName("r"), "s", "after", None)), 5)
+    assert (message.text, created, written) == ("after", True, ["after"])
+    assert queue.status() == "ok"
     await queue.close()

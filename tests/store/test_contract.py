@@ -204,3 +204,25 @@ async def test_what_no_store_can_hold_is_refused_alike(store: MessageStore, fiel
     assert field in str(refused)
     stored = [r[0] for r in results if isinstance(r, tuple)]
     assert [(m.seq, m.text) for m in stored] == [(1, "before"), (2, "after")]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+async def test_abort_gives_up_at_once_and_keeps_what_was_stored(
+        store_url: str, reopen: Opener) -> None:
+    """A shutdown past its deadline aborts the store: appends in flight end at
+    once (stored, or refused unavailable), close returns, and what was
+    acknowledged is there when the store is opened again."""
+    store = await reopen()
+    for i in range(3):
+        await store.append(LOBBY, "a", f"m{i}", None)
+    racing = asyncio.gather(*(store.append(LOBBY, "a", f"late{i}", None) for i in range(50)),
+                            return_exceptions=True)
+    store.abort()
+    results = await asyncio.wait_for(racing, 5)
+    await asyncio.wait_for(store.close(), 5)
+    stored = [r[0].text for r in results if isinstance(r, tuple)]
+    refused = [r for r in results if not isinstance(r, tuple)]
+    assert all(isinstance(r, ChatError) and r.code is ErrorCode.UNAVAILABLE
+               for r in refused), refused
+    page = await (await reopen()).page(LOBBY, limit=100)
+    assert [m.text for m in page.messages] == ["m0", "m1", "m2", *stored]
