@@ -54,11 +54,12 @@ def decode_sio(payload: str | bytes) -> dict[str, Any]:
 
 
 class RawClient:
-    def __init__(self, url: str, transport: str, serializer: str) -> None:
+    def __init__(self, url: str, transport: str, serializer: str,
+                 session: aiohttp.ClientSession | None = None) -> None:
         self.base = url + "/socket.io/?EIO=4"
         self.transport = transport
         self.serializer = serializer
-        self.session = aiohttp.ClientSession()
+        self.session = session or aiohttp.ClientSession()  # closed with the client
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.sid = ""
         self.handshake: dict[str, Any] = {}
@@ -68,8 +69,9 @@ class RawClient:
         self._next_id = 0
 
     @classmethod
-    async def open(cls, url: str, transport: str, serializer: str) -> RawClient:
-        client = cls(url, transport, serializer)
+    async def open(cls, url: str, transport: str, serializer: str,
+                   session: aiohttp.ClientSession | None = None) -> RawClient:
+        client = cls(url, transport, serializer, session)
         if transport == "websocket":
             client.ws = await client.session.ws_connect(client.base + "&transport=websocket")
         else:

@@ -4,6 +4,7 @@ PostgreSQL: sticky sessions, both transports, a node dying, forwarded addresses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from app.cluster import Cluster
 from client import ChatClient
 
 from .conftest import TIMEOUT, UNLIMITED_FLAGS
+from .rawclient import RawClient
 from .services import REDIS_URL, ThrowawayRedis, postgres_schema
 
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 60)]  # loopback sources for "other machines"
@@ -26,18 +28,24 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path, redis_url: str) -> AsyncIterator[Cluster]:
-    """Two `python -m app` nodes behind nginx on Redis and a fresh PostgreSQL schema."""
+@contextlib.asynccontextmanager
+async def running_cluster(tmp_path: Path, redis_url: str, *args: str) -> AsyncIterator[Cluster]:
+    """Two `python -m app ARGS` nodes behind nginx on Redis and a fresh PostgreSQL schema."""
     async with postgres_schema() as store:
         prefix = f"test-{uuid.uuid4().hex[:8]}"
         running = Cluster(nodes=2, port=0, store=store, redis=redis_url, workdir=tmp_path,
                           node_args=["--redis-prefix", prefix, "--presence-ttl", "3",
-                                     *UNLIMITED_FLAGS])
+                                     *UNLIMITED_FLAGS, *args])
         try:
             yield await running.start()
         finally:
             await running.stop()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, redis_url: str) -> AsyncIterator[Cluster]:
+    async with running_cluster(tmp_path, redis_url) as running:
+        yield running
 
 
 def session_from(address: str) -> aiohttp.ClientSession:
@@ -139,6 +147,44 @@ async def test_polling_sessions_stay_sticky_under_load(cluster: Cluster) -> None
     finally:
         for member in members:
             await member.close()
+
+
+async def test_cutting_a_slow_poller_disturbs_no_one_on_its_upstream_connections(
+        tmp_path: Path, redis_url: str) -> None:
+    """Through nginx (upstream keep-alive: requests of different clients take
+    turns on the same connections to a node), 16 long-polling members and one
+    that stops polling share a room on one node; 80 messages are more than the
+    silent one's backlog may hold (--max-backlog-packets 50), so it is cut.
+    The cut ends only its own session: no other member is disconnected or
+    misses a message (the server once aborted the TCP connection of the cut
+    session's first request, which by then carried other clients' polls)."""
+    async with running_cluster(tmp_path, redis_url, "--max-backlog-packets", "50") as cluster:
+        address = (await addresses_by_node(cluster))["node0"][0]
+        members = [await Member(cluster, f"p{i}", address, "polling").start("r")
+                   for i in range(16)]
+        drops: list[str] = []
+        for member in members:
+            member.client.on_state = lambda state, m=member: (
+                drops.append(m.client.name) if state == "disconnected" else None)
+        silent = await RawClient.open(cluster.url, "polling", "msgpack",
+                                      session=session_from(address))
+        try:
+            assert (await silent.connect({"name": "silent"}))["type"] == 0  # CONNECT
+            assert (await silent.call("join", {"room": "r"}))["ok"] is True
+            # from here on it never polls again
+            for i in range(80):
+                await members[i % 16].client.send("r", f"m{i}")
+            for member in members:
+                got = await member.take(80)
+                assert [m["seq"] for m in got] == list(range(1, 81))
+            status, packets = await asyncio.wait_for(silent.poll(), TIMEOUT)
+            assert status == 400 or packets == ["1"], (status, packets)  # it was cut
+            assert "reason=slow_consumer" in cluster.node_log(0)
+            assert drops == []
+        finally:
+            await silent.close()
+            for member in members:
+                await member.close()
 
 
 async def alice_and_bob(cluster: Cluster, transport: str) -> tuple[Member, Member]:
