@@ -163,6 +163,34 @@ async def test_a_silent_subscription_is_found_and_caught_up(
         await alice.close()
 
 
+async def test_a_bug_in_the_listener_is_logged_and_the_subscription_restarts(
+        pair: Pair, peers: list[Peer], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node b's listener raises on a message (a bug, injected): that is logged at
+    ERROR with its traceback, b subscribes again, its members are told to catch
+    up (to the message it lost), and later messages arrive."""
+    fanout = pair.fanout(pair.b)
+    alice = await connect(peers, "alice", pair.a)
+    watcher = await connect(peers, "watcher", pair.b)
+    await watcher.join("l")
+    await alice.join("l")
+    receive = fanout._receive
+    bugs = [RuntimeError("injected bug")]
+
+    async def failing_once(data: bytes) -> None:
+        if bugs and data[:1] == b"e":  # an event, not a beat
+            raise bugs.pop()
+        await receive(data)
+    monkeypatch.setattr(fanout, "_receive", failing_once)
+    lost = await alice.send("l", "lost to the bug")
+    caught = await watcher.next("catch_up")
+    assert caught["room"] == "l" and caught["seq"] == lost["seq"]
+    failures = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert any("injected bug" in str(r.exc_info[1]) for r in failures if r.exc_info)
+    later = await alice.send("l", "after")
+    assert (await watcher.next("message"))["seq"] == later["seq"]
+
+
 async def test_a_restored_join_is_announced() -> None:
     """A join Redis missed (recorded on this node only, while Redis was down) is
     written back by housekeeping and announced once: the other nodes never

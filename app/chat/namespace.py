@@ -105,6 +105,12 @@ class Connection:
         return self.identity.name
 
 
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """A background task of the namespace ended: log how, if by failing."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s failed", task.get_name(), exc_info=exc)
+
+
 def client_address(environ: dict[str, Any], trust_forwarded: bool) -> str:
     """The peer's address; with ``trust_forwarded``, the one our proxy appended
     to X-Forwarded-For (the last entry: earlier ones come from the client)."""
@@ -224,9 +230,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return
         conn.expired = True
         log.info("token expired sid=%s name=%r", sid, conn.name)
-        task = asyncio.ensure_future(self.disconnect(sid))
+        task = asyncio.create_task(self.disconnect(sid), name=f"expiry of {sid}")
         self._expiring.add(task)
         task.add_done_callback(self._expiring.discard)
+        task.add_done_callback(_log_failure)
 
     async def drain(self) -> None:
         """Shutdown begins: take this node's connections out of presence in one
@@ -309,6 +316,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self._behind.update(RoomName(room) for room in rooms)
         if self._catching_up is None or self._catching_up.done():
             self._catching_up = asyncio.create_task(self._send_catch_ups(), name="catch-up")
+            self._catching_up.add_done_callback(_log_failure)
 
     async def _send_catch_ups(self) -> None:
         """Send each room with members here one ``catch_up`` event, to this node's
@@ -334,6 +342,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._housekeeping = asyncio.create_task(
             self.presence.maintain(self.local_members, self.announce_leave, self.announce_join),
             name="presence-housekeeping")
+        self._housekeeping.add_done_callback(_log_failure)
 
     async def stop_housekeeping(self) -> None:
         task, self._housekeeping = self._housekeeping, None

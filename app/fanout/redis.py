@@ -45,6 +45,7 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from .. import redis_client
 from . import CountingManager
@@ -243,10 +244,13 @@ class RedisFanout(CountingManager):
                 await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except (RedisError, OSError, TimeoutError) as exc:  # the link, not us
                 if self._subscribed:
                     log.warning("redis fan-out: subscription lost (%s); resubscribing", exc)
                     delay = 0.1
+            except Exception:  # a bug of ours: loud, and the subscription starts again
+                log.exception("redis fan-out: the listener failed; resubscribing")
+                delay = 0.1
             finally:
                 self._subscribed = False
                 for closing in (pubsub, client):
