@@ -23,6 +23,8 @@ from socketio.exceptions import ConnectionRefusedError
 class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     NOT_MEMBER = "not_member"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     UNAUTHORIZED = "unauthorized"

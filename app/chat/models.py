@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NewType
 
 RoomName = NewType("RoomName", str)
@@ -18,9 +18,20 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+Reactions = tuple[tuple[str, tuple[str, ...]], ...]
+"""A message's reactions: (emoji, names who reacted) in order of first use."""
+
+REACTION_NAMES_SHOWN = 10  # names listed per emoji on the wire (the count is exact)
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One stored chat message. ``seq`` is 1, 2, 3, ... per room, without gaps."""
+    """One chat message as it stands now: an entry of its room's stream.
+
+    ``seq`` numbers every entry of a room's stream (messages and the changes
+    made to them, see :class:`Change`): 1, 2, 3, ... without gaps. An edited
+    message has its new text and ``edited`` (when, ms); a deleted one keeps
+    its seq with no text (a tombstone)."""
 
     room: RoomName
     seq: int
@@ -28,10 +39,17 @@ class Message:
     text: str
     ts: int
     client_id: str | None
+    reply_to: int | None = None
+    edited: int | None = None
+    deleted: bool = False
+    reactions: Reactions = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """The wire form: ``{"room", "seq", "from", "text", "ts", "client_id"}``."""
-        return {
+        """The wire form: ``{"room", "seq", "from", "text", "ts", "client_id"}``,
+        and, only where they apply, ``reply_to``, ``edited``, ``deleted`` and
+        ``reactions`` (``[{"emoji", "count", "names"}]``, the first
+        :data:`REACTION_NAMES_SHOWN` names)."""
+        wire: dict[str, Any] = {
             "room": self.room,
             "seq": self.seq,
             "from": self.sender,
@@ -39,6 +57,51 @@ class Message:
             "ts": self.ts,
             "client_id": self.client_id,
         }
+        if self.reply_to is not None:
+            wire["reply_to"] = self.reply_to
+        if self.edited is not None:
+            wire["edited"] = self.edited
+        if self.deleted:
+            wire["deleted"] = True
+        if self.reactions:
+            wire["reactions"] = [{"emoji": emoji, "count": len(names),
+                                  "names": list(names[:REACTION_NAMES_SHOWN])}
+                                 for emoji, names in self.reactions]
+        return wire
+
+
+CHANGE_KINDS = ("edit", "delete", "react", "unreact")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change made to the message ``target``: an entry of the room's stream,
+    numbered by ``seq`` like messages. ``value`` is the new text (edit) or
+    the emoji (react, unreact); ``sender`` is who made the change."""
+
+    room: RoomName
+    seq: int
+    kind: str
+    target: int
+    sender: str
+    value: str | None
+    ts: int
+    client_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"room", "seq", "kind", "target", "from", "ts", "client_id"}`` and
+        ``text`` (edit) or ``emoji`` (react, unreact)."""
+        wire: dict[str, Any] = {"room": self.room, "seq": self.seq, "kind": self.kind,
+                                "target": self.target, "from": self.sender, "ts": self.ts,
+                                "client_id": self.client_id}
+        if self.kind == "edit":
+            wire["text"] = self.value
+        elif self.kind in ("react", "unreact"):
+            wire["emoji"] = self.value
+        return wire
+
+
+Entry = Message | Change
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +111,12 @@ class Page:
     ``more`` says whether messages exist beyond the slice in the direction
     the query was paging (older for ``before`` or the latest page, newer for
     ``after``). ``latest`` is the room's highest seq when read (0 if empty).
+    Paging back (``before``, or the latest page) gives messages as they stand
+    now; reading on (``after``) gives the stream: the messages and the
+    changes after that seq (``changes``), with ``more`` counting both.
     """
 
     messages: list[Message]
     more: bool
     latest: int
+    changes: list[Change] = field(default_factory=list)  # in a read of the stream (after)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, RoomName
+from .stream import Altered
 
 _SCHEMES = {
     "memory": "app.store.memory",
@@ -59,13 +60,25 @@ def check_storable(sender: str, text: str, client_id: str | None) -> None:
 
 
 class MessageStore(Protocol):
-    async def append(self, room: RoomName, sender: str, text: str,
-                     client_id: str | None) -> tuple[Message, bool]:
-        """Store a message; return it and whether it was created (False: a repeat).
+    async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
+                     reply_to: int | None = None) -> tuple[Message, bool]:
+        """Store a message (answering message ``reply_to`` of the room, if given);
+        return it and whether it was created (False: a repeat).
 
-        Raises ``ChatError(UNAVAILABLE)`` when the backend cannot be reached and
-        ``ChatError(BAD_REQUEST)`` for what it cannot hold (:func:`check_storable`).
+        Raises ``ChatError(UNAVAILABLE)`` when the backend cannot be reached,
+        ``ChatError(BAD_REQUEST)`` for what it cannot hold (:func:`check_storable`)
+        and ``ChatError(NOT_FOUND)`` when ``reply_to`` is no message of the room.
         """
+
+    async def alter(self, room: RoomName, sender: str, kind: str, target: int,
+                    value: str | None, client_id: str | None, *,
+                    moderator: bool = False) -> Altered:
+        """Change message ``target`` (``kind``: edit, delete, react, unreact) as
+        :class:`~app.store.stream.BatchWriter` decides, in call order with
+        appends; the change is an entry of the room's stream with its own seq.
+        Refusals: ``NOT_FOUND`` (no such message, or deleted), ``FORBIDDEN``
+        (not the sender's, and not a moderator's delete), ``TOO_LARGE`` (too
+        many different reactions)."""
 
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:

@@ -19,26 +19,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import Any
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, RoomName
+from .stream import Append, Request, Result
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 500  # appends per transaction
+MAX_BATCH = 500  # writes per transaction
 
+__all__ = ["Append", "AppendQueue", "Request", "Result"]
 
-@dataclass(frozen=True, slots=True)
-class Append:
-    room: RoomName
-    sender: str
-    text: str
-    client_id: str | None
-
-
-Result = tuple[Message, bool]
-WriteBatch = Callable[[list[Append]], Awaitable[list[Result]]]
+# the result of each request, or the ChatError it is refused with alone
+WriteBatch = Callable[[list[Request]], Awaitable[list[Result | ChatError]]]
 
 
 class AppendQueue:
@@ -50,10 +43,10 @@ class AppendQueue:
         self._write = write
         self._is_outage = is_outage
         self._name = name
-        self._queue: list[tuple[Append, asyncio.Future[Result]]] = []
+        self._queue: list[tuple[Request, asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._writing: list[tuple[Append, asyncio.Future[Result]]] = []  # the batch in hand
+        self._writing: list[tuple[Request, asyncio.Future[Any]]] = []  # the batch in hand
         self._failure = ""  # why the writer last stopped, until a batch is written again
         self.closing = False
 
@@ -83,10 +76,11 @@ class AppendQueue:
                 future.set_exception(unavailable)
         self.start()
 
-    async def append(self, request: Append) -> Result:
+    async def append(self, request: Request) -> Any:
+        """Queue ``request`` (an append or a change); its result once written."""
         if self.closing:
             raise ChatError(ErrorCode.UNAVAILABLE, "the server is shutting down")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         self._wakeup.set()
         return await future
@@ -103,7 +97,7 @@ class AppendQueue:
             if self.closing:
                 return
 
-    async def _write_settling(self, batch: list[tuple[Append, asyncio.Future[Result]]]
+    async def _write_settling(self, batch: list[tuple[Request, asyncio.Future[Any]]]
                               ) -> None:
         """Write ``batch`` and settle its futures. An outage fails them all
         (``unavailable``); any other error is one append's doing, so the batch is
@@ -129,7 +123,11 @@ class AppendQueue:
             return
         self._failure = ""
         for (_, future), result in zip(batch, results):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(result, ChatError):
+                future.set_exception(result)
+            else:
                 future.set_result(result)
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, RoomName
 from . import MessageStore
+from .stream import Altered
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,16 @@ class Deadlines:
         if not task.cancelled():
             task.exception()  # retrieved: a late failure nobody waits for is not news
 
-    async def append(self, room: RoomName, sender: str, text: str,
-                     client_id: str | None) -> tuple[Message, bool]:
-        return await self._call("append", self.store.append(room, sender, text, client_id))
+    async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
+                     reply_to: int | None = None) -> tuple[Message, bool]:
+        return await self._call("append", self.store.append(room, sender, text, client_id,
+                                                            reply_to))
+
+    async def alter(self, room: RoomName, sender: str, kind: str, target: int,
+                    value: str | None, client_id: str | None, *,
+                    moderator: bool = False) -> Altered:
+        return await self._call("alter", self.store.alter(room, sender, kind, target, value,
+                                                          client_id, moderator=moderator))
 
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:

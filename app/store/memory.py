@@ -7,46 +7,63 @@ with ``since`` would see seq numbers start again at 1).
 
 from __future__ import annotations
 
-import bisect
-
-from ..chat.models import Message, Page, RoomName, now_ms
+from ..chat.errors import ChatError
+from ..chat.models import Entry, Message, Page, RoomName, now_ms
 from . import MessageStore, check_storable, page_bounds
+from .stream import Alter, Altered, Append, BatchWriter, ClientKey, Request, split, targets
 
 
 class MemoryStore:
     def __init__(self) -> None:
-        self._rooms: dict[RoomName, list[Message]] = {}
-        self._by_client_id: dict[tuple[RoomName, str, str], Message] = {}
+        self._rooms: dict[RoomName, list[Entry]] = {}  # entry seq n at index n - 1
+        self._by_client_id: dict[ClientKey, Entry] = {}
 
-    async def append(self, room: RoomName, sender: str, text: str,
-                     client_id: str | None) -> tuple[Message, bool]:
+    async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
+                     reply_to: int | None = None) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
-        if client_id is not None:
-            stored = self._by_client_id.get((room, sender, client_id))
-            if stored is not None:
-                return stored, False
-        messages = self._rooms.setdefault(room, [])
-        message = Message(room, len(messages) + 1, sender, text, now_ms(), client_id)
-        messages.append(message)
-        if client_id is not None:
-            self._by_client_id[(room, sender, client_id)] = message
-        return message, True
+        result = self._write(Append(room, sender, text, client_id, reply_to))
+        assert isinstance(result, tuple)
+        return result
+
+    async def alter(self, room: RoomName, sender: str, kind: str, target: int,
+                    value: str | None, client_id: str | None, *,
+                    moderator: bool = False) -> Altered:
+        check_storable(sender, value or "", client_id)
+        result = self._write(Alter(room, sender, kind, target, value, client_id, moderator))
+        assert isinstance(result, Altered)
+        return result
+
+    def _write(self, request: Request) -> tuple[Message, bool] | Altered:
+        entries = self._rooms.setdefault(request.room, [])
+        key = (request.room, request.sender, request.client_id)
+        stored = {key: self._by_client_id[key]} if key in self._by_client_id else {}
+        messages = {(room, seq): found for room, seq in targets([request])
+                    if 0 < seq <= len(entries)
+                    and isinstance(found := entries[seq - 1], Message)}
+        writer = BatchWriter({request.room: len(entries)}, stored, messages, now_ms())
+        result = writer.apply(request)
+        for new in writer.new_entries:
+            entries.append(new)
+            if new.client_id is not None:
+                self._by_client_id[(new.room, new.sender, new.client_id)] = new
+        for changed in writer.changed_messages:
+            entries[changed.seq - 1] = changed
+        if isinstance(result, ChatError):
+            raise result
+        return result
 
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:
         page_bounds(before, after, limit)
-        messages = self._rooms.get(room, [])
-        seqs = range(1, len(messages) + 1)  # seq n sits at index n - 1
-        if after is not None:
-            start = bisect.bisect_right(seqs, after)
-            chunk = messages[start:start + limit]
-            more = start + limit < len(messages)
-        else:
-            end = len(messages) if before is None else bisect.bisect_left(seqs, before)
-            start = max(0, end - limit)
-            chunk = messages[start:end]
-            more = start > 0
-        return Page(chunk, more, len(messages))
+        entries = self._rooms.get(room, [])
+        if after is not None:  # the stream
+            chunk = entries[after:after + limit]
+            more = after + limit < len(entries)
+            messages, changes = split(chunk)
+            return Page(messages, more, len(entries), changes)
+        end = len(entries) if before is None else max(0, min(before - 1, len(entries)))
+        older = [e for e in entries[:end] if isinstance(e, Message)]
+        return Page(older[-limit:], len(older) > limit, len(entries))
 
     async def ping(self) -> None:
         return None

@@ -21,22 +21,21 @@ reconnects by itself once it is back.
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, Page, RoomName, now_ms
-from . import MessageStore, page_bounds
-from . import check_storable
-from .batching import Append, AppendQueue, Result
+from ..chat.models import Entry, Message, Page, RoomName, now_ms
+from . import MessageStore, check_storable, page_bounds
+from .batching import AppendQueue
+from .stream import (COLUMNS, Alter, Altered, Append, BatchWriter, ClientKey, Key, Request,
+                     Result, client_key, entry, row, split, targets)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
-_COLUMNS = "room, seq, sender, text, ts, client_id"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS roomcast_schema (version integer NOT NULL);
 CREATE TABLE IF NOT EXISTS rooms (
@@ -55,6 +54,19 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
     ON messages (room, sender, client_id) WHERE client_id IS NOT NULL;
 """
+_MIGRATE_2 = """
+-- version 2: one row per entry of a room's stream (app.store.stream): messages,
+-- as they stand now, and the changes made to them
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'message';
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS target bigint;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS reply_to bigint;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited bigint;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS deleted integer NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS reactions text;
+CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'message';
+"""
+_INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES " \
+    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 
 OUTAGES = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
            asyncpg.exceptions.OperatorInterventionError,
@@ -70,11 +82,6 @@ def split_url(url: str) -> tuple[str, str | None]:
     if schema is not None and not schema.replace("_", "").isalnum():
         raise ValueError(f"schema must be letters, digits and _, not {schema!r}")
     return urlunsplit(parts._replace(scheme="postgresql", query=rest)), schema
-
-
-def _message(row: Any) -> Message:
-    return Message(RoomName(row["room"]), row["seq"], row["sender"], row["text"], row["ts"],
-                   row["client_id"])
 
 
 class PostgresStore:
@@ -103,60 +110,78 @@ class PostgresStore:
         if version is not None and version > SCHEMA_VERSION:
             raise RuntimeError(f"the database has schema version {version}; this Roomcast "
                                f"knows up to {SCHEMA_VERSION}")
-        if version is None:
+        if version is None or version < SCHEMA_VERSION:
+            await conn.execute(_MIGRATE_2)
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
     # -- writes ---------------------------------------------------------------
 
-    async def append(self, room: RoomName, sender: str, text: str,
-                     client_id: str | None) -> tuple[Message, bool]:
+    async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
+                     reply_to: int | None = None) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
-        return await self._appends.append(Append(room, sender, text, client_id))
+        result: tuple[Message, bool] = await self._appends.append(
+            Append(room, sender, text, client_id, reply_to))
+        return result
 
-    async def _write(self, batch: list[Append]) -> list[Result]:
+    async def alter(self, room: RoomName, sender: str, kind: str, target: int,
+                    value: str | None, client_id: str | None, *,
+                    moderator: bool = False) -> Altered:
+        check_storable(sender, value or "", client_id)
+        result: Altered = await self._appends.append(
+            Alter(room, sender, kind, target, value, client_id, moderator))
+        return result
+
+    async def _write(self, batch: list[Request]) -> list[Result | ChatError]:
         assert self._pool is not None
-        rooms = sorted({a.room for a in batch})
+        rooms = sorted({r.room for r in batch})
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("INSERT INTO rooms (room, head) SELECT unnest($1::text[]), 0"
                                " ON CONFLICT DO NOTHING", rooms)
-            heads: dict[str, int] = dict(await conn.fetch(
+            heads = {RoomName(room): int(head) for room, head in await conn.fetch(
                 "SELECT room, head FROM rooms WHERE room = ANY($1::text[])"
-                " ORDER BY room FOR UPDATE", rooms))
-            known = await self._stored_client_ids(conn, batch)
-            results: list[Result] = []
-            rows: list[tuple[Any, ...]] = []
-            for a in batch:
-                key = (a.room, a.sender, a.client_id)
-                if a.client_id is not None and key in known:
-                    results.append((known[key], False))
-                    continue
-                heads[a.room] += 1
-                message = Message(a.room, heads[a.room], a.sender, a.text, now_ms(),
-                                  a.client_id)
-                if a.client_id is not None:
-                    known[key] = message  # a repeat later in this batch
-                rows.append((message.room, message.seq, message.sender, message.text,
-                             message.ts, message.client_id))
-                results.append((message, True))
-            if rows:
-                await conn.executemany(
-                    f"INSERT INTO messages ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)", rows)
+                " ORDER BY room FOR UPDATE", rooms)}
+            writer = BatchWriter(heads, await self._stored(conn, batch),
+                                 await self._messages_at(conn, targets(batch)), now_ms())
+            results = [writer.apply(r) for r in batch]
+            new = writer.new_entries
+            if new:
+                await conn.executemany(_INSERT, [row(e) for e in new])
                 await conn.execute(
                     "UPDATE rooms SET head = v.head FROM unnest($1::text[], $2::bigint[])"
                     " AS v(room, head) WHERE rooms.room = v.room",
                     list(heads), list(heads.values()))
+            changed = writer.changed_messages
+            if changed:
+                await conn.executemany(
+                    "UPDATE messages SET text = $3, edited = $4, deleted = $5, reactions = $6"
+                    " WHERE room = $1 AND seq = $2",
+                    [(r[0], r[1], r[4], r[9], r[10], r[11]) for r in map(row, changed)])
         return results
 
-    async def _stored_client_ids(self, conn: asyncpg.Connection, batch: list[Append]
-                                 ) -> dict[tuple[str, str, str | None], Message]:
-        wanted = [(a.room, a.sender, a.client_id) for a in batch if a.client_id is not None]
+    async def _stored(self, conn: asyncpg.Connection, batch: list[Request]
+                      ) -> dict[ClientKey, Entry]:
+        """Entries already stored under the batch's client ids."""
+        wanted = [client_key(r) for r in batch if r.client_id is not None]
         if not wanted:
             return {}
         found = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM messages m JOIN unnest($1::text[], $2::text[], $3::text[])"
+            f"SELECT {COLUMNS} FROM messages m JOIN unnest($1::text[], $2::text[], $3::text[])"
             " AS w(room, sender, client_id) USING (room, sender, client_id)",
             *map(list, zip(*wanted)))
-        return {(r["room"], r["sender"], r["client_id"]): _message(r) for r in found}
+        entries = [entry(r) for r in found]
+        return {(e.room, e.sender, e.client_id): e for e in entries}
+
+    async def _messages_at(self, conn: asyncpg.Connection, keys: list[Key]
+                           ) -> dict[Key, Message]:
+        """The messages (not changes) at ``keys``."""
+        if not keys:
+            return {}
+        found = await conn.fetch(
+            f"SELECT {COLUMNS} FROM messages m JOIN unnest($1::text[], $2::bigint[])"
+            " AS w(room, seq) USING (room, seq) WHERE m.kind = 'message'",
+            [k[0] for k in keys], [k[1] for k in keys])
+        messages = [entry(r) for r in found]
+        return {(m.room, m.seq): m for m in messages if isinstance(m, Message)}
 
     # -- reads ----------------------------------------------------------------
 
@@ -167,14 +192,14 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn, conn.transaction(
                     isolation="repeatable_read", readonly=True):
-                if after is not None:
+                if after is not None:  # the stream: messages and changes
                     rows = await conn.fetch(
-                        f"SELECT {_COLUMNS} FROM messages WHERE room = $1 AND seq > $2"
+                        f"SELECT {COLUMNS} FROM messages WHERE room = $1 AND seq > $2"
                         " ORDER BY seq LIMIT $3", room, after, limit + 1)
-                else:
+                else:  # messages as they stand
                     rows = await conn.fetch(
-                        f"SELECT {_COLUMNS} FROM messages WHERE room = $1 AND seq < $2"
-                        " ORDER BY seq DESC LIMIT $3",
+                        f"SELECT {COLUMNS} FROM messages WHERE room = $1 AND kind = 'message'"
+                        " AND seq < $2 ORDER BY seq DESC LIMIT $3",
                         room, before if before is not None else 2**62, limit + 1)
                     rows.reverse()
                 top = await conn.fetchval("SELECT head FROM rooms WHERE room = $1", room)
@@ -184,7 +209,8 @@ class PostgresStore:
         more = len(rows) > limit
         if more:
             rows = rows[:limit] if after is not None else rows[1:]
-        return Page([_message(r) for r in rows], more, top or 0)
+        messages, changes = split([entry(r) for r in rows])
+        return Page(messages, more, top or 0, changes)
 
     async def ping(self) -> None:
         if self._appends.closing or self._pool is None:

@@ -28,15 +28,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, Page, RoomName, now_ms
-from . import MessageStore, page_bounds
-from . import check_storable
-from .batching import Append, AppendQueue, Result
+from ..chat.models import Entry, Message, Page, RoomName, now_ms
+from . import MessageStore, check_storable, page_bounds
+from .batching import AppendQueue
+from .stream import (COLUMNS, Alter, Altered, Append, BatchWriter, ClientKey, Key, Request,
+                     Result, client_key, entry, row, split, targets)
+
+_PLACES = "(" + ", ".join("?" * 12) + ")"
+_QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+# One row per entry of a room's stream (app.store.stream): messages, as they
+# stand now, and the changes made to them; messages_only pages back through
+# the messages alone.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -45,13 +52,30 @@ CREATE TABLE IF NOT EXISTS messages (
     text      TEXT    NOT NULL,
     ts        INTEGER NOT NULL,
     client_id TEXT,
+    kind      TEXT    NOT NULL DEFAULT 'message',
+    target    INTEGER,
+    reply_to  INTEGER,
+    edited    INTEGER,
+    deleted   INTEGER NOT NULL DEFAULT 0,
+    reactions TEXT,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
     ON messages (room, sender, client_id) WHERE client_id IS NOT NULL;
 """
-_COLUMNS = "room, seq, sender, text, ts, client_id"
-_ROWS_PER_INSERT = 1000  # 6 parameters a row; SQLite allows 32,766 per statement
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'message';
+"""
+# version 1 -> 2: the changes joined the stream
+_MIGRATE_1 = """
+ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
+ALTER TABLE messages ADD COLUMN target INTEGER;
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+ALTER TABLE messages ADD COLUMN edited INTEGER;
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN reactions TEXT;
+"""
+_ROWS_PER_INSERT = 1000  # 12 parameters a row; SQLite allows 32,766 per statement
 
 
 def path_from_url(url: str) -> Path:
@@ -70,10 +94,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     return conn
-
-
-def _message(row: tuple[Any, ...]) -> Message:
-    return Message(RoomName(row[0]), row[1], row[2], row[3], row[4], row[5])
 
 
 class SqliteStore:
@@ -99,7 +119,9 @@ class SqliteStore:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self._path} has schema version {version}; this Roomcast "
                                f"knows up to {SCHEMA_VERSION}")
-        conn.executescript(_SCHEMA)
+        if version == 1:
+            conn.executescript(f"BEGIN; {_MIGRATE_1} COMMIT;")
+        conn.executescript(_SCHEMA + _INDEXES)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return conn
 
@@ -108,16 +130,27 @@ class SqliteStore:
 
     # -- writes ---------------------------------------------------------------
 
-    async def append(self, room: RoomName, sender: str, text: str,
-                     client_id: str | None) -> tuple[Message, bool]:
+    async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
+                     reply_to: int | None = None) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
-        return await self._appends.append(Append(room, sender, text, client_id))
+        result: tuple[Message, bool] = await self._appends.append(
+            Append(room, sender, text, client_id, reply_to))
+        return result
 
-    async def _write(self, batch: list[Append]) -> list[Result]:
-        results: list[Result] = await self._on(self._writer_thread, self._write_batch, batch)
+    async def alter(self, room: RoomName, sender: str, kind: str, target: int,
+                    value: str | None, client_id: str | None, *,
+                    moderator: bool = False) -> Altered:
+        check_storable(sender, value or "", client_id)
+        result: Altered = await self._appends.append(
+            Alter(room, sender, kind, target, value, client_id, moderator))
+        return result
+
+    async def _write(self, batch: list[Request]) -> list[Result | ChatError]:
+        results: list[Result | ChatError] = await self._on(
+            self._writer_thread, self._write_batch, batch)
         return results
 
-    def _write_batch(self, batch: list[Append]) -> list[Result]:
+    def _write_batch(self, batch: list[Request]) -> list[Result | ChatError]:
         """One transaction in a handful of statements, however long the batch:
         the sqlite3 module releases the GIL around every step of a statement
         and must win it back from the busy event loop after each (up to the
@@ -127,28 +160,22 @@ class SqliteStore:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            heads = self._heads(conn, sorted({a.room for a in batch}))
-            stored = self._stored(conn, [a for a in batch if a.client_id is not None])
-            results: list[Result] = []
-            new: list[Message] = []
-            ts = now_ms()
-            for a in batch:
-                key = (a.room, a.sender, a.client_id)
-                if a.client_id is not None and key in stored:
-                    results.append((stored[key], False))
-                    continue
-                heads[a.room] = seq = heads.get(a.room, 0) + 1
-                message = Message(a.room, seq, a.sender, a.text, ts, a.client_id)
-                if a.client_id is not None:
-                    stored[key] = message  # a retry within the same batch
-                new.append(message)
-                results.append((message, True))
+            writer = BatchWriter(self._heads(conn, sorted({r.room for r in batch})),
+                                 self._stored(conn, [r for r in batch if r.client_id is not None]),
+                                 self._messages_at(conn, targets(batch)), now_ms())
+            results = [writer.apply(r) for r in batch]
+            new = writer.new_entries
             for start in range(0, len(new), _ROWS_PER_INSERT):
                 rows = new[start:start + _ROWS_PER_INSERT]
-                conn.execute(f"INSERT INTO messages ({_COLUMNS}) VALUES "
-                             + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows)),
-                             [v for m in rows
-                              for v in (m.room, m.seq, m.sender, m.text, m.ts, m.client_id)])
+                conn.execute(f"INSERT INTO messages ({COLUMNS}) VALUES "
+                             + ", ".join([_PLACES] * len(rows)),
+                             [v for e in rows for v in row(e)])
+            changed = writer.changed_messages
+            if changed:
+                conn.executemany(
+                    "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?"
+                    " WHERE room = ? AND seq = ?",
+                    [(r[4], r[9], r[10], r[11], r[0], r[1]) for r in map(row, changed)])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -165,19 +192,31 @@ class SqliteStore:
         return {RoomName(room): int(top) for room, top in json.loads(heads).items()}
 
     @staticmethod
-    def _stored(conn: sqlite3.Connection,
-                keyed: list[Append]) -> dict[tuple[str, str, str | None], Message]:
-        """Messages already stored under the batch's client ids, as one row."""
+    def _stored(conn: sqlite3.Connection, keyed: list[Request]) -> dict[ClientKey, Entry]:
+        """Entries already stored under the batch's client ids, as one row."""
         if not keyed:
             return {}
         (rows,) = conn.execute(
             "WITH k(room, sender, client_id) AS (VALUES "
             + ", ".join(["(?, ?, ?)"] * len(keyed)) + ")"
-            " SELECT json_group_array(json_array(m.room, m.seq, m.sender, m.text, m.ts,"
-            " m.client_id)) FROM k CROSS JOIN messages AS m ON m.room = k.room"
-            " AND m.sender = k.sender AND m.client_id = k.client_id",
-            [v for a in keyed for v in (a.room, a.sender, a.client_id)]).fetchone()
-        return {(row[0], row[2], row[5]): _message(tuple(row)) for row in json.loads(rows)}
+            f" SELECT json_group_array(json_array({_QUALIFIED})) FROM k CROSS JOIN messages"
+            " AS m ON m.room = k.room AND m.sender = k.sender AND m.client_id = k.client_id",
+            [v for r in keyed for v in client_key(r)]).fetchone()
+        found = [entry(r) for r in json.loads(rows)]
+        return {(e.room, e.sender, e.client_id): e for e in found}
+
+    @staticmethod
+    def _messages_at(conn: sqlite3.Connection, keys: list[Key]) -> dict[Key, Message]:
+        """The messages (not changes) at ``keys``, as one row."""
+        if not keys:
+            return {}
+        (rows,) = conn.execute(
+            "WITH k(room, seq) AS (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ")"
+            f" SELECT json_group_array(json_array({_QUALIFIED})) FROM k CROSS JOIN messages"
+            " AS m ON m.room = k.room AND m.seq = k.seq AND m.kind = 'message'",
+            [v for key in keys for v in key]).fetchone()
+        found = [entry(r) for r in json.loads(rows)]
+        return {(m.room, m.seq): m for m in found if isinstance(m, Message)}
 
     # -- reads ----------------------------------------------------------------
 
@@ -198,14 +237,14 @@ class SqliteStore:
         assert conn is not None
         conn.execute("BEGIN")  # one snapshot for the page and the room's top
         try:
-            if after is not None:
+            if after is not None:  # the stream: messages and changes
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND seq > ?"
+                    f"SELECT {COLUMNS} FROM messages WHERE room = ? AND seq > ?"
                     " ORDER BY seq LIMIT ?", (room, after, limit + 1)).fetchall()
-            else:
+            else:  # messages as they stand
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND seq < ?"
-                    " ORDER BY seq DESC LIMIT ?",
+                    f"SELECT {COLUMNS} FROM messages WHERE room = ? AND kind = 'message'"
+                    " AND seq < ? ORDER BY seq DESC LIMIT ?",
                     (room, before if before is not None else 2**62, limit + 1)).fetchall()
                 rows.reverse()
             (top,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages"
@@ -215,7 +254,8 @@ class SqliteStore:
         more = len(rows) > limit
         if more:
             rows = rows[:limit] if after is not None else rows[1:]
-        return Page([_message(r) for r in rows], more, top)
+        messages, changes = split([entry(r) for r in rows])
+        return Page(messages, more, top, changes)
 
     async def ping(self) -> None:
         if self._appends.closing:

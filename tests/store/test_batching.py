@@ -9,7 +9,7 @@ import pytest
 
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import Message, RoomName
-from app.store.batching import Append, AppendQueue, Result
+from app.store.batching import Append, AppendQueue, Request, Result
 
 
 class Outage(Exception):
@@ -19,14 +19,15 @@ class Outage(Exception):
 def make_queue(poison: str, outage: bool = False) -> tuple[AppendQueue, list[int]]:
     batches: list[int] = []
 
-    async def write(batch: list[Append]) -> list[Result]:
+    async def write(batch: list[Request]) -> list[Result | ChatError]:
         batches.append(len(batch))
         if outage:
             raise Outage("down")
-        if any(a.text == poison for a in batch):
+        appends = [a for a in batch if isinstance(a, Append)]
+        if any(a.text == poison for a in appends):
             raise ValueError("this row cannot be written")
         return [(Message(a.room, i + 1, a.sender, a.text, 0, a.client_id), True)
-                for i, a in enumerate(batch)]
+                for i, a in enumerate(appends)]
 
     queue = AppendQueue(write, lambda exc: isinstance(exc, Outage), "test")
     queue.start()
@@ -61,12 +62,13 @@ async def test_the_writer_outlives_a_crash(caplog: pytest.LogCaptureFixture) -> 
     crashes = [asyncio.CancelledError()]
     written: list[str] = []
 
-    async def write(batch: list[Append]) -> list[Result]:
+    async def write(batch: list[Request]) -> list[Result | ChatError]:
         if crashes:
             raise crashes.pop()
-        written.extend(a.text for a in batch)
+        appends = [a for a in batch if isinstance(a, Append)]
+        written.extend(a.text for a in appends)
         return [(Message(a.room, i + 1, a.sender, a.text, 0, a.client_id), True)
-                for i, a in enumerate(batch)]
+                for i, a in enumerate(appends)]
 
     queue = AppendQueue(write, lambda exc: False, "test")
     queue.start()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
+import asyncpg
 import pytest
 
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import RoomName
 from app.store import MessageStore, open_store
 
-from ..services import postgres_schema
+from ..services import DATABASE_URL, postgres_schema
 
 Opener = Callable[[], Awaitable[MessageStore]]
 LOBBY = RoomName("lobby")
@@ -226,3 +230,166 @@ async def test_abort_gives_up_at_once_and_keeps_what_was_stored(
                for r in refused), refused
     page = await (await reopen()).page(LOBBY, limit=100)
     assert [m.text for m in page.messages] == ["m0", "m1", "m2", *stored]
+
+
+# -- changes: entries of the stream, applied to their message --------------------
+
+
+async def refused(call: Awaitable[object]) -> ErrorCode:
+    with pytest.raises(ChatError) as error:
+        await call
+    return error.value.code
+
+
+async def test_an_edit_is_an_entry_and_changes_its_message(store: MessageStore) -> None:
+    """Only the sender edits; the edit takes the next seq; paging back shows the
+    message as it stands (edited, and when), reading on shows the message and
+    the edit in order; a retried edit (same client id) applies once."""
+    message, _ = await store.append(LOBBY, "alice", "helo", "m1")
+    edit = await store.alter(LOBBY, "alice", "edit", message.seq, "hello", "e1")
+    assert edit.created and edit.change is not None
+    assert (edit.change.seq, edit.change.kind, edit.change.target) == (2, "edit", 1)
+    assert (edit.message.text, edit.message.edited) == ("hello", edit.change.ts)
+    again = await store.alter(LOBBY, "alice", "edit", message.seq, "hello", "e1")
+    assert (again.created, again.change) == (False, edit.change)
+    assert await refused(store.alter(LOBBY, "bob", "edit", 1, "mine now", None)) \
+        is ErrorCode.FORBIDDEN
+    back = await store.page(LOBBY)
+    assert [(m.seq, m.text, m.edited) for m in back.messages] == [(1, "hello", edit.change.ts)]
+    assert (back.changes, back.latest) == ([], 2)
+    on = await store.page(LOBBY, after=0)
+    assert [m.seq for m in on.messages] == [1] and on.messages[0].text == "hello"
+    assert [(c.seq, c.kind, c.value) for c in on.changes] == [(2, "edit", "hello")]
+
+
+async def test_a_delete_leaves_a_tombstone_that_keeps_its_seq(store: MessageStore) -> None:
+    """The sender or a moderator deletes; the message keeps its seq with no text
+    and no reactions; a deleted message cannot be edited or reacted to; a
+    second delete changes nothing."""
+    first, _ = await store.append(LOBBY, "alice", "oops", None)
+    second, _ = await store.append(LOBBY, "bob", "spam", None)
+    await store.alter(LOBBY, "carol", "react", first.seq, "👍", None)
+    assert await refused(store.alter(LOBBY, "bob", "delete", first.seq, None, None)) \
+        is ErrorCode.FORBIDDEN
+    gone = await store.alter(LOBBY, "alice", "delete", first.seq, None, None)
+    assert gone.change is not None and gone.change.seq == 4
+    assert (gone.message.text, gone.message.deleted, gone.message.reactions) == ("", True, ())
+    modded = await store.alter(LOBBY, "mod", "delete", second.seq, None, None, moderator=True)
+    assert modded.message.deleted
+    repeat = await store.alter(LOBBY, "alice", "delete", first.seq, None, None)
+    assert (repeat.change, repeat.created) == (None, False)
+    for kind, value in (("edit", "fixed"), ("react", "👍")):
+        assert await refused(store.alter(LOBBY, "alice", kind, first.seq, value, None)) \
+            is ErrorCode.NOT_FOUND
+    page = await store.page(LOBBY)
+    assert [(m.seq, m.text, m.deleted) for m in page.messages] == [(1, "", True), (2, "", True)]
+    assert page.latest == 5
+
+
+async def test_reactions_count_each_person_once(store: MessageStore) -> None:
+    """A person's second reaction with one emoji changes nothing (no entry);
+    names are kept in the order they reacted; unreacting removes one's own,
+    the last one removes the emoji; past 20 different emoji: too_large."""
+    message, _ = await store.append(LOBBY, "alice", "lunch?", None)
+    for name in ("bob", "carol", "bob"):
+        await store.alter(LOBBY, name, "react", message.seq, "🍕", None)
+    tacos = await store.alter(LOBBY, "bob", "react", message.seq, "🌮", None)
+    assert tacos.message.reactions == (("🍕", ("bob", "carol")), ("🌮", ("bob",)))
+    nothing = await store.alter(LOBBY, "alice", "unreact", message.seq, "🍕", None)
+    assert (nothing.change, nothing.created) == (None, False)
+    undone = await store.alter(LOBBY, "bob", "unreact", message.seq, "🌮", None)
+    assert undone.message.reactions == (("🍕", ("bob", "carol")),)
+    assert undone.message.as_dict()["reactions"] == [
+        {"emoji": "🍕", "count": 2, "names": ["bob", "carol"]}]
+    for i in range(19):
+        await store.alter(LOBBY, "bob", "react", message.seq, chr(0x1F600 + i), None)
+    assert await refused(store.alter(LOBBY, "bob", "react", message.seq, "🙈", None)) \
+        is ErrorCode.TOO_LARGE
+    on = await store.page(LOBBY, after=0, limit=100)
+    assert [c.seq for c in on.changes] == list(range(2, 2 + 2 + 1 + 1 + 19))  # no gap
+    assert on.latest == on.changes[-1].seq
+
+
+async def test_a_reply_names_a_message_of_its_room(store: MessageStore) -> None:
+    question, _ = await store.append(LOBBY, "alice", "who's in?", None)
+    edit = await store.alter(LOBBY, "alice", "edit", question.seq, "who is in?", None)
+    reply, _ = await store.append(LOBBY, "bob", "me", None, reply_to=question.seq)
+    assert reply.reply_to == question.seq and reply.as_dict()["reply_to"] == 1
+    assert edit.change is not None
+    for target in (edit.change.seq, 99):  # a change is not a message; nor is nothing
+        assert await refused(store.append(LOBBY, "bob", "?", None, reply_to=target)) \
+            is ErrorCode.NOT_FOUND
+    assert await refused(store.append(RoomName("elsewhere"), "bob", "?", None, reply_to=1)) \
+        is ErrorCode.NOT_FOUND
+    page = await store.page(LOBBY)
+    assert [(m.seq, m.reply_to) for m in page.messages] == [(1, None), (3, 1)]
+
+
+async def test_one_batch_of_sends_and_changes_keeps_call_order(store: MessageStore) -> None:
+    """Changes called together with sends (one batch in a batching store) are
+    applied in call order, also to a message sent in that same batch, and a
+    refused one fails alone."""
+    first, _ = await store.append(LOBBY, "alice", "a", None)
+    results = await asyncio.gather(
+        store.append(LOBBY, "alice", "b", None),
+        store.alter(LOBBY, "alice", "edit", first.seq, "a2", None),
+        store.alter(LOBBY, "bob", "edit", first.seq, "hijack", None),
+        store.alter(LOBBY, "alice", "edit", 2, "b2", None),  # the send just before
+        store.alter(LOBBY, "bob", "react", 2, "👀", None),
+        return_exceptions=True)
+    assert isinstance(results[2], ChatError) and results[2].code is ErrorCode.FORBIDDEN
+    page = await store.page(LOBBY)
+    assert [(m.seq, m.text, m.reactions) for m in page.messages] == [
+        (1, "a2", ()), (2, "b2", (("👀", ("bob",)),))]
+    on = await store.page(LOBBY, after=1)
+    assert sorted([m.seq for m in on.messages] + [c.seq for c in on.changes]) == [2, 3, 4, 5]
+    assert [(c.seq, c.kind, c.target) for c in on.changes] == [
+        (3, "edit", 1), (4, "edit", 2), (5, "react", 2)]
+
+
+V1_TABLE = """CREATE TABLE messages (room {text} NOT NULL, seq {int} NOT NULL,
+    sender {text} NOT NULL, text {text} NOT NULL, ts {int} NOT NULL, client_id {text},
+    PRIMARY KEY (room, seq))"""
+
+
+async def make_version_1(store_url: str) -> None:
+    """A database as Roomcast's first schema left it, with two messages."""
+    rows = [("lobby", 1, "alice", "old one", 1, "c1"), ("lobby", 2, "bob", "old two", 2, None)]
+    if store_url.startswith("sqlite"):
+        path = Path(urlsplit(store_url).path[1:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute(V1_TABLE.format(text="TEXT", int="INTEGER") + " WITHOUT ROWID")
+            conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("PRAGMA user_version = 1")
+            conn.commit()
+        return
+    schema = dict(parse_qsl(urlsplit(store_url).query))["schema"]
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}";'
+                           "CREATE TABLE roomcast_schema (version integer NOT NULL);"
+                           "INSERT INTO roomcast_schema VALUES (1);"
+                           "CREATE TABLE rooms (room text PRIMARY KEY, head bigint NOT NULL);"
+                           "INSERT INTO rooms VALUES ('lobby', 2);"
+                           + V1_TABLE.format(text="text", int="bigint"))
+        await conn.executemany("INSERT INTO messages VALUES ($1, $2, $3, $4, $5, $6)", rows)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_version_1_database_is_migrated(store_url: str, reopen: Opener) -> None:
+    """Messages stored before changes existed are read as they were, can be
+    changed and replied to, and the stream goes on from their seq."""
+    await make_version_1(store_url)
+    store = await reopen()
+    page = await store.page(LOBBY)
+    assert [(m.seq, m.text, m.edited, m.reactions) for m in page.messages] == [
+        (1, "old one", None, ()), (2, "old two", None, ())]
+    edit = await store.alter(LOBBY, "alice", "edit", 1, "new one", None)
+    assert edit.change is not None and edit.change.seq == 3
+    reply, created = await store.append(LOBBY, "bob", "re", None, reply_to=1)
+    assert (reply.seq, reply.reply_to, created) == (4, 1, True)
+    _, repeat = await store.append(LOBBY, "alice", "again", "c1")  # its client id still counts
+    assert repeat is False

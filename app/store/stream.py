@@ -1,0 +1,246 @@
+"""Writes to rooms' streams, decided the same way in every store.
+
+A room's stream is one sequence of entries numbered 1, 2, 3, ... without
+gaps: the messages sent to it (:class:`~app.chat.models.Message`) and the
+changes made to them (:class:`~app.chat.models.Change`: edit, delete, react,
+unreact). A change is an entry of its own *and* is applied to the message
+row, so that paging back reads messages as they stand now in one indexed
+query, while reading on from a seq (recovery) returns every entry after it,
+messages and changes, in the order they happened: a client that missed
+some gets each exactly once, in order, by the rule it already follows for
+messages. (Versioned messages would make history a query for the latest
+version of each; a log of changes apart from the messages would need a
+second sequence, and recovery would have to merge two.)
+
+A store loads what a batch needs (each room's last seq, entries already
+stored under the batch's client ids, the messages the batch refers to),
+runs its requests through :class:`BatchWriter` in call order, and writes
+what it returns: the new entries and the messages changed in place. What a
+request may not do is its own :class:`ChatError`, not the batch's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..chat.errors import ChatError, ErrorCode
+from ..chat.models import Change, Entry, Message, Reactions, RoomName
+
+MAX_EMOJI_PER_MESSAGE = 20  # distinct reactions on one message
+
+# the stored row of an entry, in this order, in every store
+COLUMNS = "room, seq, kind, sender, text, ts, client_id, target, reply_to, edited, deleted, " \
+    "reactions"
+ROW_WIDTH = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """A message to store."""
+
+    room: RoomName
+    sender: str
+    text: str
+    client_id: str | None
+    reply_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alter:
+    """A change to make to message ``target``: ``kind`` is edit, delete, react
+    or unreact; ``value`` the new text or the emoji. A ``moderator`` may
+    delete anyone's message."""
+
+    room: RoomName
+    sender: str
+    kind: str
+    target: int
+    value: str | None
+    client_id: str | None
+    moderator: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Altered:
+    """What a change did: the entry it made (None when it changed nothing, e.g.
+    a second reaction of one person with one emoji) and the message as it
+    stands after it."""
+
+    change: Change | None
+    message: Message
+    created: bool  # False: nothing new (a repeat of a client id, or no change)
+
+
+Request = Append | Alter
+Result = tuple[Message, bool] | Altered
+Key = tuple[RoomName, int]  # (room, seq)
+ClientKey = tuple[RoomName, str, str | None]  # (room, sender, client_id)
+
+
+def client_key(request: Request) -> ClientKey:
+    return (request.room, request.sender, request.client_id)
+
+
+def targets(batch: list[Request]) -> list[Key]:
+    """The messages ``batch`` refers to (changed, or replied to)."""
+    wanted = {(r.room, r.target) for r in batch if isinstance(r, Alter)}
+    wanted |= {(r.room, r.reply_to) for r in batch
+               if isinstance(r, Append) and r.reply_to is not None}
+    return sorted(wanted)
+
+
+class BatchWriter:
+    """Applies one batch of requests, in call order, to what the store loaded:
+    ``heads`` (room -> last seq), ``stored`` (entries under the batch's client
+    ids) and ``messages`` (the messages the batch refers to that exist)."""
+
+    def __init__(self, heads: dict[RoomName, int], stored: dict[ClientKey, Entry],
+                 messages: dict[Key, Message], ts: int) -> None:
+        self.heads = heads
+        self._stored = stored
+        self._messages = messages
+        self._ts = ts
+        self._new: list[Entry] = []
+        self._born: set[Key] = set()  # messages appended in this batch
+        self._changed: set[Key] = set()  # messages stored before, changed by it
+
+    def apply(self, request: Request) -> Result | ChatError:
+        try:
+            if isinstance(request, Append):
+                return self._append(request)
+            return self._alter(request)
+        except ChatError as refused:
+            return refused
+
+    @property
+    def new_entries(self) -> list[Entry]:
+        """The entries to insert, in seq order; messages as they stand at the end
+        of the batch (one edited within it is inserted edited)."""
+        return [self._messages[(e.room, e.seq)] if isinstance(e, Message) else e
+                for e in self._new]
+
+    @property
+    def changed_messages(self) -> list[Message]:
+        """Messages stored before the batch that it changed, to update in place."""
+        return [self._messages[key] for key in sorted(self._changed)]
+
+    def _next_seq(self, room: RoomName) -> int:
+        self.heads[room] = seq = self.heads.get(room, 0) + 1
+        return seq
+
+    def _append(self, a: Append) -> tuple[Message, bool]:
+        if a.client_id is not None and (stored := self._stored.get(client_key(a))):
+            if not isinstance(stored, Message):
+                raise ChatError(ErrorCode.BAD_REQUEST,
+                                f"client_id {a.client_id!r} already names a change")
+            return self._messages.get((a.room, stored.seq), stored), False
+        if a.reply_to is not None and (a.room, a.reply_to) not in self._messages:
+            raise ChatError(ErrorCode.NOT_FOUND, f"there is no message {a.reply_to} in "
+                            f"{a.room!r} to reply to")
+        seq = self._next_seq(a.room)
+        message = Message(a.room, seq, a.sender, a.text, self._ts, a.client_id,
+                          reply_to=a.reply_to)
+        self._record(message)
+        self._messages[(a.room, seq)] = message
+        self._born.add((a.room, seq))
+        return message, True
+
+    def _record(self, entry: Entry) -> None:
+        self._new.append(entry)
+        if entry.client_id is not None:
+            self._stored[(entry.room, entry.sender, entry.client_id)] = entry
+
+    def _alter(self, c: Alter) -> Altered:
+        key = (c.room, c.target)
+        message = self._messages.get(key)
+        if c.client_id is not None and (stored := self._stored.get(client_key(c))):
+            if not (isinstance(stored, Change) and (stored.kind, stored.target, stored.value)
+                    == (c.kind, c.target, c.value)):
+                raise ChatError(ErrorCode.BAD_REQUEST,
+                                f"client_id {c.client_id!r} already names another entry")
+            assert message is not None  # the change's target exists
+            return Altered(stored, message, False)
+        if message is None:
+            raise ChatError(ErrorCode.NOT_FOUND, f"there is no message {c.target} in {c.room!r}")
+        changed = self._changed_message(c, message)
+        if changed is None:
+            return Altered(None, message, False)
+        change = Change(c.room, self._next_seq(c.room), c.kind, c.target, c.sender, c.value,
+                        self._ts, c.client_id)
+        self._record(change)
+        self._messages[key] = changed
+        if key not in self._born:
+            self._changed.add(key)
+        return Altered(change, changed, True)
+
+    def _changed_message(self, c: Alter, m: Message) -> Message | None:
+        """``m`` as ``c`` leaves it; None if ``c`` changes nothing."""
+        if c.kind == "delete":
+            if c.sender != m.sender and not c.moderator:
+                raise ChatError(ErrorCode.FORBIDDEN,
+                                "only its sender or a moderator may delete a message")
+            if m.deleted:
+                return None
+            return dataclasses.replace(m, text="", deleted=True, reactions=())
+        if m.deleted:
+            raise ChatError(ErrorCode.NOT_FOUND, f"message {m.seq} was deleted")
+        if c.kind == "edit":
+            if c.sender != m.sender:
+                raise ChatError(ErrorCode.FORBIDDEN, "only its sender may edit a message")
+            if c.value == m.text:
+                return None
+            assert c.value is not None
+            return dataclasses.replace(m, text=c.value, edited=self._ts)
+        reactions = dict(m.reactions)
+        names = reactions.get(c.value or "", ())
+        if c.kind == "react":
+            if c.sender in names:
+                return None
+            if not names and len(reactions) >= MAX_EMOJI_PER_MESSAGE:
+                raise ChatError(ErrorCode.TOO_LARGE, f"a message takes at most "
+                                f"{MAX_EMOJI_PER_MESSAGE} different reactions")
+            reactions[c.value or ""] = (*names, c.sender)
+        else:  # unreact
+            if c.sender not in names:
+                return None
+            left = tuple(n for n in names if n != c.sender)
+            if left:
+                reactions[c.value or ""] = left
+            else:
+                del reactions[c.value or ""]
+        return dataclasses.replace(m, reactions=tuple(reactions.items()))
+
+
+# -- rows ------------------------------------------------------------------------
+
+
+def row(entry: Entry) -> tuple[Any, ...]:
+    """``entry`` as the values of :data:`COLUMNS`."""
+    if isinstance(entry, Message):
+        return (entry.room, entry.seq, "message", entry.sender, entry.text, entry.ts,
+                entry.client_id, None, entry.reply_to, entry.edited, int(entry.deleted),
+                json.dumps([[e, list(n)] for e, n in entry.reactions])
+                if entry.reactions else None)
+    return (entry.room, entry.seq, entry.kind, entry.sender, entry.value or "", entry.ts,
+            entry.client_id, entry.target, None, None, 0, None)
+
+
+def entry(values: Any) -> Entry:
+    """The entry a row of :data:`COLUMNS` holds (a tuple, list or record)."""
+    (room, seq, kind, sender, text, ts, client_id, target, reply_to, edited, deleted,
+     reactions) = tuple(values)
+    if kind == "message":
+        loaded: Reactions = tuple((e, tuple(n)) for e, n in json.loads(reactions)) \
+            if reactions else ()
+        return Message(RoomName(room), seq, sender, text, ts, client_id, reply_to=reply_to,
+                       edited=edited, deleted=bool(deleted), reactions=loaded)
+    return Change(RoomName(room), seq, kind, target, sender, text if kind != "delete" else None,
+                  ts, client_id)
+
+
+def split(entries: list[Entry]) -> tuple[list[Message], list[Change]]:
+    return ([e for e in entries if isinstance(e, Message)],
+            [e for e in entries if isinstance(e, Change)])
