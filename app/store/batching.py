@@ -22,13 +22,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..chat.errors import ChatError, ErrorCode
-from .stream import Append, Request, Result
+from ..chat.models import Message, RoomName
+from . import check_storable
+from .stream import Alter, Altered, Append, Request, Result
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500  # writes per transaction
 
-__all__ = ["Append", "AppendQueue", "Request", "Result"]
+__all__ = ["Append", "AppendQueue", "QueuedWrites", "Request", "Result"]
 
 # the result of each request, or the ChatError it is refused with alone
 WriteBatch = Callable[[list[Request]], Awaitable[list[Result | ChatError]]]
@@ -138,3 +140,28 @@ class AppendQueue:
         if self._writer is not None:
             self._wakeup.set()
             await self._writer
+
+
+class QueuedWrites:
+    """``append`` and ``alter`` of a store whose writes all go through one
+    :class:`AppendQueue` (``_appends``), so that both keep call order."""
+
+    _appends: AppendQueue
+
+    async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
+                     reply_to: int | None = None) -> tuple[Message, bool]:
+        check_storable(sender, text, client_id)
+        result: tuple[Message, bool] = await self._appends.append(
+            Append(room, sender, text, client_id, reply_to))
+        return result
+
+    async def alter(self, room: RoomName, sender: str, kind: str, target: int,
+                    value: str | None, client_id: str | None, *,
+                    moderator: bool = False) -> Altered:
+        check_storable(sender, value or "", client_id)
+        result: Altered = await self._appends.append(
+            Alter(room, sender, kind, target, value, client_id, moderator))
+        return result
+
+    def status(self) -> str:
+        return self._appends.status()

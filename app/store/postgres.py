@@ -27,10 +27,10 @@ import asyncpg
 
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Entry, Message, Page, RoomName, now_ms
-from . import MessageStore, check_storable, page_bounds
-from .batching import AppendQueue
-from .stream import (COLUMNS, Alter, Altered, Append, BatchWriter, ClientKey, Key, Request,
-                     Result, client_key, entry, row, split, targets)
+from . import MessageStore, page_bounds
+from .batching import AppendQueue, QueuedWrites
+from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Request, Result, client_key, entry,
+                     row, split, targets)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(scheme="postgresql", query=rest)), schema
 
 
-class PostgresStore:
+class PostgresStore(QueuedWrites):
     def __init__(self, dsn: str, schema: str | None) -> None:
         self._dsn = dsn
         self._schema = schema
@@ -115,21 +115,6 @@ class PostgresStore:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
     # -- writes ---------------------------------------------------------------
-
-    async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None) -> tuple[Message, bool]:
-        check_storable(sender, text, client_id)
-        result: tuple[Message, bool] = await self._appends.append(
-            Append(room, sender, text, client_id, reply_to))
-        return result
-
-    async def alter(self, room: RoomName, sender: str, kind: str, target: int,
-                    value: str | None, client_id: str | None, *,
-                    moderator: bool = False) -> Altered:
-        check_storable(sender, value or "", client_id)
-        result: Altered = await self._appends.append(
-            Alter(room, sender, kind, target, value, client_id, moderator))
-        return result
 
     async def _write(self, batch: list[Request]) -> list[Result | ChatError]:
         assert self._pool is not None
@@ -227,9 +212,6 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
         log.info("postgres store closed")
-
-    def status(self) -> str:
-        return self._appends.status()
 
     def abort(self) -> None:
         if self._pool is not None:

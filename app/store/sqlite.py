@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Entry, Message, Page, RoomName, now_ms
-from . import MessageStore, check_storable, page_bounds
-from .batching import AppendQueue
-from .stream import (COLUMNS, Alter, Altered, Append, BatchWriter, ClientKey, Key, Request,
-                     Result, client_key, entry, row, split, targets)
+from . import MessageStore, page_bounds
+from .batching import AppendQueue, QueuedWrites
+from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Request, Result, client_key, entry,
+                     row, split, targets)
 
 _PLACES = "(" + ", ".join("?" * 12) + ")"
 _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
@@ -96,7 +96,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class SqliteStore:
+class SqliteStore(QueuedWrites):
     def __init__(self, path: Path) -> None:
         self._path = path
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
@@ -129,21 +129,6 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)
 
     # -- writes ---------------------------------------------------------------
-
-    async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None) -> tuple[Message, bool]:
-        check_storable(sender, text, client_id)
-        result: tuple[Message, bool] = await self._appends.append(
-            Append(room, sender, text, client_id, reply_to))
-        return result
-
-    async def alter(self, room: RoomName, sender: str, kind: str, target: int,
-                    value: str | None, client_id: str | None, *,
-                    moderator: bool = False) -> Altered:
-        check_storable(sender, value or "", client_id)
-        result: Altered = await self._appends.append(
-            Alter(room, sender, kind, target, value, client_id, moderator))
-        return result
 
     async def _write(self, batch: list[Request]) -> list[Result | ChatError]:
         results: list[Result | ChatError] = await self._on(
@@ -279,9 +264,6 @@ class SqliteStore:
                 await self._on(thread, conn.close)
             thread.shutdown(wait=True)
         log.info("sqlite store closed")
-
-    def status(self) -> str:
-        return self._appends.status()
 
     def abort(self) -> None:
         for conn in (self._write_conn, self._read_conn):
