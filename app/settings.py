@@ -21,7 +21,8 @@ SERIALIZERS = ("msgpack", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 # what is metered per connection: a <kind>_rate and <kind>_burst field each
-RATED = ("send", "typing", "join", "leave", "history", "rooms", "renew", "reply_bytes")
+RATED = ("send", "change", "typing", "join", "leave", "history", "rooms", "renew",
+         "reply_bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +84,12 @@ class Settings:
     send_rate: float = field(default=5.0, metadata={
         "help": "sends per second per connection, sustained (token bucket)"})
     send_burst: int = field(default=20, metadata={"help": "sends allowed in a burst"})
+    change_rate: float = field(default=2.0, metadata={
+        "help": "edits, deletes, reactions and unreactions per second per connection, "
+                "sustained"})
+    change_burst: int = field(default=20, metadata={"help": "changes allowed in a burst"})
+    edit_window: float = field(default=0.0, metadata={
+        "help": "seconds after sending during which a message may be edited (0: always)"})
     typing_rate: float = field(default=2.0, metadata={
         "help": "typing signals per second per connection, sustained"})
     typing_burst: int = field(default=5, metadata={"help": "typing signals in a burst"})

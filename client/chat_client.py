@@ -1,13 +1,16 @@
 """``ChatClient``: python-socketio's ``AsyncClient`` with Roomcast's guarantees.
 
-* **Every message once, in order.** For each joined room the client keeps the
-  last seq it handed to ``on_message``. A message at or below it is a
-  duplicate and dropped; one beyond ``last + 1`` reveals a gap, which is
-  filled from ``history`` first. After a reconnect the client rejoins each
+* **Every message and change once, in order.** A room's seq numbers its
+  stream: messages and the changes made to them (edits, deletes, reactions).
+  For each joined room the client keeps the last seq it handed over (a
+  message to ``on_message``, a change to ``on_change``). An entry at or below
+  it is a duplicate and dropped; one beyond ``last + 1`` reveals a gap, which
+  is filled from ``history`` first. After a reconnect the client rejoins each
   room with ``since = last`` and pages forward until it has caught up; told
   by the server to catch up (``catch_up``: its link to the other nodes may
   have lost events), it pages forward to the seq the server names.
-* **Sends are never lost or doubled.** ``send`` picks a ``client_id`` and
+* **Sends and changes are never lost or doubled.** ``send`` (and ``reply``,
+  ``edit``, ``delete``, ``react``, ``unreact``) picks a ``client_id`` and
   retries through reconnects until the server acknowledges it; the server
   stores a repeated ``(room, name, client_id)`` once.
 * **Handlers run one at a time, in order**, on one dispatcher task, so a
@@ -70,7 +73,7 @@ class ChatClientError(Exception):
 
 @dataclass
 class _Room:
-    last: int = 0  # highest seq handed to on_message
+    last: int = 0  # highest seq of the room's stream handed over
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -89,6 +92,9 @@ class ChatClient:
         connection as lost (default 10).
     :param reconnection_delay: first back-off in seconds, doubled up to
         ``reconnection_delay_max`` (defaults 0.5 and 5).
+    :param on_change: called with each change to a message (``kind`` edit,
+        delete, react or unreact; ``target`` the message's seq), in the
+        room's order with the messages.
     :param on_state: called with ``"ready"`` once connected with every room
         rejoined, and with ``"disconnected"`` when the connection drops.
     :param http_session: an ``aiohttp.ClientSession`` to connect with (for a
@@ -104,7 +110,7 @@ class ChatClient:
                  transports: list[str] | None = None, request_timeout: float = 10.0,
                  reconnection_delay: float = 0.5, reconnection_delay_max: float = 5.0,
                  on_message: Handler | None = None, on_presence: Handler | None = None,
-                 on_typing: Handler | None = None,
+                 on_typing: Handler | None = None, on_change: Handler | None = None,
                  on_state: Callable[[str], object] | None = None,
                  http_session: Any = None, token_provider: TokenProvider | None = None
                  ) -> None:
@@ -116,6 +122,7 @@ class ChatClient:
         self.on_message = on_message
         self.on_presence = on_presence
         self.on_typing = on_typing
+        self.on_change = on_change
         self.on_state = on_state
         self.token_provider = token_provider
         self._sio = socketio.AsyncClient(
@@ -138,6 +145,7 @@ class ChatClient:
         self._sio.on("presence", self._on_presence, namespace=NAMESPACE)
         self._sio.on("typing", self._on_typing, namespace=NAMESPACE)
         self._sio.on("catch_up", self._on_catch_up, namespace=NAMESPACE)
+        self._sio.on("change", self._on_message, namespace=NAMESPACE)
         self.renewals = 0  # tokens renewed on a live connection
 
     # -- connection -------------------------------------------------------------
@@ -263,7 +271,7 @@ class ChatClient:
                 if room in self._rooms:
                     ack = await self._call_paced(
                         "join", {"room": room, "since": self._rooms[room].last})
-                    await self._accept(room, ack["messages"])
+                    await self._accept(room, _stream(ack))
                     if ack["more"]:
                         await self._catch_up(room, ack["seq"])
             except _TRANSIENT as exc:
@@ -369,7 +377,7 @@ class ChatClient:
                 state.last = ack["seq"]
             return ack
         ack = await self.request("join", {"room": room, "since": state.last})
-        await self._accept(room, ack["messages"])
+        await self._accept(room, _stream(ack))
         return ack
 
     async def leave(self, room: str) -> None:
@@ -392,19 +400,59 @@ class ChatClient:
     async def typing(self, room: str, active: bool) -> None:
         await self.request("typing", {"room": room, "active": active})
 
-    async def send(self, room: str, text: str, *, client_id: str | None = None) -> JSON:
-        """Send ``text`` to ``room``; retry through reconnects until stored.
+    async def send(self, room: str, text: str, *, client_id: str | None = None,
+                   reply_to: int | None = None) -> JSON:
+        """Send ``text`` to ``room`` (answering message ``reply_to``, if given);
+        retry through reconnects until stored.
 
         Returns the stored message. Raises :class:`ChatClientError` for a
         refusal that retrying cannot fix (``not_member``, ``too_large``, ...),
         and for ``internal`` once it has come back MAX_INTERNAL_RETRIES times.
         """
-        payload = {"room": room, "text": text, "client_id": client_id or uuid.uuid4().hex}
+        payload: JSON = {"room": room, "text": text}
+        if reply_to is not None:
+            payload["reply_to"] = reply_to
+        message: JSON = (await self._write("send", payload, client_id))["message"]
+        await self._accept(room, [message])
+        return message
+
+    async def reply(self, room: str, seq: int, text: str) -> JSON:
+        """Send ``text`` in answer to message ``seq``; see :meth:`send`."""
+        return await self.send(room, text, reply_to=seq)
+
+    async def edit(self, room: str, seq: int, text: str) -> JSON:
+        """Replace the text of one's own message ``seq``. Returns the ack:
+        ``message`` as it stands after, and the ``change`` (null if the text
+        was the same)."""
+        return await self._change("edit", {"room": room, "seq": seq, "text": text})
+
+    async def delete(self, room: str, seq: int) -> JSON:
+        """Delete one's own message ``seq`` (a moderator: anyone's)."""
+        return await self._change("delete", {"room": room, "seq": seq})
+
+    async def react(self, room: str, seq: int, emoji: str) -> JSON:
+        """Add one's ``emoji`` reaction to message ``seq`` (once per person)."""
+        return await self._change("react", {"room": room, "seq": seq, "emoji": emoji})
+
+    async def unreact(self, room: str, seq: int, emoji: str) -> JSON:
+        """Take one's ``emoji`` reaction off message ``seq``."""
+        return await self._change("unreact", {"room": room, "seq": seq, "emoji": emoji})
+
+    async def _change(self, event: str, payload: JSON) -> JSON:
+        ack = await self._write(event, payload)
+        if ack.get("change") is not None:
+            await self._accept(payload["room"], [ack["change"]])
+        return ack
+
+    async def _write(self, event: str, payload: JSON, client_id: str | None = None) -> JSON:
+        """Call ``event`` with a ``client_id`` until the server answers it, resending
+        the same id through reconnects and passing faults (stored once)."""
+        payload = {**payload, "client_id": client_id or uuid.uuid4().hex}
         delay = 0.1
         internal = 0
         while True:
             try:
-                ack = await self.request("send", payload)
+                return await self.request(event, payload)
             except (ChatClientError, *_TRANSIENT) as exc:
                 if isinstance(exc, ChatClientError) and exc.code not in _RETRYABLE:
                     raise
@@ -416,11 +464,6 @@ class ChatClient:
                 # resend the same client_id once the client is ready again
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                continue
-            message: JSON = ack["message"]
-            if room in self._rooms:
-                await self._accept(room, [message])
-            return message
 
     # -- delivery ---------------------------------------------------------------
 
@@ -444,15 +487,15 @@ class ChatClient:
             except (ChatClientError, *_TRANSIENT) as exc:
                 log.info("could not catch up on %s (%s); will on rejoin", room, exc)
 
-    async def _accept(self, room: str, messages: list[JSON]) -> None:
-        """Queue messages for ``on_message`` in seq order, once each,
-        filling any gap before a message from history."""
+    async def _accept(self, room: str, entries: list[JSON]) -> None:
+        """Hand over entries of the room's stream (messages, changes) in seq
+        order, once each, filling any gap before one from history."""
         state = self._rooms.get(room)
         if state is None:
             return
         async with state.lock:
-            for message in sorted(messages, key=lambda m: int(m["seq"])):
-                seq = int(message["seq"])
+            for entry in sorted(entries, key=lambda e: int(e["seq"])):
+                seq = int(entry["seq"])
                 if seq <= state.last:
                     continue
                 if seq > state.last + 1:
@@ -460,7 +503,11 @@ class ChatClient:
                     if seq <= state.last:
                         continue
                 state.last = seq
-                self._dispatch.put_nowait((self.on_message, message))
+                self._hand_over(entry)
+
+    def _hand_over(self, entry: JSON) -> None:
+        handler = self.on_change if "kind" in entry else self.on_message
+        self._dispatch.put_nowait((handler, entry))
 
     async def _catch_up(self, room: str, upto: int, *, locked: bool = False) -> None:
         """Page forward from the room's last seq until ``upto`` is delivered."""
@@ -471,11 +518,12 @@ class ChatClient:
         while state.last < upto:
             page = await self._call_paced("history", {"room": room, "after": state.last,
                                                       "limit": 200})
-            for message in page["messages"]:
-                if int(message["seq"]) == state.last + 1:
+            last = state.last
+            for entry in sorted(_stream(page), key=lambda e: int(e["seq"])):
+                if int(entry["seq"]) == state.last + 1:
                     state.last += 1
-                    self._dispatch.put_nowait((self.on_message, message))
-            if not page["more"]:
+                    self._hand_over(entry)
+            if not page["more"] or state.last == last:
                 break
 
     async def _on_presence(self, event: JSON) -> None:
@@ -500,6 +548,11 @@ class ChatClient:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _stream(ack: JSON) -> list[JSON]:
+    """The entries of a join or history ack that reads on: messages and changes."""
+    return [*ack["messages"], *ack.get("changes", [])]
 
 
 def token_expiry(token: str) -> float | None:

@@ -72,7 +72,7 @@ class Peer:
         self.name = name
         self.sio = sio
         self.events: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-        for event in ("message", "presence", "typing", "catch_up"):
+        for event in ("message", "change", "presence", "typing", "catch_up"):
             sio.on(event, self._recorder(event), namespace=NAMESPACE)
 
     def _recorder(self, event: str) -> Callable[[Any], None]:

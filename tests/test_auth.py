@@ -32,11 +32,14 @@ def test_identify() -> None:
     assert identify({"name": "bob"}, "").name == "bob"  # open mode
     limited = identify({"token": token(sub="x", rooms=["a", "b"])}, SECRET)
     assert limited.may_join("a") and not limited.may_join("c")  # type: ignore[arg-type]
+    assert not limited.moderator
+    assert identify({"token": token(sub="m", moderator=True)}, SECRET).moderator
     for auth in ({"name": "alice"}, {"token": ""}, {"token": "abc"},
                  {"token": token(secret=OTHER, sub="x")},
                  {"token": token(sub="x", exp=int(time.time()) - 10)},
                  {"token": jwt.encode({"sub": "x"}, SECRET, algorithm="HS256")},
-                 {"token": token(sub="")}, {"token": token(sub="x", rooms="a")}):
+                 {"token": token(sub="")}, {"token": token(sub="x", rooms="a")},
+                 {"token": token(sub="x", moderator="yes")}):
         with pytest.raises(ChatError) as refused:
             identify(auth, SECRET)
         assert refused.value.code == "unauthorized", auth

@@ -136,6 +136,44 @@ async def test_recovers_exactly_the_missed_messages(pair: tuple[Chatter, Peer],
     assert alice.received.empty()
 
 
+async def entries(alice: Chatter, count: int) -> list[tuple[int, str]]:
+    """(seq, what) of the next ``count`` entries handed over: a message's text, or
+    a change's kind."""
+    got = [await asyncio.wait_for(alice.received.get(), TIMEOUT) for _ in range(count)]
+    return [(int(e["seq"]), e.get("kind", e.get("text", ""))) for e in got]
+
+
+async def test_changes_are_handed_over_once_in_order_through_a_drop(
+        pair: tuple[Chatter, Peer], proxy: Proxy) -> None:
+    """on_change gets each change in the room's order with the messages, live
+    and after a reconnect; 600 reactions missed while offline (more than a
+    join returns) are paged through and handed over once each, in order, with
+    the messages among them; alice's own changes are handed over in place."""
+    alice, bob = pair
+    alice.client.on_change = alice.received.put_nowait
+    first = await bob.send("r", "m1")
+    await bob.ok("edit", {"room": "r", "seq": first["seq"], "text": "m1!"})
+    assert await entries(alice, 2) == [(1, "m1"), (2, "edit")]
+    await go_offline(alice, proxy)
+    for i in range(300):
+        await bob.ok("react", {"room": "r", "seq": 1, "emoji": "👍"})
+        await bob.ok("unreact", {"room": "r", "seq": 1, "emoji": "👍"})
+    await bob.send("r", "m2")
+    proxy.offline = False
+    got = await entries(alice, 601)
+    assert [seq for seq, _ in got] == list(range(3, 604))
+    assert got[-1] == (603, "m2") and {what for _, what in got[:-1]} == {"react", "unreact"}
+    await alice.wait_state("ready")
+    mine = await alice.client.send("r", "mine")
+    ack = await alice.client.edit("r", mine["seq"], "mine, edited")
+    assert ack["message"]["text"] == "mine, edited"
+    await alice.client.react("r", first["seq"], "🎉")
+    assert await entries(alice, 3) == [(604, "mine"), (605, "edit"), (606, "react")]
+    reply = await alice.client.reply("r", first["seq"], "a reply")
+    assert reply["reply_to"] == 1 and await entries(alice, 1) == [(607, "a reply")]
+    assert alice.received.empty()
+
+
 async def test_recovery_pages_past_five_hundred(pair: tuple[Chatter, Peer],
                                                 proxy: Proxy) -> None:
     """Missing more than one join's worth (500) is caught up page by page, in order."""

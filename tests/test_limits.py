@@ -131,12 +131,12 @@ async def test_connections_per_address_are_limited(serve: ServeFactory, serializ
 
 async def test_every_event_has_its_own_bucket(serve: ServeFactory, serializer: str,
                                               transport: str) -> None:
-    """join, leave, history and rooms are each limited by their own bucket: past its
-    burst an event is answered rate_limited with retry_after, and the others still
-    pass; nothing of a refused join or leave happens."""
+    """join, leave, history, rooms and changes are each limited by their own bucket:
+    past its burst an event is answered rate_limited with retry_after, and the
+    others still pass; nothing of a refused join, leave or change happens."""
     served = await serve(serializer=serializer, join_rate=0.5, join_burst=3, leave_rate=0.5,
                          leave_burst=2, history_rate=0.5, history_burst=2, rooms_rate=0.5,
-                         rooms_burst=2)
+                         rooms_burst=2, change_rate=0.5, change_burst=2)
     sio = await connect(served.url, serializer, transport, "eager")
 
     async def call(event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +159,11 @@ async def test_every_event_has_its_own_bucket(serve: ServeFactory, serializer: s
         assert [r["ok"] for r in rooms] == [True, True, False] and refused(rooms[2])
         assert (await call("send", {"room": "c", "text": "still here"}))["ok"]
         assert [name for name, _ in await served.chat.presence.rooms()] == ["c"]
+        changes = [await call(event, {"room": "c", "seq": 1, "emoji": "👍"})
+                   for event in ("react", "unreact", "react")]
+        assert [c["ok"] for c in changes] == [True, True, False] and refused(changes[2])
+        assert "reactions" not in (await served.chat.store.page(RoomName("c"))).messages[0] \
+            .as_dict()
     finally:
         await sio.disconnect()
 

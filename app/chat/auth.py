@@ -27,6 +27,7 @@ class Identity:
     name: str
     rooms: frozenset[RoomName] | None = None  # None: any room
     expires: float | None = None  # the token's exp (seconds since the epoch); None: never
+    moderator: bool = False  # the token's moderator claim: may delete anyone's message
 
     def may_join(self, room: RoomName) -> bool:
         return self.rooms is None or room in self.rooms
@@ -56,12 +57,16 @@ def verify_token(token: str, jwt_secret: str) -> Identity:
     except ChatError:
         raise ChatError(ErrorCode.UNAUTHORIZED, "the token names no valid user") from None
     expires = float(claims["exp"])  # PyJWT has checked it is a number, and not past
+    moderator = claims.get("moderator", False)
+    if not isinstance(moderator, bool):
+        raise ChatError(ErrorCode.UNAUTHORIZED, "the token's moderator claim is not true or "
+                        "false")
     rooms = claims.get("rooms")
     if rooms is None:
-        return Identity(name, None, expires)
+        return Identity(name, None, expires, moderator)
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
         raise ChatError(ErrorCode.UNAUTHORIZED, "the token's rooms claim is not a list")
-    return Identity(name, frozenset(RoomName(r) for r in rooms), expires)
+    return Identity(name, frozenset(RoomName(r) for r in rooms), expires, moderator)
 
 
 def origin_policy(extra: Iterable[str], *, trust_forwarded: bool = False

@@ -31,11 +31,12 @@ from ..store import MessageStore
 from .auth import Identity, identify, verify_token
 from .errors import ChatError, ErrorCode, refuse
 from .limits import Rate, TokenBucket
-from .models import Message, Page, RoomName, Sid
+from .models import Entry, Message, Page, RoomName, Sid
 from .paging import fit, wire_size
 from .protocol import (
-    JOIN_LATEST, JOIN_SINCE_MAX, parse_history, parse_join, parse_leave, parse_renew,
-    parse_rooms, parse_send, parse_typing,
+    JOIN_LATEST, JOIN_SINCE_MAX, ChangeRequest, parse_delete, parse_edit, parse_history,
+    parse_join, parse_leave, parse_reaction, parse_renew, parse_rooms, parse_send,
+    parse_typing,
 )
 
 log = logging.getLogger("app.chat")  # the event log: its name stays what operators filter on
@@ -45,7 +46,7 @@ NAMESPACE = "/chat"
 Ack = dict[str, Any]
 # what a node that is shutting down no longer takes on (its connections are about
 # to close: the client retries on the node it reconnects to)
-REFUSED_WHILE_DRAINING = frozenset({"send", "join"})
+REFUSED_WHILE_DRAINING = frozenset({"send", "edit", "delete", "react", "unreact", "join"})
 Handler = Callable[["ChatNamespace", Sid, object], Awaitable[Ack]]
 
 
@@ -394,20 +395,25 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._limit(conn, "reply_bytes", "messages read", self.settings.max_reply_bytes)
 
     async def _read(self, conn: Connection, page: Awaitable[Page], *, keep_newest: bool
-                    ) -> tuple[Page, list[dict[str, Any]], bool]:
-        """Await a reserved page; return it, its messages cut to ``max_reply_bytes``
-        and whether more lie beyond them. What the reply did not use goes back
-        to the connection's reply bucket."""
+                    ) -> tuple[Page, Ack, bool]:
+        """Await a reserved page; return it, its ``messages`` and, reading on,
+        ``changes`` (in seq order) cut together to ``max_reply_bytes``, and
+        whether more lie beyond them. What the reply did not use goes back to the connection's
+        reply bucket."""
         budget = self.settings.max_reply_bytes
         used = 0
         try:
             with self.metrics.store_seconds.labels("page").time():
                 read = await page
-            messages, used, cut = fit([m.as_dict() for m in read.messages], budget,
-                                      self.wire_size, keep_newest=keep_newest)
+            stream: list[Entry] = sorted([*read.messages, *read.changes], key=lambda e: e.seq)
+            kept, used, cut = fit([e.as_dict() for e in stream], budget, self.wire_size,
+                                  keep_newest=keep_newest)
         finally:
             self._bucket(conn, "reply_bytes").charge(used - budget)
-        return read, messages, read.more or cut
+        entries: Ack = {"messages": [e for e in kept if "kind" not in e]}
+        if not keep_newest:  # reading on: the stream, changes too
+            entries["changes"] = [e for e in kept if "kind" in e]
+        return read, entries, read.more or cut
 
     @acked
     async def on_join(self, sid: Sid, data: object = None) -> Ack:
@@ -435,7 +441,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         else:
             query = self.store.page(req.room, after=req.since, limit=JOIN_SINCE_MAX)
         try:
-            page, messages, more = await self._read(conn, query, keep_newest=req.since is None)
+            page, entries, more = await self._read(conn, query, keep_newest=req.since is None)
             if entering:
                 await self._enter(sid, conn, req.room)  # the point of no return
             elif req.room not in conn.rooms:  # a join of it, racing this one, is not done
@@ -450,8 +456,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if entering:
                 conn.joining.discard(req.room)
         return {"room": req.room, "seq": page.latest,
-                "members": await self._members(conn, req.room),
-                "messages": messages, "more": more}
+                "members": await self._members(conn, req.room), **entries, "more": more}
 
     async def _enter(self, sid: Sid, conn: Connection, room: RoomName) -> None:
         """Record ``sid`` in ``room``'s presence and tell the others. If presence
@@ -507,7 +512,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._limit(conn, "send", "sends")
         with self.metrics.store_seconds.labels("append").time():
             message, created = await self.store.append(req.room, conn.name, req.text,
-                                                       req.client_id)
+                                                       req.client_id, req.reply_to)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("send sid=%s room=%s seq=%d created=%s%s", sid, req.room, message.seq,
                       created, f" text={req.text!r}" if self.settings.log_message_text else "")
@@ -526,8 +531,45 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._limit(conn, "history", "history requests")
         self._reserve_reply(conn)
         query = self.store.page(req.room, before=req.before, after=req.after, limit=req.limit)
-        _, messages, more = await self._read(conn, query, keep_newest=req.after is None)
-        return {"messages": messages, "more": more}
+        _, entries, more = await self._read(conn, query, keep_newest=req.after is None)
+        return {**entries, "more": more}
+
+    @acked
+    async def on_edit(self, sid: Sid, data: object = None) -> Ack:
+        return await self._change(sid, parse_edit(
+            data, max_text_length=self.settings.max_text_length))
+
+    @acked
+    async def on_delete(self, sid: Sid, data: object = None) -> Ack:
+        return await self._change(sid, parse_delete(data))
+
+    @acked
+    async def on_react(self, sid: Sid, data: object = None) -> Ack:
+        return await self._change(sid, parse_reaction(data, "react"))
+
+    @acked
+    async def on_unreact(self, sid: Sid, data: object = None) -> Ack:
+        return await self._change(sid, parse_reaction(data, "unreact"))
+
+    async def _change(self, sid: Sid, req: ChangeRequest) -> Ack:
+        """Make a change to a message: an entry of the room's stream, broadcast
+        to the room as a ``change`` event like a message (a retried one, found
+        by its client id, is not broadcast again). The ack has the message as
+        it stands after and the change (null when nothing changed)."""
+        conn = self._member(sid, req.room)
+        self._limit(conn, "change", "changes")
+        window = self.settings.edit_window
+        with self.metrics.store_seconds.labels("alter").time():
+            altered = await self.store.alter(
+                req.room, conn.name, req.kind, req.seq, req.value, req.client_id,
+                moderator=conn.identity.moderator,
+                edits_from=int((time.time() - window) * 1000) if window else None)
+        change = altered.change.as_dict() if altered.change is not None else None
+        if altered.created and change is not None:
+            log.info("%s sid=%s name=%r room=%s seq=%d target=%d", req.kind, sid, conn.name,
+                     req.room, change["seq"], req.seq)
+            await self.emit("change", change, room=req.room, skip_sid=sid)
+        return {"message": altered.message.as_dict(), "change": change}
 
     @acked
     async def on_typing(self, sid: Sid, data: object = None) -> Ack:

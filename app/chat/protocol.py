@@ -44,6 +44,19 @@ class SendRequest:
     room: RoomName
     text: str
     client_id: str | None
+    reply_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRequest:
+    """edit, delete, react or unreact of message ``seq``; ``value`` is the new
+    text or the emoji."""
+
+    room: RoomName
+    kind: str
+    seq: int
+    value: str | None
+    client_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +156,7 @@ def parse_leave(data: object) -> LeaveRequest:
     return LeaveRequest(_room(_payload(data)))
 
 
-def parse_send(data: object, *, max_text_length: int) -> SendRequest:
-    payload = _payload(data)
-    room = _room(payload)
+def _text(payload: dict[Any, Any], max_text_length: int) -> str:
     text = payload.get("text")
     if not isinstance(text, str):
         raise _bad("text must be a string")
@@ -154,12 +165,73 @@ def parse_send(data: object, *, max_text_length: int) -> SendRequest:
                         f"text is longer than {max_text_length} characters")
     if not text.strip():
         raise _bad("text must not be empty")
+    return _utf8(text, "text")
+
+
+def _client_id(payload: dict[Any, Any]) -> str | None:
     client_id = payload.get("client_id")
     if client_id is not None:
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= CLIENT_ID_MAX:
             raise _bad(f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters")
         _utf8(client_id, "client_id")
-    return SendRequest(room, _utf8(text, "text"), client_id)
+    return client_id
+
+
+def parse_send(data: object, *, max_text_length: int) -> SendRequest:
+    payload = _payload(data)
+    room = _room(payload)
+    text = _text(payload, max_text_length)
+    return SendRequest(room, text, _client_id(payload),
+                       _int(payload, "reply_to", low=1, high=MAX_SEQ))
+
+
+def _target(payload: dict[Any, Any]) -> int:
+    seq = _int(payload, "seq", low=1, high=MAX_SEQ)
+    if seq is None:
+        raise _bad("seq (the message's) is required")
+    return seq
+
+
+def parse_edit(data: object, *, max_text_length: int) -> ChangeRequest:
+    payload = _payload(data)
+    room, seq = _room(payload), _target(payload)
+    return ChangeRequest(room, "edit", seq, _text(payload, max_text_length),
+                         _client_id(payload))
+
+
+def parse_delete(data: object) -> ChangeRequest:
+    payload = _payload(data)
+    room, seq = _room(payload), _target(payload)
+    return ChangeRequest(room, "delete", seq, None, _client_id(payload))
+
+
+EMOJI_MAX = 16  # code points in one reaction (an emoji sequence: ZWJ, modifiers, flags)
+# what may follow the first symbol of an emoji sequence
+_EMOJI_PARTS = {"So", "Sk", "Mn", "Me"}
+_EMOJI_JOINERS = {"\u200d", "\ufe0e", "\ufe0f"} | {chr(c) for c in range(0xE0020, 0xE0080)}
+
+
+def _emoji(payload: dict[Any, Any]) -> str:
+    """One emoji sequence: a symbol (category So), or a keycap (0-9 # * then
+    U+FE0F U+20E3), followed only by symbols, modifiers, joiners, variation
+    selectors and tags; at most :data:`EMOJI_MAX` code points."""
+    emoji = payload.get("emoji")
+    if not isinstance(emoji, str) or not 1 <= len(emoji) <= EMOJI_MAX:
+        raise _bad(f"emoji must be a string of 1 to {EMOJI_MAX} code points")
+    first, rest = emoji[0], emoji[1:]
+    keycap = first in "0123456789#*" and rest in ("\ufe0f\u20e3", "\u20e3")
+    if not keycap and (unicodedata.category(first) != "So" or any(
+            unicodedata.category(c) not in _EMOJI_PARTS and c not in _EMOJI_JOINERS
+            for c in rest)):
+        raise _bad("emoji must be one emoji (a symbol and its modifiers)")
+    return emoji
+
+
+def parse_reaction(data: object, kind: str) -> ChangeRequest:
+    """``react`` or ``unreact``."""
+    payload = _payload(data)
+    room, seq = _room(payload), _target(payload)
+    return ChangeRequest(room, kind, seq, _emoji(payload), _client_id(payload))
 
 
 def parse_history(data: object) -> HistoryRequest:

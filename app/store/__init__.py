@@ -72,13 +72,14 @@ class MessageStore(Protocol):
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,
-                    moderator: bool = False) -> Altered:
+                    moderator: bool = False, edits_from: int | None = None) -> Altered:
         """Change message ``target`` (``kind``: edit, delete, react, unreact) as
         :class:`~app.store.stream.BatchWriter` decides, in call order with
         appends; the change is an entry of the room's stream with its own seq.
         Refusals: ``NOT_FOUND`` (no such message, or deleted), ``FORBIDDEN``
-        (not the sender's, and not a moderator's delete), ``TOO_LARGE`` (too
-        many different reactions)."""
+        (not the sender's, and not a moderator's delete; an edit of a message
+        sent before ``edits_from``, ms), ``TOO_LARGE`` (too many different
+        reactions)."""
 
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:

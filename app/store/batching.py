@@ -157,10 +157,10 @@ class QueuedWrites:
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,
-                    moderator: bool = False) -> Altered:
+                    moderator: bool = False, edits_from: int | None = None) -> Altered:
         check_storable(sender, value or "", client_id)
         result: Altered = await self._appends.append(
-            Alter(room, sender, kind, target, value, client_id, moderator))
+            Alter(room, sender, kind, target, value, client_id, moderator, edits_from))
         return result
 
     def status(self) -> str:

@@ -68,9 +68,10 @@ class Deadlines:
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,
-                    moderator: bool = False) -> Altered:
-        return await self._call("alter", self.store.alter(room, sender, kind, target, value,
-                                                          client_id, moderator=moderator))
+                    moderator: bool = False, edits_from: int | None = None) -> Altered:
+        return await self._call("alter", self.store.alter(
+            room, sender, kind, target, value, client_id, moderator=moderator,
+            edits_from=edits_from))
 
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:

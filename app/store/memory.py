@@ -27,9 +27,10 @@ class MemoryStore:
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,
-                    moderator: bool = False) -> Altered:
+                    moderator: bool = False, edits_from: int | None = None) -> Altered:
         check_storable(sender, value or "", client_id)
-        result = self._write(Alter(room, sender, kind, target, value, client_id, moderator))
+        result = self._write(Alter(room, sender, kind, target, value, client_id, moderator,
+                                   edits_from))
         assert isinstance(result, Altered)
         return result
 

@@ -52,7 +52,8 @@ class Append:
 class Alter:
     """A change to make to message ``target``: ``kind`` is edit, delete, react
     or unreact; ``value`` the new text or the emoji. A ``moderator`` may
-    delete anyone's message."""
+    delete anyone's message; with ``edits_from`` (ms), only messages sent
+    since then may be edited."""
 
     room: RoomName
     sender: str
@@ -61,6 +62,7 @@ class Alter:
     value: str | None
     client_id: str | None
     moderator: bool = False
+    edits_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,8 @@ class BatchWriter:
         if c.kind == "edit":
             if c.sender != m.sender:
                 raise ChatError(ErrorCode.FORBIDDEN, "only its sender may edit a message")
+            if c.edits_from is not None and m.ts < c.edits_from:
+                raise ChatError(ErrorCode.FORBIDDEN, "this message is too old to edit")
             if c.value == m.text:
                 return None
             assert c.value is not None

@@ -393,3 +393,15 @@ async def test_a_version_1_database_is_migrated(store_url: str, reopen: Opener) 
     assert (reply.seq, reply.reply_to, created) == (4, 1, True)
     _, repeat = await store.append(LOBBY, "alice", "again", "c1")  # its client id still counts
     assert repeat is False
+
+
+async def test_edits_may_be_limited_to_recent_messages(store: MessageStore) -> None:
+    """With ``edits_from`` (the start of the edit window, ms), a message sent
+    before it cannot be edited; a delete is never limited."""
+    message, _ = await store.append(LOBBY, "alice", "typo", None)
+    assert await refused(store.alter(LOBBY, "alice", "edit", 1, "fixed", None,
+                                     edits_from=message.ts + 1)) is ErrorCode.FORBIDDEN
+    fixed = await store.alter(LOBBY, "alice", "edit", 1, "fixed", None, edits_from=message.ts)
+    assert fixed.message.text == "fixed"
+    gone = await store.alter(LOBBY, "alice", "delete", 1, None, None, edits_from=message.ts + 1)
+    assert gone.message.deleted
