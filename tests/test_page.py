@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -326,6 +327,44 @@ async def test_page_catches_up_when_told(page_server: Served, browser: Browser,
     chat.catch_up(["cu"])
     await alice.shows("first", "lost 1", "lost 2")
     await expect(alice.page.locator("#member-list li")).to_have_text(["alice", "bob"])
+
+
+async def test_page_shows_edits_deletes_reactions_and_replies(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """Changes made by a Python client reach the page live, and changes it missed
+    (stored, never broadcast) arrive when it is told to catch up: edited text
+    marked (edited), a deleted message as a tombstone, reactions with counts,
+    a reply with the line it answers."""
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "ch")
+    try:
+        alice = await open_user(users, browser, page_server.url, name="alice", room="ch")
+        await alice.in_room("ch")
+        call = peer.call  # type: ignore[attr-defined]
+        first = (await call("send", {"room": "ch", "text": "helo"}, namespace=NAMESPACE))
+        await alice.shows("helo")
+        for event, data in (("edit", {"text": "hello"}), ("react", {"emoji": "👍"})):
+            ack = await call(event, {"room": "ch", "seq": first["message"]["seq"], **data},
+                             namespace=NAMESPACE)
+            assert ack["ok"], ack
+        doomed = await call("send", {"room": "ch", "text": "doomed"}, namespace=NAMESPACE)
+        await alice.shows("hello", "doomed")
+        items = alice.messages()
+        await expect(items.nth(0).locator(".edited")).to_have_text("(edited)")
+        await expect(items.nth(0).locator(".reaction")).to_have_text(["👍 1"])
+        chat = page_server.chat
+        room = RoomName("ch")
+        await chat.store.alter(room, "py", "delete", doomed["message"]["seq"], None,
+                               None)  # missed by the page
+        await chat.store.alter(room, "bob", "react", 1, "👍", None)
+        await chat.store.append(room, "bob", "quite so", None, reply_to=1)
+        chat.catch_up(["ch"])
+        await alice.shows("hello", "message deleted", "quite so")
+        await expect(items.nth(0).locator(".reaction")).to_have_text(["👍 2"])
+        await expect(items.nth(0).locator(".reaction")).to_have_attribute("title", "py, bob")
+        await expect(items.nth(1)).to_have_class(re.compile("deleted"))
+        await expect(items.nth(2).locator(".reply")).to_have_text("↪ py: hello")
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
 
 
 async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,

@@ -77,7 +77,10 @@ CHANGE_KINDS = ("edit", "delete", "react", "unreact")
 class Change:
     """A change made to the message ``target``: an entry of the room's stream,
     numbered by ``seq`` like messages. ``value`` is the new text (edit) or
-    the emoji (react, unreact); ``sender`` is who made the change."""
+    the emoji (react, unreact); ``sender`` is who made the change. A reaction
+    change also says where it left that emoji on the message: ``count``
+    people, the first of them ``names`` (so that a client applying changes
+    in order ends with exact counts, however many reacted)."""
 
     room: RoomName
     seq: int
@@ -87,17 +90,20 @@ class Change:
     value: str | None
     ts: int
     client_id: str | None
+    count: int = 0
+    names: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """``{"room", "seq", "kind", "target", "from", "ts", "client_id"}`` and
-        ``text`` (edit) or ``emoji`` (react, unreact)."""
+        ``text`` (edit) or ``emoji``, ``count`` and ``names`` (react, unreact)."""
         wire: dict[str, Any] = {"room": self.room, "seq": self.seq, "kind": self.kind,
                                 "target": self.target, "from": self.sender, "ts": self.ts,
                                 "client_id": self.client_id}
         if self.kind == "edit":
             wire["text"] = self.value
         elif self.kind in ("react", "unreact"):
-            wire["emoji"] = self.value
+            wire.update(emoji=self.value, count=self.count,
+                        names=list(self.names[:REACTION_NAMES_SHOWN]))
         return wire
 
 

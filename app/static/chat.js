@@ -65,27 +65,55 @@ function inOrder(room, task) {
   return room.chain;
 }
 
-function take(room, messages) {
-  // Append messages in seq order, skipping any already shown; true if any was new.
+function take(room, entries) {
+  // Take entries of the room's stream (messages, and changes to them) in seq
+  // order, skipping any already taken; true if any was new.
   let added = false;
-  for (const message of [...messages].sort((a, b) => a.seq - b.seq)) {
-    if (message.seq !== room.last + 1) continue;
-    room.messages.push(message);
-    room.last = message.seq;
-    room.outbox = room.outbox.filter((s) => s.client_id !== message.client_id
-                                            || message.from !== myName);
-    room.typing.delete(message.from);
+  for (const entry of [...entries].sort((a, b) => a.seq - b.seq)) {
+    if (entry.seq !== room.last + 1) continue;
+    room.last = entry.seq;
     added = true;
+    if (entry.kind) {
+      applyChange(room, entry);
+      continue;
+    }
+    room.messages.push(entry);
+    room.outbox = room.outbox.filter((s) => s.client_id !== entry.client_id
+                                            || entry.from !== myName);
+    room.typing.delete(entry.from);
   }
   return added;
+}
+
+function applyChange(room, change) {
+  // a change to a message not loaded here needs nothing: history shows it as it stands
+  const message = room.messages.find((m) => m.seq === change.target);
+  if (!message) return;
+  if (change.kind === "edit") {
+    message.text = change.text;
+    message.edited = change.ts;
+  } else if (change.kind === "delete") {
+    message.text = "";
+    message.deleted = true;
+    delete message.reactions;
+  } else {  // react, unreact: the change says where it left that emoji
+    const others = (message.reactions ?? []).filter((r) => r.emoji !== change.emoji);
+    const at = (message.reactions ?? []).findIndex((r) => r.emoji === change.emoji);
+    const now = { emoji: change.emoji, count: change.count, names: change.names };
+    if (change.count > 0) others.splice(at < 0 ? others.length : at, 0, now);
+    message.reactions = others;
+  }
+}
+
+function stream(ack) {
+  return [...ack.messages, ...(ack.changes ?? [])];
 }
 
 async function catchUp(room, upto = Infinity) {
   while (room.last < upto) {
     const page = await requestPaced("history", { room: room.name, after: room.last,
                                                  limit: 200 });
-    take(room, page.messages);
-    if (!page.more) break;
+    if (!take(room, stream(page)) || !page.more) break;
   }
 }
 
@@ -93,7 +121,7 @@ function deliver(room, message) {
   return inOrder(room, async () => {
     if (message.seq <= room.last) return;
     const before = room.last;
-    const appendOnly = room.outbox.length === 0 && message.seq === before + 1;
+    const appendOnly = !message.kind && room.outbox.length === 0 && message.seq === before + 1;
     if (message.seq > before + 1) await catchUp(room, message.seq - 1);  // a gap
     take(room, [message]);  // the gap's page may have brought it already
     showNew(room, before, appendOnly ? message : null);
@@ -125,7 +153,8 @@ function showNew(room, before, appended) {
 function appendItem(message) {
   const list = els.messages;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  list.append(messageItem(message));
+  const quoted = rooms.get(message.room)?.messages.find((m) => m.seq === message.reply_to);
+  list.append(messageItem(message, null, quoted ?? null));
   if (atBottom || message.from === myName) list.scrollTop = list.scrollHeight;
 }
 
@@ -168,7 +197,7 @@ async function rejoin(room) {
   room.members = ack.members;
   if (room.name === current) renderRoomHead(room);  // who is here now, not before the drop
   await inOrder(room, async () => {
-    take(room, ack.messages);
+    take(room, stream(ack));
     if (ack.more) await catchUp(room, ack.seq);
   });
   room.joined = true;
@@ -413,6 +442,10 @@ function connect(credential) {
   socket.on("message", (message) => {
     const room = rooms.get(message.room);
     if (room) deliver(room, message);
+  });
+  socket.on("change", (change) => {
+    const room = rooms.get(change.room);
+    if (room) deliver(room, change);
   });
   socket.on("catch_up", ({ room: name, seq, members }) => {
     const room = rooms.get(name);

@@ -56,18 +56,37 @@ const timeFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-dig
 
 // One message as a list item. `send` is an outbox entry ({client_id, text,
 // error}) for a message not yet stored: shown as sending, or as refused.
-export function messageItem(message, send = null) {
+// `quoted` is the message it replies to, if loaded.
+export function messageItem(message, send = null, quoted = null) {
   const stored = send === null;
   const when = stored ? new Date(message.ts) : null;
-  const item = el("li", { class: stored ? "" : send.error ? "failed" : "pending" },
+  const state = !stored ? (send.error ? "failed" : "pending") : message.deleted ? "deleted" : "";
+  const item = el("li", { class: state },
     el("div", { class: "meta" },
       el("span", { class: "from", text: message.from }),
       el("time", stored ? { text: timeFormat.format(when), dateTime: when.toISOString() }
-                        : { text: send.error ? plainError(send.error) : "sending…" })),
-    el("p", { class: "text", text: message.text }));
+                        : { text: send.error ? plainError(send.error) : "sending…" }),
+      message.edited && !message.deleted ? el("span", { class: "edited", text: "(edited)" }) : ""),
+    message.reply_to ? replyLine(message.reply_to, quoted) : "",
+    el("p", { class: "text", text: message.deleted ? "message deleted" : message.text }),
+    message.reactions?.length ? reactionList(message.reactions) : "");
   if (stored) item.dataset.seq = String(message.seq);
   else item.dataset.clientId = send.client_id;
   return item;
+}
+
+function replyLine(seq, quoted) {
+  const said = !quoted ? `message ${seq}` : quoted.deleted ? "a deleted message"
+    : `${quoted.from}: ${quoted.text}`;
+  return el("p", { class: "reply", text: `↪ ${said}` });
+}
+
+function reactionList(reactions) {
+  return el("div", { class: "reactions" }, ...reactions.map((r) => el("span", {
+    class: "reaction", text: `${r.emoji} ${r.count}`,
+    title: r.names.join(", ")
+      + (r.count > r.names.length ? ` and ${r.count - r.names.length} more` : ""),
+  })));
 }
 
 // Render a room's stored messages, then its pending ones, keeping the reader's
@@ -81,7 +100,10 @@ export function renderMessages(room) {
   if (room.messages.length && !room.olderExist) {
     items.push(el("li", { class: "edge", text: "This is the start of the room." }));
   }
-  for (const message of room.messages) items.push(messageItem(message));
+  const bySeq = new Map(room.messages.map((m) => [m.seq, m]));
+  for (const message of room.messages) {
+    items.push(messageItem(message, null, bySeq.get(message.reply_to) ?? null));
+  }
   for (const send of room.outbox) items.push(messageItem({ ...send, from: room.self }, send));
   list.replaceChildren(...items);
   if (atBottom || !anchor) {

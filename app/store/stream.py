@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Change, Entry, Message, Reactions, RoomName
+from ..chat.models import REACTION_NAMES_SHOWN, Change, Entry, Message, Reactions, RoomName
 
 MAX_EMOJI_PER_MESSAGE = 20  # distinct reactions on one message
+REACTIONS = ("react", "unreact")
 
 # the stored row of an entry, in this order, in every store
 COLUMNS = "room, seq, kind, sender, text, ts, client_id, target, reply_to, edited, deleted, " \
@@ -170,8 +171,9 @@ class BatchWriter:
         changed = self._changed_message(c, message)
         if changed is None:
             return Altered(None, message, False)
+        left = dict(changed.reactions).get(c.value or "", ()) if c.kind in REACTIONS else ()
         change = Change(c.room, self._next_seq(c.room), c.kind, c.target, c.sender, c.value,
-                        self._ts, c.client_id)
+                        self._ts, c.client_id, len(left), left[:REACTION_NAMES_SHOWN])
         self._record(change)
         self._messages[key] = changed
         if key not in self._born:
@@ -228,8 +230,9 @@ def row(entry: Entry) -> tuple[Any, ...]:
                 entry.client_id, None, entry.reply_to, entry.edited, int(entry.deleted),
                 json.dumps([[e, list(n)] for e, n in entry.reactions])
                 if entry.reactions else None)
+    summary = json.dumps([entry.count, list(entry.names)]) if entry.kind in REACTIONS else None
     return (entry.room, entry.seq, entry.kind, entry.sender, entry.value or "", entry.ts,
-            entry.client_id, entry.target, None, None, 0, None)
+            entry.client_id, entry.target, None, None, 0, summary)
 
 
 def entry(values: Any) -> Entry:
@@ -241,8 +244,9 @@ def entry(values: Any) -> Entry:
             if reactions else ()
         return Message(RoomName(room), seq, sender, text, ts, client_id, reply_to=reply_to,
                        edited=edited, deleted=bool(deleted), reactions=loaded)
+    count, names = json.loads(reactions) if reactions else (0, ())
     return Change(RoomName(room), seq, kind, target, sender, text if kind != "delete" else None,
-                  ts, client_id)
+                  ts, client_id, count, tuple(names))
 
 
 def split(entries: list[Entry]) -> tuple[list[Message], list[Change]]:

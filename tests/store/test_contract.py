@@ -299,6 +299,10 @@ async def test_reactions_count_each_person_once(store: MessageStore) -> None:
     assert (nothing.change, nothing.created) == (None, False)
     undone = await store.alter(LOBBY, "bob", "unreact", message.seq, "🌮", None)
     assert undone.message.reactions == (("🍕", ("bob", "carol")),)
+    assert undone.change is not None and (undone.change.count, undone.change.names) == (0, ())
+    on = await store.page(LOBBY, after=0)
+    assert [(c.value, c.count, c.names) for c in on.changes] == [  # as stored, reread
+        ("🍕", 1, ("bob",)), ("🍕", 2, ("bob", "carol")), ("🌮", 1, ("bob",)), ("🌮", 0, ())]
     assert undone.message.as_dict()["reactions"] == [
         {"emoji": "🍕", "count": 2, "names": ["bob", "carol"]}]
     for i in range(19):
