@@ -191,6 +191,31 @@ async def test_a_bug_in_the_listener_is_logged_and_the_subscription_restarts(
     assert (await watcher.next("message"))["seq"] == later["seq"]
 
 
+async def test_changes_reach_the_other_node_in_the_streams_order(
+        pair: Pair, peers: list[Peer]) -> None:
+    """Sends, edits and reactions pipelined on node a reach a bare client on node
+    b as message and change events whose seqs run 1..N in order, each once."""
+    watcher = await connect(peers, "watcher", pair.b)
+    stream: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # both events, as they arrive
+    for event in ("message", "change"):
+        watcher.sio.on(event, stream.put_nowait, namespace="/chat")
+    alice = await connect(peers, "alice", pair.a)
+    await watcher.join("st")
+    await alice.join("st")
+    first = await alice.send("st", "first")
+    calls = []
+    for i in range(60):
+        calls.append(alice.call("send", {"room": "st", "text": f"m{i}"}))
+        calls.append(alice.call("edit", {"room": "st", "seq": first["seq"], "text": f"v{i}"}))
+        calls.append(alice.call("react" if i % 2 == 0 else "unreact",
+                                {"room": "st", "seq": first["seq"], "emoji": "👍"}))
+    acks = await asyncio.gather(*calls)
+    assert all(ack["ok"] for ack in acks)
+    seqs = [(await asyncio.wait_for(stream.get(), TIMEOUT))["seq"] for _ in range(1 + 180)]
+    assert seqs == list(range(1, 182))
+    assert stream.empty()
+
+
 async def test_a_restored_join_is_announced() -> None:
     """A join Redis missed (recorded on this node only, while Redis was down) is
     written back by housekeeping and announced once: the other nodes never
