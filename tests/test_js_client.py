@@ -115,6 +115,42 @@ async def test_socketio_client_chats_with_a_python_peer(
         await bob.sio.disconnect()
 
 
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]], ids=["websocket", "polling"])
+async def test_socketio_client_edits_reacts_and_receives_changes(
+        served: Served, js: list[JSClient], transports: list[str]) -> None:
+    """socket.io-client with no help from us edits and reacts to its message
+    (client_id left undefined) and receives a Python peer's changes as change
+    events with their seq, kind, target and reaction counts."""
+    bob = await python_peer(served, "bob")
+    try:
+        await bob.join("changes")
+        mine = await bob.send("changes", "bob's")
+        client = await JSClient.start(url=served.url, transports=transports,
+                                      parser=served.settings.serializer, name="jess",
+                                      room="changes", send=1, expect=0, change=True,
+                                      changes=2)
+        js.append(client)
+        assert (await client.line("joined"))["ok"] is True
+        sent = await client.line("sent")
+        changed = await client.line("changed")
+        assert changed["ok"] == [True, True], changed["errors"]
+        assert changed["messages"][1]["text"] == "edited by js"
+        assert changed["messages"][1]["reactions"] == [
+            {"emoji": "🎉", "count": 1, "names": ["jess"]}]
+        heard = [await bob.next("change") for _ in range(2)]
+        assert [(c["kind"], c["target"]) for c in heard] == [
+            ("edit", sent["seqs"][0]), ("react", sent["seqs"][0])]
+        await bob.ok("edit", {"room": "changes", "seq": mine["seq"], "text": "bob's, edited"})
+        await bob.ok("react", {"room": "changes", "seq": sent["seqs"][0], "emoji": "🎉"})
+        got = (await client.line("changes"))["changes"]
+        assert [(c["kind"], c["target"]) for c in got] == [
+            ("edit", mine["seq"]), ("react", sent["seqs"][0])]
+        assert got[0]["text"] == "bob's, edited" and got[1]["count"] == 2
+        assert [c["seq"] for c in got] == [heard[1]["seq"] + 1, heard[1]["seq"] + 2]
+    finally:
+        await bob.sio.disconnect()
+
+
 async def test_socketio_client_is_told_why_a_namespace_is_refused(
         served: Served, js: list[JSClient], transport: str) -> None:
     client = await JSClient.start(url=served.url, nsp="/nosuch", transports=[transport],

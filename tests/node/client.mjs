@@ -1,8 +1,9 @@
 // One socket.io-client 4 user of Roomcast, driven by tests/test_js_client.py.
-// argv[2] is a JSON config: {url, nsp, transports, parser, name, room, send, expect}.
-// It connects, joins `room` (with `since: undefined`), sends `send` messages (with
-// `client_id: undefined`), waits for `expect` messages from others, and prints one
-// JSON line per step on stdout: the test reads them as they come.
+// argv[2] is a JSON config: {url, nsp, transports, parser, name, room, send, expect,
+// change, changes}. It connects, joins `room` (with `since: undefined`), sends `send`
+// messages (with `client_id: undefined`), with `change` edits and reacts to its first
+// one, waits for `expect` messages and `changes` change events from others, and prints
+// one JSON line per step on stdout: the test reads them as they come.
 import { io } from "socket.io-client";
 import msgpackParser from "socket.io-msgpack-parser";
 
@@ -16,6 +17,7 @@ const socket = io(config.url + (config.nsp || "/chat"), {
   reconnectionDelayMax: 500,
 });
 const received = [];
+const changes = [];
 let started = false;
 
 socket.on("connect_error", (err) => say({ step: "connect_error", message: err.message }));
@@ -26,6 +28,11 @@ socket.on("message", (message) => {
   if (received.length === config.expect) {
     say({ step: "received", texts: received, transport: socket.io.engine.transport.name });
   }
+});
+socket.on("change", (change) => {
+  changes.push({ seq: change.seq, kind: change.kind, target: change.target,
+                 text: change.text, emoji: change.emoji, count: change.count });
+  if (changes.length === config.changes) say({ step: "changes", changes });
 });
 socket.on("connect", async () => {
   say({ step: "connected", transport: socket.io.engine.transport.name, recovered: started });
@@ -41,6 +48,16 @@ socket.on("connect", async () => {
   }
   const answered = await Promise.all(acks);
   say({ step: "sent", ok: answered.map((a) => a.ok), seqs: answered.map((a) => a.message && a.message.seq) });
+  if (config.change) {
+    const seq = answered[0].message.seq;
+    const made = [];
+    for (const [event, extra] of [["edit", { text: "edited by js" }], ["react", { emoji: "🎉" }]]) {
+      made.push(await socket.timeout(10000).emitWithAck(event, {
+        room: config.room, seq, client_id: undefined, ...extra }));
+    }
+    say({ step: "changed", ok: made.map((a) => a.ok), errors: made.map((a) => a.error),
+          messages: made.map((a) => a.message) });
+  }
 });
 process.stdin.on("data", () => {});
 process.stdin.on("end", () => { socket.close(); process.exit(0); });
