@@ -49,8 +49,8 @@ async def test_users_on_different_nodes_chat(cluster: list[Served], peer: PeerFa
     a, b = cluster
     for i, node in enumerate(cluster):
         assert await health(node) == (200, {"status": "ok", "node": f"node{i}", "store": "ok",
-                                            "presence": "ok", "presence_housekeeping": "ok",
-                                            "fanout": "ok"})
+                                            "store_writer": "ok", "presence": "ok",
+                                            "presence_housekeeping": "ok", "fanout": "ok"})
     alice, bob = await peer("alice", server=a), await peer("bob", server=b)
     await alice.join("r")
     ack = await bob.join("r")
