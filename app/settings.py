@@ -21,7 +21,7 @@ SERIALIZERS = ("msgpack", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 # what is metered per connection: a <kind>_rate and <kind>_burst field each
-RATED = ("send", "change", "typing", "join", "leave", "history", "rooms", "renew",
+RATED = ("send", "change", "typing", "join", "leave", "history", "search", "rooms", "renew",
          "reply_bytes")
 
 
@@ -103,6 +103,9 @@ class Settings:
     history_rate: float = field(default=5.0, metadata={
         "help": "history requests per second per connection, sustained"})
     history_burst: int = field(default=30, metadata={"help": "history requests in a burst"})
+    search_rate: float = field(default=1.0, metadata={
+        "help": "searches per second per connection, sustained"})
+    search_burst: int = field(default=10, metadata={"help": "searches in a burst"})
     rooms_rate: float = field(default=1.0, metadata={
         "help": "rooms-list requests per second per connection, sustained"})
     rooms_burst: int = field(default=10, metadata={"help": "rooms-list requests in a burst"})

@@ -32,11 +32,12 @@ from .auth import Identity, identify, verify_token
 from .errors import ChatError, ErrorCode, refuse
 from .limits import Rate, TokenBucket
 from .models import Entry, Message, Page, RoomName, Sid
+from ..store.search import marked, terms
 from .paging import fit, wire_size
 from .protocol import (
     JOIN_LATEST, JOIN_SINCE_MAX, ChangeRequest, parse_delete, parse_edit, parse_history,
-    parse_join, parse_leave, parse_reaction, parse_renew, parse_rooms, parse_send,
-    parse_typing,
+    parse_join, parse_leave, parse_reaction, parse_renew, parse_rooms, parse_search,
+    parse_send, parse_typing,
 )
 
 log = logging.getLogger("app.chat")  # the event log: its name stays what operators filter on
@@ -533,6 +534,39 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         query = self.store.page(req.room, before=req.before, after=req.after, limit=req.limit)
         _, entries, more = await self._read(conn, query, keep_newest=req.after is None)
         return {**entries, "more": more}
+
+    @acked
+    async def on_search(self, sid: Sid, data: object = None) -> Ack:
+        """Messages with the query's words, newest first, in one room the
+        connection has joined or in all of them; each with its text cut into
+        ``marked`` pieces (the matched words marked), bounded in bytes like a
+        history reply; ``next`` goes on to older results."""
+        req = parse_search(data)
+        if req.room is not None:
+            conn = self._member(sid, req.room)
+            rooms = [req.room]
+        else:
+            conn = self.connections[sid]
+            rooms = sorted(conn.rooms)
+        wanted = terms(req.query)
+        if not wanted:
+            raise ChatError(ErrorCode.BAD_REQUEST, "the query has no words to look for")
+        self._limit(conn, "search", "searches")
+        self._reserve_reply(conn)
+        budget = self.settings.max_reply_bytes
+        used = 0
+        try:
+            with self.metrics.store_seconds.labels("search").time():
+                page = await self.store.search(rooms, wanted, cursor=req.cursor,
+                                               limit=req.limit)
+            results = [{"message": m.as_dict(), "marked": marked(m.text, wanted)}
+                       for m in page.messages]
+            kept, used, cut = fit(results, budget, self.wire_size, keep_newest=False)
+        finally:
+            self._bucket(conn, "reply_bytes").charge(used - budget)
+        more = page.more or cut
+        return {"results": kept,
+                "next": page.cursors[len(kept) - 1] if more and kept else None}
 
     @acked
     async def on_edit(self, sid: Sid, data: object = None) -> Ack:

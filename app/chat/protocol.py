@@ -68,6 +68,14 @@ class HistoryRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchRequest:
+    query: str
+    room: RoomName | None  # None: every room the connection has joined
+    cursor: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class TypingRequest:
     room: RoomName
     active: bool
@@ -244,6 +252,27 @@ def parse_history(data: object) -> HistoryRequest:
     limit = _int(payload, "limit", low=1, high=HISTORY_MAX, default=HISTORY_DEFAULT)
     assert limit is not None
     return HistoryRequest(room, before, after, limit)
+
+
+QUERY_MAX = 200  # characters of a search query
+SEARCH_DEFAULT = 20
+SEARCH_MAX = 50
+CURSOR_MAX = 200
+
+
+def parse_search(data: object) -> SearchRequest:
+    payload = _payload(data)
+    query = payload.get("query")
+    if not isinstance(query, str) or not 1 <= len(query) <= QUERY_MAX:
+        raise _bad(f"query must be a string of 1 to {QUERY_MAX} characters")
+    room = _room(payload) if payload.get("room") is not None else None
+    cursor = payload.get("cursor")
+    if cursor is not None and (not isinstance(cursor, str)
+                               or not 1 <= len(cursor) <= CURSOR_MAX):
+        raise _bad("cursor must be the next value of an earlier search reply")
+    limit = _int(payload, "limit", low=1, high=SEARCH_MAX, default=SEARCH_DEFAULT)
+    assert limit is not None
+    return SearchRequest(_utf8(query, "query"), room, cursor, limit)
 
 
 def parse_typing(data: object) -> TypingRequest:

@@ -24,11 +24,13 @@ store refuses alike with ``bad_request`` (:func:`check_storable`).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, RoomName
+from .search import SearchPage
 from .stream import Altered
 
 _SCHEMES = {
@@ -85,6 +87,13 @@ class MessageStore(Protocol):
                    after: int | None = None, limit: int = 50) -> Page:
         """Up to ``limit`` messages, ascending: the latest ones, the ones just
         before ``before``, or the ones just after ``after``."""
+
+    async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
+                     cursor: str | None = None, limit: int = 20) -> SearchPage:
+        """Messages of ``rooms``, as they stand, in which every term starts a word
+        (:mod:`app.store.search`), newest first, ``limit`` at a time; ``cursor``
+        is a page's ``next``. Raises ``ChatError(BAD_REQUEST)`` for a cursor it
+        did not give."""
 
     async def ping(self) -> None:
         """Return if the backend is usable; raise ``ChatError(UNAVAILABLE)`` if not."""

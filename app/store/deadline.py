@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, RoomName
 from . import MessageStore
+from .search import SearchPage
 from .stream import Altered
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ class Deadlines:
                    after: int | None = None, limit: int = 50) -> Page:
         return await self._call("page", self.store.page(room, before=before, after=after,
                                                         limit=limit))
+
+    async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
+                     cursor: str | None = None, limit: int = 20) -> SearchPage:
+        return await self._call("search", self.store.search(rooms, terms, cursor=cursor,
+                                                            limit=limit))
 
     async def ping(self) -> None:
         await self._call("ping", self.store.ping())

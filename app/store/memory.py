@@ -7,9 +7,12 @@ with ``since`` would see seq numbers start again at 1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..chat.errors import ChatError
 from ..chat.models import Entry, Message, Page, RoomName, now_ms
 from . import MessageStore, check_storable, page_bounds
+from .search import SearchPage, decode_cursor, encode_cursor, matches
 from .stream import Alter, Altered, Append, BatchWriter, ClientKey, Request, split, targets
 
 
@@ -65,6 +68,16 @@ class MemoryStore:
         end = len(entries) if before is None else max(0, min(before - 1, len(entries)))
         older = [e for e in entries[:end] if isinstance(e, Message)]
         return Page(older[-limit:], len(older) > limit, len(entries))
+
+    async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
+                     cursor: str | None = None, limit: int = 20) -> SearchPage:
+        before = decode_cursor(cursor)
+        found = sorted((m for room in set(rooms) for m in self._rooms.get(room, [])
+                        if isinstance(m, Message) and not m.deleted and terms
+                        and matches(m.text, terms) and (m.ts, m.room, m.seq) < before),
+                       key=lambda m: (m.ts, m.room, m.seq), reverse=True)
+        return SearchPage(found[:limit], [encode_cursor(m) for m in found[:limit]],
+                          len(found) > limit)
 
     async def ping(self) -> None:
         return None

@@ -21,6 +21,7 @@ reconnects by itself once it is back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -29,12 +30,13 @@ from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Entry, Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites
+from .search import SearchPage, decode_cursor, encode_cursor
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Request, Result, client_key, entry,
                      row, split, targets)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS roomcast_schema (version integer NOT NULL);
@@ -64,6 +66,13 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited bigint;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS deleted integer NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS reactions text;
 CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'message';
+"""
+_MIGRATE_3 = """
+-- version 3: search; each message's words as it stands (none for changes and
+-- deleted messages), with no stemming or accent folding ('simple')
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS words tsvector GENERATED ALWAYS AS (
+    CASE WHEN kind = 'message' AND deleted = 0 THEN to_tsvector('simple', text) END) STORED;
+CREATE INDEX IF NOT EXISTS messages_words ON messages USING gin (words);
 """
 _INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES " \
     "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -110,8 +119,11 @@ class PostgresStore(QueuedWrites):
         if version is not None and version > SCHEMA_VERSION:
             raise RuntimeError(f"the database has schema version {version}; this Roomcast "
                                f"knows up to {SCHEMA_VERSION}")
-        if version is None or version < SCHEMA_VERSION:
+        if version is None or version < 2:
             await conn.execute(_MIGRATE_2)
+        if version is None or version < 3:
+            await conn.execute(_MIGRATE_3)
+        if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
     # -- writes ---------------------------------------------------------------
@@ -196,6 +208,25 @@ class PostgresStore(QueuedWrites):
             rows = rows[:limit] if after is not None else rows[1:]
         messages, changes = split([entry(r) for r in rows])
         return Page(messages, more, top or 0, changes)
+
+    async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
+                     cursor: str | None = None, limit: int = 20) -> SearchPage:
+        assert self._pool is not None
+        if not rooms or not terms:
+            return SearchPage([], [], False)
+        ts, room, seq = decode_cursor(cursor)
+        query = " & ".join(f"{t}:*" for t in terms)  # words, so nothing to escape
+        try:
+            rows = await self._pool.fetch(
+                f"SELECT {COLUMNS} FROM messages WHERE room = ANY($1::text[])"
+                " AND words @@ to_tsquery('simple', $2) AND (ts, room, seq) < ($3, $4, $5)"
+                " ORDER BY ts DESC, room DESC, seq DESC LIMIT $6",
+                list(rooms), query, ts, room, seq, limit + 1)
+        except OUTAGES as exc:
+            log.warning("postgres search failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        messages = [m for m in map(entry, rows) if isinstance(m, Message)][:limit]
+        return SearchPage(messages, [encode_cursor(m) for m in messages], len(rows) > limit)
 
     async def ping(self) -> None:
         if self._appends.closing or self._pool is None:

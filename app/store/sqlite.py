@@ -24,6 +24,7 @@ import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,15 +32,16 @@ from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Entry, Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites
+from .search import FTS5_TOKENIZER, SearchPage
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Request, Result, client_key, entry,
-                     row, split, targets)
+                     retexted, row, split, targets)
 
-_PLACES = "(" + ", ".join("?" * 12) + ")"
+_PLACES = "(" + ", ".join("?" * 13) + ")"  # COLUMNS and doc
 _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
 # stand now, and the changes made to them; messages_only pages back through
@@ -58,13 +60,31 @@ CREATE TABLE IF NOT EXISTS messages (
     edited    INTEGER,
     deleted   INTEGER NOT NULL DEFAULT 0,
     reactions TEXT,
+    doc       INTEGER,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
     ON messages (room, sender, client_id) WHERE client_id IS NOT NULL;
 """
-_INDEXES = """
+# Search: each message's text as it stands, under the message's doc number
+# (given in write order, so newest first is descending rowid, which FTS5
+# walks without sorting); a deleted message has no row.
+_INDEXES = f"""
 CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'message';
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    text, room UNINDEXED, seq UNINDEXED, tokenize = "{FTS5_TOKENIZER}");
+"""
+# version 2 -> 3: search (the messages stored before are numbered and indexed)
+_MIGRATE_2 = """
+ALTER TABLE messages ADD COLUMN doc INTEGER;
+"""
+_BACKFILL = """
+UPDATE messages SET doc = numbered.doc FROM (
+    SELECT room, seq, ROW_NUMBER() OVER (ORDER BY ts, room, seq) AS doc
+    FROM messages WHERE kind = 'message') AS numbered
+WHERE messages.room = numbered.room AND messages.seq = numbered.seq;
+INSERT INTO messages_fts (rowid, text, room, seq)
+    SELECT doc, text, room, seq FROM messages WHERE kind = 'message' AND NOT deleted;
 """
 # version 1 -> 2: the changes joined the stream
 _MIGRATE_1 = """
@@ -119,9 +139,9 @@ class SqliteStore(QueuedWrites):
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self._path} has schema version {version}; this Roomcast "
                                f"knows up to {SCHEMA_VERSION}")
-        if version == 1:
-            conn.executescript(f"BEGIN; {_MIGRATE_1} COMMIT;")
-        conn.executescript(_SCHEMA + _INDEXES)
+        migrations = {1: _MIGRATE_1 + _MIGRATE_2, 2: _MIGRATE_2}.get(version, "")
+        conn.executescript(f"BEGIN; {migrations} {_SCHEMA} {_INDEXES}"
+                           f" {_BACKFILL if migrations else ''} COMMIT;")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return conn
 
@@ -150,22 +170,47 @@ class SqliteStore(QueuedWrites):
                                  self._messages_at(conn, targets(batch)), now_ms())
             results = [writer.apply(r) for r in batch]
             new = writer.new_entries
-            for start in range(0, len(new), _ROWS_PER_INSERT):
-                rows = new[start:start + _ROWS_PER_INSERT]
-                conn.execute(f"INSERT INTO messages ({COLUMNS}) VALUES "
-                             + ", ".join([_PLACES] * len(rows)),
-                             [v for e in rows for v in row(e)])
+            (doc,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages_fts").fetchone()
+            rows, found = [], []
+            for e in new:
+                if isinstance(e, Message):
+                    doc += 1
+                    if not e.deleted:
+                        found.append((doc, e.text, e.room, e.seq))
+                rows.append((*row(e), doc if isinstance(e, Message) else None))
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start:start + _ROWS_PER_INSERT]
+                conn.execute(f"INSERT INTO messages ({COLUMNS}, doc) VALUES "
+                             + ", ".join([_PLACES] * len(chunk)), [v for r in chunk for v in r])
+            for start in range(0, len(found), _ROWS_PER_INSERT):
+                chunk = found[start:start + _ROWS_PER_INSERT]
+                conn.execute("INSERT INTO messages_fts (rowid, text, room, seq) VALUES "
+                             + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                             [v for r in chunk for v in r])
             changed = writer.changed_messages
             if changed:
                 conn.executemany(
                     "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?"
                     " WHERE room = ? AND seq = ?",
                     [(r[4], r[9], r[10], r[11], r[0], r[1]) for r in map(row, changed)])
+                texts = retexted(new)
+                self._reindex(conn, [m for m in changed if (m.room, m.seq) in texts])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return results
+
+    @staticmethod
+    def _reindex(conn: sqlite3.Connection, messages: list[Message]) -> None:
+        """Search finds ``messages`` (edited or deleted) as they stand now."""
+        for m in messages:
+            (doc,) = conn.execute("SELECT doc FROM messages WHERE room = ? AND seq = ?",
+                                  (m.room, m.seq)).fetchone()
+            conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (doc,))
+            if not m.deleted:
+                conn.execute("INSERT INTO messages_fts (rowid, text, room, seq)"
+                             " VALUES (?, ?, ?, ?)", (doc, m.text, m.room, m.seq))
 
     @staticmethod
     def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:
@@ -242,6 +287,35 @@ class SqliteStore(QueuedWrites):
         messages, changes = split([entry(r) for r in rows])
         return Page(messages, more, top, changes)
 
+    async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
+                     cursor: str | None = None, limit: int = 20) -> SearchPage:
+        before = _doc_cursor(cursor)
+        try:
+            page: SearchPage = await self._on(self._reader_thread, self._search, list(rooms),
+                                              terms, before, limit)
+        except sqlite3.Error as exc:
+            log.warning("sqlite search failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return page
+
+    def _search(self, rooms: list[RoomName], terms: list[str], before: int,
+                limit: int) -> SearchPage:
+        conn = self._read_conn
+        assert conn is not None
+        if not rooms or not terms:
+            return SearchPage([], [], False)
+        query = " ".join(f'"{t}"*' for t in terms)  # terms are words: no quotes in them
+        rows = conn.execute(
+            f"SELECT {_QUALIFIED}, f.rowid FROM messages_fts AS f"
+            " JOIN messages AS m ON m.room = f.room AND m.seq = f.seq"
+            f" WHERE messages_fts MATCH ? AND f.room IN ({', '.join('?' * len(rooms))})"
+            " AND f.rowid < ? ORDER BY f.rowid DESC LIMIT ?",
+            [query, *rooms, before, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        messages = [m for m in (entry(r[:-1]) for r in rows) if isinstance(m, Message)]
+        return SearchPage(messages, [f"d{r[-1]}" for r in rows], more)
+
     async def ping(self) -> None:
         if self._appends.closing:
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is closing")
@@ -276,3 +350,12 @@ async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every stor
     store = SqliteStore(path_from_url(url))
     await store.start()
     return store
+
+
+def _doc_cursor(cursor: str | None) -> int:
+    """The doc number a cursor from :meth:`SqliteStore.search` stands for."""
+    if cursor is None:
+        return 2**62
+    if cursor[:1] == "d" and cursor[1:].isdigit() and len(cursor) < 20:
+        return int(cursor[1:])
+    raise ChatError(ErrorCode.BAD_REQUEST, "cursor is not one this server gave")

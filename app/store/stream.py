@@ -249,6 +249,13 @@ def entry(values: Any) -> Entry:
                   ts, client_id, count, tuple(names))
 
 
+def retexted(entries: list[Entry]) -> set[Key]:
+    """The messages whose text the changes among ``entries`` replaced (edits,
+    deletes): what a search index must look at again."""
+    return {(e.room, e.target) for e in entries
+            if isinstance(e, Change) and e.kind in ("edit", "delete")}
+
+
 def split(entries: list[Entry]) -> tuple[list[Message], list[Change]]:
     return ([e for e in entries if isinstance(e, Message)],
             [e for e in entries if isinstance(e, Change)])

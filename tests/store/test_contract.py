@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -15,6 +16,7 @@ import pytest
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import RoomName
 from app.store import MessageStore, open_store
+from app.store.search import marked, terms
 
 from ..services import DATABASE_URL, postgres_schema
 
@@ -397,6 +399,8 @@ async def test_a_version_1_database_is_migrated(store_url: str, reopen: Opener) 
     assert (reply.seq, reply.reply_to, created) == (4, 1, True)
     _, repeat = await store.append(LOBBY, "alice", "again", "c1")  # its client id still counts
     assert repeat is False
+    assert await found(store, ["lobby"], "old") == ["old two"]  # indexed when migrated
+    assert await found(store, ["lobby"], "one") == ["new one"]
 
 
 async def test_edits_may_be_limited_to_recent_messages(store: MessageStore) -> None:
@@ -409,3 +413,60 @@ async def test_edits_may_be_limited_to_recent_messages(store: MessageStore) -> N
     assert fixed.message.text == "fixed"
     gone = await store.alter(LOBBY, "alice", "delete", 1, None, None, edits_from=message.ts + 1)
     assert gone.message.deleted
+
+
+# -- search -------------------------------------------------------------------
+
+
+async def found(store: MessageStore, rooms: list[str], query: str, **paging: Any) -> list[str]:
+    page = await store.search([RoomName(r) for r in rooms], terms(query), **paging)
+    return [m.text for m in page.messages]
+
+
+async def test_search_finds_words_newest_first_in_the_rooms_given(store: MessageStore) -> None:
+    """Every term starts a word of the text (any case, any script); newest first;
+    only the rooms asked for; a deleted message is never found, an edited one
+    by its new text."""
+    texts = ["Deploy went fine", "the deployment failed", "lunch?", "redeploy later",
+             "Déploiement réussi", "नमस्ते दुनिया", "deploy FAILED again"]
+    for text in texts:
+        await store.append(LOBBY, "alice", text, None)
+    await store.append(RoomName("other"), "bob", "deploy elsewhere", None)
+    assert await found(store, ["lobby"], "depl") == [
+        "deploy FAILED again", "the deployment failed", "Deploy went fine"]
+    assert await found(store, ["lobby"], "deploy failed") == [
+        "deploy FAILED again", "the deployment failed"]
+    assert await found(store, ["lobby", "other"], "elsewhere") == ["deploy elsewhere"]
+    assert await found(store, ["lobby"], "déploie") == ["Déploiement réussi"]
+    assert await found(store, ["lobby"], "नमस्ते") == ["नमस्ते दुनिया"]
+    assert await found(store, ["lobby"], "ploy") == []  # words are found from their start
+    await store.alter(LOBBY, "alice", "delete", 7, None, None)
+    await store.alter(LOBBY, "alice", "edit", 3, "deploy at noon?", None)
+    assert await found(store, ["lobby"], "deploy") == [  # an edit keeps its place
+        "deploy at noon?", "the deployment failed", "Deploy went fine"]
+    assert await found(store, ["lobby"], "lunch") == []
+    assert await found(store, ["lobby"], "again") == []
+
+
+async def test_search_pages_back_to_the_oldest_match(store: MessageStore) -> None:
+    for i in range(25):
+        await store.append(LOBBY, "alice", f"needle {i}", None)
+        await store.append(LOBBY, "alice", f"hay {i}", None)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.search([LOBBY], ["needle"], cursor=cursor, limit=10)
+        seen += [m.text for m in page.messages]
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == [f"needle {i}" for i in reversed(range(25))]
+    assert await refused(store.search([LOBBY], ["needle"], cursor="made up")) \
+        is ErrorCode.BAD_REQUEST
+
+
+def test_marking_cuts_text_into_matched_words() -> None:
+    assert marked("The deployment went fine — deployed!", terms("DEPL")) == [
+        ["The ", False], ["deployment", True], [" went fine — ", False], ["deployed", True],
+        ["!", False]]
+    assert marked("nothing here", ["x"]) == [["nothing here", False]]
