@@ -1,7 +1,10 @@
 """``python -m client {tail,send,bot}``: Roomcast from a shell.
 
 * ``tail --url U --name N --room R``: print the room's recent messages, then
-  every new one as it arrives, one line each: ``#SEQ FROM: TEXT``.
+  every new one as it arrives, one line each: ``#SEQ FROM: TEXT`` (with
+  ``(re #N)``, ``(edited)``, ``(deleted)`` and ``[EMOJI COUNT]`` where they
+  apply), and each change to a message as it comes: ``#SEQ FROM edited #N:
+  TEXT``, ``#SEQ FROM deleted #N``, ``#SEQ FROM reacted EMOJI on #N (now C)``.
 * ``send --url U --name N --room R TEXT``: send one message; exit 0 once the
   server has stored it, 1 if it refused, 2 if not stored within ``--timeout``.
 * ``bot --url U --name N --room R [--room R2 ...]``: run the command bot.
@@ -56,7 +59,25 @@ def printable(text: str) -> str:
 def format_message(message: JSON) -> str:
     """One line per message, whatever the text (or name) holds (see printable)."""
     sender, text = printable(str(message["from"])), printable(str(message["text"]))
-    return f"#{message['seq']} {sender}: {text}"
+    if message.get("deleted"):
+        return f"#{message['seq']} {sender}: (deleted)"
+    reply = f"(re #{message['reply_to']}) " if message.get("reply_to") else ""
+    edited = " (edited)" if message.get("edited") else ""
+    reactions = "".join(f" [{printable(str(r['emoji']))} {r['count']}]"
+                        for r in message.get("reactions", []))
+    return f"#{message['seq']} {sender}: {reply}{text}{edited}{reactions}"
+
+
+def format_change(change: JSON) -> str:
+    """One line per change to a message (an edit, a delete, a reaction)."""
+    who, kind, target = printable(str(change["from"])), change["kind"], change["target"]
+    if kind == "edit":
+        return f"#{change['seq']} {who} edited #{target}: {printable(str(change['text']))}"
+    if kind == "delete":
+        return f"#{change['seq']} {who} deleted #{target}"
+    emoji = printable(str(change["emoji"]))
+    did = "reacted" if kind == "react" else "took back"
+    return f"#{change['seq']} {who} {did} {emoji} on #{target} (now {change['count']})"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,6 +133,7 @@ async def _until_signal() -> None:
 async def tail(args: argparse.Namespace) -> int:
     client = _client(args)
     client.on_message = lambda m: print(format_message(m), flush=True)
+    client.on_change = lambda c: print(format_change(c), flush=True)
     await client.connect(retry=True)
     try:
         ack = await client.join(args.room)

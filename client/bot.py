@@ -1,20 +1,23 @@
 """A small bot: answers commands in the rooms it has joined.
 
 ``!ping`` -> ``pong``; ``!who`` -> the room's members; ``!echo X`` -> ``X``;
-``!help`` -> the list of commands. It ignores its own messages and anything
-that is not a command, and answers each command message once, even across
-reconnects (the client delivers each message once).
+``!search WORDS`` -> the newest messages of the room with those words (not
+commands, not the bot's); ``!help`` -> the list of commands. It ignores its
+own messages and anything that is not a command, and answers each command
+message once, even across reconnects (the client delivers each message once).
 """
 
 from __future__ import annotations
 
 import logging
 
-from .chat_client import JSON, ChatClient
+from .chat_client import JSON, ChatClient, ChatClientError
 
 log = logging.getLogger(__name__)
 
-HELP = "commands: !ping, !who, !echo TEXT, !help"
+HELP = "commands: !ping, !who, !echo TEXT, !search WORDS, !help"
+SEARCH_SHOWN = 3  # matches in a !search answer
+QUOTE_MAX = 80  # characters of each match quoted
 
 
 class Bot:
@@ -34,11 +37,36 @@ class Bot:
     async def on_message(self, message: JSON) -> None:
         if message["from"] == self.client.name or str(message.get("client_id")).startswith("bot:"):
             return  # our own (in token mode the name is the token's)
-        reply = answer(message["text"], self.members.get(message["room"], []))
+        command, _, words = message["text"].strip().partition(" ")
+        if command == "!search":
+            reply: str | None = await self.search(message["room"], words)
+        else:
+            reply = answer(message["text"], self.members.get(message["room"], []))
         if reply is not None:
             log.info("answering %s#%d in %s", message["from"], message["seq"], message["room"])
             await self.client.send(message["room"], reply,
                                    client_id=f"bot:{message['room']}:{message['seq']}")
+
+    async def search(self, room: str, words: str) -> str:
+        """The best matches for ``words`` in ``room``: the newest few messages
+        with them, leaving out commands and the bot's own answers."""
+        if not words.strip():
+            return "usage: !search WORDS"
+        try:
+            ack = await self.client.search(words, room=room, limit=20)
+        except ChatClientError as exc:
+            return f"search failed: {exc.message}"
+        found = [r["message"] for r in ack["results"]
+                 if not r["message"]["text"].startswith("!")
+                 and r["message"]["from"] != self.client.name][:SEARCH_SHOWN]
+        if not found:
+            return f"nothing found for {words.strip()!r}"
+        return "; ".join(f"#{m['seq']} {m['from']}: {_quote(m['text'])}" for m in found)
+
+
+def _quote(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= QUOTE_MAX else line[:QUOTE_MAX - 1] + "…"
 
 
 def answer(text: str, members: list[str]) -> str | None:

@@ -393,6 +393,18 @@ class ChatClient:
             payload["after"] = after
         return await self.request("history", payload)
 
+    async def search(self, query: str, *, room: str | None = None, cursor: str | None = None,
+                     limit: int = 20) -> JSON:
+        """Messages with the words of ``query`` in ``room`` (or every joined room),
+        newest first: the ack's ``results`` (``{message, marked}``) and ``next``,
+        the cursor for older ones."""
+        payload: JSON = {"query": query, "limit": limit}
+        if room is not None:
+            payload["room"] = room
+        if cursor is not None:
+            payload["cursor"] = cursor
+        return await self.request("search", payload)
+
     async def rooms(self) -> list[JSON]:
         rooms: list[JSON] = (await self.request("rooms"))["rooms"]
         return rooms

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from client.__main__ import format_message, printable
+from app.chat.namespace import NAMESPACE
+from client.__main__ import format_change, format_message, printable
 
+from .conftest import TIMEOUT, Peer, sio_client
 from .processes import Process, start_server
 
 
@@ -31,6 +33,42 @@ async def send(tmp_path: Path, url: str, name: str, room: str, text: str,
     while not proc.stdout.empty():
         lines.append(proc.stdout.get_nowait())
     return code, lines, proc.stderr_lines
+
+
+def test_format_shows_what_happened_to_a_message() -> None:
+    """Replies, edits, deletes and reactions on the message's line; each change
+    on a line of its own; a hostile edit escaped like a message."""
+    assert format_message({"seq": 4, "from": "al", "text": "yes", "reply_to": 2,
+                           "edited": 1, "reactions": [{"emoji": "👍", "count": 2}]}) \
+        == "#4 al: (re #2) yes (edited) [👍 2]"
+    assert format_message({"seq": 5, "from": "al", "text": "", "deleted": True}) \
+        == "#5 al: (deleted)"
+    assert format_change({"seq": 6, "from": "bo", "kind": "edit", "target": 4,
+                          "text": HOSTILE}) == f"#6 bo edited #4: {HOSTILE_SHOWN}"
+    assert format_change({"seq": 7, "from": "bo", "kind": "react", "target": 4,
+                          "emoji": "🎉", "count": 3}) == "#7 bo reacted 🎉 on #4 (now 3)"
+    assert format_change({"seq": 8, "from": "bo", "kind": "delete", "target": 4}) \
+        == "#8 bo deleted #4"
+
+
+async def test_tail_prints_changes_as_they_come(tmp_path: Path, server_url: str) -> None:
+    tail = await cli(tmp_path, "tail", "--url", server_url, "--name", "watcher", "--room", "ch")
+    peer = Peer("bob", sio_client("msgpack"))
+    try:
+        await tail.stderr_match(r"joined ch at seq 0", 20)
+        await peer.sio.connect(server_url, auth={"name": "bob"}, namespaces=[NAMESPACE],
+                               wait_timeout=TIMEOUT)
+        await peer.join("ch")
+        await peer.send("ch", "helo")
+        await peer.ok("edit", {"room": "ch", "seq": 1, "text": "hello"})
+        await peer.ok("react", {"room": "ch", "seq": 1, "emoji": "👍"})
+        await peer.ok("delete", {"room": "ch", "seq": 1})
+        assert [await tail.line() for _ in range(4)] == [
+            "#1 bob: helo", "#2 bob edited #1: hello", "#3 bob reacted 👍 on #1 (now 1)",
+            "#4 bob deleted #1"]
+    finally:
+        await peer.sio.disconnect()
+        assert await tail.stop() == 0
 
 
 def test_format_keeps_one_line_per_message() -> None:
@@ -109,6 +147,13 @@ async def test_bot_answers_commands(tmp_path: Path, server_url: str) -> None:
         # a last plain message comes next: no command was answered twice
         assert (await send(tmp_path, server_url, "alice", "lab", "bye"))[0] == 0
         assert await tail.line() == "#10 alice: bye"
+        for text in ("the deploy went fine", "!search DEPLOY", "!search nothing-like-it"):
+            assert (await send(tmp_path, server_url, "alice", "lab", text))[0] == 0
+        assert [await tail.line() for _ in range(5)] == [
+            "#11 alice: the deploy went fine", "#12 alice: !search DEPLOY",
+            "#13 botty: #11 alice: the deploy went fine",  # not the command, not itself
+            "#14 alice: !search nothing-like-it",
+            "#15 botty: nothing found for 'nothing-like-it'"]
     finally:
         assert await bot.stop() == 0
         assert await tail.stop() == 0
