@@ -386,24 +386,16 @@ class ChatClient:
 
     async def history(self, room: str, *, before: int | None = None,
                       after: int | None = None, limit: int = 50) -> JSON:
-        payload: JSON = {"room": room, "limit": limit}
-        if before is not None:
-            payload["before"] = before
-        if after is not None:
-            payload["after"] = after
-        return await self.request("history", payload)
+        return await self.request("history", _given(room=room, limit=limit, before=before,
+                                                    after=after))
 
     async def search(self, query: str, *, room: str | None = None, cursor: str | None = None,
                      limit: int = 20) -> JSON:
         """Messages with the words of ``query`` in ``room`` (or every joined room),
         newest first: the ack's ``results`` (``{message, marked}``) and ``next``,
         the cursor for older ones."""
-        payload: JSON = {"query": query, "limit": limit}
-        if room is not None:
-            payload["room"] = room
-        if cursor is not None:
-            payload["cursor"] = cursor
-        return await self.request("search", payload)
+        return await self.request("search", _given(query=query, limit=limit, room=room,
+                                                   cursor=cursor))
 
     async def rooms(self) -> list[JSON]:
         rooms: list[JSON] = (await self.request("rooms"))["rooms"]
@@ -560,6 +552,11 @@ class ChatClient:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _given(**fields: Any) -> JSON:
+    """A payload of the fields that are not None (optional fields are left out)."""
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _stream(ack: JSON) -> list[JSON]:
