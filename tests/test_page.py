@@ -367,6 +367,108 @@ async def test_page_shows_edits_deletes_reactions_and_replies(
         await peer.disconnect()  # type: ignore[attr-defined]
 
 
+async def act(user: User, index: int, action: str, **attrs: str) -> None:
+    """Hover the ``index``-th stored message (which shows its actions) and click one."""
+    item = user.messages().nth(index)
+    await item.hover()
+    selector = f"[data-action={action}]" + "".join(f'[data-{k}="{v}"]' for k, v in attrs.items())
+    await item.locator(selector).click()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_people_edit_react_reply_delete_and_search_on_the_page(
+        page_server: Served, browser: Browser, users: list[User], transport: str,
+        request: pytest.FixtureRequest) -> None:
+    """Everything a person does to messages, through the page's own controls:
+    alice edits her message, bob reacts from the picker and alice toggles a
+    reaction by its chip, bob replies, alice deletes (two clicks), and a search
+    lists the match with the word marked and jumps to it. Both pages show
+    each state; each is screenshotted."""
+    params = {"room": "ui", **({"transport": "polling"} if transport == "polling" else {})}
+    alice = await open_user(users, browser, page_server.url, name="alice", **params)
+    bob = await open_user(users, browser, page_server.url, name="bob", **params)
+    for user in (alice, bob):
+        await user.in_room("ui")
+        await user.connected(transport)
+    shot = request.node.name
+    await alice.say("helo wrld")
+    await bob.shows("helo wrld")
+    await expect(bob.messages().nth(0).locator("[data-action=edit]")).to_have_count(0)
+
+    await act(alice, 0, "edit")
+    box = alice.messages().nth(0).locator(".edit-text")
+    await box.fill("hello world")
+    await box.press("Enter")
+    for user in (alice, bob):
+        await user.shows("hello world")
+        await expect(user.messages().nth(0).locator(".edited")).to_have_text("(edited)")
+    await bob.screenshot(f"{shot}-edited")
+
+    await act(bob, 0, "react")
+    await act(bob, 0, "pick", emoji="🎉")
+    for user in (alice, bob):
+        await expect(user.messages().nth(0).locator(".reaction")).to_have_text(["🎉 1"])
+    chip = alice.messages().nth(0).locator(".reaction")
+    await chip.click()  # adds alice's
+    await expect(bob.messages().nth(0).locator(".reaction")).to_have_text(["🎉 2"])
+    await expect(chip).to_have_attribute("aria-pressed", "true")
+    await chip.click()  # and takes it back
+    await expect(bob.messages().nth(0).locator(".reaction")).to_have_text(["🎉 1"])
+    await bob.screenshot(f"{shot}-reacted")
+
+    await act(bob, 0, "reply")
+    await expect(bob.page.locator("#reply-text")).to_have_text("Replying to alice: hello world")
+    await bob.say("agreed")
+    for user in (alice, bob):
+        await user.shows("hello world", "agreed")
+        await expect(user.messages().nth(1).locator(".reply")).to_have_text(
+            "↪ alice: hello world")
+    await expect(bob.page.locator("#reply-bar")).to_be_hidden()
+    await alice.screenshot(f"{shot}-replied")
+
+    await act(alice, 0, "delete")
+    delete = alice.messages().nth(0).locator("[data-action=delete]")
+    await expect(delete).to_have_text("Delete?")
+    await alice.screenshot(f"{shot}-confirming")
+    await act(alice, 0, "delete")
+    for user in (alice, bob):
+        await user.shows("message deleted", "agreed")
+        await expect(user.messages().nth(1).locator(".reply")).to_have_text(
+            "↪ a deleted message")
+        await expect(user.messages().nth(0).locator(".reaction")).to_have_count(0)
+    await bob.screenshot(f"{shot}-deleted")
+
+    await alice.page.locator("#search-input").fill("AGRE")
+    await alice.page.locator("#search-input").press("Enter")
+    results = alice.page.locator("#search-results .result")
+    await expect(results).to_have_count(1)
+    await expect(results.locator("mark")).to_have_text(["agreed"])
+    await alice.screenshot(f"{shot}-searched")
+    await results.first.click()
+    await expect(alice.messages().nth(1)).to_have_class(re.compile("flash"))
+
+
+async def test_a_reply_jumps_to_an_original_not_loaded_yet(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """The page loads the latest 50 messages; a reply to message 1 of 120 shows
+    "message 1" until clicked, then older pages load until the original is
+    there, and it is scrolled into view and marked."""
+    chat = page_server.chat
+    room = RoomName("far")
+    for i in range(120):
+        await chat.store.append(room, "py", f"old {i + 1}", None)
+    await chat.store.append(room, "py", "about the first one", None, reply_to=1)
+    alice = await open_user(users, browser, page_server.url, name="alice", room="far")
+    await alice.in_room("far")
+    reply = alice.messages().last.locator(".reply")
+    await expect(reply).to_have_text("↪ message 1")
+    await reply.click()
+    first = alice.page.locator('#messages li[data-seq="1"]')
+    await expect(first).to_have_class(re.compile("flash"))
+    await expect(first).to_be_in_viewport()
+    await expect(alice.page.locator("#messages .edge")).to_have_count(1)
+
+
 async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,
                                   users: list[User]) -> None:
     """With a JWT secret, the page connects with the token from its link (then drops it

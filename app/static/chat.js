@@ -5,8 +5,8 @@
 // `since = last`. Sends carry a client_id and stay pending until acknowledged,
 // so a send made offline goes out once the connection is back, exactly once.
 import {
-  els, plainError, renderMessages, renderRoomHead, renderRoomLists, renderTyping,
-  messageItem, showAlert, showStatus,
+  els, plainError, renderMessages, renderRoomHead, renderRoomLists, renderSearch,
+  renderTyping, messageItem, showAlert, showStatus,
 } from "./view.js";
 
 const config = document.body.dataset;
@@ -23,13 +23,38 @@ let socket = null;
 let myName = null;
 let typingRoom = null;
 let typingTimer = null;
+let moderator = false;          // token mode: the token's moderator claim (the server checks)
+const COMMON_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
+const CONFIRM_FOR = 4000;       // ms a Delete? button waits for the second click
 
 function newRoom(name) {
   return {
     name, self: myName, messages: [], last: 0, olderExist: false, loadingOlder: false,
     members: [], typing: new Map(), unread: 0, outbox: [], joined: false,
     chain: Promise.resolve(),   // serialises deliveries for this room
+    replyTo: null, editing: null, picking: null, confirming: null,  // seqs the UI is on
   };
+}
+
+function uiFor(room) {
+  // what each message offers: see messageItem
+  const bySeq = new Map(room.messages.map((m) => [m.seq, m]));
+  return (message) => ({
+    quoted: bySeq.get(message.reply_to) ?? null, me: myName,
+    mine: message.from === myName, moderator,
+    editing: room.editing === message.seq, draft: room.draft,
+    confirming: room.confirming === message.seq,
+    picking: room.picking === message.seq ? emojiOffered(room) : null,
+  });
+}
+
+function emojiOffered(room) {
+  const used = room.messages.flatMap((m) => (m.reactions ?? []).map((r) => r.emoji));
+  return [...new Set([...COMMON_EMOJI, ...used])];
+}
+
+function render(room) {
+  renderMessages(room, uiFor(room));
 }
 
 function clientId() {
@@ -142,7 +167,7 @@ function showNew(room, before, appended) {
   // show what arrived after seq `before`: `appended`, if it is the only new one
   if (room.last === before) return;
   if (room.name === current) {
-    if (appended) appendItem(appended); else renderMessages(room);
+    if (appended) appendItem(appended); else render(room);
     renderTyping(room);
   } else {
     room.unread += room.messages.filter((m) => m.seq > before && m.from !== myName).length;
@@ -153,8 +178,7 @@ function showNew(room, before, appended) {
 function appendItem(message) {
   const list = els.messages;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  const quoted = rooms.get(message.room)?.messages.find((m) => m.seq === message.reply_to);
-  list.append(messageItem(message, null, quoted ?? null));
+  list.append(messageItem(message, null, uiFor(rooms.get(message.room))(message)));
   if (atBottom || message.from === myName) list.scrollTop = list.scrollHeight;
 }
 
@@ -219,8 +243,9 @@ function selectRoom(name) {
   current = name;
   const room = name ? rooms.get(name) : null;
   if (room) room.unread = 0;
+  showReplyBar(room);
   renderRoomHead(room);
-  if (room) renderMessages(room); else els.messages.replaceChildren();
+  if (room) render(room); else els.messages.replaceChildren();
   renderTyping(room);
   renderLists();
   if (room) els.text.focus();
@@ -229,20 +254,23 @@ function selectRoom(name) {
   history.replaceState(null, "", url);
 }
 
-async function loadOlder(room) {
-  if (!room || !room.olderExist || room.loadingOlder || room.messages.length === 0) return;
-  room.loadingOlder = true;
-  try {
-    const page = await request("history", { room: room.name, before: room.messages[0].seq,
-                                            limit: 50 });
-    room.messages = [...page.messages, ...room.messages];
-    room.olderExist = page.more;
-    if (room.name === current) renderMessages(room);
-  } catch (err) {
-    showAlert(plainError(err.chat));
-  } finally {
-    room.loadingOlder = false;
-  }
+function loadOlder(room) {
+  // one load at a time per room; a caller that comes while one runs waits for it
+  if (!room || !room.olderExist || room.messages.length === 0) return Promise.resolve();
+  room.loadingOlder ||= (async () => {
+    try {
+      const page = await request("history", { room: room.name, before: room.messages[0].seq,
+                                              limit: 50 });
+      room.messages = [...page.messages, ...room.messages];
+      room.olderExist = page.more;
+      if (room.name === current) render(room);
+    } catch (err) {
+      showAlert(plainError(err.chat));
+    } finally {
+      room.loadingOlder = null;
+    }
+  })();
+  return room.loadingOlder;
 }
 
 let roomsRefresh = null;
@@ -274,8 +302,11 @@ function send(text) {
     return showAlert(`That message is too long (at most ${config.maxText} characters).`);
   }
   stopTyping();
-  room.outbox.push({ client_id: clientId(), text, inflight: false, error: null });
-  renderMessages(room);
+  room.outbox.push({ client_id: clientId(), text, reply_to: room.replyTo, inflight: false,
+                     error: null });
+  room.replyTo = null;
+  showReplyBar(room);
+  render(room);
   els.messages.scrollTop = els.messages.scrollHeight;
   flush(room);
 }
@@ -290,16 +321,17 @@ async function flush(room) {
       const entry = room.outbox.find((e) => !e.error);
       if (!entry || !socket?.connected || !room.joined || !rooms.has(room.name)) return;
       try {
-        const ack = await request("send", { room: room.name, text: entry.text,
-                                            client_id: entry.client_id });
+        const ack = await request("send", {
+          room: room.name, text: entry.text, client_id: entry.client_id,
+          ...(entry.reply_to ? { reply_to: entry.reply_to } : {}) });
         room.outbox = room.outbox.filter((e) => e !== entry);
         await deliver(room, ack.message);
-        if (room.name === current) renderMessages(room);
+        if (room.name === current) render(room);
       } catch (err) {
         if (err.chat && !RETRYABLE.has(err.chat.code)) {
           entry.error = err.chat;
           showAlert(plainError(err.chat));
-          if (room.name === current) renderMessages(room);
+          if (room.name === current) render(room);
         } else {
           setTimeout(() => flush(room), 1000);  // timed out or busy: same client_id again
           return;
@@ -309,6 +341,133 @@ async function flush(room) {
   } finally {
     room.flushing = false;
   }
+}
+
+// -- changing messages: reply, react, edit, delete ----------------------------
+
+function showReplyBar(room) {
+  const quoted = room?.messages.find((m) => m.seq === room.replyTo);
+  els.replyBar.hidden = !quoted;
+  els.replyText.textContent = quoted ? `Replying to ${quoted.from}: ${quoted.text}` : "";
+}
+
+async function change(room, event, payload) {
+  // the change comes back in the ack and is taken in the room's order, as
+  // our own messages are; one that changed nothing needs nothing
+  try {
+    const ack = await request(event, { room: room.name, client_id: clientId(), ...payload });
+    if (ack.change) await deliver(room, ack.change);
+  } catch (err) {
+    showAlert(plainError(err.chat));
+  }
+  if (room.name === current) render(room);
+}
+
+function toggleReaction(room, message, emoji) {
+  const mine = (message.reactions ?? []).some((r) => r.emoji === emoji
+                                                  && r.names.includes(myName));
+  return change(room, mine ? "unreact" : "react", { seq: message.seq, emoji });
+}
+
+function onMessageAction(event) {
+  const target = event.target.closest("[data-action]");
+  const item = event.target.closest("li[data-seq]");
+  const room = rooms.get(current);
+  if (!target || !item || !room || target.tagName === "FORM") return;
+  const seq = Number(item.dataset.seq);
+  const message = room.messages.find((m) => m.seq === seq);
+  if (!message) return;
+  switch (target.dataset.action) {
+    case "reply":
+      room.replyTo = seq;
+      showReplyBar(room);
+      els.text.focus();
+      return;
+    case "react":
+      room.picking = room.picking === seq ? null : seq;
+      return render(room);
+    case "pick":
+      room.picking = null;
+      return change(room, "react", { seq, emoji: target.dataset.emoji });
+    case "toggle":
+      return toggleReaction(room, message, target.dataset.emoji);
+    case "edit":
+      room.editing = seq;
+      room.draft = message.text;
+      return render(room);
+    case "cancel":
+      room.editing = null;
+      return render(room);
+    case "delete":
+      if (room.confirming !== seq) {  // a second click within CONFIRM_FOR deletes
+        room.confirming = seq;
+        setTimeout(() => {
+          if (room.confirming !== seq) return;
+          room.confirming = null;
+          if (room.name === current) render(room);
+        }, CONFIRM_FOR);
+        return render(room);
+      }
+      room.confirming = null;
+      return change(room, "delete", { seq });
+    case "jump":
+      return jumpTo(room, Number(target.dataset.target));
+    default:
+  }
+}
+
+function onEditSubmit(event) {
+  const form = event.target.closest("form.edit-form");
+  const room = rooms.get(current);
+  if (!form || !room) return;
+  event.preventDefault();
+  const seq = Number(form.closest("li[data-seq]").dataset.seq);
+  const text = form.querySelector("textarea").value;
+  room.editing = null;
+  if (text.length > Number(config.maxText)) {
+    showAlert(`That message is too long (at most ${config.maxText} characters).`);
+  } else if (text.trim()) {
+    change(room, "edit", { seq, text });
+  }
+  render(room);
+}
+
+async function jumpTo(room, seq) {
+  // show message `seq`, loading older history until it is there
+  while (!room.messages.some((m) => m.seq === seq) && room.olderExist) {
+    const had = room.messages.length;
+    await loadOlder(room);
+    if (room.messages.length === had) break;  // could not load: said so already
+  }
+  if (room.name !== current) return;
+  const item = els.messages.querySelector(`li[data-seq="${seq}"]`);
+  if (!item) return showAlert("That message is not there any more.");
+  item.scrollIntoView({ block: "center" });
+  item.classList.add("flash");
+  setTimeout(() => item.classList.remove("flash"), 2000);
+}
+
+// -- search -------------------------------------------------------------------
+
+let search = { query: "", next: null, results: [] };
+
+async function searchOn() {
+  try {
+    const ack = await request("search", {
+      query: search.query, ...(search.next ? { cursor: search.next } : {}) });
+    search.results.push(...ack.results);
+    search.next = ack.next;
+    renderSearch(search.results, Boolean(ack.next));
+  } catch (err) {
+    showAlert(plainError(err.chat));
+  }
+}
+
+async function openResult(event) {
+  const hit = event.target.closest("button.result");
+  if (!hit || !rooms.has(hit.dataset.room)) return;
+  selectRoom(hit.dataset.room);
+  await jumpTo(rooms.get(hit.dataset.room), Number(hit.dataset.seq));
 }
 
 // -- typing -------------------------------------------------------------------
@@ -400,6 +559,7 @@ function connect(credential) {
   const name = tokenMode ? tokenName(credential) : credential;
   const auth = tokenMode ? { token: credential } : { name };
   myName = name;
+  moderator = tokenMode && tokenClaims(credential).moderator === true;
   els.whoami.textContent = `You are ${name}`;
   els.whoami.hidden = false;
   els.login.hidden = true;
@@ -416,7 +576,7 @@ function connect(credential) {
     for (const room of rooms.values()) {
       try { await rejoin(room); } catch (err) { console.warn("rejoin", err); }
     }
-    if (current) renderMessages(rooms.get(current));
+    if (current) render(rooms.get(current));
     for (const room of rooms.values()) flush(room);
     refreshOpenRooms();
     const wanted = params.get("room");
@@ -509,6 +669,49 @@ els.text.addEventListener("keydown", (event) => {
   }
 });
 els.text.addEventListener("input", typing);
+els.messages.addEventListener("click", onMessageAction);
+els.messages.addEventListener("submit", onEditSubmit);
+els.messages.addEventListener("input", (event) => {
+  const room = rooms.get(current);
+  if (room && event.target.matches(".edit-text")) room.draft = event.target.value;
+});
+els.messages.addEventListener("keydown", (event) => {
+  const room = rooms.get(current);
+  if (!room || !event.target.matches(".edit-text")) return;
+  if (event.key === "Escape") {
+    room.editing = null;
+    render(room);
+  } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    event.target.form.requestSubmit();
+  }
+});
+let pressTimer = null;  // a long press on a touch screen opens a message's actions
+els.messages.addEventListener("pointerdown", (event) => {
+  const item = event.target.closest("li[data-seq]");
+  if (event.pointerType !== "touch" || !item) return;
+  pressTimer = setTimeout(() => {
+    for (const open of els.messages.querySelectorAll("li.open")) open.classList.remove("open");
+    item.classList.add("open");
+  }, 500);
+});
+for (const type of ["pointerup", "pointercancel", "pointerleave"]) {
+  els.messages.addEventListener(type, () => clearTimeout(pressTimer));
+}
+els.replyCancel.addEventListener("click", () => {
+  const room = rooms.get(current);
+  if (room) room.replyTo = null;
+  showReplyBar(room);
+});
+els.searchForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const query = els.searchInput.value.trim();
+  if (!query || !socket?.connected) return;
+  search = { query, next: null, results: [] };
+  searchOn();
+});
+els.searchMore.addEventListener("click", searchOn);
+els.searchResults.addEventListener("click", openResult);
 els.messages.addEventListener("scroll", () => {
   if (els.messages.scrollTop < 40) loadOlder(rooms.get(current));
 });

@@ -10,6 +10,9 @@ export const els = {
   open: $("open-rooms"), refresh: $("refresh-rooms"), title: $("room-title"),
   leave: $("leave-room"), messages: $("messages"), typing: $("typing"),
   composer: $("composer"), text: $("text-input"), members: $("member-list"),
+  replyBar: $("reply-bar"), replyText: $("reply-text"), replyCancel: $("reply-cancel"),
+  searchForm: $("search-form"), searchInput: $("search-input"),
+  searchResults: $("search-results"), searchMore: $("search-more"),
 };
 
 function el(tag, props = {}, ...children) {
@@ -30,6 +33,8 @@ const PLAIN_ERRORS = {
   too_large: "That message is too long.",
   rate_limited: "You are sending too fast. Wait a moment and try again.",
   unauthorized: "You are not allowed to do that.",
+  forbidden: "Only its sender can change that message.",
+  not_found: "That message is not there any more.",
   unavailable: "The server cannot store messages right now. Your message will be retried.",
   internal: "Something went wrong on the server.",
   bad_name: "That name cannot be used: use 1 to 32 letters, digits or symbols.",
@@ -56,8 +61,10 @@ const timeFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-dig
 
 // One message as a list item. `send` is an outbox entry ({client_id, text,
 // error}) for a message not yet stored: shown as sending, or as refused.
-// `quoted` is the message it replies to, if loaded.
-export function messageItem(message, send = null, quoted = null) {
+// `ui` says what to offer on a stored one: {quoted (the message it replies
+// to, if loaded), mine, moderator, editing, picking (emoji to offer),
+// confirming}. Its buttons carry data-action; the page handles them.
+export function messageItem(message, send = null, ui = {}) {
   const stored = send === null;
   const when = stored ? new Date(message.ts) : null;
   const state = !stored ? (send.error ? "failed" : "pending") : message.deleted ? "deleted" : "";
@@ -66,32 +73,65 @@ export function messageItem(message, send = null, quoted = null) {
       el("span", { class: "from", text: message.from }),
       el("time", stored ? { text: timeFormat.format(when), dateTime: when.toISOString() }
                         : { text: send.error ? plainError(send.error) : "sending…" }),
-      message.edited && !message.deleted ? el("span", { class: "edited", text: "(edited)" }) : ""),
-    message.reply_to ? replyLine(message.reply_to, quoted) : "",
-    el("p", { class: "text", text: message.deleted ? "message deleted" : message.text }),
-    message.reactions?.length ? reactionList(message.reactions) : "");
+      message.edited && !message.deleted ? el("span", { class: "edited", text: "(edited)" }) : "",
+      stored && !message.deleted ? actionBar(message, ui) : ""),
+    message.reply_to ? replyLine(message.reply_to, ui.quoted) : "",
+    ui.editing ? editForm(ui.draft ?? message.text)
+      : el("p", { class: "text", text: message.deleted ? "message deleted" : message.text }),
+    message.reactions?.length ? reactionList(message.reactions, ui.me) : "",
+    ui.picking ? picker(ui.picking) : "");
   if (stored) item.dataset.seq = String(message.seq);
   else item.dataset.clientId = send.client_id;
   return item;
 }
 
+function button(action, text, props = {}) {
+  return el("button", { type: "button", class: "act", "data-action": action, text, ...props });
+}
+
+function actionBar(message, ui) {
+  return el("span", { class: "actions" },
+    button("reply", "Reply"),
+    button("react", "React", { "aria-expanded": String(Boolean(ui.picking)) }),
+    ui.mine ? button("edit", "Edit") : "",
+    ui.mine || ui.moderator
+      ? button("delete", ui.confirming ? "Delete?" : "Delete",
+               { class: ui.confirming ? "act danger" : "act" }) : "");
+}
+
 function replyLine(seq, quoted) {
   const said = !quoted ? `message ${seq}` : quoted.deleted ? "a deleted message"
     : `${quoted.from}: ${quoted.text}`;
-  return el("p", { class: "reply", text: `↪ ${said}` });
+  return el("button", { type: "button", class: "reply", "data-action": "jump",
+                        "data-target": String(seq), text: `↪ ${said}`,
+                        title: "Show the message this answers" });
 }
 
-function reactionList(reactions) {
-  return el("div", { class: "reactions" }, ...reactions.map((r) => el("span", {
-    class: "reaction", text: `${r.emoji} ${r.count}`,
+function reactionList(reactions, me) {
+  return el("div", { class: "reactions" }, ...reactions.map((r) => el("button", {
+    type: "button", class: r.names.includes(me) ? "reaction mine" : "reaction",
+    "data-action": "toggle", "data-emoji": r.emoji, text: `${r.emoji} ${r.count}`,
+    "aria-pressed": String(r.names.includes(me)),
     title: r.names.join(", ")
       + (r.count > r.names.length ? ` and ${r.count - r.names.length} more` : ""),
   })));
 }
 
+function picker(emoji) {
+  return el("div", { class: "picker", role: "group", "aria-label": "React with" },
+    ...emoji.map((e) => button("pick", e, { "data-emoji": e, "aria-label": `React ${e}` })));
+}
+
+function editForm(text) {
+  const box = el("textarea", { class: "edit-text", rows: 2, value: text,
+                               "aria-label": "Edit the message" });
+  return el("form", { class: "edit-form", "data-action": "save" }, box,
+    el("button", { type: "submit", text: "Save" }), button("cancel", "Cancel"));
+}
+
 // Render a room's stored messages, then its pending ones, keeping the reader's
 // place: at the bottom if they were there, else at the same message.
-export function renderMessages(room) {
+export function renderMessages(room, ui = () => ({})) {
   const list = els.messages;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const anchor = list.querySelector("li[data-seq]");
@@ -100,18 +140,33 @@ export function renderMessages(room) {
   if (room.messages.length && !room.olderExist) {
     items.push(el("li", { class: "edge", text: "This is the start of the room." }));
   }
-  const bySeq = new Map(room.messages.map((m) => [m.seq, m]));
-  for (const message of room.messages) {
-    items.push(messageItem(message, null, bySeq.get(message.reply_to) ?? null));
-  }
+  for (const message of room.messages) items.push(messageItem(message, null, ui(message)));
   for (const send of room.outbox) items.push(messageItem({ ...send, from: room.self }, send));
   list.replaceChildren(...items);
-  if (atBottom || !anchor) {
+  const editing = list.querySelector(".edit-text");
+  if (editing) {
+    editing.focus();
+  } else if (atBottom || !anchor) {
     list.scrollTop = list.scrollHeight;
   } else {
     const same = list.querySelector(`li[data-seq="${anchor.dataset.seq}"]`);
     if (same) list.scrollTop = same.offsetTop - anchorTop;
   }
+}
+
+// Search results: each a button naming the room and sender, the text with the
+// matched words in <mark> (as text, piece by piece).
+export function renderSearch(results, hasMore) {
+  els.searchResults.replaceChildren(...results.map(({ message, marked }) => el("li", {},
+    el("button", { type: "button", class: "result", "data-room": message.room,
+                   "data-seq": String(message.seq) },
+      el("span", { class: "where", text: `${message.room} · ${message.from}` }),
+      el("span", { class: "said" }, ...marked.map(([text, hit]) => (
+        hit ? el("mark", { text }) : document.createTextNode(text))))))));
+  if (!results.length) {
+    els.searchResults.append(el("li", { class: "none", text: "Nothing found." }));
+  }
+  els.searchMore.hidden = !hasMore;
 }
 
 export function renderRoomLists(rooms, current, open, onSelect) {
