@@ -22,7 +22,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test check web tools bench churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test check web tools bench bench-search churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -115,6 +115,9 @@ churn: $(VENV)/.installed-run  ## bench/churn.py: thousands of short connections
 
 abuse: $(VENV)/.installed-run  ## bench/abuse.py: server memory under an unread-ping flood and msgpack amplification
 	$(BIN)/python -m bench.abuse
+
+bench-search: $(VENV)/.installed-run  ## bench/search.py: search and history latency over a million messages, both stores
+	$(BIN)/python -m bench.search $(BENCH_ARGS)
 
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \

@@ -69,9 +69,12 @@ CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'm
 """
 _MIGRATE_3 = """
 -- version 3: search; each message's words as it stands (none for changes and
--- deleted messages), with no stemming or accent folding ('simple')
+-- deleted messages), with no stemming or accent folding ('simple'), and its
+-- room as one more lexeme ('@' and the name, which no word can be), so that
+-- the index finds a word in a room without going through the other rooms'
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS words tsvector GENERATED ALWAYS AS (
-    CASE WHEN kind = 'message' AND deleted = 0 THEN to_tsvector('simple', text) END) STORED;
+    CASE WHEN kind = 'message' AND deleted = 0 THEN to_tsvector('simple', text)
+        || array_to_tsvector(ARRAY['@' || room]) END) STORED;
 CREATE INDEX IF NOT EXISTS messages_words ON messages USING gin (words);
 """
 _INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES " \
@@ -216,12 +219,15 @@ class PostgresStore(QueuedWrites):
             return SearchPage([], [], False)
         ts, room, seq = decode_cursor(cursor)
         query = " & ".join(f"{t}:*" for t in terms)  # words, so nothing to escape
+        # room names are [A-Za-z0-9_.:-]: quoted as tsquery lexemes as they are
+        places = " | ".join(f"'@{r}'" for r in rooms)
         try:
             rows = await self._pool.fetch(
                 f"SELECT {COLUMNS} FROM messages WHERE room = ANY($1::text[])"
-                " AND words @@ to_tsquery('simple', $2) AND (ts, room, seq) < ($3, $4, $5)"
-                " ORDER BY ts DESC, room DESC, seq DESC LIMIT $6",
-                list(rooms), query, ts, room, seq, limit + 1)
+                " AND words @@ ($2::tsquery && to_tsquery('simple', $3))"
+                " AND (ts, room, seq) < ($4, $5, $6)"
+                " ORDER BY ts DESC, room DESC, seq DESC LIMIT $7",
+                list(rooms), places, query, ts, room, seq, limit + 1)
         except OUTAGES as exc:
             log.warning("postgres search failed: %s", exc)
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc

@@ -68,11 +68,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
 """
 # Search: each message's text as it stands, under the message's doc number
 # (given in write order, so newest first is descending rowid, which FTS5
-# walks without sorting); a deleted message has no row.
+# walks without sorting); a deleted message has no row. ``place`` holds the
+# room as one token (see _place), so that a word is looked for in a room by
+# intersecting two lists rather than by going through every room's matches.
 _INDEXES = f"""
 CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'message';
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
-    text, room UNINDEXED, seq UNINDEXED, tokenize = "{FTS5_TOKENIZER}");
+    text, place, room UNINDEXED, seq UNINDEXED, tokenize = "{FTS5_TOKENIZER}");
 """
 # version 2 -> 3: search (the messages stored before are numbered and indexed)
 _MIGRATE_2 = """
@@ -83,8 +85,9 @@ UPDATE messages SET doc = numbered.doc FROM (
     SELECT room, seq, ROW_NUMBER() OVER (ORDER BY ts, room, seq) AS doc
     FROM messages WHERE kind = 'message') AS numbered
 WHERE messages.room = numbered.room AND messages.seq = numbered.seq;
-INSERT INTO messages_fts (rowid, text, room, seq)
-    SELECT doc, text, room, seq FROM messages WHERE kind = 'message' AND NOT deleted;
+INSERT INTO messages_fts (rowid, text, place, room, seq)
+    SELECT doc, text, 'r' || hex(room), room, seq FROM messages
+    WHERE kind = 'message' AND NOT deleted;
 """
 # version 1 -> 2: the changes joined the stream
 _MIGRATE_1 = """
@@ -176,7 +179,7 @@ class SqliteStore(QueuedWrites):
                 if isinstance(e, Message):
                     doc += 1
                     if not e.deleted:
-                        found.append((doc, e.text, e.room, e.seq))
+                        found.append((doc, e.text, _place(e.room), e.room, e.seq))
                 rows.append((*row(e), doc if isinstance(e, Message) else None))
             for start in range(0, len(rows), _ROWS_PER_INSERT):
                 chunk = rows[start:start + _ROWS_PER_INSERT]
@@ -184,8 +187,8 @@ class SqliteStore(QueuedWrites):
                              + ", ".join([_PLACES] * len(chunk)), [v for r in chunk for v in r])
             for start in range(0, len(found), _ROWS_PER_INSERT):
                 chunk = found[start:start + _ROWS_PER_INSERT]
-                conn.execute("INSERT INTO messages_fts (rowid, text, room, seq) VALUES "
-                             + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq) VALUES "
+                             + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
                              [v for r in chunk for v in r])
             changed = writer.changed_messages
             if changed:
@@ -209,8 +212,9 @@ class SqliteStore(QueuedWrites):
                                   (m.room, m.seq)).fetchone()
             conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (doc,))
             if not m.deleted:
-                conn.execute("INSERT INTO messages_fts (rowid, text, room, seq)"
-                             " VALUES (?, ?, ?, ?)", (doc, m.text, m.room, m.seq))
+                conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             (doc, m.text, _place(m.room), m.room, m.seq))
 
     @staticmethod
     def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:
@@ -304,7 +308,9 @@ class SqliteStore(QueuedWrites):
         assert conn is not None
         if not rooms or not terms:
             return SearchPage([], [], False)
-        query = " ".join(f'"{t}"*' for t in terms)  # terms are words: no quotes in them
+        # terms are words and places hex: nothing in them to quote
+        places = " OR ".join(f"place:{_place(r)}" for r in rooms)
+        query = f"({places}) AND " + " AND ".join(f'text:"{t}"*' for t in terms)
         rows = conn.execute(
             f"SELECT {_QUALIFIED}, f.rowid FROM messages_fts AS f"
             " JOIN messages AS m ON m.room = f.room AND m.seq = f.seq"
@@ -359,3 +365,8 @@ def _doc_cursor(cursor: str | None) -> int:
     if cursor[:1] == "d" and cursor[1:].isdigit() and len(cursor) < 20:
         return int(cursor[1:])
     raise ChatError(ErrorCode.BAD_REQUEST, "cursor is not one this server gave")
+
+
+def _place(room: str) -> str:
+    """``room`` as one search token (letters and digits only, any name)."""
+    return "r" + room.encode().hex().upper()
