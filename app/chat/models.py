@@ -18,10 +18,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-Reactions = tuple[tuple[str, tuple[str, ...]], ...]
-"""A message's reactions: (emoji, names who reacted) in order of first use."""
+REACTION_NAMES_SHOWN = 10  # names kept on a message per emoji (the count is exact)
 
-REACTION_NAMES_SHOWN = 10  # names listed per emoji on the wire (the count is exact)
+Reactions = tuple[tuple[str, int, tuple[str, ...]], ...]
+"""A message's reactions, in order of first use: (emoji, how many people
+reacted with it, the first :data:`REACTION_NAMES_SHOWN` of them in the order
+they reacted). The store keeps every reactor apart from the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +66,8 @@ class Message:
         if self.deleted:
             wire["deleted"] = True
         if self.reactions:
-            wire["reactions"] = [{"emoji": emoji, "count": len(names),
-                                  "names": list(names[:REACTION_NAMES_SHOWN])}
-                                 for emoji, names in self.reactions]
+            wire["reactions"] = [{"emoji": emoji, "count": count, "names": list(names)}
+                                 for emoji, count, names in self.reactions]
         return wire
 
 

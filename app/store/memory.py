@@ -13,13 +13,15 @@ from ..chat.errors import ChatError
 from ..chat.models import Entry, Message, Page, RoomName, now_ms
 from . import MessageStore, check_storable, page_bounds
 from .search import SearchPage, decode_cursor, encode_cursor, matches
-from .stream import Alter, Altered, Append, BatchWriter, ClientKey, Request, split, targets
+from .stream import (Alter, Altered, Append, BatchWriter, ClientKey, ReactionKey, Reactors,
+                     Request, reactors_wanted, split, targets)
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self._rooms: dict[RoomName, list[Entry]] = {}  # entry seq n at index n - 1
         self._by_client_id: dict[ClientKey, Entry] = {}
+        self._reactors: dict[ReactionKey, dict[str, int]] = {}  # -> name -> at
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
                      reply_to: int | None = None) -> tuple[Message, bool]:
@@ -44,8 +46,20 @@ class MemoryStore:
         messages = {(room, seq): found for room, seq in targets([request])
                     if 0 < seq <= len(entries)
                     and isinstance(found := entries[seq - 1], Message)}
-        writer = BatchWriter({request.room: len(entries)}, stored, messages, now_ms())
+        wanted = reactors_wanted([request])
+        reactors = Reactors(
+            {key: self._first(key) for key in wanted.first},
+            {r for r in wanted.senders if r[3] in self._reactors.get(r[:3], {})})
+        writer = BatchWriter({request.room: len(entries)}, stored, messages, now_ms(), reactors)
         result = writer.apply(request)
+        gone, added, cleared = writer.reactor_rows
+        for room, seq, emoji, name in gone:
+            self._reactors.get((room, seq, emoji), {}).pop(name, None)
+        for room, seq, emoji, name, at in added:
+            self._reactors.setdefault((room, seq, emoji), {})[name] = at
+        for room, seq in cleared:
+            for reaction in [k for k in self._reactors if k[:2] == (room, seq)]:
+                del self._reactors[reaction]
         for new in writer.new_entries:
             entries.append(new)
             if new.client_id is not None:
@@ -55,6 +69,11 @@ class MemoryStore:
         if isinstance(result, ChatError):
             raise result
         return result
+
+    def _first(self, key: ReactionKey) -> list[str]:
+        """Everyone who reacted ``key``, in the order they did."""
+        names = self._reactors.get(key, {})
+        return sorted(names, key=names.__getitem__)
 
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:

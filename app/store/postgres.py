@@ -31,12 +31,13 @@ from ..chat.models import Entry, Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites
 from .search import SearchPage, decode_cursor, encode_cursor
-from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Request, Result, client_key, entry,
-                     row, split, targets)
+from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
+                     Result, client_key, entry, reactors_of_version_3, reactors_wanted, row,
+                     split, targets)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS roomcast_schema (version integer NOT NULL);
@@ -76,6 +77,19 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS words tsvector GENERATED ALWAYS AS
     CASE WHEN kind = 'message' AND deleted = 0 THEN to_tsvector('simple', text)
         || array_to_tsvector(ARRAY['@' || room]) END) STORED;
 CREATE INDEX IF NOT EXISTS messages_words ON messages USING gin (words);
+"""
+_MIGRATE_4 = """
+-- version 4: one row per person who reacts with an emoji to a message (before,
+-- every name was in the message row); at: the seq of the change that added it
+CREATE TABLE IF NOT EXISTS reactions (
+    room  text   NOT NULL,
+    seq   bigint NOT NULL,
+    emoji text   NOT NULL,
+    name  text   NOT NULL,
+    at    bigint NOT NULL,
+    PRIMARY KEY (room, seq, emoji, name)
+);
+CREATE INDEX IF NOT EXISTS reactions_order ON reactions (room, seq, emoji, at);
 """
 _INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES " \
     "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -126,6 +140,16 @@ class PostgresStore(QueuedWrites):
             await conn.execute(_MIGRATE_2)
         if version is None or version < 3:
             await conn.execute(_MIGRATE_3)
+        if version is None or version < 4:
+            await conn.execute(_MIGRATE_4)
+            for room, seq, reactions in await conn.fetch(
+                    "SELECT room, seq, reactions FROM messages"
+                    " WHERE kind = 'message' AND reactions IS NOT NULL"):
+                short, rows = reactors_of_version_3(room, seq, reactions)
+                await conn.execute("UPDATE messages SET reactions = $3 WHERE room = $1"
+                                   " AND seq = $2", room, seq, short)
+                await conn.executemany("INSERT INTO reactions VALUES ($1, $2, $3, $4, $5)",
+                                       rows)
         if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
@@ -141,7 +165,8 @@ class PostgresStore(QueuedWrites):
                 "SELECT room, head FROM rooms WHERE room = ANY($1::text[])"
                 " ORDER BY room FOR UPDATE", rooms)}
             writer = BatchWriter(heads, await self._stored(conn, batch),
-                                 await self._messages_at(conn, targets(batch)), now_ms())
+                                 await self._messages_at(conn, targets(batch)), now_ms(),
+                                 await self._reactors(conn, reactors_wanted(batch)))
             results = [writer.apply(r) for r in batch]
             new = writer.new_entries
             if new:
@@ -156,7 +181,38 @@ class PostgresStore(QueuedWrites):
                     "UPDATE messages SET text = $3, edited = $4, deleted = $5, reactions = $6"
                     " WHERE room = $1 AND seq = $2",
                     [(r[0], r[1], r[4], r[9], r[10], r[11]) for r in map(row, changed)])
+            gone, added, cleared = writer.reactor_rows
+            if gone:
+                await conn.execute(
+                    "DELETE FROM reactions r USING unnest($1::text[], $2::bigint[], $3::text[],"
+                    " $4::text[]) AS w(room, seq, emoji, name) WHERE (r.room, r.seq, r.emoji,"
+                    " r.name) = (w.room, w.seq, w.emoji, w.name)", *map(list, zip(*gone)))
+            if added:
+                await conn.executemany("INSERT INTO reactions VALUES ($1, $2, $3, $4, $5)",
+                                       added)
+            if cleared:
+                await conn.execute(
+                    "DELETE FROM reactions r USING unnest($1::text[], $2::bigint[])"
+                    " AS w(room, seq) WHERE (r.room, r.seq) = (w.room, w.seq)",
+                    *map(list, zip(*cleared)))
         return results
+
+    async def _reactors(self, conn: asyncpg.Connection, wanted: ReactorsWanted) -> Reactors:
+        """The reactor rows the batch's reactions need (a batch of sends has none)."""
+        if not wanted.first:
+            return Reactors()
+        keys = list(wanted.first)
+        first = await conn.fetch(
+            "SELECT w.room, w.seq, w.emoji, ARRAY(SELECT name FROM reactions r"
+            " WHERE (r.room, r.seq, r.emoji) = (w.room, w.seq, w.emoji) ORDER BY at"
+            " LIMIT w.n) FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[])"
+            " AS w(room, seq, emoji, n)", *map(list, zip(*keys)), list(wanted.first.values()))
+        present = await conn.fetch(
+            "SELECT room, seq, emoji, name FROM reactions JOIN unnest($1::text[],"
+            " $2::bigint[], $3::text[], $4::text[]) AS w(room, seq, emoji, name)"
+            " USING (room, seq, emoji, name)", *map(list, zip(*wanted.senders)))
+        return Reactors({(RoomName(r[0]), r[1], r[2]): list(r[3]) for r in first},
+                        {(RoomName(r[0]), r[1], r[2], r[3]) for r in present})
 
     async def _stored(self, conn: asyncpg.Connection, batch: list[Request]
                       ) -> dict[ClientKey, Entry]:

@@ -33,7 +33,8 @@ from ..chat.models import Entry, Message, Page, RoomName, now_ms
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites
 from .search import FTS5_TOKENIZER, SearchPage
-from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Request, Result, client_key, entry,
+from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
+                     Result, client_key, entry, reactors_of_version_3, reactors_wanted,
                      retexted, row, split, targets)
 
 _PLACES = "(" + ", ".join("?" * 13) + ")"  # COLUMNS and doc
@@ -41,11 +42,12 @@ _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
 # stand now, and the changes made to them; messages_only pages back through
-# the messages alone.
+# the messages alone. One row per person who reacts with an emoji to a
+# message (version 4; before, every name was in the message row).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -65,6 +67,15 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
     ON messages (room, sender, client_id) WHERE client_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS reactions (
+    room  TEXT    NOT NULL,
+    seq   INTEGER NOT NULL,
+    emoji TEXT    NOT NULL,
+    name  TEXT    NOT NULL,
+    at    INTEGER NOT NULL,
+    PRIMARY KEY (room, seq, emoji, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reactions_order ON reactions (room, seq, emoji, at);
 """
 # Search: each message's text as it stands, under the message's doc number
 # (given in write order, so newest first is descending rowid, which FTS5
@@ -144,9 +155,27 @@ class SqliteStore(QueuedWrites):
                                f"knows up to {SCHEMA_VERSION}")
         migrations = {1: _MIGRATE_1 + _MIGRATE_2, 2: _MIGRATE_2}.get(version, "")
         conn.executescript(f"BEGIN; {migrations} {_SCHEMA} {_INDEXES}"
-                           f" {_BACKFILL if migrations else ''} COMMIT;")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                           f" {_BACKFILL if migrations else ''}")
+        try:
+            if version < 4:
+                self._move_reactors(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return conn
+
+    @staticmethod
+    def _move_reactors(conn: sqlite3.Connection) -> None:
+        """Version 3 -> 4: the names in message rows go to their own rows."""
+        for room, seq, reactions in conn.execute(
+                "SELECT room, seq, reactions FROM messages"
+                " WHERE kind = 'message' AND reactions IS NOT NULL").fetchall():
+            short, rows = reactors_of_version_3(room, seq, reactions)
+            conn.execute("UPDATE messages SET reactions = ? WHERE room = ? AND seq = ?",
+                         (short, room, seq))
+            conn.executemany("INSERT INTO reactions VALUES (?, ?, ?, ?, ?)", rows)
 
     async def _on(self, thread: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)
@@ -170,7 +199,8 @@ class SqliteStore(QueuedWrites):
         try:
             writer = BatchWriter(self._heads(conn, sorted({r.room for r in batch})),
                                  self._stored(conn, [r for r in batch if r.client_id is not None]),
-                                 self._messages_at(conn, targets(batch)), now_ms())
+                                 self._messages_at(conn, targets(batch)), now_ms(),
+                                 self._reactors(conn, reactors_wanted(batch)))
             results = [writer.apply(r) for r in batch]
             new = writer.new_entries
             (doc,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages_fts").fetchone()
@@ -198,6 +228,11 @@ class SqliteStore(QueuedWrites):
                     [(r[4], r[9], r[10], r[11], r[0], r[1]) for r in map(row, changed)])
                 texts = retexted(new)
                 self._reindex(conn, [m for m in changed if (m.room, m.seq) in texts])
+            gone, added, cleared = writer.reactor_rows
+            conn.executemany("DELETE FROM reactions WHERE room = ? AND seq = ? AND emoji = ?"
+                             " AND name = ?", gone)
+            conn.executemany("INSERT INTO reactions VALUES (?, ?, ?, ?, ?)", added)
+            conn.executemany("DELETE FROM reactions WHERE room = ? AND seq = ?", cleared)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -215,6 +250,18 @@ class SqliteStore(QueuedWrites):
                 conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq)"
                              " VALUES (?, ?, ?, ?, ?)",
                              (doc, m.text, _place(m.room), m.room, m.seq))
+
+    @staticmethod
+    def _reactors(conn: sqlite3.Connection, wanted: ReactorsWanted) -> Reactors:
+        """The reactor rows the batch's reactions need (a batch of sends has none)."""
+        first = {key: [name for (name,) in conn.execute(
+                     "SELECT name FROM reactions WHERE room = ? AND seq = ? AND emoji = ?"
+                     " ORDER BY at LIMIT ?", (*key, n))]
+                 for key, n in wanted.first.items()}
+        present = {r for r in wanted.senders if conn.execute(
+            "SELECT 1 FROM reactions WHERE room = ? AND seq = ? AND emoji = ? AND name = ?",
+            r).fetchone()}
+        return Reactors(first, present)
 
     @staticmethod
     def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:

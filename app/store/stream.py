@@ -12,11 +12,20 @@ messages. (Versioned messages would make history a query for the latest
 version of each; a log of changes apart from the messages would need a
 second sequence, and recovery would have to merge two.)
 
+A message row holds its reactions in short: per emoji the count and the
+first :data:`~app.chat.models.REACTION_NAMES_SHOWN` names. Every reactor is
+a row of its own (``reactions``: room, seq, emoji, name, and ``at``, the seq
+of the change that added it), so a reaction costs the same however many
+people reacted before, and an unreaction of a name shown is replaced by the
+next one.
+
 A store loads what a batch needs (each room's last seq, entries already
-stored under the batch's client ids, the messages the batch refers to),
-runs its requests through :class:`BatchWriter` in call order, and writes
-what it returns: the new entries and the messages changed in place. What a
-request may not do is its own :class:`ChatError`, not the batch's.
+stored under the batch's client ids, the messages the batch refers to, and
+for the reactions it changes: whether its senders reacted already, and the
+first names), runs its requests through :class:`BatchWriter` in call order,
+and writes what it returns: the new entries, the messages changed in place
+and the reactor rows. What a request may not do is its own
+:class:`ChatError`, not the batch's.
 """
 
 from __future__ import annotations
@@ -81,10 +90,45 @@ Request = Append | Alter
 Result = tuple[Message, bool] | Altered
 Key = tuple[RoomName, int]  # (room, seq)
 ClientKey = tuple[RoomName, str, str | None]  # (room, sender, client_id)
+ReactionKey = tuple[RoomName, int, str]  # (room, seq, emoji)
+Reactor = tuple[RoomName, int, str, str]  # (room, seq, emoji, name)
+
+
+@dataclass(slots=True)
+class Reactors:
+    """What a store loaded of the reactor rows a batch touches (see
+    :func:`reactors_wanted`): ``first`` (reaction key -> the first names, in
+    the order they reacted, at least as many as asked) and ``present`` (those
+    of the batch's senders who had reacted)."""
+
+    first: dict[ReactionKey, list[str]] = dataclasses.field(default_factory=dict)
+    present: set[Reactor] = dataclasses.field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class ReactorsWanted:
+    """For each reaction key a batch changes, how many first names to load
+    (:data:`REACTION_NAMES_SHOWN` and one more per unreaction, so that the
+    names shown are known after all of them), and the (key, sender) pairs to
+    look up."""
+
+    first: dict[ReactionKey, int]
+    senders: list[Reactor]
 
 
 def client_key(request: Request) -> ClientKey:
     return (request.room, request.sender, request.client_id)
+
+
+def reactors_wanted(batch: list[Request]) -> ReactorsWanted:
+    first: dict[ReactionKey, int] = {}
+    senders: set[Reactor] = set()
+    for r in batch:
+        if isinstance(r, Alter) and r.kind in REACTIONS:
+            key = (r.room, r.target, r.value or "")
+            first[key] = first.get(key, REACTION_NAMES_SHOWN) + (r.kind == "unreact")
+            senders.add((*key, r.sender))
+    return ReactorsWanted(first, sorted(senders))
 
 
 def targets(batch: list[Request]) -> list[Key]:
@@ -98,17 +142,22 @@ def targets(batch: list[Request]) -> list[Key]:
 class BatchWriter:
     """Applies one batch of requests, in call order, to what the store loaded:
     ``heads`` (room -> last seq), ``stored`` (entries under the batch's client
-    ids) and ``messages`` (the messages the batch refers to that exist)."""
+    ids), ``messages`` (the messages the batch refers to that exist) and
+    ``reactors`` (see :func:`reactors_wanted`)."""
 
     def __init__(self, heads: dict[RoomName, int], stored: dict[ClientKey, Entry],
-                 messages: dict[Key, Message], ts: int) -> None:
+                 messages: dict[Key, Message], ts: int,
+                 reactors: Reactors | None = None) -> None:
         self.heads = heads
         self._stored = stored
         self._messages = messages
         self._ts = ts
+        self._reactors = reactors or Reactors()
         self._new: list[Entry] = []
         self._born: set[Key] = set()  # messages appended in this batch
         self._changed: set[Key] = set()  # messages stored before, changed by it
+        self._reacted: dict[Reactor, int | None] = {}  # -> at (added) or None (removed)
+        self._cleared: set[Key] = set()  # deleted messages: every reactor row goes
 
     def apply(self, request: Request) -> Result | ChatError:
         try:
@@ -129,6 +178,15 @@ class BatchWriter:
     def changed_messages(self) -> list[Message]:
         """Messages stored before the batch that it changed, to update in place."""
         return [self._messages[key] for key in sorted(self._changed)]
+
+    @property
+    def reactor_rows(self) -> tuple[list[Reactor], list[tuple[RoomName, int, str, str, int]],
+                                    list[Key]]:
+        """The reactor rows to delete, then the ones to insert (with ``at``), then
+        the messages whose reactor rows all go (deleted messages)."""
+        gone = sorted(self._reacted)
+        added = sorted((*r, at) for r, at in self._reacted.items() if at is not None)
+        return gone, added, sorted(self._cleared)
 
     def _next_seq(self, room: RoomName) -> int:
         self.heads[room] = seq = self.heads.get(room, 0) + 1
@@ -171,9 +229,17 @@ class BatchWriter:
         changed = self._changed_message(c, message)
         if changed is None:
             return Altered(None, message, False)
-        left = dict(changed.reactions).get(c.value or "", ()) if c.kind in REACTIONS else ()
-        change = Change(c.room, self._next_seq(c.room), c.kind, c.target, c.sender, c.value,
-                        self._ts, c.client_id, len(left), left[:REACTION_NAMES_SHOWN])
+        seq = self._next_seq(c.room)
+        count, names = 0, tuple[str, ...]()
+        if c.kind in REACTIONS:
+            self._reacted[(c.room, c.target, c.value or "", c.sender)] = \
+                seq if c.kind == "react" else None
+            count, names = next(((n, shown) for e, n, shown in changed.reactions
+                                 if e == c.value), (0, ()))
+        elif c.kind == "delete":
+            self._cleared.add(key)
+        change = Change(c.room, seq, c.kind, c.target, c.sender, c.value, self._ts,
+                        c.client_id, count, names)
         self._record(change)
         self._messages[key] = changed
         if key not in self._born:
@@ -200,24 +266,33 @@ class BatchWriter:
                 return None
             assert c.value is not None
             return dataclasses.replace(m, text=c.value, edited=self._ts)
-        reactions = dict(m.reactions)
-        names = reactions.get(c.value or "", ())
+        emoji = c.value or ""
+        reactions = {e: n for e, n, _ in m.reactions}
+        count = reactions.get(emoji, 0)
+        key = (c.room, c.target, emoji)
+        first = self._reactors.first.setdefault(key, [])
+        if (c.kind == "react") == self._has_reacted((*key, c.sender)):
+            return None  # reacted twice, or unreacted what one had not
         if c.kind == "react":
-            if c.sender in names:
-                return None
-            if not names and len(reactions) >= MAX_EMOJI_PER_MESSAGE:
+            if not count and len(reactions) >= MAX_EMOJI_PER_MESSAGE:
                 raise ChatError(ErrorCode.TOO_LARGE, f"a message takes at most "
                                 f"{MAX_EMOJI_PER_MESSAGE} different reactions")
-            reactions[c.value or ""] = (*names, c.sender)
-        else:  # unreact
-            if c.sender not in names:
-                return None
-            left = tuple(n for n in names if n != c.sender)
-            if left:
-                reactions[c.value or ""] = left
-            else:
-                del reactions[c.value or ""]
-        return dataclasses.replace(m, reactions=tuple(reactions.items()))
+            if len(first) == count:  # every name is known: the new one is next
+                first.append(c.sender)
+            reactions[emoji] = count + 1
+        else:
+            if c.sender in first:
+                first.remove(c.sender)
+            reactions[emoji] = count - 1
+        shown = tuple(first[:REACTION_NAMES_SHOWN])
+        kept = {e: names for e, _, names in m.reactions}
+        return dataclasses.replace(m, reactions=tuple(
+            (e, n, shown if e == emoji else kept[e]) for e, n in reactions.items() if n))
+
+    def _has_reacted(self, reactor: Reactor) -> bool:
+        if reactor in self._reacted:
+            return self._reacted[reactor] is not None
+        return reactor in self._reactors.present
 
 
 # -- rows ------------------------------------------------------------------------
@@ -228,7 +303,7 @@ def row(entry: Entry) -> tuple[Any, ...]:
     if isinstance(entry, Message):
         return (entry.room, entry.seq, "message", entry.sender, entry.text, entry.ts,
                 entry.client_id, None, entry.reply_to, entry.edited, int(entry.deleted),
-                json.dumps([[e, list(n)] for e, n in entry.reactions])
+                json.dumps([[e, count, list(n)] for e, count, n in entry.reactions])
                 if entry.reactions else None)
     summary = json.dumps([entry.count, list(entry.names)]) if entry.kind in REACTIONS else None
     return (entry.room, entry.seq, entry.kind, entry.sender, entry.value or "", entry.ts,
@@ -240,7 +315,7 @@ def entry(values: Any) -> Entry:
     (room, seq, kind, sender, text, ts, client_id, target, reply_to, edited, deleted,
      reactions) = tuple(values)
     if kind == "message":
-        loaded: Reactions = tuple((e, tuple(n)) for e, n in json.loads(reactions)) \
+        loaded: Reactions = tuple((e, count, tuple(n)) for e, count, n in json.loads(reactions)) \
             if reactions else ()
         return Message(RoomName(room), seq, sender, text, ts, client_id, reply_to=reply_to,
                        edited=edited, deleted=bool(deleted), reactions=loaded)
@@ -259,3 +334,15 @@ def retexted(entries: list[Entry]) -> set[Key]:
 def split(entries: list[Entry]) -> tuple[list[Message], list[Change]]:
     return ([e for e in entries if isinstance(e, Message)],
             [e for e in entries if isinstance(e, Change)])
+
+
+def reactors_of_version_3(room: str, seq: int, reactions: str
+                          ) -> tuple[str, list[tuple[str, int, str, str, int]]]:
+    """A message's reactions as schema version 3 stored them (every name in the
+    row: ``[[emoji, [names]]]``) as the row keeps them now, and its reactor
+    rows; ``at`` numbers them before any later change (-n .. -1)."""
+    old = json.loads(reactions)
+    short = [[e, len(names), names[:REACTION_NAMES_SHOWN]] for e, names in old]
+    rows = [(room, seq, e, name, i - len(names)) for e, names in old
+            for i, name in enumerate(names)]
+    return json.dumps(short), rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -296,11 +297,11 @@ async def test_reactions_count_each_person_once(store: MessageStore) -> None:
     for name in ("bob", "carol", "bob"):
         await store.alter(LOBBY, name, "react", message.seq, "🍕", None)
     tacos = await store.alter(LOBBY, "bob", "react", message.seq, "🌮", None)
-    assert tacos.message.reactions == (("🍕", ("bob", "carol")), ("🌮", ("bob",)))
+    assert tacos.message.reactions == (("🍕", 2, ("bob", "carol")), ("🌮", 1, ("bob",)))
     nothing = await store.alter(LOBBY, "alice", "unreact", message.seq, "🍕", None)
     assert (nothing.change, nothing.created) == (None, False)
     undone = await store.alter(LOBBY, "bob", "unreact", message.seq, "🌮", None)
-    assert undone.message.reactions == (("🍕", ("bob", "carol")),)
+    assert undone.message.reactions == (("🍕", 2, ("bob", "carol")),)
     assert undone.change is not None and (undone.change.count, undone.change.names) == (0, ())
     on = await store.page(LOBBY, after=0)
     assert [(c.value, c.count, c.names) for c in on.changes] == [  # as stored, reread
@@ -314,6 +315,39 @@ async def test_reactions_count_each_person_once(store: MessageStore) -> None:
     on = await store.page(LOBBY, after=0, limit=100)
     assert [c.seq for c in on.changes] == list(range(2, 2 + 2 + 1 + 1 + 19))  # no gap
     assert on.latest == on.changes[-1].seq
+
+
+async def test_many_reactors_keep_an_exact_count_and_the_first_names(
+        store: MessageStore) -> None:
+    """However many react, the message carries the exact count and the first 10
+    names in the order they reacted; when some of those unreact (together, in
+    one batch), the next ones take their places; a person who unreacts and
+    reacts again goes to the end; a delete takes every reactor with it."""
+    message, _ = await store.append(LOBBY, "alice", "ship it?", None)
+    names = [f"p{i:02}" for i in range(30)]
+    for name in names[:5]:
+        await store.alter(LOBBY, name, "react", message.seq, "👍", None)
+    await asyncio.gather(*(store.alter(LOBBY, name, "react", message.seq, "👍", None)
+                           for name in names[5:]))
+    page = await store.page(LOBBY)
+    assert page.messages[0].reactions == (("👍", 30, tuple(names[:10])),)
+    undone = await asyncio.gather(*(store.alter(LOBBY, name, "unreact", message.seq, "👍", None)
+                                    for name in ("p00", "p03", "p04", "p20")))
+    assert [u.change.count for u in undone if u.change] == [29, 28, 27, 26]
+    back = await store.alter(LOBBY, "p03", "react", message.seq, "👍", None)
+    expected = ("p01", "p02", *names[5:13])
+    assert back.message.reactions == (("👍", 27, expected),)
+    assert back.change is not None and (back.change.count, back.change.names) == (27, expected)
+    again = await store.alter(LOBBY, "p05", "react", message.seq, "👍", None)
+    assert (again.change, again.created) == (None, False)
+    for name in expected:  # the names shown go; the rest come up in order, p03 last
+        left = await store.alter(LOBBY, name, "unreact", message.seq, "👍", None)
+    assert left.message.reactions == (("👍", 17, (*names[13:20], *names[21:24])),)
+    gone = await store.alter(LOBBY, "alice", "delete", message.seq, None, None)
+    assert gone.message.reactions == ()
+    later, _ = await store.append(LOBBY, "alice", "and now?", None)
+    fresh = await store.alter(LOBBY, "p29", "react", later.seq, "👍", None)
+    assert fresh.message.reactions == (("👍", 1, ("p29",)),)
 
 
 async def test_a_reply_names_a_message_of_its_room(store: MessageStore) -> None:
@@ -346,7 +380,7 @@ async def test_one_batch_of_sends_and_changes_keeps_call_order(store: MessageSto
     assert isinstance(results[2], ChatError) and results[2].code is ErrorCode.FORBIDDEN
     page = await store.page(LOBBY)
     assert [(m.seq, m.text, m.reactions) for m in page.messages] == [
-        (1, "a2", ()), (2, "b2", (("👀", ("bob",)),))]
+        (1, "a2", ()), (2, "b2", (("👀", 1, ("bob",)),))]
     on = await store.page(LOBBY, after=1)
     assert sorted([m.seq for m in on.messages] + [c.seq for c in on.changes]) == [2, 3, 4, 5]
     assert [(c.seq, c.kind, c.target) for c in on.changes] == [
@@ -401,6 +435,46 @@ async def test_a_version_1_database_is_migrated(store_url: str, reopen: Opener) 
     assert repeat is False
     assert await found(store, ["lobby"], "old") == ["old two"]  # indexed when migrated
     assert await found(store, ["lobby"], "one") == ["new one"]
+
+
+async def make_version_3(store_url: str, reactions: str) -> None:
+    """A database as schema version 3 left it: every reactor's name in the
+    message row (the reactions table did not exist)."""
+    if store_url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(Path(urlsplit(store_url).path[1:]))) as conn:
+            conn.execute("DROP TABLE reactions")
+            conn.execute("UPDATE messages SET reactions = ? WHERE seq = 1", (reactions,))
+            conn.execute("PRAGMA user_version = 3")
+            conn.commit()
+        return
+    schema = dict(parse_qsl(urlsplit(store_url).query))["schema"]
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        await conn.execute(f'SET search_path = "{schema}"; DROP TABLE reactions;'
+                           "DELETE FROM roomcast_schema; INSERT INTO roomcast_schema VALUES (3)")
+        await conn.execute("UPDATE messages SET reactions = $1 WHERE seq = 1", reactions)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_version_3_database_keeps_its_reactions(store_url: str, reopen: Opener) -> None:
+    """Reactions stored when every name was in the message row keep their
+    counts and order; unreacting a name shown brings up the next one."""
+    store = await reopen()
+    await store.append(LOBBY, "alice", "old", None)
+    await store.close()
+    names = [f"p{i:02}" for i in range(12)]
+    await make_version_3(store_url, json.dumps([["👍", names], ["🎉", ["p05"]]]))
+    store = await reopen()
+    page = await store.page(LOBBY)
+    assert page.messages[0].reactions == (("👍", 12, tuple(names[:10])), ("🎉", 1, ("p05",)))
+    again = await store.alter(LOBBY, "p11", "react", 1, "👍", None)
+    assert again.change is None  # p11 is known as a reactor, though not shown
+    left = await store.alter(LOBBY, "p00", "unreact", 1, "👍", None)
+    assert left.message.reactions[0] == ("👍", 11, tuple(names[1:11]))
+    new = await store.alter(LOBBY, "p00", "react", 1, "👍", None)
+    assert new.change is not None and new.change.seq == 3 and new.change.count == 12
 
 
 async def test_edits_may_be_limited_to_recent_messages(store: MessageStore) -> None:
