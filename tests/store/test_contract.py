@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -392,30 +392,43 @@ V1_TABLE = """CREATE TABLE messages (room {text} NOT NULL, seq {int} NOT NULL,
     PRIMARY KEY (room, seq))"""
 
 
+@contextlib.contextmanager
+def sqlite_file(store_url: str) -> Iterator[sqlite3.Connection]:
+    """A plain connection to the store's SQLite file, committed at the end."""
+    path = Path(urlsplit(store_url).path[1:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        yield conn
+        conn.commit()
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema_of(store_url: str) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
+    """A plain connection to the store's PostgreSQL database, and its schema."""
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        yield conn, dict(parse_qsl(urlsplit(store_url).query))["schema"]
+    finally:
+        await conn.close()
+
+
 async def make_version_1(store_url: str) -> None:
     """A database as Roomcast's first schema left it, with two messages."""
     rows = [("lobby", 1, "alice", "old one", 1, "c1"), ("lobby", 2, "bob", "old two", 2, None)]
     if store_url.startswith("sqlite"):
-        path = Path(urlsplit(store_url).path[1:])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(path)) as conn:
+        with sqlite_file(store_url) as conn:
             conn.execute(V1_TABLE.format(text="TEXT", int="INTEGER") + " WITHOUT ROWID")
             conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", rows)
             conn.execute("PRAGMA user_version = 1")
-            conn.commit()
         return
-    schema = dict(parse_qsl(urlsplit(store_url).query))["schema"]
-    conn = await asyncpg.connect(DATABASE_URL)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}";'
-                           "CREATE TABLE roomcast_schema (version integer NOT NULL);"
-                           "INSERT INTO roomcast_schema VALUES (1);"
-                           "CREATE TABLE rooms (room text PRIMARY KEY, head bigint NOT NULL);"
-                           "INSERT INTO rooms VALUES ('lobby', 2);"
-                           + V1_TABLE.format(text="text", int="bigint"))
-        await conn.executemany("INSERT INTO messages VALUES ($1, $2, $3, $4, $5, $6)", rows)
-    finally:
-        await conn.close()
+    async with postgres_schema_of(store_url) as (pg, schema):
+        await pg.execute(f'CREATE SCHEMA "{schema}"; SET search_path = "{schema}";'
+                         "CREATE TABLE roomcast_schema (version integer NOT NULL);"
+                         "INSERT INTO roomcast_schema VALUES (1);"
+                         "CREATE TABLE rooms (room text PRIMARY KEY, head bigint NOT NULL);"
+                         "INSERT INTO rooms VALUES ('lobby', 2);"
+                         + V1_TABLE.format(text="text", int="bigint"))
+        await pg.executemany("INSERT INTO messages VALUES ($1, $2, $3, $4, $5, $6)", rows)
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
@@ -441,20 +454,15 @@ async def make_version_3(store_url: str, reactions: str) -> None:
     """A database as schema version 3 left it: every reactor's name in the
     message row (the reactions table did not exist)."""
     if store_url.startswith("sqlite"):
-        with contextlib.closing(sqlite3.connect(Path(urlsplit(store_url).path[1:]))) as conn:
+        with sqlite_file(store_url) as conn:
             conn.execute("DROP TABLE reactions")
             conn.execute("UPDATE messages SET reactions = ? WHERE seq = 1", (reactions,))
             conn.execute("PRAGMA user_version = 3")
-            conn.commit()
         return
-    schema = dict(parse_qsl(urlsplit(store_url).query))["schema"]
-    conn = await asyncpg.connect(DATABASE_URL)
-    try:
-        await conn.execute(f'SET search_path = "{schema}"; DROP TABLE reactions;'
-                           "DELETE FROM roomcast_schema; INSERT INTO roomcast_schema VALUES (3)")
-        await conn.execute("UPDATE messages SET reactions = $1 WHERE seq = 1", reactions)
-    finally:
-        await conn.close()
+    async with postgres_schema_of(store_url) as (pg, schema):
+        await pg.execute(f'SET search_path = "{schema}"; DROP TABLE reactions;'
+                         "DELETE FROM roomcast_schema; INSERT INTO roomcast_schema VALUES (3)")
+        await pg.execute("UPDATE messages SET reactions = $1 WHERE seq = 1", reactions)
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
