@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import socket
 import statistics
 import subprocess
@@ -124,11 +125,19 @@ def loadgen(config: dict[str, Any], on_ready: Callable[[], None] | None = None,
 
 # -- scenarios: each returns {metric: value} --------------------------------------
 
+def run_id() -> str:
+    """A run's own prefix for room, user and client-id names: 8 hex digits, so
+    that the load generator's names (``u<run>r<room>m<member>``) stay within
+    the server's 32 characters however long the machine has been up (a pid
+    and a monotonic clock made them 33 after a few hours)."""
+    return secrets.token_hex(4)
+
+
 def fanout(server: Server, args: argparse.Namespace, polling: float) -> dict[str, float]:
     result = loadgen({"scenario": "fanout", "url": server.url, "serializer": args.serializer,
                       "polling": polling, "stepSeconds": args.step_seconds,
                       "serverPid": server.proc.pid,
-                      "run": f"{server.name}{os.getpid()}{time.monotonic_ns()}"})
+                      "run": run_id()})
     moderate = result["moderate"]
     return {"max msgs/s (p99 < 100 ms)": result["max_delivered_per_s"],
             "p50 ms @ 10k msgs/s": moderate["p50_ms"], "p99 ms @ 10k msgs/s": moderate["p99_ms"],
@@ -151,7 +160,7 @@ def idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
 
 def storm(server: Server, args: argparse.Namespace) -> dict[str, float]:
     result = loadgen({"scenario": "storm", "url": server.url, "serializer": args.serializer,
-                      "run": f"{server.name}{time.monotonic_ns()}"})
+                      "run": run_id()})
     return {"s until all recovered": result["recovered_s"], "p50 ms to recover": result["p50_ms"],
             "lost + repeated + failed": result["lost"] + result["repeated"] + result["failed"]}
 
