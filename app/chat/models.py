@@ -71,6 +71,30 @@ class Message:
         return wire
 
 
+UNREAD_COUNTED = 1000  # unread messages (and mentions) are counted up to this many
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Where a person stands in a room: ``read`` is their read marker (the seq
+    up to which they have read; it only moves forward), ``unread`` the
+    messages after it that others sent (deleted ones not counted) and
+    ``mentions`` how many of those mention them, each counted up to
+    :data:`UNREAD_COUNTED` (that many means "at least"); ``latest`` is the
+    room's highest seq."""
+
+    room: RoomName
+    read: int
+    unread: int
+    mentions: int
+    latest: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"room", "read", "unread", "mentions", "seq"}`` (seq: the room's latest)."""
+        return {"room": self.room, "read": self.read, "unread": self.unread,
+                "mentions": self.mentions, "seq": self.latest}
+
+
 CHANGE_KINDS = ("edit", "delete", "react", "unreact")
 
 

@@ -29,7 +29,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, Page, RoomName
+from ..chat.models import Message, Page, Reading, RoomName
 from .search import SearchPage
 from .stream import Altered
 
@@ -63,9 +63,11 @@ def check_storable(sender: str, text: str, client_id: str | None) -> None:
 
 class MessageStore(Protocol):
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None) -> tuple[Message, bool]:
-        """Store a message (answering message ``reply_to`` of the room, if given);
-        return it and whether it was created (False: a repeat).
+                     reply_to: int | None = None, mentions: Sequence[str] = ()
+                     ) -> tuple[Message, bool]:
+        """Store a message (answering message ``reply_to`` of the room, if given,
+        and mentioning ``mentions``, the sender aside); return it and whether it
+        was created (False: a repeat, whose mentions are not recorded again).
 
         Raises ``ChatError(UNAVAILABLE)`` when the backend cannot be reached,
         ``ChatError(BAD_REQUEST)`` for what it cannot hold (:func:`check_storable`)
@@ -94,6 +96,28 @@ class MessageStore(Protocol):
         (:mod:`app.store.search`), newest first, ``limit`` at a time; ``cursor``
         is a page's ``next``. Raises ``ChatError(BAD_REQUEST)`` for a cursor it
         did not give."""
+
+    async def mark(self, name: str, room: RoomName, seq: int | None = None) -> Reading:
+        """Move ``name``'s read marker in ``room`` forward to ``seq`` (never back,
+        never past the room's latest); with None, ``name`` enters the room (a
+        first time, at its latest). Either way the room becomes the person's most
+        recently used. In call order with appends (:mod:`app.store.markers`)."""
+
+    async def readings(self, name: str, rooms: Sequence[RoomName] | None = None
+                       ) -> list[Reading]:
+        """Where ``name`` stands in those of ``rooms`` that are theirs, or in their
+        rooms, most recently used first (up to ``YOUR_ROOMS_LISTED``)."""
+
+    async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
+        """The read markers in ``room`` as (name, seq), furthest read first (up to
+        ``RECEIPTS_LISTED``)."""
+
+    async def open_direct(self, room: RoomName, names: Sequence[str]) -> None:
+        """Record ``room`` as the direct conversation of ``names`` and make it one
+        of each of their rooms (idempotent)."""
+
+    async def participants(self, rooms: Sequence[RoomName]) -> dict[RoomName, frozenset[str]]:
+        """The participants of those of ``rooms`` that are direct conversations."""
 
     async def ping(self) -> None:
         """Return if the backend is usable; raise ``ChatError(UNAVAILABLE)`` if not."""

@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, RoomName
+from ..chat.models import Message, Reading, RoomName
 from . import check_storable
+from .markers import Mark
 from .stream import Alter, Altered, Append, Request, Result
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500  # writes per transaction
 
-__all__ = ["Append", "AppendQueue", "QueuedWrites", "Request", "Result"]
+__all__ = ["Append", "AppendQueue", "QueuedWrites", "Request", "Result", "Write", "Written"]
 
-# the result of each request, or the ChatError it is refused with alone
-WriteBatch = Callable[[list[Request]], Awaitable[list[Result | ChatError]]]
+Write = Request | Mark  # what goes through the queue
+Written = Result | Reading
+# the result of each write, or the ChatError it is refused with alone
+WriteBatch = Callable[[list[Write]], Awaitable[list[Written | ChatError]]]
 
 
 class AppendQueue:
@@ -45,10 +48,10 @@ class AppendQueue:
         self._write = write
         self._is_outage = is_outage
         self._name = name
-        self._queue: list[tuple[Request, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._writing: list[tuple[Request, asyncio.Future[Any]]] = []  # the batch in hand
+        self._writing: list[tuple[Write, asyncio.Future[Any]]] = []  # the batch in hand
         self._failure = ""  # why the writer last stopped, until a batch is written again
         self.closing = False
 
@@ -78,7 +81,7 @@ class AppendQueue:
                 future.set_exception(unavailable)
         self.start()
 
-    async def append(self, request: Request) -> Any:
+    async def append(self, request: Write) -> Any:
         """Queue ``request`` (an append or a change); its result once written."""
         if self.closing:
             raise ChatError(ErrorCode.UNAVAILABLE, "the server is shutting down")
@@ -99,7 +102,7 @@ class AppendQueue:
             if self.closing:
                 return
 
-    async def _write_settling(self, batch: list[tuple[Request, asyncio.Future[Any]]]
+    async def _write_settling(self, batch: list[tuple[Write, asyncio.Future[Any]]]
                               ) -> None:
         """Write ``batch`` and settle its futures. An outage fails them all
         (``unavailable``); any other error is one append's doing, so the batch is
@@ -149,11 +152,16 @@ class QueuedWrites:
     _appends: AppendQueue
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None) -> tuple[Message, bool]:
+                     reply_to: int | None = None, mentions: Sequence[str] = ()
+                     ) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
         result: tuple[Message, bool] = await self._appends.append(
-            Append(room, sender, text, client_id, reply_to))
+            Append(room, sender, text, client_id, reply_to, tuple(mentions)))
         return result
+
+    async def mark(self, name: str, room: RoomName, seq: int | None = None) -> Reading:
+        reading: Reading = await self._appends.append(Mark(name, room, seq))
+        return reading
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, Page, RoomName
+from ..chat.models import Message, Page, Reading, RoomName
 from . import MessageStore
 from .search import SearchPage
 from .stream import Altered
@@ -63,9 +63,10 @@ class Deadlines:
             task.exception()  # retrieved: a late failure nobody waits for is not news
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None) -> tuple[Message, bool]:
+                     reply_to: int | None = None, mentions: Sequence[str] = ()
+                     ) -> tuple[Message, bool]:
         return await self._call("append", self.store.append(room, sender, text, client_id,
-                                                            reply_to))
+                                                            reply_to, mentions))
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,
@@ -83,6 +84,22 @@ class Deadlines:
                      cursor: str | None = None, limit: int = 20) -> SearchPage:
         return await self._call("search", self.store.search(rooms, terms, cursor=cursor,
                                                             limit=limit))
+
+    async def mark(self, name: str, room: RoomName, seq: int | None = None) -> Reading:
+        return await self._call("mark", self.store.mark(name, room, seq))
+
+    async def readings(self, name: str, rooms: Sequence[RoomName] | None = None
+                       ) -> list[Reading]:
+        return await self._call("readings", self.store.readings(name, rooms))
+
+    async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
+        return await self._call("receipts", self.store.receipts(room))
+
+    async def open_direct(self, room: RoomName, names: Sequence[str]) -> None:
+        await self._call("open_direct", self.store.open_direct(room, names))
+
+    async def participants(self, rooms: Sequence[RoomName]) -> dict[RoomName, frozenset[str]]:
+        return await self._call("participants", self.store.participants(rooms))
 
     async def ping(self) -> None:
         await self._call("ping", self.store.ping())

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..chat.errors import ChatError
-from ..chat.models import Entry, Message, Page, RoomName, now_ms
+from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
 from . import MessageStore, check_storable, page_bounds
+from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .search import SearchPage, decode_cursor, encode_cursor, matches
-from .stream import (Alter, Altered, Append, BatchWriter, ClientKey, ReactionKey, Reactors,
-                     Request, reactors_wanted, split, targets)
+from .stream import (Alter, Altered, Append, BatchWriter, ClientKey, Mention, ReactionKey,
+                     Reactors, Request, reactors_wanted, split, targets)
 
 
 class MemoryStore:
@@ -22,11 +23,16 @@ class MemoryStore:
         self._rooms: dict[RoomName, list[Entry]] = {}  # entry seq n at index n - 1
         self._by_client_id: dict[ClientKey, Entry] = {}
         self._reactors: dict[ReactionKey, dict[str, int]] = {}  # -> name -> at
+        self._markers: dict[MarkerKey, tuple[int, int]] = {}  # -> (seq, at)
+        self._mentions: set[Mention] = set()
+        self._directs: dict[RoomName, frozenset[str]] = {}
+        self._used = UseClock()
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None) -> tuple[Message, bool]:
+                     reply_to: int | None = None, mentions: Sequence[str] = ()
+                     ) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
-        result = self._write(Append(room, sender, text, client_id, reply_to))
+        result = self._write(Append(room, sender, text, client_id, reply_to, tuple(mentions)))
         assert isinstance(result, tuple)
         return result
 
@@ -66,6 +72,10 @@ class MemoryStore:
                 self._by_client_id[(new.room, new.sender, new.client_id)] = new
         for changed in writer.changed_messages:
             entries[changed.seq - 1] = changed
+        mentions, unmentioned = writer.mention_rows
+        self._mentions.update(mentions)
+        for room, seq in unmentioned:
+            self._mentions -= {m for m in self._mentions if m[1:] == (room, seq)}
         if isinstance(result, ChatError):
             raise result
         return result
@@ -97,6 +107,44 @@ class MemoryStore:
                        key=lambda m: (m.ts, m.room, m.seq), reverse=True)
         return SearchPage(found[:limit], [encode_cursor(m) for m in found[:limit]],
                           len(found) > limit)
+
+    async def mark(self, name: str, room: RoomName, seq: int | None = None) -> Reading:
+        key = (name, room)
+        markers = {key: self._markers[key][0]} if key in self._markers else {}
+        (after,) = fold([Mark(name, room, seq)], markers,
+                        {room: len(self._rooms.get(room, []))})
+        self._markers[key] = (after, self._used())
+        return self._reading(name, room)
+
+    def _reading(self, name: str, room: RoomName) -> Reading:
+        read = self._markers[(name, room)][0]
+        entries = self._rooms.get(room, [])
+        unread = [e.seq for e in entries[read:] if isinstance(e, Message)
+                  and e.sender != name and not e.deleted]
+        mentions = [seq for seq in unread if (name, room, seq) in self._mentions]
+        return Reading(room, read, min(len(unread), UNREAD_COUNTED),
+                       min(len(mentions), UNREAD_COUNTED), len(entries))
+
+    async def readings(self, name: str, rooms: Sequence[RoomName] | None = None
+                       ) -> list[Reading]:
+        if rooms is None:
+            mine = sorted((r for n, r in self._markers if n == name),
+                          key=lambda r: self._markers[(name, r)][1], reverse=True)
+            rooms = mine[:YOUR_ROOMS_LISTED]
+        return [self._reading(name, room) for room in rooms if (name, room) in self._markers]
+
+    async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
+        found = sorted(((n, seq, at) for (n, r), (seq, at) in self._markers.items()
+                        if r == room), key=lambda m: (m[1], m[2]), reverse=True)
+        return [(n, seq) for n, seq, _ in found[:RECEIPTS_LISTED]]
+
+    async def open_direct(self, room: RoomName, names: Sequence[str]) -> None:
+        self._directs[room] = self._directs.get(room, frozenset()) | frozenset(names)
+        for name in names:
+            self._markers.setdefault((name, room), (len(self._rooms.get(room, [])), self._used()))
+
+    async def participants(self, rooms: Sequence[RoomName]) -> dict[RoomName, frozenset[str]]:
+        return {room: self._directs[room] for room in rooms if room in self._directs}
 
     async def ping(self) -> None:
         return None

@@ -27,17 +27,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Entry, Message, Page, RoomName, now_ms
+from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
 from . import MessageStore, page_bounds
-from .batching import AppendQueue, QueuedWrites
+from .batching import AppendQueue, QueuedWrites, Write, Written
+from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .search import SearchPage, decode_cursor, encode_cursor
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
-                     Result, client_key, entry, reactors_of_version_3, reactors_wanted, row,
+                     client_key, entry, reactors_of_version_3, reactors_wanted, row,
                      split, targets)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS roomcast_schema (version integer NOT NULL);
@@ -91,6 +92,43 @@ CREATE TABLE IF NOT EXISTS reactions (
 );
 CREATE INDEX IF NOT EXISTS reactions_order ON reactions (room, seq, emoji, at);
 """
+_MIGRATE_5 = """
+-- version 5 (app.store.markers): per person, read markers (at: when the person
+-- last entered or read the room, ms) and mentions; the participants of direct
+-- conversations
+CREATE TABLE IF NOT EXISTS markers (
+    name text   NOT NULL,
+    room text   NOT NULL,
+    seq  bigint NOT NULL,
+    at   bigint NOT NULL,
+    PRIMARY KEY (name, room)
+);
+CREATE INDEX IF NOT EXISTS markers_recent ON markers (name, at);
+CREATE INDEX IF NOT EXISTS markers_room ON markers (room, seq);
+CREATE TABLE IF NOT EXISTS mentions (
+    name text   NOT NULL,
+    room text   NOT NULL,
+    seq  bigint NOT NULL,
+    PRIMARY KEY (name, room, seq)
+);
+CREATE INDEX IF NOT EXISTS mentions_message ON mentions (room, seq);
+CREATE TABLE IF NOT EXISTS directs (
+    room text NOT NULL,
+    name text NOT NULL,
+    PRIMARY KEY (room, name)
+);
+"""
+# The messages after each (name, room, seq) that others sent, not deleted, and
+# the mentions of the name among them, each counted up to UNREAD_COUNTED.
+_UNREAD = """
+SELECT (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room = w.room
+            AND m.kind = 'message' AND m.seq > w.seq AND m.sender <> w.name
+            AND m.deleted = 0 LIMIT $4) AS u),
+       (SELECT count(*) FROM (SELECT 1 FROM mentions n WHERE n.name = w.name
+            AND n.room = w.room AND n.seq > w.seq LIMIT $4) AS v)
+FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS w(name, room, seq, i)
+ORDER BY w.i
+"""
 _INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES " \
     "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 
@@ -117,6 +155,7 @@ class PostgresStore(QueuedWrites):
         self._pool: asyncpg.Pool | None = None
         self._appends = AppendQueue(self._write, lambda exc: isinstance(exc, OUTAGES),
                                     "postgres")
+        self._used = UseClock()
 
     async def start(self) -> None:
         settings = {"search_path": self._schema} if self._schema else {}
@@ -150,52 +189,110 @@ class PostgresStore(QueuedWrites):
                                    " AND seq = $2", room, seq, short)
                 await conn.executemany("INSERT INTO reactions VALUES ($1, $2, $3, $4, $5)",
                                        rows)
+        if version is None or version < 5:
+            await conn.execute(_MIGRATE_5)
         if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
     # -- writes ---------------------------------------------------------------
 
-    async def _write(self, batch: list[Request]) -> list[Result | ChatError]:
+    async def _write(self, batch: list[Write]) -> list[Written | ChatError]:
         assert self._pool is not None
-        rooms = sorted({r.room for r in batch})
+        stream = [r for r in batch if not isinstance(r, Mark)]
+        marks = [r for r in batch if isinstance(r, Mark)]
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO rooms (room, head) SELECT unnest($1::text[]), 0"
-                               " ON CONFLICT DO NOTHING", rooms)
-            heads = {RoomName(room): int(head) for room, head in await conn.fetch(
-                "SELECT room, head FROM rooms WHERE room = ANY($1::text[])"
-                " ORDER BY room FOR UPDATE", rooms)}
-            writer = BatchWriter(heads, await self._stored(conn, batch),
-                                 await self._messages_at(conn, targets(batch)), now_ms(),
-                                 await self._reactors(conn, reactors_wanted(batch)))
-            results = [writer.apply(r) for r in batch]
-            new = writer.new_entries
-            if new:
-                await conn.executemany(_INSERT, [row(e) for e in new])
-                await conn.execute(
-                    "UPDATE rooms SET head = v.head FROM unnest($1::text[], $2::bigint[])"
-                    " AS v(room, head) WHERE rooms.room = v.room",
-                    list(heads), list(heads.values()))
-            changed = writer.changed_messages
-            if changed:
-                await conn.executemany(
-                    "UPDATE messages SET text = $3, edited = $4, deleted = $5, reactions = $6"
-                    " WHERE room = $1 AND seq = $2",
-                    [(r[0], r[1], r[4], r[9], r[10], r[11]) for r in map(row, changed)])
-            gone, added, cleared = writer.reactor_rows
-            if gone:
-                await conn.execute(
-                    "DELETE FROM reactions r USING unnest($1::text[], $2::bigint[], $3::text[],"
-                    " $4::text[]) AS w(room, seq, emoji, name) WHERE (r.room, r.seq, r.emoji,"
-                    " r.name) = (w.room, w.seq, w.emoji, w.name)", *map(list, zip(*gone)))
-            if added:
-                await conn.executemany("INSERT INTO reactions VALUES ($1, $2, $3, $4, $5)",
-                                       added)
-            if cleared:
-                await conn.execute(
-                    "DELETE FROM reactions r USING unnest($1::text[], $2::bigint[])"
-                    " AS w(room, seq) WHERE (r.room, r.seq) = (w.room, w.seq)",
-                    *map(list, zip(*cleared)))
+            results: list[Written | ChatError] = []
+            heads: dict[RoomName, int] = {}
+            if stream:
+                writer = await self._write_stream(conn, stream)
+                results, heads = [writer.apply(r) for r in stream], writer.heads
+                await self._write_rows(conn, writer)
+            if marks:
+                readings = iter(await self._write_marks(conn, marks, heads))
+                streamed = iter(results)
+                results = [next(readings) if isinstance(r, Mark) else next(streamed)
+                           for r in batch]
         return results
+
+    async def _write_stream(self, conn: asyncpg.Connection, stream: list[Request]
+                            ) -> BatchWriter:
+        """Lock the rooms ``stream`` writes to and load what it needs."""
+        rooms = sorted({r.room for r in stream})
+        await conn.execute("INSERT INTO rooms (room, head) SELECT unnest($1::text[]), 0"
+                           " ON CONFLICT DO NOTHING", rooms)
+        heads = {RoomName(room): int(head) for room, head in await conn.fetch(
+            "SELECT room, head FROM rooms WHERE room = ANY($1::text[])"
+            " ORDER BY room FOR UPDATE", rooms)}
+        return BatchWriter(heads, await self._stored(conn, stream),
+                           await self._messages_at(conn, targets(stream)), now_ms(),
+                           await self._reactors(conn, reactors_wanted(stream)))
+
+    async def _write_rows(self, conn: asyncpg.Connection, writer: BatchWriter) -> None:
+        """Write what ``writer`` made of the batch's appends and changes."""
+        new = writer.new_entries
+        if new:
+            await conn.executemany(_INSERT, [row(e) for e in new])
+            await conn.execute(
+                "UPDATE rooms SET head = v.head FROM unnest($1::text[], $2::bigint[])"
+                " AS v(room, head) WHERE rooms.room = v.room",
+                list(writer.heads), list(writer.heads.values()))
+        changed = writer.changed_messages
+        if changed:
+            await conn.executemany(
+                "UPDATE messages SET text = $3, edited = $4, deleted = $5, reactions = $6"
+                " WHERE room = $1 AND seq = $2",
+                [(r[0], r[1], r[4], r[9], r[10], r[11]) for r in map(row, changed)])
+        gone, added, cleared = writer.reactor_rows
+        if gone:
+            await conn.execute(
+                "DELETE FROM reactions r USING unnest($1::text[], $2::bigint[], $3::text[],"
+                " $4::text[]) AS w(room, seq, emoji, name) WHERE (r.room, r.seq, r.emoji,"
+                " r.name) = (w.room, w.seq, w.emoji, w.name)", *map(list, zip(*gone)))
+        if added:
+            await conn.executemany("INSERT INTO reactions VALUES ($1, $2, $3, $4, $5)",
+                                   added)
+        if cleared:
+            await conn.execute(
+                "DELETE FROM reactions r USING unnest($1::text[], $2::bigint[])"
+                " AS w(room, seq) WHERE (r.room, r.seq) = (w.room, w.seq)",
+                *map(list, zip(*cleared)))
+        mentions, unmentioned = writer.mention_rows
+        if mentions:
+            await conn.execute(
+                "INSERT INTO mentions SELECT * FROM unnest($1::text[], $2::text[],"
+                " $3::bigint[]) ON CONFLICT DO NOTHING", *map(list, zip(*mentions)))
+        if unmentioned:
+            await conn.execute(
+                "DELETE FROM mentions n USING unnest($1::text[], $2::bigint[])"
+                " AS w(room, seq) WHERE (n.room, n.seq) = (w.room, w.seq)",
+                *map(list, zip(*unmentioned)))
+
+    async def _write_marks(self, conn: asyncpg.Connection, marks: list[Mark],
+                           heads: dict[RoomName, int]) -> list[Reading]:
+        """Move the batch's markers, locked in key order (two nodes moving one
+        person's markers take turns, and never deadlock)."""
+        keys = sorted({(m.name, m.room) for m in marks})
+        names, rooms = [k[0] for k in keys], [k[1] for k in keys]
+        unlocked = sorted({r for r in rooms if r not in heads})
+        heads = {**heads, **{RoomName(room): int(head) for room, head in await conn.fetch(
+            "SELECT room, head FROM rooms WHERE room = ANY($1::text[])", unlocked)}}
+        markers: dict[MarkerKey, int] = {
+            (name, RoomName(room)): seq for name, room, seq in await conn.fetch(
+                "SELECT m.name, m.room, m.seq FROM markers m JOIN unnest($1::text[],"
+                " $2::text[]) AS w(name, room) USING (name, room)"
+                " ORDER BY m.name, m.room FOR UPDATE OF m", names, rooms)}
+        seqs = fold(marks, markers, heads)
+        used = {(m.name, m.room): self._used() for m in marks}  # the last use of each
+        # a marker another node created meanwhile (no row to lock) is merged
+        await conn.execute(
+            "INSERT INTO markers SELECT * FROM unnest($1::text[], $2::text[],"
+            " $3::bigint[], $4::bigint[]) ON CONFLICT (name, room) DO UPDATE"
+            " SET seq = greatest(markers.seq, excluded.seq), at = excluded.at",
+            names, rooms, [markers[k] for k in keys], [used[k] for k in keys])
+        counts = await conn.fetch(_UNREAD, [m.name for m in marks], [m.room for m in marks],
+                                  seqs, UNREAD_COUNTED)
+        return [Reading(m.room, seq, unread, mentioned, heads.get(m.room, 0))
+                for m, seq, (unread, mentioned) in zip(marks, seqs, counts)]
 
     async def _reactors(self, conn: asyncpg.Connection, wanted: ReactorsWanted) -> Reactors:
         """The reactor rows the batch's reactions need (a batch of sends has none)."""
@@ -289,6 +386,65 @@ class PostgresStore(QueuedWrites):
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
         messages = [m for m in map(entry, rows) if isinstance(m, Message)][:limit]
         return SearchPage(messages, [encode_cursor(m) for m in messages], len(rows) > limit)
+
+    async def readings(self, name: str, rooms: Sequence[RoomName] | None = None
+                       ) -> list[Reading]:
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(
+                    isolation="repeatable_read", readonly=True):
+                if rooms is None:
+                    found = await conn.fetch(
+                        "SELECT m.room, m.seq, coalesce(r.head, 0) FROM markers m LEFT JOIN"
+                        " rooms r USING (room) WHERE m.name = $1 ORDER BY m.at DESC LIMIT $2",
+                        name, YOUR_ROOMS_LISTED)
+                else:
+                    found = await conn.fetch(
+                        "SELECT m.room, m.seq, coalesce(r.head, 0) FROM markers m LEFT JOIN"
+                        " rooms r USING (room) WHERE m.name = $1 AND m.room = ANY($2::text[])",
+                        name, list(rooms))
+                counts = await conn.fetch(_UNREAD, [name] * len(found),
+                                          [f[0] for f in found], [f[1] for f in found],
+                                          UNREAD_COUNTED)
+        except OUTAGES as exc:
+            log.warning("postgres read failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return [Reading(RoomName(room), seq, unread, mentioned, head)
+                for (room, seq, head), (unread, mentioned) in zip(found, counts)]
+
+    async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
+        assert self._pool is not None
+        try:
+            found = await self._pool.fetch(
+                "SELECT name, seq FROM markers WHERE room = $1 ORDER BY seq DESC, at DESC"
+                " LIMIT $2", room, RECEIPTS_LISTED)
+        except OUTAGES as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return [(name, seq) for name, seq in found]
+
+    async def open_direct(self, room: RoomName, names: Sequence[str]) -> None:
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO directs SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+                    room, list(names))
+                await conn.execute(
+                    "INSERT INTO markers SELECT unnest($2::text[]), $1, coalesce((SELECT head"
+                    " FROM rooms WHERE room = $1), 0), $3 ON CONFLICT DO NOTHING",
+                    room, list(names), self._used())
+        except OUTAGES as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+
+    async def participants(self, rooms: Sequence[RoomName]) -> dict[RoomName, frozenset[str]]:
+        assert self._pool is not None
+        try:
+            found = await self._pool.fetch(
+                "SELECT room, array_agg(name) FROM directs WHERE room = ANY($1::text[])"
+                " GROUP BY room", list(rooms))
+        except OUTAGES as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return {RoomName(room): frozenset(names) for room, names in found}
 
     async def ping(self) -> None:
         if self._appends.closing or self._pool is None:

@@ -29,25 +29,28 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Entry, Message, Page, RoomName, now_ms
+from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
 from . import MessageStore, page_bounds
-from .batching import AppendQueue, QueuedWrites
+from .batching import AppendQueue, QueuedWrites, Write, Written
+from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .search import FTS5_TOKENIZER, SearchPage
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
-                     Result, client_key, entry, reactors_of_version_3, reactors_wanted,
-                     retexted, row, split, targets)
+                     client_key, entry, reactors_of_version_3, reactors_wanted, retexted, row,
+                     split, targets)
 
 _PLACES = "(" + ", ".join("?" * 13) + ")"  # COLUMNS and doc
 _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
 # stand now, and the changes made to them; messages_only pages back through
 # the messages alone. One row per person who reacts with an emoji to a
-# message (version 4; before, every name was in the message row).
+# message (version 4; before, every name was in the message row). Per person
+# (version 5, app.store.markers): read markers, mentions, and the participants
+# of direct conversations.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -76,6 +79,27 @@ CREATE TABLE IF NOT EXISTS reactions (
     PRIMARY KEY (room, seq, emoji, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reactions_order ON reactions (room, seq, emoji, at);
+CREATE TABLE IF NOT EXISTS markers (
+    name TEXT    NOT NULL,
+    room TEXT    NOT NULL,
+    seq  INTEGER NOT NULL,
+    at   INTEGER NOT NULL,
+    PRIMARY KEY (name, room)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS markers_recent ON markers (name, at);
+CREATE INDEX IF NOT EXISTS markers_room ON markers (room, seq);
+CREATE TABLE IF NOT EXISTS mentions (
+    name TEXT    NOT NULL,
+    room TEXT    NOT NULL,
+    seq  INTEGER NOT NULL,
+    PRIMARY KEY (name, room, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mentions_message ON mentions (room, seq);
+CREATE TABLE IF NOT EXISTS directs (
+    room TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (room, name)
+) WITHOUT ROWID;
 """
 # Search: each message's text as it stands, under the message's doc number
 # (given in write order, so newest first is descending rowid, which FTS5
@@ -139,6 +163,7 @@ class SqliteStore(QueuedWrites):
         self._read_conn: sqlite3.Connection | None = None
         self._appends = AppendQueue(self._write, lambda exc: isinstance(exc, sqlite3.Error),
                                     "sqlite")
+        self._used = UseClock()
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,12 +207,12 @@ class SqliteStore(QueuedWrites):
 
     # -- writes ---------------------------------------------------------------
 
-    async def _write(self, batch: list[Request]) -> list[Result | ChatError]:
-        results: list[Result | ChatError] = await self._on(
+    async def _write(self, batch: list[Write]) -> list[Written | ChatError]:
+        results: list[Written | ChatError] = await self._on(
             self._writer_thread, self._write_batch, batch)
         return results
 
-    def _write_batch(self, batch: list[Request]) -> list[Result | ChatError]:
+    def _write_batch(self, batch: list[Write]) -> list[Written | ChatError]:
         """One transaction in a handful of statements, however long the batch:
         the sqlite3 module releases the GIL around every step of a statement
         and must win it back from the busy event loop after each (up to the
@@ -197,47 +222,81 @@ class SqliteStore(QueuedWrites):
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
+            stream = [r for r in batch if not isinstance(r, Mark)]
             writer = BatchWriter(self._heads(conn, sorted({r.room for r in batch})),
-                                 self._stored(conn, [r for r in batch if r.client_id is not None]),
-                                 self._messages_at(conn, targets(batch)), now_ms(),
-                                 self._reactors(conn, reactors_wanted(batch)))
-            results = [writer.apply(r) for r in batch]
-            new = writer.new_entries
-            (doc,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages_fts").fetchone()
-            rows, found = [], []
-            for e in new:
-                if isinstance(e, Message):
-                    doc += 1
-                    if not e.deleted:
-                        found.append((doc, e.text, _place(e.room), e.room, e.seq))
-                rows.append((*row(e), doc if isinstance(e, Message) else None))
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start:start + _ROWS_PER_INSERT]
-                conn.execute(f"INSERT INTO messages ({COLUMNS}, doc) VALUES "
-                             + ", ".join([_PLACES] * len(chunk)), [v for r in chunk for v in r])
-            for start in range(0, len(found), _ROWS_PER_INSERT):
-                chunk = found[start:start + _ROWS_PER_INSERT]
-                conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq) VALUES "
-                             + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
-                             [v for r in chunk for v in r])
-            changed = writer.changed_messages
-            if changed:
-                conn.executemany(
-                    "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?"
-                    " WHERE room = ? AND seq = ?",
-                    [(r[4], r[9], r[10], r[11], r[0], r[1]) for r in map(row, changed)])
-                texts = retexted(new)
-                self._reindex(conn, [m for m in changed if (m.room, m.seq) in texts])
-            gone, added, cleared = writer.reactor_rows
-            conn.executemany("DELETE FROM reactions WHERE room = ? AND seq = ? AND emoji = ?"
-                             " AND name = ?", gone)
-            conn.executemany("INSERT INTO reactions VALUES (?, ?, ?, ?, ?)", added)
-            conn.executemany("DELETE FROM reactions WHERE room = ? AND seq = ?", cleared)
+                                 self._stored(conn, [r for r in stream if r.client_id is not None]),
+                                 self._messages_at(conn, targets(stream)), now_ms(),
+                                 self._reactors(conn, reactors_wanted(stream)))
+            results: list[Written | ChatError] = [
+                writer.apply(r) for r in stream]
+            if stream:
+                self._write_stream(conn, writer)
+            marks = [r for r in batch if isinstance(r, Mark)]
+            if marks:
+                readings = iter(self._write_marks(conn, marks, writer.heads))
+                streamed = iter(results)
+                results = [next(readings) if isinstance(r, Mark) else next(streamed)
+                           for r in batch]
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return results
+
+    def _write_stream(self, conn: sqlite3.Connection, writer: BatchWriter) -> None:
+        """Write what ``writer`` made of the batch's appends and changes."""
+        new = writer.new_entries
+        (doc,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages_fts").fetchone()
+        rows, found = [], []
+        for e in new:
+            if isinstance(e, Message):
+                doc += 1
+                if not e.deleted:
+                    found.append((doc, e.text, _place(e.room), e.room, e.seq))
+            rows.append((*row(e), doc if isinstance(e, Message) else None))
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start:start + _ROWS_PER_INSERT]
+            conn.execute(f"INSERT INTO messages ({COLUMNS}, doc) VALUES "
+                         + ", ".join([_PLACES] * len(chunk)), [v for r in chunk for v in r])
+        for start in range(0, len(found), _ROWS_PER_INSERT):
+            chunk = found[start:start + _ROWS_PER_INSERT]
+            conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq) VALUES "
+                         + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
+                         [v for r in chunk for v in r])
+        changed = writer.changed_messages
+        if changed:
+            conn.executemany(
+                "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?"
+                " WHERE room = ? AND seq = ?",
+                [(r[4], r[9], r[10], r[11], r[0], r[1]) for r in map(row, changed)])
+            texts = retexted(new)
+            self._reindex(conn, [m for m in changed if (m.room, m.seq) in texts])
+        gone, added, cleared = writer.reactor_rows
+        conn.executemany("DELETE FROM reactions WHERE room = ? AND seq = ? AND emoji = ?"
+                         " AND name = ?", gone)
+        conn.executemany("INSERT INTO reactions VALUES (?, ?, ?, ?, ?)", added)
+        conn.executemany("DELETE FROM reactions WHERE room = ? AND seq = ?", cleared)
+        mentions, unmentioned = writer.mention_rows
+        conn.executemany("INSERT OR IGNORE INTO mentions VALUES (?, ?, ?)", mentions)
+        conn.executemany("DELETE FROM mentions WHERE room = ? AND seq = ?", unmentioned)
+
+    def _write_marks(self, conn: sqlite3.Connection, marks: list[Mark],
+                     heads: dict[RoomName, int]) -> list[Reading]:
+        keys = sorted({(m.name, m.room) for m in marks})
+        markers: dict[MarkerKey, int] = {}
+        for name, room in keys:
+            found = conn.execute("SELECT seq FROM markers WHERE name = ? AND room = ?",
+                                 (name, room)).fetchone()
+            if found is not None:
+                markers[(name, room)] = found[0]
+        seqs = fold(marks, markers, heads)
+        used = {(m.name, m.room): self._used() for m in marks}  # the last use of each
+        conn.executemany(
+            "INSERT INTO markers VALUES (?, ?, ?, ?) ON CONFLICT (name, room)"
+            " DO UPDATE SET seq = excluded.seq, at = excluded.at",
+            [(name, room, markers[(name, room)], used[(name, room)]) for name, room in keys])
+        return [Reading(m.room, seq, *_unread(conn, m.name, m.room, seq),
+                        heads.get(m.room, 0)) for m, seq in zip(marks, seqs)]
 
     @staticmethod
     def _reindex(conn: sqlite3.Connection, messages: list[Message]) -> None:
@@ -369,6 +428,85 @@ class SqliteStore(QueuedWrites):
         messages = [m for m in (entry(r[:-1]) for r in rows) if isinstance(m, Message)]
         return SearchPage(messages, [f"d{r[-1]}" for r in rows], more)
 
+    async def readings(self, name: str, rooms: Sequence[RoomName] | None = None
+                       ) -> list[Reading]:
+        readings: list[Reading] = await self._read(self._readings, name,
+                                                   None if rooms is None else list(rooms))
+        return readings
+
+    def _readings(self, name: str, rooms: list[RoomName] | None) -> list[Reading]:
+        conn = self._read_conn
+        assert conn is not None
+        conn.execute("BEGIN")
+        try:
+            if rooms is None:
+                found = conn.execute("SELECT room, seq FROM markers WHERE name = ?"
+                                     " ORDER BY at DESC LIMIT ?",
+                                     (name, YOUR_ROOMS_LISTED)).fetchall()
+            else:
+                found = conn.execute(
+                    f"SELECT room, seq FROM markers WHERE name = ? AND room IN"
+                    f" ({', '.join('?' * len(rooms))})", (name, *rooms)).fetchall()
+            heads = self._heads(conn, sorted({room for room, _ in found}))
+            return [Reading(RoomName(room), seq, *_unread(conn, name, room, seq),
+                            heads.get(RoomName(room), 0)) for room, seq in found]
+        finally:
+            conn.execute("COMMIT")
+
+    async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = await self._read(self._receipts, room)
+        return found
+
+    def _receipts(self, room: RoomName) -> list[tuple[str, int]]:
+        assert self._read_conn is not None
+        return [(name, seq) for name, seq in self._read_conn.execute(
+            "SELECT name, seq FROM markers WHERE room = ? ORDER BY seq DESC, at DESC LIMIT ?",
+            (room, RECEIPTS_LISTED))]
+
+    async def open_direct(self, room: RoomName, names: Sequence[str]) -> None:
+        try:
+            await self._on(self._writer_thread, self._open_direct, room, list(names))
+        except sqlite3.Error as exc:
+            log.warning("sqlite write failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+
+    def _open_direct(self, room: RoomName, names: list[str]) -> None:
+        conn = self._write_conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO directs VALUES (?, ?)",
+                             [(room, name) for name in names])
+            head = self._heads(conn, [room]).get(room, 0)
+            conn.executemany("INSERT INTO markers VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                             [(name, room, head, self._used()) for name in names])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def participants(self, rooms: Sequence[RoomName]) -> dict[RoomName, frozenset[str]]:
+        found: dict[RoomName, frozenset[str]] = await self._read(self._participants,
+                                                                 list(rooms))
+        return found
+
+    def _participants(self, rooms: list[RoomName]) -> dict[RoomName, frozenset[str]]:
+        assert self._read_conn is not None
+        people: dict[RoomName, set[str]] = {}
+        for room, name in self._read_conn.execute(
+                f"SELECT room, name FROM directs WHERE room IN ({', '.join('?' * len(rooms))})",
+                rooms):
+            people.setdefault(RoomName(room), set()).add(name)
+        return {room: frozenset(names) for room, names in people.items()}
+
+    async def _read(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the reader thread; a failure is ``unavailable``."""
+        try:
+            return await self._on(self._reader_thread, fn, *args)
+        except sqlite3.Error as exc:
+            log.warning("sqlite read failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+
     async def ping(self) -> None:
         if self._appends.closing:
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is closing")
@@ -403,6 +541,19 @@ async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every stor
     store = SqliteStore(path_from_url(url))
     await store.start()
     return store
+
+
+def _unread(conn: sqlite3.Connection, name: str, room: str, after: int) -> tuple[int, int]:
+    """The messages after ``after`` in ``room`` that others sent and are not
+    deleted, and the mentions of ``name`` among them, each up to UNREAD_COUNTED."""
+    (unread,) = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE room = ? AND kind = 'message'"
+        " AND seq > ? AND sender != ? AND NOT deleted LIMIT ?)",
+        (room, after, name, UNREAD_COUNTED)).fetchone()
+    (mentions,) = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM mentions WHERE name = ? AND room = ? AND seq > ?"
+        " LIMIT ?)", (name, room, after, UNREAD_COUNTED)).fetchone()
+    return unread, mentions
 
 
 def _doc_cursor(cursor: str | None) -> int:

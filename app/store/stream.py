@@ -49,13 +49,14 @@ ROW_WIDTH = 12
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """A message to store."""
+    """A message to store, and the names it mentions (:mod:`app.store.markers`)."""
 
     room: RoomName
     sender: str
     text: str
     client_id: str | None
     reply_to: int | None = None
+    mentions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ Key = tuple[RoomName, int]  # (room, seq)
 ClientKey = tuple[RoomName, str, str | None]  # (room, sender, client_id)
 ReactionKey = tuple[RoomName, int, str]  # (room, seq, emoji)
 Reactor = tuple[RoomName, int, str, str]  # (room, seq, emoji, name)
+Mention = tuple[str, RoomName, int]  # (name, room, seq)
 
 
 @dataclass(slots=True)
@@ -158,6 +160,7 @@ class BatchWriter:
         self._changed: set[Key] = set()  # messages stored before, changed by it
         self._reacted: dict[Reactor, int | None] = {}  # -> at (added) or None (removed)
         self._cleared: set[Key] = set()  # deleted messages: every reactor row goes
+        self._mentions: list[Mention] = []  # of the messages appended
 
     def apply(self, request: Request) -> Result | ChatError:
         try:
@@ -188,6 +191,14 @@ class BatchWriter:
         added = sorted((*r, at) for r, at in self._reacted.items() if at is not None)
         return gone, added, sorted(self._cleared)
 
+    @property
+    def mention_rows(self) -> tuple[list[Mention], list[Key]]:
+        """The mention rows to insert, then the messages whose mention rows all
+        go (deleted messages, whether appended by the batch or before)."""
+        cleared = set(self._cleared)
+        return ([m for m in self._mentions if (m[1], m[2]) not in cleared],
+                sorted(cleared))
+
     def _next_seq(self, room: RoomName) -> int:
         self.heads[room] = seq = self.heads.get(room, 0) + 1
         return seq
@@ -207,6 +218,8 @@ class BatchWriter:
         self._record(message)
         self._messages[(a.room, seq)] = message
         self._born.add((a.room, seq))
+        self._mentions.extend((name, a.room, seq) for name in dict.fromkeys(a.mentions)
+                              if name != a.sender)
         return message, True
 
     def _record(self, entry: Entry) -> None:

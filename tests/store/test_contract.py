@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -16,42 +16,13 @@ import pytest
 
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import RoomName
-from app.store import MessageStore, open_store
+from app.store import MessageStore
 from app.store.search import marked, terms
 
-from ..services import DATABASE_URL, postgres_schema
+from ..services import DATABASE_URL
+from .conftest import Opener
 
-Opener = Callable[[], Awaitable[MessageStore]]
 LOBBY = RoomName("lobby")
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The URL of an empty store of each kind (PostgreSQL: a fresh schema)."""
-    if request.param == "postgresql":
-        async with postgres_schema() as url:
-            yield url
-    else:
-        yield {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/db/chat.db"}[request.param]
-
-
-@pytest.fixture
-async def reopen(store_url: str) -> AsyncIterator[Opener]:
-    """Open the store at the same URL; every store opened is closed at the end."""
-    opened: list[MessageStore] = []
-
-    async def open_() -> MessageStore:
-        opened.append(await open_store(store_url))
-        return opened[-1]
-
-    yield open_
-    for store in opened:
-        await store.close()
-
-
-@pytest.fixture
-async def store(reopen: Opener) -> MessageStore:
-    return await reopen()
 
 
 async def test_seq_starts_at_one_per_room(store: MessageStore) -> None:
