@@ -171,7 +171,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         yield
         await chat.wait_handlers(clock.left())
         await asyncio.gather(chat.stop_housekeeping(), chat.stop_catching_up(),
-                             return_exceptions=True)
+                             chat.receipts.close(), return_exceptions=True)
         # the store drains (appends called, not yet written), then what that lets
         # finish is broadcast, and fan-out publishes it before it closes
         await clock.step("the store's drain", app[STORE_KEY].close(),

@@ -22,7 +22,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 # what is metered per connection: a <kind>_rate and <kind>_burst field each
 RATED = ("send", "change", "typing", "join", "leave", "history", "search", "rooms", "renew",
-         "reply_bytes")
+         "read", "direct", "reply_bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +112,17 @@ class Settings:
     renew_rate: float = field(default=0.2, metadata={
         "help": "token renewals per second per connection, sustained (token mode)"})
     renew_burst: int = field(default=5, metadata={"help": "token renewals in a burst"})
+    read_rate: float = field(default=2.0, metadata={
+        "help": "read marks per second per connection, sustained"})
+    read_burst: int = field(default=60, metadata={
+        "help": "read marks in a burst (a client back online marks each room it shows)"})
+    direct_rate: float = field(default=0.2, metadata={
+        "help": "direct conversations opened per second per connection, sustained"})
+    direct_burst: int = field(default=10, metadata={
+        "help": "direct conversations opened in a burst"})
+    read_receipts: bool = field(default=True, metadata={
+        "help": "show a room's members up to where each of them has read (false: "
+                "markers stay private to their owner)"})
     max_reply_bytes: int = field(default=256_000, metadata={
         "help": "bytes of messages in one join or history reply, about (as encoded); "
                 "past it the reply stops early with more=true"})

@@ -72,7 +72,8 @@ class Peer:
         self.name = name
         self.sio = sio
         self.events: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-        for event in ("message", "change", "presence", "typing", "catch_up"):
+        for event in ("message", "change", "presence", "typing", "catch_up", "read", "mention",
+                      "direct", "receipt"):
             sio.on(event, self._recorder(event), namespace=NAMESPACE)
 
     def _recorder(self, event: str) -> Callable[[Any], None]:
@@ -106,6 +107,10 @@ class Peer:
     async def send(self, room: str, text: str, **extra: Any) -> dict[str, Any]:
         ack = await self.ok("send", {"room": room, "text": text, **extra})
         return dict(ack["message"])
+
+    async def occupancy(self) -> list[tuple[str, int]]:
+        """The rooms list as (name, members), without where this person stands."""
+        return [(r["name"], r["members"]) for r in (await self.ok("rooms"))["rooms"]]
 
 
 def sio_client(serializer: str) -> socketio.AsyncClient:
@@ -183,12 +188,13 @@ async def peer(served: Served, transport: str) -> AsyncIterator[PeerFactory]:
     clients: list[socketio.AsyncClient] = []
 
     async def connect(name: str, *, transports: list[str] | None = None,
-                      server: Served | None = None) -> Peer:
+                      server: Served | None = None, auth: dict[str, Any] | None = None
+                      ) -> Peer:
         target = server or served
         sio = sio_client(target.settings.serializer)
         clients.append(sio)
         joined = Peer(name, sio)
-        await sio.connect(target.url, auth={"name": name}, namespaces=[NAMESPACE],
+        await sio.connect(target.url, auth=auth or {"name": name}, namespaces=[NAMESPACE],
                           transports=transports or [transport], wait_timeout=TIMEOUT)
         return joined
 

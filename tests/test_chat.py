@@ -31,7 +31,8 @@ async def test_join_send_receive(peer: PeerFactory) -> None:
     alice, bob = await peer("alice"), await peer("bob")
     ack = await bob.join("lobby")
     assert ack == {"ok": True, "room": "lobby", "seq": 0, "members": ["bob"],
-                   "messages": [], "more": False}
+                   "messages": [], "more": False, "read": 0, "unread": 0, "mentions": 0,
+                   "receipts": [{"user": "bob", "seq": 0}]}
     ack = await alice.join("lobby")
     assert ack["members"] == ["alice", "bob"]
     message = await alice.send("lobby", "hello bob", client_id="c-1")
@@ -214,17 +215,19 @@ async def test_typing_reaches_the_others(peer: PeerFactory) -> None:
 
 
 async def test_rooms_lists_occupied_rooms(peer: PeerFactory) -> None:
-    """rooms lists every room with anyone present and its member count."""
+    """rooms lists every room with anyone present and its member count, the
+    person's own rooms first, with where they stand."""
     alice, bob = await peer("alice"), await peer("bob")
     assert await alice.ok("rooms") == {"ok": True, "rooms": []}
     await alice.join("a")
     await bob.join("a")
     await bob.join("b")
-    expected = [{"name": "a", "members": 2}, {"name": "b", "members": 1}]
+    mine = {"name": "a", "read": 0, "unread": 0, "mentions": 0, "seq": 0}
+    expected = [{**mine, "members": 2}, {"name": "b", "members": 1}]
     assert (await alice.ok("rooms"))["rooms"] == expected
     assert (await alice.ok("rooms", {}))["rooms"] == expected
     await bob.sio.disconnect()
-    assert (await alice.ok("rooms"))["rooms"] == [{"name": "a", "members": 1}]
+    assert (await alice.ok("rooms"))["rooms"] == [{**mine, "members": 1}]
 
 
 MALFORMED: list[tuple[str, Any]] = [

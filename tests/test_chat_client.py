@@ -12,7 +12,7 @@ import pytest
 
 from app import compat
 from app.chat.errors import ChatError, ErrorCode
-from app.chat.models import Page, RoomName
+from app.chat.models import Reading, Page, RoomName
 from app.store.memory import MemoryStore
 from client import ChatClient, ChatClientError
 from client.chat_client import MAX_INTERNAL_RETRIES
@@ -241,6 +241,12 @@ class BuggyStore:
 
     async def page(self, *args: Any, **kwargs: Any) -> Any:
         return Page([], False, 0)
+
+    async def mark(self, name: str, room: RoomName, seq: int | None = None) -> Reading:
+        return Reading(room, 0, 0, 0, 0)
+
+    async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
+        return []
 
     async def ping(self) -> None:
         return None

@@ -63,7 +63,7 @@ async def test_users_on_different_nodes_chat(cluster: list[Served], peer: PeerFa
     await bob.ok("typing", {"room": "r", "active": True})
     assert (await alice.next("typing"))["user"] == "bob"
     for user in (alice, bob):
-        assert (await user.ok("rooms"))["rooms"] == [{"name": "r", "members": 2}]
+        assert await user.occupancy() == [("r", 2)]
         history = await user.ok("history", {"room": "r"})
         assert [m["seq"] for m in history["messages"]] == [1, 2]
 
@@ -144,7 +144,7 @@ async def test_dead_node_leaves_no_ghosts(cluster: list[Served], peer: PeerFacto
         await node.wait()
     left = await asyncio.wait_for(watcher.events["presence"].get(), 10)
     assert left == {"room": "g", "user": "ghost", "event": "leave", "members": ["watcher"]}
-    assert (await watcher.ok("rooms"))["rooms"] == [{"name": "g", "members": 1}]
+    assert await watcher.occupancy() == [("g", 1)]
     await sio.eio.disconnect(abort=True)
 
 
@@ -405,7 +405,7 @@ async def test_while_redis_is_down_a_node_serves_its_own_clients(
         assert (await alice.next("presence"))["user"] == "bob"
         await bob.send("x", "while Redis is down")
         assert (await alice.next("message"))["text"] == "while Redis is down"
-        assert (await alice.ok("rooms"))["rooms"] == [{"name": "x", "members": 2}]
+        assert await alice.occupancy() == [("x", 2)]
         await bob.ok("leave", {"room": "x"})
         assert (await alice.next("presence"))["event"] == "leave"
         presences = [cast(RedisPresence, node.chat.presence) for node in (a, b)]
@@ -472,3 +472,28 @@ async def test_a_draining_node_leaves_in_one_step(serve: ServeFactory) -> None:
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
             await asyncio.gather(*(m.ws.close() for m in [watcher, both, *leaving]))
+
+
+async def test_one_person_on_two_nodes_reads_once(cluster: list[Served],
+                                                  peer: PeerFactory) -> None:
+    """A person's laptop on one node and phone on the other: a read on one
+    reaches the other at once, both see the same unread counts, and a mention
+    reaches both, outside the room too."""
+    a, b = cluster
+    laptop, phone = await peer("alice", server=a), await peer("alice", server=b)
+    bob = await peer("bob", server=b)
+    await laptop.join("r")
+    await bob.join("r")
+    await bob.send("r", "one")
+    mention = await bob.send("r", "two, @alice")
+    for device in (laptop, phone):
+        assert await device.next("mention") == {"room": "r", "message": mention}
+    assert (await phone.join("r"))["unread"] == 2  # the marker is the person's, not the node's
+    await laptop.ok("read", {"room": "r", "seq": 1})
+    assert await phone.next("read") == {"room": "r", "read": 1, "unread": 1, "mentions": 1,
+                                        "seq": 2}
+    await phone.ok("read", {"room": "r", "seq": 2})
+    assert (await laptop.next("read"))["unread"] == 0
+    for device in (laptop, phone):
+        (mine,) = [r for r in (await device.ok("rooms"))["rooms"] if r["name"] == "r"]
+        assert (mine["read"], mine["unread"], mine["mentions"]) == (2, 0, 0)

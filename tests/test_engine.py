@@ -37,7 +37,7 @@ async def test_reserved_event_names_cannot_fake_a_disconnect(
         ack = await alice.call(event, {"name": "mallory"})
         assert ack["error"]["code"] == "bad_request", ack
     assert served.chat.connections[alice.sid].name == "alice"
-    assert (await bob.ok("rooms"))["rooms"] == [{"name": "r", "members": 2}]
+    assert await bob.occupancy() == [("r", 2)]
     assert bob.pending("presence") == []
 
 

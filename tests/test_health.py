@@ -9,7 +9,7 @@ import pytest
 
 from app.keys import STORE_KEY
 from app.chat.errors import ChatError
-from app.store.batching import Request, Result
+from app.store.batching import Write, Written
 from app.store.sqlite import SqliteStore
 
 from .conftest import PeerFactory, ServeFactory, Served
@@ -49,7 +49,7 @@ async def test_healthz_reports_a_store_writer_that_stopped(
     write = SqliteStore._write_batch
     crashes = [asyncio.CancelledError()]
 
-    def crashing_once(self: SqliteStore, batch: list[Request]) -> list[Result | ChatError]:
+    def crashing_once(self: SqliteStore, batch: list[Write]) -> list[Written | ChatError]:
         if crashes:
             raise crashes.pop()
         return write(self, batch)

@@ -1,4 +1,10 @@
-"""The ``/chat`` namespace: join, leave, send, history, typing, rooms, renew.
+"""The ``/chat`` namespace: join, leave, send, history, typing, rooms, renew,
+read markers, mentions and direct conversations.
+
+Each connection is also in its person's own Socket.IO room (:func:`person_room`,
+a name no chat room can have): what concerns the person wherever they are
+connected (their read markers moving, mentions of them, a direct conversation
+opened with them) is emitted there, and fan-out carries it to every node.
 
 Each client event is answered through its ack: ``{"ok": True, ...}`` or
 ``{"ok": False, "error": {"code", "message"}}`` (see :func:`acked`). Handlers
@@ -29,16 +35,19 @@ from ..presence import Presence
 from ..settings import RATED, Settings
 from ..store import MessageStore
 from .auth import Identity, identify, verify_token
+from .directs import MAX_PEOPLE, direct_room, is_direct
 from .errors import ChatError, ErrorCode, refuse
 from .limits import Rate, TokenBucket
+from .mentions import mentioned
 from .models import Entry, Message, Page, RoomName, Sid
 from ..store.search import marked, terms
 from .paging import fit, wire_size
 from .protocol import (
-    JOIN_LATEST, JOIN_SINCE_MAX, ChangeRequest, parse_delete, parse_edit, parse_history,
-    parse_join, parse_leave, parse_reaction, parse_renew, parse_rooms, parse_search,
-    parse_send, parse_typing,
+    JOIN_LATEST, JOIN_SINCE_MAX, ChangeRequest, parse_delete, parse_direct, parse_edit,
+    parse_history, parse_join, parse_leave, parse_reaction, parse_read, parse_renew,
+    parse_rooms, parse_search, parse_send, parse_typing,
 )
+from .receipts import Receipts, receipt_list
 
 log = logging.getLogger("app.chat")  # the event log: its name stays what operators filter on
 
@@ -47,8 +56,14 @@ NAMESPACE = "/chat"
 Ack = dict[str, Any]
 # what a node that is shutting down no longer takes on (its connections are about
 # to close: the client retries on the node it reconnects to)
-REFUSED_WHILE_DRAINING = frozenset({"send", "edit", "delete", "react", "unreact", "join"})
+REFUSED_WHILE_DRAINING = frozenset({"send", "edit", "delete", "react", "unreact", "join",
+                                    "read", "direct"})
 Handler = Callable[["ChatNamespace", Sid, object], Awaitable[Ack]]
+
+
+def _no_directs() -> ChatError:
+    return ChatError(ErrorCode.FORBIDDEN, "direct conversations need token mode: this server "
+                     "takes names without proof (start it with --jwt-secret)")
 
 
 def acked(handler: Handler) -> Callable[..., Awaitable[Ack]]:
@@ -101,10 +116,17 @@ class Connection:
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
     expiry: asyncio.TimerHandle | None = None  # token mode: ends the connection at exp
     expired: bool = False
+    directs: dict[RoomName, frozenset[str]] = field(default_factory=dict)  # joined: people
 
     @property
     def name(self) -> str:
         return self.identity.name
+
+
+def person_room(name: str) -> str:
+    """The Socket.IO room of every connection of the person ``name`` (``@`` and
+    the name: no chat room name has an ``@``)."""
+    return "@" + name
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -147,6 +169,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._behind: set[RoomName] | None = set()
         self._catching_up: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self.receipts = Receipts(self._send_receipts)
 
     def _in_flight(self, task: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
         if task is not None:
@@ -191,6 +214,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._arm_expiry(sid, conn)
         self.per_name[identity.name] += 1
         self.per_address[address] += 1
+        await self.enter_room(sid, person_room(identity.name))
         log.info("connect sid=%s name=%r transport=%s addr=%s", sid, identity.name, transport,
                  address)
 
@@ -286,6 +310,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         The connection has left already: if presence fails, that is logged
         and its housekeeping repairs the entry (against conn.rooms) later."""
         conn.rooms.discard(room)
+        conn.directs.pop(room, None)
         try:
             if await self.presence.leave(room, conn.name, sid):
                 await self.announce_leave(room, conn.name)
@@ -420,9 +445,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_join(self, sid: Sid, data: object = None) -> Ack:
         req = parse_join(data)
         conn = self.connections[sid]
-        if not conn.identity.may_join(req.room):
-            raise ChatError(ErrorCode.UNAUTHORIZED,
-                            f"your token does not admit you to {req.room!r}")
+        people = await self._may_join(conn, req.room)
         entering = req.room not in conn.rooms and req.room not in conn.joining
         if entering and len(conn.rooms) + len(conn.joining) >= self.settings.max_rooms:
             raise ChatError(ErrorCode.TOO_LARGE, f"a connection may be in at most "
@@ -443,7 +466,12 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             query = self.store.page(req.room, after=req.since, limit=JOIN_SINCE_MAX)
         try:
             page, entries, more = await self._read(conn, query, keep_newest=req.since is None)
+            reading = await self.store.mark(conn.name, req.room)
+            receipts = await self.store.receipts(req.room) if self.settings.read_receipts \
+                else None
             if entering:
+                if people is not None:
+                    conn.directs[req.room] = people
                 await self._enter(sid, conn, req.room)  # the point of no return
             elif req.room not in conn.rooms:  # a join of it, racing this one, is not done
                 raise ChatError(ErrorCode.UNAVAILABLE, f"already joining {req.room!r}; "
@@ -456,8 +484,28 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         finally:
             if entering:
                 conn.joining.discard(req.room)
-        return {"room": req.room, "seq": page.latest,
-                "members": await self._members(conn, req.room), **entries, "more": more}
+        ack = {"room": req.room, "seq": page.latest,
+               "members": await self._members(conn, req.room), **entries, "more": more,
+               "read": reading.read, "unread": reading.unread, "mentions": reading.mentions}
+        if receipts is not None:
+            ack["receipts"] = receipt_list(receipts)
+        if people is not None:
+            ack["with"] = sorted(people)
+        return ack
+
+    async def _may_join(self, conn: Connection, room: RoomName) -> frozenset[str] | None:
+        """Refuse a join ``conn`` may not make; a direct conversation's people."""
+        if not conn.identity.may_join(room):
+            raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
+        if not is_direct(room):
+            return None
+        if not self.settings.jwt_secret:
+            raise _no_directs()
+        people = (await self.store.participants([room])).get(room, frozenset())
+        if conn.name not in people:  # or no such conversation: the same answer
+            raise ChatError(ErrorCode.FORBIDDEN,
+                            "only its participants may join a direct conversation")
+        return people
 
     async def _enter(self, sid: Sid, conn: Connection, room: RoomName) -> None:
         """Record ``sid`` in ``room``'s presence and tell the others. If presence
@@ -511,15 +559,22 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         req = parse_send(data, max_text_length=self.settings.max_text_length)
         conn = self._member(sid, req.room)
         self._limit(conn, "send", "sends")
+        people = conn.directs.get(req.room)
+        # in a direct conversation every message is for all its people
+        mentions = mentioned(req.text, conn.name) if people is None else \
+            tuple(sorted(people - {conn.name}))
         with self.metrics.store_seconds.labels("append").time():
             message, created = await self.store.append(req.room, conn.name, req.text,
-                                                       req.client_id, req.reply_to)
+                                                       req.client_id, req.reply_to, mentions)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("send sid=%s room=%s seq=%d created=%s%s", sid, req.room, message.seq,
                       created, f" text={req.text!r}" if self.settings.log_message_text else "")
         if created:
             self.metrics.messages_received.inc()
             await self._broadcast(message, skip_sid=sid)
+            for name in mentions:
+                await self.emit("mention", {"room": message.room, "message": message.as_dict()},
+                                room=person_room(name))
         return {"message": message.as_dict()}
 
     async def _broadcast(self, message: Message, skip_sid: Sid) -> None:
@@ -616,10 +671,68 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     @acked
     async def on_rooms(self, sid: Sid, data: object = None) -> Ack:
+        """The rooms with members now (no direct conversations), and the person's
+        own rooms, most recently used first, with where they stand in each (a
+        direct conversation also with its people)."""
         parse_rooms(data)
-        self._limit(self.connections[sid], "rooms", "rooms requests")
-        rooms = await self.presence.rooms()
-        return {"rooms": [{"name": name, "members": count} for name, count in rooms]}
+        conn = self.connections[sid]
+        self._limit(conn, "rooms", "rooms requests")
+        present = dict(await self.presence.rooms())
+        mine = await self.store.readings(conn.name)
+        directs = await self.store.participants([r.room for r in mine if is_direct(r.room)])
+        listed: list[dict[str, Any]] = []
+        for reading in mine:
+            if is_direct(reading.room) and conn.name not in directs.get(reading.room, ()):
+                continue  # (a room named dm:... before direct conversations were)
+            entry = {"name": reading.room, "members": present.get(reading.room, 0),
+                     "read": reading.read, "unread": reading.unread,
+                     "mentions": reading.mentions, "seq": reading.latest}
+            if reading.room in directs:
+                entry["with"] = sorted(directs[reading.room])
+            listed.append(entry)
+        seen = {r.room for r in mine}
+        listed += [{"name": name, "members": count} for name, count in present.items()
+                   if name not in seen and not is_direct(name)]
+        return {"rooms": listed}
+
+    @acked
+    async def on_read(self, sid: Sid, data: object = None) -> Ack:
+        """Move the person's read marker in a room forward; their other
+        connections (any node) are told at once, the room's members (with
+        receipts on) in the next round."""
+        req = parse_read(data)
+        conn = self._member(sid, req.room)
+        self._limit(conn, "read", "read marks")
+        reading = await self.store.mark(conn.name, req.room, req.seq)
+        await self.emit("read", reading.as_dict(), room=person_room(conn.name), skip_sid=sid)
+        if self.settings.read_receipts:
+            self.receipts.add(req.room, conn.name, reading.read)
+        return reading.as_dict()
+
+    async def _send_receipts(self, room: RoomName, data: dict[str, Any]) -> None:
+        await self.emit("receipt", data, room=room)
+
+    @acked
+    async def on_direct(self, sid: Sid, data: object = None) -> Ack:
+        """Open (or find again) the direct conversation of the connection's person
+        and the people named; they are told with a ``direct`` event. The room is
+        then joined like any other, by its participants only."""
+        conn = self.connections[sid]
+        if not self.settings.jwt_secret:
+            raise _no_directs()
+        req = parse_direct(data, max_people=MAX_PEOPLE)
+        self._limit(conn, "direct", "direct conversations opened")
+        people = sorted({conn.name, *req.people})
+        if len(people) < 2:
+            raise ChatError(ErrorCode.BAD_REQUEST, "name someone other than yourself")
+        room = direct_room(people)
+        await self.store.open_direct(room, people)
+        for name in people:
+            if name != conn.name:
+                await self.emit("direct", {"room": room, "with": people, "from": conn.name},
+                                room=person_room(name))
+        log.info("direct sid=%s name=%r room=%s people=%d", sid, conn.name, room, len(people))
+        return {"room": room, "with": people}
 
     @acked
     async def on_renew(self, sid: Sid, data: object = None) -> Ack:

@@ -91,6 +91,17 @@ class RenewRequest:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    room: RoomName
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirectRequest:
+    people: tuple[str, ...]  # the others, without duplicates, in the order given
+
+
 TOKEN_MAX = 8192  # characters of a token sent with renew
 
 
@@ -295,3 +306,25 @@ def parse_renew(data: object) -> RenewRequest:
     if not isinstance(token, str) or not 1 <= len(token) <= TOKEN_MAX:
         raise _bad(f"token must be a string of 1 to {TOKEN_MAX} characters")
     return RenewRequest(token)
+
+
+def parse_read(data: object) -> ReadRequest:
+    payload = _payload(data)
+    seq = _int(payload, "seq", low=0, high=MAX_SEQ)
+    if seq is None:
+        raise _bad("seq must be the seq read up to")
+    return ReadRequest(_room(payload), seq)
+
+
+def parse_direct(data: object, *, max_people: int) -> DirectRequest:
+    """``{"with": [name, ...]}``: 1 to ``max_people - 1`` other people's names."""
+    people = _payload(data).get("with")
+    if not isinstance(people, list) or not 1 <= len(people) < max_people:
+        raise _bad(f"with must list 1 to {max_people - 1} names")
+    names: dict[str, None] = {}
+    for name in people:
+        try:
+            names[parse_name({"name": name})] = None
+        except ChatError as exc:
+            raise _bad(f"with: {exc.message}") from None
+    return DirectRequest(tuple(names))

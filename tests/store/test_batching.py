@@ -9,7 +9,7 @@ import pytest
 
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import Message, RoomName
-from app.store.batching import Append, AppendQueue, Request, Result
+from app.store.batching import Append, AppendQueue, Write, Written
 
 
 class Outage(Exception):
@@ -19,7 +19,7 @@ class Outage(Exception):
 def make_queue(poison: str, outage: bool = False) -> tuple[AppendQueue, list[int]]:
     batches: list[int] = []
 
-    async def write(batch: list[Request]) -> list[Result | ChatError]:
+    async def write(batch: list[Write]) -> list[Written | ChatError]:
         batches.append(len(batch))
         if outage:
             raise Outage("down")
@@ -62,7 +62,7 @@ async def test_the_writer_outlives_a_crash(caplog: pytest.LogCaptureFixture) -> 
     crashes = [asyncio.CancelledError()]
     written: list[str] = []
 
-    async def write(batch: list[Request]) -> list[Result | ChatError]:
+    async def write(batch: list[Write]) -> list[Written | ChatError]:
         if crashes:
             raise crashes.pop()
         appends = [a for a in batch if isinstance(a, Append)]

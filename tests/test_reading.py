@@ -1,0 +1,210 @@
+"""Knowing what is new, on the wire: read markers, unread counts, "your rooms",
+mentions, read receipts and direct conversations (each test on both
+transports and both serializers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.chat.directs import direct_room
+from app.chat.mentions import MAX_MENTIONS
+
+from .conftest import Peer, PeerFactory, ServeFactory, Served
+from .test_auth import SECRET, token
+
+
+async def test_a_join_says_where_the_person_stands(peer: PeerFactory) -> None:
+    """Back in a room, a person learns their marker, how many messages came
+    from others since, and how many of those mention them."""
+    alice, bob = await peer("alice"), await peer("bob")
+    first = await alice.join("r")
+    assert (first["read"], first["unread"], first["mentions"]) == (0, 0, 0)
+    await alice.ok("leave", {"room": "r"})
+    await bob.join("r")
+    await bob.send("r", "one")
+    await bob.send("r", "@alice are you there?")
+    await bob.send("r", "and @{alice} again")
+    back = await alice.join("r")
+    assert (back["read"], back["unread"], back["mentions"], back["seq"]) == (0, 3, 2, 3)
+    read = await alice.ok("read", {"room": "r", "seq": 2})
+    assert read == {"ok": True, "room": "r", "read": 2, "unread": 1, "mentions": 1, "seq": 3}
+
+
+async def test_a_marker_never_moves_back_nor_past_the_latest(peer: PeerFactory) -> None:
+    alice, bob = await peer("alice"), await peer("bob")
+    await alice.join("r")
+    await bob.join("r")
+    for i in range(4):
+        await bob.send("r", f"m{i}")
+    assert (await alice.ok("read", {"room": "r", "seq": 3}))["read"] == 3
+    assert (await alice.ok("read", {"room": "r", "seq": 1}))["read"] == 3
+    assert (await alice.ok("read", {"room": "r", "seq": 100}))["read"] == 4
+
+
+async def test_reading_on_one_connection_clears_the_others(peer: PeerFactory) -> None:
+    """A person's phone and laptop: a mark on one reaches the other at once,
+    even where the other has not joined the room."""
+    laptop, phone, bob = await peer("alice"), await peer("alice"), await peer("bob")
+    await laptop.join("r")
+    await bob.join("r")
+    await bob.send("r", "hi")
+    await bob.send("r", "@alice ping")
+    ack = await laptop.ok("read", {"room": "r", "seq": 2})
+    assert await phone.next("read") == {"room": "r", "read": 2, "unread": 0, "mentions": 0,
+                                        "seq": 2}
+    assert laptop.pending("read") == [] and ack["read"] == 2
+    assert bob.pending("read") == []
+
+
+async def test_your_rooms_are_listed_when_nobody_is_in_them(peer: PeerFactory) -> None:
+    alice = await peer("alice")
+    for room in ("quiet", "busy"):
+        await alice.join(room)
+    await alice.sio.disconnect()
+    bob = await peer("bob")
+    await bob.join("busy")
+    await bob.send("busy", "while you were away, @alice")
+    await bob.sio.disconnect()
+    alice = await peer("alice")
+    rooms = (await alice.ok("rooms"))["rooms"]
+    assert rooms == [
+        {"name": "busy", "members": 0, "read": 0, "unread": 1, "mentions": 1, "seq": 1},
+        {"name": "quiet", "members": 0, "read": 0, "unread": 0, "mentions": 0, "seq": 0}]
+
+
+async def test_a_mention_reaches_the_person_outside_the_room(peer: PeerFactory) -> None:
+    """Names in any script, with spaces in braces; not the sender; at most
+    MAX_MENTIONS people per message."""
+    bob = await peer("bob")
+    ana, li, carol = await peer("Ana María"), await peer("李小龍"), await peer("carol")
+    await bob.join("r")
+    sent = await bob.send("r", "@{Ana María} and @李小龍, see this (not you, carol@x.org)")
+    for person in (ana, li):
+        assert await person.next("mention") == {"room": "r", "message": sent}
+    await bob.send("r", "@bob talks to himself, then @carol")
+    assert (await carol.next("mention"))["message"]["text"].startswith("@bob")
+    assert bob.pending("mention") == [] and carol.pending("message") == []
+    many = " ".join(f"@p{i}" for i in range(MAX_MENTIONS)) + " @carol"
+    await bob.send("r", many)
+    await bob.send("r", "@carol last")
+    assert (await carol.next("mention"))["message"]["text"] == "@carol last"
+
+
+async def test_read_receipts_reach_the_room(peer: PeerFactory) -> None:
+    alice, bob = await peer("alice"), await peer("bob")
+    await alice.join("r")
+    await bob.join("r")
+    await bob.send("r", "read me")
+    await alice.ok("read", {"room": "r", "seq": 1})
+    receipt = await bob.next("receipt")
+    assert receipt == {"room": "r", "receipts": [{"user": "alice", "seq": 1}]}
+    carol = await peer("carol")
+    ack = await carol.join("r")
+    # furthest first; bob's marker stays where he joined (his own message is not
+    # unread for him), carol's starts at the latest
+    assert [r["seq"] for r in ack["receipts"]] == [1, 1, 0]
+    assert {(r["user"], r["seq"]) for r in ack["receipts"]} == {
+        ("alice", 1), ("carol", 1), ("bob", 0)}
+
+
+async def test_receipts_can_be_turned_off(serve: ServeFactory, peer: PeerFactory) -> None:
+    served = await serve(read_receipts=False)
+    alice, bob = await peer("alice", server=served), await peer("bob", server=served)
+    await alice.join("r")
+    await bob.join("r")
+    await bob.send("r", "read me")
+    await alice.ok("read", {"room": "r", "seq": 1})
+    assert not served.chat.receipts.pending  # nothing will be sent
+    assert "receipts" not in await bob.join("r")
+
+
+MALFORMED: list[tuple[str, Any]] = [
+    ("read", None), ("read", {"room": "r"}), ("read", {"room": "r", "seq": -1}),
+    ("read", {"room": "r", "seq": "1"}), ("read", {"room": "r", "seq": True}),
+    ("direct", None), ("direct", {"with": "bob"}), ("direct", {"with": []}),
+    ("direct", {"with": [7]}), ("direct", {"with": [f"p{i}" for i in range(10)]}),
+]
+
+
+@pytest.mark.parametrize("event,data", MALFORMED)
+async def test_malformed_reads_and_directs_are_refused(
+        serve: ServeFactory, peer: PeerFactory, event: str, data: Any) -> None:
+    served = await serve(jwt_secret=SECRET)
+    alice = await peer("alice", server=served, auth={"token": token(name="alice")})
+    await alice.join("r")
+    ack = await alice.call(event, data)
+    assert ack["ok"] is False and ack["error"]["code"] == "bad_request", ack
+    assert (await alice.ok("read", {"room": "r", "seq": 0}))["read"] == 0  # still up
+
+
+async def test_reading_a_room_not_joined_is_refused(peer: PeerFactory) -> None:
+    alice = await peer("alice")
+    ack = await alice.call("read", {"room": "r", "seq": 1})
+    assert ack["error"]["code"] == "not_member"
+
+
+# -- direct conversations -------------------------------------------------------
+
+
+async def token_peer(peer: PeerFactory, served: Served, name: str) -> Peer:
+    return await peer(name, server=served, auth={"token": token(name=name)})
+
+
+async def test_a_direct_conversation_is_for_its_participants_only(
+        serve: ServeFactory, peer: PeerFactory) -> None:
+    served = await serve(jwt_secret=SECRET)
+    alice, bob, carol = [await token_peer(peer, served, n) for n in ("alice", "bob", "carol")]
+    opened = await alice.ok("direct", {"with": ["bob", "bob"]})
+    room = opened["room"]
+    assert opened == {"ok": True, "room": room, "with": ["alice", "bob"]}
+    assert room == direct_room(["bob", "alice"])
+    assert await bob.next("direct") == {"room": room, "with": ["alice", "bob"], "from": "alice"}
+    assert (await alice.ok("direct", {"with": ["bob"]}))["room"] == room  # found again
+    ack = await alice.join(room)
+    assert ack["with"] == ["alice", "bob"]
+    sent = await alice.send(room, "just between us")
+    # every message of a direct conversation is for the others: counted and told
+    assert await bob.next("mention") == {"room": room, "message": sent}
+    listed = (await bob.ok("rooms"))["rooms"]
+    assert listed == [{"name": room, "members": 1, "read": 0, "unread": 1, "mentions": 1,
+                       "seq": 1, "with": ["alice", "bob"]}]
+    assert (await bob.join(room))["messages"] == [sent]
+
+    # carol, guessing or knowing the name, gets nothing by any event
+    refused = await carol.call("join", {"room": room})
+    assert refused["error"]["code"] == "forbidden"
+    for event, data in (("send", {"room": room, "text": "let me in"}),
+                        ("history", {"room": room}), ("search", {"room": room, "query": "us"}),
+                        ("read", {"room": room, "seq": 1}),
+                        ("typing", {"room": room, "active": True}),
+                        ("react", {"room": room, "seq": 1, "emoji": "👍"}),
+                        ("edit", {"room": room, "seq": 1, "text": "x"}),
+                        ("delete", {"room": room, "seq": 1}), ("leave", {"room": room})):
+        answer = await carol.call(event, data)
+        assert answer["ok"] is False and answer["error"]["code"] == "not_member", event
+    assert (await carol.ok("search", {"query": "between"}))["results"] == []
+    assert all(r["name"] != room for r in (await carol.ok("rooms"))["rooms"])
+    other = direct_room(["alice", "carol", "dave"])  # one that was never opened
+    assert (await carol.call("join", {"room": other}))["error"]["code"] == "forbidden"
+    assert carol.pending("message") == [] and carol.pending("mention") == []
+
+
+async def test_direct_conversations_need_token_mode(peer: PeerFactory) -> None:
+    alice = await peer("alice")
+    for event, data in (("direct", {"with": ["bob"]}),
+                        ("join", {"room": direct_room(["alice", "bob"])})):
+        ack = await alice.call(event, data)
+        assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
+        assert "token mode" in ack["error"]["message"]
+
+
+async def test_a_group_conversation_has_up_to_ten_people(serve: ServeFactory,
+                                                         peer: PeerFactory) -> None:
+    served = await serve(jwt_secret=SECRET)
+    alice = await token_peer(peer, served, "alice")
+    group = await alice.ok("direct", {"with": [f"p{i}" for i in range(9)]})
+    assert len(group["with"]) == 10
+    ack = await alice.call("direct", {"with": ["alice"]})
+    assert ack["error"]["code"] == "bad_request"
