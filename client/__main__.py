@@ -5,9 +5,13 @@
   ``(re #N)``, ``(edited)``, ``(deleted)`` and ``[EMOJI COUNT]`` where they
   apply), and each change to a message as it comes: ``#SEQ FROM edited #N:
   TEXT``, ``#SEQ FROM deleted #N``, ``#SEQ FROM reacted EMOJI on #N (now C)``.
+* ``tail --mentions`` (with or without ``--room``): also follow the messages
+  that mention this person, in any room, joined or not, as they come:
+  ``@ROOM #SEQ FROM: TEXT``.
 * ``send --url U --name N --room R TEXT``: send one message; exit 0 once the
   server has stored it, 1 if it refused, 2 if not stored within ``--timeout``.
-* ``bot --url U --name N --room R [--room R2 ...]``: run the command bot.
+* ``bot --url U --name N --room R [--room R2 ...]``: run the command bot (it
+  also answers where it is mentioned).
 
 Status lines go to stderr; stdout carries only messages.
 """
@@ -96,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                         default="auto", help="auto: polling, upgraded to WebSocket")
     common.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     tail = commands.add_parser("tail", parents=[common], help="print a room's messages")
-    tail.add_argument("--room", required=True)
+    tail.add_argument("--room", help="the room to follow")
+    tail.add_argument("--mentions", action="store_true",
+                      help="also print every message that mentions you, from any room")
     tail.add_argument("-n", "--lines", type=int, default=10,
                       help="recent messages to print first (default 10)")
     send = commands.add_parser("send", parents=[common], help="send one message")
@@ -130,17 +136,30 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
+def format_mention(mention: JSON) -> str:
+    """One line per message that mentions you: its room, then the message."""
+    return f"@{printable(str(mention['room']))} {format_message(mention['message'])}"
+
+
 async def tail(args: argparse.Namespace) -> int:
+    if args.room is None and not args.mentions:
+        _status("error: give --room, --mentions or both")
+        return 2
     client = _client(args)
     client.on_message = lambda m: print(format_message(m), flush=True)
     client.on_change = lambda c: print(format_change(c), flush=True)
+    if args.mentions:
+        client.on_mention = lambda m: print(format_mention(m), flush=True)
     await client.connect(retry=True)
     try:
-        ack = await client.join(args.room)
-        for message in ack["messages"][-args.lines:] if args.lines > 0 else []:
-            print(format_message(message), flush=True)
-        members = ", ".join(printable(str(member)) for member in ack["members"])
-        _status(f"joined {printable(args.room)} at seq {ack['seq']}; members: {members}")
+        if args.room is not None:
+            ack = await client.join(args.room)
+            for message in ack["messages"][-args.lines:] if args.lines > 0 else []:
+                print(format_message(message), flush=True)
+            members = ", ".join(printable(str(member)) for member in ack["members"])
+            _status(f"joined {printable(args.room)} at seq {ack['seq']}; members: {members}")
+        if args.mentions:
+            _status("following mentions")
         await _until_signal()
     finally:
         await client.close()

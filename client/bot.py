@@ -2,14 +2,18 @@
 
 ``!ping`` -> ``pong``; ``!who`` -> the room's members; ``!echo X`` -> ``X``;
 ``!search WORDS`` -> the newest messages of the room with those words (not
-commands, not the bot's); ``!help`` -> the list of commands. It ignores its
-own messages and anything that is not a command, and answers each command
-message once, even across reconnects (the client delivers each message once).
+commands, not the bot's); ``!help`` -> the list of commands. Mentioned (``@bot ...`` in a
+room it has joined, or any message of a direct conversation with it), it
+answers the command after the mention (``@bot !who``), or with the help line.
+It ignores its own messages and anything else, and answers each message
+once, even across reconnects (the client delivers each message once).
 """
 
 from __future__ import annotations
 
 import logging
+
+from app.chat.mentions import mention_of, mentioned
 
 from .chat_client import JSON, ChatClient, ChatClientError
 
@@ -37,15 +41,30 @@ class Bot:
     async def on_message(self, message: JSON) -> None:
         if message["from"] == self.client.name or str(message.get("client_id")).startswith("bot:"):
             return  # our own (in token mode the name is the token's)
-        command, _, words = message["text"].strip().partition(" ")
+        text = message["text"].strip()
+        addressed = self.addressed(message)
+        if addressed is not None:
+            text = addressed or "!help"
+        command, _, words = text.partition(" ")
         if command == "!search":
             reply: str | None = await self.search(message["room"], words)
         else:
-            reply = answer(message["text"], self.members.get(message["room"], []))
+            reply = answer(text, self.members.get(message["room"], []))
+            if reply is None and addressed is not None:
+                reply = HELP
         if reply is not None:
             log.info("answering %s#%d in %s", message["from"], message["seq"], message["room"])
             await self.client.send(message["room"], reply,
                                    client_id=f"bot:{message['room']}:{message['seq']}")
+
+    def addressed(self, message: JSON) -> str | None:
+        """What a message says to the bot once its mentions of the bot are taken
+        out, if it mentions the bot (or is in a direct conversation); else None."""
+        me = self.client.name
+        if me not in mentioned(message["text"]) and not message["room"].startswith("dm:"):
+            return None
+        rest = message["text"].replace(mention_of(me), " ").replace(f"@{{{me}}}", " ")
+        return " ".join(rest.split())
 
     async def search(self, room: str, words: str) -> str:
         """The best matches for ``words`` in ``room``: the newest few messages

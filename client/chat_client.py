@@ -16,6 +16,11 @@
 * **Handlers run one at a time, in order**, on one dispatcher task, so a
   handler may itself call ``send`` (as the bot does). The client's own sent
   messages reach ``on_message`` too, in their place in the room's order.
+* **What is new.** ``markers`` holds, per room joined, where the person
+  stands (``read``, ``unread``, ``mentions``, ``seq``), kept current by join
+  acks, ``mark_read`` and the person's other connections' reads;
+  ``on_mention`` gets each message that mentions the person, from any room;
+  ``direct`` opens a direct conversation (token mode) and joins it.
 """
 
 from __future__ import annotations
@@ -103,6 +108,15 @@ class ChatClient:
         token before the current one expires, which is then sent with
         ``renew`` and used for later reconnects. Without it the server ends
         the connection when the token expires, and the client stops.
+    :param on_mention: called with ``{room, message}`` for each message that
+        mentions this person (``@name``; every message of a direct
+        conversation), joined to its room or not.
+    :param on_read: called with ``{room, read, unread, mentions, seq}`` when
+        another connection of this person moved its read marker.
+    :param on_direct: called with ``{room, with, from}`` when someone opens a
+        direct conversation with this person.
+    :param on_receipt: called with ``{room, receipts: [{user, seq}]}`` when
+        members of a joined room read further.
     """
 
     def __init__(self, url: str, name: str = "", *, token: str | None = None,
@@ -112,7 +126,9 @@ class ChatClient:
                  on_message: Handler | None = None, on_presence: Handler | None = None,
                  on_typing: Handler | None = None, on_change: Handler | None = None,
                  on_state: Callable[[str], object] | None = None,
-                 http_session: Any = None, token_provider: TokenProvider | None = None
+                 http_session: Any = None, token_provider: TokenProvider | None = None,
+                 on_mention: Handler | None = None, on_read: Handler | None = None,
+                 on_direct: Handler | None = None, on_receipt: Handler | None = None
                  ) -> None:
         self.url = url
         self.name = name
@@ -124,7 +140,12 @@ class ChatClient:
         self.on_typing = on_typing
         self.on_change = on_change
         self.on_state = on_state
+        self.on_mention = on_mention
+        self.on_read = on_read
+        self.on_direct = on_direct
+        self.on_receipt = on_receipt
         self.token_provider = token_provider
+        self.markers: dict[str, JSON] = {}  # room -> {read, unread, mentions, seq}
         self._sio = socketio.AsyncClient(
             serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=True, reconnection_attempts=0,
             reconnection_delay=reconnection_delay,
@@ -146,6 +167,8 @@ class ChatClient:
         self._sio.on("typing", self._on_typing, namespace=NAMESPACE)
         self._sio.on("catch_up", self._on_catch_up, namespace=NAMESPACE)
         self._sio.on("change", self._on_message, namespace=NAMESPACE)
+        for event in ("mention", "read", "direct", "receipt"):
+            self._sio.on(event, self._relay(event), namespace=NAMESPACE)
         self.renewals = 0  # tokens renewed on a live connection
 
     # -- connection -------------------------------------------------------------
@@ -375,10 +398,43 @@ class ChatClient:
                     del self._rooms[room]
                     raise
                 state.last = ack["seq"]
+            self._marked(ack)
             return ack
         ack = await self.request("join", {"room": room, "since": state.last})
+        self._marked(ack)
         await self._accept(room, _stream(ack))
         return ack
+
+    def _marked(self, reading: JSON) -> None:
+        """Keep where the person stands in a room (a join or read ack, a read
+        event); a marker only moves forward."""
+        room = reading["room"]
+        known = self.markers.get(room)
+        if known is None or reading["read"] >= known["read"]:
+            self.markers[room] = {key: reading[key] for key in
+                                  ("read", "unread", "mentions", "seq")}
+
+    async def mark_read(self, room: str, seq: int | None = None) -> JSON:
+        """Move this person's read marker in ``room`` (joined) to ``seq``, by
+        default to the last entry handed over; return where they stand."""
+        state = self._rooms.get(room)
+        upto = seq if seq is not None else (state.last if state is not None else 0)
+        ack = await self.request("read", {"room": room, "seq": upto})
+        self._marked(ack)
+        return ack
+
+    async def unread(self) -> dict[str, JSON]:
+        """This person's rooms (any they joined, ever, up to 100) with their
+        ``read``, ``unread``, ``mentions`` and ``seq``; ``with`` for a direct
+        conversation."""
+        return {r["name"]: r for r in await self.rooms() if "read" in r}
+
+    async def direct(self, *names: str) -> str:
+        """Open (or find again) the direct conversation with ``names`` (token
+        mode), join it and return its room."""
+        ack = await self.request("direct", {"with": list(names)})
+        await self.join(ack["room"])
+        return str(ack["room"])
 
     async def leave(self, room: str) -> None:
         await self.request("leave", {"room": room})
@@ -529,6 +585,13 @@ class ChatClient:
                     self._hand_over(entry)
             if not page["more"] or state.last == last:
                 break
+
+    def _relay(self, event: str) -> Callable[[JSON], Awaitable[None]]:
+        async def relay(data: JSON) -> None:
+            if event == "read":
+                self._marked(data)
+            self._dispatch.put_nowait((getattr(self, "on_" + event), data))
+        return relay
 
     async def _on_presence(self, event: JSON) -> None:
         self._dispatch.put_nowait((self.on_presence, event))

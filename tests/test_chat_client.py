@@ -19,6 +19,7 @@ from client.chat_client import MAX_INTERNAL_RETRIES
 
 from .conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory, until
 from .proxy import Proxy
+from .test_auth import SECRET, token
 
 
 @dataclasses.dataclass
@@ -333,3 +334,59 @@ async def test_a_refused_rejoin_is_retried_while_connected(
         await alice.client.close()
         await bob.close()
         await proxy.close()
+
+
+async def test_the_client_knows_what_is_new(chatter: ChatterFactory, peer: PeerFactory,
+                                            served: Served, transport: str) -> None:
+    """ChatClient keeps where its person stands (join acks, its own reads and its
+    other connections' reads), hands over mentions from any room, and lists the
+    person's rooms with their unread counts."""
+    alice, laptop = await chatter("alice"), await chatter("alice")
+    mentions: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    reads: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    alice.client.on_mention, alice.client.on_read = mentions.put_nowait, reads.put_nowait
+    bob = await peer("bob")
+    await alice.client.join("r")
+    await bob.join("r")
+    await bob.send("r", "one")
+    await bob.join("elsewhere")
+    sent = await bob.send("elsewhere", "@alice over here")
+    assert await asyncio.wait_for(mentions.get(), TIMEOUT) == {"room": "elsewhere",
+                                                               "message": sent}
+    assert await alice.take(1) == ["one"]
+    assert alice.client.markers["r"] == {"read": 0, "unread": 0, "mentions": 0, "seq": 0}
+    assert (await alice.client.unread())["r"]["unread"] == 1
+    assert (await alice.client.mark_read("r"))["read"] == 1  # up to the last handed over
+    assert alice.client.markers["r"]["read"] == 1
+    await laptop.client.join("r")
+    await laptop.client.mark_read("r", 1)
+    assert alice.client.markers["r"]["read"] == 1  # a read event at or behind: same
+    await bob.send("r", "two")
+    await laptop.client.mark_read("r", 2)
+    assert (await asyncio.wait_for(reads.get(), TIMEOUT))["read"] == 1
+    assert (await asyncio.wait_for(reads.get(), TIMEOUT))["read"] == 2
+    assert alice.client.markers["r"] == {"read": 2, "unread": 0, "mentions": 0, "seq": 2}
+
+
+async def test_the_client_opens_direct_conversations(serve: ServeFactory,
+                                                     transport: str) -> None:
+    served = await serve(jwt_secret=SECRET)
+    alice, bob = [ChatClient(served.url, token=token(name=name),
+                             serializer=served.settings.serializer, transports=[transport],
+                             request_timeout=TIMEOUT) for name in ("alice", "bob")]
+    opened: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    mentions: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    bob.on_direct, bob.on_mention = opened.put_nowait, mentions.put_nowait
+    try:
+        for client in (alice, bob):
+            await client.connect()
+        room = await alice.direct("bob")
+        assert (await asyncio.wait_for(opened.get(), TIMEOUT))["room"] == room
+        assert (await bob.unread())[room]["with"] == ["alice", "bob"]
+        sent = await alice.send(room, "psst")
+        assert (await asyncio.wait_for(mentions.get(), TIMEOUT))["message"] == sent
+        ack = await bob.join(room)
+        assert (ack["messages"], ack["unread"], ack["mentions"]) == ([sent], 1, 1)
+    finally:
+        for client in (alice, bob):
+            await client.close()

@@ -126,6 +126,26 @@ async def test_send_and_tail(tmp_path: Path, server_url: str) -> None:
         assert await tail.stop() == 0
 
 
+async def test_tail_follows_mentions_from_any_room(tmp_path: Path, server_url: str) -> None:
+    """tail --mentions prints each message that mentions you, from rooms it never joined."""
+    tail = await cli(tmp_path, "tail", "--url", server_url, "--name", "Ana María",
+                     "--mentions")
+    peer = Peer("bob", sio_client("msgpack"))
+    try:
+        await tail.stderr_match(r"following mentions", 20)
+        await peer.sio.connect(server_url, auth={"name": "bob"}, namespaces=[NAMESPACE],
+                               wait_timeout=TIMEOUT)
+        for room in ("ops", "dev"):
+            await peer.join(room)
+            await peer.send(room, f"not for you in {room}")
+            await peer.send(room, f"@{{Ana María}} look at {room}")
+        assert [await tail.line() for _ in range(2)] == [
+            "@ops #2 bob: @{Ana María} look at ops", "@dev #2 bob: @{Ana María} look at dev"]
+    finally:
+        await peer.sio.disconnect()
+        assert await tail.stop() == 0
+
+
 async def test_bot_answers_commands(tmp_path: Path, server_url: str) -> None:
     """The bot answers !ping, !who, !echo and !help, once each, and ignores chatter."""
     bot = await cli(tmp_path, "bot", "--url", server_url, "--name", "botty", "--room", "lab",
@@ -154,6 +174,13 @@ async def test_bot_answers_commands(tmp_path: Path, server_url: str) -> None:
             "#13 botty: #11 alice: the deploy went fine",  # not the command, not itself
             "#14 alice: !search nothing-like-it",
             "#15 botty: nothing found for 'nothing-like-it'"]
+        # mentioned, it answers the command after the mention, or with the help line
+        for text in ("@botty !echo hi there", "thanks @botty."):
+            assert (await send(tmp_path, server_url, "alice", "lab", text))[0] == 0
+        got = [await tail.line() for _ in range(4)]
+        assert got[:2] == ["#16 alice: @botty !echo hi there", "#17 botty: hi there"]
+        assert got[2] == "#18 alice: thanks @botty."
+        assert got[3].startswith("#19 botty: commands: !ping")
     finally:
         assert await bot.stop() == 0
         assert await tail.stop() == 0

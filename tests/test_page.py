@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 
 import aiohttp
@@ -559,3 +560,57 @@ async def test_page_renews_its_token_from_the_token_url(serve: ServeFactory, bro
         await alice.shows("on a renewed token")
     finally:
         await clock.sio.disconnect()
+
+
+async def test_what_is_new_on_the_page(serve: ServeFactory, browser: Browser,
+                                       users: list[User]) -> None:
+    """A mention while looking elsewhere is a badge on both of a person's devices;
+    opening the room on one shows it highlighted, marks it read and clears the
+    badge on the other; the sender sees "Seen by"; a member's name opens a direct
+    conversation, listed apart from rooms. Each state is screenshotted."""
+    from .test_auth import SECRET, token
+    served = await serve(jwt_secret=SECRET)
+    shot = "what-is-new"
+    laptop = await open_user(users, browser, served.url, token=token(name="alice"), room="team")
+    await laptop.in_room("team")
+    await laptop.page.get_by_label("Join or create a room").fill("lobby")
+    await laptop.page.get_by_label("Join or create a room").press("Enter")
+    await laptop.in_room("lobby")
+    phone = await open_user(users, browser, served.url, token=token(name="alice"), room="lobby")
+    await phone.in_room("lobby")
+    bob = await open_user(users, browser, served.url, token=token(name="bob"), room="team")
+    await bob.in_room("team")
+    await bob.say("@alice can you look at this?")
+    await bob.shows("@alice can you look at this?")
+
+    def team(user: User) -> Any:
+        return user.page.locator("#joined-rooms button", has_text="team")
+    for device in (laptop, phone):  # the phone never opened team: the server lists it
+        await expect(team(device).locator(".badge.mention")).to_have_text("@1", timeout=WAIT_MS)
+        await expect(team(device).locator(".badge:not(.mention)")).to_have_text("1")
+    await laptop.screenshot(f"{shot}-badges")
+
+    await team(laptop).click()
+    await laptop.in_room("team")
+    await expect(laptop.page.locator("#messages li.mention .text")).to_have_text(
+        ["@alice can you look at this?"], timeout=WAIT_MS)
+    for device in (laptop, phone):  # read on the laptop: cleared on the phone too
+        await expect(team(device).locator(".badge")).to_have_count(0, timeout=WAIT_MS)
+    await expect(bob.page.locator("#messages .seen")).to_have_text(["Seen by alice"],
+                                                                   timeout=WAIT_MS)
+    await laptop.screenshot(f"{shot}-read")
+    await bob.screenshot(f"{shot}-seen")
+
+    await laptop.page.locator("#member-list button", has_text="bob").click()
+    await laptop.in_room("bob")
+    await laptop.say("just between us")
+    await laptop.shows("just between us")
+    direct = bob.page.locator("#direct-rooms button", has_text="alice")
+    await expect(direct.locator(".badge.mention")).to_have_text("@1", timeout=WAIT_MS)
+    await expect(bob.page.locator("#joined-rooms button", has_text="alice")).to_have_count(0)
+    await bob.screenshot(f"{shot}-direct-listed")
+    await direct.click()
+    await bob.in_room("alice")
+    await bob.shows("just between us")
+    await expect(direct.locator(".badge")).to_have_count(0, timeout=WAIT_MS)
+    await bob.screenshot(f"{shot}-direct")

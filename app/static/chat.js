@@ -4,9 +4,13 @@
 // is filled from history, and after a reconnect each room is rejoined with
 // `since = last`. Sends carry a client_id and stay pending until acknowledged,
 // so a send made offline goes out once the connection is back, exactly once.
+// What is new: the server keeps the person's read marker per room; the page
+// moves it when it shows a room's newest message in a visible tab, and shows
+// unread and mention badges, mentions highlighted, "seen by" names and, once
+// allowed by a click, a desktop notification for a mention in a hidden tab.
 import {
-  els, plainError, renderMessages, renderRoomHead, renderRoomLists, renderSearch,
-  renderTyping, messageItem, showAlert, showStatus,
+  els, mentionsOf, plainError, renderMessages, renderRoomHead, renderRoomLists, renderSearch,
+  renderTyping, messageItem, roomLabel, showAlert, showStatus,
 } from "./view.js";
 
 const config = document.body.dataset;
@@ -26,11 +30,13 @@ let typingTimer = null;
 let moderator = false;          // token mode: the token's moderator claim (the server checks)
 const COMMON_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 const CONFIRM_FOR = 4000;       // ms a Delete? button waits for the second click
+const READ_EVERY = 1000;        // ms between two read marks of one room
 
 function newRoom(name) {
   return {
     name, self: myName, messages: [], last: 0, olderExist: false, loadingOlder: false,
     members: [], typing: new Map(), unread: 0, outbox: [], joined: false,
+    read: 0, mentions: 0, receipts: new Map(), with: null, marking: null,
     chain: Promise.resolve(),   // serialises deliveries for this room
     replyTo: null, editing: null, picking: null, confirming: null,  // seqs the UI is on
   };
@@ -39,7 +45,9 @@ function newRoom(name) {
 function uiFor(room) {
   // what each message offers: see messageItem
   const bySeq = new Map(room.messages.map((m) => [m.seq, m]));
+  const seen = seenBy(room);
   return (message) => ({
+    mentionsMe: mentionsOf(message.text).includes(myName), seenBy: seen.get(message.seq),
     quoted: bySeq.get(message.reply_to) ?? null, me: myName,
     mine: message.from === myName, moderator,
     editing: room.editing === message.seq, draft: room.draft,
@@ -51,6 +59,27 @@ function uiFor(room) {
 function emojiOffered(room) {
   const used = room.messages.flatMap((m) => (m.reactions ?? []).map((r) => r.emoji));
   return [...new Set([...COMMON_EMOJI, ...used])];
+}
+
+function seenBy(room) {
+  // message seq -> the others whose read marker stops at it (the newest
+  // message at or before their marker), for "seen by" under it
+  const seqs = room.messages.filter((m) => !m.deleted).map((m) => m.seq);
+  const at = new Map();
+  for (const [user, seq] of room.receipts) {
+    if (user === myName) continue;
+    const upto = seqs.filter((s) => s <= seq).at(-1);
+    if (upto === undefined) continue;
+    if (!at.has(upto)) at.set(upto, []);
+    at.get(upto).push(user);
+  }
+  return at;
+}
+
+function setReceipts(room, receipts) {
+  for (const { user, seq } of receipts ?? []) {
+    if (seq > (room.receipts.get(user) ?? -1)) room.receipts.set(user, seq);
+  }
 }
 
 function render(room) {
@@ -166,20 +195,74 @@ function caughtUp(room, seq) {
 function showNew(room, before, appended) {
   // show what arrived after seq `before`: `appended`, if it is the only new one
   if (room.last === before) return;
+  const fresh = room.messages.filter((m) => m.seq > before && m.from !== myName
+                                            && m.seq > room.read && !m.deleted);
+  room.unread += fresh.length;
+  room.mentions += fresh.filter((m) => room.with || mentionsOf(m.text).includes(myName)).length;
   if (room.name === current) {
     if (appended) appendItem(appended); else render(room);
     renderTyping(room);
-  } else {
-    room.unread += room.messages.filter((m) => m.seq > before && m.from !== myName).length;
-    renderLists();
+    markRead(room);
+  }
+  renderLists();
+}
+
+// -- what is new ----------------------------------------------------------------
+
+function atBottom() {
+  const list = els.messages;
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+}
+
+function markRead(room) {
+  // the room's newest message is on screen in a visible tab: move the marker
+  // there (at most once a READ_EVERY per room; the server keeps the furthest)
+  if (!room || room.name !== current || document.visibilityState !== "visible"
+      || !atBottom() || room.last <= room.read || !room.joined || !socket?.connected) return;
+  if (room.marking) return;
+  room.marking = setTimeout(() => { room.marking = null; markRead(room); }, READ_EVERY);
+  request("read", { room: room.name, seq: room.last }).then(reading, () => {});
+}
+
+function reading(state) {
+  // where the person stands in a room: a read ack, or a read on another device
+  const room = rooms.get(state.room);
+  const listed = openRooms.find((r) => r.name === state.room);
+  if (listed && state.read >= (listed.read ?? 0)) Object.assign(listed, state);
+  if (room && state.read >= room.read) {
+    room.read = state.read;
+    room.unread = state.unread;
+    room.mentions = state.mentions;
+  }
+  renderLists();
+}
+
+function notify(title, body, room) {
+  // a desktop notification, only for a hidden tab and once the person allowed it
+  if (document.visibilityState === "visible" || !("Notification" in window)
+      || Notification.permission !== "granted") return;
+  const shown = new Notification(title, { body, tag: `roomcast-${room}` });
+  shown.onclick = () => { window.focus(); joinRoom(room); shown.close(); };
+}
+
+function showNotifyButton() {
+  els.notify.hidden = !("Notification" in window) || Notification.permission !== "default";
+}
+
+async function openDirect(name) {
+  try {
+    const ack = await request("direct", { with: [name] });
+    await joinRoom(ack.room);
+  } catch (err) {
+    showAlert(plainError(err.chat));
   }
 }
 
 function appendItem(message) {
   const list = els.messages;
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const bottom = atBottom();
   list.append(messageItem(message, null, uiFor(rooms.get(message.room))(message)));
-  if (atBottom || message.from === myName) list.scrollTop = list.scrollHeight;
+  if (bottom || message.from === myName) list.scrollTop = list.scrollHeight;
 }
 
 // -- rooms --------------------------------------------------------------------
@@ -195,6 +278,9 @@ async function joinRoom(name) {
     room.olderExist = ack.more;
     room.members = ack.members;
     room.joined = true;
+    room.with = ack.with ?? null;
+    setReceipts(room, ack.receipts);
+    reading(ack);
   } catch (err) {
     rooms.delete(name);
     showAlert(plainError(err.chat));
@@ -219,12 +305,15 @@ async function rejoin(room) {
     }
   }
   room.members = ack.members;
-  if (room.name === current) renderRoomHead(room);  // who is here now, not before the drop
+  setReceipts(room, ack.receipts);
+  if (room.name === current) showHead(room);  // who is here now, not before the drop
   await inOrder(room, async () => {
     take(room, stream(ack));
     if (ack.more) await catchUp(room, ack.seq);
   });
   room.joined = true;
+  reading(ack);
+  markRead(room);
 }
 
 async function leaveRoom(name) {
@@ -242,12 +331,12 @@ function selectRoom(name) {
   if (typingRoom && typingRoom !== name) stopTyping();
   current = name;
   const room = name ? rooms.get(name) : null;
-  if (room) room.unread = 0;
   showReplyBar(room);
-  renderRoomHead(room);
+  showHead(room);
   if (room) render(room); else els.messages.replaceChildren();
   renderTyping(room);
   renderLists();
+  markRead(room);
   if (room) els.text.focus();
   const url = new URL(location.href);
   if (name) url.searchParams.set("room", name); else url.searchParams.delete("room");
@@ -290,7 +379,14 @@ async function refreshOpenRooms() {
 }
 
 function renderLists() {
-  renderRoomLists(rooms, current, openRooms, (name) => joinRoom(name));
+  renderRoomLists(rooms, current, openRooms, myName, (name) => joinRoom(name));
+  const unread = [...rooms.values()].reduce((n, r) => n + r.unread, 0);
+  document.title = unread ? `(${unread > 999 ? "999+" : unread}) Roomcast` : "Roomcast";
+}
+
+function showHead(room) {
+  // in token mode a member's name opens a direct conversation with them
+  renderRoomHead(room, myName, config.auth === "token" ? openDirect : null);
 }
 
 // -- sending ------------------------------------------------------------------
@@ -611,18 +707,35 @@ function connect(credential) {
     const room = rooms.get(name);
     if (!room || !room.joined) return;  // a rejoin catches up by itself
     room.members = members;
-    if (name === current) renderRoomHead(room);
+    if (name === current) showHead(room);
     caughtUp(room, seq);
   });
   socket.on("presence", ({ room: name, members }) => {
     const room = rooms.get(name);
     if (room) {
       room.members = members;
-      if (name === current) renderRoomHead(room);
+      if (name === current) showHead(room);
     }
     refreshOpenRoomsSoon();
   });
   socket.on("typing", someoneTyping);
+  socket.on("read", reading);
+  socket.on("receipt", ({ room: name, receipts }) => {
+    const room = rooms.get(name);
+    if (!room) return;
+    setReceipts(room, receipts);
+    if (name === current) render(room);
+  });
+  socket.on("mention", ({ room: name, message }) => {
+    // a joined room counts it with the message itself; another one is listed anew
+    if (!rooms.has(name)) refreshOpenRoomsSoon();
+    const where = rooms.get(name) ?? openRooms.find((r) => r.name === name);
+    notify(`${message.from} in ${where ? roomLabel(where, myName) : name}`, message.text, name);
+  });
+  socket.on("direct", ({ room: name, from }) => {
+    refreshOpenRoomsSoon();
+    notify(`${from} started a conversation with you`, "", name);
+  });
 }
 
 function logout() {
@@ -716,6 +829,14 @@ els.messages.addEventListener("scroll", () => {
   if (els.messages.scrollTop < 40) loadOlder(rooms.get(current));
 });
 els.leave.addEventListener("click", () => current && leaveRoom(current));
+els.messages.addEventListener("scroll", () => markRead(rooms.get(current)));
+document.addEventListener("visibilitychange", () => markRead(rooms.get(current)));
+els.notify.addEventListener("click", async () => {
+  // the browser's prompt, only ever after this click
+  await Notification.requestPermission();
+  showNotifyButton();
+});
+showNotifyButton();
 els.refresh.addEventListener("click", refreshOpenRooms);
 window.addEventListener("online", () => socket && !socket.connected && socket.connect());
 window.addEventListener("offline", () => showStatus("offline"));

@@ -13,7 +13,34 @@ export const els = {
   replyBar: $("reply-bar"), replyText: $("reply-text"), replyCancel: $("reply-cancel"),
   searchForm: $("search-form"), searchInput: $("search-input"),
   searchResults: $("search-results"), searchMore: $("search-more"),
+  directs: $("direct-rooms"), notify: $("notify"),
 };
+
+// The names a text mentions, as the server reads them (docs/protocol.md):
+// @name (letters and digits of any script, _ . -, less a trailing . or -)
+// or @{any name}.
+const MENTION = /(?<![\p{L}\p{M}\p{N}_])@(?:\{([^{}\n]{1,128})\}|([\p{L}\p{N}\p{M}_.\-]+))/gu;
+export function mentionsOf(text) {
+  return [...(text ?? "").matchAll(MENTION)].map(
+    ([, braced, bare]) => (braced ?? bare.replace(/[.\-]+$/u, "")).normalize("NFC").trim());
+}
+
+export function mentionOf(name) {
+  // how to mention `name`: @name, or @{name} where the short form would not carry it
+  return mentionsOf(`@${name}`)[0] === name ? `@${name}` : `@{${name}}`;
+}
+
+// A room's name as people read it: a direct conversation is its other people.
+export function roomLabel(room, me) {
+  const people = room.with;
+  if (!people) return room.name;
+  const others = people.filter((p) => p !== me);
+  return others.length ? others.join(", ") : me;
+}
+
+function count(n) {
+  return n > 999 ? "999+" : String(n);
+}
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -68,7 +95,7 @@ export function messageItem(message, send = null, ui = {}) {
   const stored = send === null;
   const when = stored ? new Date(message.ts) : null;
   const state = !stored ? (send.error ? "failed" : "pending") : message.deleted ? "deleted" : "";
-  const item = el("li", { class: state },
+  const item = el("li", { class: [state, ui.mentionsMe ? "mention" : ""].join(" ").trim() },
     el("div", { class: "meta" },
       el("span", { class: "from", text: message.from }),
       el("time", stored ? { text: timeFormat.format(when), dateTime: when.toISOString() }
@@ -79,7 +106,9 @@ export function messageItem(message, send = null, ui = {}) {
     ui.editing ? editForm(ui.draft ?? message.text)
       : el("p", { class: "text", text: message.deleted ? "message deleted" : message.text }),
     message.reactions?.length ? reactionList(message.reactions, ui.me) : "",
-    ui.picking ? picker(ui.picking) : "");
+    ui.picking ? picker(ui.picking) : "",
+    ui.seenBy?.length ? el("p", { class: "seen", text: `Seen by ${ui.seenBy.join(", ")}` })
+      : "");
   if (stored) item.dataset.seq = String(message.seq);
   else item.dataset.clientId = send.client_id;
   return item;
@@ -169,29 +198,45 @@ export function renderSearch(results, hasMore) {
   els.searchMore.hidden = !hasMore;
 }
 
-export function renderRoomLists(rooms, current, open, onSelect) {
-  els.joined.replaceChildren(...[...rooms.values()].map((room) => {
-    const badge = room.unread ? el("span", { class: "badge", text: String(room.unread),
-                                             "aria-label": `${room.unread} unread` }) : "";
-    return el("li", {}, el("button", {
-      type: "button", "aria-current": String(room.name === current),
-      onclick: () => onSelect(room.name),
-    }, el("span", { text: room.name }), badge));
-  }));
-  els.open.replaceChildren(...open.map(({ name, members }) => el("li", {},
-    el("button", { type: "button", onclick: () => onSelect(name) },
+function badges(room) {
+  return [
+    room.mentions ? el("span", { class: "badge mention", text: `@${count(room.mentions)}`,
+                                 "aria-label": `${room.mentions} mentioning you` }) : "",
+    room.unread ? el("span", { class: "badge", text: count(room.unread),
+                               "aria-label": `${room.unread} unread` }) : ""];
+}
+
+// The sidebar: your rooms (joined here, then the server's list of rooms you
+// joined before), direct conversations, and every room with people in it
+// (`listed` is the server's rooms list).
+export function renderRoomLists(rooms, current, listed, me, onSelect) {
+  const entry = (room) => el("li", {}, el("button", {
+    type: "button", "aria-current": String(room.name === current),
+    onclick: () => onSelect(room.name), title: room.name,
+  }, el("span", { class: "name", text: roomLabel(room, me) }), ...badges(room)));
+  const known = [...rooms.values(), ...listed.filter((r) => "read" in r && !rooms.has(r.name))];
+  els.joined.replaceChildren(...known.filter((r) => !r.with).map(entry));
+  els.directs.replaceChildren(...known.filter((r) => r.with).map(entry));
+  const occupied = listed.filter((r) => !r.with && r.members > 0);
+  els.open.replaceChildren(...occupied.map(({ name, members }) =>
+    el("li", {}, el("button", { type: "button", onclick: () => onSelect(name) },
       el("span", { text: name }),
       el("span", { class: "count", text: `${members}`,
                    "aria-label": `${members} here` })))));
 }
 
-export function renderRoomHead(room) {
-  els.title.textContent = room ? room.name : "No room yet";
+// The room's title and who is here; with `onDirect` (token mode) each other
+// member's name is a button that opens a direct conversation with them.
+export function renderRoomHead(room, me, onDirect) {
+  els.title.textContent = room ? roomLabel(room, me) : "No room yet";
   els.leave.hidden = !room;
   els.text.disabled = !room;
   els.composer.querySelector("button").disabled = !room;
-  els.members.replaceChildren(...(room ? room.members : []).map(
-    (name) => el("li", { text: name })));
+  els.members.replaceChildren(...(room ? room.members : []).map((name) => el("li", {},
+    onDirect && name !== me
+      ? el("button", { type: "button", class: "link person", text: name,
+                       title: `Message ${name} directly`, onclick: () => onDirect(name) })
+      : el("span", { text: name }))));
 }
 
 export function renderTyping(room) {
