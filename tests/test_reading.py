@@ -208,3 +208,41 @@ async def test_a_group_conversation_has_up_to_ten_people(serve: ServeFactory,
     assert len(group["with"]) == 10
     ack = await alice.call("direct", {"with": ["alice"]})
     assert ack["error"]["code"] == "bad_request"
+
+
+async def test_a_token_limited_to_some_rooms_is_not_shown_mentions(
+        serve: ServeFactory, peer: PeerFactory) -> None:
+    """A mention would show a message of any room: a connection whose token admits it
+    to some rooms only gets none, but its person's read markers still reach it."""
+    served = await serve(jwt_secret=SECRET)
+    full = await token_peer(peer, served, "alice")
+    limited = await peer("alice", server=served,
+                         auth={"token": token(name="alice", rooms=["r"])})
+    bob = await token_peer(peer, served, "bob")
+    await bob.join("secret")
+    sent = await bob.send("secret", "@alice this is not for every device")
+    assert await full.next("mention") == {"room": "secret", "message": sent}
+    await full.join("r")
+    await limited.join("r")
+    await full.ok("read", {"room": "r", "seq": 0})
+    assert (await limited.next("read"))["room"] == "r"  # emitted after the mention
+    assert limited.pending("mention") == []
+
+
+async def test_counts_survive_a_restart(serve: ServeFactory, peer: PeerFactory,
+                                        tmp_path: Any) -> None:
+    store = f"sqlite:///{tmp_path}/kept.db"
+    first = await serve(store=store)
+    alice, bob = await peer("alice", server=first), await peer("bob", server=first)
+    await alice.join("r")
+    await bob.join("r")
+    for text in ("one", "@alice two", "three"):
+        await bob.send("r", text)
+    await alice.ok("read", {"room": "r", "seq": 1})
+    for user in (alice, bob):
+        await user.sio.disconnect()
+    await first.server.close()
+    second = await serve(store=store)
+    again = await peer("alice", server=second)
+    (mine,) = (await again.ok("rooms"))["rooms"]
+    assert mine == {"name": "r", "members": 0, "read": 1, "unread": 2, "mentions": 1, "seq": 3}

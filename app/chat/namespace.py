@@ -4,7 +4,10 @@ read markers, mentions and direct conversations.
 Each connection is also in its person's own Socket.IO room (:func:`person_room`,
 a name no chat room can have): what concerns the person wherever they are
 connected (their read markers moving, mentions of them, a direct conversation
-opened with them) is emitted there, and fan-out carries it to every node.
+opened with them) is emitted there, and fan-out carries it to every node. A
+connection whose token admits it to some rooms only is in the person's
+*limited* room instead, which gets their read markers but no mentions (a
+mention would show it a message of a room it may not enter).
 
 Each client event is answered through its ack: ``{"ok": True, ...}`` or
 ``{"ok": False, "error": {"code", "message"}}`` (see :func:`acked`). Handlers
@@ -123,10 +126,15 @@ class Connection:
         return self.identity.name
 
 
-def person_room(name: str) -> str:
-    """The Socket.IO room of every connection of the person ``name`` (``@`` and
-    the name: no chat room name has an ``@``)."""
-    return "@" + name
+def person_room(name: str, *, limited: bool = False) -> str:
+    """The Socket.IO room of the connections of the person ``name`` (``@`` and
+    the name: no chat room name has an ``@``); ``limited``: of those whose
+    token admits them to some rooms only."""
+    return "@" + name + ("\n" if limited else "")
+
+
+def own_room(identity: Identity) -> str:
+    return person_room(identity.name, limited=identity.rooms is not None)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -214,7 +222,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._arm_expiry(sid, conn)
         self.per_name[identity.name] += 1
         self.per_address[address] += 1
-        await self.enter_room(sid, person_room(identity.name))
+        await self.enter_room(sid, own_room(identity))
         log.info("connect sid=%s name=%r transport=%s addr=%s", sid, identity.name, transport,
                  address)
 
@@ -704,7 +712,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         conn = self._member(sid, req.room)
         self._limit(conn, "read", "read marks")
         reading = await self.store.mark(conn.name, req.room, req.seq)
-        await self.emit("read", reading.as_dict(), room=person_room(conn.name), skip_sid=sid)
+        for limited in (False, True):
+            await self.emit("read", reading.as_dict(), skip_sid=sid,
+                            room=person_room(conn.name, limited=limited))
         if self.settings.read_receipts:
             self.receipts.add(req.room, conn.name, reading.read)
         return reading.as_dict()
@@ -748,6 +758,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if outside:
             raise ChatError(ErrorCode.UNAUTHORIZED,
                             f"the token does not admit you to {outside[0]!r}; leave it first")
+        if own_room(identity) != own_room(conn.identity):
+            await self.leave_room(sid, own_room(conn.identity))
+            await self.enter_room(sid, own_room(identity))
         conn.identity = identity
         self._arm_expiry(sid, conn)
         log.info("renew sid=%s name=%r", sid, conn.name)
