@@ -151,6 +151,28 @@ async def test_socketio_client_edits_reacts_and_receives_changes(
         await bob.sio.disconnect()
 
 
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]], ids=["websocket", "polling"])
+async def test_socketio_client_reads_and_is_mentioned(
+        served: Served, js: list[JSClient], transports: list[str]) -> None:
+    """socket.io-client marks its room read, and receives mention events from a
+    room it never joined."""
+    bob = await python_peer(served, "bob")
+    try:
+        client = await JSClient.start(url=served.url, transports=transports,
+                                      parser=served.settings.serializer, name="José Ñ",
+                                      room="mine", send=2, expect=0, read=True, mentions=1)
+        js.append(client)
+        read = (await client.line("read"))["ack"]
+        assert read == {"ok": True, "room": "mine", "read": 2, "unread": 0, "mentions": 0,
+                        "seq": 2}
+        await bob.join("elsewhere")
+        await bob.send("elsewhere", "@{José Ñ} over here")
+        assert (await client.line("mentioned"))["mentions"] == [
+            {"room": "elsewhere", "text": "@{José Ñ} over here", "from": "bob"}]
+    finally:
+        await bob.sio.disconnect()
+
+
 async def test_socketio_client_is_told_why_a_namespace_is_refused(
         served: Served, js: list[JSClient], transport: str) -> None:
     client = await JSClient.start(url=served.url, nsp="/nosuch", transports=[transport],

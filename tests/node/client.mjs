@@ -1,8 +1,9 @@
 // One socket.io-client 4 user of Roomcast, driven by tests/test_js_client.py.
 // argv[2] is a JSON config: {url, nsp, transports, parser, name, room, send, expect,
-// change, changes}. It connects, joins `room` (with `since: undefined`), sends `send`
+// change, changes, mentions, read}. It connects, joins `room` (with `since: undefined`), sends `send`
 // messages (with `client_id: undefined`), with `change` edits and reacts to its first
-// one, waits for `expect` messages and `changes` change events from others, and prints
+// one, with `read` marks the room read up to its last message, waits for `expect`
+// messages, `changes` change events and `mentions` mention events, and prints
 // one JSON line per step on stdout: the test reads them as they come.
 import { io } from "socket.io-client";
 import msgpackParser from "socket.io-msgpack-parser";
@@ -34,6 +35,11 @@ socket.on("change", (change) => {
                  text: change.text, emoji: change.emoji, count: change.count });
   if (changes.length === config.changes) say({ step: "changes", changes });
 });
+const mentions = [];
+socket.on("mention", ({ room, message }) => {
+  mentions.push({ room, text: message.text, from: message.from });
+  if (mentions.length === config.mentions) say({ step: "mentioned", mentions });
+});
 socket.on("connect", async () => {
   say({ step: "connected", transport: socket.io.engine.transport.name, recovered: started });
   if (started) return;
@@ -48,6 +54,11 @@ socket.on("connect", async () => {
   }
   const answered = await Promise.all(acks);
   say({ step: "sent", ok: answered.map((a) => a.ok), seqs: answered.map((a) => a.message && a.message.seq) });
+  if (config.read) {
+    const seq = Math.max(...answered.map((a) => a.message.seq));
+    const read = await socket.timeout(10000).emitWithAck("read", { room: config.room, seq });
+    say({ step: "read", ack: read });
+  }
   if (config.change) {
     const seq = answered[0].message.seq;
     const made = [];
