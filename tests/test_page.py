@@ -614,3 +614,58 @@ async def test_what_is_new_on_the_page(serve: ServeFactory, browser: Browser,
     await bob.shows("just between us")
     await expect(direct.locator(".badge")).to_have_count(0, timeout=WAIT_MS)
     await bob.screenshot(f"{shot}-direct")
+
+
+# Headless Chromium neither shows notifications nor hides a tab: the page's side
+# of both is what is tested, with the Notification API recorded and the tab's
+# visibility set by the test.
+NOTIFICATIONS_RECORDED = """
+window.__shown = []; window.__asked = 0; window.__hidden = false;
+let permission = "default";
+window.Notification = class {
+  constructor(title, options) { window.__shown.push({ title, body: options?.body ?? "" }); }
+  static get permission() { return permission; }
+  static requestPermission() { window.__asked += 1; permission = "granted";
+                               return Promise.resolve(permission); }
+  close() {}
+};
+Object.defineProperty(document, "visibilityState",
+                      { get: () => (window.__hidden ? "hidden" : "visible") });
+"""
+
+
+async def test_a_mention_in_a_hidden_tab_is_a_desktop_notification(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """The permission is asked only after a click; then a mention while the tab is
+    hidden shows a notification, and nothing is marked read until the tab shows."""
+    context = await browser.new_context(viewport={"width": 1100, "height": 700})
+    await context.add_init_script(NOTIFICATIONS_RECORDED)
+    alice = User(await context.new_page())
+    users.append(alice)
+    await alice.page.goto(f"{page_server.url}/?name=alice&room=a")
+    await alice.in_room("a")
+    bob = await open_user(users, browser, page_server.url, name="bob", room="a")
+    await bob.in_room("a")
+    assert await alice.page.evaluate("window.__asked") == 0  # no prompt on its own
+    await alice.page.get_by_role("button", name="Notify me of mentions").click()
+    await expect(alice.page.locator("#notify")).to_be_hidden(timeout=WAIT_MS)
+    assert await alice.page.evaluate("window.__asked") == 1
+
+    await alice.page.evaluate(
+        "window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
+    await bob.say("@alice are you there?")
+    await alice.page.wait_for_function("window.__shown.length === 1", timeout=WAIT_MS)
+    assert await alice.page.evaluate("window.__shown") == [
+        {"title": "bob in a", "body": "@alice are you there?"}]
+    room = alice.page.locator("#joined-rooms button", has_text="a")
+    await expect(room.locator(".badge.mention")).to_have_text("@1", timeout=WAIT_MS)
+    await bob.say("not a mention")
+    await expect(room.locator(".badge:not(.mention)")).to_have_text("2", timeout=WAIT_MS)
+    await expect(bob.page.locator("#messages .seen")).to_have_count(0)
+    await alice.screenshot("hidden-tab-badges")
+    await alice.page.evaluate(
+        "window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))")
+    await expect(room.locator(".badge")).to_have_count(0, timeout=WAIT_MS)
+    await expect(bob.page.locator("#messages .seen")).to_have_text(["Seen by alice"],
+                                                                   timeout=WAIT_MS)
+    assert await alice.page.evaluate("window.__shown.length") == 1  # the second was no mention

@@ -4,14 +4,18 @@ transports and both serializers)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from app.chat.directs import direct_room
 from app.chat.mentions import MAX_MENTIONS
+from app.chat.models import RoomName
+from app.chat.receipts import Receipts
+from app.store.markers import RECEIPTS_LISTED
 
-from .conftest import Peer, PeerFactory, ServeFactory, Served
+from .conftest import TIMEOUT, Peer, PeerFactory, ServeFactory, Served
 from .test_auth import SECRET, token
 
 
@@ -246,3 +250,25 @@ async def test_counts_survive_a_restart(serve: ServeFactory, peer: PeerFactory,
     again = await peer("alice", server=second)
     (mine,) = (await again.ok("rooms"))["rooms"]
     assert mine == {"name": "r", "members": 0, "read": 1, "unread": 2, "mentions": 1, "seq": 3}
+
+
+async def test_a_round_of_receipts_is_one_bounded_event_per_room() -> None:
+    """However many members read, a room gets one receipt event per round, of the
+    RECEIPTS_LISTED people who read furthest, each at their furthest mark."""
+    sent: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    async def emit(room: RoomName, data: dict[str, Any]) -> None:
+        sent.put_nowait((room, data))
+    receipts = Receipts(emit, interval=0)
+    for i in range(RECEIPTS_LISTED + 50):
+        receipts.add(RoomName("big"), f"p{i}", i)
+    receipts.add(RoomName("big"), "p0", 1_000)  # furthest mark of a person wins
+    receipts.add(RoomName("big"), "p0", 3)
+    receipts.add(RoomName("small"), "ann", 1)
+    rounds = dict([await asyncio.wait_for(sent.get(), TIMEOUT) for _ in range(2)])
+    big = rounds[RoomName("big")]["receipts"]
+    assert len(big) == RECEIPTS_LISTED and big[0] == {"user": "p0", "seq": 1_000}
+    assert big[1:3] == [{"user": "p149", "seq": 149}, {"user": "p148", "seq": 148}]
+    assert rounds[RoomName("small")] == {"room": "small", "receipts": [{"user": "ann", "seq": 1}]}
+    assert sent.empty() and not receipts.pending
+    await receipts.close()

@@ -3,7 +3,9 @@
 Receipts are sent in rounds: the marks made on this node during one
 :data:`INTERVAL` go to each room's members as one ``receipt`` event (per
 person only the furthest mark), so however many members read each new
-message, a room gets at most one receipt event per node per interval.
+message, a room gets at most one receipt event per node per interval, of at
+most :data:`~app.store.markers.RECEIPTS_LISTED` people (those who read
+furthest; the others' markers are in the next join ack).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from ..store.markers import RECEIPTS_LISTED
 from .models import RoomName
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,8 @@ class Receipts:
         due, self._due = self._due, {}
         for room, marks in due.items():
             try:
-                await self._emit(room, {"room": room,
-                                        "receipts": receipt_list(marks.items())})
+                await self._emit(room, {"room": room, "receipts": receipt_list(
+                    marks.items())[:RECEIPTS_LISTED]})
             except Exception:
                 log.exception("read receipts for %s failed", room)
 
