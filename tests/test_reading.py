@@ -272,3 +272,13 @@ async def test_a_round_of_receipts_is_one_bounded_event_per_room() -> None:
     assert rounds[RoomName("small")] == {"room": "small", "receipts": [{"user": "ann", "seq": 1}]}
     assert sent.empty() and not receipts.pending
     await receipts.close()
+
+
+async def test_guessing_direct_rooms_is_held_to_the_join_rate(serve: ServeFactory,
+                                                              peer: PeerFactory) -> None:
+    """Each guess costs the store a read: it is charged to the join bucket first."""
+    served = await serve(jwt_secret=SECRET, join_rate=0.01, join_burst=3)
+    carol = await token_peer(peer, served, "carol")
+    codes = [(await carol.call("join", {"room": direct_room(["alice", f"p{i}"])}))
+             ["error"]["code"] for i in range(5)]
+    assert codes == ["forbidden"] * 3 + ["rate_limited"] * 2

@@ -458,7 +458,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if entering and len(conn.rooms) + len(conn.joining) >= self.settings.max_rooms:
             raise ChatError(ErrorCode.TOO_LARGE, f"a connection may be in at most "
                             f"{self.settings.max_rooms} rooms; leave one first")
-        self._limit(conn, "join", "joins")
+        if people is None:  # (a direct conversation's join was charged before the store read)
+            self._limit(conn, "join", "joins")
         self._reserve_reply(conn)
         if entering:
             # Counted before any await (pipelined joins cannot pass --max-rooms),
@@ -502,13 +503,15 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return ack
 
     async def _may_join(self, conn: Connection, room: RoomName) -> frozenset[str] | None:
-        """Refuse a join ``conn`` may not make; a direct conversation's people."""
+        """Refuse a join ``conn`` may not make; a direct conversation's people
+        (the join is charged first: asking the store who is in it is work)."""
         if not conn.identity.may_join(room):
             raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
         if not is_direct(room):
             return None
         if not self.settings.jwt_secret:
             raise _no_directs()
+        self._limit(conn, "join", "joins")
         people = (await self.store.participants([room])).get(room, frozenset())
         if conn.name not in people:  # or no such conversation: the same answer
             raise ChatError(ErrorCode.FORBIDDEN,
