@@ -188,6 +188,8 @@ async def bot(args: argparse.Namespace) -> int:
     try:
         for room in args.room:
             await chat_bot.join(room)
+        if args.token:
+            await chat_bot.join_directs()
         _status(f"bot {args.name!r} answering in {', '.join(args.room)}")
         await _until_signal()
     finally:

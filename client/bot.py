@@ -3,7 +3,8 @@
 ``!ping`` -> ``pong``; ``!who`` -> the room's members; ``!echo X`` -> ``X``;
 ``!search WORDS`` -> the newest messages of the room with those words (not
 commands, not the bot's); ``!help`` -> the list of commands. Mentioned (``@bot ...`` in a
-room it has joined, or any message of a direct conversation with it), it
+room it has joined, or any message of a direct conversation with it, which
+it joins as soon as someone opens one), it
 answers the command after the mention (``@bot !who``), or with the help line.
 It ignores its own messages and anything else, and answers each message
 once, even across reconnects (the client delivers each message once).
@@ -30,6 +31,16 @@ class Bot:
         self.members: dict[str, list[str]] = {}
         client.on_message = self.on_message
         client.on_presence = self.on_presence
+        client.on_direct = self.on_direct
+
+    async def join_directs(self) -> None:
+        """Join the direct conversations people opened with the bot (token mode)."""
+        for room, standing in (await self.client.unread()).items():
+            if "with" in standing:
+                await self.join(room)
+
+    async def on_direct(self, event: JSON) -> None:
+        await self.join(event["room"])
 
     async def join(self, room: str) -> None:
         ack = await self.client.join(room)

@@ -86,7 +86,8 @@ class ChatClient:
     """A Roomcast connection under one display name.
 
     :param url: the server, e.g. ``http://localhost:8080``.
-    :param name: the display name (1 to 32 printable characters).
+    :param name: the display name (1 to 32 printable characters); in token mode
+        ``name`` is the token's (its name claim, else sub), whatever is given.
     :param token: a signed token, for a server in token mode (the server then
         takes the name from it).
     :param serializer: ``msgpack`` (the server's default) or ``json``; must
@@ -131,7 +132,8 @@ class ChatClient:
                  on_direct: Handler | None = None, on_receipt: Handler | None = None
                  ) -> None:
         self.url = url
-        self.name = name
+        # in token mode the server takes the name from the token: so does the client
+        self.name = token_name(token) if token is not None else name
         self.auth: JSON = {"token": token} if token is not None else {"name": name}
         self.transports = transports
         self.request_timeout = request_timeout
@@ -627,13 +629,25 @@ def _stream(ack: JSON) -> list[JSON]:
     return [*ack["messages"], *ack.get("changes", [])]
 
 
-def token_expiry(token: str) -> float | None:
-    """A JWT's ``exp`` (seconds since the epoch), read without checking the
-    signature (the server checks it); None if it has none."""
+def token_claims(token: str) -> JSON:
+    """A JWT's claims, read without checking the signature (the server checks
+    it); empty if it has none."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError, binascii.Error):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def token_expiry(token: str) -> float | None:
+    """A JWT's ``exp`` (seconds since the epoch); None if it has none."""
+    exp = token_claims(token).get("exp")
     return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+
+
+def token_name(token: str) -> str:
+    """The name the server takes from a token (its ``name``, else ``sub``)."""
+    claims = token_claims(token)
+    name = claims.get("name", claims.get("sub"))
+    return name if isinstance(name, str) else ""

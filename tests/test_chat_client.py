@@ -15,6 +15,7 @@ from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import Reading, Page, RoomName
 from app.store.memory import MemoryStore
 from client import ChatClient, ChatClientError
+from client.bot import Bot
 from client.chat_client import MAX_INTERNAL_RETRIES
 
 from .conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory, until
@@ -390,3 +391,29 @@ async def test_the_client_opens_direct_conversations(serve: ServeFactory,
     finally:
         for client in (alice, bob):
             await client.close()
+
+
+async def test_a_bot_with_a_token_answers_where_it_is_mentioned(
+        serve: ServeFactory, peer: PeerFactory, transport: str) -> None:
+    """In token mode the bot knows its name from its token: it answers a mention in
+    a room and joins, then answers in, a direct conversation opened with it."""
+    served = await serve(jwt_secret=SECRET)
+    client = ChatClient(served.url, token=token(name="helper"),
+                        serializer=served.settings.serializer, transports=[transport],
+                        request_timeout=TIMEOUT)
+    bot = Bot(client)
+    try:
+        await client.connect()
+        await bot.join("r")
+        alice = await peer("alice", server=served, auth={"token": token(name="alice")})
+        await alice.join("r")
+        await alice.send("r", "@helper !echo found you")
+        assert (await alice.next("message"))["text"] == "found you"
+        room = (await alice.ok("direct", {"with": ["helper"]}))["room"]
+        await alice.join(room)
+        await until(lambda: room in bot.members)
+        await alice.send(room, "!ping")
+        reply = await alice.next("message")
+        assert (reply["room"], reply["from"], reply["text"]) == (room, "helper", "pong")
+    finally:
+        await client.close()
