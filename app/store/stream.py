@@ -23,8 +23,8 @@ A store loads what a batch needs (each room's last seq, entries already
 stored under the batch's client ids, the messages the batch refers to, and
 for the reactions it changes: whether its senders reacted already, and the
 first names), runs its requests through :class:`BatchWriter` in call order,
-and writes what it returns: the new entries, the messages changed in place
-and the reactor rows. What a request may not do is its own
+and writes what it returns: the new entries, the messages changed in place,
+the reactor rows and the mention rows (:mod:`app.store.markers`). What a request may not do is its own
 :class:`ChatError`, not the batch's.
 """
 
