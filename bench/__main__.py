@@ -12,7 +12,9 @@ table gives the median of the runs and the ratios Roomcast/baseline.
 
 Scenarios (``bench/README.md``): S1 fan-out over WebSocket, S2 idle
 connections, S3 fan-out with a fifth of the members on long-polling, S4 a
-reconnect storm.
+reconnect storm; C1 two nodes sharing a throwaway Redis (Roomcast on
+PostgreSQL, ``DATABASE_URL``; Node with ``@socket.io/redis-adapter``), every
+node on one core and the generator and Redis on the other.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bench" / "node"
 
 SERVERS = ("roomcast", "stock", "node")
-SCENARIOS = ("s1", "s2", "s3", "s4")
+SCENARIOS = ("s1", "s2", "s3", "s4", "c1")
+CLUSTER_SCENARIOS = {"c1": 2}  # scenario -> nodes; Roomcast and Node only
+CLUSTER_SERVERS = ("roomcast", "node")
+DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# cluster scenarios: every node of a kind on one core, the generator and Redis on
+# the other (this machine has two)
+NODES_CORE, LOADGEN_CORE = "0", "1"
 
 
 @dataclass
@@ -82,10 +90,16 @@ def free_port() -> int:
         return port
 
 
-def start_server(name: str, serializer: str, data_dir: str) -> Server:
+def start_server(name: str, serializer: str, data_dir: str, *, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None, core: str | None = None) -> Server:
+    """Start one server; ``extra`` flags (Roomcast's), ``env`` variables, pinned
+    to ``core`` if given."""
     port = free_port()
-    proc = subprocess.Popen(server_command(name, port, serializer, data_dir), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    command = server_command(name, port, serializer, data_dir) + (extra or [])
+    if core is not None:
+        command = ["taskset", "-c", core, *command]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sys.stderr,
+                            env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -98,11 +112,14 @@ def start_server(name: str, serializer: str, data_dir: str) -> Server:
 
 
 def loadgen(config: dict[str, Any], on_ready: Callable[[], None] | None = None,
-            time_limit: float = 300) -> dict[str, Any]:
-    """Run the generator with ``config``; ``on_ready`` runs when it reports it
-    holds its connections (S2), after which it is told to close them."""
-    proc = subprocess.Popen(["node", str(NODE_DIR / "loadgen.js"), json.dumps(config)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            time_limit: float = 300, core: str | None = None) -> dict[str, Any]:
+    """Run the generator with ``config`` (pinned to ``core`` if given); ``on_ready``
+    runs when it reports it holds its connections (S2), after which it is told
+    to close them."""
+    command = ["node", str(NODE_DIR / "loadgen.js"), json.dumps(config)]
+    if core is not None:
+        command = ["taskset", "-c", core, *command]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdin is not None
     result: dict[str, Any] = {}
     deadline = time.monotonic() + time_limit
@@ -165,6 +182,83 @@ def storm(server: Server, args: argparse.Namespace) -> dict[str, float]:
             "lost + repeated + failed": result["lost"] + result["repeated"] + result["failed"]}
 
 
+# -- cluster scenarios: several nodes sharing a throwaway Redis --------------------
+
+@dataclass
+class Cluster:
+    nodes: list[Server]
+    redis: subprocess.Popen[bytes]
+    schema: str | None  # Roomcast's PostgreSQL schema, dropped at the end
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.redis.kill()
+        self.redis.wait()
+        if self.schema is not None:
+            subprocess.run(["psql", DATABASE_URL, "-qc", f"DROP SCHEMA {self.schema} CASCADE"],
+                           check=True, capture_output=True)
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(["taskset", "-c", LOADGEN_CORE, "redis-server", "--port", str(port),
+                             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.1)  # polling another process that is starting up
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def start_cluster(name: str, nodes: int, serializer: str, data_dir: str) -> Cluster:
+    """``nodes`` servers of ``name`` on one Redis, all on NODES_CORE; Roomcast's
+    share a fresh PostgreSQL schema (every message stored there)."""
+    redis, redis_url = start_redis()
+    schema = f"bench_{run_id()}" if name == "roomcast" else None
+    started: list[Server] = []
+    try:
+        for i in range(nodes):
+            if name == "roomcast":
+                store = f"{DATABASE_URL}{'&' if '?' in DATABASE_URL else '?'}schema={schema}"
+                extra = ["--store", store, "--redis", redis_url, "--node-id", f"node{i}",
+                         "--redis-prefix", str(schema)]
+                started.append(start_server(name, serializer, data_dir, extra=extra,
+                                            core=NODES_CORE))
+            else:
+                started.append(start_server(name, serializer, data_dir,
+                                            env={"REDIS_URL": redis_url}, core=NODES_CORE))
+    except BaseException:
+        Cluster(started, redis, schema).stop()
+        raise
+    return Cluster(started, redis, schema)
+
+
+def cluster_fanout(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
+    """S1's rooms with each room's members split over the nodes (its sender on the
+    first): deliveries cross Redis. Each client checks its room's seqs."""
+    pids = [node.proc.pid for node in cluster.nodes] + [cluster.redis.pid]
+    result = loadgen({"scenario": "fanout", "urls": [node.url for node in cluster.nodes],
+                      "serializer": args.serializer, "stepSeconds": args.step_seconds,
+                      "pids": pids, "run": run_id()}, core=LOADGEN_CORE)
+    moderate, fixed = result["moderate"], result["fixed"]
+    figures: dict[str, float] = {"max msgs/s (p99 < 100 ms)": result["max_delivered_per_s"],
+                                 "p99 ms @ 10k msgs/s": moderate["p99_ms"]}
+    for at, phase in (("10k", moderate), ("40k", fixed)):
+        *nodes, redis = phase["cpu_pct_each"]
+        for i, cpu in enumerate(nodes):
+            figures[f"node{i} CPU % @ {at}"] = cpu
+        figures[f"Redis CPU % @ {at}"] = redis
+    figures["seq violations"] = sum(s["lost"] + s["repeated"]
+                                    for s in [moderate, fixed, *result["steps"]])
+    return figures
+
+
 def run_scenario(scenario: str, server: Server, args: argparse.Namespace) -> dict[str, float]:
     if scenario == "s1":
         return fanout(server, args, polling=0)
@@ -180,6 +274,8 @@ TITLES = {
     "s2": "S2 idle: {connections} WebSocket connections",
     "s3": "S3 fan-out: 10 rooms x 100 members, 20 per room on long-polling",
     "s4": "S4 reconnect storm: 1,000 clients rejoin with since, 20 missed per room",
+    "c1": "C1 two nodes, one Redis: 10 rooms x 100 WebSocket members, half on each node "
+          "(Roomcast: PostgreSQL store)",
 }
 
 
@@ -203,7 +299,7 @@ def table(results: dict[str, dict[str, list[dict[str, float]]]],
                        for name in args.servers if per_server.get(name)}
             row = f"  {metric:<28}" + "".join(f"{medians.get(name, float('nan')):>12,.1f}"
                                               for name in args.servers)
-            if "roomcast" in medians and not metric.startswith(("lost", "dropped")):
+            if "roomcast" in medians and not metric.startswith(("lost", "dropped", "seq")):
                 for name in ratios:
                     base = medians.get(name)
                     row += f"{medians['roomcast'] / base:>10.2f}x" if base else f"{'-':>11}"
@@ -228,7 +324,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario and server")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated: s1,s2,s3,s4")
+                        help="comma-separated: s1,s2,s3,s4,c1")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="comma-separated: roomcast,stock,node")
     parser.add_argument("--serializer", choices=("msgpack", "json"), default="msgpack")
@@ -250,12 +346,22 @@ def main() -> None:
         for scenario in args.scenarios:
             order = args.servers[run % len(args.servers):] + args.servers[:run % len(args.servers)]
             for name in order:
+                if scenario in CLUSTER_SCENARIOS and name not in CLUSTER_SERVERS:
+                    continue
                 with tempfile.TemporaryDirectory(prefix="roomcast-bench-") as data_dir:
-                    server = start_server(name, args.serializer, data_dir)
-                    try:
-                        figures = run_scenario(scenario, server, args)
-                    finally:
-                        server.stop()
+                    if scenario in CLUSTER_SCENARIOS:
+                        cluster = start_cluster(name, CLUSTER_SCENARIOS[scenario],
+                                                args.serializer, data_dir)
+                        try:
+                            figures = cluster_fanout(cluster, args)
+                        finally:
+                            cluster.stop()
+                    else:
+                        server = start_server(name, args.serializer, data_dir)
+                        try:
+                            figures = run_scenario(scenario, server, args)
+                        finally:
+                            server.stop()
                 results.setdefault(scenario, {}).setdefault(name, []).append(figures)
                 print(f"run {run + 1}/{args.runs} {scenario} {name:<8} {json.dumps(figures)}",
                       flush=True)

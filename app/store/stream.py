@@ -24,8 +24,8 @@ stored under the batch's client ids, the messages the batch refers to, and
 for the reactions it changes: whether its senders reacted already, and the
 first names), runs its requests through :class:`BatchWriter` in call order,
 and writes what it returns: the new entries, the messages changed in place,
-the reactor rows and the mention rows (:mod:`app.store.markers`). What a request may not do is its own
-:class:`ChatError`, not the batch's.
+the reactor rows and the mention rows (:mod:`app.store.markers`). What a
+request may not do is its own :class:`ChatError`, not the batch's.
 """
 
 from __future__ import annotations

@@ -255,6 +255,9 @@ function serverTicks(pid) {
   return Number(fields[11]) + Number(fields[12]);
 }
 
+// the CPU ticks of each of `pids` (the cluster scenarios: every node, and Redis)
+const ticksOf = (pids) => (pids || []).map(serverTicks);
+
 // -- S1 / S3: room fan-out ------------------------------------------------------
 
 class Room {
@@ -293,8 +296,10 @@ async function fanout(cfg) {
     rooms.push(room);
     for (let m = 0; m < cfg.members; m++) {
       const transport = m >= cfg.members - pollingPerRoom ? "polling" : "websocket";
-      const client = new Client(cfg.url, { serializer: cfg.serializer, transport,
-                                           name: `u${run}r${r}m${m}` });
+      // a cluster: members take the nodes in turn (the sender is on the first)
+      const url = cfg.urls ? cfg.urls[m % cfg.urls.length] : cfg.url;
+      const client = new Client(url, { serializer: cfg.serializer, transport,
+                                       name: `u${run}r${r}m${m}` });
       client.room = room;
       client.last = 0;
       if (m === 0) room.sender = client; else room.receivers.push(client);
@@ -319,6 +324,7 @@ async function fanout(cfg) {
     const perRoom = rate / rooms.length;
     const cpuStart = process.cpuUsage();
     const ticksStart = serverTicks(cfg.serverPid);
+    const eachStart = ticksOf(cfg.pids);
     const start = now();
     let sent = 0;
     let acked = 0;
@@ -341,6 +347,7 @@ async function fanout(cfg) {
     const window = (now() - start) / 1000;
     const cpu = process.cpuUsage(cpuStart);
     const ticks = ticksStart === null ? null : serverTicks(cfg.serverPid) - ticksStart;
+    const each = ticksOf(cfg.pids).map((t, i) => Math.round((t - eachStart[i]) / window));
     stats.windowOpen = false;
     const windowCount = stats.windowCount;
     const expected = sent * (receivers / rooms.length);
@@ -358,6 +365,7 @@ async function fanout(cfg) {
       // this generator's CPU use while sending: near 100 % it, not the server, is the limit
       loadgen_cpu_pct: Math.round((cpu.user + cpu.system) / 10 / (window * 1000)),
       server_cpu_pct: ticks === null ? null : Math.round(ticks / window),
+      cpu_pct_each: each,  // per process of cfg.pids, in that order
     };
     result.ok = result.p99_ms !== null && result.p99_ms < cfg.p99LimitMs && result.lost === 0
       && result.repeated === 0 && refused === 0 && stats.count === expected;

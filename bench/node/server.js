@@ -1,6 +1,9 @@
 // The Node baseline for `make bench`: a minimal socket.io 4 server with
 // Roomcast's events (join with since, send, message broadcast), rooms and seq
 // numbers in memory, no persistence. Usage: node server.js PORT [msgpack|json]
+// With REDIS_URL set, a node of a cluster: @socket.io/redis-adapter (pinned),
+// as its README sets it up, carries each room's events to the other nodes (a
+// room's seq is its sender's node's: the cluster scenarios send from one node).
 "use strict";
 const http = require("http");
 const { Server } = require("socket.io");
@@ -48,8 +51,19 @@ io.of("/chat").on("connection", (socket) => {
     ack({ ok: true, message });
   });
 });
-httpServer.listen(port, "127.0.0.1", () => {
-  console.log(`listening on http://127.0.0.1:${httpServer.address().port}`);
-});
+async function listen() {
+  if (process.env.REDIS_URL) {
+    const { createClient } = require("redis");
+    const { createAdapter } = require("@socket.io/redis-adapter");
+    const pub = createClient({ url: process.env.REDIS_URL });
+    const sub = pub.duplicate();
+    await Promise.all([pub.connect(), sub.connect()]);
+    io.adapter(createAdapter(pub, sub));
+  }
+  httpServer.listen(port, "127.0.0.1", () => {
+    console.log(`listening on http://127.0.0.1:${httpServer.address().port}`);
+  });
+}
+listen();
 process.on("SIGTERM", () => process.exit(0));
 process.on("SIGINT", () => process.exit(0));
