@@ -12,9 +12,10 @@ table gives the median of the runs and the ratios Roomcast/baseline.
 
 Scenarios (``bench/README.md``): S1 fan-out over WebSocket, S2 idle
 connections, S3 fan-out with a fifth of the members on long-polling, S4 a
-reconnect storm; C1 two nodes sharing a throwaway Redis (Roomcast on
-PostgreSQL, ``DATABASE_URL``; Node with ``@socket.io/redis-adapter``), every
-node on one core and the generator and Redis on the other.
+reconnect storm; C1 two nodes (members split) and C2 four nodes (rooms spread)
+sharing a throwaway Redis (Roomcast on PostgreSQL, ``DATABASE_URL``; Node with
+``@socket.io/redis-adapter``), every node on one core and the generator and
+Redis on the other.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bench" / "node"
 
 SERVERS = ("roomcast", "stock", "node")
-SCENARIOS = ("s1", "s2", "s3", "s4", "c1")
-CLUSTER_SCENARIOS = {"c1": 2}  # scenario -> nodes; Roomcast and Node only
+SCENARIOS = ("s1", "s2", "s3", "s4", "c1", "c2")
+CLUSTER_SCENARIOS = {"c1": 2, "c2": 4}  # scenario -> nodes; Roomcast and Node only
 CLUSTER_SERVERS = ("roomcast", "node")
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # cluster scenarios: every node of a kind on one core, the generator and Redis on
@@ -188,7 +189,25 @@ def storm(server: Server, args: argparse.Namespace) -> dict[str, float]:
 class Cluster:
     nodes: list[Server]
     redis: subprocess.Popen[bytes]
+    redis_port: int
     schema: str | None  # Roomcast's PostgreSQL schema, dropped at the end
+
+    def bytes_from_redis(self) -> list[int]:
+        """What each node has received from Redis so far, in bytes: the kernel's
+        count (tcp_info ``bytes_received``) over the node's sockets to Redis."""
+        out = subprocess.run(["ss", "-tinpH", "state", "established",
+                              f"( dport = :{self.redis_port} )"],
+                             capture_output=True, text=True, check=True).stdout
+        received: dict[int, int] = {}
+        pid = None
+        for line in out.splitlines():
+            found = re.search(r"pid=(\d+)", line)
+            if found:
+                pid = int(found.group(1))
+            got = re.search(r"bytes_received:(\d+)", line)
+            if got and pid is not None:
+                received[pid] = received.get(pid, 0) + int(got.group(1))
+        return [received.get(node.proc.pid, 0) for node in self.nodes]
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -200,7 +219,7 @@ class Cluster:
                            check=True, capture_output=True)
 
 
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+def start_redis() -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen(["taskset", "-c", LOADGEN_CORE, "redis-server", "--port", str(port),
                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -209,7 +228,7 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"redis://127.0.0.1:{port}/0"
+            return proc, port
         except OSError:
             time.sleep(0.1)  # polling another process that is starting up
     proc.kill()
@@ -219,7 +238,8 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
 def start_cluster(name: str, nodes: int, serializer: str, data_dir: str) -> Cluster:
     """``nodes`` servers of ``name`` on one Redis, all on NODES_CORE; Roomcast's
     share a fresh PostgreSQL schema (every message stored there)."""
-    redis, redis_url = start_redis()
+    redis, redis_port = start_redis()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
     schema = f"bench_{run_id()}" if name == "roomcast" else None
     started: list[Server] = []
     try:
@@ -234,18 +254,24 @@ def start_cluster(name: str, nodes: int, serializer: str, data_dir: str) -> Clus
                 started.append(start_server(name, serializer, data_dir,
                                             env={"REDIS_URL": redis_url}, core=NODES_CORE))
     except BaseException:
-        Cluster(started, redis, schema).stop()
+        Cluster(started, redis, redis_port, schema).stop()
         raise
-    return Cluster(started, redis, schema)
+    return Cluster(started, redis, redis_port, schema)
 
 
-def cluster_fanout(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
+def cluster_fanout(cluster: Cluster, args: argparse.Namespace, *, spread: bool
+                   ) -> dict[str, float]:
     """S1's rooms with each room's members split over the nodes (its sender on the
-    first): deliveries cross Redis. Each client checks its room's seqs."""
+    first: deliveries cross Redis), or with ``spread`` each room on one node (8
+    rooms, two per node of four: what a node needs from Redis is nothing).
+    Each client checks its room's seqs."""
     pids = [node.proc.pid for node in cluster.nodes] + [cluster.redis.pid]
+    before = cluster.bytes_from_redis()
     result = loadgen({"scenario": "fanout", "urls": [node.url for node in cluster.nodes],
                       "serializer": args.serializer, "stepSeconds": args.step_seconds,
-                      "pids": pids, "run": run_id()}, core=LOADGEN_CORE)
+                      "pids": pids, "run": run_id(), "spread": spread,
+                      **({"rooms": 8} if spread else {})}, core=LOADGEN_CORE)
+    inbound = [after - was for after, was in zip(cluster.bytes_from_redis(), before)]
     moderate, fixed = result["moderate"], result["fixed"]
     figures: dict[str, float] = {"max msgs/s (p99 < 100 ms)": result["max_delivered_per_s"],
                                  "p99 ms @ 10k msgs/s": moderate["p99_ms"]}
@@ -254,6 +280,9 @@ def cluster_fanout(cluster: Cluster, args: argparse.Namespace) -> dict[str, floa
         for i, cpu in enumerate(nodes):
             figures[f"node{i} CPU % @ {at}"] = cpu
         figures[f"Redis CPU % @ {at}"] = redis
+    if spread:
+        for i, received in enumerate(inbound):
+            figures[f"node{i} MB from Redis"] = round(received / 1e6, 1)
     figures["seq violations"] = sum(s["lost"] + s["repeated"]
                                     for s in [moderate, fixed, *result["steps"]])
     return figures
@@ -276,6 +305,8 @@ TITLES = {
     "s4": "S4 reconnect storm: 1,000 clients rejoin with since, 20 missed per room",
     "c1": "C1 two nodes, one Redis: 10 rooms x 100 WebSocket members, half on each node "
           "(Roomcast: PostgreSQL store)",
+    "c2": "C2 four nodes, one Redis: 8 rooms x 100 WebSocket members, each room on one "
+          "node (Roomcast: PostgreSQL store)",
 }
 
 
@@ -324,7 +355,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario and server")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated: s1,s2,s3,s4,c1")
+                        help="comma-separated: s1,s2,s3,s4,c1,c2")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="comma-separated: roomcast,stock,node")
     parser.add_argument("--serializer", choices=("msgpack", "json"), default="msgpack")
@@ -353,7 +384,7 @@ def main() -> None:
                         cluster = start_cluster(name, CLUSTER_SCENARIOS[scenario],
                                                 args.serializer, data_dir)
                         try:
-                            figures = cluster_fanout(cluster, args)
+                            figures = cluster_fanout(cluster, args, spread=scenario == "c2")
                         finally:
                             cluster.stop()
                     else:

@@ -296,8 +296,10 @@ async function fanout(cfg) {
     rooms.push(room);
     for (let m = 0; m < cfg.members; m++) {
       const transport = m >= cfg.members - pollingPerRoom ? "polling" : "websocket";
-      // a cluster: members take the nodes in turn (the sender is on the first)
-      const url = cfg.urls ? cfg.urls[m % cfg.urls.length] : cfg.url;
+      // a cluster: members take the nodes in turn (the sender is on the first),
+      // or with `spread` each room is on one node, the rooms taking turns
+      const node = cfg.spread ? r : m;
+      const url = cfg.urls ? cfg.urls[node % cfg.urls.length] : cfg.url;
       const client = new Client(url, { serializer: cfg.serializer, transport,
                                        name: `u${run}r${r}m${m}` });
       client.room = room;
