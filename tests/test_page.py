@@ -623,7 +623,10 @@ NOTIFICATIONS_RECORDED = """
 window.__shown = []; window.__asked = 0; window.__hidden = false;
 let permission = "default";
 window.Notification = class {
-  constructor(title, options) { window.__shown.push({ title, body: options?.body ?? "" }); }
+  constructor(title, options) {
+    window.__shown.push({ title, body: options?.body ?? "" });
+    document.documentElement.dataset.notifications = String(window.__shown.length);
+  }
   static get permission() { return permission; }
   static requestPermission() { window.__asked += 1; permission = "granted";
                                return Promise.resolve(permission); }
@@ -654,7 +657,9 @@ async def test_a_mention_in_a_hidden_tab_is_a_desktop_notification(
     await alice.page.evaluate(
         "window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
     await bob.say("@alice are you there?")
-    await alice.page.wait_for_function("window.__shown.length === 1", timeout=WAIT_MS)
+    # (waited for through the DOM: the page's CSP refuses wait_for_function's eval)
+    await expect(alice.page.locator("html")).to_have_attribute("data-notifications", "1",
+                                                               timeout=WAIT_MS)
     assert await alice.page.evaluate("window.__shown") == [
         {"title": "bob in a", "body": "@alice are you there?"}]
     room = alice.page.locator("#joined-rooms button", has_text="a")
