@@ -10,7 +10,8 @@ table gives the median of the runs and the ratios Roomcast/baseline.
   stock     ``bench/stock_server.py``: python-socketio's AsyncServer, same events
   node      ``bench/node/server.js``: socket.io 4, same events
 
-Scenarios (``bench/README.md``): S1 fan-out over WebSocket, S2 idle
+Scenarios (``bench/README.md``): S1 fan-out over WebSocket (S1PG: Roomcast
+on PostgreSQL), S2 idle
 connections, S3 fan-out with a fifth of the members on long-polling, S4 a
 reconnect storm; C1 two nodes (members split) and C2 four nodes (rooms spread)
 sharing a throwaway Redis (Roomcast on PostgreSQL, ``DATABASE_URL``; Node with
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bench" / "node"
 
 SERVERS = ("roomcast", "stock", "node")
-SCENARIOS = ("s1", "s2", "s3", "s4", "c1", "c2")
+SCENARIOS = ("s1", "s1pg", "s2", "s3", "s4", "c1", "c2")
 CLUSTER_SCENARIOS = {"c1": 2, "c2": 4}  # scenario -> nodes; Roomcast and Node only
 CLUSTER_SERVERS = ("roomcast", "node")
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -215,8 +216,17 @@ class Cluster:
         self.redis.kill()
         self.redis.wait()
         if self.schema is not None:
-            subprocess.run(["psql", DATABASE_URL, "-qc", f"DROP SCHEMA {self.schema} CASCADE"],
-                           check=True, capture_output=True)
+            drop_schema(self.schema)
+
+
+def schema_url(schema: str) -> str:
+    """``DATABASE_URL`` with Roomcast's ``schema`` parameter (created on start)."""
+    return f"{DATABASE_URL}{'&' if '?' in DATABASE_URL else '?'}schema={schema}"
+
+
+def drop_schema(schema: str) -> None:
+    subprocess.run(["psql", DATABASE_URL, "-qc", f"DROP SCHEMA {schema} CASCADE"],
+                   check=True, capture_output=True)
 
 
 def start_redis() -> tuple[subprocess.Popen[bytes], int]:
@@ -245,9 +255,8 @@ def start_cluster(name: str, nodes: int, serializer: str, data_dir: str) -> Clus
     try:
         for i in range(nodes):
             if name == "roomcast":
-                store = f"{DATABASE_URL}{'&' if '?' in DATABASE_URL else '?'}schema={schema}"
-                extra = ["--store", store, "--redis", redis_url, "--node-id", f"node{i}",
-                         "--redis-prefix", str(schema)]
+                extra = ["--store", schema_url(str(schema)), "--redis", redis_url,
+                         "--node-id", f"node{i}", "--redis-prefix", str(schema)]
                 started.append(start_server(name, serializer, data_dir, extra=extra,
                                             core=NODES_CORE))
             else:
@@ -289,7 +298,7 @@ def cluster_fanout(cluster: Cluster, args: argparse.Namespace, *, spread: bool
 
 
 def run_scenario(scenario: str, server: Server, args: argparse.Namespace) -> dict[str, float]:
-    if scenario == "s1":
+    if scenario in ("s1", "s1pg"):
         return fanout(server, args, polling=0)
     if scenario == "s3":
         return fanout(server, args, polling=0.2)
@@ -300,6 +309,7 @@ def run_scenario(scenario: str, server: Server, args: argparse.Namespace) -> dic
 
 TITLES = {
     "s1": "S1 fan-out: 10 rooms x 100 WebSocket members",
+    "s1pg": "S1 with Roomcast storing every message in PostgreSQL (the baselines as in S1)",
     "s2": "S2 idle: {connections} WebSocket connections",
     "s3": "S3 fan-out: 10 rooms x 100 members, 20 per room on long-polling",
     "s4": "S4 reconnect storm: 1,000 clients rejoin with since, 20 missed per room",
@@ -355,7 +365,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario and server")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated: s1,s2,s3,s4,c1,c2")
+                        help="comma-separated: s1,s1pg,s2,s3,s4,c1,c2")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="comma-separated: roomcast,stock,node")
     parser.add_argument("--serializer", choices=("msgpack", "json"), default="msgpack")
@@ -388,11 +398,16 @@ def main() -> None:
                         finally:
                             cluster.stop()
                     else:
-                        server = start_server(name, args.serializer, data_dir)
+                        on_pg = (scenario, name) == ("s1pg", "roomcast")
+                        schema = f"bench_{run_id()}" if on_pg else None
+                        server = start_server(name, args.serializer, data_dir, extra=[
+                            "--store", schema_url(schema)] if schema else None)
                         try:
                             figures = run_scenario(scenario, server, args)
                         finally:
                             server.stop()
+                            if schema:
+                                drop_schema(schema)
                 results.setdefault(scenario, {}).setdefault(name, []).append(figures)
                 print(f"run {run + 1}/{args.runs} {scenario} {name:<8} {json.dumps(figures)}",
                       flush=True)
