@@ -11,6 +11,8 @@ and the node never opens more than the bound, whatever the load.
 
 from __future__ import annotations
 
+import hashlib
+
 import redis.asyncio as aioredis
 
 POOL_WAIT = 10.0  # seconds a request may wait for a free pooled connection
@@ -26,3 +28,12 @@ def connect(url: str, *, max_connections: int, name: str, decode_responses: bool
         decode_responses=decode_responses, socket_timeout=socket_timeout,
         socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=10, client_name=name)
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+def slot_tag(name: str) -> str:
+    """``name`` as a Redis Cluster hash tag: every key and channel named with the
+    same tag is in one hash slot, so one server-side call may touch them all.
+    A name with a brace (which would end the tag early) is tagged by digest."""
+    if "{" in name or "}" in name:
+        return "{#" + hashlib.sha256(name.encode()).hexdigest()[:32] + "}"
+    return "{" + name + "}"

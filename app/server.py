@@ -81,6 +81,12 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> N
                       "start", [], lambda: [([], manager.queue.lost_events)])
         metrics.watch("roomcast_fanout_catch_ups", "Catch-ups this node asked of its "
                       "clients, since start", [], lambda: [([], manager.catch_ups)])
+        metrics.watch("roomcast_fanout_received", "Events received from the other nodes "
+                      "(those of rooms with members here only), since start", [],
+                      lambda: [([], manager.received)])
+        metrics.watch("roomcast_fanout_channels", "Redis channels this node subscribes to "
+                      "(one per room with members here, and the cluster's)", [],
+                      lambda: [([], len(manager.subscriptions))])
 
 
 # our setting's values -> python-socketio's serializers (msgpack decoded within bounds)

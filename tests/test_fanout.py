@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
+import redis.asyncio as aioredis
 
 from app.chat.models import RoomName, Sid
 from app.fanout.queue import MAX_LOST_ROOMS, PublishQueue
 from app.fanout.redis import RedisFanout
+from app.fanout.subscriptions import Subscriptions
 from app.keys import SIO_KEY
 from app.presence.redis import RedisPresence
 from client import ChatClient
@@ -216,6 +218,42 @@ async def test_changes_reach_the_other_node_in_the_streams_order(
     assert stream.empty()
 
 
+async def test_a_node_receives_only_the_rooms_where_it_has_members(
+        pair: Pair, peers: list[Peer]) -> None:
+    """Each room has a channel of its own, subscribed by the nodes with members in
+    it: five messages in a room of node a alone never reach node b (not
+    decoded there, not even sent to it by Redis), a message in a shared room
+    does, and once bob leaves, b unsubscribes from that room too."""
+    b = pair.fanout(pair.b)
+    alice, bob = await connect(peers, "alice", pair.a), await connect(peers, "bob", pair.b)
+    redis = aioredis.from_url(REDIS_URL)
+    try:
+        async def subscribers(room: str) -> int:
+            (_, count), = await redis.pubsub_numsub(b.room_channel(room))
+            return int(count)
+        await alice.join("only-a")
+        await bob.join("both")
+        await alice.join("both")
+        assert (await bob.next("presence"))["user"] == "alice"
+        assert (await subscribers("only-a"), await subscribers("both")) == (1, 2)
+        received = b.received
+        for i in range(5):
+            await alice.send("only-a", f"a alone {i}")
+        sent = await alice.send("both", "for bob")
+        assert await bob.next("message") == sent
+        assert b.received == received + 1  # the room's events come in order: none passed
+        await bob.ok("leave", {"room": "both"})
+        await bob.join("sync")  # its confirmation follows the unsubscribe's
+        assert (await subscribers("both"), await subscribers("sync")) == (1, 1)
+        received = b.received
+        await alice.send("both", "bob is gone")
+        await alice.join("sync")
+        assert (await bob.next("presence"))["user"] == "alice"
+        assert b.received == received + 1  # alice's join to sync, not her message
+    finally:
+        await redis.aclose()
+
+
 async def test_a_restored_join_is_announced() -> None:
     """A join Redis missed (recorded on this node only, while Redis was down) is
     written back by housekeeping and announced once: the other nodes never
@@ -290,3 +328,44 @@ async def test_a_closed_queue_hands_out_what_it_holds_then_nothing() -> None:
     assert not queue.put("b", b"2")
     assert await queue.batch(max_events=10, max_bytes=100, timeout=60) == [("a", b"1")]
     assert await queue.batch(max_events=10, max_bytes=100, timeout=60) == []
+
+
+# -- which channels a node subscribes to ---------------------------------------
+
+
+async def test_a_channel_is_ready_once_its_last_subscribe_is_answered() -> None:
+    """A leave and a join at once send UNSUBSCRIBE then SUBSCRIBE: the first reply
+    (still subscribed) does not make it ready, the second does."""
+    subs = Subscriptions()
+    subs.want("c")
+    assert subs.changes() == (["c"], []) and not subs.ready("c")
+    subs.subscribed("c")
+    assert subs.ready("c")
+    subs.drop("c")
+    assert subs.changes() == ([], ["c"])
+    subs.want("c")
+    assert subs.changes() == (["c"], []) and not subs.ready("c")
+    subs.unsubscribed("c")
+    assert not subs.ready("c")
+    waiting = asyncio.ensure_future(subs.wait("c", TIMEOUT))
+    done, _ = await asyncio.wait([waiting], timeout=0.05)
+    assert not done  # still waiting for the answer to the subscribe
+    subs.subscribed("c")
+    assert await waiting and subs.changes() == ([], [])
+
+
+async def test_a_channel_redis_drops_is_subscribed_again() -> None:
+    """An unsubscribe nobody asked for (Redis Cluster moved the slot): a wanted
+    channel is to be sent again; after a lost link, everything wanted is."""
+    subs = Subscriptions()
+    for channel in ("a", "b"):
+        subs.want(channel)
+    subs.changes()
+    subs.subscribed("a")
+    subs.subscribed("b")
+    subs.unsubscribed("a")
+    assert not subs.ready("a") and subs.changed.is_set()
+    assert subs.changes() == (["a"], [])
+    subs.reset()
+    assert not subs.ready("b") and subs.changes() == (["a", "b"], [])
+    assert not await subs.wait("b", 0.01)

@@ -16,8 +16,14 @@ delivery). Two tasks, each on a connection of its own, do the rest:
   published late: their rooms are remembered, and once the publisher can
   publish again it tells the other nodes to catch those rooms up (a
   *catch-up* notice, below).
-* the **subscriber** listens on the cluster's channel and delivers the other
-  nodes' events to this node's members. After every (re)subscription, and on
+* the **subscriber** listens on the channel of each room where this node has
+  members (``P:fanout:{ROOM}``, subscribed with the room's first member here
+  and unsubscribed with its last, :mod:`app.fanout.subscriptions`) and on the
+  cluster's channel (``P:fanout``: beats and catch-up notices), and delivers
+  the other nodes' events to this node's members: a node receives the traffic
+  of its own rooms, not the cluster's. A join waits until its room's channel
+  is confirmed before it reads the room's history. After every
+  (re)subscription, and on
   a catch-up notice from another node, it asks the chat (``on_catch_up``) to
   tell its members of the rooms concerned to catch up from the store, so a
   message published while the link was down reaches everyone without
@@ -50,6 +56,7 @@ from redis.exceptions import RedisError
 from .. import redis_client
 from . import CountingManager
 from .queue import PublishQueue
+from .subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,8 @@ MAX_RETRY = 2.0  # seconds between reconnection attempts, at most
 BATCH_EVENTS = 512  # events per publish pipeline, at most
 BATCH_BYTES = 1 << 20  # bytes per publish pipeline (past its first event), at most
 CLOSE_FLUSH = 2.0  # seconds close() gives the queue to drain
+JOIN_WAIT = 2.0  # seconds a join waits for its room's subscription (then: a catch-up)
+SUBSCRIBE_CHUNK = 1_000  # channels per SUBSCRIBE command, at most
 
 EVENT, CATCH_UP, BEAT_KIND = b"e", b"c", b"b"
 
@@ -86,7 +95,12 @@ class RedisFanout(CountingManager):
         self._beat_sent = 0.0  # clock of the last beat Redis accepted
         self._beat_heard = 0.0  # clock of the last of our beats that came back
         self.catch_ups = 0  # catch-ups asked of the chat (that tests can count)
+        self.received = 0  # events received from the other nodes
         self._warned: set[str] = set()
+        self.subscriptions = Subscriptions()
+        self.subscriptions.want(channel)  # beats, catch-up notices
+        self._room_refs: dict[str, int] = {}  # room -> namespaces here with members in it
+        self._late: dict[str, str] = {}  # channel -> room joined before it was confirmed
 
     @property
     def healthy(self) -> bool:
@@ -125,6 +139,51 @@ class RedisFanout(CountingManager):
         await self._drop_publisher_client()
         self._subscribed = False
 
+    # -- which rooms this node subscribes to --------------------------------------
+
+    def room_channel(self, room: object) -> str:
+        """The channel of ``room``'s events (the cluster's channel for events not
+        addressed to one room); its hash tag is the room's, as presence's keys."""
+        if isinstance(room, str):
+            return f"{self.channel}:{redis_client.slot_tag(room)}"
+        return self.channel
+
+    def basic_enter_room(self, sid: str, namespace: str, room: Any,
+                         eio_sid: str | None = None) -> None:
+        new = room is not None and room != sid and room not in self.rooms.get(namespace, ())
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if new:
+            refs = self._room_refs[room] = self._room_refs.get(room, 0) + 1
+            if refs == 1:
+                self.subscriptions.want(self.room_channel(room))
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        was = room is not None and room != sid and room in self.rooms.get(namespace, ())
+        super().basic_leave_room(sid, namespace, room)
+        if was and room not in self.rooms.get(namespace, ()):
+            refs = self._room_refs[room] = self._room_refs[room] - 1
+            if not refs:
+                del self._room_refs[room]
+                channel = self.room_channel(room)
+                self.subscriptions.drop(channel)
+                self._late.pop(channel, None)
+
+    async def enter_room(self, sid: str, namespace: str, room: Any,
+                         eio_sid: str | None = None) -> None:
+        """Enter, and wait (at most :data:`JOIN_WAIT` s) until this node receives
+        the room's events from the others: what the caller reads of the room
+        next (its history) and what is broadcast after meet, with no gap. If
+        Redis is down, or slow to confirm, the room is caught up once it is."""
+        self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if room is None or room == sid:
+            return
+        channel = self.room_channel(room)
+        if self.subscriptions.ready(channel):
+            return
+        if not self._subscribed or not await self.subscriptions.wait(channel, JOIN_WAIT):
+            if room in self._room_refs:
+                self._late[channel] = room
+
     # -- emitting ---------------------------------------------------------------
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
@@ -159,14 +218,15 @@ class RedisFanout(CountingManager):
             batch = await self.queue.batch(BATCH_EVENTS, BATCH_BYTES, timeout=BEAT)
             if not batch and self.queue.closed:
                 return
-            payloads = [payload for _, payload in batch]
+            payloads = [(self.room_channel(room), payload) for room, payload in batch]
             now = time.monotonic()
             beat = now - self._beat_sent >= BEAT
             if beat:
-                payloads.append(BEAT_KIND + self._id + msgpack.packb({"t": now}))
+                payloads.append((self.channel, BEAT_KIND + self._id + msgpack.packb({"t": now})))
             lost = self.queue.take_lost()
             if lost:
-                payloads.append(CATCH_UP + self._id + msgpack.packb({"r": lost.names()}))
+                payloads.append((self.channel,
+                                 CATCH_UP + self._id + msgpack.packb({"r": lost.names()})))
             try:
                 await self._publish(payloads)
             except asyncio.CancelledError:
@@ -186,17 +246,17 @@ class RedisFanout(CountingManager):
                 log.info("redis fan-out: told the other nodes to catch up on %s",
                          "every room" if lost.everything else f"{len(lost.rooms)} rooms")
 
-    async def _publish(self, payloads: list[bytes]) -> None:
+    async def _publish(self, payloads: list[tuple[str, bytes]]) -> None:
         client = self._publisher_client
         if client is None:
             client = self._publisher_client = redis_client.connect(
                 self.url, max_connections=1, name=self.client_name + ":pub")
         if len(payloads) == 1:
-            await client.publish(self.channel, payloads[0])
+            await client.publish(*payloads[0])
         else:
             async with client.pipeline(transaction=False) as pipe:
-                for payload in payloads:
-                    pipe.publish(self.channel, payload)
+                for channel, payload in payloads:
+                    pipe.publish(channel, payload)
                 await pipe.execute()
         if not self._publish_ok:
             log.info("redis fan-out: publishing again")
@@ -262,18 +322,41 @@ class RedisFanout(CountingManager):
             delay = min(delay * 2, MAX_RETRY)
 
     async def _listen(self, pubsub: Any) -> None:
-        await asyncio.wait_for(pubsub.subscribe(self.channel), redis_client.SOCKET_TIMEOUT)
-        reader = asyncio.ensure_future(self._read(pubsub))
-        watchdog = asyncio.ensure_future(self._watch())
+        self.subscriptions.reset()
+        await asyncio.wait_for(self._sync(pubsub, first=True), redis_client.SOCKET_TIMEOUT)
+        tasks = [asyncio.ensure_future(self._read(pubsub)),
+                 asyncio.ensure_future(self._watch()),
+                 asyncio.ensure_future(self._keep_synced(pubsub))]
         try:
-            done, _ = await asyncio.wait([reader, watchdog],
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, watchdog):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, watchdog, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             task.result()  # what ended it
+
+    async def _keep_synced(self, pubsub: Any) -> None:
+        """Subscribe and unsubscribe rooms' channels as members come and go."""
+        while True:
+            await self.subscriptions.changed.wait()
+            await self._sync(pubsub)
+
+    async def _sync(self, pubsub: Any, *, first: bool = False) -> None:
+        """Send what the subscriptions lack. The first time on a connection the
+        cluster's channel goes last: its confirmation then means every room's
+        channel is confirmed too (replies come in order), and the rooms are
+        caught up on what was published while this node was not listening.
+        Unsubscribes go first: a later subscription's confirmation then says
+        that Redis took them too."""
+        add, remove = self.subscriptions.changes()
+        if first and self.channel in add:
+            add.remove(self.channel)
+            add.append(self.channel)
+        for i in range(0, len(remove), SUBSCRIBE_CHUNK):
+            await pubsub.unsubscribe(*remove[i:i + SUBSCRIBE_CHUNK])
+        for i in range(0, len(add), SUBSCRIBE_CHUNK):
+            await pubsub.subscribe(*add[i:i + SUBSCRIBE_CHUNK])
 
     async def _read(self, pubsub: Any) -> None:
         async for message in pubsub.listen():
@@ -281,13 +364,26 @@ class RedisFanout(CountingManager):
             if kind == "message":
                 await self._receive(message["data"])
             elif kind == "subscribe":
-                self._subscribed = True
-                self._beat_heard = time.monotonic()
-                if not self._ever_subscribed.is_set():
-                    log.info("redis fan-out: subscribed to %s", self.channel)
-                self._ever_subscribed.set()
-                self._catch_up(None)  # whatever was published while we were not listening
+                self._confirmed(_text(message["channel"]))
+            elif kind == "unsubscribe":
+                self.subscriptions.unsubscribed(_text(message["channel"]))
         raise ConnectionError("the subscription ended")
+
+    def _confirmed(self, channel: str) -> None:
+        self.subscriptions.subscribed(channel)
+        if channel != self.channel:
+            room = self._late.pop(channel, None)
+            if room is not None:  # joined before this: what did it miss?
+                self._catch_up([room])
+            return
+        self._subscribed = True
+        self._beat_heard = time.monotonic()
+        if not self._ever_subscribed.is_set():
+            log.info("redis fan-out: subscribed to %s and %d rooms' channels", self.channel,
+                     len(self.subscriptions) - 1)
+        self._ever_subscribed.set()
+        self._late.clear()
+        self._catch_up(None)  # whatever was published while we were not listening
 
     async def _watch(self) -> None:
         """Return when the subscription has gone silent: beats Redis accepted
@@ -308,6 +404,7 @@ class RedisFanout(CountingManager):
         try:
             fields = msgpack.unpackb(body)
             if kind == EVENT:
+                self.received += 1
                 args = fields["a"]
                 await CountingManager.emit(
                     self, fields["e"], tuple(args) if len(args) != 1 else args[0],
@@ -322,3 +419,7 @@ class RedisFanout(CountingManager):
         if self.on_catch_up is not None:
             self.catch_ups += 1
             self.on_catch_up(rooms)
+
+
+def _text(channel: bytes | str) -> str:
+    return channel.decode() if isinstance(channel, bytes) else channel
