@@ -193,20 +193,35 @@ class Cluster:
     redis_port: int
     schema: str | None  # Roomcast's PostgreSQL schema, dropped at the end
 
-    def bytes_from_redis(self) -> list[int]:
-        """What each node has received from Redis so far, in bytes: the kernel's
-        count (tcp_info ``bytes_received``) over the node's sockets to Redis."""
+    def subscriber_ports(self) -> set[int]:
+        """The client ports of Redis's connections that subscribe to anything
+        (``CLIENT LIST``: sub, psub or ssub above 0): each node's fan-out
+        subscription, Roomcast's and @socket.io/redis-adapter's alike."""
+        out = subprocess.run(["redis-cli", "-p", str(self.redis_port), "client", "list"],
+                             capture_output=True, text=True, check=True).stdout
+        ports = set()
+        for line in out.splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if any(int(fields.get(kind, "0")) > 0 for kind in ("sub", "psub", "ssub")):
+                ports.add(int(fields["addr"].rsplit(":", 1)[1]))
+        return ports
+
+    def bytes_from_redis(self, ports: set[int]) -> list[int]:
+        """What each node has received so far on its sockets from Redis with a
+        local port in ``ports``, in bytes (the kernel's tcp_info ``bytes_received``)."""
         out = subprocess.run(["ss", "-tinpH", "state", "established",
                               f"( dport = :{self.redis_port} )"],
                              capture_output=True, text=True, check=True).stdout
         received: dict[int, int] = {}
-        pid = None
+        pid = port = None
         for line in out.splitlines():
             found = re.search(r"pid=(\d+)", line)
             if found:
                 pid = int(found.group(1))
+                local = re.search(r"\S+:(\d+)\s+\S+:%d\b" % self.redis_port, line)
+                port = int(local.group(1)) if local else None
             got = re.search(r"bytes_received:(\d+)", line)
-            if got and pid is not None:
+            if got and pid is not None and port in ports:
                 received[pid] = received.get(pid, 0) + int(got.group(1))
         return [received.get(node.proc.pid, 0) for node in self.nodes]
 
@@ -275,12 +290,13 @@ def cluster_fanout(cluster: Cluster, args: argparse.Namespace, *, spread: bool
     rooms, two per node of four: what a node needs from Redis is nothing).
     Each client checks its room's seqs."""
     pids = [node.proc.pid for node in cluster.nodes] + [cluster.redis.pid]
-    before = cluster.bytes_from_redis()
+    subscribers = cluster.subscriber_ports()
+    before = cluster.bytes_from_redis(subscribers)
     result = loadgen({"scenario": "fanout", "urls": [node.url for node in cluster.nodes],
                       "serializer": args.serializer, "stepSeconds": args.step_seconds,
                       "pids": pids, "run": run_id(), "spread": spread,
                       **({"rooms": 8} if spread else {})}, core=LOADGEN_CORE)
-    inbound = [after - was for after, was in zip(cluster.bytes_from_redis(), before)]
+    inbound = [after - was for after, was in zip(cluster.bytes_from_redis(subscribers), before)]
     moderate, fixed = result["moderate"], result["fixed"]
     figures: dict[str, float] = {"max msgs/s (p99 < 100 ms)": result["max_delivered_per_s"],
                                  "p99 ms @ 10k msgs/s": moderate["p99_ms"]}
@@ -291,7 +307,7 @@ def cluster_fanout(cluster: Cluster, args: argparse.Namespace, *, spread: bool
         figures[f"Redis CPU % @ {at}"] = redis
     if spread:
         for i, received in enumerate(inbound):
-            figures[f"node{i} MB from Redis"] = round(received / 1e6, 1)
+            figures[f"node{i} fan-out MB in"] = round(received / 1e6, 2)
     figures["seq violations"] = sum(s["lost"] + s["repeated"]
                                     for s in [moderate, fixed, *result["steps"]])
     return figures
