@@ -53,10 +53,10 @@ class ThrowawayRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    async def start(self) -> ThrowawayRedis:
+    async def start(self, *options: str) -> ThrowawayRedis:
         self.proc = await asyncio.create_subprocess_exec(
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.workdir),
+            "--appendonly", "no", "--dir", str(self.workdir), *options,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         assert self.proc.stdout is not None
         async with asyncio.timeout(10):
@@ -69,6 +69,94 @@ class ThrowawayRedis:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+class ThrowawayRedisCluster:
+    """A Redis Cluster of our own on loopback ports: ``masters`` masters with one
+    replica each, so that a test can kill a master and see its replica take
+    over (``cluster-node-timeout`` 1 s; the other shards keep serving meanwhile)."""
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.workdir = workdir
+        self.nodes = [ThrowawayRedis(workdir / f"n{i}") for i in range(masters * 2)]
+        self.masters = masters
+
+    @property
+    def url(self) -> str:
+        """What Roomcast is given: any one node, with the cluster scheme."""
+        return f"redis-cluster://127.0.0.1:{self.nodes[0].port}"
+
+    async def start(self) -> ThrowawayRedisCluster:
+        for node in self.nodes:
+            node.workdir.mkdir(parents=True, exist_ok=True)
+            # the bus port named (by default the port + 10,000: past 65,535 for
+            # an ephemeral port above 55,535, and the cluster never formed)
+            await node.start("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                             "--cluster-node-timeout", "1000",
+                             "--cluster-require-full-coverage", "no",
+                             "--cluster-replica-validity-factor", "0")
+        create = await asyncio.create_subprocess_exec(
+            "redis-cli", "--cluster", "create",
+            *(f"127.0.0.1:{node.port}" for node in self.nodes),
+            "--cluster-replicas", "1", "--cluster-yes",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(create.communicate(), 30)
+        if create.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{out.decode()}")
+        async with asyncio.timeout(30):
+            while not await self._healthy():
+                await asyncio.sleep(0.1)  # (polling the cluster's own state: no event to wait on)
+        return self
+
+    async def info(self, node: ThrowawayRedis, *command: str) -> str:
+        cli = await asyncio.create_subprocess_exec(
+            "redis-cli", "-p", str(node.port), *command,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await cli.communicate()
+        return out.decode()
+
+    async def _healthy(self) -> bool:
+        """Every live node sees the cluster ok, with ``masters`` masters serving."""
+        live = [n for n in self.nodes if n.proc is not None and n.proc.returncode is None]
+        for node in live:
+            if "cluster_state:ok" not in await self.info(node, "cluster", "info"):
+                return False
+        return len(await self._serving(live[0])) == self.masters
+
+    async def _serving(self, asked: ThrowawayRedis) -> dict[int, list[tuple[int, int]]]:
+        """port -> slot ranges, of the masters ``asked`` sees serving slots."""
+        serving = {}
+        for line in (await self.info(asked, "cluster", "nodes")).splitlines():
+            fields = line.split()
+            flags = fields[2].split(",") if len(fields) > 2 else []
+            if "master" not in flags or "fail" in flags or "fail?" in flags:
+                continue
+            spans = [span.partition("-") for span in fields[8:] if span[0].isdigit()]
+            if spans:
+                port = int(fields[1].split(":")[1].split("@")[0])
+                serving[port] = [(int(lo), int(hi or lo)) for lo, _, hi in spans]
+        return serving
+
+    async def master_of(self, key: str) -> ThrowawayRedis:
+        """The node that serves ``key``'s slot now."""
+        asked = next(n for n in self.nodes if n.proc is not None and n.proc.returncode is None)
+        slot = int((await self.info(asked, "cluster", "keyslot", key)).strip())
+        for port, spans in (await self._serving(asked)).items():
+            if any(lo <= slot <= hi for lo, hi in spans):
+                return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no master serves {key!r}")
+
+    async def kill_and_fail_over(self, node: ThrowawayRedis) -> None:
+        """SIGKILL a master; return once its replica serves its slots."""
+        await node.stop()
+        live = [n for n in self.nodes if n.proc is not None and n.proc.returncode is None]
+        async with asyncio.timeout(30):
+            while not await self._healthy() or node.port in await self._serving(live[0]):
+                await asyncio.sleep(0.1)  # (as in start)
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            await node.stop()
 
 
 class ThrowawayPostgres:

@@ -342,6 +342,43 @@ async def test_presence_housekeeping_survives_any_error() -> None:
         await presence.close()
 
 
+async def test_the_room_listing_heals_what_racing_nodes_leave_in_it() -> None:
+    """The listing of occupied rooms is a key of its own (on Redis Cluster it is
+    on another shard than the rooms), written beside each room's script: a
+    leave emptying a room on one node and a join filling it on another can
+    leave it out while occupied, or in while empty. Both are made up as if a
+    race had done them; one housekeeping round puts each right, and joins and
+    leaves on two nodes keep the listing exact."""
+    import redis.asyncio as aioredis
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    a, b = (RedisPresence(REDIS_URL, prefix=prefix, node_id=n, ttl=60) for n in ("a", "b"))
+    redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+
+    async def nobody(room: RoomName, name: str) -> None:
+        raise AssertionError(f"{name} in {room} was announced")
+
+    try:
+        for presence in (a, b):
+            await presence.start()
+        assert await a.join(RoomName("x"), "alice", Sid("s1"))
+        assert await b.join(RoomName("x"), "bob", Sid("s2"))
+        assert await a.leave(RoomName("x"), "alice", Sid("s1"))
+        assert await b.rooms() == [("x", 1)]
+        assert await b.leave(RoomName("x"), "bob", Sid("s2"))
+        assert await a.rooms() == [] and not await redis.smembers(f"{prefix}:rooms")
+        await a.join(RoomName("held"), "alice", Sid("s1"))
+        await redis.srem(f"{prefix}:rooms", "held")  # a leave's removal came last
+        await redis.sadd(f"{prefix}:rooms", "ghost")  # a join's listing came last
+        assert await b.rooms() == []  # (an empty room is never shown)
+        await a.housekeeping(lambda: [(RoomName("held"), Sid("s1"), "alice")], nobody, nobody)
+        assert await redis.smembers(f"{prefix}:rooms") == {"held"}
+        assert await b.rooms() == [("held", 1)]
+    finally:
+        await redis.aclose()
+        for presence in (a, b):
+            await presence.close()
+
+
 async def test_stopped_housekeeping_leaves_no_loop_running() -> None:
     """Cancelled in the middle of a round whose work does not stop at once (here
     an announcement that swallows the cancellation, as asyncio.Condition.wait can

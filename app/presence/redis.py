@@ -1,16 +1,25 @@
 """Cluster-wide presence in Redis.
 
-Keys (``P`` is the configured prefix):
+Keys (``P`` is the configured prefix; ``{ROOM}`` the room as a hash tag, so
+that on Redis Cluster a room's two keys share one slot, with its fan-out
+channel):
 
-* ``P:conns:ROOM``  hash  sid -> name: every connection in the room, any node
-* ``P:names:ROOM``  hash  name -> number of its connections in the room
-* ``P:rooms``       set   rooms with anyone present
-* ``P:node:ID``     set   "ROOM\\nSID" of each connection node ID has recorded
-* ``P:alive:ID``    key   exists while node ID is alive (expires after ``ttl`` s)
-* ``P:nodes``       set   node ids that have recorded anything
+* ``P:conns:{ROOM}``  hash  sid -> name: every connection in the room, any node
+* ``P:names:{ROOM}``  hash  name -> number of its connections in the room
+* ``P:rooms``         set   rooms with anyone present
+* ``P:node:ID``       set   "ROOM\\nSID" of each connection node ID has recorded
+* ``P:alive:ID``      key   exists while node ID is alive (expires after ``ttl`` s)
+* ``P:nodes``         set   node ids that have recorded anything
 
-Join and leave are Lua scripts, so a name's first join and last leave are
-decided atomically across nodes: each fires exactly once in the cluster.
+Join and leave are Lua scripts over the room's two keys only, so a name's
+first join and last leave are decided atomically across nodes (each fires
+exactly once in the cluster), and on Redis Cluster each runs on the shard of
+its room. The other keys are written around them, each alone: a join is
+recorded in its node's set before the room, a leave after, so a node that
+dies midway leaves nothing its cleanup cannot find; ``P:rooms`` follows the
+scripts' word that a room was emptied or filled, checked again after each
+removal (a join that raced it puts it back), and housekeeping re-adds each
+node's own rooms and drops empty ones every round.
 
 * ``P:cleaner``     key   the node that removes dead nodes' entries (expires)
 
@@ -59,52 +68,24 @@ from .memory import MemoryPresence
 log = logging.getLogger(__name__)
 
 
-# KEYS: conns, names, rooms, node, nodes   ARGV: sid, name, room, node id
-# (the node is named in nodes with each join: a node that was taken for dead and
-# cleaned up, but lives on, is found again)
+# KEYS: conns, names   ARGV: sid, name
+# -> {1 if the name was not present, 1 if the room was empty} (both 0: recorded already)
 _JOIN = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('SADD', KEYS[4], ARGV[3] .. '\\n' .. ARGV[1])
-redis.call('SADD', KEYS[5], ARGV[4])
-if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
-return 0
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0} end
+local filled = redis.call('HLEN', KEYS[2]) == 0 and 1 or 0
+if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return {1, filled} end
+return {0, filled}
 """
-# KEYS: conns, names, rooms, node   ARGV: sid, room    -> the name if it left
+# KEYS: conns, names   ARGV: sid   -> {the name if it left, or false; 1 if the room is empty}
 _LEAVE = """
 local name = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[2] .. '\\n' .. ARGV[1])
-if not name then return false end
+if not name then return {false, 0} end
 redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('HINCRBY', KEYS[2], name, -1) > 0 then return false end
+if redis.call('HINCRBY', KEYS[2], name, -1) > 0 then return {false, 0} end
 redis.call('HDEL', KEYS[2], name)
-if redis.call('HLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
-return name
+return {name, redis.call('HLEN', KEYS[2]) == 0 and 1 or 0}
 """
-
-
-# KEYS: node set, rooms, nodes   ARGV: prefix, node id   -> {room, name, ...} that left
-_DROP_NODE = """
-local left = {}
-for _, entry in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local cut = string.find(entry, '\\n', 1, true)
-  local room, sid = string.sub(entry, 1, cut - 1), string.sub(entry, cut + 1)
-  local conns, names = ARGV[1] .. ':conns:' .. room, ARGV[1] .. ':names:' .. room
-  local name = redis.call('HGET', conns, sid)
-  if name then
-    redis.call('HDEL', conns, sid)
-    if redis.call('HINCRBY', names, name, -1) <= 0 then
-      redis.call('HDEL', names, name)
-      if redis.call('HLEN', names) == 0 then redis.call('SREM', KEYS[2], room) end
-      left[#left + 1] = room
-      left[#left + 1] = name
-    end
-  end
-end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[3], ARGV[2])
-return left
-"""
+DROP_CHUNK = 100  # a dead node's entries removed concurrently, at most
 # KEYS: cleaner   ARGV: node id, ms   -> 1 if this node is the cleaner (for ms more)
 _CLEANER = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or
@@ -177,17 +158,20 @@ class RedisPresence:
         self.node_id = node_id
         self._join = self._redis.register_script(_JOIN)
         self._leave = self._redis.register_script(_LEAVE)
-        self._drop_node = self._redis.register_script(_DROP_NODE)
         self._cleaner = self._redis.register_script(_CLEANER)
         self._failing: dict[str, str] = {}  # housekeeping loop -> its last error
         self._here = MemoryPresence()  # this node's own members, for when Redis is down
         self._degraded = False  # answering from _here
         self._entries = _Entries()
+        # entries in this node's set whose room record may have failed (the set is
+        # written first): housekeeping records them again (a no-op if they are)
+        self._unsure: set[str] = set()
         self.rounds = 0  # cleanup rounds completed (that waiting on a repair can count)
 
-    def _keys(self, room: str, node: str) -> list[str]:
-        return [f"{self._p}:conns:{room}", f"{self._p}:names:{room}", f"{self._p}:rooms",
-                f"{self._p}:node:{node}", f"{self._p}:nodes"]
+    def _keys(self, room: str) -> list[str]:
+        """The room's two keys, in one hash slot."""
+        tag = redis_client.slot_tag(room)
+        return [f"{self._p}:conns:{tag}", f"{self._p}:names:{tag}"]
 
     async def start(self) -> None:
         await self._renew()
@@ -216,20 +200,31 @@ class RedisPresence:
             try:
                 first = await self._record(room, sid, name)
             except RedisError as exc:
+                self._unsure.add(_entry(room, sid))
                 self._degrade(exc)  # housekeeping records it once Redis is back
                 return first_here
         self._recovered()
         return first
 
     async def _record(self, room: str, sid: str, name: str) -> bool:
-        return bool(await self._join(keys=self._keys(room, self.node_id),
-                                     args=[sid, name, room, self.node_id]))
+        """Record the entry in this node's set (and the node in the node list: a
+        node taken for dead and cleaned up, but alive, is found again), then in
+        the room; True if the name was not present."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(f"{self._p}:node:{self.node_id}", _entry(room, sid))
+            pipe.sadd(f"{self._p}:nodes", self.node_id)
+            await pipe.execute()
+        first, filled = await self._join(keys=self._keys(room), args=[sid, name])
+        if filled:
+            await self._redis.sadd(f"{self._p}:rooms", room)
+        return bool(first)
 
     async def leave(self, room: RoomName, name: str, sid: Sid) -> bool:
         async with self._entries.change(_entry(room, sid)):
             last_here = await self._here.leave(room, name, sid)
             try:
                 last = await self._leave_on(self.node_id, room, sid) is not None
+                self._unsure.discard(_entry(room, sid))
             except RedisError as exc:
                 self._degrade(exc)  # housekeeping drops it once Redis is back
                 return last_here
@@ -237,12 +232,30 @@ class RedisPresence:
         return last
 
     async def _leave_on(self, node: str, room: str, sid: str) -> str | None:
-        left: Any = await self._leave(keys=self._keys(room, node), args=[sid, room])
+        """Remove the entry from the room, then from ``node``'s set; the name if it
+        left the room."""
+        left, emptied = await self._leave(keys=self._keys(room), args=[sid])
+        if emptied:
+            await self._unlist([room])
+        await self._redis.srem(f"{self._p}:node:{node}", _entry(room, sid))
         return str(left) if left else None
+
+    async def _unlist(self, rooms: list[str]) -> None:
+        """Take emptied ``rooms`` out of ``P:rooms``; any that a join filled
+        meanwhile (it saw the room empty and listed it, maybe before us) go back."""
+        listing = f"{self._p}:rooms"
+        await self._redis.srem(listing, *rooms)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hlen(self._keys(room)[1])
+            counts = await pipe.execute()
+        refilled = [room for room, count in zip(rooms, counts) if count]
+        if refilled:
+            await self._redis.sadd(listing, *refilled)
 
     async def members(self, room: RoomName) -> list[str]:
         try:
-            return sorted(_strs(await self._redis.hkeys(f"{self._p}:names:{room}")))
+            return sorted(_strs(await self._redis.hkeys(self._keys(room)[1])))
         except RedisError as exc:
             self._degrade(exc)
             return await self._here.members(room)
@@ -252,7 +265,7 @@ class RedisPresence:
             names = sorted(_strs(await self._redis.smembers(f"{self._p}:rooms")))
             async with self._redis.pipeline(transaction=False) as pipe:
                 for room in names:
-                    pipe.hlen(f"{self._p}:names:{room}")
+                    pipe.hlen(self._keys(room)[1])
                 counts = await pipe.execute()
         except RedisError as exc:
             self._degrade(exc)
@@ -307,8 +320,23 @@ class RedisPresence:
                 if node != self.node_id and not await self._redis.exists(
                         f"{self._p}:alive:{node}"):
                     await self._drop_dead(node, on_left)
+            await self._prune_listing()
         await self._repair(local, on_left, on_joined)
+        rooms = sorted({room for room, _, _ in local()})
+        if rooms:  # ours are listed, whatever raced their listing
+            await self._redis.sadd(f"{self._p}:rooms", *rooms)
         self.rounds += 1
+
+    async def _prune_listing(self) -> None:
+        """Drop rooms listed in ``P:rooms`` with nobody in them (a removal raced)."""
+        listed = sorted(_strs(await self._redis.smembers(f"{self._p}:rooms")))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room in listed:
+                pipe.hlen(self._keys(room)[1])
+            counts = await pipe.execute()
+        empty = [room for room, count in zip(listed, counts) if not count]
+        if empty:
+            await self._unlist(empty)
 
     async def _repair(self, local: LocalMembers, on_left: OnLeft, on_joined: OnJoined) -> None:
         """Make this node's entries in Redis what its live connections say.
@@ -331,12 +359,14 @@ class RedisPresence:
                     name = await self._leave_on(self.node_id, room, sid)
                 if name is not None:
                     await on_left(RoomName(room), name)
-            for entry in sorted(live.keys() - mine):  # joins whose record failed
+            self._unsure.intersection_update(live.keys())
+            for entry in sorted(live.keys() - (mine - self._unsure)):  # failed records
                 room, sid, name = live[entry]
                 async with self._entries.hold(entry):
                     if entry in self._entries.changed:
                         continue
                     first = await self._record(room, sid, name)
+                    self._unsure.discard(entry)
                 log.info("presence: restored %r in %s", name, room)
                 if first:  # the other nodes never heard of this join
                     await on_joined(RoomName(room), name)
@@ -352,10 +382,29 @@ class RedisPresence:
             await on_left(room, name)
 
     async def _drop_all(self, node: str) -> list[tuple[RoomName, str]]:
-        left: Any = await self._drop_node(
-            keys=[f"{self._p}:node:{node}", f"{self._p}:rooms", f"{self._p}:nodes"],
-            args=[self._p, node])
-        return [(RoomName(str(left[i])), str(left[i + 1])) for i in range(0, len(left), 2)]
+        """Remove every entry of ``node`` (each room's in its own call, so that on
+        Redis Cluster each runs on its room's shard), then the node; the (room,
+        name) pairs that thereby left."""
+        entries = sorted(_strs(await self._redis.smembers(f"{self._p}:node:{node}")))
+        left: list[tuple[RoomName, str]] = []
+        emptied: list[str] = []
+
+        async def drop(entry: str) -> None:
+            room, _, sid = entry.partition("\n")
+            name, empty = await self._leave(keys=self._keys(room), args=[sid])
+            if name:
+                left.append((RoomName(room), str(name)))
+            if empty:
+                emptied.append(room)
+        for i in range(0, len(entries), DROP_CHUNK):
+            await asyncio.gather(*(drop(entry) for entry in entries[i:i + DROP_CHUNK]))
+        if emptied:
+            await self._unlist(sorted(set(emptied)))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(f"{self._p}:node:{node}")
+            pipe.srem(f"{self._p}:nodes", node)
+            await pipe.execute()
+        return sorted(left)
 
     async def drain(self) -> list[tuple[RoomName, str]]:
         await self._here.drain()
