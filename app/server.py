@@ -86,7 +86,7 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> N
                       lambda: [([], manager.received)])
         metrics.watch("roomcast_fanout_channels", "Redis channels this node subscribes to "
                       "(one per room with members here, and the cluster's)", [],
-                      lambda: [([], len(manager.subscriptions))])
+                      lambda: [([], manager.channels)])
 
 
 # our setting's values -> python-socketio's serializers (msgpack decoded within bounds)

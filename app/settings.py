@@ -49,8 +49,9 @@ class Settings:
 
     # Cluster
     redis: str = field(default="", metadata={
-        "help": "Redis URL (redis://host:6379/0) for fan-out and presence across nodes; "
-                "empty: this process alone"})
+        "help": "Redis URL (redis://host:6379/0) for fan-out and presence across nodes, "
+                "or any node of a Redis Cluster (redis-cluster://host:7000; rediss:// and "
+                "rediss-cluster:// for TLS); empty: this process alone"})
     redis_prefix: str = field(default="roomcast", metadata={
         "help": "prefix of every Redis key and channel (nodes of one cluster share it)"})
     node_id: str = field(default="", metadata={
@@ -61,7 +62,8 @@ class Settings:
                 "repaired every third of it"})
     redis_max_connections: int = field(default=100, metadata={
         "help": "connections this node's presence client may hold; more requests wait "
-                "for a free one (up to 10 s); fan-out holds two of its own"})
+                "for a free one (up to 10 s); fan-out holds two of its own (on a Redis "
+                "Cluster: per master)"})
     max_fanout_queue_bytes: int = field(default=32 * 1024 * 1024, metadata={
         "help": "bytes of events waiting to be published to the other nodes (with "
                 "--redis); past it (and while Redis is unreachable) the other nodes' "

@@ -16,28 +16,30 @@ delivery). Two tasks, each on a connection of its own, do the rest:
   published late: their rooms are remembered, and once the publisher can
   publish again it tells the other nodes to catch those rooms up (a
   *catch-up* notice, below).
-* the **subscriber** listens on the channel of each room where this node has
-  members (``P:fanout:{ROOM}``, subscribed with the room's first member here
-  and unsubscribed with its last, :mod:`app.fanout.subscriptions`) and on the
-  cluster's channel (``P:fanout``: beats and catch-up notices), and delivers
-  the other nodes' events to this node's members: a node receives the traffic
-  of its own rooms, not the cluster's. A join waits until its room's channel
-  is confirmed before it reads the room's history. After every
-  (re)subscription, and on
-  a catch-up notice from another node, it asks the chat (``on_catch_up``) to
-  tell its members of the rooms concerned to catch up from the store, so a
-  message published while the link was down reaches everyone without
-  waiting for the next one. A subscription that goes silent without an error
-  (a partition that drops packets) is found by its own heartbeat: the
-  publisher publishes a *beat* every :data:`BEAT` seconds, and when beats
-  that Redis accepted have not come back for ``stale_after`` seconds the
-  subscriber reconnects.
+* the **subscribers** (:mod:`app.fanout.link`) listen on the channel of
+  each room where this node has members (``P:fanout:{ROOM}``, subscribed with
+  the room's first member here and unsubscribed with its last) and on the
+  cluster's channel (``P:fanout``: catch-up notices), and deliver the other
+  nodes' events to this node's members: a node receives the traffic of its
+  own rooms, not the cluster's. A join waits until its room's channel is
+  confirmed before it reads the room's history. On one Redis there is one
+  subscription connection; on a Redis Cluster (``redis-cluster://``) the
+  channels are sharded (``SPUBLISH``/``SSUBSCRIBE``, a room's channel in its
+  room's hash slot, with its presence keys) and there is one subscription
+  connection per master; after a failover the channels of the master that
+  went are placed again on whichever master serves their slots now. After
+  every (re)subscription, and on a catch-up notice from another node, the
+  chat is asked (``on_catch_up``) to tell its members of the rooms concerned
+  to catch up from the store, so a message published while a link was down
+  reaches everyone without waiting for the next one. A subscription that
+  goes silent without an error is found by its own heartbeat (beats on each
+  link's own channel, see :mod:`app.fanout.link`).
 
 On the channel each payload is one kind byte, this process's 16-byte id,
 and a msgpack body: ``e`` an event ``{ns, r, e, a}`` (namespace, room,
 event, arguments), ``c`` a catch-up notice ``{r}`` (the rooms, or nil for
-every room), ``b`` a beat (``{t}``, the publisher's clock, read only by its
-own node). A node skips its own events by the id, without decoding them.
+every room), ``b`` a beat (``{t, l}``, the publisher's clock and the link,
+read only by its own node). A node skips its own events by the id, without decoding them.
 """
 
 from __future__ import annotations
@@ -50,27 +52,23 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from .. import redis_client
 from . import CountingManager
+from .link import BEAT, SubscriptionLink
 from .queue import PublishQueue
-from .subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
 CatchUp = Callable[[list[str] | None], None]
 """Told the rooms (None: all) whose events this node may have missed."""
 
-BEAT = 1.0  # seconds between beats
 STALE_AFTER = 10.0  # seconds of our own accepted beats unheard: the subscription is dead
 MAX_RETRY = 2.0  # seconds between reconnection attempts, at most
 BATCH_EVENTS = 512  # events per publish pipeline, at most
 BATCH_BYTES = 1 << 20  # bytes per publish pipeline (past its first event), at most
 CLOSE_FLUSH = 2.0  # seconds close() gives the queue to drain
 JOIN_WAIT = 2.0  # seconds a join waits for its room's subscription (then: a catch-up)
-SUBSCRIBE_CHUNK = 1_000  # channels per SUBSCRIBE command, at most
 
 EVENT, CATCH_UP, BEAT_KIND = b"e", b"c", b"b"
 
@@ -83,41 +81,62 @@ class RedisFanout(CountingManager):
         self.url = url
         self.channel = channel
         self.client_name = name
+        self.sharded = redis_client.is_cluster(url)
         self.queue = PublishQueue(max_queue_bytes)
         self.on_catch_up: CatchUp | None = None  # set by the chat
         self.stale_after = STALE_AFTER
         self._id = uuid.uuid4().bytes  # this process on the channel
         self._tasks: list[asyncio.Task[None]] = []
-        self._publisher_client: aioredis.Redis | None = None
+        self._publisher_client: Any = None
         self._publish_ok = True
-        self._subscribed = False  # Redis confirmed the subscription
         self._ever_subscribed = asyncio.Event()
-        self._beat_sent = 0.0  # clock of the last beat Redis accepted
-        self._beat_heard = 0.0  # clock of the last of our beats that came back
         self.catch_ups = 0  # catch-ups asked of the chat (that tests can count)
         self.received = 0  # events received from the other nodes
         self._warned: set[str] = set()
-        self.subscriptions = Subscriptions()
-        self.subscriptions.want(channel)  # beats, catch-up notices
         self._room_refs: dict[str, int] = {}  # room -> namespaces here with members in it
+        self._rooms_of: dict[str, str] = {}  # channel -> its room, for rooms with members here
         self._late: dict[str, str] = {}  # channel -> room joined before it was confirmed
+        # the subscription links, by master ("" on one Redis), and where each wanted
+        # channel is placed; on a cluster, channels wanted before the slots are
+        # known wait in _unplaced
+        self.links: dict[str, SubscriptionLink] = {}
+        self._placed: dict[str, str] = {}
+        self._unplaced: set[str] = set()
+        self._slots: Any = None  # on a cluster: a client that knows which master has a slot
+        self._placing: asyncio.Task[None] | None = None
+        self._started = False
+        self._want(channel)
+
+    @property
+    def channels(self) -> int:
+        """Channels this node subscribes to (or wants to)."""
+        return len(self._placed) + len(self._unplaced)
+
+    @property
+    def subscribed(self) -> bool:
+        return (not self._unplaced and bool(self.links)
+                and all(link.subscribed for link in self.links.values()))
 
     @property
     def healthy(self) -> bool:
         """Subscribed, and the last publish went through."""
-        return self._subscribed and self._publish_ok
+        return self.subscribed and self._publish_ok
 
     def status(self) -> str:
         """For ``/healthz``: "ok", or what is wrong."""
-        if not self._subscribed:
+        if not self.subscribed:
             return "not subscribed to Redis"
         return "ok" if self._publish_ok else "cannot publish to Redis"
 
     def initialize(self) -> None:
         super().initialize()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._publisher(), name="fanout-publisher"),
-                       loop.create_task(self._subscriber(), name="fanout-subscriber")]
+        self._started = True
+        self._tasks = [loop.create_task(self._publisher(), name="fanout-publisher")]
+        if self.sharded:
+            self._replace()
+        for link in self.links.values():
+            link.start()
 
     async def wait_subscribed(self, timeout: float) -> None:
         """Wait until subscribed, at most ``timeout`` s (then /healthz says so)."""
@@ -128,18 +147,22 @@ class RedisFanout(CountingManager):
 
     async def close(self) -> None:
         """Publish what is queued (for at most :data:`CLOSE_FLUSH` s), then stop
-        both tasks and close their connections."""
+        every task and close their connections."""
         self.queue.close()
         if self._tasks:
-            publisher, subscriber = self._tasks
-            await asyncio.wait([publisher], timeout=CLOSE_FLUSH)
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(self._tasks[:1], timeout=CLOSE_FLUSH)
+        if self._placing is not None:
+            self._tasks.append(self._placing)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for link in self.links.values():
+            await link.stop()
         await self._drop_publisher_client()
-        self._subscribed = False
+        if self._slots is not None:
+            await self._slots.aclose()
 
-    # -- which rooms this node subscribes to --------------------------------------
+    # -- which rooms this node subscribes to, and where --------------------------
 
     def room_channel(self, room: object) -> str:
         """The channel of ``room``'s events (the cluster's channel for events not
@@ -155,7 +178,9 @@ class RedisFanout(CountingManager):
         if new:
             refs = self._room_refs[room] = self._room_refs.get(room, 0) + 1
             if refs == 1:
-                self.subscriptions.want(self.room_channel(room))
+                channel = self.room_channel(room)
+                self._rooms_of[channel] = room
+                self._want(channel)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         was = room is not None and room != sid and room in self.rooms.get(namespace, ())
@@ -165,8 +190,9 @@ class RedisFanout(CountingManager):
             if not refs:
                 del self._room_refs[room]
                 channel = self.room_channel(room)
-                self.subscriptions.drop(channel)
+                del self._rooms_of[channel]
                 self._late.pop(channel, None)
+                self._drop(channel)
 
     async def enter_room(self, sid: str, namespace: str, room: Any,
                          eio_sid: str | None = None) -> None:
@@ -178,11 +204,143 @@ class RedisFanout(CountingManager):
         if room is None or room == sid:
             return
         channel = self.room_channel(room)
-        if self.subscriptions.ready(channel):
+        link = self.links.get(self._placed.get(channel, ""))
+        if link is not None and channel in self._placed and link.subscriptions.ready(channel):
             return
-        if not self._subscribed or not await self.subscriptions.wait(channel, JOIN_WAIT):
+        if (link is None or not link.subscribed
+                or not await link.subscriptions.wait(channel, JOIN_WAIT)):
             if room in self._room_refs:
                 self._late[channel] = room
+
+    def _want(self, channel: str) -> None:
+        key = self._address(channel)
+        if key is None:
+            self._unplaced.add(channel)
+            return
+        self._placed[channel] = key
+        self._link(key).subscriptions.want(channel)
+
+    def _drop(self, channel: str) -> None:
+        self._unplaced.discard(channel)
+        key = self._placed.pop(channel, None)
+        link = self.links.get(key) if key is not None else None
+        if link is not None:
+            link.subscriptions.drop(channel)
+
+    def _address(self, channel: str) -> str | None:
+        """The link for ``channel``: "" on one Redis, its master on a cluster
+        (None until the slots are known)."""
+        if not self.sharded:
+            return ""
+        if self._slots is None or not redis_client.knows_slots(self._slots):
+            return None
+        return redis_client.address_of(self._slots, channel)
+
+    def _link(self, key: str) -> SubscriptionLink:
+        link = self.links.get(key)
+        if link is None:
+            if self.sharded:
+                host, _, port = key.rpartition(":")
+                url = redis_client.node_url(self.url, host, int(port))
+                beat = next(c for c in (f"{self.channel}:beat:{{{n}}}" for n in range(1 << 20))
+                            if self._address(c) == key)
+            else:
+                url, beat = self.url, self.channel
+            link = self.links[key] = SubscriptionLink(
+                self, key=key, url=url, name=self.client_name + ":sub", beat_channel=beat,
+                sharded=self.sharded)
+            if self._started:
+                link.start()
+        return link
+
+    def _replace(self) -> None:
+        """(Cluster) learn the slots again, then put every wanted channel on the
+        link of the master serving its slot now; start one placing at a time."""
+        if self._placing is None or self._placing.done():
+            self._placing = asyncio.get_running_loop().create_task(
+                self._place(), name="fanout-placing")
+
+    async def _learn_slots(self) -> None:
+        """A new client that has asked the cluster which master serves which
+        slot, in place of the old one (retried until a node answers)."""
+        delay = 0.1
+        while True:
+            slots = redis_client.connect(self.url, max_connections=1,
+                                         name=self.client_name + ":slots")
+            try:
+                await slots.initialize()  # CLUSTER SLOTS, of any node that answers
+            except asyncio.CancelledError:
+                await slots.aclose()
+                raise
+            except Exception as exc:  # no node answers yet: try again
+                await slots.aclose()
+                log.warning("redis fan-out: cannot learn the cluster's slots (%s)", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY)
+                continue
+            old, self._slots = self._slots, slots
+            if old is not None:
+                await old.aclose()
+            return
+
+    async def _place(self) -> None:
+        await self._learn_slots()
+        moved = 0
+        for channel in sorted([*self._placed, *self._unplaced]):
+            key = self._address(channel)
+            if key is None or self._placed.get(channel) == key:
+                continue
+            old = self.links.get(self._placed.get(channel, ""))
+            if old is not None and channel != old.beat_channel:
+                old.subscriptions.drop(channel)
+            self._unplaced.discard(channel)
+            self._placed[channel] = key
+            self._link(key).subscriptions.want(channel)
+            if channel in self._rooms_of:  # what it missed in between is caught up
+                self._late[channel] = self._rooms_of[channel]
+            moved += 1
+        for key, link in list(self.links.items()):
+            if key not in self._placed.values():  # no longer a master of ours
+                del self.links[key]
+                await link.stop()
+        if moved:
+            log.info("redis fan-out: %d channels placed on %d masters", moved, len(self.links))
+
+    # -- what the links report (SubscriptionLink's owner) ------------------------
+
+    async def receive(self, data: bytes) -> None:
+        await self._receive(data)
+
+    def confirmed(self, link: SubscriptionLink, channel: str) -> None:
+        if channel != link.beat_channel:
+            room = self._late.pop(channel, None)
+            if room is not None:  # joined before this: what did it miss?
+                self._catch_up([room])
+            return
+        # every channel of the link is confirmed with its beat channel: the
+        # rooms are caught up on what was published while it was not listening
+        if self.sharded:
+            rooms = sorted(self._rooms_of[c] for c in link.subscriptions.wanted
+                           if c in self._rooms_of)
+            for channel in link.subscriptions.wanted:
+                self._late.pop(channel, None)
+            if rooms:
+                self._catch_up(rooms)
+        else:
+            self._late.clear()
+            self._catch_up(None)
+        if self.subscribed and not self._ever_subscribed.is_set():
+            log.info("redis fan-out: subscribed to %d channels on %d %s", self.channels,
+                     len(self.links), "masters" if self.sharded else "Redis")
+            self._ever_subscribed.set()
+
+    def dropped(self, link: SubscriptionLink, channel: str) -> None:
+        if self.sharded:  # the slot moved: to which master?
+            self._replace()
+
+    async def lost(self, link: SubscriptionLink) -> None:
+        if self.sharded:  # a failover, maybe: the slots may have moved
+            self._replace()
 
     # -- emitting ---------------------------------------------------------------
 
@@ -220,9 +378,10 @@ class RedisFanout(CountingManager):
                 return
             payloads = [(self.room_channel(room), payload) for room, payload in batch]
             now = time.monotonic()
-            beat = now - self._beat_sent >= BEAT
-            if beat:
-                payloads.append((self.channel, BEAT_KIND + self._id + msgpack.packb({"t": now})))
+            beating = [link for link in self.links.values() if now - link.beat_sent >= BEAT]
+            for link in beating:
+                payloads.append((link.beat_channel, BEAT_KIND + self._id + msgpack.packb(
+                    {"t": now, "l": link.key})))
             lost = self.queue.take_lost()
             if lost:
                 payloads.append((self.channel,
@@ -240,8 +399,8 @@ class RedisFanout(CountingManager):
                 finally:
                     self.queue.resume()
                 continue
-            if beat:
-                self._beat_sent = now
+            for link in beating:
+                link.beat_sent = now
             if lost:
                 log.info("redis fan-out: told the other nodes to catch up on %s",
                          "every room" if lost.everything else f"{len(lost.rooms)} rooms")
@@ -251,12 +410,13 @@ class RedisFanout(CountingManager):
         if client is None:
             client = self._publisher_client = redis_client.connect(
                 self.url, max_connections=1, name=self.client_name + ":pub")
+        command = "spublish" if self.sharded else "publish"
         if len(payloads) == 1:
-            await client.publish(*payloads[0])
+            await getattr(client, command)(*payloads[0])
         else:
             async with client.pipeline(transaction=False) as pipe:
                 for channel, payload in payloads:
-                    pipe.publish(channel, payload)
+                    getattr(pipe, command)(channel, payload)
                 await pipe.execute()
         if not self._publish_ok:
             log.info("redis fan-out: publishing again")
@@ -291,115 +451,16 @@ class RedisFanout(CountingManager):
             except Exception:  # closing a broken connection may fail; it is gone either way
                 pass
 
-    # -- subscribing ------------------------------------------------------------
-
-    async def _subscriber(self) -> None:
-        """Listen for the server's life, resubscribing after any failure."""
-        delay = 0.1
-        while True:
-            client = redis_client.connect(self.url, max_connections=1,
-                                          name=self.client_name + ":sub", socket_timeout=None)
-            pubsub = client.pubsub()
-            try:
-                await self._listen(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, TimeoutError) as exc:  # the link, not us
-                if self._subscribed:
-                    log.warning("redis fan-out: subscription lost (%s); resubscribing", exc)
-                    delay = 0.1
-            except Exception:  # a bug of ours: loud, and the subscription starts again
-                log.exception("redis fan-out: the listener failed; resubscribing")
-                delay = 0.1
-            finally:
-                self._subscribed = False
-                for closing in (pubsub, client):
-                    try:
-                        await closing.aclose()
-                    except Exception:  # a broken connection; it is gone either way
-                        pass
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY)
-
-    async def _listen(self, pubsub: Any) -> None:
-        self.subscriptions.reset()
-        await asyncio.wait_for(self._sync(pubsub, first=True), redis_client.SOCKET_TIMEOUT)
-        tasks = [asyncio.ensure_future(self._read(pubsub)),
-                 asyncio.ensure_future(self._watch()),
-                 asyncio.ensure_future(self._keep_synced(pubsub))]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()  # what ended it
-
-    async def _keep_synced(self, pubsub: Any) -> None:
-        """Subscribe and unsubscribe rooms' channels as members come and go."""
-        while True:
-            await self.subscriptions.changed.wait()
-            await self._sync(pubsub)
-
-    async def _sync(self, pubsub: Any, *, first: bool = False) -> None:
-        """Send what the subscriptions lack. The first time on a connection the
-        cluster's channel goes last: its confirmation then means every room's
-        channel is confirmed too (replies come in order), and the rooms are
-        caught up on what was published while this node was not listening.
-        Unsubscribes go first: a later subscription's confirmation then says
-        that Redis took them too."""
-        add, remove = self.subscriptions.changes()
-        if first and self.channel in add:
-            add.remove(self.channel)
-            add.append(self.channel)
-        for i in range(0, len(remove), SUBSCRIBE_CHUNK):
-            await pubsub.unsubscribe(*remove[i:i + SUBSCRIBE_CHUNK])
-        for i in range(0, len(add), SUBSCRIBE_CHUNK):
-            await pubsub.subscribe(*add[i:i + SUBSCRIBE_CHUNK])
-
-    async def _read(self, pubsub: Any) -> None:
-        async for message in pubsub.listen():
-            kind = message.get("type")
-            if kind == "message":
-                await self._receive(message["data"])
-            elif kind == "subscribe":
-                self._confirmed(_text(message["channel"]))
-            elif kind == "unsubscribe":
-                self.subscriptions.unsubscribed(_text(message["channel"]))
-        raise ConnectionError("the subscription ended")
-
-    def _confirmed(self, channel: str) -> None:
-        self.subscriptions.subscribed(channel)
-        if channel != self.channel:
-            room = self._late.pop(channel, None)
-            if room is not None:  # joined before this: what did it miss?
-                self._catch_up([room])
-            return
-        self._subscribed = True
-        self._beat_heard = time.monotonic()
-        if not self._ever_subscribed.is_set():
-            log.info("redis fan-out: subscribed to %s and %d rooms' channels", self.channel,
-                     len(self.subscriptions) - 1)
-        self._ever_subscribed.set()
-        self._late.clear()
-        self._catch_up(None)  # whatever was published while we were not listening
-
-    async def _watch(self) -> None:
-        """Return when the subscription has gone silent: beats Redis accepted
-        ``stale_after`` seconds after the last one we heard back."""
-        while True:
-            await asyncio.sleep(BEAT)
-            if self._subscribed and self._beat_sent - self._beat_heard > self.stale_after:
-                log.warning("redis fan-out: none of our beats came back for %g s",
-                            self.stale_after)
-                return
+    # -- receiving --------------------------------------------------------------
 
     async def _receive(self, data: bytes) -> None:
         kind, sender, body = data[:1], data[1:17], data[17:]
         if sender == self._id:
             if kind == BEAT_KIND:
-                self._beat_heard = max(self._beat_heard, float(msgpack.unpackb(body)["t"]))
+                beat = msgpack.unpackb(body)
+                link = self.links.get(str(beat.get("l", "")))
+                if link is not None:
+                    link.beat_heard = max(link.beat_heard, float(beat["t"]))
             return
         try:
             fields = msgpack.unpackb(body)
@@ -419,7 +480,3 @@ class RedisFanout(CountingManager):
         if self.on_catch_up is not None:
             self.catch_ups += 1
             self.on_catch_up(rooms)
-
-
-def _text(channel: bytes | str) -> str:
-    return channel.decode() if isinstance(channel, bytes) else channel

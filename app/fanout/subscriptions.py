@@ -66,8 +66,8 @@ class Subscriptions:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def unsubscribed(self, channel: str) -> None:
-        """Redis says ``channel`` is not subscribed (asked for, or not)."""
+    def unsubscribed(self, channel: str) -> bool:
+        """Redis says ``channel`` is not subscribed; whether that was asked for."""
         asked = self._unasked[channel] > 0
         if asked:
             self._unasked[channel] -= 1
@@ -79,6 +79,7 @@ class Subscriptions:
             self._sent.discard(channel)
             if channel in self.wanted:
                 self.changed.set()
+        return asked
 
     def _answered(self, channel: str) -> None:
         if self._asked[channel] > 0:
