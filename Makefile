@@ -15,14 +15,16 @@ SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/u
 
 # Lock files: every machine installs exactly these versions, with hashes.
 # requirements.txt is what the server needs; requirements-test.txt adds the
-# test and lock tools (and agrees with requirements.txt). `make lock` redoes both.
+# test and lock tools (and agrees with requirements.txt); bench/requirements.txt
+# adds what `make bench` draws its PNGs with. `make lock` redoes all three.
 LOCK      := requirements.txt
 TEST_LOCK := requirements-test.txt
+BENCH_LOCK := bench/requirements.txt
 UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test check web tools bench bench-search churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test check web tools bench bench-search bench-history churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -72,6 +74,10 @@ $(VENV)/.installed-run: $(VENV)/.created $(LOCK) setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+$(VENV)/.installed-bench: $(VENV)/.installed-run $(BENCH_LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(BENCH_LOCK)
+	touch $@
+
 $(VENV)/.installed-test: $(VENV)/.installed-run $(TEST_LOCK)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(TEST_LOCK)
 	touch $@
@@ -79,6 +85,7 @@ $(VENV)/.installed-test: $(VENV)/.installed-run $(TEST_LOCK)
 lock: $(VENV)/.installed-test  ## pick the newest versions the ranges in setup.cfg allow, into the lock files
 	$(COMPILE) --upgrade -o $(LOCK)
 	$(COMPILE) --upgrade --extra test --extra dev -c $(LOCK) -o $(TEST_LOCK)
+	$(COMPILE) --upgrade --extra bench -c $(LOCK) -o $(BENCH_LOCK)
 
 # The suite on the newest releases, past setup.cfg's upper bounds too (to try
 # an upgrade: app/compat.py says at once if a private name moved), or on the
@@ -107,7 +114,7 @@ $(BENCH_NODE)/node_modules/.installed: $(BENCH_NODE)/package.json $(BENCH_NODE)/
 	npm ci --prefix $(BENCH_NODE) --no-audit --no-fund --loglevel=error
 	touch $@
 
-bench: $(VENV)/.installed-run $(BENCH_NODE)/node_modules/.installed  ## S1-S4 (and S1 on PostgreSQL) vs stock python-socketio and Node socket.io, C1/C2 (two/four nodes on Redis) vs Node with its Redis adapter (about 25 min; BENCH_ARGS="--runs 1")
+bench: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## S1-S4 (and S1 on PostgreSQL) vs stock python-socketio and Node socket.io, C1/C2 (two/four nodes on Redis) vs Node with its Redis adapter (about 25 min; BENCH_ARGS="--runs 1")
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 churn: $(VENV)/.installed-run  ## bench/churn.py: thousands of short connections, then leak check
@@ -118,6 +125,9 @@ abuse: $(VENV)/.installed-run  ## bench/abuse.py: server memory under an unread-
 
 bench-search: $(VENV)/.installed-run  ## bench/search.py: search and history latency over a million messages, both stores
 	$(BIN)/python -m bench.search $(BENCH_ARGS)
+
+bench-history: $(VENV)/.installed-run  ## bench/history.py: history and join-with-since latency over ten million messages, both stores, with the query plans (about 15 min)
+	$(BIN)/python -m bench.history $(BENCH_ARGS)
 
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \

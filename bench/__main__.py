@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .ramps import draw
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bench" / "node"
 
@@ -152,7 +154,11 @@ def run_id() -> str:
     return secrets.token_hex(4)
 
 
-def fanout(server: Server, args: argparse.Namespace, polling: float) -> dict[str, float]:
+Steps = list[dict[str, Any]]  # a ramp's steps, as the load generator reports them
+Measured = tuple[dict[str, float], Steps]  # a run's figures, and its ramp (if it has one)
+
+
+def fanout(server: Server, args: argparse.Namespace, polling: float) -> Measured:
     result = loadgen({"scenario": "fanout", "url": server.url, "serializer": args.serializer,
                       "polling": polling, "stepSeconds": args.step_seconds,
                       "serverPid": server.proc.pid,
@@ -163,7 +169,8 @@ def fanout(server: Server, args: argparse.Namespace, polling: float) -> dict[str
             "server CPU % @ 10k msgs/s": moderate["server_cpu_pct"],
             "server CPU % @ 40k msgs/s": result["fixed"]["server_cpu_pct"],
             "lost + repeated": sum(s["lost"] + s["repeated"]
-                                   for s in [moderate, result["fixed"], *result["steps"]])}
+                                   for s in [moderate, result["fixed"], *result["steps"]])
+            }, result["steps"]
 
 
 def idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
@@ -283,8 +290,7 @@ def start_cluster(name: str, nodes: int, serializer: str, data_dir: str) -> Clus
     return Cluster(started, redis, redis_port, schema)
 
 
-def cluster_fanout(cluster: Cluster, args: argparse.Namespace, *, spread: bool
-                   ) -> dict[str, float]:
+def cluster_fanout(cluster: Cluster, args: argparse.Namespace, *, spread: bool) -> Measured:
     """S1's rooms with each room's members split over the nodes (its sender on the
     first: deliveries cross Redis), or with ``spread`` each room on one node (8
     rooms, two per node of four: what a node needs from Redis is nothing).
@@ -305,22 +311,24 @@ def cluster_fanout(cluster: Cluster, args: argparse.Namespace, *, spread: bool
         for i, cpu in enumerate(nodes):
             figures[f"node{i} CPU % @ {at}"] = cpu
         figures[f"Redis CPU % @ {at}"] = redis
-    if spread:
+    if spread:  # what each node's subscription received, and per 1,000 messages sent
+        sent = sum(s["sent"] for s in [moderate, fixed, *result["steps"]])
         for i, received in enumerate(inbound):
             figures[f"node{i} fan-out MB in"] = round(received / 1e6, 2)
+        figures["fan-out KB in per 1k sent"] = round(statistics.median(inbound) / sent, 1)
     figures["seq violations"] = sum(s["lost"] + s["repeated"]
                                     for s in [moderate, fixed, *result["steps"]])
-    return figures
+    return figures, result["steps"]
 
 
-def run_scenario(scenario: str, server: Server, args: argparse.Namespace) -> dict[str, float]:
+def run_scenario(scenario: str, server: Server, args: argparse.Namespace) -> Measured:
     if scenario in ("s1", "s1pg"):
         return fanout(server, args, polling=0)
     if scenario == "s3":
         return fanout(server, args, polling=0.2)
     if scenario == "s2":
-        return idle(server, args)
-    return storm(server, args)
+        return idle(server, args), []
+    return storm(server, args), []
 
 
 TITLES = {
@@ -389,6 +397,8 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=2.5,
                         help="length of each rate step in S1/S3")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--png-dir", type=Path, default=Path(__file__).parent / "ramps",
+                        help="where each ramp's PNG goes (one per fan-out scenario)")
     args = parser.parse_args()
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.servers = [s for s in args.servers.split(",") if s]
@@ -398,6 +408,7 @@ def main() -> None:
 
     print(f"machine: {machine()}", flush=True)
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    ramps: dict[str, dict[str, list[Steps]]] = {}  # scenario -> server -> each run's ramp
     started = time.monotonic()
     for run in range(args.runs):
         for scenario in args.scenarios:
@@ -410,7 +421,8 @@ def main() -> None:
                         cluster = start_cluster(name, CLUSTER_SCENARIOS[scenario],
                                                 args.serializer, data_dir)
                         try:
-                            figures = cluster_fanout(cluster, args, spread=scenario == "c2")
+                            figures, steps = cluster_fanout(cluster, args,
+                                                            spread=scenario == "c2")
                         finally:
                             cluster.stop()
                     else:
@@ -419,15 +431,21 @@ def main() -> None:
                         server = start_server(name, args.serializer, data_dir, extra=[
                             "--store", schema_url(schema)] if schema else None)
                         try:
-                            figures = run_scenario(scenario, server, args)
+                            figures, steps = run_scenario(scenario, server, args)
                         finally:
                             server.stop()
                             if schema:
                                 drop_schema(schema)
                 results.setdefault(scenario, {}).setdefault(name, []).append(figures)
+                if steps:
+                    ramps.setdefault(scenario, {}).setdefault(name, []).append(steps)
                 print(f"run {run + 1}/{args.runs} {scenario} {name:<8} {json.dumps(figures)}",
                       flush=True)
     print(table(results, args))
+    for scenario, drawn in ramps.items():
+        path = args.png_dir / f"{scenario}.png"
+        draw(TITLES[scenario].format(connections=f"{args.connections:,}"), drawn, path)
+        print(f"ramp: {path}")
     print(f"({time.monotonic() - started:.0f} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
