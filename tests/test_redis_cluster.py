@@ -12,8 +12,10 @@ from typing import Any, cast
 
 import pytest
 
+from app.chat.models import RoomName, Sid
 from app.fanout.redis import RedisFanout
 from app.keys import SIO_KEY
+from app.presence.redis import RedisPresence
 from client import ChatClient
 
 from .conftest import PeerFactory, ServeFactory, Served, until
@@ -133,3 +135,26 @@ async def test_a_cluster_node_counts_what_it_holds(nodes: list[Served]) -> None:
     for node in nodes:
         assert fanout(node).channels == 1 and len(fanout(node).links) == 1
         assert fanout(node).healthy
+
+
+async def test_a_burst_past_the_cluster_clients_bound_waits_instead_of_failing(
+        redis_cluster: ThrowawayRedisCluster) -> None:
+    """redis-py's cluster client raises once a node's connections are all busy;
+    ours waits for a free one: 200 joins at once through a client of 2
+    connections per node all succeed, and no master holds more than 2 of its
+    connections (a pool keeps what it opened), besides the one the client
+    asked for the slots on the node it was given."""
+    presence = RedisPresence(redis_cluster.url, prefix=f"t-{uuid.uuid4().hex[:8]}",
+                             node_id="n", max_connections=2)
+    await presence.start()
+    try:
+        firsts = await asyncio.gather(*(presence.join(RoomName(f"r{i % 20}"), f"u{i}",
+                                                      Sid(f"s{i}")) for i in range(200)))
+        assert all(firsts) and presence.status() == "ok"
+        assert sorted(n for _, n in await presence.rooms()) == [10] * 20
+        for node in redis_cluster.nodes[:3]:
+            listing = await redis_cluster.info(node, "client", "list")
+            held = sum(1 for line in listing.splitlines() if ":n:presence" in line)
+            assert held <= 2 + (node is redis_cluster.nodes[0])  # + the slots query's
+    finally:
+        await presence.close()
