@@ -173,7 +173,7 @@ class RedisFanout(CountingManager):
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any,
                          eio_sid: str | None = None) -> None:
-        new = room is not None and room != sid and room not in self.rooms.get(namespace, ())
+        new = isinstance(room, str) and room != sid and room not in self.rooms.get(namespace, ())
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         if new:
             refs = self._room_refs[room] = self._room_refs.get(room, 0) + 1
@@ -183,7 +183,7 @@ class RedisFanout(CountingManager):
                 self._want(channel)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
-        was = room is not None and room != sid and room in self.rooms.get(namespace, ())
+        was = isinstance(room, str) and room != sid and room in self.rooms.get(namespace, ())
         super().basic_leave_room(sid, namespace, room)
         if was and room not in self.rooms.get(namespace, ()):
             refs = self._room_refs[room] = self._room_refs[room] - 1
@@ -201,7 +201,7 @@ class RedisFanout(CountingManager):
         next (its history) and what is broadcast after meet, with no gap. If
         Redis is down, or slow to confirm, the room is caught up once it is."""
         self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if room is None or room == sid:
+        if not isinstance(room, str) or room == sid:
             return
         channel = self.room_channel(room)
         link = self.links.get(self._placed.get(channel, ""))
