@@ -129,8 +129,18 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room = w.room
 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS w(name, room, seq, i)
 ORDER BY w.i
 """
-_INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES " \
-    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+# A batch's new entries and its rooms' new heads in one statement (one round
+# trip: on a busy event loop each reply waits for the loop's next turn)
+_INSERT = f"""
+WITH moved AS (
+    UPDATE rooms SET head = v.head FROM unnest($13::text[], $14::bigint[]) AS v(room, head)
+    WHERE rooms.room = v.room)
+INSERT INTO messages ({COLUMNS})
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+    $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::integer[],
+    $12::text[])
+"""
+_LOCK_ROOMS = "SELECT room, head FROM rooms WHERE room = ANY($1::text[]) ORDER BY room FOR UPDATE"
 
 OUTAGES = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
            asyncpg.exceptions.OperatorInterventionError,
@@ -218,11 +228,14 @@ class PostgresStore(QueuedWrites):
                             ) -> BatchWriter:
         """Lock the rooms ``stream`` writes to and load what it needs."""
         rooms = sorted({r.room for r in stream})
-        await conn.execute("INSERT INTO rooms (room, head) SELECT unnest($1::text[]), 0"
-                           " ON CONFLICT DO NOTHING", rooms)
-        heads = {RoomName(room): int(head) for room, head in await conn.fetch(
-            "SELECT room, head FROM rooms WHERE room = ANY($1::text[])"
-            " ORDER BY room FOR UPDATE", rooms)}
+        heads = {RoomName(room): int(head)
+                 for room, head in await conn.fetch(_LOCK_ROOMS, rooms)}
+        missing = [room for room in rooms if room not in heads]
+        if missing:  # a room's first message: created, then locked like the others
+            await conn.execute("INSERT INTO rooms (room, head) SELECT unnest($1::text[]), 0"
+                               " ON CONFLICT DO NOTHING", missing)
+            heads.update({RoomName(room): int(head)
+                          for room, head in await conn.fetch(_LOCK_ROOMS, missing)})
         return BatchWriter(heads, await self._stored(conn, stream),
                            await self._messages_at(conn, targets(stream)), now_ms(),
                            await self._reactors(conn, reactors_wanted(stream)))
@@ -231,11 +244,8 @@ class PostgresStore(QueuedWrites):
         """Write what ``writer`` made of the batch's appends and changes."""
         new = writer.new_entries
         if new:
-            await conn.executemany(_INSERT, [row(e) for e in new])
-            await conn.execute(
-                "UPDATE rooms SET head = v.head FROM unnest($1::text[], $2::bigint[])"
-                " AS v(room, head) WHERE rooms.room = v.room",
-                list(writer.heads), list(writer.heads.values()))
+            await conn.execute(_INSERT, *map(list, zip(*map(row, new))),
+                               list(writer.heads), list(writer.heads.values()))
         changed = writer.changed_messages
         if changed:
             await conn.executemany(
