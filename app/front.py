@@ -170,7 +170,7 @@ class FrontDoor(asyncio.Protocol):
         self._buffer = b""
         self._timer: asyncio.TimerHandle | None = None
         self._request: FrontRequest | None = None  # the request being answered
-        self._task: asyncio.Future[None] | None = None  # answering it
+        self._task: asyncio.Future[Any] | None = None  # answering it
         self._handler: Any = None  # aiohttp's request handler, once it has the connection
         self._in_request = False  # (with aiohttp) a request's handler is running
         self._ahead = False  # (with aiohttp) bytes came in while it ran
@@ -229,7 +229,12 @@ class FrontDoor(asyncio.Protocol):
         self._buffer = rest
         self._busy()
         self._request = request
-        self._task = asyncio.ensure_future(self._answer(request))
+        engine = self._server.engine
+        plain = engine.plain_poll(request)
+        if plain is not None:  # a long-poll, most requests of all: no task for it
+            self._task = engine.start_poll(*plain, lambda answer: self._answered(request, answer))
+        else:
+            self._task = asyncio.ensure_future(self._answer(request))
 
     async def _answer(self, request: FrontRequest) -> None:
         engine = self._server.engine
@@ -243,9 +248,16 @@ class FrontDoor(asyncio.Protocol):
             response = web.Response(status=500, text="internal error")
         if isinstance(response, HandedOff):
             return  # the connection is the WebSocket's now
+        assert isinstance(response, web.Response)  # (every other answer of the engine)
+        self._answered(request, response)
+
+    def _answered(self, request: FrontRequest, response: web.Response) -> bool:
+        """Write the answer to ``request``, then read the next request; False if
+        the connection is gone."""
+        engine = self._server.engine
         transport = self.transport
         if transport is None or transport.is_closing():
-            return
+            return False
         # (a body not all received by now would be read as the next request: close)
         keep = (request.keep_alive and not request.upgrade and not engine.going_away
                 and request.content.complete)
@@ -253,9 +265,10 @@ class FrontDoor(asyncio.Protocol):
         self._request = self._task = None
         if not keep:
             transport.close()
-            return
+            return True
         self._wait()
         self._next()
+        return True
 
     def eof_received(self) -> bool:
         if self._handler is not None:

@@ -312,3 +312,33 @@ async def test_trickling_request_heads_are_cut_at_the_header_timeout(
     finally:
         for _, writer in slow:
             writer.close()
+
+
+async def test_a_poll_read_by_aiohttp_waits_and_is_answered_alike(served: Served) -> None:
+    """A GET the front door leaves to aiohttp (a header that is not ASCII) takes
+    the awaiting form of the poll: it waits until something is queued and is
+    answered with it; a cut one closes its session at once."""
+    engine = served.app[SIO_KEY].eio
+    opening = await raw_http(served, b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n"
+                                     b"Host: x\r\nConnection: close\r\n\r\n")
+    sid = opening.split(b'"sid":"')[1].split(b'"')[0].decode()
+    url = urlsplit(served.url)
+    poll = (f"GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n"
+            "X-Name: Zo\u00eb\r\n\r\n").encode()
+    before = aiohttp_requests(served)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(poll)
+        await until(lambda: engine.sockets[sid].poll_waiter is not None)
+        assert aiohttp_requests(served) == before + 1
+        await engine.send(sid, "queued")
+        async with asyncio.timeout(TIMEOUT):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head)[1])  # type: ignore
+            assert head.startswith(b"HTTP/1.1 200")
+            assert await reader.readexactly(length) == b"4queued"
+        writer.write(poll)  # waits again, and is cut
+        await until(lambda: engine.sockets[sid].poll_waiter is not None)
+    finally:
+        writer.close()
+    await until(lambda: sid not in engine.sockets)

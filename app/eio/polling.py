@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -54,37 +55,75 @@ async def open_session(engine: EngineServer, request: Any,
     return _answer(session.open_packet(engine.upgrades), cors)
 
 
-async def poll(engine: EngineServer, session: LiveSession, request: Any,
-               cors: dict[str, str]) -> web.StreamResponse:
+Reply = Callable[[web.Response], bool]
+"""Hands a poll's answer to its connection; False if the connection is gone."""
+
+
+def start_poll(engine: EngineServer, session: LiveSession, cors: dict[str, str],
+               reply: Reply) -> asyncio.Future[str | None]:
+    """Begin answering a GET, with no task of its own: ``reply`` gets the answer
+    in a later turn of the loop, once something is queued. The future returned
+    is the waiting poll: cancelling it (its client left) closes the session."""
+    waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
     if session.poll_waiter is not None:
         log.warning("closing eio_sid=%s: a second concurrent poll", session.sid)
         engine.close(session, engine.reason.TRANSPORT_ERROR, goodbye=False)
-        return web.Response(status=400, text="a poll is already waiting", headers=cors)
-    answer: str | None = None
+        refusal = web.Response(status=400, text="a poll is already waiting", headers=cors)
+        waiter.add_done_callback(lambda w: w.cancelled() or reply(refusal))
+        waiter.set_result(None)
+        return waiter
     if session.upgrading == "5":  # probed: the client has paused polling
-        answer = packets.NOOP_TEXT
-    elif not session.queued and not session.closed:
-        waiter = asyncio.get_running_loop().create_future()
-        session.poll_waiter = waiter
-        try:
-            answer = await waiter  # the heartbeat's ping comes within ping_interval
-        except asyncio.CancelledError:
-            # the client closed the connection (aiohttp cancels the handler), or
-            # the server is stopping
-            if not session.closed:
-                log.info("closing eio_sid=%s: its poll was cut", session.sid)
-                engine.close(session, engine.reason.TRANSPORT_CLOSE, goodbye=False)
-            raise
-        finally:
-            session.poll_waiter = None
+        waiter.set_result(packets.NOOP_TEXT)
+    elif session.queued or session.closed:
+        waiter.set_result(None)
+    else:
+        session.poll_waiter = waiter  # the heartbeat's ping comes within ping_interval
+    waiter.add_done_callback(lambda w: _polled(engine, session, cors, reply, w))
+    return waiter
+
+
+def _polled(engine: EngineServer, session: LiveSession, cors: dict[str, str], reply: Reply,
+            waiter: asyncio.Future[str | None]) -> None:
+    if session.poll_waiter is waiter:
+        session.poll_waiter = None
+    if waiter.cancelled():  # the client closed the connection, or the server is stopping
+        if not session.closed:
+            log.info("closing eio_sid=%s: its poll was cut", session.sid)
+            engine.close(session, engine.reason.TRANSPORT_CLOSE, goodbye=False)
+        return
     if engine.going_away and session.closed:
-        return web.Response(status=503, text="server going away; reconnect", headers=cors)
-    batch = session.take()
-    if session.closed and not session.queued:
-        engine.forget(session)
-    if not batch:
-        batch = [answer or (packets.CLOSE_TEXT if session.closed else packets.NOOP_TEXT)]
-    return _answer(packets.encode_payload(batch), cors)
+        answer = web.Response(
+            status=503, text="server going away; reconnect", headers=cors)
+    else:
+        batch = session.take()
+        if session.closed and not session.queued:
+            engine.forget(session)
+        if not batch:
+            batch = [waiter.result()
+                     or (packets.CLOSE_TEXT if session.closed else packets.NOOP_TEXT)]
+        answer = _answer(packets.encode_payload(batch), cors)
+    if not reply(answer) and not session.closed:  # taken, but its connection went
+        log.info("closing eio_sid=%s: its poll was cut", session.sid)
+        engine.close(session, engine.reason.TRANSPORT_CLOSE, goodbye=False)
+
+
+async def poll(engine: EngineServer, session: LiveSession, request: Any,
+               cors: dict[str, str]) -> web.StreamResponse:
+    """:func:`start_poll` for a caller that awaits the answer (aiohttp's handlers)."""
+    answered: asyncio.Future[web.Response] = asyncio.get_running_loop().create_future()
+
+    def reply(response: web.Response) -> bool:
+        if answered.done():  # cancelled: the handler is gone
+            return False
+        answered.set_result(response)
+        return True
+
+    waiter = start_poll(engine, session, cors, reply)
+    try:
+        return await answered
+    except asyncio.CancelledError:
+        waiter.cancel()
+        raise
 
 
 async def post(engine: EngineServer, session: LiveSession, request: Any,

@@ -367,6 +367,28 @@ class EngineServer:
 
     # -- requests --------------------------------------------------------------------
 
+    def plain_poll(self, request: Any) -> tuple[LiveSession, dict[str, str]] | None:
+        """The session and CORS headers of ``request`` if it is the commonest
+        request of all, a well-formed GET of an open long-polling session, for
+        :meth:`start_poll`; else None (:meth:`handle_request` answers it, and
+        every refusal)."""
+        if request.method != "GET" or (self.host_check is not None
+                                       and not self.host_check(request)):
+            return None
+        query = parse_query(request.query_string)
+        session = self.sockets.get(query.get("sid", ""))
+        if (session is None or session.transport != POLLING or "j" in query
+                or query.get("transport") != POLLING):
+            return None
+        cors = self._cors_headers(request)
+        return None if cors is None else (session, cors)
+
+    def start_poll(self, session: LiveSession, cors: dict[str, str],
+                   reply: polling.Reply) -> asyncio.Future[str | None]:
+        """Answer a :meth:`plain_poll` through ``reply``, with no task of its own
+        (see :func:`polling.start_poll`)."""
+        return polling.start_poll(self, session, cors, reply)
+
     async def handle_request(self, request: Any) -> web.StreamResponse:
         """Answer one request to the Engine.IO path: a handshake, a poll, a POST,
         an upgrade, a preflight. Every refusal is 400 with the reason as text,
