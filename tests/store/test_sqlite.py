@@ -1,9 +1,10 @@
-"""What only the SQLite store has to get right: the work of a write."""
+"""What only the SQLite store has to get right: work that does not grow with history."""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.chat.models import RoomName
@@ -21,33 +22,48 @@ def fill(path: Path, room: str, messages: int) -> None:
         conn.commit()
 
 
-async def test_a_send_costs_the_same_however_long_the_rooms_history(tmp_path: Path) -> None:
-    """Appending to a room of 20,000 messages runs about as many SQLite
-    instructions as appending to a room of 10: a send's latency and the
-    store's CPU do not grow with a room's history. (Counted by SQLite's
-    progress handler, not timed: the count is the same on any machine.)"""
+@contextlib.contextmanager
+def counted(conn: sqlite3.Connection | None) -> Iterator[list[int]]:
+    """The SQLite VM instructions ``conn`` runs meanwhile, in hundreds: a count
+    of work that is the same on any machine (unlike a time)."""
+    assert conn is not None
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    conn.set_progress_handler(count, 100)
+    try:
+        yield steps
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+async def test_sends_and_room_listings_cost_the_same_however_long_the_history(
+        tmp_path: Path) -> None:
+    """Appending to a room of 20,000 messages, and listing where a person
+    stands in it (unread counts, as a join's ack and the rooms list do), run
+    about as many SQLite instructions as in a room of 10: a send's latency,
+    a join's and the store's CPU do not grow with a room's history."""
     path = tmp_path / "chat.db"
     store = SqliteStore(path)
     await store.start()
     try:
         fill(path, "long", HISTORY)
         fill(path, "short", 10)
-        conn = store._write_conn
-        assert conn is not None
-        steps = [0]
-
-        def count() -> int:
-            steps[0] += 1
-            return 0  # go on
-
-        conn.set_progress_handler(count, 100)  # called every 100 VM instructions
-        work = {}
+        sends, listings = {}, {}
         for room in ("short", "long"):
-            steps[0] = 0
-            message, created = await store.append(RoomName(room), "alice", "new", "c1")
+            with counted(store._write_conn) as steps:
+                message, created = await store.append(RoomName(room), "alice", "new", "c1")
             assert created and message.seq == {"short": 11, "long": HISTORY + 1}[room]
-            work[room] = steps[0]
-        conn.set_progress_handler(None, 0)
+            sends[room] = steps[0]
+            await store.mark("bob", RoomName(room), message.seq - 1)
+            with counted(store._read_conn) as steps:
+                (reading,) = await store.readings("bob", [RoomName(room)])
+            assert (reading.unread, reading.latest) == (1, message.seq)
+            listings[room] = steps[0]
     finally:
         await store.close()
-    assert work["long"] < 2 * work["short"] + 10, work
+    assert sends["long"] < 2 * sends["short"] + 10, sends
+    assert listings["long"] < 2 * listings["short"] + 10, listings
