@@ -396,6 +396,8 @@ async function fanout(cfg) {
   }
   out.max_delivered_per_s = best ? best.delivered_per_s : 0;
   out.max_rate = best ? best.rate : 0;
+  // the server carried the ramp's top step: its figure is a floor, not its limit
+  out.at_top = best !== null && best.rate === cfg.rates[cfg.rates.length - 1];
   out.lost = out.steps.concat([out.moderate]).reduce((n, s) => n + s.lost, 0);
   out.repeated = out.steps.concat([out.moderate]).reduce((n, s) => n + s.repeated, 0);
   for (const client of clients) client.close();
