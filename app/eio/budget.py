@@ -18,6 +18,8 @@ the most. An idle node runs no sweep.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -83,6 +85,8 @@ class BacklogBudget:
             self.cuts += cut
             log.warning("unsent data over the node's budget of %d bytes: cut the %d "
                         "sessions furthest behind", self.budget, cut)
+            # their buffers are freed as their transports close, a turn or two on
+            asyncio.get_running_loop().call_later(SWEEP_S, release_freed_memory)
         self.total = total
         if self._behind:
             self._timer = asyncio.get_running_loop().call_later(SWEEP_S, self.sweep)
@@ -92,3 +96,24 @@ class BacklogBudget:
             self._timer.cancel()
             self._timer = None
         self._behind.clear()
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to do
+        return None
+    return trim
+
+
+_malloc_trim = _libc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``).
+    The buffers of sessions cut together are megabytes in pieces too small for
+    their own mappings: freed, they stay resident in the heap for reuse, and
+    the server's memory would stay at the peak of the burst that cut them."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
