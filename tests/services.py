@@ -54,16 +54,32 @@ class ThrowawayRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self, *options: str) -> ThrowawayRedis:
-        self.proc = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.workdir), *options,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(10):
-            while b"Ready to accept connections" not in await self.proc.stdout.readline():
-                pass
-        asyncio.ensure_future(self.proc.stdout.read())  # keep draining its log
-        return self
+        """Start it. A port picked free can be taken by another process before
+        redis-server binds it: then it starts again on fresh ports (its own, and
+        a ``--cluster-port``), three times at most; any other failure is raised
+        with what redis-server said."""
+        attempts = 3
+        while True:
+            self.proc = await asyncio.create_subprocess_exec(
+                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir), *options,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            assert self.proc.stdout is not None
+            said: list[bytes] = []
+            async with asyncio.timeout(10):
+                while line := await self.proc.stdout.readline():  # b"": it exited
+                    said.append(line)
+                    if b"Ready to accept connections" in line:
+                        asyncio.ensure_future(self.proc.stdout.read())  # keep draining its log
+                        return self
+                await self.proc.wait()
+            output = b"".join(said).decode(errors="replace")
+            attempts -= 1
+            if "Address already in use" not in output or not attempts:
+                raise RuntimeError(f"redis-server did not start:\n{output}")
+            self.port = free_port()
+            options = tuple(str(free_port()) if before == "--cluster-port" else option
+                            for before, option in zip(("", *options), options))
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
