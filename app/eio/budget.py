@@ -12,7 +12,8 @@ and the write that takes it past the budget sweeps at once, before more is
 buffered. Past the budget the largest backlogs are cut first, until the rest
 fit in :data:`LOW_WATER` of it (so the next sweep is some way off): the
 readers furthest behind are the ones least likely to catch up, and they free
-the most. An idle node runs no sweep.
+the most; once their transports have closed, the memory they held goes back
+to the system (:func:`release_freed_memory`). An idle node runs no sweep.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class BacklogBudget:
         self._cut = cut
         self._behind: set[Behind] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._release: asyncio.TimerHandle | None = None  # after cuts (one at a time)
+        self._cut_since_release = False  # cuts after the pending release was set
         self.total = 0  # at the last sweep
         self._growth = 0  # written to sessions behind since then
         self.cuts = 0
@@ -86,15 +89,29 @@ class BacklogBudget:
             log.warning("unsent data over the node's budget of %d bytes: cut the %d "
                         "sessions furthest behind", self.budget, cut)
             # their buffers are freed as their transports close, a turn or two on
-            asyncio.get_running_loop().call_later(SWEEP_S, release_freed_memory)
+            if self._release is None:
+                self._release = asyncio.get_running_loop().call_later(SWEEP_S, self._released)
+            else:
+                self._cut_since_release = True
         self.total = total
         if self._behind:
             self._timer = asyncio.get_running_loop().call_later(SWEEP_S, self.sweep)
+
+    def _released(self) -> None:
+        """At most one release a sweep apart, and one after the last cut."""
+        release_freed_memory()
+        self._release = None
+        if self._cut_since_release:
+            self._cut_since_release = False
+            self._release = asyncio.get_running_loop().call_later(SWEEP_S, self._released)
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
         self._behind.clear()
 
 
