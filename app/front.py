@@ -110,6 +110,7 @@ class FrontRequest:
         self.tail = b""  # for a WebSocket: what followed the headers (its first frames)
         self.upgrade = "Upgrade" in headers
         self.keep_alive = "close" not in headers.get("Connection", "").lower()
+        self.body_refused = False  # too large: answered unread, nothing more is read
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else ""
 
@@ -188,8 +189,8 @@ class FrontDoor(asyncio.Protocol):
             if request.upgrade:  # the first frames of a WebSocket
                 request.tail += data
                 return
-            if not request.keep_alive and request.content_length:
-                return  # after a body refused unread: nothing more is read
+            if request.body_refused:
+                return  # answered unread: nothing more is read
             data = request.content.feed(data)
             self._buffer += data
             if len(self._buffer) > MAX_HEAD + self._server.engine.max_http_buffer_size:
@@ -220,7 +221,8 @@ class FrontDoor(asyncio.Protocol):
             return
         rest = buf[end + 4:]
         if (request.content_length or 0) > self._server.engine.max_http_buffer_size:
-            request.keep_alive = False  # refused unread: the connection ends after the answer
+            request.body_refused = True  # answered unread: the connection ends after it
+            request.keep_alive = False
             rest = b""
         else:
             rest = request.content.feed(rest)  # the body, or as much of it as is here

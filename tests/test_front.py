@@ -342,3 +342,34 @@ async def test_a_poll_read_by_aiohttp_waits_and_is_answered_alike(served: Served
     finally:
         writer.close()
     await until(lambda: sid not in engine.sockets)
+
+
+async def test_a_closing_post_whose_body_comes_later_is_answered(served: Served) -> None:
+    """A long-polling POST sent with ``Connection: close`` whose body arrives in a
+    later read than its head (as over a real network, or from a client that
+    closes each request) is read whole and answered ``ok``, then closed."""
+    url = urlsplit(served.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n")
+        opened = await asyncio.wait_for(read_answer(reader), TIMEOUT)
+        sid = opened.split(b'"sid":"')[1].split(b'"')[0].decode()
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        body = b"6"  # a NOOP
+        writer.write(f"POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\n"
+                     f"Host: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+                     .encode())
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the behaviour under test: the body in a read of its own
+        writer.write(body)
+        await writer.drain()
+        async with asyncio.timeout(TIMEOUT):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 200 OK" and rest.endswith(b"\r\n\r\nok")
+    assert b"Connection: close" in rest
