@@ -108,6 +108,16 @@ class Settings:
     search_rate: float = field(default=1.0, metadata={
         "help": "searches per second per connection, sustained"})
     search_burst: int = field(default=10, metadata={"help": "searches in a burst"})
+    max_searches: int = field(default=4, metadata={
+        "help": "searches running at once on this node; past it a search is answered "
+                "unavailable (searches have database connections of their own: "
+                "they never hold up joins, history or sends)"})
+    max_searches_per_name: int = field(default=1, metadata={
+        "help": "searches one name may have running at once, over all its connections; "
+                "past it, rate_limited"})
+    search_timeout: float = field(default=2.0, metadata={
+        "help": "seconds a search may take; then it is stopped in the database and "
+                "answered unavailable"})
     rooms_rate: float = field(default=1.0, metadata={
         "help": "rooms-list requests per second per connection, sustained"})
     rooms_burst: int = field(default=10, metadata={"help": "rooms-list requests in a burst"})
@@ -221,6 +231,9 @@ class Settings:
             raise ValueError("store_timeout must be positive and store_max_pending at least 1")
         if self.max_node_backlog_bytes < 0:
             raise ValueError("max_node_backlog_bytes must be 0 (no bound) or more")
+        if self.max_searches < 1 or self.max_searches_per_name < 1 or self.search_timeout <= 0:
+            raise ValueError("max_searches and max_searches_per_name must be at least 1 and "
+                             "search_timeout positive")
         if self.max_events_in_progress < 1:
             raise ValueError("max_events_in_progress must be at least 1")
         if self.max_poll_packets < 0:

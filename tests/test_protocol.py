@@ -9,7 +9,7 @@ import pytest
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.protocol import (
     HistoryRequest, JoinRequest, SendRequest, TypingRequest, parse_history, parse_join,
-    parse_leave, parse_name, parse_rooms, parse_send, parse_typing,
+    parse_leave, parse_name, parse_rooms, parse_search, parse_send, parse_typing,
 )
 
 
@@ -104,3 +104,14 @@ def test_send_refuses_nul_before_any_store(field: str) -> None:
     with pytest.raises(ChatError) as refused:
         parse_send(payload, max_text_length=4000)
     assert refused.value.code == ErrorCode.BAD_REQUEST and "U+0000" in str(refused.value)
+
+
+def test_searches_are_parsed_into_their_terms_and_bounded() -> None:
+    """A query's words are its terms (case-folded, each once); up to 8 words of
+    up to 64 characters are looked for, and more is refused, not cut short."""
+    req = parse_search({"query": "Deploy, deploy FAILED ½"})
+    assert req.terms == ["deploy", "failed", "½"] and req.room is None and req.limit == 20
+    assert parse_search({"query": " ".join("abcdefgh")}).terms == list("abcdefgh")
+    assert parse_search({"query": "x" * 64}).terms == ["x" * 64]
+    for query in (" ".join("abcdefghi"), "x" * 65, "?! …", "´"):
+        assert code_of(parse_search, {"query": query}) == ErrorCode.BAD_REQUEST, query

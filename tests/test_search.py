@@ -4,9 +4,14 @@ serializers)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from .conftest import Peer, PeerFactory
+from app.chat.namespace import NAMESPACE
+from app.store.memory import MemoryStore
+from app.store.search import SearchPage
+
+from .conftest import TIMEOUT, Peer, PeerFactory, ServeFactory, sio_client, until
 
 
 async def search(peer: Peer, **payload: Any) -> dict[str, Any]:
@@ -72,3 +77,74 @@ async def test_bad_searches_are_refused(peer: PeerFactory) -> None:
         ack = await alice.call("search", payload)
         assert ack["ok"] is False and ack["error"]["code"] == "bad_request", (payload, ack)
     assert (await search(alice, query="anything"))["results"] == []  # still connected
+
+
+class HeldSearches(MemoryStore):
+    """A memory store whose searches run until the test releases them (a
+    search as slow as an expensive one, for as long as the test needs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.started = 0
+
+    async def search(self, rooms: Any, terms: list[str], **paging: Any) -> SearchPage:
+        self.started += 1
+        await self.release.wait()
+        return await super().search(rooms, terms, **paging)
+
+
+async def test_searches_running_at_once_are_bounded_per_person_and_per_node(
+        serve: ServeFactory) -> None:
+    """A person may have one search running, over all their connections (the
+    next is rate_limited), and the node two (the next is unavailable); while
+    they run, everyone else's join, history and send are answered, and once
+    they end the same person may search again."""
+    store = HeldSearches()
+
+    async def held(url: str) -> Any:
+        return store
+
+    served = await serve(store_factory=held, max_searches=2, max_searches_per_name=1)
+    peers: list[Peer] = []
+    for name in ("alice", "alice", "bob", "carol", "dave"):
+        sio = sio_client(served.settings.serializer)
+        await sio.connect(served.url, auth={"name": name}, namespaces=[NAMESPACE],
+                          transports=["websocket"], wait_timeout=TIMEOUT)
+        peers.append(Peer(name, sio))
+    alice, alice_again, bob, carol, dave = peers
+    try:
+        for someone in peers:
+            await someone.join("r")
+        await dave.send("r", "the needle")
+        first = asyncio.ensure_future(search(alice, query="needle"))
+        await until(lambda: store.started == 1)
+        refused = await alice_again.call("search", {"query": "needle"})
+        assert refused["error"]["code"] == "rate_limited", refused
+        second = asyncio.ensure_future(search(bob, query="needle"))
+        await until(lambda: store.started == 2)
+        busy = await carol.call("search", {"query": "needle"})
+        assert busy["error"]["code"] == "unavailable", busy
+        await dave.join("elsewhere")
+        await dave.send("elsewhere", "still answered")
+        assert [m["text"] for m in (await dave.ok("history", {"room": "elsewhere"}))[
+            "messages"]] == ["still answered"]
+        assert not first.done() and not second.done()
+        store.release.set()
+        for running in (first, second):
+            assert texts(await asyncio.wait_for(running, TIMEOUT)) == ["the needle"]
+        assert texts(await search(alice_again, query="needle")) == ["the needle"]
+        assert store.started == 3
+    finally:
+        for someone in peers:
+            await someone.sio.disconnect()
+
+
+async def test_more_than_eight_words_are_refused_not_cut_short(peer: PeerFactory) -> None:
+    """docs/protocol.md: up to 8 words; a ninth is bad_request (it was dropped)."""
+    alice = await peer("alice")
+    await alice.join("r")
+    await alice.send("r", "a b c d e f g h")
+    assert texts(await search(alice, query="a b c d e f g h")) == ["a b c d e f g h"]
+    ack = await alice.call("search", {"query": "a b c d e f g h zzz"})
+    assert ack["error"]["code"] == "bad_request" and "at most 8" in ack["error"]["message"]

@@ -18,7 +18,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from .errors import ChatError, ErrorCode
 
 
 class TokenBucket:
@@ -66,3 +71,36 @@ class Rate:
 
     def bucket(self) -> TokenBucket:
         return TokenBucket(self.rate, self.burst)
+
+
+class InFlight:
+    """A bound on work under way at once, per person (over all their
+    connections, on this node) and in all; counted before the work starts."""
+
+    def __init__(self, what: str, *, per_node: int, per_name: int) -> None:
+        self.what = what
+        self.per_node = per_node
+        self.per_name = per_name
+        self.running: Counter[str] = Counter()
+        self.total = 0
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """Count one for ``name`` while the block runs; refuse ``rate_limited``
+        if ``name`` has ``per_name`` running, ``unavailable`` if the node has
+        ``per_node``."""
+        if self.running[name] >= self.per_name:
+            raise ChatError(ErrorCode.RATE_LIMITED, f"you have {self.running[name]} "
+                            f"{self.what} running; wait for it to finish", retry_after=1000)
+        if self.total >= self.per_node:
+            raise ChatError(ErrorCode.UNAVAILABLE, f"this server is busy with {self.what}; "
+                            "try again shortly")
+        self.running[name] += 1
+        self.total += 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            self.running[name] -= 1
+            if not self.running[name]:
+                del self.running[name]

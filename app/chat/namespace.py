@@ -40,15 +40,15 @@ from ..store import MessageStore
 from .auth import Identity, identify, verify_token
 from .directs import MAX_PEOPLE, direct_room, is_direct
 from .errors import ChatError, ErrorCode, refuse
-from .limits import Rate, TokenBucket
+from .limits import InFlight, Rate, TokenBucket
 from .mentions import mentioned
 from .models import Entry, Message, Page, RoomName, Sid
-from ..store.search import marked, terms
+from ..store.search import marked
 from .paging import fit, wire_size
 from .protocol import (
-    JOIN_LATEST, JOIN_SINCE_MAX, ChangeRequest, parse_delete, parse_direct, parse_edit,
-    parse_history, parse_join, parse_leave, parse_reaction, parse_read, parse_renew,
-    parse_rooms, parse_search, parse_send, parse_typing,
+    JOIN_LATEST, JOIN_SINCE_MAX, ChangeRequest, SearchRequest, parse_delete, parse_direct,
+    parse_edit, parse_history, parse_join, parse_leave, parse_reaction, parse_read,
+    parse_renew, parse_rooms, parse_search, parse_send, parse_typing,
 )
 from .receipts import Receipts, receipt_list
 
@@ -164,6 +164,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.connections: dict[Sid, Connection] = {}
         self.rates = {kind: Rate(getattr(settings, kind + "_rate"),
                                  getattr(settings, kind + "_burst")) for kind in RATED}
+        self.searches = InFlight("searches", per_node=settings.max_searches,
+                                 per_name=settings.max_searches_per_name)
         self._expiring: set[asyncio.Task[Any]] = set()  # disconnects of expired tokens
         self.wire_size = wire_size(settings.serializer)
         self.per_name: Counter[str] = Counter()
@@ -614,18 +616,21 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         else:
             conn = self.connections[sid]
             rooms = sorted(conn.rooms)
-        wanted = terms(req.query)
-        if not wanted:
-            raise ChatError(ErrorCode.BAD_REQUEST, "the query has no words to look for")
         self._limit(conn, "search", "searches")
+        with self.searches.hold(conn.name):
+            return await self._search(conn, req, rooms)
+
+    async def _search(self, conn: Connection, req: SearchRequest, rooms: list[RoomName]
+                      ) -> Ack:
         self._reserve_reply(conn)
         budget = self.settings.max_reply_bytes
         used = 0
         try:
             with self.metrics.store_seconds.labels("search").time():
-                page = await self.store.search(rooms, wanted, cursor=req.cursor,
-                                               limit=req.limit)
-            results = [{"message": m.as_dict(), "marked": marked(m.text, wanted)}
+                page = await self.store.search(rooms, req.terms, cursor=req.cursor,
+                                               limit=req.limit,
+                                               timeout=self.settings.search_timeout)
+            results = [{"message": m.as_dict(), "marked": marked(m.text, req.terms)}
                        for m in page.messages]
             kept, used, cut = fit(results, budget, self.wire_size, keep_newest=False)
         finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import ChatError, ErrorCode
 from .models import RoomName
+from ..store.search import check_terms, terms
 
 NAME_MAX = 32
 ROOM_MAX = 64
@@ -70,6 +71,7 @@ class HistoryRequest:
 @dataclass(frozen=True, slots=True)
 class SearchRequest:
     query: str
+    terms: list[str]  # its words, case-folded (app.store.search)
     room: RoomName | None  # None: every room the connection has joined
     cursor: str | None
     limit: int
@@ -283,7 +285,10 @@ def parse_search(data: object) -> SearchRequest:
         raise _bad("cursor must be the next value of an earlier search reply")
     limit = _int(payload, "limit", low=1, high=SEARCH_MAX, default=SEARCH_DEFAULT)
     assert limit is not None
-    return SearchRequest(_utf8(query, "query"), room, cursor, limit)
+    query = _utf8(query, "query")
+    wanted = terms(query)
+    check_terms(wanted)
+    return SearchRequest(query, wanted, room, cursor, limit)
 
 
 def parse_typing(data: object) -> TypingRequest:

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, Reading, RoomName
-from .search import SearchPage
+from .search import SEARCH_TIMEOUT, SearchPage
 from .stream import Altered
 
 _SCHEMES = {
@@ -91,11 +91,15 @@ class MessageStore(Protocol):
         before ``before``, or the ones just after ``after``."""
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
-                     cursor: str | None = None, limit: int = 20) -> SearchPage:
+                     cursor: str | None = None, limit: int = 20,
+                     timeout: float = SEARCH_TIMEOUT) -> SearchPage:
         """Messages of ``rooms``, as they stand, in which every term starts a word
         (:mod:`app.store.search`), newest first, ``limit`` at a time; ``cursor``
         is a page's ``next``. Raises ``ChatError(BAD_REQUEST)`` for a cursor it
-        did not give."""
+        did not give, and ``ChatError(UNAVAILABLE)`` for a search not done
+        within ``timeout`` seconds, which is then stopped in the database (not
+        left running). Searches never wait behind the reads and writes of
+        joins, history and sends: they have connections of their own."""
 
     async def mark(self, name: str, room: RoomName, seq: int | None = None) -> Reading:
         """Move ``name``'s read marker in ``room`` forward to ``seq`` (never back,

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message, Page, Reading, RoomName
 from . import MessageStore
-from .search import SearchPage
+from .search import SEARCH_TIMEOUT, SearchPage
 from .stream import Altered
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,10 @@ class Deadlines:
                                                         limit=limit))
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
-                     cursor: str | None = None, limit: int = 20) -> SearchPage:
-        return await self._call("search", self.store.search(rooms, terms, cursor=cursor,
-                                                            limit=limit))
+                     cursor: str | None = None, limit: int = 20,
+                     timeout: float = SEARCH_TIMEOUT) -> SearchPage:
+        return await self._call("search", self.store.search(
+            rooms, terms, cursor=cursor, limit=limit, timeout=min(timeout, self.timeout)))
 
     async def mark(self, name: str, room: RoomName, seq: int | None = None) -> Reading:
         return await self._call("mark", self.store.mark(name, room, seq))

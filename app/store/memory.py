@@ -13,7 +13,7 @@ from ..chat.errors import ChatError
 from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
 from . import MessageStore, check_storable, page_bounds
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
-from .search import SearchPage, decode_cursor, encode_cursor, matches
+from .search import SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, matches
 from .stream import (Alter, Altered, Append, BatchWriter, ClientKey, Mention, ReactionKey,
                      Reactors, Request, reactors_wanted, split, targets)
 
@@ -99,7 +99,9 @@ class MemoryStore:
         return Page(older[-limit:], len(older) > limit, len(entries))
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
-                     cursor: str | None = None, limit: int = 20) -> SearchPage:
+                     cursor: str | None = None, limit: int = 20,
+                     timeout: float = SEARCH_TIMEOUT) -> SearchPage:
+        """(A scan of the rooms, in one step: the memory store is for tests.)"""
         before = decode_cursor(cursor)
         found = sorted((m for room in set(rooms) for m in self._rooms.get(room, [])
                         if isinstance(m, Message) and not m.deleted and terms

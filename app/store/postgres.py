@@ -20,8 +20,10 @@ reconnects by itself once it is back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -31,14 +33,18 @@ from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomNam
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites, Write, Written
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
-from .search import SearchPage, decode_cursor, encode_cursor
+from .search import (SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, index_tokens,
+                     query_tokens, too_slow)
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
                      client_key, entry, reactors_of_version_3, reactors_wanted, row,
                      split, targets)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+T = TypeVar("T")
+
+SCHEMA_VERSION = 6
+SEARCH_POOL = 2  # connections for searches (their own: see search)
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS roomcast_schema (version integer NOT NULL);
@@ -118,6 +124,16 @@ CREATE TABLE IF NOT EXISTS directs (
     PRIMARY KEY (room, name)
 );
 """
+_MIGRATE_6 = """
+-- version 6: each message's index tokens (app.store.search) as it stands,
+-- cut by Roomcast and not by PostgreSQL's text parser (which dropped some
+-- words, "½" for one, and so matched every message for them); each token
+-- carries its room, so that a prefix finds a room's words only
+DROP INDEX IF EXISTS messages_words;
+ALTER TABLE messages DROP COLUMN IF EXISTS words;
+ALTER TABLE messages ADD COLUMN words tsvector;
+"""
+_WORDS_INDEX = "CREATE INDEX IF NOT EXISTS messages_words ON messages USING gin (words)"
 # The messages after each (name, room, seq) that others sent, not deleted, and
 # the mentions of the name among them, each counted up to UNREAD_COUNTED.
 _UNREAD = """
@@ -135,10 +151,18 @@ _INSERT = f"""
 WITH moved AS (
     UPDATE rooms SET head = v.head FROM unnest($13::text[], $14::bigint[]) AS v(room, head)
     WHERE rooms.room = v.room)
-INSERT INTO messages ({COLUMNS})
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+INSERT INTO messages ({COLUMNS}, words)
+SELECT {COLUMNS}, array_to_tsvector(string_to_array(w, ' '))
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
     $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::integer[],
-    $12::text[])
+    $12::text[], $15::text[]) AS u({COLUMNS}, w)
+"""
+# A page of search results: the messages of rooms $1 matching tsquery $2,
+# newest first, before the cursor's (ts, room, seq) $3-$5, up to $6
+SEARCH = f"""
+SELECT {COLUMNS} FROM messages WHERE room = ANY($1::text[])
+    AND words @@ $2::tsquery AND (ts, room, seq) < ($3, $4, $5)
+ORDER BY ts DESC, room DESC, seq DESC LIMIT $6
 """
 _LOCK_ROOMS = "SELECT room, head FROM rooms WHERE room = ANY($1::text[]) ORDER BY room FOR UPDATE"
 
@@ -163,6 +187,7 @@ class PostgresStore(QueuedWrites):
         self._dsn = dsn
         self._schema = schema
         self._pool: asyncpg.Pool | None = None
+        self._search_pool: asyncpg.Pool | None = None
         self._appends = AppendQueue(self._write, lambda exc: isinstance(exc, OUTAGES),
                                     "postgres")
         self._used = UseClock()
@@ -176,6 +201,11 @@ class PostgresStore(QueuedWrites):
             if self._schema:
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             await self._migrate(conn)
+        # searches: a pool of their own, so that they never hold the connections
+        # that sends, joins and history pages need
+        self._search_pool = await asyncpg.create_pool(self._dsn, min_size=0,
+                                                      max_size=SEARCH_POOL,
+                                                      server_settings=settings)
         self._appends.start()
         log.info("postgres store ready (schema %s)", self._schema or "public")
 
@@ -201,8 +231,26 @@ class PostgresStore(QueuedWrites):
                                        rows)
         if version is None or version < 5:
             await conn.execute(_MIGRATE_5)
+        if version is None or version < 6:
+            await conn.execute(_MIGRATE_6)
+            await self._index_all(conn)
+            await conn.execute(_WORDS_INDEX)
         if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
+
+    @staticmethod
+    async def _index_all(conn: asyncpg.Connection) -> None:
+        """Version 5 -> 6: every message as it stands gets its index tokens."""
+        log.info("postgres store: indexing the stored messages for search (once)")
+        rows = conn.cursor("SELECT room, seq, text FROM messages"
+                           " WHERE kind = 'message' AND deleted = 0", prefetch=5000)
+        chunk: list[tuple[str, int, str]] = []
+        async for room, seq, text in rows:
+            chunk.append((room, seq, _indexed(room, text)))
+            if len(chunk) == 5000:
+                await _set_words(conn, chunk)
+                chunk = []
+        await _set_words(conn, chunk)
 
     # -- writes ---------------------------------------------------------------
 
@@ -245,13 +293,16 @@ class PostgresStore(QueuedWrites):
         new = writer.new_entries
         if new:
             await conn.execute(_INSERT, *map(list, zip(*map(row, new))),
-                               list(writer.heads), list(writer.heads.values()))
+                               list(writer.heads), list(writer.heads.values()),
+                               [_words(e) for e in new])
         changed = writer.changed_messages
         if changed:
             await conn.executemany(
-                "UPDATE messages SET text = $3, edited = $4, deleted = $5, reactions = $6"
+                "UPDATE messages SET text = $3, edited = $4, deleted = $5, reactions = $6,"
+                " words = array_to_tsvector(string_to_array($7, ' '))"
                 " WHERE room = $1 AND seq = $2",
-                [(r[0], r[1], r[4], r[9], r[10], r[11]) for r in map(row, changed)])
+                [(r[0], r[1], r[4], r[9], r[10], r[11], _words(m))
+                 for m, r in zip(changed, map(row, changed))])
         gone, added, cleared = writer.reactor_rows
         if gone:
             await conn.execute(
@@ -376,26 +427,41 @@ class PostgresStore(QueuedWrites):
         return Page(messages, more, top or 0, changes)
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
-                     cursor: str | None = None, limit: int = 20) -> SearchPage:
-        assert self._pool is not None
+                     cursor: str | None = None, limit: int = 20,
+                     timeout: float = SEARCH_TIMEOUT) -> SearchPage:
+        """On the search pool, each statement stopped by PostgreSQL at the
+        deadline (``statement_timeout``), so none runs on unanswered."""
+        assert self._search_pool is not None
         if not rooms or not terms:
             return SearchPage([], [], False)
         ts, room, seq = decode_cursor(cursor)
-        query = " & ".join(f"{t}:*" for t in terms)  # words, so nothing to escape
-        # room names are [A-Za-z0-9_.:-]: quoted as tsquery lexemes as they are
-        places = " | ".join(f"'@{r}'" for r in rooms)
-        try:
-            rows = await self._pool.fetch(
-                f"SELECT {COLUMNS} FROM messages WHERE room = ANY($1::text[])"
-                " AND words @@ ($2::tsquery && to_tsquery('simple', $3))"
-                " AND (ts, room, seq) < ($4, $5, $6)"
-                " ORDER BY ts DESC, room DESC, seq DESC LIMIT $7",
-                list(rooms), places, query, ts, room, seq, limit + 1)
-        except OUTAGES as exc:
-            log.warning("postgres search failed: %s", exc)
-            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        rows = await self.searching(lambda conn: conn.fetch(
+            SEARCH, list(rooms), tsquery(rooms, terms), ts, room, seq, limit + 1),
+            "search", timeout)
         messages = [m for m in map(entry, rows) if isinstance(m, Message)][:limit]
         return SearchPage(messages, [encode_cursor(m) for m in messages], len(rows) > limit)
+
+    async def searching(self, read: Callable[[asyncpg.Connection], Awaitable[T]], what: str,
+                        timeout: float) -> T:
+        """``read(conn)`` on a connection of the search pool, in a read-only
+        transaction whose statements PostgreSQL stops at the deadline
+        (``statement_timeout``, counted from the call: waiting for a
+        connection counts); ``unavailable`` if it is not done by then."""
+        assert self._search_pool is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with self._search_pool.acquire(timeout=timeout) as conn, \
+                    conn.transaction(readonly=True):
+                left = max(1, int((deadline - loop.time()) * 1000))
+                await conn.execute(f"SET LOCAL statement_timeout = {left}")
+                return await read(conn)
+        except (asyncpg.exceptions.QueryCanceledError, TimeoutError):
+            log.warning("%s stopped at its deadline of %g s", what, timeout)
+            raise too_slow(what, timeout) from None
+        except OUTAGES as exc:
+            log.warning("postgres %s failed: %s", what, exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
 
     async def readings(self, name: str, rooms: Sequence[RoomName] | None = None
                        ) -> list[Reading]:
@@ -468,17 +534,46 @@ class PostgresStore(QueuedWrites):
         if self._appends.closing:
             return
         await self._appends.close()
-        if self._pool is not None:
-            await self._pool.close()
+        for pool in (self._search_pool, self._pool):
+            if pool is not None:
+                await pool.close()
         log.info("postgres store closed")
 
     def abort(self) -> None:
         if self._pool is not None:
             log.warning("postgres store: dropping its connections")
             self._pool.terminate()
+        if self._search_pool is not None:
+            self._search_pool.terminate()
 
 
 async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every store module has
     store = PostgresStore(*split_url(url))
     await store.start()
     return store
+
+
+def tsquery(rooms: Sequence[RoomName], terms: list[str]) -> str:
+    """The ``tsquery`` for messages of ``rooms`` with every term: in each room,
+    a prefix match per term (tokens are letters and digits: nothing to quote)."""
+    return " | ".join("(" + " & ".join(f"'{token}':*" for token in query_tokens(room, terms))
+                      + ")" for room in rooms)
+
+
+def _indexed(room: str, text: str) -> str:
+    """A message's index tokens, space-separated (``string_to_array`` splits them)."""
+    return " ".join(index_tokens(room, text))
+
+
+def _words(e: Entry) -> str | None:
+    """What the ``words`` column holds for ``e``: a message's tokens as it
+    stands; none for a deleted message or a change."""
+    return _indexed(e.room, e.text) if isinstance(e, Message) and not e.deleted else None
+
+
+async def _set_words(conn: asyncpg.Connection, rows: list[tuple[str, int, str]]) -> None:
+    if rows:
+        await conn.execute(
+            "UPDATE messages m SET words = array_to_tsvector(string_to_array(w.words, ' '))"
+            " FROM unnest($1::text[], $2::bigint[], $3::text[]) AS w(room, seq, words)"
+            " WHERE (m.room, m.seq) = (w.room, w.seq)", *map(list, zip(*rows)))

@@ -1,19 +1,29 @@
 """Search by words, the same rules for every store.
 
 A query is up to :data:`MAX_TERMS` words (runs of letters, digits and
-combining marks, in any script; everything else separates them), case-folded;
-a message matches when, for every term, one of its words
-starts with it ("depl" finds "deployed"): the stores' full-text indexes do
-the finding (SQLite FTS5 prefix queries, PostgreSQL ``to_tsquery('simple',
-'term:*')``), with no stemming and no accent folding, so that every store
-finds the same messages in any script. Only messages as they stand are
-indexed: a deleted message is never found, an edited one by its new text.
-Results come newest first, a page at a time; ``next`` is an opaque cursor
-for the page after.
+combining marks, in any script; everything else separates them), each up to
+:data:`MAX_TERM_LENGTH` characters, case-folded; a message matches when, for
+every term, one of its words starts with it ("depl" finds "deployed"). No
+stemming and no accent folding, so that every store finds the same messages
+in any script. Only messages as they stand are indexed: a deleted message is
+never found, an edited one by its new text. Results come newest first, a
+page at a time; ``next`` is an opaque cursor for the page after.
+
+The words are cut here, not by a store's text parser (SQLite's tokenizer,
+PostgreSQL's ``to_tsvector``), and indexed as :func:`index_tokens`: each
+word behind its room's :func:`room_key`. A prefix query (``"<key>depl"*``
+in FTS5, ``'<key>depl':*`` in a ``tsquery``) so goes through the index
+entries of the searched room only: a one-letter term costs what the room's
+words starting with that letter cost, however large the rest of the store.
+(Indexed with the room as a separate token, a prefix term first merged the
+postings of every matching word of every room.) A word longer than
+MAX_TERM_LENGTH is indexed by its first MAX_TERM_LENGTH characters, which
+finds it by any term exactly: a term is no longer than that.
 """
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +32,8 @@ from ..chat.errors import ChatError, ErrorCode
 from ..chat.models import Message
 
 MAX_TERMS = 8
-# what a word is made of, as Unicode categories (SQLite's tokenizer is told the same)
-WORD_CATEGORIES = ("L", "N", "M", "Co")
-FTS5_TOKENIZER = "unicode61 remove_diacritics 0 categories 'L* N* M* Co'"
+MAX_TERM_LENGTH = 64  # characters of a term; words are indexed by this many
+SEARCH_TIMEOUT = 2.0  # seconds a search may take before it is stopped (unless given)
 
 
 def _is_word_char(char: str) -> bool:
@@ -59,13 +68,56 @@ class SearchPage:
 
 
 def terms(query: str) -> list[str]:
-    """The words of ``query`` to look for, case-folded, each once, in order."""
+    """The words of ``query`` to look for, case-folded, each once, in order
+    (:func:`check_terms` says whether a search may look for them)."""
     folded = query.casefold()
     found: list[str] = []
     for start, end in _words(folded):
         if folded[start:end] not in found:
             found.append(folded[start:end])
-    return found[:MAX_TERMS]
+    return found
+
+
+def check_terms(wanted: list[str]) -> None:
+    """Refuse (``bad_request``) terms no search looks for: none, more than
+    MAX_TERMS, or one longer than MAX_TERM_LENGTH."""
+    if not wanted:
+        raise ChatError(ErrorCode.BAD_REQUEST, "the query has no words to look for")
+    if len(wanted) > MAX_TERMS:
+        raise ChatError(ErrorCode.BAD_REQUEST,
+                        f"the query has {len(wanted)} words; at most {MAX_TERMS}")
+    if any(len(t) > MAX_TERM_LENGTH for t in wanted):
+        raise ChatError(ErrorCode.BAD_REQUEST,
+                        f"a word of the query is at most {MAX_TERM_LENGTH} characters")
+
+
+def too_slow(what: str, timeout: float) -> ChatError:
+    """The answer to a read stopped at its deadline."""
+    return ChatError(ErrorCode.UNAVAILABLE, f"the {what} took longer than {timeout:g} s; "
+                     "narrow it (more or longer words, one room) or try again later")
+
+
+def room_key(room: str) -> str:
+    """``room`` as a fixed-length prefix of its index tokens: ASCII letters and
+    digits, the same length for every room (so nothing separates it from the
+    word). Two rooms that share a key (one pair in a million at 1.5 million
+    rooms) only share index entries: stores still select rows by room."""
+    return "r" + hashlib.blake2b(room.encode(), digest_size=5).hexdigest()
+
+
+def index_tokens(room: str, text: str) -> list[str]:
+    """What a store indexes for a message of ``room``: each distinct word of
+    ``text``, case-folded and cut to MAX_TERM_LENGTH, behind the room's key."""
+    key = room_key(room)
+    found = dict.fromkeys(key + text[start:end].casefold()[:MAX_TERM_LENGTH]
+                          for start, end in _words(text))
+    return list(found)
+
+
+def query_tokens(room: str, wanted: list[str]) -> list[str]:
+    """The token prefixes to look for in ``room``'s index entries, one a term."""
+    key = room_key(room)
+    return [key + t for t in wanted]
 
 
 def matches(text: str, wanted: list[str]) -> bool:

@@ -33,7 +33,8 @@ from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomNam
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites, Write, Written
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
-from .search import FTS5_TOKENIZER, SearchPage
+from .lanes import Lanes
+from .search import SEARCH_TIMEOUT, SearchPage, index_tokens, query_tokens
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
                      client_key, entry, reactors_of_version_3, reactors_wanted, retexted, row,
                      split, targets)
@@ -43,7 +44,7 @@ _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
 # stand now, and the changes made to them; messages_only pages back through
@@ -101,28 +102,30 @@ CREATE TABLE IF NOT EXISTS directs (
     PRIMARY KEY (room, name)
 ) WITHOUT ROWID;
 """
-# Search: each message's text as it stands, under the message's doc number
-# (given in write order, so newest first is descending rowid, which FTS5
-# walks without sorting); a deleted message has no row. ``place`` holds the
-# room as one token (see _place), so that a word is looked for in a room by
-# intersecting two lists rather than by going through every room's matches.
-_INDEXES = f"""
+# Search (app.store.search): each message's index tokens as it stands, under
+# the message's doc number (given in write order, so newest first is
+# descending rowid, which FTS5 walks without sorting); a deleted message has
+# no row. The tokens are cut by app.store.search and only split on spaces
+# here: the ascii tokenizer takes every non-ASCII character as part of a
+# token, so no Unicode table of SQLite's decides what a word is.
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'message';
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
-    text, place, room UNINDEXED, seq UNINDEXED, tokenize = "{FTS5_TOKENIZER}");
+    words, room UNINDEXED, seq UNINDEXED, tokenize = 'ascii');
+"""
+# version 5 -> 6: the index's tokens carry their room (app.store.search)
+_MIGRATE_5 = """
+DROP TABLE IF EXISTS messages_fts;
 """
 # version 2 -> 3: search (the messages stored before are numbered and indexed)
 _MIGRATE_2 = """
 ALTER TABLE messages ADD COLUMN doc INTEGER;
 """
-_BACKFILL = """
+_NUMBER = """
 UPDATE messages SET doc = numbered.doc FROM (
     SELECT room, seq, ROW_NUMBER() OVER (ORDER BY ts, room, seq) AS doc
     FROM messages WHERE kind = 'message') AS numbered
 WHERE messages.room = numbered.room AND messages.seq = numbered.seq;
-INSERT INTO messages_fts (rowid, text, place, room, seq)
-    SELECT doc, text, 'r' || hex(room), room, seq FROM messages
-    WHERE kind = 'message' AND NOT deleted;
 """
 # version 1 -> 2: the changes joined the stream
 _MIGRATE_1 = """
@@ -133,6 +136,7 @@ ALTER TABLE messages ADD COLUMN edited INTEGER;
 ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN reactions TEXT;
 """
+SEARCH_LANES = 2  # searches running at once (each on a connection and a thread of its own)
 _ROWS_PER_INSERT = 1000  # 12 parameters a row; SQLite allows 32,766 per statement
 
 
@@ -159,6 +163,9 @@ class SqliteStore(QueuedWrites):
         self._path = path
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        # searches: connections of their own, so that none waits behind
+        # another's search (nor delays a join's or a history page's read)
+        self._searches = Lanes(SEARCH_LANES, "sqlite-search")
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._appends = AppendQueue(self._write, lambda exc: isinstance(exc, sqlite3.Error),
@@ -169,6 +176,7 @@ class SqliteStore(QueuedWrites):
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._write_conn = await self._on(self._writer_thread, self._open_writer)
         self._read_conn = await self._on(self._reader_thread, _connect, self._path)
+        await self._searches.open(lambda: _connect(self._path))
         self._appends.start()
         log.info("sqlite store at %s", self._path.resolve())
 
@@ -178,10 +186,13 @@ class SqliteStore(QueuedWrites):
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self._path} has schema version {version}; this Roomcast "
                                f"knows up to {SCHEMA_VERSION}")
-        migrations = {1: _MIGRATE_1 + _MIGRATE_2, 2: _MIGRATE_2}.get(version, "")
-        conn.executescript(f"BEGIN; {migrations} {_SCHEMA} {_INDEXES}"
-                           f" {_BACKFILL if migrations else ''}")
+        numbering = {1: _MIGRATE_1 + _MIGRATE_2, 2: _MIGRATE_2}.get(version, "")
+        reindexing = _MIGRATE_5 if 0 < version < 6 else ""
+        conn.executescript(f"BEGIN; {numbering} {reindexing} {_SCHEMA} {_INDEXES}"
+                           f" {_NUMBER if numbering else ''}")
         try:
+            if reindexing:
+                self._index_all(conn)
             if version < 4:
                 self._move_reactors(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -190,6 +201,17 @@ class SqliteStore(QueuedWrites):
             conn.execute("ROLLBACK")
             raise
         return conn
+
+    def _index_all(self, conn: sqlite3.Connection) -> None:
+        """Version 5 -> 6: every message as it stands into the new search index."""
+        log.info("sqlite store: indexing the stored messages for search (once)")
+        rows = conn.execute("SELECT doc, room, seq, text FROM messages"
+                            " WHERE kind = 'message' AND NOT deleted")
+        while chunk := rows.fetchmany(_ROWS_PER_INSERT):
+            conn.executemany("INSERT INTO messages_fts (rowid, words, room, seq)"
+                             " VALUES (?, ?, ?, ?)",
+                             [(doc, _indexed(room, text), room, seq)
+                              for doc, room, seq, text in chunk])
 
     @staticmethod
     def _move_reactors(conn: sqlite3.Connection) -> None:
@@ -252,7 +274,7 @@ class SqliteStore(QueuedWrites):
             if isinstance(e, Message):
                 doc += 1
                 if not e.deleted:
-                    found.append((doc, e.text, _place(e.room), e.room, e.seq))
+                    found.append((doc, _indexed(e.room, e.text), e.room, e.seq))
             rows.append((*row(e), doc if isinstance(e, Message) else None))
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start:start + _ROWS_PER_INSERT]
@@ -260,8 +282,8 @@ class SqliteStore(QueuedWrites):
                          + ", ".join([_PLACES] * len(chunk)), [v for r in chunk for v in r])
         for start in range(0, len(found), _ROWS_PER_INSERT):
             chunk = found[start:start + _ROWS_PER_INSERT]
-            conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq) VALUES "
-                         + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
+            conn.execute("INSERT INTO messages_fts (rowid, words, room, seq) VALUES "
+                         + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
                          [v for r in chunk for v in r])
         changed = writer.changed_messages
         if changed:
@@ -306,9 +328,9 @@ class SqliteStore(QueuedWrites):
                                   (m.room, m.seq)).fetchone()
             conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (doc,))
             if not m.deleted:
-                conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq)"
-                             " VALUES (?, ?, ?, ?, ?)",
-                             (doc, m.text, _place(m.room), m.room, m.seq))
+                conn.execute("INSERT INTO messages_fts (rowid, words, room, seq)"
+                             " VALUES (?, ?, ?, ?)",
+                             (doc, _indexed(m.room, m.text), m.room, m.seq))
 
     @staticmethod
     def _reactors(conn: sqlite3.Connection, wanted: ReactorsWanted) -> Reactors:
@@ -405,35 +427,14 @@ class SqliteStore(QueuedWrites):
         return Page(messages, more, top, changes)
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
-                     cursor: str | None = None, limit: int = 20) -> SearchPage:
+                     cursor: str | None = None, limit: int = 20,
+                     timeout: float = SEARCH_TIMEOUT) -> SearchPage:
         before = _doc_cursor(cursor)
-        try:
-            page: SearchPage = await self._on(self._reader_thread, self._search, list(rooms),
-                                              terms, before, limit)
-        except sqlite3.Error as exc:
-            log.warning("sqlite search failed: %s", exc)
-            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
-        return page
-
-    def _search(self, rooms: list[RoomName], terms: list[str], before: int,
-                limit: int) -> SearchPage:
-        conn = self._read_conn
-        assert conn is not None
         if not rooms or not terms:
             return SearchPage([], [], False)
-        # terms are words and places hex: nothing in them to quote
-        places = " OR ".join(f"place:{_place(r)}" for r in rooms)
-        query = f"({places}) AND " + " AND ".join(f'text:"{t}"*' for t in terms)
-        rows = conn.execute(
-            f"SELECT {_QUALIFIED}, f.rowid FROM messages_fts AS f"
-            " JOIN messages AS m ON m.room = f.room AND m.seq = f.seq"
-            f" WHERE messages_fts MATCH ? AND f.room IN ({', '.join('?' * len(rooms))})"
-            " AND f.rowid < ? ORDER BY f.rowid DESC LIMIT ?",
-            [query, *rooms, before, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        messages = [m for m in (entry(r[:-1]) for r in rows) if isinstance(m, Message)]
-        return SearchPage(messages, [f"d{r[-1]}" for r in rows], more)
+        found: SearchPage = await self._searches.run(
+            "search", lambda conn: _search(conn, list(rooms), terms, before, limit), timeout)
+        return found
 
     async def readings(self, name: str, rooms: Sequence[RoomName] | None = None
                        ) -> list[Reading]:
@@ -530,6 +531,7 @@ class SqliteStore(QueuedWrites):
         if self._appends.closing:
             return
         await self._appends.close()  # writes what was queued
+        await self._searches.close()
         for thread, conn in ((self._writer_thread, self._write_conn),
                              (self._reader_thread, self._read_conn)):
             if conn is not None:
@@ -538,6 +540,7 @@ class SqliteStore(QueuedWrites):
         log.info("sqlite store closed")
 
     def abort(self) -> None:
+        self._searches.abort()
         for conn in (self._write_conn, self._read_conn):
             if conn is not None:
                 with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
@@ -563,6 +566,21 @@ def _unread(conn: sqlite3.Connection, name: str, room: str, after: int) -> tuple
     return unread, mentions
 
 
+def _search(conn: sqlite3.Connection, rooms: list[RoomName], terms: list[str], before: int,
+            limit: int) -> SearchPage:
+    """A page of search results (on a search lane's connection)."""
+    rows = conn.execute(
+        f"SELECT {_QUALIFIED}, f.rowid FROM messages_fts AS f"
+        " JOIN messages AS m ON m.room = f.room AND m.seq = f.seq"
+        f" WHERE messages_fts MATCH ? AND f.room IN ({', '.join('?' * len(rooms))})"
+        " AND f.rowid < ? ORDER BY f.rowid DESC LIMIT ?",
+        [_match(rooms, terms), *rooms, before, limit + 1]).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    messages = [m for m in (entry(r[:-1]) for r in rows) if isinstance(m, Message)]
+    return SearchPage(messages, [f"d{r[-1]}" for r in rows], more)
+
+
 def _doc_cursor(cursor: str | None) -> int:
     """The doc number a cursor from :meth:`SqliteStore.search` stands for."""
     if cursor is None:
@@ -572,6 +590,13 @@ def _doc_cursor(cursor: str | None) -> int:
     raise ChatError(ErrorCode.BAD_REQUEST, "cursor is not one this server gave")
 
 
-def _place(room: str) -> str:
-    """``room`` as one search token (letters and digits only, any name)."""
-    return "r" + room.encode().hex().upper()
+def _indexed(room: str, text: str) -> str:
+    """What the search index holds for a message: its tokens, space-separated."""
+    return " ".join(index_tokens(room, text))
+
+
+def _match(rooms: list[RoomName], terms: list[str]) -> str:
+    """The FTS5 query for messages of ``rooms`` with every term: in each room,
+    a prefix query per term (tokens are letters and digits: nothing to quote)."""
+    return " OR ".join("(" + " AND ".join(f'"{token}"*' for token in query_tokens(room, terms))
+                       + ")" for room in rooms)

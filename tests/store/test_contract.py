@@ -523,3 +523,21 @@ def test_marking_cuts_text_into_matched_words() -> None:
         ["The ", False], ["deployment", True], [" went fine — ", False], ["deployed", True],
         ["!", False]]
     assert marked("nothing here", ["x"]) == [["nothing here", False]]
+
+
+async def test_search_finds_signs_and_long_words_exactly(store: MessageStore) -> None:
+    """Signs that are words by the protocol's rule (a fraction, a superscript, a
+    circled digit, a lone combining accent) find the messages that have them and
+    no others, in every store; a word longer than a term may be is found by its
+    first 64 characters and by any shorter start."""
+    for text in ("½ cup of flour", "x² + y²", "step ① done", "e\u0301 alone", "plain words",
+                 "a" * 70 + " long"):
+        await store.append(LOBBY, "alice", text, None)
+    assert await found(store, ["lobby"], "½") == ["½ cup of flour"]
+    assert await found(store, ["lobby"], "²") == []  # not the start of a word ("x²")
+    assert await found(store, ["lobby"], "x²") == ["x² + y²"]
+    assert await found(store, ["lobby"], "①") == ["step ① done"]
+    assert await found(store, ["lobby"], "e\u0301") == ["e\u0301 alone"]
+    assert await found(store, ["lobby"], "a" * 64) == ["a" * 70 + " long"]
+    assert await found(store, ["lobby"], "aaa long") == ["a" * 70 + " long"]
+    assert await found(store, ["lobby"], "b½") == []
