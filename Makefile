@@ -24,7 +24,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test check web tools bench bench-search bench-history churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test check web tools bench bench-search bench-isolation bench-history churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -125,6 +125,9 @@ abuse: $(VENV)/.installed-run  ## bench/abuse.py: server memory under an unread-
 
 bench-search: $(VENV)/.installed-run  ## bench/search.py: search and history latency over a million messages, both stores
 	$(BIN)/python -m bench.search $(BENCH_ARGS)
+
+bench-isolation: $(VENV)/.installed-run  ## bench/isolation.py: others' join, history and send latency while one person floods searches, a million messages, both stores (about 6 min)
+	$(BIN)/python -m bench.isolation $(BENCH_ARGS)
 
 bench-history: $(VENV)/.installed-run  ## bench/history.py: history and join-with-since latency over ten million messages, both stores, with the query plans (about 15 min)
 	$(BIN)/python -m bench.history $(BENCH_ARGS)

@@ -13,13 +13,14 @@ LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)")
 
 
 @contextlib.asynccontextmanager
-async def roomcast(*flags: str) -> AsyncIterator[tuple[int, str]]:
-    """Serve on a free port, with a SQLite store in a new temporary folder and
-    ``flags``; yield ``(pid, url)``, then stop it."""
-    workdir = tempfile.mkdtemp(prefix="roomcast-bench-")
+async def roomcast(*flags: str, store: str = "") -> AsyncIterator[tuple[int, str]]:
+    """Serve on a free port, with ``store`` (default: a SQLite store in a new
+    temporary folder) and ``flags``; yield ``(pid, url)``, then stop it."""
+    if not store:
+        store = f"sqlite:///{tempfile.mkdtemp(prefix='roomcast-bench-')}/bench.db"
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", "0",
-        "--store", f"sqlite:///{workdir}/bench.db", *flags, stderr=asyncio.subprocess.PIPE)
+        "--store", store, *flags, stderr=asyncio.subprocess.PIPE)
     assert server.stderr is not None
     while not (match := LISTENING.search(line := await server.stderr.readline())):
         if not line:

@@ -24,20 +24,20 @@ import asyncio
 import random
 import sqlite3
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import asyncpg
 
 from app.chat.models import RoomName
 from app.store import MessageStore, open_store
 
+from app.store.postgres import split_url
+from app.store.sqlite import path_from_url
+
+from .bulk import loaded
 from .search import DATABASE_URL, Texts
 
-CHUNK = 200_000  # rows per bulk insert
 TEXTS = 50_000  # distinct texts, drawn in turn (Zipf-like words, as bench.search)
 
 Read = Callable[[int], Awaitable[int]]
@@ -52,61 +52,6 @@ PLANS = {
         "SELECT room, seq, sender, text FROM messages WHERE room = {p1} AND seq > {p2}"
         " ORDER BY seq LIMIT 201",
 }
-
-
-def load_sqlite(path: Path, texts: list[str], messages: int, rooms: int) -> None:
-    """Rows in seq order per room and doc order overall, as appends leave them."""
-    per_room = messages // rooms
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = OFF")
-        doc = 0
-        for start in range(0, per_room * rooms, CHUNK):
-            rows = []
-            for n in range(start, min(start + CHUNK, per_room * rooms)):
-                seq, room = divmod(n, rooms)
-                doc += 1
-                rows.append((f"room{room}", seq + 1, f"user{n % 500}", texts[n % len(texts)],
-                             1_700_000_000_000 + n, doc))
-            with conn:
-                conn.executemany("INSERT INTO messages (room, seq, sender, text, ts, doc)"
-                                 " VALUES (?, ?, ?, ?, ?, ?)", rows)
-            print(f"  {start + len(rows):,} rows", flush=True)
-        with conn:
-            conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq) SELECT doc,"
-                         " text, 'r' || hex(room), room, seq FROM messages")
-        conn.execute("ANALYZE")
-    finally:
-        conn.close()
-
-
-async def load_postgres(url: str, schema: str, texts: list[str], messages: int,
-                        rooms: int) -> None:
-    per_room = messages // rooms
-    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
-    try:
-        await conn.execute("SET synchronous_commit = off")
-        await conn.execute("DROP INDEX messages_words")  # built once at the end, as it stands
-        await conn.execute("CREATE TEMP TABLE texts (i int PRIMARY KEY, t text)")
-        await conn.copy_records_to_table("texts", records=list(enumerate(texts)))
-        for start in range(0, per_room * rooms, CHUNK):
-            end = min(start + CHUNK, per_room * rooms)
-            await conn.execute(
-                "INSERT INTO messages (room, seq, sender, text, ts)"
-                " SELECT 'room' || (n % $3), n / $3 + 1, 'user' || (n % 500), t.t,"
-                " 1700000000000 + n FROM generate_series($1::bigint, $2::bigint - 1) AS n"
-                " JOIN texts AS t ON t.i = n % $4", start, end, rooms, len(texts))
-            print(f"  {end:,} rows", flush=True)
-        await conn.execute("INSERT INTO rooms (room, head) SELECT 'room' || r, $1::bigint"
-                           " FROM generate_series(0, $2 - 1) AS r"
-                           " ON CONFLICT (room) DO UPDATE SET head = excluded.head",
-                           per_room, rooms)
-        print("  building the search index", flush=True)
-        await conn.execute("CREATE INDEX messages_words ON messages USING gin (words)")
-        await conn.execute("VACUUM ANALYZE messages")
-    finally:
-        await conn.close()
 
 
 def reads(store: MessageStore, rooms: int, per_room: int) -> dict[str, Read]:
@@ -164,42 +109,20 @@ async def plans(kind: str, target: str, per_room: int) -> dict[str, str]:
 async def measure(kind: str, args: argparse.Namespace, texts: list[str]) -> dict[str, object]:
     per_room = args.messages // args.rooms
     started = time.perf_counter()
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as workdir:
-            path = Path(workdir) / "bench.db"
-            store = await open_store(f"sqlite:///{path}")
-            await store.close()
-            load_sqlite(path, texts, args.messages, args.rooms)
-            print(f"sqlite: loaded in {time.perf_counter() - started:.0f} s", flush=True)
-            store = await open_store(f"sqlite:///{path}")
-            try:
-                results = {name: await timed(read, args.queries)
-                           for name, read in reads(store, args.rooms, per_room).items()}
-            finally:
-                await store.close()
-            return {"results": results, "plans": await plans(kind, str(path), per_room)}
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    separator = "&" if "?" in args.database_url else "?"
-    url = f"{args.database_url}{separator}schema={schema}"
-    try:
-        store = await open_store(url)
-        await store.close()
-        await load_postgres(args.database_url, schema, texts, args.messages, args.rooms)
-        print(f"postgresql: loaded in {time.perf_counter() - started:.0f} s", flush=True)
+    async with loaded(kind, args.database_url, texts, args.messages, args.rooms) as url:
+        print(f"{kind}: loaded in {time.perf_counter() - started:.0f} s", flush=True)
         store = await open_store(url)
         try:
             results = {name: await timed(read, args.queries)
                        for name, read in reads(store, args.rooms, per_room).items()}
         finally:
             await store.close()
-        return {"results": results,
-                "plans": await plans(kind, f"{args.database_url}#{schema}", per_room)}
-    finally:
-        conn = await asyncpg.connect(args.database_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        if kind == "sqlite":
+            target = str(path_from_url(url))
+        else:
+            dsn, schema = split_url(url)
+            target = f"{dsn}#{schema}"
+        return {"results": results, "plans": await plans(kind, target, per_room)}
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomNam
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites, Write, Written
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
-from .search import (SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, index_tokens,
+from .search import (SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, indexed,
                      query_tokens, too_slow)
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
                      client_key, entry, reactors_of_version_3, reactors_wanted, row,
@@ -246,7 +246,7 @@ class PostgresStore(QueuedWrites):
                            " WHERE kind = 'message' AND deleted = 0", prefetch=5000)
         chunk: list[tuple[str, int, str]] = []
         async for room, seq, text in rows:
-            chunk.append((room, seq, _indexed(room, text)))
+            chunk.append((room, seq, indexed(room, text)))
             if len(chunk) == 5000:
                 await _set_words(conn, chunk)
                 chunk = []
@@ -560,15 +560,10 @@ def tsquery(rooms: Sequence[RoomName], terms: list[str]) -> str:
                       + ")" for room in rooms)
 
 
-def _indexed(room: str, text: str) -> str:
-    """A message's index tokens, space-separated (``string_to_array`` splits them)."""
-    return " ".join(index_tokens(room, text))
-
-
 def _words(e: Entry) -> str | None:
     """What the ``words`` column holds for ``e``: a message's tokens as it
     stands; none for a deleted message or a change."""
-    return _indexed(e.room, e.text) if isinstance(e, Message) and not e.deleted else None
+    return indexed(e.room, e.text) if isinstance(e, Message) and not e.deleted else None
 
 
 async def _set_words(conn: asyncpg.Connection, rows: list[tuple[str, int, str]]) -> None:

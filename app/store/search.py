@@ -105,13 +105,24 @@ def room_key(room: str) -> str:
     return "r" + hashlib.blake2b(room.encode(), digest_size=5).hexdigest()
 
 
+def index_words(text: str) -> list[str]:
+    """Each distinct word of ``text``, case-folded and cut to MAX_TERM_LENGTH."""
+    return list(dict.fromkeys(text[start:end].casefold()[:MAX_TERM_LENGTH]
+                              for start, end in _words(text)))
+
+
 def index_tokens(room: str, text: str) -> list[str]:
-    """What a store indexes for a message of ``room``: each distinct word of
-    ``text``, case-folded and cut to MAX_TERM_LENGTH, behind the room's key."""
+    """What a store indexes for a message of ``room``: its :func:`index_words`
+    behind the room's key."""
     key = room_key(room)
-    found = dict.fromkeys(key + text[start:end].casefold()[:MAX_TERM_LENGTH]
-                          for start, end in _words(text))
-    return list(found)
+    return [key + word for word in index_words(text)]
+
+
+def indexed(room: str, text: str) -> str:
+    """:func:`index_tokens` as one string, space-separated: what the stores
+    hold (SQLite's ascii tokenizer and PostgreSQL's ``string_to_array``
+    split it again)."""
+    return " ".join(index_tokens(room, text))
 
 
 def query_tokens(room: str, wanted: list[str]) -> list[str]:

@@ -34,7 +34,7 @@ from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites, Write, Written
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .lanes import Lanes
-from .search import SEARCH_TIMEOUT, SearchPage, index_tokens, query_tokens
+from .search import SEARCH_TIMEOUT, SearchPage, indexed, query_tokens
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
                      client_key, entry, reactors_of_version_3, reactors_wanted, retexted, row,
                      split, targets)
@@ -210,7 +210,7 @@ class SqliteStore(QueuedWrites):
         while chunk := rows.fetchmany(_ROWS_PER_INSERT):
             conn.executemany("INSERT INTO messages_fts (rowid, words, room, seq)"
                              " VALUES (?, ?, ?, ?)",
-                             [(doc, _indexed(room, text), room, seq)
+                             [(doc, indexed(room, text), room, seq)
                               for doc, room, seq, text in chunk])
 
     @staticmethod
@@ -274,7 +274,7 @@ class SqliteStore(QueuedWrites):
             if isinstance(e, Message):
                 doc += 1
                 if not e.deleted:
-                    found.append((doc, _indexed(e.room, e.text), e.room, e.seq))
+                    found.append((doc, indexed(e.room, e.text), e.room, e.seq))
             rows.append((*row(e), doc if isinstance(e, Message) else None))
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start:start + _ROWS_PER_INSERT]
@@ -330,7 +330,7 @@ class SqliteStore(QueuedWrites):
             if not m.deleted:
                 conn.execute("INSERT INTO messages_fts (rowid, words, room, seq)"
                              " VALUES (?, ?, ?, ?)",
-                             (doc, _indexed(m.room, m.text), m.room, m.seq))
+                             (doc, indexed(m.room, m.text), m.room, m.seq))
 
     @staticmethod
     def _reactors(conn: sqlite3.Connection, wanted: ReactorsWanted) -> Reactors:
@@ -588,11 +588,6 @@ def _doc_cursor(cursor: str | None) -> int:
     if cursor[:1] == "d" and cursor[1:].isdigit() and len(cursor) < 20:
         return int(cursor[1:])
     raise ChatError(ErrorCode.BAD_REQUEST, "cursor is not one this server gave")
-
-
-def _indexed(room: str, text: str) -> str:
-    """What the search index holds for a message: its tokens, space-separated."""
-    return " ".join(index_tokens(room, text))
 
 
 def _match(rooms: list[RoomName], terms: list[str]) -> str:
