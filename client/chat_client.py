@@ -469,13 +469,15 @@ class ChatClient:
 
         Returns the stored message. Raises :class:`ChatClientError` for a
         refusal that retrying cannot fix (``not_member``, ``too_large``, ...),
-        and for ``internal`` once it has come back MAX_INTERNAL_RETRIES times.
+        and for ``internal`` once it has come back MAX_INTERNAL_RETRIES times;
+        never once the server has acknowledged the message (messages before it
+        that this client has not seen yet come by catch-up).
         """
         payload: JSON = {"room": room, "text": text}
         if reply_to is not None:
             payload["reply_to"] = reply_to
         message: JSON = (await self._write("send", payload, client_id))["message"]
-        await self._accept(room, [message])
+        await self._deliver(room, [message])
         return message
 
     async def reply(self, room: str, seq: int, text: str) -> JSON:
@@ -503,7 +505,7 @@ class ChatClient:
     async def _change(self, event: str, payload: JSON) -> JSON:
         ack = await self._write(event, payload)
         if ack.get("change") is not None:
-            await self._accept(payload["room"], [ack["change"]])
+            await self._deliver(payload["room"], [ack["change"]])
         return ack
 
     async def _write(self, event: str, payload: JSON, client_id: str | None = None) -> JSON:
@@ -532,10 +534,17 @@ class ChatClient:
     async def _on_message(self, message: JSON) -> None:
         room = message.get("room")
         if isinstance(room, str) and room in self._rooms:
-            try:
-                await self._accept(room, [message])
-            except (ChatClientError, *_TRANSIENT) as exc:
-                log.info("could not fill a gap in %s (%s); will catch up on rejoin", room, exc)
+            await self._deliver(room, [message])
+
+    async def _deliver(self, room: str, entries: list[JSON]) -> None:
+        """:meth:`_accept`, where a gap that cannot be filled now is left to
+        catch-up (the next entry of the room, a ``catch_up`` or the rejoin fill
+        it): a send or change the server acknowledged has succeeded, whatever
+        this read does (its caller must not retry it)."""
+        try:
+            await self._accept(room, entries)
+        except (ChatClientError, *_TRANSIENT) as exc:
+            log.info("could not fill a gap in %s (%s); will catch up", room, exc)
 
     async def _on_catch_up(self, event: JSON) -> None:
         """The server says ``room`` is at ``seq`` (its link to the other nodes may

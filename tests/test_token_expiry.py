@@ -8,6 +8,8 @@ from typing import Any
 
 import socketio
 
+from app.chat.models import Page
+from app.store.memory import MemoryStore
 from client import ChatClient
 
 from .conftest import TIMEOUT, ServeFactory, Served, sio_client, until
@@ -145,3 +147,55 @@ async def test_chat_client_renews_from_its_token_provider(
     finally:
         await bot.close()
         await clock.sio.disconnect()
+
+
+class HeldReads(MemoryStore):
+    """A memory store whose page reads (a join's history) wait while ``held``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = asyncio.Event()
+        self.held.set()
+        self.waiting = 0
+
+    async def page(self, *args: Any, **kwargs: Any) -> Page:
+        self.waiting += 1
+        await self.held.wait()
+        return await super().page(*args, **kwargs)
+
+
+async def test_a_renewal_racing_a_join_cannot_leave_the_connection_in_a_room_it_does_not_admit(
+        serve: ServeFactory) -> None:
+    """A join in flight (its history read under way) when the connection renews to
+    a token that does not admit that room is refused ``unauthorized`` and leaves
+    the connection out of the room: not a member, not present, sent nothing of it."""
+    store = HeldReads()
+
+    async def held(url: str) -> Any:
+        return store
+
+    served = await serve(store_factory=held, jwt_secret=SECRET)
+    alice = await Holder.connect(served, "websocket", token(name="alice"))
+    bob = await Holder.connect(served, "websocket", token(name="bob"))
+    try:
+        store.held.clear()
+        joining = asyncio.ensure_future(alice.call("join", {"room": "secret"}))
+        await until(lambda: store.waiting == 1)
+        renewed = await alice.call("renew", {"token": token(name="alice", rooms=["lobby"])})
+        assert renewed["ok"], renewed
+        store.held.set()
+        refused = await asyncio.wait_for(joining, TIMEOUT)
+        assert refused["error"]["code"] == "unauthorized", refused
+        (sid,) = [s for s, c in served.chat.connections.items() if c.name == "alice"]
+        assert served.chat.connections[sid].rooms == set()
+        assert (await bob.call("join", {"room": "secret"}))["members"] == ["bob"]
+        received: asyncio.Queue[Any] = asyncio.Queue()
+        alice.sio.on("message", received.put_nowait, namespace="/chat")
+        assert (await bob.call("send", {"room": "secret", "text": "for members"}))["ok"]
+        assert (await alice.call("join", {"room": "lobby"}))["ok"]  # what it admits
+        assert (await bob.call("join", {"room": "lobby"}))["ok"]
+        assert (await bob.call("send", {"room": "lobby", "text": "hello"}))["ok"]
+        assert (await asyncio.wait_for(received.get(), TIMEOUT))["text"] == "hello"
+    finally:
+        for sio in (alice.sio, bob.sio):
+            await sio.disconnect()

@@ -526,6 +526,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         once it has answered, the join is done, whatever fails after."""
         if self.connections.get(sid) is not conn:  # disconnected during the read
             raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+        if not conn.identity.may_join(room):  # renewed meanwhile, to a token that does not
+            raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
         # A member from here on for housekeeping too (it leaves this entry alone
         # while the join's own presence call is under way).
         conn.rooms.add(room)
@@ -766,11 +768,13 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if outside:
             raise ChatError(ErrorCode.UNAUTHORIZED,
                             f"the token does not admit you to {outside[0]!r}; leave it first")
-        if own_room(identity) != own_room(conn.identity):
-            await self.leave_room(sid, own_room(conn.identity))
-            await self.enter_room(sid, own_room(identity))
-        conn.identity = identity
+        # in force before any await: a join in flight checks it again before it
+        # enters (_enter), so none can enter a room the new token does not admit
+        previous, conn.identity = conn.identity, identity
         self._arm_expiry(sid, conn)
+        if own_room(identity) != own_room(previous):
+            await self.leave_room(sid, own_room(previous))
+            await self.enter_room(sid, own_room(identity))
         log.info("renew sid=%s name=%r", sid, conn.name)
         expires = identity.expires
         return {"expires": int(expires) if expires is not None and expires.is_integer()
