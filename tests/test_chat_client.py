@@ -13,6 +13,7 @@ import pytest
 from app import compat
 from app.chat.errors import ChatError, ErrorCode
 from app.chat.models import Reading, Page, RoomName
+from app.keys import STORE_KEY
 from app.store.memory import MemoryStore
 from client import ChatClient, ChatClientError
 from client.bot import Bot
@@ -417,3 +418,49 @@ async def test_a_bot_with_a_token_answers_where_it_is_mentioned(
         assert (reply["room"], reply["from"], reply["text"]) == (room, "helper", "pong")
     finally:
         await client.close()
+
+
+async def test_a_send_acknowledged_with_a_gap_before_it_returns_and_the_gap_is_caught_up(
+        serve: ServeFactory, transport: str) -> None:
+    """A send whose stored message comes after one this client has not seen
+    returns the message even when filling the gap fails (the store cannot be
+    read just then): it is stored, so a caller must not send it again. The
+    gap is filled by catch-up once reads work again, every message once, in
+    order."""
+    store = FlakyStore()
+
+    async def flaky(url: str) -> Any:
+        return store
+
+    served = await serve(store_factory=flaky)
+    seen: list[tuple[int, str]] = []
+    arrived = asyncio.Event()
+
+    def on_message(message: dict[str, Any]) -> None:
+        seen.append((message["seq"], message["text"]))
+        if len(seen) == 4:
+            arrived.set()
+
+    client = ChatClient(served.url, "alice", serializer=served.settings.serializer,
+                        transports=[transport], request_timeout=TIMEOUT,
+                        on_message=on_message)
+    bob = ChatClient(served.url, "bob", serializer=served.settings.serializer,
+                     transports=[transport], request_timeout=TIMEOUT)
+    try:
+        await client.connect()
+        await bob.connect()
+        await client.join("r")
+        await bob.join("r")
+        # stored but never broadcast: a message this client has not seen
+        await served.app[STORE_KEY].append(RoomName("r"), "carol", "unseen", None)
+        store.down = True
+        sent = await client.send("r", "mine")  # seq 2: the gap cannot be filled now
+        assert sent["seq"] == 2 and store.refused >= 1
+        store.down = False
+        await bob.send("r", "later")  # its broadcast reveals the gap, filled now
+        await bob.send("r", "last")
+        await asyncio.wait_for(arrived.wait(), TIMEOUT)
+        assert seen == [(1, "unseen"), (2, "mine"), (3, "later"), (4, "last")]
+    finally:
+        await client.close()
+        await bob.close()
