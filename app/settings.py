@@ -132,6 +132,9 @@ class Settings:
         "help": "direct conversations opened per second per connection, sustained"})
     direct_burst: int = field(default=10, metadata={
         "help": "direct conversations opened in a burst"})
+    max_new_directs_per_person: int = field(default=10, metadata={
+        "help": "different direct conversations one person may open, per hour, that "
+                "include the same other person (a bot, say; counted per node)"})
     read_receipts: bool = field(default=True, metadata={
         "help": "show a room's members up to where each of them has read (false: "
                 "markers stay private to their owner)"})
@@ -231,6 +234,8 @@ class Settings:
             raise ValueError("store_timeout must be positive and store_max_pending at least 1")
         if self.max_node_backlog_bytes < 0:
             raise ValueError("max_node_backlog_bytes must be 0 (no bound) or more")
+        if self.max_new_directs_per_person < 1:
+            raise ValueError("max_new_directs_per_person must be at least 1")
         if self.max_searches < 1 or self.max_searches_per_name < 1 or self.search_timeout <= 0:
             raise ValueError("max_searches and max_searches_per_name must be at least 1 and "
                              "search_timeout positive")

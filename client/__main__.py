@@ -11,7 +11,8 @@
 * ``send --url U --name N --room R TEXT``: send one message; exit 0 once the
   server has stored it, 1 if it refused, 2 if not stored within ``--timeout``.
 * ``bot --url U --name N --room R [--room R2 ...]``: run the command bot (it
-  also answers where it is mentioned).
+  also answers where it is mentioned, and in token mode in the direct
+  conversations people open with it; a room it is refused is skipped).
 
 Status lines go to stderr; stdout carries only messages.
 """
@@ -186,11 +187,9 @@ async def bot(args: argparse.Namespace) -> int:
     chat_bot = Bot(client)
     await client.connect(retry=True)
     try:
-        for room in args.room:
-            await chat_bot.join(room)
-        if args.token:
-            await chat_bot.join_directs()
-        _status(f"bot {args.name!r} answering in {', '.join(args.room)}")
+        joined = await chat_bot.join_all(args.room)
+        _status(f"bot {args.name!r} answering in {', '.join(joined) or 'no room'}"
+                + (" and in direct conversations" if args.token else ""))
         await _until_signal()
     finally:
         await client.close()

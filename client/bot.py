@@ -2,17 +2,26 @@
 
 ``!ping`` -> ``pong``; ``!who`` -> the room's members; ``!echo X`` -> ``X``;
 ``!search WORDS`` -> the newest messages of the room with those words (not
-commands, not the bot's); ``!help`` -> the list of commands. Mentioned (``@bot ...`` in a
-room it has joined, or any message of a direct conversation with it, which
-it joins as soon as someone opens one), it
-answers the command after the mention (``@bot !who``), or with the help line.
-It ignores its own messages and anything else, and answers each message
-once, even across reconnects (the client delivers each message once).
+commands, not the bot's); ``!help`` -> the list of commands. Mentioned
+(``@bot ...`` in a room it has joined, or any message of a direct
+conversation with it), it answers the command after the mention (``@bot
+!who``), or with the help line. It ignores its own messages and anything
+else, and answers each message once, even across reconnects (the client
+delivers each message once; an answer's client id is the message's).
+
+Direct conversations are joined on demand: when a message in one reaches
+the bot as a mention (every message of a direct conversation mentions its
+participants, joined or not). It stays in at most ``directs_held`` of them,
+leaving the least recently active one for a new one, and leaves those
+silent for ``direct_idle`` seconds when it joins another: however many
+conversations people open with it, its own rooms are never filled up.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from app.chat.mentions import mention_of, mentioned
 
@@ -20,38 +29,91 @@ from .chat_client import JSON, ChatClient, ChatClientError
 
 log = logging.getLogger(__name__)
 
+DIRECTS_HELD = 20  # direct conversations the bot stays in at once
+DIRECT_IDLE = 600.0  # seconds of silence after which it leaves one (when joining another)
+
 HELP = "commands: !ping, !who, !echo TEXT, !search WORDS, !help"
 SEARCH_SHOWN = 3  # matches in a !search answer
 QUOTE_MAX = 80  # characters of each match quoted
 
 
 class Bot:
-    def __init__(self, client: ChatClient) -> None:
+    def __init__(self, client: ChatClient, *, directs_held: int = DIRECTS_HELD,
+                 direct_idle: float = DIRECT_IDLE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.members: dict[str, list[str]] = {}
+        # direct conversations joined: the seq they were joined at and when they
+        # were last active, least recently active first
+        self.directs: dict[str, tuple[int, float]] = {}
+        self.directs_held = directs_held
+        self.direct_idle = direct_idle
+        self._clock = clock
         client.on_message = self.on_message
         client.on_presence = self.on_presence
-        client.on_direct = self.on_direct
+        client.on_mention = self.on_mention
 
-    async def join_directs(self) -> None:
-        """Join the direct conversations people opened with the bot (token mode)."""
-        for room, standing in (await self.client.unread()).items():
-            if "with" in standing:
-                await self.join(room)
-
-    async def on_direct(self, event: JSON) -> None:
-        await self.join(event["room"])
-
-    async def join(self, room: str) -> None:
+    async def join(self, room: str) -> JSON:
         ack = await self.client.join(room)
         self.members[room] = list(ack["members"])
+        return ack
+
+    async def join_all(self, rooms: list[str]) -> list[str]:
+        """Join ``rooms``; return those joined (a refused one is logged and skipped)."""
+        joined = []
+        for room in rooms:
+            try:
+                await self.join(room)
+                joined.append(room)
+            except ChatClientError as exc:
+                log.error("could not join %s: %s", room, exc)
+        return joined
+
+    async def leave(self, room: str) -> None:
+        self.directs.pop(room, None)
+        self.members.pop(room, None)
+        try:
+            await self.client.leave(room)
+        except ChatClientError as exc:
+            log.warning("could not leave %s: %s", room, exc)
+
+    async def on_mention(self, event: JSON) -> None:
+        """A direct conversation's message: join it if need be and answer the
+        messages the join did not bring to ``on_message``."""
+        room, message = event["room"], event["message"]
+        if not room.startswith("dm:") or room in self.members and room not in self.directs:
+            return  # a room's mention comes by on_message too
+        if room not in self.directs:
+            await self._enter_direct(room)
+        if room in self.directs and message["seq"] <= self.directs[room][0]:
+            await self.on_message(message)  # came before the join: not by on_message
+
+    async def _enter_direct(self, room: str) -> None:
+        now = self._clock()
+        for idle in [r for r, (_, at) in self.directs.items() if at < now - self.direct_idle]:
+            await self.leave(idle)
+        while len(self.directs) >= self.directs_held:
+            await self.leave(next(iter(self.directs)))
+        while True:
+            try:
+                ack = await self.join(room)
+                break
+            except ChatClientError as exc:
+                if exc.code != "too_large" or not self.directs:
+                    log.error("could not join %s: %s", room, exc)
+                    return
+                await self.leave(next(iter(self.directs)))  # the server's bound is lower
+        self.directs[room] = (ack["seq"], now)
 
     async def on_presence(self, event: JSON) -> None:
         self.members[event["room"]] = list(event["members"])
 
     async def on_message(self, message: JSON) -> None:
+        room = message["room"]
         if message["from"] == self.client.name or str(message.get("client_id")).startswith("bot:"):
             return  # our own (in token mode the name is the token's)
+        if room in self.directs:  # the most recently active now
+            self.directs[room] = (self.directs.pop(room)[0], self._clock())
         text = message["text"].strip()
         addressed = self.addressed(message)
         if addressed is not None:

@@ -397,7 +397,8 @@ async def test_the_client_opens_direct_conversations(serve: ServeFactory,
 async def test_a_bot_with_a_token_answers_where_it_is_mentioned(
         serve: ServeFactory, peer: PeerFactory, transport: str) -> None:
     """In token mode the bot knows its name from its token: it answers a mention in
-    a room and joins, then answers in, a direct conversation opened with it."""
+    a room, and in a direct conversation opened with it, which it joins when the
+    first message there reaches it."""
     served = await serve(jwt_secret=SECRET)
     client = ChatClient(served.url, token=token(name="helper"),
                         serializer=served.settings.serializer, transports=[transport],
@@ -412,10 +413,53 @@ async def test_a_bot_with_a_token_answers_where_it_is_mentioned(
         assert (await alice.next("message"))["text"] == "found you"
         room = (await alice.ok("direct", {"with": ["helper"]}))["room"]
         await alice.join(room)
-        await until(lambda: room in bot.members)
+        assert room not in bot.members  # opened, nothing said yet: not joined
         await alice.send(room, "!ping")
         reply = await alice.next("message")
         assert (reply["room"], reply["from"], reply["text"]) == (room, "helper", "pong")
+        await alice.send(room, "!echo and again")
+        assert (await alice.next("message"))["text"] == "and again"
+    finally:
+        await client.close()
+
+
+async def test_a_bot_stays_in_a_bounded_number_of_direct_conversations(
+        serve: ServeFactory, peer: PeerFactory, transport: str) -> None:
+    """However many direct conversations people open with the bot, it is in at most
+    ``directs_held`` of them, leaving the least recently active for a new one, and
+    the idle ones when it joins another: everyone who writes to it is answered,
+    the first again after others took its place."""
+    served = await serve(jwt_secret=SECRET, max_rooms=3)
+    now = [0.0]
+    client = ChatClient(served.url, token=token(name="helper"),
+                        serializer=served.settings.serializer, transports=[transport],
+                        request_timeout=TIMEOUT)
+    bot = Bot(client, directs_held=2, direct_idle=60, clock=lambda: now[0])
+    try:
+        await client.connect()
+        await bot.join("lobby")
+        people = [await peer(name, server=served, auth={"token": token(name=name)})
+                  for name in ("ann", "ben", "cat", "dan")]
+        rooms = {}
+        for someone in people[:3]:
+            rooms[someone.name] = (await someone.ok("direct", {"with": ["helper"]}))["room"]
+            await someone.join(rooms[someone.name])
+            await someone.send(rooms[someone.name], "!ping")
+            assert (await someone.next("message"))["text"] == "pong"
+            now[0] += 1
+            assert len(bot.directs) <= 2
+        assert list(bot.directs) == [rooms["ben"], rooms["cat"]]  # ann's, the oldest, left
+        ann = people[0]
+        await ann.send(rooms["ann"], "!echo back again")
+        assert (await ann.next("message"))["text"] == "back again"
+        assert list(bot.directs) == [rooms["cat"], rooms["ann"]]
+        now[0] += 120  # everyone silent for longer than direct_idle
+        dan = people[3]
+        rooms["dan"] = (await dan.ok("direct", {"with": ["helper"]}))["room"]
+        await dan.join(rooms["dan"])
+        await dan.send(rooms["dan"], "!ping")
+        assert (await dan.next("message"))["text"] == "pong"
+        assert list(bot.directs) == [rooms["dan"]]
     finally:
         await client.close()
 

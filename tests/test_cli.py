@@ -147,12 +147,15 @@ async def test_tail_follows_mentions_from_any_room(tmp_path: Path, server_url: s
 
 
 async def test_bot_answers_commands(tmp_path: Path, server_url: str) -> None:
-    """The bot answers !ping, !who, !echo and !help, once each, and ignores chatter."""
+    """The bot answers !ping, !who, !echo and !help, once each, and ignores chatter;
+    a room it is refused at start (a direct conversation's name, in name mode) is
+    said and skipped, not the end of the bot."""
     bot = await cli(tmp_path, "bot", "--url", server_url, "--name", "botty", "--room", "lab",
-                    "--serializer", "msgpack")
+                    "--room", "dm:nope", "--serializer", "msgpack")
     tail = await cli(tmp_path, "tail", "--url", server_url, "--name", "watcher", "--room", "lab")
     try:
-        await bot.stderr_match(r"answering in lab", 20)
+        await bot.stderr_match(r"could not join dm:nope: forbidden", 20)
+        await bot.stderr_match(r"answering in lab$", 20)
         await tail.stderr_match(r"joined lab", 20)
         for text in ("hello", "!ping", "!who", "!echo some words", "!help"):
             assert (await send(tmp_path, server_url, "alice", "lab", text))[0] == 0

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from app.chat.directs import direct_room
+from app.chat.directs import PERIOD, Openings, direct_room
+from app.chat.errors import ChatError, ErrorCode
 from app.chat.mentions import MAX_MENTIONS
 from app.chat.models import RoomName
 from app.chat.receipts import Receipts
@@ -282,3 +283,37 @@ async def test_guessing_direct_rooms_is_held_to_the_join_rate(serve: ServeFactor
     codes = [(await carol.call("join", {"room": direct_room(["alice", f"p{i}"])}))
              ["error"]["code"] for i in range(5)]
     assert codes == ["forbidden"] * 3 + ["rate_limited"] * 2
+
+
+async def test_opening_conversation_after_conversation_with_one_person_is_bounded(
+        serve: ServeFactory, peer: PeerFactory) -> None:
+    """A person may open only so many different direct conversations that include
+    the same other person per hour (here 3): the next, a group with a made-up
+    third name, is rate_limited; opening one of them again, or one with someone
+    else, still works."""
+    served = await serve(jwt_secret=SECRET, max_new_directs_per_person=3)
+    mallory = await token_peer(peer, served, "mallory")
+    opened = [(await mallory.ok("direct", {"with": ["bot", f"x{i}"]}))["room"]
+              for i in range(3)]
+    refused = await mallory.call("direct", {"with": ["bot", "x3"]})
+    assert refused["error"]["code"] == "rate_limited" and refused["error"]["retry_after"] > 0
+    assert (await mallory.ok("direct", {"with": ["bot", "x0"]}))["room"] == opened[0]
+    assert (await mallory.ok("direct", {"with": ["carol"]}))["with"] == ["carol", "mallory"]
+
+
+def test_openings_are_counted_per_pair_over_the_last_hour() -> None:
+    """Openings, with a clock of our own: the bound is per (opener, other), a room
+    counts once, and an opening older than the hour no longer counts."""
+    now = [0.0]
+    openings = Openings(2, clock=lambda: now[0])
+    openings.open("m", RoomName("dm:1"), ["m", "bot", "a"])
+    openings.open("m", RoomName("dm:2"), ["m", "bot", "b"])
+    openings.open("m", RoomName("dm:1"), ["m", "bot", "a"])  # again: free
+    with pytest.raises(ChatError) as refused:
+        openings.open("m", RoomName("dm:3"), ["m", "bot", "c"])
+    assert refused.value.code is ErrorCode.RATE_LIMITED
+    assert refused.value.retry_after == PERIOD * 1000 + 1
+    openings.open("m", RoomName("dm:4"), ["m", "d"])  # another person
+    openings.open("n", RoomName("dm:5"), ["n", "bot"])  # another opener
+    now[0] = PERIOD + 1
+    openings.open("m", RoomName("dm:3"), ["m", "bot", "c"])

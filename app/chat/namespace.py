@@ -38,7 +38,7 @@ from ..presence import Presence
 from ..settings import RATED, Settings
 from ..store import MessageStore
 from .auth import Identity, identify, verify_token
-from .directs import MAX_PEOPLE, direct_room, is_direct
+from .directs import MAX_PEOPLE, Openings, direct_room, is_direct
 from .errors import ChatError, ErrorCode, refuse
 from .limits import InFlight, Rate, TokenBucket
 from .mentions import mentioned
@@ -164,6 +164,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.connections: dict[Sid, Connection] = {}
         self.rates = {kind: Rate(getattr(settings, kind + "_rate"),
                                  getattr(settings, kind + "_burst")) for kind in RATED}
+        self.openings = Openings(settings.max_new_directs_per_person)
         self.searches = InFlight("searches", per_node=settings.max_searches,
                                  per_name=settings.max_searches_per_name)
         self._expiring: set[asyncio.Task[Any]] = set()  # disconnects of expired tokens
@@ -746,6 +747,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if len(people) < 2:
             raise ChatError(ErrorCode.BAD_REQUEST, "name someone other than yourself")
         room = direct_room(people)
+        self.openings.open(conn.name, room, people)
         await self.store.open_direct(room, people)
         for name in people:
             if name != conn.name:
