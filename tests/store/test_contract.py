@@ -541,3 +541,50 @@ async def test_search_finds_signs_and_long_words_exactly(store: MessageStore) ->
     assert await found(store, ["lobby"], "a" * 64) == ["a" * 70 + " long"]
     assert await found(store, ["lobby"], "aaa long") == ["a" * 70 + " long"]
     assert await found(store, ["lobby"], "b½") == []
+
+
+async def make_version_5(store_url: str) -> None:
+    """A database as schema version 5 left it: the search index cut by the
+    database's own text parser, each word without its room."""
+    if store_url.startswith("sqlite"):
+        with sqlite_file(store_url) as conn:
+            conn.execute("DROP TABLE messages_fts")
+            conn.execute("CREATE VIRTUAL TABLE messages_fts USING fts5(text, place,"
+                         " room UNINDEXED, seq UNINDEXED, tokenize = \"unicode61"
+                         " remove_diacritics 0 categories 'L* N* M* Co'\")")
+            conn.execute("INSERT INTO messages_fts (rowid, text, place, room, seq) SELECT doc,"
+                         " text, 'r' || hex(room), room, seq FROM messages"
+                         " WHERE kind = 'message' AND NOT deleted")
+            conn.execute("PRAGMA user_version = 5")
+        return
+    async with postgres_schema_of(store_url) as (pg, schema):
+        await pg.execute(
+            f'SET search_path = "{schema}"; DROP INDEX messages_words;'
+            " ALTER TABLE messages DROP COLUMN words;"
+            " ALTER TABLE messages ADD COLUMN words tsvector GENERATED ALWAYS AS ("
+            " CASE WHEN kind = 'message' AND deleted = 0 THEN to_tsvector('simple', text)"
+            " || array_to_tsvector(ARRAY['@' || room]) END) STORED;"
+            " CREATE INDEX messages_words ON messages USING gin (words);"
+            " DELETE FROM roomcast_schema; INSERT INTO roomcast_schema VALUES (5)")
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_version_5_database_is_searched_the_new_way(store_url: str,
+                                                            reopen: Opener) -> None:
+    """A store indexed by the database's own parser (version 5) is indexed anew
+    at start: its messages as they stand are found as before, a sign that parser
+    dropped is found exactly, and new messages are found too."""
+    store = await reopen()
+    for text in ("deploy went fine", "deploy failed", "½ cup", "lunch"):
+        await store.append(LOBBY, "alice", text, None)
+    await store.alter(LOBBY, "alice", "edit", 2, "rollout failed", None)
+    await store.alter(LOBBY, "alice", "delete", 4, None, None)
+    await store.close()
+    await make_version_5(store_url)
+    store = await reopen()
+    assert await found(store, ["lobby"], "depl") == ["deploy went fine"]
+    assert await found(store, ["lobby"], "roll") == ["rollout failed"]
+    assert await found(store, ["lobby"], "½") == ["½ cup"]
+    assert await found(store, ["lobby"], "lunch") == []
+    await store.append(LOBBY, "bob", "deploy again", None)
+    assert await found(store, ["lobby"], "deploy") == ["deploy again", "deploy went fine"]
