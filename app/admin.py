@@ -21,8 +21,8 @@ from typing import Any
 import socketio
 from socketio.exceptions import ConnectionRefusedError
 
-from .chat.limits import TokenBucket
-from .chat.namespace import client_address
+from .core.limits import TokenBucket
+from .chat.connections import client_address
 from .settings import Settings
 
 log = logging.getLogger(__name__)

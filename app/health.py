@@ -22,7 +22,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from .chat.errors import ChatError
+from .core.errors import ChatError
 from .fanout.redis import RedisFanout
 from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 

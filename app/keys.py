@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .chat.namespace import ChatNamespace
+from .chat.services import Chat
 from .shutdown import ShutdownClock
 from .sio.server import RoomcastServer
 from .metrics import Metrics
@@ -18,5 +18,5 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 SIO_KEY = web.AppKey("sio", RoomcastServer)
 STORE_KEY = web.AppKey("store", MessageStore)
 PRESENCE_KEY = web.AppKey("presence", Presence)
-CHAT_KEY = web.AppKey("chat", ChatNamespace)
+CHAT_KEY = web.AppKey("chat", Chat)
 SHUTDOWN_KEY = web.AppKey("shutdown", ShutdownClock)

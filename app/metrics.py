@@ -2,7 +2,7 @@
 
 Each application has its own registry (tests run many apps in one process).
 Labels are bounded: event names come from the protocol table, codes from
-:class:`~app.chat.errors.ErrorCode`, reasons from :data:`DISCONNECT_REASONS`;
+:class:`~app.core.errors.ErrorCode`, reasons from :data:`DISCONNECT_REASONS`;
 never a room or a user name.
 """
 

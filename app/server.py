@@ -20,7 +20,7 @@ from . import health
 from .admin import enable_admin_ui
 from .chat.auth import host_policy, origin_policy
 from .chat.namespace import NAMESPACE, ChatNamespace
-from .chat.errors import ChatError, ErrorCode
+from .core.errors import ChatError, ErrorCode
 from .fanout import client_manager
 from .fanout.redis import RedisFanout
 from .front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
@@ -31,7 +31,7 @@ from .keys import (
 from .metrics import Metrics
 from .msgpack_packet import BoundedMsgPackPacket
 from .page import setup_page
-from .presence import open_presence
+from .presence import PresenceFactory, open_presence
 from .settings import Settings
 from .shutdown import ShutdownClock
 from .sio.server import RoomcastServer
@@ -45,21 +45,23 @@ STARTUP_WAIT = 5.0  # seconds to wait for the Redis subscription at start-up
 ADMIN_UI_ORIGIN = "https://admin.socket.io"
 
 
-def watch_state(metrics: Metrics, sio: RoomcastServer, chat: ChatNamespace) -> None:
+def watch_state(metrics: Metrics, sio: RoomcastServer, namespace: ChatNamespace) -> None:
     """Gauges read at scrape time from the live state of this node."""
+    chat = namespace.chat
+
     def connections() -> list[tuple[list[str], float]]:
         counts = {"websocket": 0, "polling": 0}
         for sid in list(chat.connections):
-            transport = chat._transport(sid)
+            transport = namespace.transport(sid)
             if transport in counts:
                 counts[transport] += 1
         return [([transport, NAMESPACE], n) for transport, n in counts.items()]
 
     def rooms() -> list[tuple[list[str], float]]:
-        return [([], len({room for room, _, _ in chat.local_members()}))]
+        return [([], len(chat.rooms.here()))]
 
     def members() -> list[tuple[list[str], float]]:
-        return [([], len(chat.local_members()))]
+        return [([], len(chat.rooms.local_members()))]
 
     metrics.watch("roomcast_connections", "Open /chat connections on this node",
                   ["transport", "namespace"], connections)
@@ -98,8 +100,8 @@ def refused_event_reply(reason: str) -> list[object]:
     return [{"ok": False, "error": ChatError(ErrorCode.BAD_REQUEST, reason).as_dict()}]
 
 
-def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
-               ) -> web.Application:
+def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
+               presence_factory: PresenceFactory = open_presence) -> web.Application:
     host_check = host_policy(settings.allowed_hosts.split(","),
                              trust_forwarded=settings.trust_forwarded)
     app = web.Application(middlewares=[
@@ -150,17 +152,17 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         await app[STORE_KEY].close()  # (done already, unless start-up failed)
 
     async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[PRESENCE_KEY] = await open_presence(settings.redis, prefix=settings.redis_prefix,
-                                                node_id=node, ttl=settings.presence_ttl,
-                                                max_connections=settings.redis_max_connections)
+        app[PRESENCE_KEY] = await presence_factory(
+            settings.redis, prefix=settings.redis_prefix, node_id=node,
+            ttl=settings.presence_ttl, max_connections=settings.redis_max_connections)
         yield
         await clock.step("presence sign-off", app[PRESENCE_KEY].close(), floor=1.0)
 
     async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
-        chat = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], metrics)
-        sio.register_namespace(chat)
-        app[CHAT_KEY] = chat
-        watch_state(metrics, sio, chat)
+        namespace = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], metrics)
+        sio.register_namespace(namespace)
+        app[CHAT_KEY] = chat = namespace.chat
+        watch_state(metrics, sio, namespace)
         store = app[STORE_KEY]
         metrics.watch("roomcast_store_calls_in_flight", "Message store calls waiting for "
                       "the store (bounded by --store-max-pending)", [],
@@ -168,16 +170,15 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store
         if settings.admin_ui:
             enable_admin_ui(sio, settings, node)
         if isinstance(sio.manager, RedisFanout):
-            sio.manager.on_catch_up = chat.catch_up
+            sio.manager.on_catch_up = chat.recovery.catch_up
         sio.start_manager()
         if isinstance(sio.manager, RedisFanout):
             await sio.manager.wait_subscribed(STARTUP_WAIT)
-        chat.start_housekeeping()
+        chat.start()
         log.info("node %s ready", node)
         yield
         await chat.wait_handlers(clock.left())
-        await asyncio.gather(chat.stop_housekeeping(), chat.stop_catching_up(),
-                             chat.receipts.close(), return_exceptions=True)
+        await chat.stop()
         # the store drains (appends called, not yet written), then what that lets
         # finish is broadcast, and fan-out publishes it before it closes
         await clock.step("the store's drain", app[STORE_KEY].close(),
@@ -217,7 +218,7 @@ async def _disconnect_clients(app: web.Application) -> None:
     app[SHUTDOWN_KEY].start()
     sio = app[SIO_KEY]
     if CHAT_KEY in app:
-        await app[CHAT_KEY].drain()  # /readyz answers 503 from now on
+        await app[CHAT_KEY].rooms.drain()  # /readyz answers 503 from now on
     count = await sio.close_all_sessions()
     log.info("shutting down: closed %d connections", count)
     await sio.eio.connections.wait_closed(CLOSE_TIMEOUT)  # their closing handshakes

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from app.chat.models import RoomName
+from app.core.models import RoomName
 from app.store import MessageStore, open_store
 
 from app.store.postgres import split_url

@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from app.chat.models import RoomName
+from app.core.models import RoomName
 from app.store import MessageStore, open_store
 from app.store.search import terms
 

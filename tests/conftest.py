@@ -21,13 +21,15 @@ import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from app.chat.models import Sid
-from app.chat.namespace import NAMESPACE, ChatNamespace
+from app.core.models import Sid
+from app.chat.namespace import NAMESPACE
+from app.chat.services import Chat
 from app.front import RoomcastRunner
 from client.chat_client import SOCKETIO_SERIALIZERS
 from app.keys import CHAT_KEY
 from app.server import create_app
 from app.settings import RATED, Settings
+from app.presence import PresenceFactory, open_presence
 from app.store import StoreFactory, open_store
 
 TIMEOUT = 5.0  # seconds any single expected event may take
@@ -61,7 +63,8 @@ class Served:
     server: TestServer
 
     @property
-    def chat(self) -> ChatNamespace:
+    def chat(self) -> Chat:
+        """The chat's services on this server."""
         return self.app[CHAT_KEY]
 
 
@@ -152,6 +155,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
     started: list[TestServer] = []
 
     async def start(*, store_factory: StoreFactory = open_store,
+                    presence_factory: PresenceFactory = open_presence,
                     routes: Callable[[web.Application], None] | None = None,
                     **overrides: Any) -> Served:
         fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0,
@@ -160,7 +164,8 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
                                   **UNLIMITED}
         fields.update(overrides)
         settings = Settings(**fields)
-        app = create_app(settings, store_factory=store_factory)
+        app = create_app(settings, store_factory=store_factory,
+                         presence_factory=presence_factory)
         if routes is not None:  # what a test adds beside Roomcast (a sign-in service)
             routes(app)
         server = RoomcastTestServer(app, host="127.0.0.1", port=0)

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from app.chat.auth import identify
-from app.chat.errors import ChatError
+from app.core.errors import ChatError
 from client import ChatClient, ChatClientError
 
 from .conftest import TIMEOUT, ServeFactory, Served, sio_client

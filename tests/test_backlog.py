@@ -10,7 +10,7 @@ from typing import cast
 
 import aiohttp
 
-from app.chat.models import RoomName
+from app.core.models import RoomName
 from app.keys import SIO_KEY
 from app.ws.frames import TEXT
 

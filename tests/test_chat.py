@@ -10,7 +10,7 @@ import pytest
 import socketio
 
 from app.chat.namespace import NAMESPACE
-from app.chat.models import RoomName
+from app.core.models import RoomName
 
 from .conftest import TIMEOUT, Peer, PeerFactory, Served, sio_client
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from app import compat
-from app.chat.errors import ChatError, ErrorCode
-from app.chat.models import Reading, Page, RoomName
+from app.core.errors import ChatError, ErrorCode
+from app.core.models import Reading, Page, RoomName
 from app.keys import STORE_KEY
 from app.store.memory import MemoryStore
 from client import ChatClient, ChatClientError

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from app.chat.models import RoomName, Sid
+from app.core.models import RoomName, Sid
 from app.keys import SIO_KEY
 from app.presence.redis import RedisPresence
 from client import ChatClient

@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 
-from app.chat.models import RoomName, Sid
+from app.core.models import RoomName, Sid
 from app.fanout.queue import MAX_LOST_ROOMS, PublishQueue
 from app.fanout.redis import RedisFanout
 from app.fanout.subscriptions import Subscriptions

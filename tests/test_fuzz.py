@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.keys import SIO_KEY
-from app.chat.models import RoomName
+from app.core.models import RoomName
 
 from .conftest import TIMEOUT, Peer, PeerFactory, Served, until
 from .rawclient import CONNECT, RawClient

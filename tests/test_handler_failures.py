@@ -18,10 +18,12 @@ import pytest
 import socketio
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.chat.errors import ChatError, ErrorCode
-from app.chat.models import RoomName
+from app.core.errors import ChatError, ErrorCode
+from app.core.models import RoomName
 from app.chat.namespace import NAMESPACE
 from app.keys import SIO_KEY
+from app.presence import open_presence
+from app.store import open_store
 
 from .conftest import TIMEOUT, Peer, ServeFactory, Served, sio_client, until
 from .services import REDIS_URL
@@ -57,10 +59,15 @@ async def start_node(serve: ServeFactory, presence: str, **overrides: Any) -> Se
     be made to fail; presence repairs itself every 0.1 s."""
     if presence == "redis":
         overrides.update(redis=REDIS_URL, redis_prefix=f"test-{uuid.uuid4().hex[:8]}")
-    served = await serve(presence_ttl=0.3, **overrides)
-    served.chat.store = Faulty(served.chat.store)
-    served.chat.presence = Faulty(served.chat.presence)
-    return served
+
+    async def faulty_store(url: str) -> Any:
+        return Faulty(await open_store(url))
+
+    async def faulty_presence(*args: Any, **kwargs: Any) -> Any:
+        return Faulty(await open_presence(*args, **kwargs))
+
+    return await serve(presence_ttl=0.3, store_factory=faulty_store,
+                       presence_factory=faulty_presence, **overrides)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -79,8 +86,9 @@ async def alice(node: Served) -> AsyncIterator[Peer]:
 
 
 def faulty(node: Served, what: str) -> Faulty:
-    held = node.chat.store if what == "store" else node.chat.presence
-    assert isinstance(held, Faulty)
+    store = node.chat.store
+    held = getattr(store, "store", store) if what == "store" else node.chat.presence
+    assert isinstance(held, Faulty)  # (the store under its Deadlines)
     return held
 
 
@@ -184,13 +192,13 @@ async def test_a_bug_in_the_identity_check_is_the_servers(
     """A connect whose identity check raises (a bug, injected) is refused
     ``internal`` and logged at ERROR with its traceback: not blamed on the
     client's packet, and the server goes on serving."""
-    from app.chat import namespace
+    from app.chat import connections
 
     def broken(auth: object, secret: str) -> None:
         raise RuntimeError("injected bug")
 
     served = await serve()
-    monkeypatch.setattr(namespace, "identify", broken)
+    monkeypatch.setattr(connections, "identify", broken)
     sio = sio_client("msgpack")
     errors: asyncio.Queue[Any] = asyncio.Queue()
     sio.on("connect_error", errors.put_nowait, namespace=NAMESPACE)
@@ -237,9 +245,14 @@ async def test_a_connections_events_in_progress_are_bounded(serve: ServeFactory,
     --max-events-in-progress (5 here) of them are being handled; the rest wait
     unread, none is dropped, all are answered once the store answers; another
     connection is served meanwhile."""
-    served = await serve(max_events_in_progress=5)
-    gate = Gate(served.chat.store)
-    served.chat.store = gate
+    gates: list[Gate] = []
+
+    async def gated(url: str) -> Any:
+        gates.append(Gate(await open_store(url)))
+        return gates[-1]
+
+    served = await serve(max_events_in_progress=5, store_factory=gated)
+    [gate] = gates
     peers = [Peer(name, sio_client("msgpack")) for name in ("alice", "bob")]
     for peer in peers:
         await peer.sio.connect(served.url, auth={"name": peer.name}, namespaces=[NAMESPACE],
@@ -337,8 +350,8 @@ async def test_housekeeping_keeps_a_join_whose_script_ran_but_has_not_resumed(
     presence._join = recorded_then_held
     joining = asyncio.ensure_future(alice.join("r"))
     await asyncio.wait_for(recorded.wait(), TIMEOUT)
-    await presence.housekeeping(node.chat.local_members, node.chat.announce_leave,
-                                node.chat.announce_join)
+    await presence.housekeeping(node.chat.rooms.local_members, node.chat.rooms.announce_leave,
+                                node.chat.rooms.announce_join)
     resume.set()
     await joining
     presence._join = script
@@ -360,7 +373,8 @@ async def test_a_rejoin_during_a_repair_is_not_undone_by_it(serve: ServeFactory)
     await alice.ok("leave", {"room": "r"})  # done for the node, still in Redis
     release = leave.hold_next()  # the repair's drop of it, when it comes to it
     repair = asyncio.ensure_future(presence.housekeeping(
-        node.chat.local_members, node.chat.announce_leave, node.chat.announce_join))
+        node.chat.rooms.local_members, node.chat.rooms.announce_leave,
+        node.chat.rooms.announce_join))
     await asyncio.wait_for(leave.reached.wait(), TIMEOUT)
     rejoining = asyncio.ensure_future(alice.join("r"))
     conn = node.chat.connections[alice.sid]
@@ -385,7 +399,8 @@ async def test_a_leave_during_a_repair_is_not_undone_by_it(serve: ServeFactory) 
     assert (await bob.next("presence"))["user"] == "alice"
     release = join.hold_next()  # the repair's restore of it
     repair = asyncio.ensure_future(presence.housekeeping(
-        node.chat.local_members, node.chat.announce_leave, node.chat.announce_join))
+        node.chat.rooms.local_members, node.chat.rooms.announce_leave,
+        node.chat.rooms.announce_join))
     await asyncio.wait_for(join.reached.wait(), TIMEOUT)
     conn = node.chat.connections[alice.sid]
     leaving = asyncio.ensure_future(alice.ok("leave", {"room": "r"}))

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from app.keys import STORE_KEY
-from app.chat.errors import ChatError
+from app.core.errors import ChatError
 from app.store.batching import Write, Written
 from app.store.sqlite import SqliteStore
 

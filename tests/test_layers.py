@@ -1,6 +1,7 @@
-"""The layers depend one way: chat -> Socket.IO server -> Engine.IO -> WebSocket.
-Read from the source: a lower layer never imports a higher one, and the pure
-modules import no I/O at all."""
+"""The layers depend one way: chat -> Socket.IO server -> Engine.IO -> WebSocket,
+over a core that knows no sockets. Read from the source: a lower layer never
+imports a higher one, the backends only the core, and the pure modules no
+I/O at all (docs/architecture.md draws them)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ FORBIDDEN = {
     "eio": {"app.sio", "app.chat", "app.server", "app.keys", "app.front", "app.fanout"},
     "sio": {"app.chat", "app.server", "app.keys", "app.fanout", "app.store", "app.presence"},
 }
-PURE = ["eio/packets.py", "eio/session.py", "ws/frames.py"]
+PURE = ["eio/packets.py", "eio/session.py", "ws/frames.py", "core/models.py", "core/errors.py",
+        "core/limits.py", "chat/protocol.py", "chat/directs.py", "chat/mentions.py",
+        "chat/paging.py", "store/stream.py", "store/search.py", "store/markers.py"]
+# what the backends may import of Roomcast: the core, and the shared Redis client
+BACKENDS = {"store": {"app.core", "app.store"},
+            "presence": {"app.core", "app.presence", "app.redis_client"}}
 
 
 def imports(path: Path) -> set[str]:
@@ -57,3 +63,42 @@ def test_the_chat_is_imported_only_from_above() -> None:
     for path in [*(APP / "fanout").glob("*.py"), APP / "front.py", *(APP / "store").glob("*.py"),
                  *(APP / "presence").glob("*.py")]:
         assert "app.chat.namespace" not in imports(path), path
+
+
+def ours(path: Path) -> set[str]:
+    """The Roomcast modules ``path`` imports."""
+    return {m for m in imports(path) if m.startswith("app.")}  # ("from .. import x": app.x)
+
+
+def test_the_core_imports_nothing_of_roomcast() -> None:
+    for path in sorted((APP / "core").glob("*.py")):
+        assert {m for m in ours(path) if not m.startswith("app.core")} == set(), path
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_the_backends_import_only_the_core(backend: str) -> None:
+    allowed = BACKENDS[backend]
+    for path in sorted((APP / backend).glob("*.py")):
+        for module in ours(path):
+            assert any(module == a or module.startswith(a + ".") for a in allowed), \
+                f"app/{backend}/{path.name} imports {module}"
+
+
+def test_the_chat_knows_no_wire_and_nothing_below_knows_the_chat() -> None:
+    """chat/ never imports sio/, eio/ or ws/; fanout/ and sio/ never import chat/."""
+    for path in sorted((APP / "chat").glob("*.py")):
+        for module in ours(path):
+            assert not module.startswith(("app.sio", "app.eio", "app.ws")), \
+                f"app/chat/{path.name} imports {module}"
+    for layer in ("fanout", "sio"):
+        for path in sorted((APP / layer).glob("*.py")):
+            assert not any(m.startswith("app.chat") for m in ours(path)), path
+
+
+def test_the_chat_services_know_no_socket() -> None:
+    """Only the namespace, the Socket.IO adapter, imports python-socketio."""
+    for path in sorted((APP / "chat").glob("*.py")):
+        if path.name == "namespace.py":
+            continue
+        assert not {m for m in imports(path) if m.split(".")[0] in
+                    {"socketio", "engineio", "aiohttp"}}, path

@@ -9,8 +9,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from app.chat.limits import TokenBucket
-from app.chat.models import RoomName
+from app.core.limits import TokenBucket
+from app.core.models import RoomName
 
 from .conftest import TIMEOUT, ServeFactory, sio_client
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from playwright.async_api import Browser, async_playwright, expect
 
 from app.chat.namespace import NAMESPACE
-from app.chat.models import RoomName, Sid
+from app.core.models import RoomName, Sid
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
 from .conftest import TIMEOUT, ServeFactory, Served, sio_client, until
@@ -325,7 +325,7 @@ async def test_page_catches_up_when_told(page_server: Served, browser: Browser,
     for text in ("lost 1", "lost 2"):  # stored, never broadcast
         await chat.store.append(RoomName("cu"), "bob", text, None)
     await chat.presence.join(RoomName("cu"), "bob", Sid("on-another-node"))
-    chat.catch_up(["cu"])
+    chat.recovery.catch_up(["cu"])
     await alice.shows("first", "lost 1", "lost 2")
     await expect(alice.page.locator("#member-list li")).to_have_text(["alice", "bob"])
 
@@ -358,7 +358,7 @@ async def test_page_shows_edits_deletes_reactions_and_replies(
                                None)  # missed by the page
         await chat.store.alter(room, "bob", "react", 1, "👍", None)
         await chat.store.append(room, "bob", "quite so", None, reply_to=1)
-        chat.catch_up(["ch"])
+        chat.recovery.catch_up(["ch"])
         await alice.shows("hello", "message deleted", "quite so")
         await expect(items.nth(0).locator(".reaction")).to_have_text(["👍 2"])
         await expect(items.nth(0).locator(".reaction")).to_have_attribute("title", "py, bob")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.chat.errors import ChatError, ErrorCode
+from app.core.errors import ChatError, ErrorCode
 from app.chat.protocol import (
     HistoryRequest, JoinRequest, SendRequest, TypingRequest, parse_history, parse_join,
     parse_leave, parse_name, parse_rooms, parse_search, parse_send, parse_typing,

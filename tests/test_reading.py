@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from app.chat.directs import PERIOD, Openings, direct_room
-from app.chat.errors import ChatError, ErrorCode
+from app.core.errors import ChatError, ErrorCode
 from app.chat.mentions import MAX_MENTIONS
-from app.chat.models import RoomName
+from app.core.models import RoomName
 from app.chat.receipts import Receipts
 from app.store.markers import RECEIPTS_LISTED
 
@@ -121,7 +121,7 @@ async def test_receipts_can_be_turned_off(serve: ServeFactory, peer: PeerFactory
     await bob.join("r")
     await bob.send("r", "read me")
     await alice.ok("read", {"room": "r", "seq": 1})
-    assert not served.chat.receipts.pending  # nothing will be sent
+    assert not served.chat.reads.receipts.pending  # nothing will be sent
     assert "receipts" not in await bob.join("r")
 
 

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from app.chat.models import RoomName, Sid
+from app.core.models import RoomName, Sid
 from app.fanout.redis import RedisFanout
 from app.keys import SIO_KEY
 from app.presence.redis import RedisPresence

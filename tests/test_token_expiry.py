@@ -8,7 +8,7 @@ from typing import Any
 
 import socketio
 
-from app.chat.models import Page
+from app.core.models import Page
 from app.store.memory import MemoryStore
 from client import ChatClient
 

@@ -1,8 +1,11 @@
-"""The chat: the /chat namespace and what it is made of.
+"""The chat: every feature as a service over a core that knows no sockets.
 
-``namespace`` (join, leave, send, history, typing, rooms), ``protocol``
-(payload parsing, no I/O), ``errors``, ``models``, ``auth`` (names, tokens,
-the origin check) and ``limits`` (token buckets). It sits on the Socket.IO
-server (:mod:`app.sio`) and on the backends behind their interfaces
-(:mod:`app.store`, :mod:`app.presence`); nothing below it imports it.
+:mod:`app.chat.services` builds the services (connections, rooms, messages,
+reads, direct conversations, search, recovery), each with the collaborators
+it needs: the store and presence behind their interfaces (:mod:`app.store`,
+:mod:`app.presence`), settings, metrics and a :class:`~app.chat.wire.Wire`.
+:mod:`app.chat.namespace` is their Socket.IO interface: it parses
+(:mod:`app.chat.protocol`, no I/O), calls a service and acknowledges.
+Nothing below the chat imports it, and it imports nothing of the wire
+(``tests/test_layers.py``).
 """

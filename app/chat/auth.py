@@ -17,8 +17,8 @@ from typing import Any
 
 import jwt
 
-from .errors import ChatError, ErrorCode
-from .models import RoomName
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import RoomName
 from .protocol import parse_name
 
 

@@ -14,8 +14,8 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 
-from .errors import ChatError, ErrorCode
-from .models import RoomName
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import RoomName
 
 PREFIX = "dm:"
 MAX_PEOPLE = 10

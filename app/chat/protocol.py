@@ -14,8 +14,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ChatError, ErrorCode
-from .models import RoomName
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import RoomName
 from ..store.search import check_terms, terms
 
 NAME_MAX = 32

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..store.markers import RECEIPTS_LISTED
-from .models import RoomName
+from ..core.models import RoomName
 
 log = logging.getLogger(__name__)
 

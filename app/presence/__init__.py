@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
-from ..chat.models import RoomName, Sid
+from ..core.models import RoomName, Sid
 
 OnLeft = Callable[[RoomName, str], Awaitable[None]]
 """Called with (room, name) when housekeeping finds that a name has left."""
@@ -61,6 +61,11 @@ class Presence(Protocol):
 
     async def close(self) -> None:
         """Release the backend."""
+
+
+class PresenceFactory(Protocol):
+    async def __call__(self, redis_url: str, *, prefix: str, node_id: str, ttl: float,
+                       max_connections: int = 100) -> Presence: ...
 
 
 async def open_presence(redis_url: str, *, prefix: str, node_id: str, ttl: float,

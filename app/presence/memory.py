@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..chat.models import RoomName, Sid
+from ..core.models import RoomName, Sid
 from . import LocalMembers, OnJoined, OnLeft, Presence
 
 

@@ -60,8 +60,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .. import redis_client
-from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import RoomName, Sid
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import RoomName, Sid
 from . import LocalMembers, OnJoined, OnLeft, Presence
 from .memory import MemoryPresence
 

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, Page, Reading, RoomName
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import Message, Page, Reading, RoomName
 from .search import SEARCH_TIMEOUT, SearchPage
 from .stream import Altered
 

@@ -21,8 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, Reading, RoomName
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import Message, Reading, RoomName
 from . import check_storable
 from .markers import Mark
 from .stream import Alter, Altered, Append, Request, Result

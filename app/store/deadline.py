@@ -19,8 +19,8 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message, Page, Reading, RoomName
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import Message, Page, Reading, RoomName
 from . import MessageStore
 from .search import SEARCH_TIMEOUT, SearchPage
 from .stream import Altered

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..chat.errors import ChatError, ErrorCode
+from ..core.errors import ChatError, ErrorCode
 from .search import too_slow
 
 log = logging.getLogger(__name__)

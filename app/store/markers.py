@@ -11,7 +11,7 @@ A **mention** is a row (``mentions``: name, room, seq) written with the
 message that mentions the person, in the same transaction; a deleted
 message's mentions go with it. **Unread counts** are counted from these rows
 and the messages after the marker, each up to
-:data:`~app.chat.models.UNREAD_COUNTED`, so a count costs at most that many
+:data:`~app.core.models.UNREAD_COUNTED`, so a count costs at most that many
 index entries however far behind a person is.
 
 A **direct conversation** is a room with a fixed set of participants
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..chat.models import RoomName, now_ms
+from ..core.models import RoomName, now_ms
 
 YOUR_ROOMS_LISTED = 100  # a person's rooms in one list, most recently used first
 RECEIPTS_LISTED = 100  # read markers of a room in one list, furthest read first

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..chat.errors import ChatError
-from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
+from ..core.errors import ChatError
+from ..core.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
 from . import MessageStore, check_storable, page_bounds
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .search import SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, matches

@@ -28,8 +28,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites, Write, Written
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold

@@ -28,8 +28,8 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import Message
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import Message
 
 MAX_TERMS = 8
 MAX_TERM_LENGTH = 64  # characters of a term; words are indexed by this many

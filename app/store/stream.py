@@ -1,8 +1,8 @@
 """Writes to rooms' streams, decided the same way in every store.
 
 A room's stream is one sequence of entries numbered 1, 2, 3, ... without
-gaps: the messages sent to it (:class:`~app.chat.models.Message`) and the
-changes made to them (:class:`~app.chat.models.Change`: edit, delete, react,
+gaps: the messages sent to it (:class:`~app.core.models.Message`) and the
+changes made to them (:class:`~app.core.models.Change`: edit, delete, react,
 unreact). A change is an entry of its own *and* is applied to the message
 row, so that paging back reads messages as they stand now in one indexed
 query, while reading on from a seq (recovery) returns every entry after it,
@@ -13,7 +13,7 @@ version of each; a log of changes apart from the messages would need a
 second sequence, and recovery would have to merge two.)
 
 A message row holds its reactions in short: per emoji the count and the
-first :data:`~app.chat.models.REACTION_NAMES_SHOWN` names. Every reactor is
+first :data:`~app.core.models.REACTION_NAMES_SHOWN` names. Every reactor is
 a row of its own (``reactions``: room, seq, emoji, name, and ``at``, the seq
 of the change that added it), so a reaction costs the same however many
 people reacted before, and an unreaction of a name shown is replaced by the
@@ -35,8 +35,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..chat.errors import ChatError, ErrorCode
-from ..chat.models import REACTION_NAMES_SHOWN, Change, Entry, Message, Reactions, RoomName
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import REACTION_NAMES_SHOWN, Change, Entry, Message, Reactions, RoomName
 
 MAX_EMOJI_PER_MESSAGE = 20  # distinct reactions on one message
 REACTIONS = ("react", "unreact")

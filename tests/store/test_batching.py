@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from app.chat.errors import ChatError, ErrorCode
-from app.chat.models import Message, RoomName
+from app.core.errors import ChatError, ErrorCode
+from app.core.models import Message, RoomName
 from app.store.batching import Append, AppendQueue, Write, Written
 
 

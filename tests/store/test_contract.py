@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 import asyncpg
 import pytest
 
-from app.chat.errors import ChatError, ErrorCode
-from app.chat.models import RoomName
+from app.core.errors import ChatError, ErrorCode
+from app.core.models import RoomName
 from app.store import MessageStore
 from app.store.search import marked, terms
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from app.chat.models import UNREAD_COUNTED, Reading, RoomName
+from app.core.models import UNREAD_COUNTED, Reading, RoomName
 from app.store import MessageStore
 from app.store.markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app.chat.errors import ChatError, ErrorCode
-from app.chat.models import RoomName
+from app.core.errors import ChatError, ErrorCode
+from app.core.models import RoomName
 from app.store import postgres
 from app.store.postgres import PostgresStore
 from app.store.search import query_tokens, terms

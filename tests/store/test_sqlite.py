@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.chat.models import RoomName
+from app.core.models import RoomName
 from app.store.sqlite import SqliteStore
 
 HISTORY = 20_000  # messages already in the long room

@@ -8,16 +8,15 @@ one of :class:`ErrorCode`. The tree is flat, with one root:
   people; raised by parsing (``bad_request``, ``too_large``), by the chat
   namespace (``not_member``) and by backends (``unavailable``).
 
-Connect refusals are not acks: they use ``bad_name`` / ``unauthorized`` in the
-``data`` of Socket.IO's CONNECT_ERROR packet (see :func:`refuse`).
+Connect refusals are not acks: they carry ``bad_name`` / ``unauthorized`` in
+the ``data`` of Socket.IO's CONNECT_ERROR packet
+(:func:`app.chat.namespace.refuse`).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Any
-
-from socketio.exceptions import ConnectionRefusedError
 
 
 class ErrorCode(StrEnum):
@@ -49,12 +48,3 @@ class ChatError(Exception):
         if self.retry_after is not None:
             error["retry_after"] = self.retry_after
         return error
-
-
-def refuse(error: ChatError) -> ConnectionRefusedError:
-    """A connect refusal whose CONNECT_ERROR data is ``{"code", "message"}``.
-
-    python-socketio sends the first argument as ``message`` and the second as
-    ``data``; with a single argument the code would be lost.
-    """
-    return ConnectionRefusedError(error.message, error.as_dict())

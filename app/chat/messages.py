@@ -1,0 +1,110 @@
+"""Messages and the changes made to them: send, history, edit, delete, react, typing.
+
+Every message and change is an entry of its room's stream, stored first
+(the store gives it its seq) and then broadcast to the room, on every node,
+as ``message`` or ``change``; a retried one (the same ``client_id``) is
+found stored and not broadcast again. A message that mentions people is
+also sent to each of them (``mention``), wherever they are connected.
+
+Ordering: the transport starts one task per incoming event, in arrival
+order, and :meth:`Messages.send` reaches ``store.append`` without
+suspending; the store applies appends in call order, so one connection's
+pipelined sends are stored in the order it sent them. Keep it that way: no
+``await`` before ``append`` in ``send``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..core.models import Message
+from ..metrics import Metrics
+from ..settings import Settings
+from ..store import MessageStore
+from .connections import Connection, Connections, person_room
+from .mentions import mentioned
+from .protocol import ChangeRequest, HistoryRequest, SendRequest, TypingRequest
+from .replies import Replies
+from .wire import Wire
+
+log = logging.getLogger("app.chat")
+
+Ack = dict[str, Any]
+
+
+class Messages:
+    def __init__(self, settings: Settings, store: MessageStore, metrics: Metrics,
+                 connections: Connections, replies: Replies, wire: Wire) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.connections = connections
+        self.replies = replies
+        self.wire = wire
+
+    async def send(self, conn: Connection, req: SendRequest) -> Ack:
+        """Store a message and broadcast it; the ack has it as stored."""
+        self.connections.member(conn, req.room)
+        self.connections.limit(conn, "send", "sends")
+        people = conn.directs.get(req.room)
+        # in a direct conversation every message is for all its people
+        mentions = mentioned(req.text, conn.name) if people is None else \
+            tuple(sorted(people - {conn.name}))
+        with self.metrics.store_seconds.labels("append").time():
+            message, created = await self.store.append(req.room, conn.name, req.text,
+                                                       req.client_id, req.reply_to, mentions)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("send sid=%s room=%s seq=%d created=%s%s", conn.sid, req.room,
+                      message.seq, created,
+                      f" text={req.text!r}" if self.settings.log_message_text else "")
+        if created:
+            self.metrics.messages_received.inc()
+            await self._broadcast(message, conn)
+            for name in mentions:
+                await self.wire.emit("mention", {"room": message.room,
+                                                 "message": message.as_dict()},
+                                     room=person_room(name))
+        return {"message": message.as_dict()}
+
+    async def _broadcast(self, message: Message, sender: Connection) -> None:
+        await self.wire.emit("message", message.as_dict(), room=message.room,
+                             skip_sid=sender.sid)
+
+    async def history(self, conn: Connection, req: HistoryRequest) -> Ack:
+        """A page of a room: messages before a seq, or the stream after one."""
+        self.connections.member(conn, req.room)
+        self.connections.limit(conn, "history", "history requests")
+        self.replies.reserve(conn)
+        query = self.store.page(req.room, before=req.before, after=req.after, limit=req.limit)
+        _, entries, more = await self.replies.read(conn, query, keep_newest=req.after is None)
+        return {**entries, "more": more}
+
+    async def change(self, conn: Connection, req: ChangeRequest) -> Ack:
+        """Make a change to a message: an entry of the room's stream, broadcast
+        to the room as a ``change`` event like a message (a retried one, found
+        by its client id, is not broadcast again). The ack has the message as
+        it stands after and the change (null when nothing changed)."""
+        self.connections.member(conn, req.room)
+        self.connections.limit(conn, "change", "changes")
+        window = self.settings.edit_window
+        with self.metrics.store_seconds.labels("alter").time():
+            altered = await self.store.alter(
+                req.room, conn.name, req.kind, req.seq, req.value, req.client_id,
+                moderator=conn.identity.moderator,
+                edits_from=int((time.time() - window) * 1000) if window else None)
+        change = altered.change.as_dict() if altered.change is not None else None
+        if altered.created and change is not None:
+            log.info("%s sid=%s name=%r room=%s seq=%d target=%d", req.kind, conn.sid,
+                     conn.name, req.room, change["seq"], req.seq)
+            await self.wire.emit("change", change, room=req.room, skip_sid=conn.sid)
+        return {"message": altered.message.as_dict(), "change": change}
+
+    async def typing(self, conn: Connection, req: TypingRequest) -> Ack:
+        self.connections.member(conn, req.room)
+        self.connections.limit(conn, "typing", "typing signals")
+        await self.wire.emit("typing", {"room": req.room, "user": conn.name,
+                                        "active": req.active},
+                             room=req.room, skip_sid=conn.sid)
+        return {}

@@ -1,0 +1,71 @@
+"""Recovery: telling a node's members to catch up on what fan-out may have lost.
+
+When this node's link to the others (Redis fan-out) may have missed events
+of some rooms (it came back after an outage, or another node could not
+publish some), each such room with members here gets one ``catch_up`` event,
+to this node's members only: the room's latest seq (a client that has less
+asks ``history`` for the rest) and who is present now. Requests that come
+while a round runs are merged into the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+
+from ..core.errors import ChatError
+from ..core.models import RoomName
+from ..presence import Presence
+from ..store import MessageStore
+from .connections import log_failure
+from .rooms import Rooms
+from .wire import Wire
+
+log = logging.getLogger("app.chat")
+
+
+class Recovery:
+    def __init__(self, store: MessageStore, presence: Presence, rooms: Rooms,
+                 wire: Wire) -> None:
+        self.store = store
+        self.presence = presence
+        self.rooms = rooms
+        self.wire = wire
+        # rooms whose members must be told to catch up; None: all
+        self._behind: set[RoomName] | None = set()
+        self._catching_up: asyncio.Task[None] | None = None
+
+    def catch_up(self, rooms: Collection[str] | None) -> None:
+        """Fan-out may have missed other nodes' events for ``rooms`` (None: every
+        room): tell this node's members of each to catch up."""
+        if rooms is None:
+            self._behind = None
+        elif self._behind is not None:
+            self._behind.update(RoomName(room) for room in rooms)
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.create_task(self._send_catch_ups(), name="catch-up")
+            self._catching_up.add_done_callback(log_failure)
+
+    async def _send_catch_ups(self) -> None:
+        while self._behind is None or self._behind:
+            here = self.rooms.here()
+            rooms = here if self._behind is None else here & self._behind
+            self._behind = set()
+            for room in sorted(rooms):
+                try:
+                    page = await self.store.page(room, limit=1)
+                    members = await self.presence.members(room)
+                except ChatError as exc:  # the next message's gap still shows it
+                    log.warning("could not tell %s to catch up: %s", room, exc.message)
+                    continue
+                await self.wire.emit("catch_up", {"room": room, "seq": page.latest,
+                                                  "members": members},
+                                     room=room, ignore_queue=True)
+            log.info("told %d rooms to catch up", len(rooms))
+
+    async def stop(self) -> None:
+        task = self._catching_up
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,257 @@
+"""Rooms: who is in which room. The one owner of membership.
+
+A connection is in a room when it is in ``Connection.rooms`` (this node's
+truth), in the transport's room of that name (it receives the room's events)
+and in presence (every node's view, by name). :class:`Rooms` alone changes
+all three, in an order that leaves no gap: a joining connection enters the
+transport's room *before* its history is read, so whatever is stored after
+the read reaches it, and it is recorded in presence only once the join can
+no longer fail. Each name's arrival and departure is told to the room once
+(``presence`` events), whichever node it happens on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import RoomName, Sid
+from ..presence import Presence
+from ..settings import Settings
+from ..store import MessageStore
+from .connections import Connection, Connections, log_failure
+from .directs import is_direct
+from .protocol import JOIN_LATEST, JOIN_SINCE_MAX, JoinRequest
+from .receipts import receipt_list
+from .replies import Replies
+from .wire import Wire
+
+log = logging.getLogger("app.chat")
+
+Ack = dict[str, Any]
+
+
+def no_directs() -> ChatError:
+    return ChatError(ErrorCode.FORBIDDEN, "direct conversations need token mode: this server "
+                     "takes names without proof (start it with --jwt-secret)")
+
+
+class Rooms:
+    def __init__(self, settings: Settings, store: MessageStore, presence: Presence,
+                 connections: Connections, replies: Replies, wire: Wire) -> None:
+        self.settings = settings
+        self.store = store
+        self.presence = presence
+        self.connections = connections
+        self.replies = replies
+        self.wire = wire
+        self.draining = False  # this node is shutting down: no new joins
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    # -- join -----------------------------------------------------------------------
+
+    async def join(self, conn: Connection, req: JoinRequest) -> Ack:
+        """Join (or rejoin, with ``since``) a room: its latest messages, or the
+        stream after ``since``, where the person stands, its members."""
+        room = req.room
+        people = await self._may_join(conn, room)
+        entering = room not in conn.rooms and room not in conn.joining
+        if entering and len(conn.rooms) + len(conn.joining) >= self.settings.max_rooms:
+            raise ChatError(ErrorCode.TOO_LARGE, f"a connection may be in at most "
+                            f"{self.settings.max_rooms} rooms; leave one first")
+        if people is None:  # (a direct conversation's join was charged before the store read)
+            self.connections.limit(conn, "join", "joins")
+        self.replies.reserve(conn)
+        if entering:
+            # Counted before any await (pipelined joins cannot pass --max-rooms),
+            # and in the transport's room before reading history, so that whatever
+            # is stored after the read is broadcast to us and nothing falls
+            # between the two (a message may come both ways; clients drop seqs
+            # they have).
+            conn.joining.add(room)
+            await self.wire.enter_room(conn.sid, room)
+        if req.since is None:
+            query = self.store.page(room, limit=JOIN_LATEST)
+        else:
+            query = self.store.page(room, after=req.since, limit=JOIN_SINCE_MAX)
+        try:
+            page, entries, more = await self.replies.read(conn, query,
+                                                          keep_newest=req.since is None)
+            reading = await self.store.mark(conn.name, room)
+            receipts = await self.store.receipts(room) if self.settings.read_receipts \
+                else None
+            if entering:
+                if people is not None:
+                    conn.directs[room] = people
+                await self._enter(conn, room)  # the point of no return
+            elif room not in conn.rooms:  # a join of it, racing this one, is not done
+                raise ChatError(ErrorCode.UNAVAILABLE, f"already joining {room!r}; try again")
+        except BaseException:
+            if entering and self.connections.is_current(conn):
+                conn.rooms.discard(room)
+                await self.wire.leave_room(conn.sid, room)
+            raise
+        finally:
+            if entering:
+                conn.joining.discard(room)
+        ack = {"room": room, "seq": page.latest, "members": await self.members(conn, room),
+               **entries, "more": more, "read": reading.read, "unread": reading.unread,
+               "mentions": reading.mentions}
+        if receipts is not None:
+            ack["receipts"] = receipt_list(receipts)
+        if people is not None:
+            ack["with"] = sorted(people)
+        return ack
+
+    async def _may_join(self, conn: Connection, room: RoomName) -> frozenset[str] | None:
+        """Refuse a join ``conn`` may not make; a direct conversation's people
+        (the join is charged first: asking the store who is in it is work)."""
+        if not conn.identity.may_join(room):
+            raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
+        if not is_direct(room):
+            return None
+        if not self.settings.jwt_secret:
+            raise no_directs()
+        self.connections.limit(conn, "join", "joins")
+        people = (await self.store.participants([room])).get(room, frozenset())
+        if conn.name not in people:  # or no such conversation: the same answer
+            raise ChatError(ErrorCode.FORBIDDEN,
+                            "only its participants may join a direct conversation")
+        return people
+
+    async def _enter(self, conn: Connection, room: RoomName) -> None:
+        """Record ``conn`` in ``room``'s presence and tell the others. If presence
+        fails, nothing has changed there (the caller leaves the transport's
+        room); once it has answered, the join is done, whatever fails after."""
+        if not self.connections.is_current(conn):  # disconnected during the read
+            raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+        if not conn.identity.may_join(room):  # renewed meanwhile to a token that does not
+            raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
+        # A member from here on for housekeeping too (it leaves this entry alone
+        # while the join's own presence call is under way).
+        conn.rooms.add(room)
+        conn.joining.discard(room)
+        first = await self.presence.join(room, conn.name, conn.sid)
+        if not self.connections.is_current(conn):  # disconnected meanwhile
+            await self.presence.leave(room, conn.name, conn.sid)
+            raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
+        if self.draining:  # after this node's presence was taken out in one step
+            await self.presence.leave(room, conn.name, conn.sid)
+            raise ChatError(ErrorCode.UNAVAILABLE,
+                            "this server is shutting down; reconnect and try again")
+        if first:
+            await self.wire.emit("presence", {"room": room, "user": conn.name, "event": "join",
+                                              "members": await self.members(conn, room)},
+                                 room=room, skip_sid=conn.sid)
+        log.info("join sid=%s name=%r transport=%s room=%s", conn.sid, conn.name,
+                 self.wire.transport(conn.sid), room)
+
+    async def members(self, conn: Connection, room: RoomName) -> list[str]:
+        """``room``'s members; if presence cannot say, the members this node has
+        (an answer to a join that is done, which must not fail for this)."""
+        try:
+            return await self.presence.members(room)
+        except Exception as exc:
+            log.error("members of %s: presence failed (%s); answering this node's",
+                      room, exc, exc_info=not isinstance(exc, ChatError))
+            return sorted({c.name for c in self.connections.by_sid.values() if room in c.rooms}
+                          | {conn.name})
+
+    # -- leave ----------------------------------------------------------------------
+
+    async def leave(self, conn: Connection, room: RoomName) -> None:
+        self.connections.member(conn, room)
+        self.connections.limit(conn, "leave", "leaves")
+        await self.wire.leave_room(conn.sid, room)
+        await self.forget(conn, room)
+        log.info("leave sid=%s name=%r transport=%s room=%s", conn.sid, conn.name,
+                 self.wire.transport(conn.sid), room)
+
+    async def forget_all(self, conn: Connection) -> None:
+        """A connection closed: out of each of its rooms, whatever fails."""
+        for room in sorted(conn.rooms):
+            await self.forget(conn, room)
+
+    async def forget(self, conn: Connection, room: RoomName) -> None:
+        """Drop ``conn`` from ``room``'s presence; announce it if the name left.
+        The connection has left already: if presence fails, that is logged
+        and its housekeeping repairs the entry (against conn.rooms) later."""
+        conn.rooms.discard(room)
+        conn.directs.pop(room, None)
+        try:
+            if await self.presence.leave(room, conn.name, conn.sid):
+                await self.announce_leave(room, conn.name)
+        except Exception as exc:
+            log.error("leave sid=%s room=%s: presence failed (%s); housekeeping repairs it",
+                      conn.sid, room, exc, exc_info=not isinstance(exc, ChatError))
+
+    async def announce_leave(self, room: RoomName, name: str) -> None:
+        """Tell the room that ``name`` left (also for names of a node that died)."""
+        members = await self.presence.members(room)
+        await self.wire.emit("presence", {"room": room, "user": name,
+                                          "event": "leave", "members": members}, room=room)
+
+    async def announce_join(self, room: RoomName, name: str) -> None:
+        """Tell the room that ``name`` is here (a join presence restored after
+        a Redis outage, which the other nodes did not hear of then). Its own
+        connections are told too: the member list they had may be one that
+        an outage cut short."""
+        members = await self.presence.members(room)
+        await self.wire.emit("presence", {"room": room, "user": name,
+                                          "event": "join", "members": members}, room=room)
+
+    # -- the node's part --------------------------------------------------------------
+
+    def local_members(self) -> list[tuple[RoomName, Sid, str]]:
+        """Every (room, sid, name) joined on this node: presence's local truth."""
+        return [(room, sid, conn.name) for sid, conn in list(self.connections.by_sid.items())
+                for room in conn.rooms]
+
+    def here(self) -> set[RoomName]:
+        """The rooms with a member connected to this node."""
+        return {room for conn in self.connections.by_sid.values() for room in conn.rooms}
+
+    async def drain(self) -> None:
+        """Shutdown begins: take this node's connections out of presence in one
+        step and tell each room's other members, on the other nodes, of each name
+        that is thereby gone (once; not the leaving connections themselves). The
+        disconnects that follow then have nothing left to announce."""
+        self.draining = True
+        # housekeeping stops first (a round under way would write back entries
+        # of joins it saw in flight), and this node's members are gone from its
+        # own view before they are gone from Redis
+        await self.stop_housekeeping()
+        leaving: dict[RoomName, list[Sid]] = {}
+        for sid, conn in self.connections.by_sid.items():
+            for room in conn.rooms:
+                leaving.setdefault(room, []).append(sid)
+            conn.rooms.clear()
+        try:
+            gone = await self.presence.drain()
+        except Exception:
+            log.exception("draining presence failed; the other nodes will clean up")
+            gone = []
+        for room, name in gone:
+            try:
+                members = await self.presence.members(room)
+                await self.wire.emit("presence", {"room": room, "user": name, "event": "leave",
+                                                  "members": members},
+                                     room=room, skip_sid=leaving.get(room, []))
+            except Exception:
+                log.exception("announcing %r leaving %s failed", name, room)
+        log.info("draining: %d names left %d rooms", len(gone), len({r for r, _ in gone}))
+
+    def start_housekeeping(self) -> None:
+        """Presence housekeeping, for as long as this node serves (see Presence.maintain)."""
+        self._housekeeping = asyncio.create_task(
+            self.presence.maintain(self.local_members, self.announce_leave, self.announce_join),
+            name="presence-housekeeping")
+        self._housekeeping.add_done_callback(log_failure)
+
+    async def stop_housekeeping(self) -> None:
+        task, self._housekeeping = self._housekeeping, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,104 @@
+"""The chat as services: every feature, built once per node, for every interface.
+
+:class:`Chat` builds each service with the collaborators it needs (the
+store, presence, settings, metrics and a :class:`~app.chat.wire.Wire` to
+reach connections) and holds them; the Socket.IO namespace
+(:mod:`app.chat.namespace`) only parses, calls one of them and acknowledges,
+and any other interface calls the same ones, so it gets the same
+validation, limits, ordering and fan-out.
+
+==================  ===========================  ========================================
+service             module                       owns
+==================  ===========================  ========================================
+``connections``     :mod:`app.chat.connections`  who is connected as whom; rate budgets
+``rooms``           :mod:`app.chat.rooms`        membership (join, leave, presence)
+``messages``        :mod:`app.chat.messages`     send, history, changes, typing
+``reads``           :mod:`app.chat.reads`        read markers, receipts, the rooms list
+``directs``         :mod:`app.chat.conversations` opening direct conversations
+``search``          :mod:`app.chat.searching`    search, bounded apart
+``recovery``        :mod:`app.chat.recovery`     catch-up after fan-out lost events
+==================  ===========================  ========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..metrics import Metrics
+from ..presence import Presence
+from ..settings import Settings
+from ..store import MessageStore
+from .connections import Connection, Connections
+from .conversations import Directs
+from .messages import Messages
+from .reads import Reads
+from .recovery import Recovery
+from .replies import Replies
+from .rooms import Rooms
+from .searching import Search
+from .wire import Wire
+
+log = logging.getLogger("app.chat")
+
+
+class Chat:
+    def __init__(self, settings: Settings, store: MessageStore, presence: Presence,
+                 metrics: Metrics, wire: Wire) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store  # the backends every service shares
+        self.presence = presence
+        self.connections = Connections(settings, metrics, wire)
+        self.replies = Replies(settings, metrics, self.connections)
+        self.rooms = Rooms(settings, store, presence, self.connections, self.replies, wire)
+        self.messages = Messages(settings, store, metrics, self.connections, self.replies,
+                                 wire)
+        self.reads = Reads(settings, store, presence, self.connections, wire)
+        self.directs = Directs(settings, store, self.connections, wire)
+        self.search = Search(settings, store, metrics, self.connections, self.replies)
+        self.recovery = Recovery(store, presence, self.rooms, wire)
+        # work under way (handlers, disconnects): shutdown waits for it before
+        # closing the backends, or its last store and presence calls would fail
+        self.handling: set[asyncio.Task[Any]] = set()
+
+    @property
+    def draining(self) -> bool:
+        """This node is shutting down (it takes on no new sends, joins, ...)."""
+        return self.rooms.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.rooms.draining = value
+
+    def working(self) -> asyncio.Task[Any] | None:
+        """Count the current task as work under way (until :meth:`done`)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.handling.add(task)
+        return task
+
+    def done(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self.handling.discard(task)
+
+    async def wait_handlers(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the work under way now to finish."""
+        if self.handling:
+            await asyncio.wait(list(self.handling), timeout=timeout)
+
+    async def disconnected(self, conn: Connection, reason: str) -> None:
+        """A connection ended: out of its rooms (each told, whatever fails)."""
+        self.metrics.disconnected(reason)
+        log.info("disconnect sid=%s name=%r transport=%s reason=%s", conn.sid, conn.name,
+                 conn.transport, reason)
+        await self.rooms.forget_all(conn)
+
+    def start(self) -> None:
+        self.rooms.start_housekeeping()
+
+    async def stop(self) -> None:
+        """Stop the background work (housekeeping, catch-up, receipt rounds)."""
+        await asyncio.gather(self.rooms.stop_housekeeping(), self.recovery.stop(),
+                             self.reads.receipts.close(), return_exceptions=True)
