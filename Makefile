@@ -135,4 +135,4 @@ bench-history: $(VENV)/.installed-run  ## bench/history.py: history and join-wit
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
 	  echo "make cluster needs nginx: apt-get install nginx"; exit 1; }
-	$(BIN)/python -m app.cluster
+	$(BIN)/python -m app.tools.cluster

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from . import logs
-from .front import RoomcastRunner
+from .eio.front import RoomcastRunner
 from .server import create_app
 from .settings import Settings
 

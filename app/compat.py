@@ -2,7 +2,7 @@
 
 Roomcast runs python-socketio on an Engine.IO server of its own (:mod:`app.eio`)
 and fixes python-socketio and aiohttp where they fall short (see
-:mod:`app.sio.server`, :mod:`app.fanout`, :mod:`app.front`,
+:mod:`app.sio.server`, :mod:`app.fanout`, :mod:`app.eio.front`,
 :mod:`app.ws.handshake`), and python-engineio's *client* under our Python
 client (:mod:`client.chat_client`). Those modules reach the libraries'
 private names only through this one: they subclass the checked base classes
@@ -97,7 +97,7 @@ REACHES: tuple[Reach, ...] = (
           params=("sid", "namespace", "room")),
     Reach(SIO, Manager, "basic_disconnect", "leaving only a connection's own rooms",
           params=("sid", "namespace")),
-    # aiohttp (app.front, app.ws.handshake)
+    # aiohttp (app.eio.front, app.ws.handshake)
     Reach(AIOHTTP, AppRunner, "_make_server", "the front door's server", params=()),
     Reach(AIOHTTP, LowLevelServer, "__call__", "a protocol for each new connection",
           params=()),

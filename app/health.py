@@ -24,7 +24,7 @@ from aiohttp import web
 
 from .core.errors import ChatError
 from .fanout.redis import RedisFanout
-from .keys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
+from .appkeys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 
 log = logging.getLogger(__name__)
 

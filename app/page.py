@@ -21,7 +21,7 @@ import jinja2
 from aiohttp import web
 
 from .chat.namespace import NAMESPACE
-from .keys import SETTINGS_KEY
+from .appkeys import SETTINGS_KEY
 
 log = logging.getLogger(__name__)
 

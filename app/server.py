@@ -17,19 +17,19 @@ from typing import Any
 from aiohttp import web
 
 from . import health
-from .admin import enable_admin_ui
+from .sio.admin import enable_admin_ui
 from .chat.auth import host_policy, origin_policy
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .core.errors import ChatError, ErrorCode
 from .fanout import client_manager
 from .fanout.redis import RedisFanout
-from .front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
-from .keys import (
+from .eio.front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
+from .appkeys import (
     CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SHUTDOWN_KEY, SIO_KEY,
     STORE_KEY,
 )
 from .metrics import Metrics
-from .msgpack_packet import BoundedMsgPackPacket
+from .sio.packet import BoundedMsgPackPacket
 from .page import setup_page
 from .presence import PresenceFactory, open_presence
 from .settings import Settings

@@ -24,9 +24,9 @@ from aiohttp.test_utils import TestServer
 from app.core.models import Sid
 from app.chat.namespace import NAMESPACE
 from app.chat.services import Chat
-from app.front import RoomcastRunner
+from app.eio.front import RoomcastRunner
 from client.chat_client import SOCKETIO_SERIALIZERS
-from app.keys import CHAT_KEY
+from app.appkeys import CHAT_KEY
 from app.server import create_app
 from app.settings import RATED, Settings
 from app.presence import PresenceFactory, open_presence
@@ -141,7 +141,7 @@ def serializer(request: pytest.FixtureRequest) -> str:
 
 class RoomcastTestServer(TestServer):
     """aiohttp's test server on the runner ``python -m app`` uses (its front door
-    answers WebSocket handshakes itself, :mod:`app.front`)."""
+    answers WebSocket handshakes itself, :mod:`app.eio.front`)."""
 
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
         return RoomcastRunner(self.app, **kwargs)

@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from app.admin import FAILURES_PER_CONNECTION, LOGIN_BURST, LOGIN_REFILL_S, LoginThrottle
+from app.sio.admin import FAILURES_PER_CONNECTION, LOGIN_BURST, LOGIN_REFILL_S, LoginThrottle
 
 from .conftest import ServeFactory
 

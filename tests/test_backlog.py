@@ -11,7 +11,7 @@ from typing import cast
 import aiohttp
 
 from app.core.models import RoomName
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 from app.ws.frames import TEXT
 
 from .conftest import TIMEOUT, PeerFactory, ServeFactory, sio_client, until

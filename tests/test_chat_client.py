@@ -13,7 +13,7 @@ import pytest
 from app import compat
 from app.core.errors import ChatError, ErrorCode
 from app.core.models import Reading, Page, RoomName
-from app.keys import STORE_KEY
+from app.appkeys import STORE_KEY
 from app.store.memory import MemoryStore
 from client import ChatClient, ChatClientError
 from client.bot import Bot

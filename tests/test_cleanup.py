@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.keys import PRESENCE_KEY, SIO_KEY
+from app.appkeys import PRESENCE_KEY, SIO_KEY
 from app.presence.memory import MemoryPresence
 
 from .conftest import PeerFactory, ServeFactory, Served, until

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.core.models import RoomName, Sid
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 from app.presence.redis import RedisPresence
 from client import ChatClient
 

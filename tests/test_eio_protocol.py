@@ -17,7 +17,7 @@ import aiohttp
 import msgpack
 import pytest
 
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 
 from .conftest import TIMEOUT, ServeFactory, Served, until
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 
 from .conftest import TIMEOUT, PeerFactory, ServeFactory, Served, until
 from .rawclient import ACK, CONNECT, EIO_CLOSE, EIO_MESSAGE, EVENT, RawClient, encode_sio

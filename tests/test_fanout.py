@@ -17,7 +17,7 @@ from app.core.models import RoomName, Sid
 from app.fanout.queue import MAX_LOST_ROOMS, PublishQueue
 from app.fanout.redis import RedisFanout
 from app.fanout.subscriptions import Subscriptions
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 from app.presence.redis import RedisPresence
 from client import ChatClient
 

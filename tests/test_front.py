@@ -1,4 +1,4 @@
-"""app/front.py: the front door answers plain Engine.IO requests itself (the
+"""app/eio/front.py: the front door answers plain Engine.IO requests itself (the
 WebSocket handshake, long-polling's GETs and POSTs, kept alive) and gives
 every other connection to aiohttp, byte for byte."""
 
@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app import front
-from app.keys import SIO_KEY
+from app.eio import front
+from app.appkeys import SIO_KEY
 from app.ws.frames import PING, PONG
 
 from .conftest import TIMEOUT, ServeFactory, Served, until

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 from app.core.models import RoomName
 
 from .conftest import TIMEOUT, Peer, PeerFactory, Served, until

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app.core.errors import ChatError, ErrorCode
 from app.core.models import RoomName
 from app.chat.namespace import NAMESPACE
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 from app.presence import open_presence
 from app.store import open_store
 

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from app.keys import STORE_KEY
+from app.appkeys import STORE_KEY
 from app.core.errors import ChatError
 from app.store.batching import Write, Written
 from app.store.sqlite import SqliteStore

@@ -55,7 +55,7 @@ async def test_the_wheel_serves_the_page_and_chats_from_an_empty_folder(tmp_path
     await run(*pip, "--quiet", "--no-deps", wheel)
 
     env = {"PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "PYTHONPATH": ""}
-    template = await run(python, "-c", "from app.cluster import CONF; print(CONF.resolve())",
+    template = await run(python, "-c", "from app.tools.cluster import CONF; print(CONF.resolve())",
                          cwd=empty)
     assert Path(template.strip()).is_relative_to(venv)
     assert "proxy_set_header Upgrade" in Path(template.strip()).read_text()

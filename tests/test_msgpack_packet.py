@@ -1,4 +1,4 @@
-"""app/msgpack_packet.py: msgpack Socket.IO packets are decoded within bounds,
+"""app/sio/packet.py: msgpack Socket.IO packets are decoded within bounds,
 and JavaScript's ``undefined`` (socket.io-client's msgpack parser) means absent."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from app.keys import SIO_KEY
-from app.msgpack_packet import MAX_CONTAINER, MAX_OBJECTS, BoundedMsgPackPacket, loads
+from app.appkeys import SIO_KEY
+from app.sio.packet import MAX_CONTAINER, MAX_OBJECTS, BoundedMsgPackPacket, loads
 from app.ws.frames import BINARY, CLOSE
 
 from .conftest import ServeFactory, until

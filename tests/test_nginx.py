@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from app.cluster import Cluster
+from app.tools.cluster import Cluster
 from client import ChatClient
 
 from .conftest import TIMEOUT, UNLIMITED_FLAGS

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.keys import METRICS_KEY, STORE_KEY
+from app.appkeys import METRICS_KEY, STORE_KEY
 from app.logs import JsonFormatter
 from app.settings import ENV_PREFIX, Settings
 

@@ -14,7 +14,7 @@ import pytest
 
 from app.core.models import RoomName, Sid
 from app.fanout.redis import RedisFanout
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 from app.presence.redis import RedisPresence
 from client import ChatClient
 

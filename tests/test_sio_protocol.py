@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import socketio
 
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 
 from .conftest import TIMEOUT, ServeFactory, Served
 from .rawclient import CONNECT, CONNECT_ERROR, EVENT, RawClient

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 
 from .conftest import TIMEOUT, PeerFactory, Served, ServeFactory, until
 from .processes import Process, start_server

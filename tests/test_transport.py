@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 from app.eio.server import LiveSession
 
 from .conftest import TIMEOUT, PeerFactory, Served, until

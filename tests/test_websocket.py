@@ -14,7 +14,7 @@ import pytest
 
 from app.eio import server as engine_module
 from app.ws import connection as websocket
-from app.keys import SIO_KEY
+from app.appkeys import SIO_KEY
 from app.ws.frames import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, unmask
 
 from .conftest import TIMEOUT, Served, until

@@ -69,16 +69,6 @@ def own_room(identity: Identity) -> str:
     return person_room(identity.name, limited=identity.rooms is not None)
 
 
-def client_address(environ: dict[str, Any], trust_forwarded: bool) -> str:
-    """The peer's address; with ``trust_forwarded``, the one our proxy appended
-    to X-Forwarded-For (the last entry: earlier ones come from the client)."""
-    if trust_forwarded:
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return str(forwarded.split(",")[-1].strip())
-    return str(environ.get("REMOTE_ADDR", ""))
-
-
 def log_failure(task: asyncio.Task[Any]) -> None:
     """A background task of the chat ended: log how, if by failing."""
     if not task.cancelled() and (exc := task.exception()) is not None:

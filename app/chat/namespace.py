@@ -30,7 +30,8 @@ from ..metrics import Metrics
 from ..presence import Presence
 from ..settings import Settings
 from ..store import MessageStore
-from .connections import Connection, client_address
+from ..core.peers import client_address
+from .connections import Connection
 from .directs import MAX_PEOPLE
 from .protocol import (
     parse_delete, parse_direct, parse_edit, parse_history, parse_join, parse_leave,

@@ -1,6 +1,6 @@
 """HTTP long-polling: the handshake, one GET at a time, POST bodies.
 
-Requests come from the front door (:mod:`app.front`, which reads plain ones
+Requests come from the front door (:mod:`app.eio.front`, which reads plain ones
 itself) or from aiohttp (the unusual ones); both look alike here.
 
 The protocol's rules (``docs/engine.io-protocol/v4-current.md``, "HTTP

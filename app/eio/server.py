@@ -84,7 +84,7 @@ _HANDSHAKE_ONLY = frozenset({
 
 def environ_of(request: Any) -> dict[str, Any]:
     """A WSGI-style environ for python-socketio's handlers, from an aiohttp
-    request or one the front door read (:mod:`app.front`)."""
+    request or one the front door read (:mod:`app.eio.front`)."""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method, "QUERY_STRING": request.query_string,
         "PATH_INFO": request.path, "REMOTE_ADDR": request.remote or "",

@@ -3,7 +3,7 @@
 :func:`accept` builds the 101 for a valid handshake (no extension, no
 subprotocol) or raises; :func:`take_over` answers it and moves the TCP
 connection to a :class:`~app.ws.connection.WebSocketConnection`, whether the
-request was read by the front door (:mod:`app.front`) or by aiohttp, whose
+request was read by the front door (:mod:`app.eio.front`) or by aiohttp, whose
 request then ends as if its peer had gone (:class:`HandedOff`).
 """
 
@@ -69,7 +69,7 @@ def take_over(request: Any, registry: OpenConnections, max_size: int,
               then: bytes = b"") -> WebSocketConnection:
     """Answer the WebSocket handshake of ``request`` (with the frames ``then``, in
     the same write) and take its connection, from aiohttp or from the front door
-    (:mod:`app.front`); the handler then returns :class:`HandedOff`. Raises
+    (:mod:`app.eio.front`); the handler then returns :class:`HandedOff`. Raises
     HandshakeError (or HTTPUpgradeRequired) for a bad handshake,
     ConnectionResetError if the peer is already gone. Nothing is read until
     :meth:`WebSocketConnection.listen`."""

@@ -30,8 +30,8 @@ from typing import Any, cast
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import compat
-from .ws.handshake import HandedOff
+from .. import compat
+from ..ws.handshake import HandedOff
 
 log = logging.getLogger(__name__)
 

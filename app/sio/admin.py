@@ -21,9 +21,9 @@ from typing import Any
 import socketio
 from socketio.exceptions import ConnectionRefusedError
 
-from .core.limits import TokenBucket
-from .chat.connections import client_address
-from .settings import Settings
+from ..core.limits import TokenBucket
+from ..core.peers import client_address
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

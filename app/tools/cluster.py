@@ -1,4 +1,4 @@
-"""``python -m app.cluster``: several nodes behind nginx on this machine.
+"""``python -m app.tools.cluster``: several nodes behind nginx on this machine.
 
 Starts N ``python -m app`` nodes on free ports, sharing one Redis and one
 PostgreSQL database, then nginx with ``nginx/roomcast.conf`` in front of them
@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 # nginx/roomcast.conf, reached through the link app/nginx so that it ships in the package
-CONF = Path(__file__).parent / "nginx" / "roomcast.conf"
+CONF = Path(__file__).parent.parent / "nginx" / "roomcast.conf"
 LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)")
 START_TIMEOUT = 30.0  # seconds for every node and nginx to answer
 
@@ -189,7 +189,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.cluster", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m app.tools.cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--port", type=int, default=8080, help="nginx's port (default 8080)")

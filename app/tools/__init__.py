@@ -1,0 +1,1 @@
+"""Tools beside the server: ``python -m app.tools.cluster`` (``make cluster``)."""
