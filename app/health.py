@@ -23,7 +23,7 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from .core.errors import ChatError
-from .fanout.redis import RedisFanout
+from .fanout import Fanout
 from .appkeys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,8 @@ async def _probe(app: web.Application, *, draining_fails: bool) -> web.Response:
     if app[SETTINGS_KEY].redis:
         body["presence"] = await _check(app[PRESENCE_KEY].ping())
         body["presence_housekeeping"] = app[PRESENCE_KEY].status()
-        manager = app[SIO_KEY].manager
-        body["fanout"] = manager.status() if isinstance(manager, RedisFanout) \
-            else "not Redis fan-out"
+        fanout: Fanout = app[SIO_KEY].manager
+        body["fanout"] = fanout.status()
     failing = {part: state for part, state in body.items()
                if part not in REPORTED and state != "ok"}
     if failing:

@@ -21,8 +21,7 @@ from .sio.admin import enable_admin_ui
 from .chat.auth import host_policy, origin_policy
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .core.errors import ChatError, ErrorCode
-from .fanout import client_manager
-from .fanout.redis import RedisFanout
+from .fanout import Fanout, client_manager
 from .eio.front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
 from .appkeys import (
     CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SHUTDOWN_KEY, SIO_KEY,
@@ -45,7 +44,8 @@ STARTUP_WAIT = 5.0  # seconds to wait for the Redis subscription at start-up
 ADMIN_UI_ORIGIN = "https://admin.socket.io"
 
 
-def watch_state(metrics: Metrics, sio: RoomcastServer, namespace: ChatNamespace) -> None:
+def watch_state(metrics: Metrics, sio: RoomcastServer, namespace: ChatNamespace,
+                fanout: Fanout) -> None:
     """Gauges read at scrape time from the live state of this node."""
     chat = namespace.chat
 
@@ -72,23 +72,12 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, namespace: ChatNamespace)
                   lambda: [([], len(sio.eio.sockets))])
     metrics.watch("roomcast_asyncio_tasks", "asyncio tasks alive in this process", [],
                   lambda: [([], len(asyncio.all_tasks()))])
-    if isinstance(sio.manager, RedisFanout):
-        manager = sio.manager
-        metrics.watch("roomcast_fanout_up", "1 while subscribed to Redis fan-out and "
-                      "publishing", [], lambda: [([], 1.0 if manager.healthy else 0.0)])
-        metrics.watch("roomcast_fanout_queue_bytes", "Bytes of events waiting to be "
-                      "published to the other nodes", [], lambda: [([], manager.queue.size)])
-        metrics.watch("roomcast_fanout_lost", "Events not published to the other nodes "
-                      "(queue full, or Redis unreachable; they caught up instead), since "
-                      "start", [], lambda: [([], manager.queue.lost_events)])
-        metrics.watch("roomcast_fanout_catch_ups", "Catch-ups this node asked of its "
-                      "clients, since start", [], lambda: [([], manager.catch_ups)])
-        metrics.watch("roomcast_fanout_received", "Events received from the other nodes "
-                      "(those of rooms with members here only), since start", [],
-                      lambda: [([], manager.received)])
-        metrics.watch("roomcast_fanout_channels", "Redis channels this node subscribes to "
-                      "(one per room with members here, and the cluster's)", [],
-                      lambda: [([], manager.channels)])
+    for name, (text, read) in fanout.gauges().items():
+        metrics.watch(name, text, [], _unlabelled(read))
+
+
+def _unlabelled(read: Callable[[], float]) -> Callable[[], list[tuple[list[str], float]]]:
+    return lambda: [([], read())]
 
 
 # our setting's values -> python-socketio's serializers (msgpack decoded within bounds)
@@ -109,9 +98,10 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
     app[SETTINGS_KEY] = settings
     app[NODE_KEY] = node = settings.node_name()
     app[METRICS_KEY] = metrics = Metrics()
+    fanout = client_manager(settings, metrics, node, counted=NAMESPACE)
     sio = RoomcastServer(
         async_mode="aiohttp",
-        client_manager=client_manager(settings, metrics, node, counted=NAMESPACE),
+        client_manager=fanout,
         # browsers: this server's own origin, the configured ones, and the
         # hosted Admin UI when it is enabled
         cors_allowed_origins=origin_policy(
@@ -162,18 +152,16 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         namespace = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], metrics)
         sio.register_namespace(namespace)
         app[CHAT_KEY] = chat = namespace.chat
-        watch_state(metrics, sio, namespace)
+        watch_state(metrics, sio, namespace, fanout)
         store = app[STORE_KEY]
         metrics.watch("roomcast_store_calls_in_flight", "Message store calls waiting for "
                       "the store (bounded by --store-max-pending)", [],
                       lambda: [([], store.pending if isinstance(store, Deadlines) else 0)])
         if settings.admin_ui:
             enable_admin_ui(sio, settings, node)
-        if isinstance(sio.manager, RedisFanout):
-            sio.manager.on_catch_up = chat.recovery.catch_up
+        fanout.on_catch_up = chat.recovery.catch_up
         sio.start_manager()
-        if isinstance(sio.manager, RedisFanout):
-            await sio.manager.wait_subscribed(STARTUP_WAIT)
+        await fanout.wait_subscribed(STARTUP_WAIT)
         chat.start()
         log.info("node %s ready", node)
         yield
@@ -184,8 +172,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         await clock.step("the store's drain", app[STORE_KEY].close(),
                          abort=app[STORE_KEY].abort)
         await chat.wait_handlers(clock.left())
-        if isinstance(sio.manager, RedisFanout):
-            await clock.step("fan-out's flush", sio.manager.close(), floor=1.0)
+        await clock.step("fan-out's flush", fanout.close(), floor=1.0)
 
     app.cleanup_ctx.extend([store_ctx, presence_ctx, chat_ctx])
     app.on_shutdown.append(_disconnect_clients)

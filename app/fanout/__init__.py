@@ -17,17 +17,46 @@ implementation      module                      for
 Both count what they deliver on this node (:class:`CountingManager`),
 including events that came from other nodes, and deliver an event to this
 node's members before anything else (a sender's ack never waits for Redis).
+Beside python-socketio's manager role, each is a :class:`Fanout`: what the
+server asks of fan-out (tell the chat when events may have been lost, wait
+for the link at start, report its health and gauges, flush and close),
+with no need to know which one it has.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, Protocol
 
 from socketio import packet
 
 from .. import compat
 from ..metrics import Metrics
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from .redis import RedisFanout
+
+
+CatchUp = Callable[[Collection[str] | None], None]
+"""Called with the rooms (None: every room) whose events this node may have missed."""
+Gauge = tuple[str, Callable[[], float]]  # its help text, and how to read it
+
+
+class Fanout(Protocol):
+    on_catch_up: CatchUp | None  # set by the chat
+
+    async def wait_subscribed(self, timeout: float) -> None:
+        """At start: wait, at most ``timeout`` s, for the link to the other nodes."""
+
+    def status(self) -> str:
+        """For ``/healthz``: "ok", or what is wrong."""
+
+    def gauges(self) -> dict[str, Gauge]:
+        """Prometheus gauges of this fan-out, by name, read at scrape time."""
+
+    async def close(self) -> None:
+        """Deliver what is queued (within a bound), then stop."""
 
 
 class CountingManager(compat.Manager):  # type: ignore[misc]
@@ -113,15 +142,29 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
 
 
 class LocalFanout(CountingManager):
-    """This process alone."""
+    """This process alone: nothing to wait for, lose, report or flush."""
+
+    on_catch_up: CatchUp | None = None
+
+    async def wait_subscribed(self, timeout: float) -> None:
+        return None
+
+    def status(self) -> str:
+        return "ok"
+
+    def gauges(self) -> dict[str, Gauge]:
+        return {}
+
+    async def close(self) -> None:
+        return None
 
 
 def client_manager(settings: Settings, metrics: Metrics, node: str, *,
-                   counted: str) -> CountingManager:
+                   counted: str) -> LocalFanout | RedisFanout:
     """The fan-out the settings ask for, counting room events of namespace ``counted``."""
-    manager: CountingManager
+    manager: LocalFanout | RedisFanout
     if settings.redis:
-        from .redis import RedisFanout
+        from .redis import RedisFanout  # (its driver only when it is used)
         manager = RedisFanout(settings.redis, channel=f"{settings.redis_prefix}:fanout",
                               name=f"{settings.redis_prefix}:{node}:fanout",
                               max_queue_bytes=settings.max_fanout_queue_bytes)
@@ -130,3 +173,6 @@ def client_manager(settings: Settings, metrics: Metrics, node: str, *,
     manager.metrics = metrics
     manager.counted = counted
     return manager
+
+
+_conforms: tuple[type[Fanout], ...] = (LocalFanout,)  # RedisFanout: checked in its module

@@ -48,19 +48,17 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 from .. import redis_client
-from . import CountingManager
+from . import CatchUp, CountingManager, Fanout, Gauge
 from .link import BEAT, SubscriptionLink
 from .queue import PublishQueue
 
 log = logging.getLogger(__name__)
 
-CatchUp = Callable[[list[str] | None], None]
 """Told the rooms (None: all) whose events this node may have missed."""
 
 STALE_AFTER = 10.0  # seconds of our own accepted beats unheard: the subscription is dead
@@ -127,6 +125,25 @@ class RedisFanout(CountingManager):
         if not self.subscribed:
             return "not subscribed to Redis"
         return "ok" if self._publish_ok else "cannot publish to Redis"
+
+    def gauges(self) -> dict[str, Gauge]:
+        return {
+            "roomcast_fanout_up": ("1 while subscribed to Redis fan-out and publishing",
+                                   lambda: 1.0 if self.healthy else 0.0),
+            "roomcast_fanout_queue_bytes": ("Bytes of events waiting to be published to the "
+                                            "other nodes", lambda: self.queue.size),
+            "roomcast_fanout_lost": ("Events not published to the other nodes (queue full, "
+                                     "or Redis unreachable; they caught up instead), since "
+                                     "start", lambda: self.queue.lost_events),
+            "roomcast_fanout_catch_ups": ("Catch-ups this node asked of its clients, since "
+                                          "start", lambda: self.catch_ups),
+            "roomcast_fanout_received": ("Events received from the other nodes (those of "
+                                         "rooms with members here only), since start",
+                                         lambda: self.received),
+            "roomcast_fanout_channels": ("Redis channels this node subscribes to (one per "
+                                         "room with members here, and the cluster's)",
+                                         lambda: self.channels),
+        }
 
     def initialize(self) -> None:
         super().initialize()
@@ -480,3 +497,6 @@ class RedisFanout(CountingManager):
         if self.on_catch_up is not None:
             self.catch_ups += 1
             self.on_catch_up(rooms)
+
+
+_conforms: type[Fanout] = RedisFanout
