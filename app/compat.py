@@ -3,10 +3,10 @@
 Roomcast runs python-socketio on an Engine.IO server of its own (:mod:`app.eio`)
 and fixes python-socketio and aiohttp where they fall short (see
 :mod:`app.sio.server`, :mod:`app.fanout`, :mod:`app.eio.front`,
-:mod:`app.ws.handshake`), and python-engineio's *client* under our Python
-client (:mod:`client.chat_client`). Those modules reach the libraries'
-private names only through this one: they subclass the checked base classes
-below and call the helpers at the end. python-engineio's server is not used.
+:mod:`app.ws.handshake`). Those modules reach the libraries' private names
+only through this one: they subclass the checked base classes below and call
+the helpers at the end. python-engineio is not used by the server; the
+Python client keeps its own compatibility module (:mod:`client.compat`).
 
 At import, every name in :data:`REACHES` is checked: that it exists, and for
 a method that it takes the parameters we call or override it with. A library
@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp.web
-import engineio
-import engineio.payload
 import socketio
 from aiohttp import web_protocol
 
@@ -61,11 +59,7 @@ def _sio_server() -> Any:
     return socketio.AsyncServer(async_mode="aiohttp")
 
 
-def _sio_client_engine() -> Any:
-    return socketio.AsyncClient().eio
-
-
-EIO, SIO, AIOHTTP = "python-engineio", "python-socketio", "aiohttp"
+SIO, AIOHTTP = "python-socketio", "aiohttp"
 SocketIOServer = socketio.AsyncServer
 Manager = socketio.AsyncManager
 AppRunner = aiohttp.web.AppRunner
@@ -104,13 +98,6 @@ REACHES: tuple[Reach, ...] = (
     Reach(AIOHTTP, LowLevelServer, "pre_shutdown", "closing idle connections", params=()),
     Reach(AIOHTTP, web_protocol.RequestHandler, "_message_tail",
           "bytes after an upgrade request's headers"),
-    # python-engineio's client (client.chat_client)
-    Reach(EIO, engineio.payload.Payload, "max_decode_packets",
-          "our client takes poll responses of more than 16 packets"),
-    *(Reach(EIO, engineio.AsyncClient, name, "reconnecting after a server's CLOSE",
-            instance=_sio_client_engine)
-      for name in ("current_transport", "read_loop_task", "write_loop_task", "http",
-                   "external_http")),
 )
 
 
@@ -187,13 +174,6 @@ check()
 
 # -- helpers for the names that are reached, not subclassed --------------------
 
-def lift_polling_packet_limit(limit: int) -> None:
-    """Let python-engineio's client decode a polling response of up to ``limit``
-    packets (its default: 16; a class attribute, so process-wide)."""
-    payload = engineio.payload.Payload
-    payload.max_decode_packets = max(payload.max_decode_packets, limit)
-
-
 def release_aiohttp_connection(request: aiohttp.web.BaseRequest) -> bytes:
     """Make aiohttp let go of the connection of ``request``: it must not close
     the transport when the request ends, and must forget the connection (its
@@ -205,10 +185,3 @@ def release_aiohttp_connection(request: aiohttp.web.BaseRequest) -> bytes:
     protocol.transport = None
     protocol.connection_lost(None)
     return tail
-
-
-def client_engine(client: socketio.AsyncClient) -> Any:
-    """The python-engineio client under a python-socketio one: its
-    ``current_transport``, ``read_loop_task``, ``write_loop_task``, ``http``
-    and ``external_http`` are checked above."""
-    return client.eio

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 
 try:  # first: do the installed libraries have the shape the client relies on?
-    from app import compat  # noqa: F401
+    from client import compat  # noqa: F401
 except RuntimeError as exc:  # compat.IncompatibleLibrary: say so, without a traceback
     sys.exit(f"roomcast-client: {exc}")
 

@@ -41,14 +41,14 @@ import aiohttp
 import socketio
 from socketio import exceptions as sio_errors
 
-from app import compat
+from . import compat
 
 log = logging.getLogger(__name__)
 
 # python-engineio drops a polling connection whose response holds more than 16
 # packets, as one does whenever more than 16 messages queue up between polls.
-# The server bounds the response in bytes; lift the count bound (process-wide).
-compat.lift_polling_packet_limit(100_000)
+# The server bounds the response in bytes: a client lifts the count bound when made.
+POLL_PACKETS = 100_000
 
 NAMESPACE = "/chat"
 JSON = dict[str, Any]
@@ -131,6 +131,7 @@ class ChatClient:
                  on_mention: Handler | None = None, on_read: Handler | None = None,
                  on_direct: Handler | None = None, on_receipt: Handler | None = None
                  ) -> None:
+        compat.lift_polling_packet_limit(POLL_PACKETS)
         self.url = url
         # in token mode the server takes the name from the token: so does the client
         self.name = token_name(token) if token is not None else name

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app import compat
+from client import compat
 from app.core.errors import ChatError, ErrorCode
 from app.core.models import Reading, Page, RoomName
 from app.appkeys import STORE_KEY

@@ -12,6 +12,9 @@ after the same NFC normalisation and trimming as a connect's):
 
 A message mentions at most :data:`MAX_MENTIONS` people (the first ones in
 the text); a sender does not mention themself.
+
+This module is the one the Python client shares with the server (its bot
+finds mentions of itself with it): it imports nothing else of Roomcast.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterator
 
-from .protocol import NAME_MAX
-
+NAME_MAX = 32  # characters of a display name (the protocol's bound: app.chat.protocol)
 MAX_MENTIONS = 20
 _BRACED_MAX = NAME_MAX * 4  # characters between braces looked at (a name is NFC-trimmed after)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import RoomName
+from .mentions import NAME_MAX
 from ..store.search import check_terms, terms
 
-NAME_MAX = 32
 ROOM_MAX = 64
 CLIENT_ID_MAX = 64
 JOIN_LATEST = 50  # messages in a join ack without ``since``
