@@ -24,7 +24,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test check web tools bench bench-search bench-isolation bench-history churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -55,9 +55,12 @@ $(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package.json $(JS_TESTS)/packag
 	npm ci --prefix $(JS_TESTS) --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: $(VENV)/.installed-test web tools $(JS_TESTS)/node_modules/.installed  ## every test, then the type and lint checks
-	$(BIN)/python -m pytest
+test: $(VENV)/.installed-test web tools $(JS_TESTS)/node_modules/.installed  ## every test (unit, wire, system), the slowest named, then the type and lint checks
+	$(BIN)/python -m pytest --durations=15
 	$(MAKE) --no-print-directory check
+
+test-unit: $(VENV)/.installed-test  ## the unit tier: the pure cores, the services and the stores with plain calls (under 30 s)
+	$(BIN)/python -m pytest tests/unit
 
 check: $(VENV)/.installed-test  ## mypy --strict and flake8
 	$(BIN)/mypy

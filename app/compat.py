@@ -14,7 +14,7 @@ of another shape raises :class:`IncompatibleLibrary`, naming the library, the
 installed version and the range Roomcast declares in its package metadata
 (``setup.cfg``, locked in ``requirements.txt``), so an upgrade fails at start-up
 with that message rather than with an ``AttributeError`` under load.
-``tests/test_compat.py`` checks the check.
+``tests/unit/test_compat.py`` checks the check.
 
 This module imports nothing from Roomcast.
 """

@@ -11,7 +11,7 @@ load. Nothing is changed at import; the polling bound is lifted when a
 client is made (:func:`lift_polling_packet_limit`).
 
 The client's own: it imports nothing of the server (``app``), so the client
-runs, and is installed, without it (``tests/test_client_alone.py``).
+runs, and is installed, without it (``tests/system/test_client_alone.py``).
 """
 
 from __future__ import annotations

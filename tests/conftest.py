@@ -121,6 +121,19 @@ def sio_client(serializer: str) -> socketio.AsyncClient:
     return socketio.AsyncClient(serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=False)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "matrix: run on both transports and both serializers "
+                            "(where the wire matters); other tests run on WebSocket and msgpack")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Everything alive once the tests are collected (modules, fixtures' code)
+    lives to the end: out of the collector's way, so that each test's collection
+    (collect_garbage) looks at what that test made, not at all of it again."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def collect_garbage() -> Iterator[None]:
     """Collect after each test, so an unclosed session or socket is reported
@@ -129,14 +142,17 @@ def collect_garbage() -> Iterator[None]:
     gc.collect()
 
 
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=SERIALIZERS)
-def serializer(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``transport`` and ``serializer``: every value for a test marked ``matrix``
+    (the wire tier), the defaults (WebSocket, msgpack) for the others; a test
+    that parametrizes one itself keeps its own values."""
+    given = {name.strip() for marker in metafunc.definition.iter_markers("parametrize")
+             for name in (marker.args[0].split(",") if isinstance(marker.args[0], str)
+                          else marker.args[0])}
+    matrix = metafunc.definition.get_closest_marker("matrix") is not None
+    for name, values in (("transport", TRANSPORTS), ("serializer", SERIALIZERS)):
+        if name in metafunc.fixturenames and name not in given:
+            metafunc.parametrize(name, values if matrix else values[:1])
 
 
 class RoomcastTestServer(TestServer):

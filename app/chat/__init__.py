@@ -7,5 +7,5 @@ it needs: the store and presence behind their interfaces (:mod:`app.store`,
 :mod:`app.chat.namespace` is their Socket.IO interface: it parses
 (:mod:`app.chat.protocol`, no I/O), calls a service and acknowledges.
 Nothing below the chat imports it, and it imports nothing of the wire
-(``tests/test_layers.py``).
+(``tests/unit/test_layers.py``).
 """

@@ -17,7 +17,7 @@ first byte), with :func:`head_deadlines` telling it when each request starts.
 
 :class:`RoomcastRunner` is aiohttp's ``AppRunner`` whose server makes a
 :class:`FrontDoor` for each connection; ``app/__main__.py`` and the tests'
-servers run on it. ``tests/test_front.py`` covers both ways through.
+servers run on it. ``tests/wire/test_front.py`` covers both ways through.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ binary packet is ``b`` and its data in base64.
 
 Outgoing packets are kept encoded: ``str`` for a text packet (type digit
 included), ``bytes`` for a binary message. Incoming ones decode to
-``(type, data)``. Tested with plain calls in ``tests/test_eio_packets.py``.
+``(type, data)``. Tested with plain calls in ``tests/unit/test_eio_packets.py``.
 """
 
 from __future__ import annotations

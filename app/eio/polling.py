@@ -4,7 +4,7 @@ Requests come from the front door (:mod:`app.eio.front`, which reads plain ones
 itself) or from aiohttp (the unusual ones); both look alike here.
 
 The protocol's rules (``docs/engine.io-protocol/v4-current.md``, "HTTP
-long-polling"), each tested on the wire in ``tests/test_eio_protocol.py``:
+long-polling"), each tested on the wire in ``tests/wire/test_eio_protocol.py``:
 
 * a GET waits until something is queued and answers it in one body, up to
   ``max_poll_packets`` packets (python-engineio's client refuses more than

@@ -4,7 +4,7 @@ A :class:`Session` knows its transport, the long-polling queue and its
 bounds, the heartbeat (is a pong owed?), the upgrade from long-polling to
 WebSocket and whether it is closed. It decides; the engine
 (:mod:`app.eio.server`) does the I/O, keeps the timers and calls back into
-python-socketio. Tested with plain calls in ``tests/test_eio_session.py``,
+python-socketio. Tested with plain calls in ``tests/unit/test_eio_session.py``,
 as websockets tests its sans-I/O protocol.
 """
 

@@ -4,7 +4,7 @@
 server (:mod:`app.eio`) through its one seam, ``_engineio_server_class``,
 and changes what the Socket.IO protocol (socketio/socket.io,
 ``docs/socket.io-protocol/v5-current.md``) or a chat server needs, each
-covered by ``tests/test_engine.py`` and ``tests/test_sio_protocol.py``:
+covered by ``tests/wire/test_engine.py`` and ``tests/wire/test_sio_protocol.py``:
 
 * **The CONNECT acknowledgement comes first.** python-socketio runs the
   namespace's connect handler before it sends CONNECT, so whatever the

@@ -3,7 +3,7 @@
 A server's frames are never masked and never fragmented here; what a client
 sends is parsed by :class:`app.ws.connection.WebSocketConnection`, which uses
 :func:`unmask` and :func:`close_payload_problem`. Tested with plain calls in
-``tests/test_ws_frames.py``.
+``tests/unit/test_ws_frames.py``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,676 @@
+"""The browser page end to end, in real headless Chromium against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, async_playwright, expect
+
+from app.chat.namespace import NAMESPACE
+from app.core.models import RoomName, Sid
+
+from ..browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
+from ..conftest import TIMEOUT, ServeFactory, Served, sio_client, until
+from ..processes import start_server
+from ..proxy import Proxy
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: run `make test`"
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                    args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def users(browser: Browser, request: pytest.FixtureRequest
+                ) -> AsyncIterator[list[User]]:
+    """Users opened in the test; at the end each is screenshotted and must have
+    seen no console error, page error or dialog (a CSP violation is a console error)."""
+    opened: list[User] = []
+    yield opened
+    for i, user in enumerate(opened):
+        await user.screenshot(f"{request.node.name}-{i}")
+    for user in opened:
+        assert user.problems == [], user.problems
+
+
+async def open_user(users: list[User], browser: Browser, url: str, **params: str) -> User:
+    user = await User.open(browser, url, **params)
+    users.append(user)
+    return user
+
+
+async def python_peer(served_url: str, serializer: str, name: str, room: str) -> object:
+    sio = sio_client(serializer)
+    inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    sio.on("message", inbox.put_nowait, namespace=NAMESPACE)
+    await sio.connect(served_url, auth={"name": name}, namespaces=[NAMESPACE],
+                      wait_timeout=TIMEOUT)
+    await sio.call("join", {"room": room}, namespace=NAMESPACE)
+    sio.inbox = inbox
+    return sio
+
+
+@pytest.fixture(params=["msgpack", "json"])
+async def page_server(serve: ServeFactory, request: pytest.FixtureRequest) -> Served:
+    """The server, with the page following its serializer."""
+    return await serve(serializer=request.param)
+
+
+async def test_two_people_chat(page_server: Served, browser: Browser,
+                               users: list[User]) -> None:
+    """Two browser users in a room see each other's messages, presence and typing."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="lobby")
+    await alice.in_room("lobby")
+    bob = await open_user(users, browser, page_server.url, name="bob", room="lobby")
+    await bob.in_room("lobby")
+    await expect(alice.page.locator("#member-list li")).to_have_text(["alice", "bob"],
+                                                                     timeout=WAIT_MS)
+    await alice.page.locator("#text-input").press_sequentially("hel")
+    await expect(bob.page.locator("#typing")).to_have_text("alice is typing…", timeout=WAIT_MS)
+    await alice.page.locator("#text-input").press_sequentially("lo")
+    await alice.page.locator("#text-input").press("Shift+Enter")
+    await alice.page.locator("#text-input").press_sequentially("bob")
+    await alice.page.locator("#text-input").press("Enter")
+    await bob.shows("hello\nbob")
+    await expect(bob.page.locator("#typing")).to_have_text("", timeout=WAIT_MS)
+    await bob.say("hi alice")
+    await alice.shows("hello\nbob", "hi alice")
+    await expect(bob.page.locator("#messages li[data-seq] .from")).to_have_text(
+        ["alice", "bob"])
+    quick = [f"quick {i}" for i in range(5)]
+    await alice.page.evaluate("""texts => {  // all submitted before the first ack is back
+        const box = document.getElementById("text-input");
+        for (const text of texts) { box.value = text; box.form.requestSubmit(); }
+    }""", quick)
+    await bob.shows("hello\nbob", "hi alice", *quick)
+    await alice.shows("hello\nbob", "hi alice", *quick)
+    await expect(alice.page.locator("#messages li.pending")).to_have_count(0)
+    await bob.page.locator("#leave-room").click()
+    await expect(alice.page.locator("#member-list li")).to_have_text(["alice"],
+                                                                     timeout=WAIT_MS)
+
+
+async def test_browser_and_python_client(page_server: Served, browser: Browser,
+                                         users: list[User]) -> None:
+    """A browser user and a Python client chat in the same room."""
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "mixed")
+    try:
+        alice = await open_user(users, browser, page_server.url, name="alice", room="mixed")
+        await alice.in_room("mixed")
+        await alice.say("from the browser")
+        got = await asyncio.wait_for(peer.inbox.get(), TIMEOUT)  # type: ignore[attr-defined]
+        assert got["text"] == "from the browser" and got["from"] == "alice"
+        await peer.call("send", {"room": "mixed", "text": "from python"},  # type: ignore
+                        namespace=NAMESPACE)
+        await alice.shows("from the browser", "from python")
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_scrolling_back_reaches_the_first_message(page_server: Served, browser: Browser,
+                                                        users: list[User]) -> None:
+    """Scrolling to the top loads older history until the room's first message."""
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "long")
+    try:
+        for i in range(1, 131):
+            await peer.call("send", {"room": "long", "text": f"message {i}"},  # type: ignore
+                            namespace=NAMESPACE)
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+    alice = await open_user(users, browser, page_server.url, name="alice", room="long")
+    await expect(alice.messages()).to_have_count(50, timeout=WAIT_MS)
+    edge = alice.page.locator("#messages .edge")
+    for _ in range(10):
+        if await edge.count():
+            break
+        count = await alice.messages().count()
+        await alice.page.locator("#messages").evaluate("list => list.scrollTop = 0")
+        await expect(alice.messages()).not_to_have_count(count, timeout=WAIT_MS)
+    await expect(edge).to_have_text("This is the start of the room.")
+    seqs = await alice.messages().evaluate_all("items => items.map(i => +i.dataset.seq)")
+    assert seqs == list(range(1, 131))
+
+
+async def test_polling_and_websocket_browsers_share_a_room(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """A browser forced onto long-polling and a WebSocket one both get everything."""
+    poll = await open_user(users, browser, page_server.url, name="poll", room="r",
+                           transport="polling")
+    await poll.connected("polling")
+    ws = await open_user(users, browser, page_server.url, name="ws", room="r")
+    await ws.connected("websocket")
+    await poll.in_room("r")
+    await ws.in_room("r")
+    for i in range(3):
+        await poll.say(f"p{i}")
+        await poll.shows(*[t for j in range(i + 1) for t in (f"p{j}", f"w{j}")][:2 * i + 1])
+        await ws.say(f"w{i}")
+        await poll.shows(*[t for j in range(i + 1) for t in (f"p{j}", f"w{j}")])
+    await ws.shows("p0", "w0", "p1", "w1", "p2", "w2")
+    await expect(poll.page.locator("#status")).to_have_text("connected (polling)")
+
+
+async def test_user_text_is_shown_as_text(page_server: Served, browser: Browser,
+                                          users: list[User]) -> None:
+    """Names and messages that look like HTML appear literally and run nothing;
+    the page is sent with a Content-Security-Policy that forbids inline script."""
+    evil = "<img src=x onerror=alert(1)>"
+    mallory = await open_user(users, browser, page_server.url, name=evil, room="xss")
+    await mallory.in_room("xss")
+    victim = await open_user(users, browser, page_server.url, name="victim", room="xss")
+    await victim.in_room("xss")
+    await mallory.say(evil)
+    await mallory.say("<script>alert(2)</script>")
+    await victim.shows(evil, "<script>alert(2)</script>")
+    await expect(victim.page.locator("#messages li[data-seq] .from").first).to_have_text(evil)
+    await expect(victim.page.locator("#member-list li")).to_have_text(sorted([evil, "victim"]))
+    assert await victim.page.locator("#messages img, #member-list img").count() == 0
+    async with aiohttp.ClientSession() as http:
+        async with http.get(page_server.url + "/") as response:
+            policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+
+async def test_errors_are_shown_in_plain_words(serve: ServeFactory, browser: Browser,
+                                               users: list[User]) -> None:
+    """Text over the limit is refused in plain words, by the page itself and, for a page
+    that believes in a larger limit, by the server; the refused message is marked."""
+    served = await serve(max_text_length=10)
+    alice = await open_user(users, browser, served.url, name="alice", room="r")
+    await alice.in_room("r")
+    await alice.say("x" * 11)
+    await expect(alice.page.locator("#alert")).to_have_text(
+        "That message is too long (at most 10 characters).", timeout=WAIT_MS)
+    await alice.page.evaluate("document.body.dataset.maxText = '1000'")
+    await alice.say("y" * 11)  # now only the server can refuse it
+    await expect(alice.page.locator("#alert")).to_have_text("That message is too long.",
+                                                            timeout=WAIT_MS)
+    await expect(alice.page.locator("#messages li.failed .text")).to_have_text("y" * 11)
+    await alice.say("short")
+    await alice.shows("short")
+
+
+@pytest.fixture
+async def restartable(tmp_path: Path) -> AsyncIterator[dict[str, object]]:
+    """A `python -m app` process behind a proxy whose URL survives restarts."""
+    server, port = await start_server(tmp_path)
+    proxy = await Proxy(port).start()
+    state: dict[str, object] = {"server": server, "port": port, "proxy": proxy}
+    yield state
+    await proxy.close()
+    assert await state["server"].stop() == 0  # type: ignore[attr-defined]
+
+
+async def test_reconnect_after_restart_shows_what_was_missed(
+        tmp_path: Path, restartable: dict[str, object], browser: Browser,
+        users: list[User]) -> None:
+    """After the server restarts, the page reconnects by itself and shows what a
+    Python client sent meanwhile, once each and in order; a message typed while
+    offline is delivered once."""
+    proxy: Proxy = restartable["proxy"]  # type: ignore[assignment]
+    alice = await open_user(users, browser, proxy.url, name="alice", room="r")
+    await alice.in_room("r")
+    await alice.say("before")
+    await alice.shows("before")
+
+    proxy.offline = alice.offline = True  # keep the page away until we let it back
+    assert await restartable["server"].stop() == 0  # type: ignore[attr-defined]
+    await expect(alice.page.locator("#status")).to_have_attribute(
+        "data-state", "reconnecting", timeout=WAIT_MS)
+    await alice.say("typed while offline")
+    await expect(alice.page.locator("#messages li.pending .text")).to_have_text(
+        "typed while offline")
+
+    server, port = await start_server(tmp_path)
+    restartable.update(server=server, port=port)
+    proxy.upstream = port
+    peer = await python_peer(f"http://127.0.0.1:{port}", "msgpack", "py", "r")
+    try:
+        for text in ("missed 1", "missed 2", "missed 3"):
+            await peer.call("send", {"room": "r", "text": text},  # type: ignore
+                            namespace=NAMESPACE)
+        proxy.offline = False
+        await alice.connected()
+        alice.offline = False
+        await alice.shows("before", "missed 1", "missed 2", "missed 3", "typed while offline")
+        await expect(alice.page.locator("#messages li.pending")).to_have_count(0)
+        got = await asyncio.wait_for(peer.inbox.get(), TIMEOUT)  # type: ignore
+        assert got["text"] == "typed while offline"
+        history = await peer.call("history", {"room": "r"}, namespace=NAMESPACE)  # type: ignore
+        assert [m["text"] for m in history["messages"]] == [
+            "before", "missed 1", "missed 2", "missed 3", "typed while offline"]
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_name_rooms_unread_and_phone_layout(page_server: Served, browser: Browser,
+                                                  users: list[User]) -> None:
+    """The page asks for a name and remembers it; lists open rooms with member counts;
+    switches rooms by keyboard; counts unread messages of rooms not in view; and fits
+    a phone-sized screen."""
+    context = await browser.new_context(viewport={"width": 390, "height": 800})
+    alice = User(await context.new_page())
+    users.append(alice)
+    await alice.page.goto(page_server.url + "/")
+    await alice.page.get_by_label("Display name").fill("alice")
+    await alice.page.get_by_label("Display name").press("Enter")
+    await alice.connected()
+    await alice.page.reload()  # remembered: no question the second time
+    await alice.connected()
+    await expect(alice.page.locator("#whoami")).to_have_text("You are alice")
+
+    bob = await open_user(users, browser, page_server.url, name="bob", room="news")
+    await bob.in_room("news")
+    for room in ("news", "chat"):
+        await alice.page.get_by_label("Join or create a room").fill(room)
+        await alice.page.get_by_label("Join or create a room").press("Enter")
+        await alice.in_room(room)
+    await alice.page.locator("#refresh-rooms").click()
+    await expect(alice.page.locator("#open-rooms li")).to_have_text(["chat1", "news2"],
+                                                                    timeout=WAIT_MS)
+    await bob.say("while you look elsewhere")
+    unread = alice.page.locator("#joined-rooms button", has_text="news").locator(".badge")
+    await expect(unread).to_have_text("1", timeout=WAIT_MS)
+    news = alice.page.locator("#joined-rooms button", has_text="news")
+    await news.focus()
+    await news.press("Enter")
+    await alice.in_room("news")
+    await alice.shows("while you look elsewhere")
+    await expect(unread).to_have_count(0)
+    await expect(alice.page.locator("#text-input")).to_be_in_viewport()
+
+
+async def test_page_fills_a_gap_from_history(page_server: Served, browser: Browser,
+                                             users: list[User]) -> None:
+    """A message whose seq skips ahead (its predecessors' broadcasts were lost, as
+    during a Redis outage) makes the page fetch the missing ones first."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="gap")
+    await alice.in_room("gap")
+    await alice.say("first")
+    await alice.shows("first")
+    for text in ("lost 1", "lost 2"):  # stored, never broadcast
+        await page_server.chat.store.append(RoomName("gap"), "bob", text, None)
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "bob", "gap")
+    try:
+        await peer.call("send", {"room": "gap", "text": "seen"},  # type: ignore
+                        namespace=NAMESPACE)
+        await alice.shows("first", "lost 1", "lost 2", "seen")
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_page_catches_up_when_told(page_server: Served, browser: Browser,
+                                         users: list[User]) -> None:
+    """Told to catch up (``catch_up``: what a node sends its clients when its link
+    to the other nodes may have lost events), the page fetches what it has not
+    shown, with no later message to reveal the gap, and redraws who is here."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="cu")
+    await alice.in_room("cu")
+    await alice.say("first")
+    await alice.shows("first")
+    chat = page_server.chat
+    for text in ("lost 1", "lost 2"):  # stored, never broadcast
+        await chat.store.append(RoomName("cu"), "bob", text, None)
+    await chat.presence.join(RoomName("cu"), "bob", Sid("on-another-node"))
+    chat.recovery.catch_up(["cu"])
+    await alice.shows("first", "lost 1", "lost 2")
+    await expect(alice.page.locator("#member-list li")).to_have_text(["alice", "bob"])
+
+
+async def test_page_shows_edits_deletes_reactions_and_replies(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """Changes made by a Python client reach the page live, and changes it missed
+    (stored, never broadcast) arrive when it is told to catch up: edited text
+    marked (edited), a deleted message as a tombstone, reactions with counts,
+    a reply with the line it answers."""
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "ch")
+    try:
+        alice = await open_user(users, browser, page_server.url, name="alice", room="ch")
+        await alice.in_room("ch")
+        call = peer.call  # type: ignore[attr-defined]
+        first = (await call("send", {"room": "ch", "text": "helo"}, namespace=NAMESPACE))
+        await alice.shows("helo")
+        for event, data in (("edit", {"text": "hello"}), ("react", {"emoji": "👍"})):
+            ack = await call(event, {"room": "ch", "seq": first["message"]["seq"], **data},
+                             namespace=NAMESPACE)
+            assert ack["ok"], ack
+        doomed = await call("send", {"room": "ch", "text": "doomed"}, namespace=NAMESPACE)
+        await alice.shows("hello", "doomed")
+        items = alice.messages()
+        await expect(items.nth(0).locator(".edited")).to_have_text("(edited)")
+        await expect(items.nth(0).locator(".reaction")).to_have_text(["👍 1"])
+        chat = page_server.chat
+        room = RoomName("ch")
+        await chat.store.alter(room, "py", "delete", doomed["message"]["seq"], None,
+                               None)  # missed by the page
+        await chat.store.alter(room, "bob", "react", 1, "👍", None)
+        await chat.store.append(room, "bob", "quite so", None, reply_to=1)
+        chat.recovery.catch_up(["ch"])
+        await alice.shows("hello", "message deleted", "quite so")
+        await expect(items.nth(0).locator(".reaction")).to_have_text(["👍 2"])
+        await expect(items.nth(0).locator(".reaction")).to_have_attribute("title", "py, bob")
+        await expect(items.nth(1)).to_have_class(re.compile("deleted"))
+        await expect(items.nth(2).locator(".reply")).to_have_text("↪ py: hello")
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def act(user: User, index: int, action: str, **attrs: str) -> None:
+    """Hover the ``index``-th stored message (which shows its actions) and click one."""
+    item = user.messages().nth(index)
+    await item.hover()
+    selector = f"[data-action={action}]" + "".join(f'[data-{k}="{v}"]' for k, v in attrs.items())
+    await item.locator(selector).click()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_people_edit_react_reply_delete_and_search_on_the_page(
+        page_server: Served, browser: Browser, users: list[User], transport: str,
+        request: pytest.FixtureRequest) -> None:
+    """Everything a person does to messages, through the page's own controls:
+    alice edits her message, bob reacts from the picker and alice toggles a
+    reaction by its chip, bob replies, alice deletes (two clicks), and a search
+    lists the match with the word marked and jumps to it. Both pages show
+    each state; each is screenshotted."""
+    params = {"room": "ui", **({"transport": "polling"} if transport == "polling" else {})}
+    alice = await open_user(users, browser, page_server.url, name="alice", **params)
+    bob = await open_user(users, browser, page_server.url, name="bob", **params)
+    for user in (alice, bob):
+        await user.in_room("ui")
+        await user.connected(transport)
+    shot = request.node.name
+    await alice.say("helo wrld")
+    await bob.shows("helo wrld")
+    await expect(bob.messages().nth(0).locator("[data-action=edit]")).to_have_count(0)
+
+    await act(alice, 0, "edit")
+    box = alice.messages().nth(0).locator(".edit-text")
+    await box.fill("hello world")
+    await box.press("Enter")
+    for user in (alice, bob):
+        await user.shows("hello world")
+        await expect(user.messages().nth(0).locator(".edited")).to_have_text("(edited)")
+    await bob.screenshot(f"{shot}-edited")
+
+    await act(bob, 0, "react")
+    await act(bob, 0, "pick", emoji="🎉")
+    for user in (alice, bob):
+        await expect(user.messages().nth(0).locator(".reaction")).to_have_text(["🎉 1"])
+    chip = alice.messages().nth(0).locator(".reaction")
+    await chip.click()  # adds alice's
+    await expect(bob.messages().nth(0).locator(".reaction")).to_have_text(["🎉 2"])
+    await expect(chip).to_have_attribute("aria-pressed", "true")
+    await chip.click()  # and takes it back
+    await expect(bob.messages().nth(0).locator(".reaction")).to_have_text(["🎉 1"])
+    await bob.screenshot(f"{shot}-reacted")
+
+    await act(bob, 0, "reply")
+    await expect(bob.page.locator("#reply-text")).to_have_text("Replying to alice: hello world")
+    await bob.say("agreed")
+    for user in (alice, bob):
+        await user.shows("hello world", "agreed")
+        await expect(user.messages().nth(1).locator(".reply")).to_have_text(
+            "↪ alice: hello world")
+    await expect(bob.page.locator("#reply-bar")).to_be_hidden()
+    await alice.screenshot(f"{shot}-replied")
+
+    await act(alice, 0, "delete")
+    delete = alice.messages().nth(0).locator("[data-action=delete]")
+    await expect(delete).to_have_text("Delete?")
+    await alice.screenshot(f"{shot}-confirming")
+    await act(alice, 0, "delete")
+    for user in (alice, bob):
+        await user.shows("message deleted", "agreed")
+        await expect(user.messages().nth(1).locator(".reply")).to_have_text(
+            "↪ a deleted message")
+        await expect(user.messages().nth(0).locator(".reaction")).to_have_count(0)
+    await bob.screenshot(f"{shot}-deleted")
+
+    await alice.page.locator("#search-input").fill("AGRE")
+    await alice.page.locator("#search-input").press("Enter")
+    results = alice.page.locator("#search-results .result")
+    await expect(results).to_have_count(1)
+    await expect(results.locator("mark")).to_have_text(["agreed"])
+    await alice.screenshot(f"{shot}-searched")
+    await results.first.click()
+    await expect(alice.messages().nth(1)).to_have_class(re.compile("flash"))
+
+
+async def test_a_reply_jumps_to_an_original_not_loaded_yet(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """The page loads the latest 50 messages; a reply to message 1 of 120 shows
+    "message 1" until clicked, then older pages load until the original is
+    there, and it is scrolled into view and marked."""
+    chat = page_server.chat
+    room = RoomName("far")
+    for i in range(120):
+        await chat.store.append(room, "py", f"old {i + 1}", None)
+    await chat.store.append(room, "py", "about the first one", None, reply_to=1)
+    alice = await open_user(users, browser, page_server.url, name="alice", room="far")
+    await alice.in_room("far")
+    reply = alice.messages().last.locator(".reply")
+    await expect(reply).to_have_text("↪ message 1")
+    await reply.click()
+    first = alice.page.locator('#messages li[data-seq="1"]')
+    await expect(first).to_have_class(re.compile("flash"))
+    await expect(first).to_be_in_viewport()
+    await expect(alice.page.locator("#messages .edge")).to_have_count(1)
+
+
+async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,
+                                  users: list[User]) -> None:
+    """With a JWT secret, the page connects with the token from its link (then drops it
+    from the address bar) and shows the token's name."""
+    from ..wire.test_auth import SECRET, token
+    served = await serve(jwt_secret=SECRET)
+    alice = await open_user(users, browser, served.url, token=token(name="alice"), room="t")
+    await alice.in_room("t")
+    await expect(alice.page.locator("#whoami")).to_have_text("You are alice")
+    assert "token=" not in alice.page.url
+    await alice.say("signed in")
+    await alice.shows("signed in")
+    await expect(alice.page.locator("#messages li[data-seq] .from")).to_have_text(["alice"])
+
+
+@pytest.fixture
+async def page_proxy(page_server: Served) -> AsyncIterator[Proxy]:
+    """A proxy to page_server (ask for it before ``users``: it must outlive the pages)."""
+    proxy = await Proxy(int(page_server.url.rsplit(":", 1)[1])).start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_page_catches_up_on_long_messages(page_server: Served, browser: Browser,
+                                                page_proxy: Proxy, users: list[User],
+                                                transport: str) -> None:
+    """A page that missed 500 messages of 4,000 four-byte characters (8 MB as msgpack,
+    24 MB as JSON) catches up after the reconnect, page by page of max_reply_bytes:
+    every message once, in order."""
+    proxy = page_proxy
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "r")
+    try:
+        params = {"name": "alice", "room": "r"}
+        if transport == "polling":
+            params["transport"] = "polling"
+        alice = await open_user(users, browser, proxy.url, **params)
+        await alice.in_room("r")
+        await alice.connected()
+        proxy.offline = alice.offline = True
+        proxy.cut()
+        await expect(alice.page.locator("#status")).to_have_attribute(
+            "data-state", "reconnecting", timeout=WAIT_MS)
+        missed = [f"{i:03} " + "\N{PARTY POPPER}" * 3996 for i in range(500)]
+        for start in range(0, 500, 20):  # pipelined in rounds, each POST under maxPayload
+            await asyncio.gather(*(
+                peer.call("send", {"room": "r", "text": text},  # type: ignore[attr-defined]
+                          namespace=NAMESPACE, timeout=TIMEOUT)
+                for text in missed[start:start + 20]))
+        proxy.offline = False
+        await alice.connected()
+        await expect(alice.messages()).to_have_count(500, timeout=3 * WAIT_MS)
+        alice.offline = False  # requests refused while offline may be reported until now
+        seqs = await alice.messages().evaluate_all("items => items.map(i => +i.dataset.seq)")
+        assert seqs == list(range(1, 501))
+        assert await alice.texts() == missed
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+
+
+async def test_page_renews_its_token_from_the_token_url(serve: ServeFactory, browser: Browser,
+                                                        users: list[User]) -> None:
+    """In token mode with --token-url, the page fetches a fresh token before its own
+    expires and renews its connection with it: it outlives its first token on the same
+    connection, while a client on a token of the same age is ended."""
+    from ..wire.test_auth import SECRET, token
+    from ..wire.test_token_expiry import LIFETIME, Holder
+    issued: list[str] = []
+
+    async def sign_in(request: web.Request) -> web.Response:
+        issued.append(token(name="alice", exp=int(time.time()) + LIFETIME + 1))
+        return web.json_response({"token": issued[-1]})
+
+    served = await serve(jwt_secret=SECRET, token_url="/test-sign-in/token",
+                         routes=lambda app: app.router.add_get("/test-sign-in/token", sign_in))
+    exp = int(time.time()) + LIFETIME + 1
+    clock = await Holder.connect(served, "websocket", token(name="clock", exp=exp))
+    try:
+        alice = await open_user(users, browser, served.url, room="t",
+                                token=token(name="alice", exp=exp))
+        await alice.in_room("t")
+        before = [sid for sid, c in served.chat.connections.items() if c.name == "alice"]
+        await clock.wait_ended()
+        await until(lambda: len(issued) >= 2, timeout=3 * (LIFETIME + 1) + TIMEOUT)
+        after = [sid for sid, c in served.chat.connections.items() if c.name == "alice"]
+        assert after == before and len(before) == 1  # renewed, never reconnected
+        await alice.say("on a renewed token")
+        await alice.shows("on a renewed token")
+    finally:
+        await clock.sio.disconnect()
+
+
+async def test_what_is_new_on_the_page(serve: ServeFactory, browser: Browser,
+                                       users: list[User]) -> None:
+    """A mention while looking elsewhere is a badge on both of a person's devices;
+    opening the room on one shows it highlighted, marks it read and clears the
+    badge on the other; the sender sees "Seen by"; a member's name opens a direct
+    conversation, listed apart from rooms. Each state is screenshotted."""
+    from ..wire.test_auth import SECRET, token
+    served = await serve(jwt_secret=SECRET)
+    shot = "what-is-new"
+    laptop = await open_user(users, browser, served.url, token=token(name="alice"), room="team")
+    await laptop.in_room("team")
+    await laptop.page.get_by_label("Join or create a room").fill("lobby")
+    await laptop.page.get_by_label("Join or create a room").press("Enter")
+    await laptop.in_room("lobby")
+    phone = await open_user(users, browser, served.url, token=token(name="alice"), room="lobby")
+    await phone.in_room("lobby")
+    bob = await open_user(users, browser, served.url, token=token(name="bob"), room="team")
+    await bob.in_room("team")
+    await bob.say("@alice can you look at this?")
+    await bob.shows("@alice can you look at this?")
+
+    def team(user: User) -> Any:
+        return user.page.locator("#joined-rooms button", has_text="team")
+    for device in (laptop, phone):  # the phone never opened team: the server lists it
+        await expect(team(device).locator(".badge.mention")).to_have_text("@1", timeout=WAIT_MS)
+        await expect(team(device).locator(".badge:not(.mention)")).to_have_text("1")
+    await laptop.screenshot(f"{shot}-badges")
+
+    await team(laptop).click()
+    await laptop.in_room("team")
+    await expect(laptop.page.locator("#messages li.mention .text")).to_have_text(
+        ["@alice can you look at this?"], timeout=WAIT_MS)
+    for device in (laptop, phone):  # read on the laptop: cleared on the phone too
+        await expect(team(device).locator(".badge")).to_have_count(0, timeout=WAIT_MS)
+    await expect(bob.page.locator("#messages .seen")).to_have_text(["Seen by alice"],
+                                                                   timeout=WAIT_MS)
+    await laptop.screenshot(f"{shot}-read")
+    await bob.screenshot(f"{shot}-seen")
+
+    await laptop.page.locator("#member-list button", has_text="bob").click()
+    await laptop.in_room("bob")
+    await laptop.say("just between us")
+    await laptop.shows("just between us")
+    direct = bob.page.locator("#direct-rooms button", has_text="alice")
+    await expect(direct.locator(".badge.mention")).to_have_text("@1", timeout=WAIT_MS)
+    await expect(bob.page.locator("#joined-rooms button", has_text="alice")).to_have_count(0)
+    await bob.screenshot(f"{shot}-direct-listed")
+    await direct.click()
+    await bob.in_room("alice")
+    await bob.shows("just between us")
+    await expect(direct.locator(".badge")).to_have_count(0, timeout=WAIT_MS)
+    await bob.screenshot(f"{shot}-direct")
+
+
+# Headless Chromium neither shows notifications nor hides a tab: the page's side
+# of both is what is tested, with the Notification API recorded and the tab's
+# visibility set by the test.
+NOTIFICATIONS_RECORDED = """
+window.__shown = []; window.__asked = 0; window.__hidden = false;
+let permission = "default";
+window.Notification = class {
+  constructor(title, options) {
+    window.__shown.push({ title, body: options?.body ?? "" });
+    document.documentElement.dataset.notifications = String(window.__shown.length);
+  }
+  static get permission() { return permission; }
+  static requestPermission() { window.__asked += 1; permission = "granted";
+                               return Promise.resolve(permission); }
+  close() {}
+};
+Object.defineProperty(document, "visibilityState",
+                      { get: () => (window.__hidden ? "hidden" : "visible") });
+"""
+
+
+async def test_a_mention_in_a_hidden_tab_is_a_desktop_notification(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """The permission is asked only after a click; then a mention while the tab is
+    hidden shows a notification, and nothing is marked read until the tab shows."""
+    context = await browser.new_context(viewport={"width": 1100, "height": 700})
+    await context.add_init_script(NOTIFICATIONS_RECORDED)
+    alice = User(await context.new_page())
+    users.append(alice)
+    await alice.page.goto(f"{page_server.url}/?name=alice&room=a")
+    await alice.in_room("a")
+    bob = await open_user(users, browser, page_server.url, name="bob", room="a")
+    await bob.in_room("a")
+    assert await alice.page.evaluate("window.__asked") == 0  # no prompt on its own
+    await alice.page.get_by_role("button", name="Notify me of mentions").click()
+    await expect(alice.page.locator("#notify")).to_be_hidden(timeout=WAIT_MS)
+    assert await alice.page.evaluate("window.__asked") == 1
+
+    await alice.page.evaluate(
+        "window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
+    await bob.say("@alice are you there?")
+    # (waited for through the DOM: the page's CSP refuses wait_for_function's eval)
+    await expect(alice.page.locator("html")).to_have_attribute("data-notifications", "1",
+                                                               timeout=WAIT_MS)
+    assert await alice.page.evaluate("window.__shown") == [
+        {"title": "bob in a", "body": "@alice are you there?"}]
+    room = alice.page.locator("#joined-rooms button", has_text="a")
+    await expect(room.locator(".badge.mention")).to_have_text("@1", timeout=WAIT_MS)
+    await bob.say("not a mention")
+    await expect(room.locator(".badge:not(.mention)")).to_have_text("2", timeout=WAIT_MS)
+    await expect(bob.page.locator("#messages .seen")).to_have_count(0)
+    await alice.screenshot("hidden-tab-badges")
+    await alice.page.evaluate(
+        "window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))")
+    await expect(room.locator(".badge")).to_have_count(0, timeout=WAIT_MS)
+    await expect(bob.page.locator("#messages .seen")).to_have_text(["Seen by alice"],
+                                                                   timeout=WAIT_MS)
+    assert await alice.page.evaluate("window.__shown.length") == 1  # the second was no mention

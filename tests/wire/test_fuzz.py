@@ -1,0 +1,207 @@
+"""Abuse: arbitrary payloads at every event (property-based, both serializers) and
+raw malformed frames over both transports. Nothing crashes, every event is
+answered, nothing invalid is stored, other clients are undisturbed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.appkeys import SIO_KEY
+from app.core.models import RoomName
+
+from ..conftest import TIMEOUT, Peer, PeerFactory, Served, until
+from ..rawclient import CONNECT, RawClient
+
+pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
+
+EVENTS = ["join", "leave", "send", "history", "typing", "rooms", "nosuch", "message"]
+CODES = {"bad_request", "not_member", "too_large", "rate_limited", "unauthorized",
+         "unavailable", "internal"}
+ROOMS = ["r1", "r2"]
+
+
+def values(serializer: str) -> st.SearchStrategy[Any]:
+    """Anything the wire format can carry."""
+    text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1),
+                        st.floats(allow_nan=False), text,
+                        *([st.binary(max_size=20)] if serializer == "msgpack" else []))
+    return st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(text, inner, max_size=4)), max_leaves=12)
+
+
+def shaped(serializer: str) -> st.SearchStrategy[Any]:
+    """Maps that look like real payloads, with some fields wrong."""
+    anything = values(serializer)
+    return st.fixed_dictionaries({}, optional={
+        "room": st.one_of(st.sampled_from(ROOMS), anything),
+        "text": st.one_of(st.text(min_size=1, max_size=50), anything),
+        "client_id": st.one_of(st.text(min_size=1, max_size=70), anything),
+        "since": st.one_of(st.integers(-5, 50), anything),
+        "before": st.one_of(st.integers(-5, 50), anything),
+        "after": st.one_of(st.integers(-5, 50), anything),
+        "limit": st.one_of(st.integers(-5, 300), anything),
+        "active": st.one_of(st.booleans(), anything),
+    })
+
+
+@pytest.fixture
+async def pair(served: Served, peer: PeerFactory) -> tuple[Served, Peer, Peer]:
+    fuzzer, witness = await peer("fuzzer"), await peer("witness")
+    for room in ROOMS:
+        await witness.join(room)
+    return served, fuzzer, witness
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_arbitrary_payloads_get_an_ack_and_store_nothing_invalid(
+        pair: tuple[Served, Peer, Peer], data: st.DataObject) -> None:
+    """Every event with any payload is answered with {ok: ...}; a refusal has a known
+    code; whatever is stored is a valid message; the connection stays usable."""
+    served, fuzzer, _ = pair
+    serializer = served.settings.serializer
+    event = data.draw(st.sampled_from(EVENTS))
+    payload = data.draw(st.one_of(values(serializer), shaped(serializer)))
+    ack = await fuzzer.call(event, payload)
+    assert isinstance(ack, dict) and isinstance(ack.get("ok"), bool), ack
+    if ack["ok"]:
+        message = ack.get("message")
+        if message is not None:
+            assert message["room"] in ROOMS and isinstance(message["text"], str)
+            assert 1 <= len(message["text"]) <= served.settings.max_text_length
+            assert message["client_id"] is None or 1 <= len(message["client_id"]) <= 64
+    else:
+        assert ack["error"]["code"] in CODES and isinstance(ack["error"]["message"], str)
+        assert ack["error"]["code"] != "internal", (event, payload, ack)
+    assert (await fuzzer.call("rooms"))["ok"] is True
+
+
+async def test_history_stays_valid_after_fuzzing(pair: tuple[Served, Peer, Peer]) -> None:
+    """After a burst of junk and valid sends, each room's seq is gap-free from 1."""
+    served, fuzzer, witness = pair
+    await fuzzer.join("r1")
+    junk = [None, "x", {"room": "r1"}, {"room": "r1", "text": ""}, {"room": 5, "text": "x"},
+            {"room": "r1", "text": "ok", "client_id": "c"}, {"room": "r1", "text": "ok2"}]
+    await asyncio.gather(*(fuzzer.call("send", j) for j in junk * 5))
+    page = await served.chat.store.page(RoomName("r1"), after=0, limit=200)
+    assert [m.seq for m in page.messages] == [1, 2, 3, 4, 5, 6]
+    assert {m.text for m in page.messages} == {"ok", "ok2"}
+
+
+# Socket.IO-level garbage inside well-formed Engine.IO MESSAGE packets (both transports)
+SIO_FRAMES = ["4", "4x", "49", "4/chat", "42/chat,", "42/chat,[", "42/chat,{}", "42/chat,[1]",
+              "45-/chat,[]", "43/chat,1[]", "44/chat,{}", "41/nope,", "40/nope,",
+              b"\x00", b"\xff" * 10, b"\xc1", b"\x81\xa4type", b"\x93\x02\xa5/chat",
+              b"\x84\xa4type\x02\xa3nsp\xa5/chat\xa4data\x90\xa2id\x01",
+              b"\x83\xa4type\x09\xa3nsp\xa5/chat\xa4data\xc0"]
+# Engine.IO-level garbage and oversized frames
+EIO_FRAMES = ["", "x", "9", "b", "bAAAA"]
+BIG_FRAMES = ["4" + "A" * 2_000_000, b"\x00" * 2_000_000]  # polling: test_post_over_the_...
+
+
+def frame_id(frame: str | bytes) -> str:
+    return repr(frame[:12]) + f"..{len(frame)}"
+
+
+@pytest.mark.parametrize("frame", SIO_FRAMES, ids=frame_id)
+async def test_malformed_packets_disturb_no_one(served: Served, transport: str,
+                                                peer: PeerFactory, frame: str | bytes) -> None:
+    """Bad Socket.IO packets on either transport."""
+    await check_frame(served, transport, peer, frame)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+@pytest.mark.parametrize("frame", EIO_FRAMES, ids=frame_id)
+async def test_frames_that_are_not_engineio_disturb_no_one(
+        served: Served, transport: str, peer: PeerFactory, frame: str | bytes) -> None:
+    """Frames (or POST bodies) that are not Engine.IO packets."""
+    await check_frame(served, transport, peer, frame)
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+@pytest.mark.parametrize("frame", BIG_FRAMES, ids=frame_id)
+async def test_oversized_websocket_frames_disturb_no_one(
+        served: Served, transport: str, peer: PeerFactory, frame: str | bytes) -> None:
+    """WebSocket messages over the transport's size limit."""
+    await check_frame(served, transport, peer, frame)
+
+
+async def check_frame(served: Served, transport: str, peer: PeerFactory,
+                      frame: str | bytes) -> None:
+    """Garbage, truncated or oversized frames, wrong namespaces and bad packet types:
+    the server stays up, the sender is answered or dropped, others carry on, and a
+    dropped sender leaves no trace."""
+    alice, bob = await peer("alice"), await peer("bob")
+    await alice.join("r")
+    await bob.join("r")
+    mallory = await RawClient.open(served.url, transport, served.settings.serializer)
+    try:
+        assert (await mallory.connect({"name": "mallory"}))["type"] == CONNECT
+        await mallory.call("join", {"room": "r"})
+        try:
+            await mallory.send_eio(frame)
+        except (ConnectionError, OSError):
+            pass  # refused outright
+        sent = await alice.send("r", "still fine")
+        assert await bob.next("message") == sent
+        try:  # mallory is either still usable or gone
+            ack = await asyncio.wait_for(mallory.call("rooms"), TIMEOUT)
+            assert ack["ok"] is True
+        except (ConnectionError, OSError, asyncio.TimeoutError):
+            sessions = served.app[SIO_KEY].eio.sockets
+            await until(lambda: mallory.sid not in sessions and all(
+                c.name != "mallory" for c in served.chat.connections.values()))
+    finally:
+        await mallory.close()
+
+
+async def test_over_long_text_gets_an_ack_not_a_disconnect(served: Served, transport: str,
+                                                           peer: PeerFactory) -> None:
+    """Text far over the limit (every character escaped on the wire) is answered
+    too_large: the transport's own limit is well above the largest legal event."""
+    alice = await peer("alice")
+    await alice.join("r")
+    # 40,000 characters, ~240 KB on the wire with JSON: a POST larger than one read
+    ack = await alice.call("send", {"room": "r", "text": "\u2028" * 40_000})
+    assert ack["error"]["code"] == "too_large"
+    assert (await alice.call("rooms"))["ok"] is True
+
+
+async def test_post_over_the_transport_limit_is_logged(
+        served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    """A long-polling POST over the transport limit is refused and logged with why."""
+    client = await RawClient.open(served.url, "polling", served.settings.serializer)
+    try:
+        assert (await client.connect({"name": "big"}))["type"] == CONNECT
+        limit = served.app[SIO_KEY].eio.max_http_buffer_size
+        status = await client.send_eio("4" + "x" * (limit + 10))
+        assert status >= 400
+        assert any("over the" in r.getMessage() and "byte limit" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        await client.close()
+
+
+async def test_websocket_message_over_the_limit_is_logged(
+        served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    """A WebSocket message over the transport limit closes that connection, and the
+    log says why."""
+    client = await RawClient.open(served.url, "websocket", served.settings.serializer)
+    try:
+        assert (await client.connect({"name": "big"}))["type"] == CONNECT
+        limit = served.app[SIO_KEY].eio.max_http_buffer_size
+        await client.send_eio("4" + "x" * (limit + 10))
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(client.recv(), TIMEOUT)
+        await until(lambda: any("closing a WebSocket" in r.getMessage()
+                                for r in caplog.records))
+    finally:
+        await client.close()
