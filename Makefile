@@ -14,10 +14,12 @@ JS_TESTS := tests/node
 SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server
 
 # Lock files: every machine installs exactly these versions, with hashes.
-# requirements.txt is what the server needs; requirements-test.txt adds the
-# test and lock tools (and agrees with requirements.txt); bench/requirements.txt
-# adds what `make bench` draws its PNGs with. `make lock` redoes all three.
+# requirements.txt is what the server needs; client/requirements.txt the Python
+# client alone (the same versions); requirements-test.txt adds the test and
+# lock tools (and agrees with requirements.txt); bench/requirements.txt adds
+# what `make bench` draws its PNGs with. `make lock` redoes all four.
 LOCK      := requirements.txt
+CLIENT_LOCK := client/requirements.txt
 TEST_LOCK := requirements-test.txt
 BENCH_LOCK := bench/requirements.txt
 UV        := $(BIN)/uv
@@ -86,9 +88,10 @@ $(VENV)/.installed-test: $(VENV)/.installed-run $(TEST_LOCK)
 	touch $@
 
 lock: $(VENV)/.installed-test  ## pick the newest versions the ranges in setup.cfg allow, into the lock files
-	$(COMPILE) --upgrade -o $(LOCK)
-	$(COMPILE) --upgrade --extra test --extra dev -c $(LOCK) -o $(TEST_LOCK)
-	$(COMPILE) --upgrade --extra bench -c $(LOCK) -o $(BENCH_LOCK)
+	$(COMPILE) --upgrade --extra server -o $(LOCK)
+	$(COMPILE) -c $(LOCK) -o $(CLIENT_LOCK)
+	$(COMPILE) --upgrade --extra server --extra test --extra dev -c $(LOCK) -o $(TEST_LOCK)
+	$(COMPILE) --upgrade --extra server --extra bench -c $(LOCK) -o $(BENCH_LOCK)
 
 # The suite on the newest releases, past setup.cfg's upper bounds too (to try
 # an upgrade: app/compat.py says at once if a private name moved), or on the
@@ -102,7 +105,7 @@ test-latest test-lowest: $(VENV)/.installed-test web tools $(JS_TESTS)/node_modu
 	$(PYTHON) -m venv .venv-$(@:test-%=%)
 	$(if $(filter test-latest,$@),printf '%s\n' $(UPPER_BOUNDED) > .venv-latest/unbounded.txt)
 	printf 'setuptools>=70.1\n' | $(UV) pip install --quiet --python .venv-$(@:test-%=%)/bin/python \
-	  $(RESOLVE) -r - -e '.[test]'
+	  $(RESOLVE) -r - -e '.[server,test]'
 	.venv-$(@:test-%=%)/bin/python -m pip list --format=freeze | grep -iE \
 	  '^(aiohttp|python-socketio|python-engineio|redis|msgpack|asyncpg|pytest)=='
 	.venv-$(@:test-%=%)/bin/python -m pytest -p no:cacheprovider

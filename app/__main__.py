@@ -18,10 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import logs
-from .eio.front import RoomcastRunner
-from .server import create_app
-from .settings import Settings
+try:  # the server's own libraries: `pip install roomcast` alone brings the client's
+    from . import logs
+    from .eio.front import RoomcastRunner
+    from .server import create_app
+    from .settings import Settings
+except ModuleNotFoundError as exc:
+    sys.exit(f"roomcast: the server needs {exc.name}, which is not installed: "
+             "pip install 'roomcast[server]' (or the locked requirements.txt)")
 
 log = logging.getLogger("app")
 

@@ -122,8 +122,9 @@ def sio_client(serializer: str) -> socketio.AsyncClient:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "matrix: run on both transports and both serializers "
-                            "(where the wire matters); other tests run on WebSocket and msgpack")
+    config.addinivalue_line("markers", "matrix(*dimensions): run on both transports and both "
+                            "serializers (where the wire matters), or on both values of the "
+                            "dimensions named; other tests run on WebSocket and msgpack")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -149,10 +150,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     given = {name.strip() for marker in metafunc.definition.iter_markers("parametrize")
              for name in (marker.args[0].split(",") if isinstance(marker.args[0], str)
                           else marker.args[0])}
-    matrix = metafunc.definition.get_closest_marker("matrix") is not None
+    marker = metafunc.definition.get_closest_marker("matrix")
+    wide = set() if marker is None else set(marker.args or ("transport", "serializer"))
     for name, values in (("transport", TRANSPORTS), ("serializer", SERIALIZERS)):
         if name in metafunc.fixturenames and name not in given:
-            metafunc.parametrize(name, values if matrix else values[:1])
+            metafunc.parametrize(name, values if name in wide else values[:1])
 
 
 class RoomcastTestServer(TestServer):

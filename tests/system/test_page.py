@@ -63,12 +63,14 @@ async def python_peer(served_url: str, serializer: str, name: str, room: str) ->
     return sio
 
 
-@pytest.fixture(params=["msgpack", "json"])
-async def page_server(serve: ServeFactory, request: pytest.FixtureRequest) -> Served:
-    """The server, with the page following its serializer."""
-    return await serve(serializer=request.param)
+@pytest.fixture
+async def page_server(serve: ServeFactory, serializer: str) -> Served:
+    """The server, with the page following its serializer (msgpack; both for the
+    tests marked matrix: the page loads another bundle of the client for each)."""
+    return await serve(serializer=serializer)
 
 
+@pytest.mark.matrix("serializer")
 async def test_two_people_chat(page_server: Served, browser: Browser,
                                users: list[User]) -> None:
     """Two browser users in a room see each other's messages, presence and typing."""
@@ -376,6 +378,7 @@ async def act(user: User, index: int, action: str, **attrs: str) -> None:
     await item.locator(selector).click()
 
 
+@pytest.mark.matrix("serializer")
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_people_edit_react_reply_delete_and_search_on_the_page(
         page_server: Served, browser: Browser, users: list[User], transport: str,

@@ -21,7 +21,7 @@ from ..processes import start_server
 from ..rawclient import CONNECT, RawClient
 from .test_websocket import frame, handshake
 
-pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
+pytestmark = pytest.mark.matrix("transport")  # both transports; the serializer does not matter
 
 
 async def test_typing_is_shed_first_then_the_stuck_client_is_cut(

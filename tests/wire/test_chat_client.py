@@ -23,7 +23,7 @@ from ..conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory, until
 from ..proxy import Proxy
 from .test_auth import SECRET, token
 
-pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
+pytestmark = pytest.mark.matrix("transport")  # the client's transports: connect, upgrade, reconnect
 
 
 @dataclasses.dataclass
@@ -190,6 +190,7 @@ async def test_recovery_pages_past_five_hundred(pair: tuple[Chatter, Peer],
     assert await alice.take(620) == missed
 
 
+@pytest.mark.matrix  # replies are cut in bytes as each serializer encodes them
 async def test_recovery_of_long_messages_pages_in_bytes(pair: tuple[Chatter, Peer],
                                                         proxy: Proxy) -> None:
     """Missing 500 messages of 4,000 four-byte characters (8 MB as msgpack, 24 MB as

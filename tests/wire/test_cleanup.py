@@ -13,7 +13,7 @@ from app.presence.memory import MemoryPresence
 from ..conftest import PeerFactory, ServeFactory, Served, until
 from ..rawclient import CONNECT, RawClient
 
-pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
+pytestmark = pytest.mark.matrix("transport")  # both transports; the serializer does not matter
 
 # short heartbeat for tests: a silent peer is dead after about 1 s + 1 s
 PING_INTERVAL, PING_TIMEOUT = 1.0, 1.0

@@ -21,7 +21,7 @@ from app.appkeys import SIO_KEY
 
 from ..conftest import TIMEOUT, ServeFactory, Served, until
 
-pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
+pytestmark = pytest.mark.matrix("transport")  # both transports; the serializer does not matter
 
 PATH = "/socket.io/"
 PING_INTERVAL, PING_TIMEOUT = 0.4, 0.3  # seconds, short enough to watch the heartbeat

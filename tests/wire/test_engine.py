@@ -17,7 +17,7 @@ from app.appkeys import SIO_KEY
 from ..conftest import TIMEOUT, PeerFactory, ServeFactory, Served, until
 from ..rawclient import ACK, CONNECT, EIO_CLOSE, EIO_MESSAGE, EVENT, RawClient, encode_sio
 
-pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
+pytestmark = pytest.mark.matrix("transport")  # both transports; the serializer does not matter
 
 URLSAFE = set(string.ascii_letters + string.digits + "-_")
 

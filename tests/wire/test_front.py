@@ -17,7 +17,7 @@ from app.ws.frames import PING, PONG
 from ..conftest import TIMEOUT, ServeFactory, Served, until
 from .test_websocket import RawWebSocket, frame, handshake
 
-pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
+pytestmark = pytest.mark.matrix("transport")  # both transports; the serializer does not matter
 
 
 def aiohttp_requests(served: Served) -> int:

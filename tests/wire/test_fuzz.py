@@ -17,7 +17,7 @@ from app.core.models import RoomName
 from ..conftest import TIMEOUT, Peer, PeerFactory, Served, until
 from ..rawclient import CONNECT, RawClient
 
-pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
+pytestmark = pytest.mark.matrix("serializer")  # payloads as each serializer decodes them
 
 EVENTS = ["join", "leave", "send", "history", "typing", "rooms", "nosuch", "message"]
 CODES = {"bad_request", "not_member", "too_large", "rate_limited", "unauthorized",

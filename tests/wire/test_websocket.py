@@ -370,6 +370,7 @@ async def test_a_close_with_any_allowed_code_is_answered(served: Served, code: i
         client.close()
 
 
+@pytest.mark.matrix("transport")  # control frames: no serializer in them
 async def test_a_peer_that_pings_and_never_reads_cannot_grow_our_buffer(
         served: Served) -> None:
     """A peer floods pings (no Socket.IO connect needed) and reads nothing: once
