@@ -23,7 +23,9 @@ finds it by any term exactly: a term is no longer than that.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from ..core.models import Message
 
 MAX_TERMS = 8
 MAX_TERM_LENGTH = 64  # characters of a term; words are indexed by this many
+_ASCII_WORD = re.compile(r"[a-z0-9]+")  # the words of lower-cased ASCII text
 SEARCH_TIMEOUT = 2.0  # seconds a search may take before it is stopped (unless given)
 
 
@@ -97,6 +100,7 @@ def too_slow(what: str, timeout: float) -> ChatError:
                      "narrow it (more or longer words, one room) or try again later")
 
 
+@functools.lru_cache(maxsize=4096)
 def room_key(room: str) -> str:
     """``room`` as a fixed-length prefix of its index tokens: ASCII letters and
     digits, the same length for every room (so nothing separates it from the
@@ -106,9 +110,14 @@ def room_key(room: str) -> str:
 
 
 def index_words(text: str) -> list[str]:
-    """Each distinct word of ``text``, case-folded and cut to MAX_TERM_LENGTH."""
-    return list(dict.fromkeys(text[start:end].casefold()[:MAX_TERM_LENGTH]
-                              for start, end in _words(text)))
+    """Each distinct word of ``text``, case-folded and cut to MAX_TERM_LENGTH.
+    (Every message written is indexed on the store's writer: ASCII text, most
+    of it, is cut by one regular expression, the same words as _words finds.)"""
+    if text.isascii():
+        words = _ASCII_WORD.findall(text.lower())
+    else:
+        words = [text[start:end].casefold() for start, end in _words(text)]
+    return list(dict.fromkeys(word[:MAX_TERM_LENGTH] for word in words))
 
 
 def index_tokens(room: str, text: str) -> list[str]:

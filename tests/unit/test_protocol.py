@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.core.errors import ChatError, ErrorCode
+from app.store.search import MAX_TERM_LENGTH, _words, index_words
 from app.chat.protocol import (
     HistoryRequest, JoinRequest, SendRequest, TypingRequest, parse_history, parse_join,
     parse_leave, parse_name, parse_rooms, parse_search, parse_send, parse_typing,
@@ -115,3 +118,10 @@ def test_searches_are_parsed_into_their_terms_and_bounded() -> None:
     assert parse_search({"query": "x" * 64}).terms == ["x" * 64]
     for query in (" ".join("abcdefghi"), "x" * 65, "?! …", "´"):
         assert code_of(parse_search, {"query": query}) == ErrorCode.BAD_REQUEST, query
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_ascii_text_is_cut_into_the_words_the_unicode_rule_finds(text: str) -> None:
+    """index_words' fast path for ASCII agrees with the rule for any script."""
+    slow = list(dict.fromkeys(text[a:b].casefold()[:MAX_TERM_LENGTH] for a, b in _words(text)))
+    assert index_words(text) == slow
