@@ -83,8 +83,8 @@ class Member:
         await self.client.join(room)
         return self
 
-    async def take(self, count: int) -> list[dict[str, Any]]:
-        return [await asyncio.wait_for(self.inbox.get(), TIMEOUT) for _ in range(count)]
+    async def take(self, count: int, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        return [await asyncio.wait_for(self.inbox.get(), timeout) for _ in range(count)]
 
     async def close(self) -> None:
         await self.client.close()
@@ -187,6 +187,9 @@ async def test_cutting_a_slow_poller_disturbs_no_one_on_its_upstream_connections
                 await member.close()
 
 
+RECOVERY_TIMEOUT = 20.0  # seconds for a client of a killed node to be back and caught up
+
+
 async def alice_and_bob(cluster: Cluster, transport: str) -> tuple[Member, Member]:
     """alice routed to node0 and bob to node1, both in room r."""
     nodes = await addresses_by_node(cluster)
@@ -207,7 +210,9 @@ async def test_killed_node_clients_recover_on_a_survivor(cluster: Cluster,
         await cluster.kill_node(0)
         for text in ("m2", "m3", "m4"):
             await bob.client.send("r", text)
-        got = await alice.take(3)
+        # (a reconnect through nginx to the survivor and a rejoin first: on a
+        # loaded machine that has taken longer than one event's TIMEOUT)
+        got = await alice.take(3, timeout=RECOVERY_TIMEOUT)
         assert [m["text"] for m in got] == ["m2", "m3", "m4"]
         assert await node_of(cluster, alice.address) == "node1"
         await alice.client.send("r", "back")
