@@ -48,6 +48,7 @@ class Chat:
                  metrics: Metrics, wire: Wire) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.wire = wire
         self.store = store  # the backends every service shares
         self.presence = presence
         self.connections = Connections(settings, metrics, wire)

@@ -1,0 +1,148 @@
+"""The ``/chat`` events: parse the payload, call one service, acknowledge.
+
+:data:`EVENTS` maps each event a client may send to the parse and the
+service call it means; :func:`handle` runs one for a connection and makes
+every outcome an ack map: ``{"ok": True, ...}`` or ``{"ok": False, "error":
+{"code", "message"}}``. It knows no socket: the Socket.IO namespace
+(:mod:`app.chat.namespace`) passes each event to it, and so do the tests of
+the unit tier (:mod:`tests.unit.chat`), which get the very acks a client
+would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import Sid
+from .connections import Connection
+from .directs import MAX_PEOPLE
+from .protocol import (
+    parse_delete, parse_direct, parse_edit, parse_history, parse_join, parse_leave,
+    parse_reaction, parse_read, parse_renew, parse_rooms, parse_search, parse_send,
+    parse_typing,
+)
+from .services import Chat
+
+log = logging.getLogger("app.chat")  # the event log: its name stays what operators filter on
+
+Ack = dict[str, Any]
+Event = Callable[[Chat, Connection, object], Awaitable[Ack]]
+
+# what a node that is shutting down no longer takes on (its connections are about
+# to close: the client retries on the node it reconnects to)
+REFUSED_WHILE_DRAINING = frozenset({"send", "edit", "delete", "react", "unreact", "join",
+                                    "read", "direct"})
+
+
+async def _join(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.rooms.join(conn, parse_join(data))
+
+
+async def _leave(chat: Chat, conn: Connection, data: object) -> Ack:
+    await chat.rooms.leave(conn, parse_leave(data).room)
+    return {}
+
+
+async def _send(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.messages.send(
+        conn, parse_send(data, max_text_length=chat.settings.max_text_length))
+
+
+async def _history(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.messages.history(conn, parse_history(data))
+
+
+async def _search(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.search.search(conn, parse_search(data))
+
+
+async def _edit(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.messages.change(
+        conn, parse_edit(data, max_text_length=chat.settings.max_text_length))
+
+
+async def _delete(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.messages.change(conn, parse_delete(data))
+
+
+async def _react(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.messages.change(conn, parse_reaction(data, "react"))
+
+
+async def _unreact(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.messages.change(conn, parse_reaction(data, "unreact"))
+
+
+async def _typing(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.messages.typing(conn, parse_typing(data))
+
+
+async def _rooms(chat: Chat, conn: Connection, data: object) -> Ack:
+    parse_rooms(data)
+    return await chat.reads.rooms(conn)
+
+
+async def _read(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.reads.mark(conn, parse_read(data))
+
+
+async def _direct(chat: Chat, conn: Connection, data: object) -> Ack:
+    chat.directs.check_enabled()  # (before the payload: name mode says so first)
+    return await chat.directs.open(conn, parse_direct(data, max_people=MAX_PEOPLE))
+
+
+async def _renew(chat: Chat, conn: Connection, data: object) -> Ack:
+    req = parse_renew(data)
+    chat.connections.limit(conn, "renew", "renewals")
+    expires = await chat.connections.renew(conn, req.token)
+    return {"expires": int(expires) if expires is not None and expires.is_integer()
+            else expires}
+
+
+EVENTS: dict[str, Event] = {
+    "join": _join, "leave": _leave, "send": _send, "history": _history, "search": _search,
+    "edit": _edit, "delete": _delete, "react": _react, "unreact": _unreact,
+    "typing": _typing, "rooms": _rooms, "read": _read, "direct": _direct, "renew": _renew,
+}
+
+
+async def handle(chat: Chat, sid: Sid, event: str, args: tuple[Any, ...]) -> Ack:
+    """Run ``event`` for connection ``sid``; every outcome is an ack map.
+
+    A :class:`ChatError` becomes its code and message (logged and counted as
+    a refusal); anything else is logged with its traceback and answered
+    ``internal``, with no detail. An unknown event, or more than one payload
+    argument, is ``bad_request``. The time to the ack is measured per known
+    event.
+    """
+    run = EVENTS.get(event)
+    if run is None:
+        return {"ok": False, "error": ChatError(
+            ErrorCode.BAD_REQUEST, f"unknown event {event!r}").as_dict()}
+    started = time.perf_counter()
+    task = chat.working()
+    try:
+        if len(args) > 1:
+            raise ChatError(ErrorCode.BAD_REQUEST, "send one payload map")
+        conn = chat.connections.require(sid)
+        if chat.draining and event in REFUSED_WHILE_DRAINING:
+            raise ChatError(ErrorCode.UNAVAILABLE,
+                            "this server is shutting down; reconnect and try again")
+        return {"ok": True, **await run(chat, conn, args[0] if args else None)}
+    except ChatError as exc:
+        chat.metrics.refused.labels(event, exc.code).inc()
+        known = chat.connections.by_sid.get(sid)
+        log.info("refused %s sid=%s name=%r transport=%s code=%s", event, sid,
+                 known.name if known else None, chat.wire.transport(sid), exc.code)
+        return {"ok": False, "error": exc.as_dict()}
+    except Exception:
+        log.exception("unhandled error in %s sid=%s", event, sid)
+        chat.metrics.refused.labels(event, ErrorCode.INTERNAL).inc()
+        return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+    finally:
+        chat.done(task)
+        chat.metrics.ack_seconds.labels(event).observe(time.perf_counter() - started)
