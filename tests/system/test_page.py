@@ -477,7 +477,7 @@ async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,
                                   users: list[User]) -> None:
     """With a JWT secret, the page connects with the token from its link (then drops it
     from the address bar) and shows the token's name."""
-    from ..wire.test_auth import SECRET, token
+    from ..tokens import SECRET, token
     served = await serve(jwt_secret=SECRET)
     alice = await open_user(users, browser, served.url, token=token(name="alice"), room="t")
     await alice.in_room("t")
@@ -538,7 +538,7 @@ async def test_page_renews_its_token_from_the_token_url(serve: ServeFactory, bro
     """In token mode with --token-url, the page fetches a fresh token before its own
     expires and renews its connection with it: it outlives its first token on the same
     connection, while a client on a token of the same age is ended."""
-    from ..wire.test_auth import SECRET, token
+    from ..tokens import SECRET, token
     from ..wire.test_token_expiry import LIFETIME, Holder
     issued: list[str] = []
 
@@ -571,7 +571,7 @@ async def test_what_is_new_on_the_page(serve: ServeFactory, browser: Browser,
     opening the room on one shows it highlighted, marks it read and clears the
     badge on the other; the sender sees "Seen by"; a member's name opens a direct
     conversation, listed apart from rooms. Each state is screenshotted."""
-    from ..wire.test_auth import SECRET, token
+    from ..tokens import SECRET, token
     served = await serve(jwt_secret=SECRET)
     shot = "what-is-new"
     laptop = await open_user(users, browser, served.url, token=token(name="alice"), room="team")

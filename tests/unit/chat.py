@@ -1,23 +1,42 @@
-"""The chat's services with plain calls: the memory store, memory presence and a
-Wire that records what would go out, with no socket and no server."""
+"""The chat's services with plain calls: no socket and no server.
+
+:class:`Harness` is one node's :class:`~app.chat.services.Chat` on a store
+(in memory unless given one) and memory presence, with a Wire that records
+what would go out. :class:`LocalPeer` is a connection to it with the calls
+of the wire tier's :class:`~tests.conftest.Peer`: its events go through
+:func:`app.chat.events.handle`, as a socket's do, so it gets the very acks
+a client gets, and everything it sends and receives passes through msgpack,
+as on the wire. The chat's semantic tests (``test_chat.py``,
+``test_reading.py``, ...) run on it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgpack
+
 from app.chat.connections import Connection
+from app.chat.events import handle
 from app.chat.services import Chat
 from app.core.models import Sid
 from app.metrics import Metrics
 from app.presence.memory import MemoryPresence
 from app.settings import Settings
+from app.store import MessageStore, open_store
 from app.store.memory import MemoryStore
 
-from ..conftest import UNLIMITED
+from ..conftest import TIMEOUT, UNLIMITED
 
 Sent = tuple[str, Any]  # (event, data) as one connection receives it
+
+
+def over_the_wire(value: Any) -> Any:
+    """``value`` as the other side gets it (msgpack: tuples become lists)."""
+    return msgpack.unpackb(msgpack.packb(value), raw=False)
 
 
 class RecordingWire:
@@ -27,13 +46,18 @@ class RecordingWire:
         self.rooms: defaultdict[str, set[Sid]] = defaultdict(set)
         self.received: defaultdict[Sid, list[Sent]] = defaultdict(list)
         self.disconnected: list[Sid] = []
+        self.peers: dict[Sid, LocalPeer] = {}
 
     async def emit(self, event: str, data: Any = None, *, room: str | None = None,
                    skip_sid: Sid | Sequence[Sid] | None = None,
                    ignore_queue: bool = False) -> None:
         skipped = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         for sid in sorted(self.rooms.get(room or "", set()) - skipped):
-            self.received[sid].append((event, data))
+            peer = self.peers.get(sid)
+            if peer is None:
+                self.received[sid].append((event, data))
+            else:
+                peer.events[event].put_nowait(over_the_wire(data))
 
     async def enter_room(self, sid: Sid, room: str) -> None:
         self.rooms[room].add(sid)
@@ -43,9 +67,12 @@ class RecordingWire:
 
     async def disconnect(self, sid: Sid) -> None:
         self.disconnected.append(sid)
+        peer = self.peers.get(sid)
+        if peer is not None:
+            asyncio.get_running_loop().create_task(peer.disconnect("server disconnect"))
 
     def transport(self, sid: Sid) -> str:
-        return "websocket"
+        return "websocket" if sid in self.peers or sid in self.received else "gone"
 
     def take(self, conn: Connection, event: str | None = None) -> list[Any]:
         """What ``conn`` received (of ``event``) since last asked."""
@@ -54,17 +81,101 @@ class RecordingWire:
 
 
 class Harness:
-    """A node's chat services on in-memory backends."""
+    """A node's chat services on a store (memory unless given) and memory presence."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, store: MessageStore | None = None, **settings: Any) -> None:
         self.settings = Settings(**{**UNLIMITED, **settings})
-        self.store = MemoryStore()
+        self.store = store if store is not None else MemoryStore()
         self.presence = MemoryPresence()
         self.wire = RecordingWire()
         self.chat = Chat(self.settings, self.store, self.presence, Metrics(), self.wire)
         self._sids = 0
+        self.closed = False
+
+    @classmethod
+    async def open(cls, url: str, **settings: Any) -> Harness:
+        """A harness on the store at ``url``; :meth:`close` it."""
+        return cls(await open_store(url), **settings)
+
+    async def close(self) -> None:
+        """Disconnect every peer, stop the services and close the store (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        for peer in list(self.wire.peers.values()):
+            await peer.disconnect()
+        await self.chat.stop()
+        await self.store.close()
+
+    def _sid(self) -> Sid:
+        self._sids += 1
+        return Sid(f"sid{self._sids}")
 
     async def connect(self, name: str, **auth: Any) -> Connection:
-        self._sids += 1
-        return await self.chat.connections.open(Sid(f"sid{self._sids}"),
-                                                auth or {"name": name}, "127.0.0.1")
+        return await self.chat.connections.open(self._sid(), auth or {"name": name},
+                                                "127.0.0.1")
+
+    async def peer(self, name: str, *, auth: dict[str, Any] | None = None) -> LocalPeer:
+        """A connected :class:`LocalPeer`; a refused one raises ChatError."""
+        sid = self._sid()
+        await self.chat.connections.open(sid, over_the_wire(auth or {"name": name}),
+                                         "127.0.0.1")
+        self.wire.peers[sid] = LocalPeer(self, name, sid)
+        return self.wire.peers[sid]
+
+
+class LocalPeer:
+    """A connection to a :class:`Harness`, with the calls of the wire tier's Peer."""
+
+    def __init__(self, node: Harness, name: str, sid: Sid) -> None:
+        self.node = node
+        self.name = name
+        self.sid = sid
+        self.connected = True
+        self.events: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+
+    async def call(self, event: str, *args: Any) -> Any:
+        ack = await handle(self.node.chat, self.sid, event,
+                           tuple(over_the_wire(arg) for arg in args))
+        return over_the_wire(ack)
+
+    async def ok(self, event: str, data: Any = None) -> dict[str, Any]:
+        """Call and assert success."""
+        ack = await self.call(event, data) if data is not None else await self.call(event)
+        assert ack["ok"] is True, ack
+        return dict(ack)
+
+    async def next(self, event: str) -> Any:
+        return await asyncio.wait_for(self.events[event].get(), TIMEOUT)
+
+    def pending(self, event: str) -> list[Any]:
+        """Events of this kind received and not yet taken."""
+        queue = self.events[event]
+        return [queue.get_nowait() for _ in range(queue.qsize())]
+
+    async def join(self, room: str, **extra: Any) -> dict[str, Any]:
+        return await self.ok("join", {"room": room, **extra})
+
+    async def send(self, room: str, text: str, **extra: Any) -> dict[str, Any]:
+        ack = await self.ok("send", {"room": room, "text": text, **extra})
+        return dict(ack["message"])
+
+    async def occupancy(self) -> list[tuple[str, int]]:
+        """The rooms list as (name, members), without where this person stands."""
+        return [(r["name"], r["members"]) for r in (await self.ok("rooms"))["rooms"]]
+
+    async def disconnect(self, reason: str = "client disconnect") -> None:
+        """Close the connection as the transport would: out of every room."""
+        if not self.connected:
+            return
+        self.connected = False
+        chat, wire = self.node.chat, self.node.wire
+        conn = chat.connections.close(self.sid)
+        if conn is not None:
+            await chat.disconnected(conn, reason)
+        for members in wire.rooms.values():
+            members.discard(self.sid)
+        del wire.peers[self.sid]
+
+
+LocalPeerFactory = Callable[..., Awaitable[LocalPeer]]

@@ -15,14 +15,7 @@ from app.core.errors import ChatError
 from client import ChatClient, ChatClientError
 
 from ..conftest import TIMEOUT, ServeFactory, Served, sio_client
-
-SECRET = "test-secret-not-for-production-0123456789"
-OTHER = "some-other-secret-of-a-proper-length-0123"
-
-
-def token(secret: str = SECRET, **claims: Any) -> str:
-    claims.setdefault("exp", int(time.time()) + 600)
-    return jwt.encode(claims, secret, algorithm="HS256")
+from ..tokens import OTHER, SECRET, token
 
 
 def test_identify() -> None:

@@ -1,6 +1,8 @@
-"""The /chat protocol end to end: real server, real clients (on WebSocket and
-msgpack; the tests where the wire matters on both transports and both
-serializers)."""
+"""The /chat events over the wire: real server, real clients. What the events
+mean is tested without sockets (``tests/unit/test_chat.py``); here is what
+the wire adds: both transports in one room, a malformed payload and the
+reserved event names on every transport and serializer, events sent without
+asking for an ack, refused connects, pipelined sends keeping their order."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import socketio
 from app.chat.namespace import NAMESPACE
 from app.core.models import RoomName
 
-from ..conftest import TIMEOUT, Peer, PeerFactory, Served, sio_client
+from ..conftest import Peer, PeerFactory, Served, sio_client
+from ..unit.test_chat import MALFORMED
 
 
 async def barrier(sender: Peer, receiver: Peer, room: str) -> None:
@@ -25,139 +28,6 @@ async def barrier(sender: Peer, receiver: Peer, room: str) -> None:
     marker = await sender.send(room, "-- barrier --")
     while (await receiver.next("message"))["seq"] != marker["seq"]:
         pass
-
-
-async def test_join_send_receive(peer: PeerFactory) -> None:
-    """Members of a room get each other's messages; the sender gets its ack instead."""
-    alice, bob = await peer("alice"), await peer("bob")
-    ack = await bob.join("lobby")
-    assert ack == {"ok": True, "room": "lobby", "seq": 0, "members": ["bob"],
-                   "messages": [], "more": False, "read": 0, "unread": 0, "mentions": 0,
-                   "receipts": [{"user": "bob", "seq": 0}]}
-    ack = await alice.join("lobby")
-    assert ack["members"] == ["alice", "bob"]
-    message = await alice.send("lobby", "hello bob", client_id="c-1")
-    assert message["room"] == "lobby" and message["seq"] == 1
-    assert message["from"] == "alice" and message["text"] == "hello bob"
-    assert message["client_id"] == "c-1" and isinstance(message["ts"], int)
-    assert await bob.next("message") == message
-    reply = await bob.send("lobby", "hi alice")
-    assert reply["seq"] == 2 and reply["client_id"] is None
-    assert await alice.next("message") == reply
-    assert alice.pending("message") == []  # alice never got her own message back
-
-
-async def test_join_returns_latest_fifty_and_more(peer: PeerFactory) -> None:
-    """join without since returns the last 50 messages and more=True when older exist."""
-    alice = await peer("alice")
-    await alice.join("busy")
-    for i in range(1, 61):
-        await alice.send("busy", f"m{i}")
-    bob = await peer("bob")
-    ack = await bob.join("busy")
-    assert ack["seq"] == 60 and ack["more"] is True
-    assert [m["seq"] for m in ack["messages"]] == list(range(11, 61))
-
-
-async def test_rooms_isolate_traffic(peer: PeerFactory) -> None:
-    """Nothing sent, typed or joined in one room reaches a member of another."""
-    alice, bob, carol = await peer("alice"), await peer("bob"), await peer("carol")
-    await alice.join("red")
-    await bob.join("blue")
-    await carol.join("red")
-    await carol.join("blue")
-    await alice.send("red", "secret")
-    await alice.ok("typing", {"room": "red", "active": True})
-    await alice.join("green")
-    await barrier(carol, bob, "blue")
-    assert bob.pending("message") == [] and bob.pending("typing") == []
-    assert bob.pending("presence") == [
-        {"room": "blue", "user": "carol", "event": "join", "members": ["bob", "carol"]}]
-
-
-async def test_idempotent_send_is_stored_and_delivered_once(peer: PeerFactory) -> None:
-    """Repeating a send with the same client_id returns the stored message, no new broadcast."""
-    alice, bob = await peer("alice"), await peer("bob")
-    await alice.join("lobby")
-    await bob.join("lobby")
-    first = await alice.send("lobby", "once", client_id="abc")
-    again = await alice.send("lobby", "once", client_id="abc")
-    assert again == first
-    assert await bob.next("message") == first
-    await barrier(alice, bob, "lobby")
-    assert bob.pending("message") == []
-    history = await bob.ok("history", {"room": "lobby"})
-    assert [m["text"] for m in history["messages"]] == ["once", "-- barrier --"]
-
-
-async def test_history_pages_back_to_the_first_message(peer: PeerFactory) -> None:
-    """history with before= walks back page by page to seq 1; after= walks forward."""
-    alice = await peer("alice")
-    await alice.join("log")
-    for i in range(1, 131):
-        await alice.send("log", f"m{i}")
-    page = await alice.ok("history", {"room": "log", "limit": 60})
-    seqs = [m["seq"] for m in page["messages"]]
-    assert seqs == list(range(71, 131)) and page["more"]
-    while page["more"]:
-        page = await alice.ok("history", {"room": "log", "before": seqs[0], "limit": 60})
-        seqs = [m["seq"] for m in page["messages"]] + seqs
-    assert seqs == list(range(1, 131))
-    forward = await alice.ok("history", {"room": "log", "after": 125})
-    assert [m["seq"] for m in forward["messages"]] == [126, 127, 128, 129, 130]
-    assert forward["more"] is False
-
-
-async def test_join_since_returns_what_was_missed(peer: PeerFactory) -> None:
-    """Rejoining with since gets every later message, ascending, up to 500 at once."""
-    alice, bob = await peer("alice"), await peer("bob")
-    await alice.join("r")
-    for i in range(1, 6):
-        await alice.send("r", f"m{i}")
-    ack = await bob.join("r", since=2)
-    assert [m["seq"] for m in ack["messages"]] == [3, 4, 5] and ack["more"] is False
-    assert ack["seq"] == 5
-    assert (await bob.join("r", since=5))["messages"] == []
-
-
-async def test_join_since_caps_at_five_hundred(peer: PeerFactory) -> None:
-    """A since more than 500 messages back returns 500 and more=True."""
-    alice = await peer("alice")
-    await alice.join("big")
-    await asyncio.gather(*(alice.send("big", f"m{i}") for i in range(520)))
-    ack = await alice.join("big", since=0)
-    assert [m["seq"] for m in ack["messages"]] == list(range(1, 501))
-    assert ack["more"] is True and ack["seq"] == 520
-
-
-async def test_pipelined_sends_keep_their_order(peer: PeerFactory) -> None:
-    """Sends fired without waiting for acks are stored in the order they were sent."""
-    alice, bob = await peer("alice"), await peer("bob")
-    await alice.join("pipe")
-    await bob.join("pipe")
-    acks: asyncio.Queue[Any] = asyncio.Queue()
-    for i in range(100):
-        await alice.sio.emit("send", {"room": "pipe", "text": f"m{i}"}, namespace="/chat",
-                             callback=acks.put_nowait)
-    results = [await asyncio.wait_for(acks.get(), 5) for _ in range(100)]
-    by_text = {r["message"]["text"]: r["message"]["seq"] for r in results}
-    assert [by_text[f"m{i}"] for i in range(100)] == list(range(1, 101))
-    received = [(await bob.next("message"))["text"] for _ in range(100)]
-    assert received == [f"m{i}" for i in range(100)]
-
-
-async def test_concurrent_senders_get_gap_free_seq(peer: PeerFactory) -> None:
-    """Many clients sending at once get seq 1..N without gaps; a watcher sees them in order."""
-    senders = [await peer(f"s{i}") for i in range(5)]
-    watcher = await peer("watcher")
-    await watcher.join("race")
-    for s in senders:
-        await s.join("race")
-    sent = await asyncio.gather(*(s.send("race", f"{s.name}-{j}")
-                                  for j in range(20) for s in senders))
-    assert sorted(m["seq"] for m in sent) == list(range(1, 101))
-    seen = [(await watcher.next("message"))["seq"] for _ in range(100)]
-    assert seen == list(range(1, 101))
 
 
 @pytest.mark.matrix
@@ -173,110 +43,18 @@ async def test_mixed_transports_share_a_room(served: Served, peer: PeerFactory) 
     assert await ws.next("message") == from_poll
 
 
-async def test_presence_join_leave_and_several_connections(peer: PeerFactory) -> None:
-    """presence fires when a name's first connection joins and its last one leaves."""
-    watcher = await peer("watcher")
-    await watcher.join("p")
-    alice1, alice2 = await peer("alice"), await peer("alice")
-    await alice1.join("p")
-    assert await watcher.next("presence") == {
-        "room": "p", "user": "alice", "event": "join", "members": ["alice", "watcher"]}
-    ack = await alice2.join("p")
-    assert ack["members"] == ["alice", "watcher"]
-    await alice1.ok("leave", {"room": "p"})
-    await alice2.sio.disconnect()
-    assert await watcher.next("presence") == {
-        "room": "p", "user": "alice", "event": "leave", "members": ["watcher"]}
-    assert watcher.pending("presence") == []  # one join and one leave for alice
-
-
-async def test_leave_stops_delivery(peer: PeerFactory) -> None:
-    """After leave, a connection gets nothing more from the room and cannot send to it."""
-    alice, bob = await peer("alice"), await peer("bob")
-    await alice.join("r")
-    await bob.join("r")
-    await bob.join("other")
-    await alice.join("other")
-    assert await bob.ok("leave", {"room": "r"}) == {"ok": True}
-    await alice.send("r", "not for bob")
-    await barrier(alice, bob, "other")
-    assert bob.pending("message") == []
-    refused = await bob.call("send", {"room": "r", "text": "x"})
-    assert refused["error"]["code"] == "not_member"
-
-
-async def test_typing_reaches_the_others(peer: PeerFactory) -> None:
-    """typing is relayed to the other members with the sender's name."""
-    alice, bob = await peer("alice"), await peer("bob")
-    await alice.join("t")
-    await bob.join("t")
-    await alice.ok("typing", {"room": "t", "active": True})
-    assert await bob.next("typing") == {"room": "t", "user": "alice", "active": True}
-    await alice.ok("typing", {"room": "t", "active": False})
-    assert await bob.next("typing") == {"room": "t", "user": "alice", "active": False}
-
-
-async def test_rooms_lists_occupied_rooms(peer: PeerFactory) -> None:
-    """rooms lists every room with anyone present and its member count, the
-    person's own rooms first, with where they stand."""
-    alice, bob = await peer("alice"), await peer("bob")
-    assert await alice.ok("rooms") == {"ok": True, "rooms": []}
-    await alice.join("a")
-    await bob.join("a")
-    await bob.join("b")
-    mine = {"name": "a", "read": 0, "unread": 0, "mentions": 0, "seq": 0}
-    expected = [{**mine, "members": 2}, {"name": "b", "members": 1}]
-    assert (await alice.ok("rooms"))["rooms"] == expected
-    assert (await alice.ok("rooms", {}))["rooms"] == expected
-    await bob.sio.disconnect()
-    assert (await alice.ok("rooms"))["rooms"] == [{**mine, "members": 1}]
-
-
-MALFORMED: list[tuple[str, Any]] = [
-    ("join", None), ("join", "lobby"), ("join", {}), ("join", {"room": "bad room"}),
-    ("join", {"room": "x", "since": "1"}), ("join", [1, 2]), ("join", 42),
-    ("leave", {"room": 7}), ("send", None), ("send", {"room": "lobby"}),
-    ("send", {"room": "lobby", "text": ""}), ("send", {"room": "lobby", "text": ["x"]}),
-    ("send", {"room": "lobby", "text": "x", "client_id": 9}),
-    ("history", {"room": "lobby", "limit": 0}), ("history", {"room": "lobby", "before": "x"}),
-    ("history", {"room": "lobby", "before": 3, "after": 1}),
-    ("typing", {"room": "lobby"}), ("typing", {"room": "lobby", "active": "yes"}),
-    ("rooms", "all"), ("nosuchevent", {}), ("disconnect", None), ("connect", {"name": "x"}),
-]
-
-
-@pytest.mark.parametrize("event, payload", MALFORMED)
-async def test_malformed_payloads_get_an_error_ack(peer: PeerFactory, event: str,
-                                                   payload: Any) -> None:
-    """Malformed payloads get bad_request; nothing is stored or sent; the connection stays."""
-    alice, bob = await peer("alice"), await peer("bob")
-    await alice.join("lobby")
-    await bob.join("lobby")
-    ack = await alice.call(event, payload) if payload is not None else await alice.call(event)
-    assert ack["ok"] is False and ack["error"]["code"] == "bad_request", ack
-    assert isinstance(ack["error"]["message"], str) and ack["error"]["message"]
-    assert "Traceback" not in ack["error"]["message"]
-    await barrier(alice, bob, "lobby")  # alice still works, bob got nothing else
-    assert bob.pending("message") == [] and bob.pending("presence") == []
-    assert (await bob.ok("history", {"room": "lobby"}))["messages"][0]["seq"] == 1
-
-
 @pytest.mark.matrix
 async def test_a_malformed_payload_is_answered_over_every_transport_and_serializer(
         peer: PeerFactory) -> None:
-    """One malformed payload per transport and serializer (the list above runs on
-    the defaults: parsing is the same whatever carried the payload)."""
+    """A malformed payload, an unknown event and the names Socket.IO reserves,
+    on every transport and serializer (the whole list of malformed payloads is
+    a unit test: parsing is the same whatever carried the payload)."""
     alice = await peer("alice")
-    ack = await alice.call("send", {"room": "lobby", "text": ["x"]})
-    assert ack["ok"] is False and ack["error"]["code"] == "bad_request", ack
+    for event, payload in [("send", {"room": "lobby", "text": ["x"]}), ("nosuchevent", {}),
+                           ("disconnect", None), ("connect", {"name": "x"})]:
+        ack = await alice.call(event, payload) if payload is not None else await alice.call(event)
+        assert ack["ok"] is False and ack["error"]["code"] == "bad_request", (event, ack)
     assert (await alice.join("lobby"))["ok"]
-
-
-async def test_more_than_one_argument_is_refused(peer: PeerFactory) -> None:
-    """An event with two payload arguments is bad_request, not a crash."""
-    alice = await peer("alice")
-    ack = await alice.call("join", {"room": "a"}, {"room": "b"})
-    assert ack["error"]["code"] == "bad_request"
 
 
 async def test_events_without_ack_harm_nothing(served: Served, peer: PeerFactory) -> None:
@@ -289,31 +67,6 @@ async def test_events_without_ack_harm_nothing(served: Served, peer: PeerFactory
     assert (await bob.next("message"))["text"] == "no ack"
     await barrier(alice, bob, "lobby")
     assert served.chat.connections[alice.sid].rooms == {RoomName("lobby")}
-
-
-async def test_member_only_events(peer: PeerFactory) -> None:
-    """send, history, typing and leave are not_member until the connection joins."""
-    alice = await peer("alice")
-    for event, payload in [("send", {"room": "r", "text": "x"}), ("history", {"room": "r"}),
-                           ("typing", {"room": "r", "active": True}), ("leave", {"room": "r"})]:
-        ack = await alice.call(event, payload)
-        assert ack["error"]["code"] == "not_member", (event, ack)
-
-
-async def test_too_long_text_is_too_large(serve: Any, serializer: str, transport: str) -> None:
-    """Text over the configured limit is too_large and stores nothing."""
-    served = await serve(serializer=serializer, max_text_length=10)
-    sio = sio_client(serializer)
-    await sio.connect(served.url, auth={"name": "a"}, namespaces=[NAMESPACE],
-                      transports=[transport], wait_timeout=TIMEOUT)
-    try:
-        await sio.call("join", {"room": "r"}, namespace=NAMESPACE)
-        ack = await sio.call("send", {"room": "r", "text": "x" * 11}, namespace=NAMESPACE)
-        assert ack["error"]["code"] == "too_large"
-        ok = await sio.call("send", {"room": "r", "text": "é" * 10}, namespace=NAMESPACE)
-        assert ok["message"]["seq"] == 1
-    finally:
-        await sio.disconnect()
 
 
 @pytest.mark.parametrize("auth", [None, {}, {"name": ""}, {"name": "x" * 33},
@@ -330,3 +83,19 @@ async def test_bad_names_are_refused_at_connect(served: Served, transport: str,
     error = await asyncio.wait_for(errors.get(), 5)
     assert error["data"]["code"] == "bad_name" and error["data"]["message"]
     assert served.chat.connections == {}
+
+
+async def test_pipelined_sends_keep_their_order(peer: PeerFactory) -> None:
+    """Sends fired without waiting for acks are stored in the order they were sent."""
+    alice, bob = await peer("alice"), await peer("bob")
+    await alice.join("pipe")
+    await bob.join("pipe")
+    acks: asyncio.Queue[Any] = asyncio.Queue()
+    for i in range(100):
+        await alice.sio.emit("send", {"room": "pipe", "text": f"m{i}"}, namespace="/chat",
+                             callback=acks.put_nowait)
+    results = [await asyncio.wait_for(acks.get(), 5) for _ in range(100)]
+    by_text = {r["message"]["text"]: r["message"]["seq"] for r in results}
+    assert [by_text[f"m{i}"] for i in range(100)] == list(range(1, 101))
+    received = [(await bob.next("message"))["text"] for _ in range(100)]
+    assert received == [f"m{i}" for i in range(100)]

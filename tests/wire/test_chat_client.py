@@ -21,7 +21,7 @@ from client.chat_client import MAX_INTERNAL_RETRIES
 
 from ..conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory, until
 from ..proxy import Proxy
-from .test_auth import SECRET, token
+from ..tokens import SECRET, token
 
 pytestmark = pytest.mark.matrix("transport")  # the client's transports: connect, upgrade, reconnect
 

@@ -13,7 +13,7 @@ from app.store.memory import MemoryStore
 from client import ChatClient
 
 from ..conftest import TIMEOUT, ServeFactory, Served, sio_client, until
-from .test_auth import SECRET, OTHER, token
+from ..tokens import SECRET, OTHER, token
 
 LIFETIME = 2  # seconds of a short-lived token (exp has a resolution of one second)
 

@@ -1,6 +1,6 @@
-"""Edits, deletes, reactions and replies on the wire: each change is an entry of
-the room's stream, broadcast like a message and recovered like one (both
-transports, both serializers)."""
+"""Edits, deletes, reactions and replies: each change is an entry of the room's
+stream, broadcast like a message and recovered like one (through the events'
+acks on a node's services, no socket: tests/unit/chat.py)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,23 @@ from typing import Any
 
 import pytest
 
-from app.chat.namespace import NAMESPACE
+from ..tokens import SECRET, token
+from .chat import LocalPeer, LocalPeerFactory
+from .conftest import NodeFactory
 
-from ..conftest import TIMEOUT, Peer, PeerFactory, ServeFactory, sio_client
-from .test_auth import SECRET, token
 
-
-async def call_ok(peer: Peer, event: str, **data: Any) -> dict[str, Any]:
+async def call_ok(peer: LocalPeer, event: str, **data: Any) -> dict[str, Any]:
     return await peer.ok(event, data)
 
 
-async def refused(peer: Peer, event: str, **data: Any) -> str:
+async def refused(peer: LocalPeer, event: str, **data: Any) -> str:
     ack = await peer.call(event, data)
     assert ack["ok"] is False, ack
     assert set(ack["error"]) >= {"code", "message"}
     return str(ack["error"]["code"])
 
 
-async def test_changes_reach_the_room_in_the_order_of_its_stream(peer: PeerFactory) -> None:
+async def test_changes_reach_the_room_in_the_order_of_its_stream(peer: LocalPeerFactory) -> None:
     """alice edits her message, bob reacts, alice deletes it: carol receives the
     message and each change once, numbered on from it without a gap; each ack
     has the message as it stands; the one who changes gets no event of it."""
@@ -56,7 +55,7 @@ async def test_changes_reach_the_room_in_the_order_of_its_stream(peer: PeerFacto
     assert page["messages"] == [gone["message"], marker] and "changes" not in page
 
 
-async def test_a_rejoin_gets_the_changes_it_missed_once_in_order(peer: PeerFactory) -> None:
+async def test_a_rejoin_gets_the_changes_it_missed_once_in_order(peer: LocalPeerFactory) -> None:
     """carol saw message 1 and left; meanwhile it was edited and reacted to, a
     reply was sent and deleted. Her join with since=1 brings every entry after
     1: the reply as it stands and the changes, together seqs 2..6; paging
@@ -87,7 +86,7 @@ async def test_a_rejoin_gets_the_changes_it_missed_once_in_order(peer: PeerFacto
         (1, "first!", False), (3, "", True)]
 
 
-async def test_bad_changes_are_refused_and_harm_nothing(peer: PeerFactory) -> None:
+async def test_bad_changes_are_refused_and_harm_nothing(peer: LocalPeerFactory) -> None:
     """Each refusal has its code; the connection stays up and the room untouched."""
     alice, bob = await peer("alice"), await peer("bob")
     await alice.join("r")
@@ -111,7 +110,7 @@ async def test_bad_changes_are_refused_and_harm_nothing(peer: PeerFactory) -> No
     assert page["messages"][0]["text"] == "" and "reactions" not in page["messages"][0]
 
 
-async def test_emoji_sequences_are_one_reaction(peer: PeerFactory) -> None:
+async def test_emoji_sequences_are_one_reaction(peer: LocalPeerFactory) -> None:
     """Flags, skin tones, ZWJ sequences, keycaps and variation selectors."""
     alice = await peer("alice")
     await alice.join("r")
@@ -123,7 +122,7 @@ async def test_emoji_sequences_are_one_reaction(peer: PeerFactory) -> None:
         "🇫🇷", "👩🏽‍💻", "1️⃣", "❤️", "👍🏿"]
 
 
-async def test_a_retried_change_applies_and_is_broadcast_once(peer: PeerFactory) -> None:
+async def test_a_retried_change_applies_and_is_broadcast_once(peer: LocalPeerFactory) -> None:
     alice, bob = await peer("alice"), await peer("bob")
     await alice.join("r")
     await bob.join("r")
@@ -140,7 +139,7 @@ async def test_a_retried_change_applies_and_is_broadcast_once(peer: PeerFactory)
     assert bob.pending("change") == []
 
 
-async def test_a_second_reaction_of_one_person_counts_once(peer: PeerFactory) -> None:
+async def test_a_second_reaction_of_one_person_counts_once(peer: LocalPeerFactory) -> None:
     """bob reacts from two connections: one reaction, one change event."""
     alice, bob, bob2 = await peer("alice"), await peer("bob"), await peer("bob")
     for member in (alice, bob, bob2):
@@ -158,29 +157,21 @@ async def test_a_second_reaction_of_one_person_counts_once(peer: PeerFactory) ->
 
 
 @pytest.mark.parametrize("moderator", [True, False])
-async def test_a_moderator_may_delete_anyones_message(serve: ServeFactory,
+async def test_a_moderator_may_delete_anyones_message(serve: NodeFactory, peer: LocalPeerFactory,
                                                       moderator: bool) -> None:
     """In token mode a token with "moderator": true deletes others' messages (and
     still cannot edit them); without it, a delete of another's is forbidden."""
     served = await serve(jwt_secret=SECRET)
-    peers = []
-    for name, is_moderator in (("alice", False), ("mod", moderator)):
-        sio = sio_client(served.settings.serializer)
-        await sio.connect(served.url, auth={"token": token(name=name, moderator=is_moderator)},
-                          namespaces=[NAMESPACE], wait_timeout=TIMEOUT)
-        peers.append(Peer(name, sio))
-    alice, mod = peers
-    try:
-        await alice.join("r")
-        await mod.join("r")
-        await alice.send("r", "rule-breaking text")
-        if moderator:
-            gone = await call_ok(mod, "delete", room="r", seq=1)
-            assert gone["message"]["deleted"] is True
-        else:
-            assert await refused(mod, "delete", room="r", seq=1) == "forbidden"
-        assert await refused(mod, "edit", room="r", seq=1, text="mine") in (
-            "forbidden", "not_found")
-    finally:
-        for p in peers:
-            await p.sio.disconnect()
+    alice, mod = [await peer(name, server=served,
+                             auth={"token": token(name=name, moderator=is_moderator)})
+                  for name, is_moderator in (("alice", False), ("mod", moderator))]
+    await alice.join("r")
+    await mod.join("r")
+    await alice.send("r", "rule-breaking text")
+    if moderator:
+        gone = await call_ok(mod, "delete", room="r", seq=1)
+        assert gone["message"]["deleted"] is True
+    else:
+        assert await refused(mod, "delete", room="r", seq=1) == "forbidden"
+    assert await refused(mod, "edit", room="r", seq=1, text="mine") in (
+        "forbidden", "not_found")

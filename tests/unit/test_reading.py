@@ -1,6 +1,6 @@
-"""Knowing what is new, on the wire: read markers, unread counts, "your rooms",
-mentions, read receipts and direct conversations (each test on both
-transports and both serializers)."""
+"""Knowing what is new: read markers, unread counts, "your rooms", mentions,
+read receipts and direct conversations, through the events' acks on a
+node's services (no socket: tests/unit/chat.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from app.core.models import RoomName
 from app.chat.receipts import Receipts
 from app.store.markers import RECEIPTS_LISTED
 
-from ..conftest import TIMEOUT, Peer, PeerFactory, ServeFactory, Served
-from .test_auth import SECRET, token
+from ..conftest import TIMEOUT
+from ..tokens import SECRET, token
+from .chat import Harness, LocalPeer, LocalPeerFactory
+from .conftest import NodeFactory
 
 
-async def test_a_join_says_where_the_person_stands(peer: PeerFactory) -> None:
+async def test_a_join_says_where_the_person_stands(peer: LocalPeerFactory) -> None:
     """Back in a room, a person learns their marker, how many messages came
     from others since, and how many of those mention them."""
     alice, bob = await peer("alice"), await peer("bob")
@@ -37,7 +39,7 @@ async def test_a_join_says_where_the_person_stands(peer: PeerFactory) -> None:
     assert read == {"ok": True, "room": "r", "read": 2, "unread": 1, "mentions": 1, "seq": 3}
 
 
-async def test_a_marker_never_moves_back_nor_past_the_latest(peer: PeerFactory) -> None:
+async def test_a_marker_never_moves_back_nor_past_the_latest(peer: LocalPeerFactory) -> None:
     alice, bob = await peer("alice"), await peer("bob")
     await alice.join("r")
     await bob.join("r")
@@ -48,7 +50,7 @@ async def test_a_marker_never_moves_back_nor_past_the_latest(peer: PeerFactory) 
     assert (await alice.ok("read", {"room": "r", "seq": 100}))["read"] == 4
 
 
-async def test_reading_on_one_connection_clears_the_others(peer: PeerFactory) -> None:
+async def test_reading_on_one_connection_clears_the_others(peer: LocalPeerFactory) -> None:
     """A person's phone and laptop: a mark on one reaches the other at once,
     even where the other has not joined the room."""
     laptop, phone, bob = await peer("alice"), await peer("alice"), await peer("bob")
@@ -63,15 +65,15 @@ async def test_reading_on_one_connection_clears_the_others(peer: PeerFactory) ->
     assert bob.pending("read") == []
 
 
-async def test_your_rooms_are_listed_when_nobody_is_in_them(peer: PeerFactory) -> None:
+async def test_your_rooms_are_listed_when_nobody_is_in_them(peer: LocalPeerFactory) -> None:
     alice = await peer("alice")
     for room in ("quiet", "busy"):
         await alice.join(room)
-    await alice.sio.disconnect()
+    await alice.disconnect()
     bob = await peer("bob")
     await bob.join("busy")
     await bob.send("busy", "while you were away, @alice")
-    await bob.sio.disconnect()
+    await bob.disconnect()
     alice = await peer("alice")
     rooms = (await alice.ok("rooms"))["rooms"]
     assert rooms == [
@@ -79,7 +81,7 @@ async def test_your_rooms_are_listed_when_nobody_is_in_them(peer: PeerFactory) -
         {"name": "quiet", "members": 0, "read": 0, "unread": 0, "mentions": 0, "seq": 0}]
 
 
-async def test_a_mention_reaches_the_person_outside_the_room(peer: PeerFactory) -> None:
+async def test_a_mention_reaches_the_person_outside_the_room(peer: LocalPeerFactory) -> None:
     """Names in any script, with spaces in braces; not the sender; at most
     MAX_MENTIONS people per message."""
     bob = await peer("bob")
@@ -97,7 +99,7 @@ async def test_a_mention_reaches_the_person_outside_the_room(peer: PeerFactory) 
     assert (await carol.next("mention"))["message"]["text"] == "@carol last"
 
 
-async def test_read_receipts_reach_the_room(peer: PeerFactory) -> None:
+async def test_read_receipts_reach_the_room(peer: LocalPeerFactory) -> None:
     alice, bob = await peer("alice"), await peer("bob")
     await alice.join("r")
     await bob.join("r")
@@ -114,7 +116,7 @@ async def test_read_receipts_reach_the_room(peer: PeerFactory) -> None:
         ("alice", 1), ("carol", 1), ("bob", 0)}
 
 
-async def test_receipts_can_be_turned_off(serve: ServeFactory, peer: PeerFactory) -> None:
+async def test_receipts_can_be_turned_off(serve: NodeFactory, peer: LocalPeerFactory) -> None:
     served = await serve(read_receipts=False)
     alice, bob = await peer("alice", server=served), await peer("bob", server=served)
     await alice.join("r")
@@ -135,7 +137,7 @@ MALFORMED: list[tuple[str, Any]] = [
 
 @pytest.mark.parametrize("event,data", MALFORMED)
 async def test_malformed_reads_and_directs_are_refused(
-        serve: ServeFactory, peer: PeerFactory, event: str, data: Any) -> None:
+        serve: NodeFactory, peer: LocalPeerFactory, event: str, data: Any) -> None:
     served = await serve(jwt_secret=SECRET)
     alice = await peer("alice", server=served, auth={"token": token(name="alice")})
     await alice.join("r")
@@ -144,7 +146,7 @@ async def test_malformed_reads_and_directs_are_refused(
     assert (await alice.ok("read", {"room": "r", "seq": 0}))["read"] == 0  # still up
 
 
-async def test_reading_a_room_not_joined_is_refused(peer: PeerFactory) -> None:
+async def test_reading_a_room_not_joined_is_refused(peer: LocalPeerFactory) -> None:
     alice = await peer("alice")
     ack = await alice.call("read", {"room": "r", "seq": 1})
     assert ack["error"]["code"] == "not_member"
@@ -153,12 +155,12 @@ async def test_reading_a_room_not_joined_is_refused(peer: PeerFactory) -> None:
 # -- direct conversations -------------------------------------------------------
 
 
-async def token_peer(peer: PeerFactory, served: Served, name: str) -> Peer:
+async def token_peer(peer: LocalPeerFactory, served: Harness, name: str) -> LocalPeer:
     return await peer(name, server=served, auth={"token": token(name=name)})
 
 
 async def test_a_direct_conversation_is_for_its_participants_only(
-        serve: ServeFactory, peer: PeerFactory) -> None:
+        serve: NodeFactory, peer: LocalPeerFactory) -> None:
     served = await serve(jwt_secret=SECRET)
     alice, bob, carol = [await token_peer(peer, served, n) for n in ("alice", "bob", "carol")]
     opened = await alice.ok("direct", {"with": ["bob", "bob"]})
@@ -196,7 +198,7 @@ async def test_a_direct_conversation_is_for_its_participants_only(
     assert carol.pending("message") == [] and carol.pending("mention") == []
 
 
-async def test_direct_conversations_need_token_mode(peer: PeerFactory) -> None:
+async def test_direct_conversations_need_token_mode(peer: LocalPeerFactory) -> None:
     alice = await peer("alice")
     for event, data in (("direct", {"with": ["bob"]}),
                         ("join", {"room": direct_room(["alice", "bob"])})):
@@ -205,8 +207,8 @@ async def test_direct_conversations_need_token_mode(peer: PeerFactory) -> None:
         assert "token mode" in ack["error"]["message"]
 
 
-async def test_a_group_conversation_has_up_to_ten_people(serve: ServeFactory,
-                                                         peer: PeerFactory) -> None:
+async def test_a_group_conversation_has_up_to_ten_people(serve: NodeFactory,
+                                                         peer: LocalPeerFactory) -> None:
     served = await serve(jwt_secret=SECRET)
     alice = await token_peer(peer, served, "alice")
     group = await alice.ok("direct", {"with": [f"p{i}" for i in range(9)]})
@@ -216,7 +218,7 @@ async def test_a_group_conversation_has_up_to_ten_people(serve: ServeFactory,
 
 
 async def test_a_token_limited_to_some_rooms_is_not_shown_mentions(
-        serve: ServeFactory, peer: PeerFactory) -> None:
+        serve: NodeFactory, peer: LocalPeerFactory) -> None:
     """A mention would show a message of any room: a connection whose token admits it
     to some rooms only gets none, but its person's read markers still reach it."""
     served = await serve(jwt_secret=SECRET)
@@ -234,7 +236,7 @@ async def test_a_token_limited_to_some_rooms_is_not_shown_mentions(
     assert limited.pending("mention") == []
 
 
-async def test_counts_survive_a_restart(serve: ServeFactory, peer: PeerFactory,
+async def test_counts_survive_a_restart(serve: NodeFactory, peer: LocalPeerFactory,
                                         tmp_path: Any) -> None:
     store = f"sqlite:///{tmp_path}/kept.db"
     first = await serve(store=store)
@@ -245,8 +247,8 @@ async def test_counts_survive_a_restart(serve: ServeFactory, peer: PeerFactory,
         await bob.send("r", text)
     await alice.ok("read", {"room": "r", "seq": 1})
     for user in (alice, bob):
-        await user.sio.disconnect()
-    await first.server.close()
+        await user.disconnect()
+    await first.close()
     second = await serve(store=store)
     again = await peer("alice", server=second)
     (mine,) = (await again.ok("rooms"))["rooms"]
@@ -275,8 +277,8 @@ async def test_a_round_of_receipts_is_one_bounded_event_per_room() -> None:
     await receipts.close()
 
 
-async def test_guessing_direct_rooms_is_held_to_the_join_rate(serve: ServeFactory,
-                                                              peer: PeerFactory) -> None:
+async def test_guessing_direct_rooms_is_held_to_the_join_rate(serve: NodeFactory,
+                                                              peer: LocalPeerFactory) -> None:
     """Each guess costs the store a read: it is charged to the join bucket first."""
     served = await serve(jwt_secret=SECRET, join_rate=0.01, join_burst=3)
     carol = await token_peer(peer, served, "carol")
@@ -286,7 +288,7 @@ async def test_guessing_direct_rooms_is_held_to_the_join_rate(serve: ServeFactor
 
 
 async def test_opening_conversation_after_conversation_with_one_person_is_bounded(
-        serve: ServeFactory, peer: PeerFactory) -> None:
+        serve: NodeFactory, peer: LocalPeerFactory) -> None:
     """A person may open only so many different direct conversations that include
     the same other person per hour (here 3): the next, a group with a made-up
     third name, is rate_limited; opening one of them again, or one with someone

@@ -1,20 +1,21 @@
-"""search on the wire: words found in the rooms a connection has joined, newest
-first, paged, with the matched words marked (both transports, both
-serializers)."""
+"""search: words found in the rooms a connection has joined, newest first,
+paged, with the matched words marked (through the events' acks on a node's
+services, no socket: tests/unit/chat.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from app.chat.namespace import NAMESPACE
 from app.store.memory import MemoryStore
 from app.store.search import SearchPage
 
-from ..conftest import TIMEOUT, Peer, PeerFactory, ServeFactory, sio_client, until
+from ..conftest import TIMEOUT, until
+from .chat import LocalPeer, LocalPeerFactory
+from .conftest import NodeFactory
 
 
-async def search(peer: Peer, **payload: Any) -> dict[str, Any]:
+async def search(peer: LocalPeer, **payload: Any) -> dict[str, Any]:
     return await peer.ok("search", payload)
 
 
@@ -22,7 +23,7 @@ def texts(reply: dict[str, Any]) -> list[str]:
     return [r["message"]["text"] for r in reply["results"]]
 
 
-async def test_search_finds_words_in_the_rooms_joined(peer: PeerFactory) -> None:
+async def test_search_finds_words_in_the_rooms_joined(peer: LocalPeerFactory) -> None:
     """One room or every joined room, newest first, the matched words marked;
     a deleted message is not found, an edited one by its new text; rooms the
     connection has not joined are never searched."""
@@ -52,7 +53,7 @@ async def test_search_finds_words_in_the_rooms_joined(peer: PeerFactory) -> None
     assert refused["error"]["code"] == "not_member"
 
 
-async def test_search_pages_back_through_every_match(peer: PeerFactory) -> None:
+async def test_search_pages_back_through_every_match(peer: LocalPeerFactory) -> None:
     alice = await peer("alice")
     await alice.join("r")
     for i in range(12):
@@ -68,7 +69,7 @@ async def test_search_pages_back_through_every_match(peer: PeerFactory) -> None:
     assert seen == [f"needle {i}" for i in reversed(range(12))]
 
 
-async def test_bad_searches_are_refused(peer: PeerFactory) -> None:
+async def test_bad_searches_are_refused(peer: LocalPeerFactory) -> None:
     alice = await peer("alice")
     await alice.join("r")
     for payload in ({}, {"query": ""}, {"query": "x" * 201}, {"query": "?!"},
@@ -95,52 +96,39 @@ class HeldSearches(MemoryStore):
 
 
 async def test_searches_running_at_once_are_bounded_per_person_and_per_node(
-        serve: ServeFactory) -> None:
+        serve: NodeFactory) -> None:
     """A person may have one search running, over all their connections (the
     next is rate_limited), and the node two (the next is unavailable); while
     they run, everyone else's join, history and send are answered, and once
     they end the same person may search again."""
     store = HeldSearches()
-
-    async def held(url: str) -> Any:
-        return store
-
-    served = await serve(store_factory=held, max_searches=2, max_searches_per_name=1)
-    peers: list[Peer] = []
-    for name in ("alice", "alice", "bob", "carol", "dave"):
-        sio = sio_client(served.settings.serializer)
-        await sio.connect(served.url, auth={"name": name}, namespaces=[NAMESPACE],
-                          transports=["websocket"], wait_timeout=TIMEOUT)
-        peers.append(Peer(name, sio))
+    served = await serve(store=store, max_searches=2, max_searches_per_name=1)
+    peers = [await served.peer(name) for name in ("alice", "alice", "bob", "carol", "dave")]
     alice, alice_again, bob, carol, dave = peers
-    try:
-        for someone in peers:
-            await someone.join("r")
-        await dave.send("r", "the needle")
-        first = asyncio.ensure_future(search(alice, query="needle"))
-        await until(lambda: store.started == 1)
-        refused = await alice_again.call("search", {"query": "needle"})
-        assert refused["error"]["code"] == "rate_limited", refused
-        second = asyncio.ensure_future(search(bob, query="needle"))
-        await until(lambda: store.started == 2)
-        busy = await carol.call("search", {"query": "needle"})
-        assert busy["error"]["code"] == "unavailable", busy
-        await dave.join("elsewhere")
-        await dave.send("elsewhere", "still answered")
-        assert [m["text"] for m in (await dave.ok("history", {"room": "elsewhere"}))[
-            "messages"]] == ["still answered"]
-        assert not first.done() and not second.done()
-        store.release.set()
-        for running in (first, second):
-            assert texts(await asyncio.wait_for(running, TIMEOUT)) == ["the needle"]
-        assert texts(await search(alice_again, query="needle")) == ["the needle"]
-        assert store.started == 3
-    finally:
-        for someone in peers:
-            await someone.sio.disconnect()
+    for someone in peers:
+        await someone.join("r")
+    await dave.send("r", "the needle")
+    first = asyncio.ensure_future(search(alice, query="needle"))
+    await until(lambda: store.started == 1)
+    refused = await alice_again.call("search", {"query": "needle"})
+    assert refused["error"]["code"] == "rate_limited", refused
+    second = asyncio.ensure_future(search(bob, query="needle"))
+    await until(lambda: store.started == 2)
+    busy = await carol.call("search", {"query": "needle"})
+    assert busy["error"]["code"] == "unavailable", busy
+    await dave.join("elsewhere")
+    await dave.send("elsewhere", "still answered")
+    assert [m["text"] for m in (await dave.ok("history", {"room": "elsewhere"}))[
+        "messages"]] == ["still answered"]
+    assert not first.done() and not second.done()
+    store.release.set()
+    for running in (first, second):
+        assert texts(await asyncio.wait_for(running, TIMEOUT)) == ["the needle"]
+    assert texts(await search(alice_again, query="needle")) == ["the needle"]
+    assert store.started == 3
 
 
-async def test_more_than_eight_words_are_refused_not_cut_short(peer: PeerFactory) -> None:
+async def test_more_than_eight_words_are_refused_not_cut_short(peer: LocalPeerFactory) -> None:
     """docs/protocol.md: up to 8 words; a ninth is bad_request (it was dropped)."""
     alice = await peer("alice")
     await alice.join("r")
