@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
     try:
         run(serve(settings))
-    except OSError as exc:  # e.g. the port is taken
+    except (OSError, ValueError) as exc:  # the port is taken; a bad --api-keys entry
         log.error("cannot serve: %s", exc)
         sys.exit(1)
 

@@ -19,6 +19,8 @@ from aiohttp import web
 from . import health
 from .sio.admin import enable_admin_ui
 from .chat.auth import host_policy, origin_policy
+from .api.keys import parse_keys
+from .api.routes import API_KEY, Api, setup_api
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .core.errors import ChatError, ErrorCode
 from .fanout import Fanout, client_manager
@@ -91,6 +93,7 @@ def refused_event_reply(reason: str) -> list[object]:
 
 def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
                presence_factory: PresenceFactory = open_presence) -> web.Application:
+    parse_keys(settings.api_keys)  # a bad entry stops the start, saying which and why
     host_check = host_policy(settings.allowed_hosts.split(","),
                              trust_forwarded=settings.trust_forwarded)
     app = web.Application(middlewares=[
@@ -152,6 +155,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         namespace = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], metrics)
         sio.register_namespace(namespace)
         app[CHAT_KEY] = chat = namespace.chat
+        if settings.api_keys:
+            app[API_KEY] = Api(chat, settings)
         watch_state(metrics, sio, namespace, fanout)
         store = app[STORE_KEY]
         metrics.watch("roomcast_store_calls_in_flight", "Message store calls waiting for "
@@ -178,6 +183,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
     app.on_shutdown.append(_disconnect_clients)
 
     setup_page(app, settings.serializer)
+    if settings.api_keys:  # the HTTP API is off unless a key is configured
+        setup_api(app)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", metrics.handle)

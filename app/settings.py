@@ -210,6 +210,19 @@ class Settings:
     admin_password: str = field(default="", repr=False, metadata={
         "help": "Admin UI password", "env_only": True})
 
+    # HTTP API (/api/v1/, docs/api.md)
+    api_keys: str = field(default="", metadata={
+        "help": "API keys, separated by spaces or ';', each NAME:SCOPES:ROOMS:SHA256 (the "
+                "key's SHA-256: python -m app.tools.apikey makes a key and prints its "
+                "entry); empty: no key is accepted"})
+    api_rate: float = field(default=20.0, metadata={
+        "help": "HTTP API requests per second one key may make (past its burst: 429 "
+                "with Retry-After)"})
+    api_burst: float = field(default=100.0, metadata={
+        "help": "HTTP API requests one key may make at once"})
+    api_max_body: int = field(default=1_000_000, metadata={
+        "help": "bytes an HTTP API request body may have (past it: 413)"})
+
     def node_name(self) -> str:
         """``node_id``, or a new one made up from the host name and a random suffix."""
         return self.node_id or _default_node_id()

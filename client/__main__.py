@@ -10,6 +10,10 @@
   ``@ROOM #SEQ FROM: TEXT``.
 * ``send --url U --name N --room R TEXT``: send one message; exit 0 once the
   server has stored it, 1 if it refused, 2 if not stored within ``--timeout``.
+* ``post --url U --room R TEXT``: post one message through the HTTP API with
+  the key in ``$ROOMCAST_API_KEY`` (or ``--key``), e.g. from a CI job; exit 0
+  once stored (retried with the same client id, so at most once), 1 if
+  refused, 2 if the server could not be reached within ``--timeout``.
 * ``bot --url U --name N --room R [--room R2 ...]``: run the command bot (it
   also answers where it is mentioned, and in token mode in the direct
   conversations people open with it; a room it is refused is skipped).
@@ -32,8 +36,12 @@ import contextlib
 import logging
 import os
 import signal
+import uuid
 from collections.abc import Sequence
 
+import aiohttp
+
+from .api import ApiClient, ApiError
 from .bot import Bot
 from .chat_client import JSON, ChatClient, ChatClientError
 
@@ -111,6 +119,17 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--timeout", type=float, default=30.0,
                       help="seconds to keep retrying (default 30)")
     send.add_argument("text")
+    post = commands.add_parser("post", help="post one message through the HTTP API")
+    post.add_argument("--url", default="http://localhost:8080", help="the Roomcast server")
+    post.add_argument("--key", default=os.environ.get("ROOMCAST_API_KEY"),
+                      help="an API key with the publish scope (default: $ROOMCAST_API_KEY)")
+    post.add_argument("--room", required=True)
+    post.add_argument("--client-id", help="makes the post idempotent across runs "
+                                          "(default: one made up for this run)")
+    post.add_argument("--timeout", type=float, default=30.0,
+                      help="seconds to keep retrying (default 30)")
+    post.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    post.add_argument("text")
     bot = commands.add_parser("bot", parents=[common], help="run the command bot")
     bot.add_argument("--room", required=True, action="append", help="repeat for more rooms")
     return parser
@@ -182,6 +201,35 @@ async def send(args: argparse.Namespace) -> int:
     return 0
 
 
+async def post(args: argparse.Namespace) -> int:
+    """Post through the HTTP API, retrying what may not have arrived with the
+    same client id (stored once however often it is tried)."""
+    if not args.key:
+        _status("error: give an API key with --key or $ROOMCAST_API_KEY")
+        return 1
+    client_id = args.client_id or uuid.uuid4().hex
+    deadline = asyncio.get_running_loop().time() + args.timeout
+    async with ApiClient(args.url, args.key, timeout=min(args.timeout, 10.0)) as api:
+        while True:
+            try:
+                message = await api.post(args.room, args.text, client_id=client_id)
+                break
+            except ApiError as exc:
+                if exc.status not in (429, 503):
+                    _status(f"refused: {exc}")
+                    return 1
+                wait = exc.retry_after or 1.0
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                _status(f"not reached ({exc.__class__.__name__}); trying again")
+                wait = 1.0
+            if asyncio.get_running_loop().time() + wait > deadline:
+                _status(f"not stored within {args.timeout:g} s")
+                return 2
+            await asyncio.sleep(wait)
+    print(format_message(message), flush=True)
+    return 0
+
+
 async def bot(args: argparse.Namespace) -> int:
     client = _client(args)
     chat_bot = Bot(client)
@@ -200,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = {"tail": tail, "send": send, "bot": bot}[args.command]
+    command = {"tail": tail, "send": send, "post": post, "bot": bot}[args.command]
     try:
         code = asyncio.run(command(args))
     except ChatClientError as exc:

@@ -132,6 +132,12 @@ class Connections(Mapping[Sid, Connection]):
             conn.expiry.cancel()
         return conn
 
+    async def end_person(self, name: str) -> None:
+        """End every connection of the person ``name``, on every node."""
+        log.info("end name=%r", name)
+        for room in (person_room(name), person_room(name, limited=True)):
+            await self.wire.end_room(room)
+
     def require(self, sid: Sid) -> Connection:
         """The connection ``sid``; ``bad_request`` if it is gone."""
         conn = self.by_sid.get(sid)

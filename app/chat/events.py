@@ -113,36 +113,55 @@ EVENTS: dict[str, Event] = {
 async def handle(chat: Chat, sid: Sid, event: str, args: tuple[Any, ...]) -> Ack:
     """Run ``event`` for connection ``sid``; every outcome is an ack map.
 
-    A :class:`ChatError` becomes its code and message (logged and counted as
-    a refusal); anything else is logged with its traceback and answered
-    ``internal``, with no detail. An unknown event, or more than one payload
-    argument, is ``bad_request``. The time to the ack is measured per known
-    event.
+    An unknown event, or more than one payload argument, is ``bad_request``;
+    the rest is :func:`perform`'s.
     """
-    run = EVENTS.get(event)
-    if run is None:
+    if event not in EVENTS:
         return {"ok": False, "error": ChatError(
             ErrorCode.BAD_REQUEST, f"unknown event {event!r}").as_dict()}
+    if len(args) > 1:
+        return refused(chat, sid, None, event, ChatError(ErrorCode.BAD_REQUEST,
+                                                         "send one payload map"))
+    conn = chat.connections.by_sid.get(sid)
+    if conn is None:
+        return refused(chat, sid, None, event,
+                       ChatError(ErrorCode.BAD_REQUEST, "not connected"))
+    return await perform(chat, conn, event, args[0] if args else None)
+
+
+async def perform(chat: Chat, conn: Connection, event: str, payload: object) -> Ack:
+    """Run the known ``event`` for ``conn`` (a socket's connection, or an API
+    key's: :mod:`app.api`); every outcome is an ack map.
+
+    A :class:`ChatError` becomes its code and message (logged and counted as
+    a refusal); anything else is logged with its traceback and answered
+    ``internal``, with no detail. The time to the ack is measured per event.
+    """
     started = time.perf_counter()
     task = chat.working()
     try:
-        if len(args) > 1:
-            raise ChatError(ErrorCode.BAD_REQUEST, "send one payload map")
-        conn = chat.connections.require(sid)
         if chat.draining and event in REFUSED_WHILE_DRAINING:
             raise ChatError(ErrorCode.UNAVAILABLE,
                             "this server is shutting down; reconnect and try again")
-        return {"ok": True, **await run(chat, conn, args[0] if args else None)}
+        return {"ok": True, **await EVENTS[event](chat, conn, payload)}
     except ChatError as exc:
-        chat.metrics.refused.labels(event, exc.code).inc()
-        known = chat.connections.by_sid.get(sid)
-        log.info("refused %s sid=%s name=%r transport=%s code=%s", event, sid,
-                 known.name if known else None, chat.wire.transport(sid), exc.code)
-        return {"ok": False, "error": exc.as_dict()}
+        return refused(chat, conn.sid, conn, event, exc)
     except Exception:
-        log.exception("unhandled error in %s sid=%s", event, sid)
+        log.exception("unhandled error in %s sid=%s", event, conn.sid)
         chat.metrics.refused.labels(event, ErrorCode.INTERNAL).inc()
         return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
     finally:
         chat.done(task)
         chat.metrics.ack_seconds.labels(event).observe(time.perf_counter() - started)
+
+
+def refused(chat: Chat, sid: Sid, conn: Connection | None, event: str, exc: ChatError
+            ) -> Ack:
+    """The ack of a refusal, logged and counted."""
+    chat.metrics.refused.labels(event, exc.code).inc()
+    transport = chat.wire.transport(sid)
+    if transport == "gone" and conn is not None:  # no socket carries it (the HTTP API's)
+        transport = conn.transport
+    log.info("refused %s sid=%s name=%r transport=%s code=%s", event, sid,
+             conn.name if conn else None, transport, exc.code)
+    return {"ok": False, "error": exc.as_dict()}

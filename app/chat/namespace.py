@@ -56,6 +56,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     # -- the services' Wire (emit, enter_room, leave_room, disconnect: inherited) ------
 
+    async def end_room(self, room: str) -> None:
+        await self.server.manager.end_room(NAMESPACE, room)
+
     def transport(self, sid: Sid) -> str:
         try:
             return str(self.server.transport(sid, NAMESPACE))

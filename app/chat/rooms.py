@@ -56,7 +56,7 @@ class Rooms:
         """Join (or rejoin, with ``since``) a room: its latest messages, or the
         stream after ``since``, where the person stands, its members."""
         room = req.room
-        people = await self._may_join(conn, room)
+        people = await self.admit(conn, room)
         entering = room not in conn.rooms and room not in conn.joining
         if entering and len(conn.rooms) + len(conn.joining) >= self.settings.max_rooms:
             raise ChatError(ErrorCode.TOO_LARGE, f"a connection may be in at most "
@@ -105,9 +105,10 @@ class Rooms:
             ack["with"] = sorted(people)
         return ack
 
-    async def _may_join(self, conn: Connection, room: RoomName) -> frozenset[str] | None:
-        """Refuse a join ``conn`` may not make; a direct conversation's people
-        (the join is charged first: asking the store who is in it is work)."""
+    async def admit(self, conn: Connection, room: RoomName) -> frozenset[str] | None:
+        """Refuse ``conn`` a room it may not enter (join, or act in through the
+        HTTP API); a direct conversation's people (the join is charged first:
+        asking the store who is in it is work)."""
         if not conn.identity.may_join(room):
             raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
         if not is_direct(room):

@@ -31,5 +31,8 @@ class Wire(Protocol):
     async def disconnect(self, sid: Sid) -> None:
         """End the connection ``sid`` (its disconnect follows)."""
 
+    async def end_room(self, room: str) -> None:
+        """End every connection in ``room``, on every node (their disconnects follow)."""
+
     def transport(self, sid: Sid) -> str:
         """``websocket`` or ``polling`` (``gone`` once the connection is)."""

@@ -58,6 +58,9 @@ class Fanout(Protocol):
     async def close(self) -> None:
         """Deliver what is queued (within a bound), then stop."""
 
+    async def end_room(self, namespace: str, room: str) -> None:
+        """End every connection in ``room`` of ``namespace``, on every node."""
+
 
 class CountingManager(compat.Manager):  # type: ignore[misc]
     """Counts, per room event of /chat, the connections on this node it goes to,
@@ -124,6 +127,12 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
                                callback=callback, to=to, **kwargs)
             return
         await self._deliver(event, data, namespace, target, skip_sid)
+
+    async def end_room(self, namespace: str, room: str) -> None:
+        """End every connection of this node in ``room`` (RedisFanout tells the
+        other nodes too)."""
+        for sid, _ in list(self.get_participants(namespace, room)):
+            await self.server.disconnect(sid, namespace=namespace)
 
     async def _deliver(self, event: str, data: Any, namespace: str, target: Any,
                        skip_sid: Any) -> None:

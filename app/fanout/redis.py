@@ -39,7 +39,9 @@ On the channel each payload is one kind byte, this process's 16-byte id,
 and a msgpack body: ``e`` an event ``{ns, r, e, a}`` (namespace, room,
 event, arguments), ``c`` a catch-up notice ``{r}`` (the rooms, or nil for
 every room), ``b`` a beat (``{t, l}``, the publisher's clock and the link,
-read only by its own node). A node skips its own events by the id, without decoding them.
+read only by its own node), ``d`` an end ``{ns, r}`` (end every connection
+in the room: a person's connections ended through the HTTP API). A node
+skips its own events by the id, without decoding them.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ BATCH_BYTES = 1 << 20  # bytes per publish pipeline (past its first event), at m
 CLOSE_FLUSH = 2.0  # seconds close() gives the queue to drain
 JOIN_WAIT = 2.0  # seconds a join waits for its room's subscription (then: a catch-up)
 
-EVENT, CATCH_UP, BEAT_KIND = b"e", b"c", b"b"
+EVENT, CATCH_UP, BEAT_KIND, END = b"e", b"c", b"b", b"d"
 
 
 class RedisFanout(CountingManager):
@@ -372,6 +374,12 @@ class RedisFanout(CountingManager):
         await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                            callback=callback, to=to, **kwargs)
 
+    async def end_room(self, namespace: str, room: str) -> None:
+        """End the room's connections here, and on the other nodes (in order
+        with the room's events: those emitted before reach them first)."""
+        self.queue.put(room, END + self._id + msgpack.packb({"ns": namespace, "r": room}))
+        await super().end_room(namespace, room)
+
     def _queue(self, event: str, data: Any, namespace: str, room: Any) -> None:
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
         try:
@@ -487,6 +495,8 @@ class RedisFanout(CountingManager):
                 await CountingManager.emit(
                     self, fields["e"], tuple(args) if len(args) != 1 else args[0],
                     namespace=fields["ns"], room=fields["r"])
+            elif kind == END:
+                await CountingManager.end_room(self, fields["ns"], fields["r"])
             elif kind == CATCH_UP:
                 rooms = fields["r"]
                 self._catch_up(None if rooms is None else [str(room) for room in rooms])

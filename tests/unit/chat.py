@@ -71,6 +71,10 @@ class RecordingWire:
         if peer is not None:
             asyncio.get_running_loop().create_task(peer.disconnect("server disconnect"))
 
+    async def end_room(self, room: str) -> None:
+        for sid in sorted(self.rooms.get(room, set())):
+            await self.disconnect(sid)
+
     def transport(self, sid: Sid) -> str:
         return "websocket" if sid in self.peers or sid in self.received else "gone"
 

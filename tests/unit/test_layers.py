@@ -18,12 +18,17 @@ FORBIDDEN = {
     "eio": {"app.sio", "app.chat", "app.server", "app.appkeys", "app.fanout", "app.store",
             "app.presence"},
     "sio": {"app.chat", "app.server", "app.appkeys", "app.fanout", "app.store", "app.presence"},
+    # the HTTP API is an interface beside the namespace: it calls the chat's
+    # services, never the socket layers, the backends or the wiring
+    "api": {"app.sio", "app.eio", "app.ws", "app.server", "app.appkeys", "app.fanout",
+            "app.store", "app.presence"},
 }
 TOP_LEVEL = {"__init__.py", "__main__.py", "server.py", "settings.py", "appkeys.py", "health.py",
              "page.py", "compat.py", "metrics.py", "logs.py", "shutdown.py", "redis_client.py"}
 PURE = ["eio/packets.py", "eio/session.py", "ws/frames.py", "core/models.py", "core/errors.py",
         "core/limits.py", "chat/protocol.py", "chat/directs.py", "chat/mentions.py",
-        "chat/paging.py", "store/stream.py", "store/search.py", "store/markers.py"]
+        "chat/paging.py", "store/stream.py", "store/search.py", "store/markers.py",
+        "api/keys.py", "api/models.py"]
 # what the backends may import of Roomcast: the core, and the shared Redis client
 BACKENDS = {"store": {"app.core", "app.store"},
             "presence": {"app.core", "app.presence", "app.redis_client"}}
@@ -97,7 +102,8 @@ def test_the_chat_knows_no_wire_and_nothing_below_knows_the_chat() -> None:
 
 
 def test_the_chat_services_know_no_socket() -> None:
-    """Only the namespace, the Socket.IO adapter, imports python-socketio."""
+    """Only the namespace, the Socket.IO adapter, imports python-socketio; the
+    events (parse, call a service, ack) know no transport at all."""
     for path in sorted((APP / "chat").glob("*.py")):
         if path.name == "namespace.py":
             continue

@@ -1,0 +1,195 @@
+"""The HTTP API's requests and replies, as pydantic models.
+
+They are the one definition of the API's shapes: each handler validates
+its path, query and body with them (:mod:`app.api.routes`), and the OpenAPI
+document is generated from them (:mod:`app.api.openapi`), so the two
+cannot drift. Their bounds are the socket protocol's own constants
+(:mod:`app.chat.protocol`); what needs the server's settings (the text's
+length) or the store (does that message exist?) is checked by the chat's
+services, as for a socket, and refused with the same codes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..chat.directs import MAX_PEOPLE
+from ..chat.mentions import NAME_MAX
+from ..chat.protocol import (
+    CLIENT_ID_MAX, CURSOR_MAX, EMOJI_MAX, HISTORY_DEFAULT, HISTORY_MAX, MAX_SEQ, QUERY_MAX,
+    ROOM_MAX, SEARCH_DEFAULT, SEARCH_MAX,
+)
+from ..core.errors import ErrorCode
+
+Room = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$", min_length=1, max_length=ROOM_MAX,
+                            description="a room's name (a direct conversation's: dm:...)")]
+Seq = Annotated[int, Field(ge=1, le=MAX_SEQ, description="a message's seq in its room")]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, description="a person's name")]
+ClientId = Annotated[str, Field(min_length=1, max_length=CLIENT_ID_MAX)]
+Emoji = Annotated[str, Field(min_length=1, max_length=EMOJI_MAX,
+                             description="one emoji (a symbol and its modifiers)")]
+
+
+class Strict(BaseModel):
+    """A JSON body: types as given (no "1" for 1), unknown fields ignored (as
+    on the socket: newer clients talk to older servers)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Query(BaseModel):
+    """Query parameters: strings, converted to the field's type."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- requests -------------------------------------------------------------------------
+
+class RoomPath(Query):
+    room: Room
+
+
+class MessagePath(RoomPath):
+    seq: Seq
+
+
+class ReactionPath(MessagePath):
+    emoji: Emoji
+
+
+class PersonPath(Query):
+    name: Name
+
+
+class PostBody(Strict):
+    text: str = Field(min_length=1, description="the message (at most --max-text-length "
+                                                "characters; longer is too_large)")
+    client_id: ClientId | None = Field(default=None, description=(
+        "makes a retry safe: a second post with the same client_id (or the same "
+        "Idempotency-Key header) returns the stored message and is not broadcast again"))
+    reply_to: Seq | None = None
+
+
+class EditBody(Strict):
+    text: str = Field(min_length=1)
+    client_id: ClientId | None = None
+
+
+class HistoryQuery(Query):
+    before: Seq | None = Field(default=None, description="messages before this seq (older)")
+    after: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = Field(
+        default=None, description="the stream after this seq: messages and changes (newer)")
+    limit: Annotated[int, Field(ge=1, le=HISTORY_MAX)] = HISTORY_DEFAULT
+
+
+class SearchQuery(Query):
+    q: str = Field(min_length=1, max_length=QUERY_MAX, description="words (prefixes) to find")
+    cursor: str | None = Field(default=None, min_length=1, max_length=CURSOR_MAX,
+                               description="next, from the previous page")
+    limit: Annotated[int, Field(ge=1, le=SEARCH_MAX)] = SEARCH_DEFAULT
+
+
+class DirectBody(Strict):
+    with_: list[Name] = Field(alias="with", min_length=1, max_length=MAX_PEOPLE - 1,
+                              description="the other people")
+
+
+# -- replies --------------------------------------------------------------------------
+
+class Reaction(BaseModel):
+    emoji: str
+    count: int
+    names: list[str]
+
+
+class Message(BaseModel):
+    room: str
+    seq: int
+    from_: str = Field(alias="from")
+    text: str
+    ts: int = Field(description="when it was stored, ms since the epoch")
+    client_id: str | None
+    reply_to: int | None = None
+    edited: int | None = None
+    deleted: bool | None = None
+    reactions: list[Reaction] | None = None
+
+
+class Change(BaseModel):
+    room: str
+    seq: int
+    kind: Literal["edit", "delete", "react", "unreact"]
+    target: int
+    from_: str = Field(alias="from")
+    ts: int
+    client_id: str | None
+    text: str | None = None
+    emoji: str | None = None
+    count: int | None = None
+    names: list[str] | None = None
+
+
+class Ok(BaseModel):
+    ok: Literal[True]
+
+
+class Posted(Ok):
+    message: Message
+
+
+class Changed(Ok):
+    message: Message
+    change: Change | None = Field(description="null when nothing changed")
+
+
+class History(Ok):
+    messages: list[Message]
+    changes: list[Change] | None = Field(default=None, description="reading on (after)")
+    more: bool
+
+
+class SearchResult(BaseModel):
+    message: Message
+    marked: list[list[str | bool]] = Field(description="the text in pieces, the matched "
+                                                       "words marked")
+
+
+class SearchReply(Ok):
+    results: list[SearchResult]
+    next: str | None
+
+
+class RoomListed(BaseModel):
+    name: str
+    members: int
+
+
+class Rooms(Ok):
+    rooms: list[RoomListed]
+
+
+class Members(Ok):
+    room: str
+    members: list[str]
+
+
+class Direct(Ok):
+    room: str
+    with_: list[str] = Field(alias="with")
+
+
+class Disconnected(Ok):
+    name: str
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    retry_after: int | None = Field(default=None, description="ms, with rate_limited")
+
+
+class Failed(BaseModel):
+    ok: Literal[False]
+    error: ErrorBody

@@ -1,0 +1,331 @@
+"""The HTTP API, ``/api/v1/``: the chat for backends, through the same services.
+
+Each endpoint is a row of :data:`ENDPOINTS`: its method and path, the scope
+a key needs, the models its path, query and body are validated with and
+the model of its reply (:mod:`app.api.models`; the OpenAPI document is made
+from the same rows, :mod:`app.api.openapi`), and what it does. Most do a
+``/chat`` event through :func:`app.chat.events.perform`, exactly as a
+socket's event is done: the same parsing, limits, ordering, fan-out and
+error codes.
+
+A key acts through a connection of its own that no socket carries
+(:meth:`Api.caller`): its identity is the key's name, it is in the one room
+the request names (if the key's rooms admit it; a direct conversation only
+if the key's name is one of its people), it has no presence, and its rate
+budgets are the key's, kept between requests. Every request also spends one
+token of the key's ``--api-rate``; past it the answer is 429 with
+``Retry-After``.
+
+Errors are ``{"ok": false, "error": {"code", "message"}}`` with the socket
+protocol's codes and the matching HTTP status (:data:`STATUS`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ..chat.auth import Identity
+from ..chat.connections import Connection
+from ..chat.events import perform
+from ..chat.services import Chat
+from ..core.errors import ChatError, ErrorCode
+from ..core.limits import Rate, TokenBucket
+from ..core.models import RoomName, Sid
+from ..settings import Settings
+from . import models as m
+from .keys import ApiKey, digest, parse_keys
+
+log = logging.getLogger("app.api")
+
+PREFIX = "/api/v1"
+STATUS = {
+    ErrorCode.BAD_REQUEST: 400, ErrorCode.BAD_NAME: 400, ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_MEMBER: 403, ErrorCode.NOT_FOUND: 404,
+    ErrorCode.TOO_LARGE: 413, ErrorCode.RATE_LIMITED: 429, ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+}
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request, validated: the key, its connection, and the parsed parts."""
+
+    key: ApiKey
+    conn: Connection
+    path: Any
+    query: Any
+    body: Any
+    headers: Any
+
+
+Action = Callable[["Api", Call], Awaitable[Json]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str  # after PREFIX
+    name: str  # the OpenAPI operationId
+    summary: str
+    scope: str
+    action: Action
+    reply: type[BaseModel]
+    path_model: type[BaseModel] | None = None
+    query_model: type[BaseModel] | None = None
+    body_model: type[BaseModel] | None = None
+    status: int = 200
+
+
+class Api:
+    """The keys, their connections and their request budgets."""
+
+    def __init__(self, chat: Chat, settings: Settings) -> None:
+        self.chat = chat
+        self.settings = settings
+        self.keys = parse_keys(settings.api_keys)
+        self.rate = Rate(settings.api_rate, settings.api_burst)
+        self.requests: dict[str, TokenBucket] = {}  # by key digest
+        self.budgets: dict[str, dict[str, TokenBucket]] = {}  # each key's event buckets
+
+    def authenticate(self, request: web.Request) -> ApiKey:
+        """The key of ``Authorization: Bearer <key>``; ``unauthorized`` if none."""
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        key = self.keys.get(digest(presented.strip())) if scheme.lower() == "bearer" else None
+        if key is None:
+            raise ChatError(ErrorCode.UNAUTHORIZED,
+                            "send a valid API key as Authorization: Bearer <key>")
+        bucket = self.requests.get(key.digest)
+        if bucket is None:
+            bucket = self.requests[key.digest] = self.rate.bucket()
+        wait = bucket.take(1)
+        if wait:
+            raise ChatError(ErrorCode.RATE_LIMITED,
+                            f"too many requests with this key; try again in {wait} ms",
+                            retry_after=wait)
+        return key
+
+    def caller(self, key: ApiKey) -> Connection:
+        """A connection for one request of ``key``: no socket, the key's budgets."""
+        identity = Identity(key.name, moderator=key.may("moderate"))
+        return Connection(Sid(f"api:{key.name}"), identity, "http", "api",
+                          buckets=self.budgets.setdefault(key.digest, {}))
+
+    async def enter(self, call: Call, room: RoomName) -> None:
+        """Put the request's connection in ``room``, if the key may act there."""
+        if not call.key.admits(room):
+            raise ChatError(ErrorCode.FORBIDDEN, f"this API key may not act in {room!r}")
+        people = await self.chat.rooms.admit(call.conn, room)
+        if people is not None:
+            call.conn.directs[room] = people
+        call.conn.rooms.add(room)
+
+    async def event(self, call: Call, event: str, payload: Json, room: RoomName | None
+                    ) -> Json:
+        """Do ``event`` as a socket would (in ``room``, entered first)."""
+        if room is not None:
+            await self.enter(call, room)
+        ack = await perform(self.chat, call.conn, event, payload)
+        if not ack["ok"]:
+            error = ack["error"]
+            raise ChatError(ErrorCode(error["code"]), error["message"],
+                            retry_after=error.get("retry_after"))
+        return ack
+
+
+# -- what each endpoint does ---------------------------------------------------------
+
+def _client_id(call: Call) -> str | None:
+    return call.body.client_id or call.headers.get("Idempotency-Key") or None
+
+
+async def post_message(api: Api, call: Call) -> Json:
+    room = call.path.room
+    return await api.event(call, "send", {"room": room, "text": call.body.text,
+                                          "client_id": _client_id(call),
+                                          "reply_to": call.body.reply_to}, room)
+
+
+async def edit_message(api: Api, call: Call) -> Json:
+    p = call.path
+    return await api.event(call, "edit", {"room": p.room, "seq": p.seq, "text": call.body.text,
+                                          "client_id": _client_id(call)}, p.room)
+
+
+async def delete_message(api: Api, call: Call) -> Json:
+    p = call.path
+    return await api.event(call, "delete", {"room": p.room, "seq": p.seq,
+                                            "client_id": call.headers.get("Idempotency-Key")},
+                           p.room)
+
+
+async def react(api: Api, call: Call) -> Json:
+    p = call.path
+    return await api.event(call, "react", {"room": p.room, "seq": p.seq, "emoji": p.emoji},
+                           p.room)
+
+
+async def unreact(api: Api, call: Call) -> Json:
+    p = call.path
+    return await api.event(call, "unreact", {"room": p.room, "seq": p.seq, "emoji": p.emoji},
+                           p.room)
+
+
+async def history(api: Api, call: Call) -> Json:
+    q = call.query
+    payload = {"room": call.path.room, "limit": q.limit,
+               **({"before": q.before} if q.before is not None else {}),
+               **({"after": q.after} if q.after is not None else {})}
+    return await api.event(call, "history", payload, call.path.room)
+
+
+async def search(api: Api, call: Call) -> Json:
+    q = call.query
+    return await api.event(call, "search", {"room": call.path.room, "query": q.q,
+                                            "cursor": q.cursor, "limit": q.limit},
+                           call.path.room)
+
+
+async def rooms(api: Api, call: Call) -> Json:
+    ack = await api.event(call, "rooms", {}, None)
+    return {**ack, "rooms": [r for r in ack["rooms"] if call.key.admits(r["name"])]}
+
+
+async def members(api: Api, call: Call) -> Json:
+    room = call.path.room
+    await api.enter(call, room)
+    api.chat.connections.limit(call.conn, "rooms", "rooms requests")
+    return {"ok": True, "room": room, "members": await api.chat.rooms.members(call.conn, room)}
+
+
+async def open_direct(api: Api, call: Call) -> Json:
+    ack = await api.event(call, "direct", {"with": call.body.with_}, None)
+    return ack
+
+
+async def end_person(api: Api, call: Call) -> Json:
+    await api.chat.connections.end_person(call.path.name)
+    return {"ok": True, "name": call.path.name}
+
+
+ROOM = "/rooms/{room}"
+MESSAGE = ROOM + "/messages/{seq}"
+ENDPOINTS = [
+    Endpoint("GET", "/rooms", "listRooms", "The rooms with members now, and the key "
+             "identity's own rooms (those the key's rooms admit)", "read", rooms, m.Rooms),
+    Endpoint("GET", ROOM + "/members", "listMembers", "Who is in a room now (on every node)",
+             "read", members, m.Members, path_model=m.RoomPath),
+    Endpoint("GET", ROOM + "/messages", "history", "A page of a room's history: the latest, "
+             "before a seq (older), or the stream after one (newer, with changes)", "read",
+             history, m.History, path_model=m.RoomPath, query_model=m.HistoryQuery),
+    Endpoint("POST", ROOM + "/messages", "postMessage", "Post a message as the key's "
+             "identity (idempotent with client_id or an Idempotency-Key header)", "publish",
+             post_message, m.Posted, path_model=m.RoomPath, body_model=m.PostBody),
+    Endpoint("PATCH", MESSAGE, "editMessage", "Edit one of the key identity's messages",
+             "publish", edit_message, m.Changed, path_model=m.MessagePath,
+             body_model=m.EditBody),
+    Endpoint("DELETE", MESSAGE, "deleteMessage", "Delete a message (another's: moderate)",
+             "publish", delete_message, m.Changed, path_model=m.MessagePath),
+    Endpoint("PUT", MESSAGE + "/reactions/{emoji}", "react", "React to a message", "publish",
+             react, m.Changed, path_model=m.ReactionPath),
+    Endpoint("DELETE", MESSAGE + "/reactions/{emoji}", "unreact", "Take a reaction back",
+             "publish", unreact, m.Changed, path_model=m.ReactionPath),
+    Endpoint("GET", ROOM + "/search", "search", "Messages of a room with the query's words, "
+             "newest first", "read", search, m.SearchReply, path_model=m.RoomPath,
+             query_model=m.SearchQuery),
+    Endpoint("POST", "/directs", "openDirect", "Open (or find again) the direct conversation "
+             "of the key's identity and the people named (token mode)", "publish",
+             open_direct, m.Direct, body_model=m.DirectBody),
+    Endpoint("POST", "/people/{name}/disconnect", "disconnectPerson", "End every connection "
+             "of a person, on every node (they may connect again)", "admin", end_person,
+             m.Disconnected, path_model=m.PersonPath),
+]
+
+
+# -- the HTTP side -------------------------------------------------------------------
+
+def failure(exc: ChatError) -> web.Response:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after / 1000)))
+    return web.json_response({"ok": False, "error": exc.as_dict()},
+                             status=STATUS.get(exc.code, 400), headers=headers)
+
+
+def invalid(exc: ValidationError, where: str) -> ChatError:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or where
+    return ChatError(ErrorCode.BAD_REQUEST, f"{where} {field}: {first['msg']}")
+
+
+async def _body(request: web.Request, model: type[BaseModel], limit: int) -> BaseModel:
+    if request.content_length is not None and request.content_length > limit:
+        raise ChatError(ErrorCode.TOO_LARGE, f"the body is over {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise ChatError(ErrorCode.TOO_LARGE, f"the body is over {limit} bytes")
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ChatError(ErrorCode.BAD_REQUEST, "the body must be JSON") from None
+    if not isinstance(data, dict):
+        raise ChatError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc, "body") from None
+
+
+def _parts(model: type[BaseModel] | None, values: Any, where: str) -> Any:
+    if model is None:
+        return None
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        raise invalid(exc, where) from None
+
+
+API_KEY = web.AppKey("api", Api)
+
+
+def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        api = request.app[API_KEY]
+        try:
+            key = api.authenticate(request)
+            if not key.may(endpoint.scope):
+                raise ChatError(ErrorCode.FORBIDDEN,
+                                f"this API key lacks the {endpoint.scope} scope")
+            call = Call(key, api.caller(key),
+                        _parts(endpoint.path_model, request.match_info, "path"),
+                        _parts(endpoint.query_model, request.query, "query"),
+                        None if endpoint.body_model is None else await _body(
+                            request, endpoint.body_model, api.settings.api_max_body),
+                        request.headers)
+            reply = await endpoint.action(api, call)
+        except ChatError as exc:
+            log.info("api %s %s refused %s", endpoint.method, request.path, exc.code)
+            return failure(exc)
+        return web.json_response(reply, status=endpoint.status)
+    return handle
+
+
+def setup_api(app: web.Application) -> None:
+    """Add ``/api/v1/``: the endpoints and ``openapi.json``. The server puts
+    an :class:`Api` at ``app[API_KEY]`` once the chat's services exist."""
+    from .openapi import document
+    spec = document(ENDPOINTS, PREFIX)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(spec)
+    app.router.add_get(PREFIX + "/openapi.json", openapi)
+    for endpoint in ENDPOINTS:
+        app.router.add_route(endpoint.method, PREFIX + endpoint.path, handler(endpoint))

@@ -1,0 +1,257 @@
+"""The HTTP API over real HTTP on a real server, beside real Socket.IO clients:
+what a backend posts reaches the room's members as a socket's message does,
+keys are held to their scopes, rooms and rate, and bad input changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from app.api.keys import entry, new_key
+from app.core.models import RoomName
+
+from ..conftest import PeerFactory, ServeFactory, Served, until
+from ..tokens import SECRET, token
+
+API = "/api/v1"
+
+
+@dataclass
+class Client:
+    """An API client: a key over one kept-alive HTTP session."""
+
+    http: aiohttp.ClientSession
+    base: str
+    key: str
+
+    async def call(self, method: str, path: str, body: Any = None, *,
+                   headers: dict[str, str] | None = None, raw: bytes | None = None,
+                   **query: Any) -> tuple[int, dict[str, Any], Any]:
+        async with self.http.request(
+                method, self.base + API + path, json=body if raw is None else None,
+                data=raw, params={k: str(v) for k, v in query.items()},
+                headers={"Authorization": f"Bearer {self.key}", **(headers or {})}) as reply:
+            return reply.status, await reply.json(), reply.headers
+
+    async def ok(self, method: str, path: str, body: Any = None, **kwargs: Any
+                 ) -> dict[str, Any]:
+        status, reply, _ = await self.call(method, path, body, **kwargs)
+        assert status == 200 and reply["ok"] is True, (status, reply)
+        return reply
+
+    async def refused(self, method: str, path: str, body: Any = None, **kwargs: Any
+                      ) -> tuple[int, str]:
+        status, reply, _ = await self.call(method, path, body, **kwargs)
+        assert reply["ok"] is False and reply["error"]["message"], reply
+        return status, reply["error"]["code"]
+
+
+KEYS = {  # name: (scopes, rooms)
+    "ci": ("publish,read", "builds-*,lobby"),
+    "reader": ("read", "*"),
+    "mod": ("publish,moderate", "*"),
+    "ops": ("admin", "*"),
+}
+
+
+@pytest.fixture
+async def keyed(serve: ServeFactory) -> AsyncIterator[tuple[Served, dict[str, Client]]]:
+    """A server with the KEYS configured, and a client of each."""
+    secrets = {name: new_key() for name in KEYS}
+    served = await serve(api_keys=" ".join(entry(name, *KEYS[name], secrets[name])
+                                           for name in KEYS))
+    async with aiohttp.ClientSession() as http:
+        yield served, {name: Client(http, served.url, key) for name, key in secrets.items()}
+
+
+async def test_a_post_reaches_the_room_once_and_a_retry_is_stored_once(
+        keyed: tuple[Served, dict[str, Client]], peer: PeerFactory) -> None:
+    served, clients = keyed
+    ci = clients["ci"]
+    alice = await peer("alice", server=served)
+    await alice.join("builds-1")
+    posted = (await ci.ok("POST", "/rooms/builds-1/messages", {"text": "build #7 failed"},
+                          headers={"Idempotency-Key": "build-7"}))["message"]
+    assert posted["from"] == "ci" and posted["seq"] == 1 and posted["client_id"] == "build-7"
+    assert await alice.next("message") == posted
+    again = await ci.ok("POST", "/rooms/builds-1/messages", {"text": "build #7 failed"},
+                        headers={"Idempotency-Key": "build-7"})
+    assert again["message"] == posted  # stored once, not broadcast again
+    mine = await alice.send("builds-1", "on it")
+    history = await ci.ok("GET", "/rooms/builds-1/messages")
+    assert [m["seq"] for m in history["messages"]] == [1, 2] and history["more"] is False
+    assert history["messages"][1] == mine
+    assert alice.pending("message") == []
+
+
+async def test_history_pages_back_to_the_first_message_and_reads_on(
+        keyed: tuple[Served, dict[str, Client]]) -> None:
+    _, clients = keyed
+    ci = clients["ci"]
+    for i in range(1, 8):
+        await ci.ok("POST", "/rooms/lobby/messages", {"text": f"m{i}"})
+    await ci.ok("PATCH", "/rooms/lobby/messages/2", {"text": "m2, edited"})
+    seen: list[int] = []
+    before = None
+    while True:
+        page = await ci.ok("GET", "/rooms/lobby/messages", limit=3,
+                           **({"before": before} if before else {}))
+        seen = [m["seq"] for m in page["messages"]] + seen
+        if not page["more"]:
+            break
+        before = page["messages"][0]["seq"]
+    assert seen == list(range(1, 8))
+    stream = await ci.ok("GET", "/rooms/lobby/messages", after=6)
+    assert [m["seq"] for m in stream["messages"]] == [7]
+    assert [(c["seq"], c["kind"], c["target"]) for c in stream["changes"]] == [(8, "edit", 2)]
+
+
+async def test_edit_delete_and_react_as_the_key_and_moderation(
+        keyed: tuple[Served, dict[str, Client]], peer: PeerFactory) -> None:
+    served, clients = keyed
+    ci, mod = clients["ci"], clients["mod"]
+    alice = await peer("alice", server=served)
+    await alice.join("lobby")
+    await ci.ok("POST", "/rooms/lobby/messages", {"text": "deploying"})
+    await alice.next("message")
+    edited = await ci.ok("PATCH", "/rooms/lobby/messages/1", {"text": "deployed"})
+    assert edited["message"]["text"] == "deployed" and edited["change"]["kind"] == "edit"
+    assert (await alice.next("change"))["seq"] == edited["change"]["seq"]
+    reacted = await ci.ok("PUT", "/rooms/lobby/messages/1/reactions/🎉")
+    assert reacted["message"]["reactions"] == [{"emoji": "🎉", "count": 1, "names": ["ci"]}]
+    await ci.ok("DELETE", "/rooms/lobby/messages/1/reactions/🎉")
+    theirs = await alice.send("lobby", "spam spam spam")
+    assert await ci.refused("DELETE", f"/rooms/lobby/messages/{theirs['seq']}") == (
+        403, "forbidden")
+    gone = await mod.ok("DELETE", f"/rooms/lobby/messages/{theirs['seq']}")
+    assert gone["message"]["deleted"] is True
+    assert await ci.refused("PATCH", "/rooms/lobby/messages/99", {"text": "x"}) == (
+        404, "not_found")
+
+
+async def test_keys_are_held_to_their_scopes_and_rooms(
+        keyed: tuple[Served, dict[str, Client]]) -> None:
+    served, clients = keyed
+    ci, reader = clients["ci"], clients["reader"]
+    assert await reader.refused("POST", "/rooms/lobby/messages", {"text": "x"}) == (
+        403, "forbidden")
+    assert await ci.refused("POST", "/rooms/ops/messages", {"text": "x"}) == (403, "forbidden")
+    assert await ci.refused("GET", "/rooms/ops/messages") == (403, "forbidden")
+    assert await ci.refused("POST", "/people/alice/disconnect") == (403, "forbidden")
+    for bad in ("", "Bearer", "Bearer rc_not-a-key", "Basic " + ci.key, ci.key):
+        status, reply, _ = await ci.call("GET", "/rooms", headers={"Authorization": bad})
+        assert (status, reply["error"]["code"]) == (401, "unauthorized"), bad
+    assert (await served.chat.store.page(RoomName("ops"))).messages == []
+
+
+async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(serve: ServeFactory) -> None:
+    key = new_key()
+    served = await serve(api_keys=entry("ci", "publish,read", "*", key), max_text_length=10,
+                         api_max_body=1000)
+    async with aiohttp.ClientSession() as http:
+        ci = Client(http, served.url, key)
+        cases: list[tuple[str, str, Any, bytes | None, int, str]] = [
+            ("POST", "/rooms/lobby/messages", None, b"{not json", 400, "bad_request"),
+            ("POST", "/rooms/lobby/messages", None, b"[1, 2]", 400, "bad_request"),
+            ("POST", "/rooms/lobby/messages", {"text": 5}, None, 400, "bad_request"),
+            ("POST", "/rooms/lobby/messages", {"text": ""}, None, 400, "bad_request"),
+            ("POST", "/rooms/lobby/messages", {"text": "   "}, None, 400, "bad_request"),
+            ("POST", "/rooms/lobby/messages", {"text": "x" * 11}, None, 413, "too_large"),
+            ("POST", "/rooms/lobby/messages", {"text": "x" * 2000}, None, 413, "too_large"),
+            ("POST", "/rooms/bad%20room/messages", {"text": "x"}, None, 400, "bad_request"),
+            ("POST", "/rooms/lobby/messages", {"text": "x", "reply_to": 0}, None, 400,
+             "bad_request"),
+            ("PATCH", "/rooms/lobby/messages/0", {"text": "x"}, None, 400, "bad_request"),
+            ("PUT", "/rooms/lobby/messages/1/reactions/abc", None, None, 400, "bad_request"),
+            ("GET", "/rooms/lobby/messages?limit=0", None, None, 400, "bad_request"),
+            ("GET", "/rooms/lobby/messages?before=2&after=1", None, None, 400, "bad_request"),
+            ("GET", "/rooms/lobby/search?q=", None, None, 400, "bad_request"),
+        ]
+        for method, path, body, raw, status, code in cases:
+            assert await ci.refused(method, path, body, raw=raw) == (status, code), path
+        assert (await served.chat.store.page(RoomName("lobby"))).messages == []
+        assert (await ci.ok("POST", "/rooms/lobby/messages", {"text": "still fine"})
+                )["message"]["seq"] == 1
+
+
+async def test_a_key_past_its_rate_is_told_when_to_come_back(serve: ServeFactory) -> None:
+    key = new_key()
+    served = await serve(api_keys=entry("ci", "read", "*", key), api_rate=0.5, api_burst=3)
+    async with aiohttp.ClientSession() as http:
+        ci = Client(http, served.url, key)
+        for _ in range(3):
+            await ci.ok("GET", "/rooms")
+        status, reply, headers = await ci.call("GET", "/rooms")
+        assert (status, reply["error"]["code"]) == (429, "rate_limited")
+        assert int(headers["Retry-After"]) >= 1 and reply["error"]["retry_after"] > 0
+
+
+async def test_rooms_members_and_search(keyed: tuple[Served, dict[str, Client]],
+                                        peer: PeerFactory) -> None:
+    served, clients = keyed
+    reader, ci = clients["reader"], clients["ci"]
+    alice, bob = await peer("alice", server=served), await peer("bob", server=served)
+    for who in (alice, bob):
+        await who.join("lobby")
+    await bob.join("elsewhere")
+    await alice.send("lobby", "the needle is here")
+    listed = {r["name"]: r["members"] for r in (await reader.ok("GET", "/rooms"))["rooms"]}
+    assert listed == {"lobby": 2, "elsewhere": 1}
+    assert {r["name"] for r in (await ci.ok("GET", "/rooms"))["rooms"]} == {"lobby"}
+    assert (await reader.ok("GET", "/rooms/lobby/members"))["members"] == ["alice", "bob"]
+    found = await reader.ok("GET", "/rooms/lobby/search", q="need")
+    assert [r["message"]["text"] for r in found["results"]] == ["the needle is here"]
+    assert [text for text, hit in found["results"][0]["marked"] if hit] == ["needle"]
+
+
+async def test_an_admin_key_ends_a_persons_connections(
+        keyed: tuple[Served, dict[str, Client]], peer: PeerFactory) -> None:
+    served, clients = keyed
+    bob = await peer("bob", server=served)
+    bob_again = await peer("bob", server=served)
+    alice = await peer("alice", server=served)
+    await bob.join("lobby")
+    assert (await clients["ops"].ok("POST", "/people/bob/disconnect"))["name"] == "bob"
+    assert sorted(c.name for c in served.chat.connections.values()) == ["alice"]
+    await until(lambda: not bob.sio.connected and not bob_again.sio.connected)
+    assert (await alice.join("lobby"))["members"] == ["alice"]
+
+
+async def test_direct_conversations_through_the_api(serve: ServeFactory,
+                                                    peer: PeerFactory) -> None:
+    key = new_key()
+    served = await serve(api_keys=entry("helpdesk", "publish,read", "*", key),
+                         jwt_secret=SECRET)
+    alice = await peer("alice", server=served, auth={"token": token(name="alice")})
+    carol = await peer("carol", server=served, auth={"token": token(name="carol")})
+    async with aiohttp.ClientSession() as http:
+        helpdesk = Client(http, served.url, key)
+        opened = await helpdesk.ok("POST", "/directs", {"with": ["alice"]})
+        room = opened["room"]
+        assert opened["with"] == ["alice", "helpdesk"]
+        assert (await alice.next("direct"))["room"] == room
+        sent = (await helpdesk.ok("POST", f"/rooms/{room}/messages", {"text": "hello"}))
+        assert await alice.next("mention") == {"room": room, "message": sent["message"]}
+        other = (await carol.ok("direct", {"with": ["bob"]}))["room"]
+        assert await helpdesk.refused("GET", f"/rooms/{other}/messages") == (403, "forbidden")
+
+
+async def test_the_api_is_off_without_a_key_and_describes_itself_with_one(
+        serve: ServeFactory, keyed: tuple[Served, dict[str, Client]]) -> None:
+    plain = await serve()
+    async with aiohttp.ClientSession() as http:
+        for path in ("/openapi.json", "/rooms"):
+            async with http.get(plain.url + API + path) as reply:
+                assert reply.status == 404
+        served, _ = keyed
+        async with http.get(served.url + API + "/openapi.json") as reply:
+            spec = await reply.json()
+    assert spec["openapi"] == "3.1.0"
+    operations = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert operations >= {"postMessage", "editMessage", "deleteMessage", "react", "unreact",
+                          "history", "search", "listRooms", "listMembers", "openDirect",
+                          "disconnectPerson"}
