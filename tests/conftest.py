@@ -168,8 +168,10 @@ class RoomcastTestServer(TestServer):
 ServeFactory = Callable[..., Awaitable[Served]]
 
 
-@pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
+async def serving(tmp_path: Path) -> AsyncIterator[ServeFactory]:
+    """``serve(**settings)``: start a server (stopped at the end of the test).
+    The fixture ``serve`` is this; a module whose tests share an event loop
+    makes it a fixture of that loop (``tests/system/test_page.py``)."""
     started: list[TestServer] = []
 
     async def start(*, store_factory: StoreFactory = open_store,
@@ -194,6 +196,9 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
     yield start
     for server in reversed(started):
         await server.close()
+
+
+serve = pytest.fixture(serving, name="serve")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, async_playwright, expect
 
@@ -18,12 +19,20 @@ from app.chat.namespace import NAMESPACE
 from app.core.models import RoomName, Sid
 
 from ..browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
-from ..conftest import TIMEOUT, ServeFactory, Served, sio_client, until
+from ..conftest import TIMEOUT, ServeFactory, Served, serving, sio_client, until
 from ..processes import start_server
 from ..proxy import Proxy
 
 
-@pytest.fixture
+# One event loop for the module's tests, so that one Chromium (and Playwright's
+# driver) serves them all: each test has browser contexts of its own (own
+# storage, own connections), closed at its end. Every async fixture the tests
+# use is of that loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+serve = pytest_asyncio.fixture(serving, name="serve", loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: run `make test`"
     async with async_playwright() as playwright:
@@ -33,17 +42,22 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def users(browser: Browser, request: pytest.FixtureRequest
                 ) -> AsyncIterator[list[User]]:
     """Users opened in the test; at the end each is screenshotted and must have
-    seen no console error, page error or dialog (a CSP violation is a console error)."""
+    seen no console error, page error or dialog (a CSP violation is a console
+    error); then their browser contexts are closed."""
     opened: list[User] = []
     yield opened
-    for i, user in enumerate(opened):
-        await user.screenshot(f"{request.node.name}-{i}")
-    for user in opened:
-        assert user.problems == [], user.problems
+    try:
+        for i, user in enumerate(opened):
+            await user.screenshot(f"{request.node.name}-{i}")
+        for user in opened:
+            assert user.problems == [], user.problems
+    finally:
+        for user in opened:
+            await user.page.context.close()
 
 
 async def open_user(users: list[User], browser: Browser, url: str, **params: str) -> User:
@@ -63,7 +77,7 @@ async def python_peer(served_url: str, serializer: str, name: str, room: str) ->
     return sio
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def page_server(serve: ServeFactory, serializer: str) -> Served:
     """The server, with the page following its serializer (msgpack; both for the
     tests marked matrix: the page loads another bundle of the client for each)."""
@@ -205,7 +219,7 @@ async def test_errors_are_shown_in_plain_words(serve: ServeFactory, browser: Bro
     await alice.shows("short")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def restartable(tmp_path: Path) -> AsyncIterator[dict[str, object]]:
     """A `python -m app` process behind a proxy whose URL survives restarts."""
     server, port = await start_server(tmp_path)
@@ -488,7 +502,7 @@ async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,
     await expect(alice.page.locator("#messages li[data-seq] .from")).to_have_text(["alice"])
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def page_proxy(page_server: Served) -> AsyncIterator[Proxy]:
     """A proxy to page_server (ask for it before ``users``: it must outlive the pages)."""
     proxy = await Proxy(int(page_server.url.rsplit(":", 1)[1])).start()
