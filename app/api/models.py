@@ -63,6 +63,11 @@ class PersonPath(Query):
     name: Name
 
 
+class IdempotencyHeader(Query):
+    key: ClientId | None = Field(default=None, alias="Idempotency-Key", description=(
+        "the same as client_id (used when the body has none): a retry with it is done once"))
+
+
 class PostBody(Strict):
     text: str = Field(min_length=1, description="the message (at most --max-text-length "
                                                 "characters; longer is too_large)")

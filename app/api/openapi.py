@@ -26,7 +26,7 @@ VERSION = "1.0.0"
 def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
     if model is None:
         return []
-    schema = model.model_json_schema(ref_template=REF)
+    schema = model.model_json_schema(ref_template=REF, by_alias=True)
     required = set(schema.get("required", ()))
     return [{"name": name, "in": where, "required": where == "path" or name in required,
              "schema": {k: v for k, v in field.items() if k not in ("title", "description")},
@@ -37,11 +37,9 @@ def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any
 def _errors(endpoint: Endpoint) -> dict[str, Any]:
     failed = {"description": "refused: the error's code says why",
               "content": {"application/json": {"schema": {"$ref": REF.format(model="Failed")}}}}
-    codes = ["400", "401", "403", "429", "503", "500"]
+    codes = ["400", "401", "403", "404", "429", "503", "500"]
     if endpoint.body_model is not None:
         codes.append("413")
-    if endpoint.path_model is not None and "seq" in endpoint.path_model.model_fields:
-        codes.append("404")
     responses = {code: failed for code in sorted(codes)}
     responses["429"] = {**failed, "headers": {"Retry-After": {
         "description": "seconds to wait", "schema": {"type": "integer"}}}}
@@ -64,10 +62,7 @@ def document(endpoints: Sequence[Endpoint], prefix: str) -> dict[str, Any]:
             "security": [{"apiKey": [endpoint.scope]}],
             "parameters": _parameters(endpoint.path_model, "path")
             + _parameters(endpoint.query_model, "query")
-            + ([{"name": "Idempotency-Key", "in": "header", "required": False,
-                 "schema": {"type": "string", "minLength": 1, "maxLength": 64},
-                 "description": "the same as client_id: a retry with it is done once"}]
-               if endpoint.name in ("postMessage", "editMessage", "deleteMessage") else []),
+            + _parameters(endpoint.header_model, "header"),
             "responses": {str(endpoint.status): {
                 "description": "done",
                 "content": {"application/json": {

@@ -64,7 +64,7 @@ class Call:
     path: Any
     query: Any
     body: Any
-    headers: Any
+    headers: Any  # the validated headers (header_model), if the endpoint reads any
 
 
 Action = Callable[["Api", Call], Awaitable[Json]]
@@ -82,6 +82,7 @@ class Endpoint:
     path_model: type[BaseModel] | None = None
     query_model: type[BaseModel] | None = None
     body_model: type[BaseModel] | None = None
+    header_model: type[BaseModel] | None = None
     status: int = 200
 
 
@@ -144,7 +145,8 @@ class Api:
 # -- what each endpoint does ---------------------------------------------------------
 
 def _client_id(call: Call) -> str | None:
-    return call.body.client_id or call.headers.get("Idempotency-Key") or None
+    given: str | None = call.body.client_id or call.headers.key
+    return given
 
 
 async def post_message(api: Api, call: Call) -> Json:
@@ -163,7 +165,7 @@ async def edit_message(api: Api, call: Call) -> Json:
 async def delete_message(api: Api, call: Call) -> Json:
     p = call.path
     return await api.event(call, "delete", {"room": p.room, "seq": p.seq,
-                                            "client_id": call.headers.get("Idempotency-Key")},
+                                            "client_id": call.headers.key},
                            p.room)
 
 
@@ -228,12 +230,14 @@ ENDPOINTS = [
              history, m.History, path_model=m.RoomPath, query_model=m.HistoryQuery),
     Endpoint("POST", ROOM + "/messages", "postMessage", "Post a message as the key's "
              "identity (idempotent with client_id or an Idempotency-Key header)", "publish",
-             post_message, m.Posted, path_model=m.RoomPath, body_model=m.PostBody),
+             post_message, m.Posted, path_model=m.RoomPath, body_model=m.PostBody,
+             header_model=m.IdempotencyHeader),
     Endpoint("PATCH", MESSAGE, "editMessage", "Edit one of the key identity's messages",
              "publish", edit_message, m.Changed, path_model=m.MessagePath,
-             body_model=m.EditBody),
+             body_model=m.EditBody, header_model=m.IdempotencyHeader),
     Endpoint("DELETE", MESSAGE, "deleteMessage", "Delete a message (another's: moderate)",
-             "publish", delete_message, m.Changed, path_model=m.MessagePath),
+             "publish", delete_message, m.Changed, path_model=m.MessagePath,
+             header_model=m.IdempotencyHeader),
     Endpoint("PUT", MESSAGE + "/reactions/{emoji}", "react", "React to a message", "publish",
              react, m.Changed, path_model=m.ReactionPath),
     Endpoint("DELETE", MESSAGE + "/reactions/{emoji}", "unreact", "Take a reaction back",
@@ -284,6 +288,15 @@ async def _body(request: web.Request, model: type[BaseModel], limit: int) -> Bas
         raise invalid(exc, "body") from None
 
 
+def _named(headers: Any, model: type[BaseModel] | None) -> dict[str, str]:
+    """The headers ``model`` reads, by the names it gives them (HTTP's are
+    case-insensitive; a model's aliases are not)."""
+    if model is None:
+        return {}
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    return {name: headers[name] for name in names if name in headers}
+
+
 def _parts(model: type[BaseModel] | None, values: Any, where: str) -> Any:
     if model is None:
         return None
@@ -309,13 +322,31 @@ def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Respons
                         _parts(endpoint.query_model, request.query, "query"),
                         None if endpoint.body_model is None else await _body(
                             request, endpoint.body_model, api.settings.api_max_body),
-                        request.headers)
+                        _parts(endpoint.header_model, _named(request.headers,
+                                                             endpoint.header_model), "header"))
             reply = await endpoint.action(api, call)
         except ChatError as exc:
             log.info("api %s %s refused %s", endpoint.method, request.path, exc.code)
             return failure(exc)
         return web.json_response(reply, status=endpoint.status)
     return handle
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Under ``/api/``, aiohttp's own refusals (no such path or method) are
+    JSON errors like the API's."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if not request.path.startswith(PREFIX + "/") or exc.status < 400:
+            raise
+        code = ErrorCode.NOT_FOUND if exc.status == 404 else ErrorCode.BAD_REQUEST
+        return web.json_response({"ok": False, "error": {"code": str(code),
+                                                         "message": exc.reason}},
+                                 status=exc.status, headers={
+                                     k: v for k, v in exc.headers.items() if k == "Allow"})
 
 
 def setup_api(app: web.Application) -> None:
@@ -327,5 +358,6 @@ def setup_api(app: web.Application) -> None:
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(spec)
     app.router.add_get(PREFIX + "/openapi.json", openapi)
+    app.middlewares.append(json_errors)
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, PREFIX + endpoint.path, handler(endpoint))
