@@ -198,7 +198,10 @@ async def serving(tmp_path: Path) -> AsyncIterator[ServeFactory]:
         await server.close()
 
 
-serve = pytest.fixture(serving, name="serve")
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
+    async for start in serving(tmp_path):
+        yield start
 
 
 @pytest.fixture

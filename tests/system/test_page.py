@@ -29,7 +29,14 @@ from ..proxy import Proxy
 # storage, own connections), closed at its end. Every async fixture the tests
 # use is of that loop.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-serve = pytest_asyncio.fixture(serving, name="serve", loop_scope="module")
+
+
+@pytest_asyncio.fixture(name="serve", loop_scope="module")
+async def serve_on_the_modules_loop(tmp_path: Path) -> AsyncIterator[ServeFactory]:
+    # (a function of its own: marking serving itself would move every module's
+    # serve to a module's loop)
+    async for start in serving(tmp_path):
+        yield start
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
