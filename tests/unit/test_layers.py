@@ -109,3 +109,10 @@ def test_the_chat_services_know_no_socket() -> None:
             continue
         assert not {m for m in imports(path) if m.split(".")[0] in
                     {"socketio", "engineio", "aiohttp"}}, path
+
+
+def test_every_folder_of_python_modules_is_a_package() -> None:
+    """A folder of modules without an ``__init__.py`` works from the checkout
+    and is left out of the wheel (setup.cfg finds packages)."""
+    for folder in sorted({p.parent for p in APP.rglob("*.py")}):
+        assert (folder / "__init__.py").exists(), f"{folder} has no __init__.py"
