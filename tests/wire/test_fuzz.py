@@ -5,8 +5,6 @@ answered, nothing invalid is stored, other clients are undisturbed."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,39 +13,10 @@ from app.appkeys import SIO_KEY
 from app.core.models import RoomName
 
 from ..conftest import TIMEOUT, Peer, PeerFactory, Served, until
+from ..payloads import CODES, EVENTS, ROOMS, shaped, values
 from ..rawclient import CONNECT, RawClient
 
 pytestmark = pytest.mark.matrix("serializer")  # payloads as each serializer decodes them
-
-EVENTS = ["join", "leave", "send", "history", "typing", "rooms", "nosuch", "message"]
-CODES = {"bad_request", "not_member", "too_large", "rate_limited", "unauthorized",
-         "unavailable", "internal"}
-ROOMS = ["r1", "r2"]
-
-
-def values(serializer: str) -> st.SearchStrategy[Any]:
-    """Anything the wire format can carry."""
-    text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1),
-                        st.floats(allow_nan=False), text,
-                        *([st.binary(max_size=20)] if serializer == "msgpack" else []))
-    return st.recursive(scalars, lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(text, inner, max_size=4)), max_leaves=12)
-
-
-def shaped(serializer: str) -> st.SearchStrategy[Any]:
-    """Maps that look like real payloads, with some fields wrong."""
-    anything = values(serializer)
-    return st.fixed_dictionaries({}, optional={
-        "room": st.one_of(st.sampled_from(ROOMS), anything),
-        "text": st.one_of(st.text(min_size=1, max_size=50), anything),
-        "client_id": st.one_of(st.text(min_size=1, max_size=70), anything),
-        "since": st.one_of(st.integers(-5, 50), anything),
-        "before": st.one_of(st.integers(-5, 50), anything),
-        "after": st.one_of(st.integers(-5, 50), anything),
-        "limit": st.one_of(st.integers(-5, 300), anything),
-        "active": st.one_of(st.booleans(), anything),
-    })
 
 
 @pytest.fixture
@@ -59,13 +28,15 @@ async def pair(served: Served, peer: PeerFactory) -> tuple[Served, Peer, Peer]:
 
 
 @pytest.mark.parametrize("transport", ["websocket"])
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 async def test_arbitrary_payloads_get_an_ack_and_store_nothing_invalid(
         pair: tuple[Served, Peer, Peer], data: st.DataObject) -> None:
     """Every event with any payload is answered with {ok: ...}; a refusal has a known
-    code; whatever is stored is a valid message; the connection stays usable."""
+    code; whatever is stored is a valid message; the connection stays usable. (A
+    few examples per serializer, as each decodes them; the many are a unit test,
+    tests/unit/test_fuzz_events.py, of every event.)"""
     served, fuzzer, _ = pair
     serializer = served.settings.serializer
     event = data.draw(st.sampled_from(EVENTS))
