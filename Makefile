@@ -26,7 +26,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -137,6 +137,9 @@ bench-isolation: $(VENV)/.installed-run  ## bench/isolation.py: others' join, hi
 
 bench-history: $(VENV)/.installed-run  ## bench/history.py: history and join-with-since latency over ten million messages, both stores, with the query plans (about 15 min)
 	$(BIN)/python -m bench.history $(BENCH_ARGS)
+
+bench-api: $(VENV)/.installed-run  ## bench/api.py: messages per second posted through the HTTP API beside the same through a socket (about 1 min)
+	$(BIN)/python -m bench.api $(BENCH_ARGS)
 
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
