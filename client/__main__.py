@@ -14,7 +14,9 @@
   the key in ``$ROOMCAST_API_KEY`` (or ``--key``), e.g. from a CI job; exit 0
   once stored (retried with the same client id, so at most once), 1 if
   refused, 2 if the server could not be reached within ``--timeout``.
-* ``bot --url U --name N --room R [--room R2 ...]``: run the command bot (it
+* ``bot --url U --name N --room R [--room R2 ...] [--cursor C]``: run the
+  command bot (with ``--cursor``, the server keeps its place: restarted, it
+  answers every message it missed, once; it
   also answers where it is mentioned, and in token mode in the direct
   conversations people open with it; a room it is refused is skipped).
 
@@ -132,13 +134,15 @@ def _parser() -> argparse.ArgumentParser:
     post.add_argument("text")
     bot = commands.add_parser("bot", parents=[common], help="run the command bot")
     bot.add_argument("--room", required=True, action="append", help="repeat for more rooms")
+    bot.add_argument("--cursor", help="keep this bot's place on the server under this name: "
+                                      "restarted, it answers every message it missed, once")
     return parser
 
 
 def _client(args: argparse.Namespace) -> ChatClient:
     transports = None if args.transport == "auto" else [args.transport]
     client = ChatClient(args.url, args.name, token=args.token, serializer=args.serializer,
-                        transports=transports)
+                        transports=transports, cursor=getattr(args, "cursor", None))
     client.on_state = lambda state: _status(
         "connection lost; reconnecting" if state == "disconnected" else "connected")
     return client

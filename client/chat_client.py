@@ -16,6 +16,15 @@
 * **Handlers run one at a time, in order**, on one dispatcher task, so a
   handler may itself call ``send`` (as the bot does). The client's own sent
   messages reach ``on_message`` too, in their place in the room's order.
+* **Resuming where a consumer stopped.** With ``cursor`` (a name of your
+  choosing), the server keeps how far this person's consumer has handled
+  each room: after the handler of an entry returns, the client moves the
+  cursor to it (``advance``, coalesced); the first ``join`` of a room reads
+  on from the cursor, so a bot that restarts hands over every entry after
+  the last one it handled, and none before. An entry handled just before a
+  crash, its cursor move not yet stored, is handed over again: a handler
+  whose effects are idempotent (a reply with a ``client_id`` made from the
+  entry's room and seq, as the bot's) acts exactly once.
 * **What is new.** ``markers`` holds, per room joined, where the person
   stands (``read``, ``unread``, ``mentions``, ``seq``), kept current by join
   acks, ``mark_read`` and the person's other connections' reads;
@@ -129,8 +138,8 @@ class ChatClient:
                  on_state: Callable[[str], object] | None = None,
                  http_session: Any = None, token_provider: TokenProvider | None = None,
                  on_mention: Handler | None = None, on_read: Handler | None = None,
-                 on_direct: Handler | None = None, on_receipt: Handler | None = None
-                 ) -> None:
+                 on_direct: Handler | None = None, on_receipt: Handler | None = None,
+                 cursor: str | None = None) -> None:
         compat.lift_polling_packet_limit(POLL_PACKETS)
         self.url = url
         # in token mode the server takes the name from the token: so does the client
@@ -148,6 +157,9 @@ class ChatClient:
         self.on_direct = on_direct
         self.on_receipt = on_receipt
         self.token_provider = token_provider
+        self.cursor = cursor
+        self._handled: dict[str, int] = {}  # room -> seq handled, not yet advanced
+        self._advancing: set[str] = set()  # rooms with a cursor move in flight
         self.markers: dict[str, JSON] = {}  # room -> {read, unread, mentions, seq}
         self._sio = socketio.AsyncClient(
             serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=True, reconnection_attempts=0,
@@ -159,7 +171,8 @@ class ChatClient:
         self._closing = False
         self._connected_once = False
         self._connections = 0  # connects so far: a rejoin belongs to one of them
-        self._dispatch: asyncio.Queue[tuple[Handler | None, JSON]] = asyncio.Queue()
+        # (handler, event, whether it is an entry of a room's stream)
+        self._dispatch: asyncio.Queue[tuple[Handler | None, JSON, bool]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._own_http: aiohttp.ClientSession | None = None  # see connect()
         self._sio.on("connect", self._on_connect, namespace=NAMESPACE)
@@ -390,18 +403,30 @@ class ChatClient:
 
     async def join(self, room: str) -> JSON:
         """Join ``room``; return the ack (``seq``, ``members``, the latest
-        ``messages``). Messages after the ack's ``seq`` go to ``on_message``."""
+        ``messages``). Messages after the ack's ``seq`` go to ``on_message``;
+        with a ``cursor``, every entry after where it stands, first."""
         state = self._rooms.get(room)
         if state is None:
             state = self._rooms[room] = _Room()
+            payload: JSON = {"room": room}
+            if self.cursor is not None:
+                payload["cursor"] = self.cursor
             async with state.lock:  # messages that race the ack wait for it
                 try:
-                    ack = await self.request("join", {"room": room})
+                    ack = await self.request("join", payload)
                 except BaseException:
                     del self._rooms[room]
                     raise
-                state.last = ack["seq"]
+                position = ack.get("cursor")
+                state.last = ack["seq"] if position is None else int(position)
             self._marked(ack)
+            if self.cursor is not None:
+                if position is None:  # a new cursor starts here, for good
+                    self._advance(room, ack["seq"])
+                else:
+                    await self._accept(room, _stream(ack))
+                    if ack["more"]:
+                        await self._catch_up(room, ack["seq"])
             return ack
         ack = await self.request("join", {"room": room, "since": state.last})
         self._marked(ack)
@@ -579,7 +604,7 @@ class ChatClient:
 
     def _hand_over(self, entry: JSON) -> None:
         handler = self.on_change if "kind" in entry else self.on_message
-        self._dispatch.put_nowait((handler, entry))
+        self._dispatch.put_nowait((handler, entry, True))
 
     async def _catch_up(self, room: str, upto: int, *, locked: bool = False) -> None:
         """Page forward from the room's last seq until ``upto`` is delivered."""
@@ -602,26 +627,52 @@ class ChatClient:
         async def relay(data: JSON) -> None:
             if event == "read":
                 self._marked(data)
-            self._dispatch.put_nowait((getattr(self, "on_" + event), data))
+            self._dispatch.put_nowait((getattr(self, "on_" + event), data, False))
         return relay
 
     async def _on_presence(self, event: JSON) -> None:
-        self._dispatch.put_nowait((self.on_presence, event))
+        self._dispatch.put_nowait((self.on_presence, event, False))
 
     async def _on_typing(self, event: JSON) -> None:
-        self._dispatch.put_nowait((self.on_typing, event))
+        self._dispatch.put_nowait((self.on_typing, event, False))
 
     async def _dispatcher(self) -> None:
         while True:
-            handler, event = await self._dispatch.get()
-            if handler is None:
-                continue
-            try:
-                result = handler(event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("handler %r failed", handler)
+            handler, event, entry = await self._dispatch.get()
+            if handler is not None:
+                try:
+                    result = handler(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("handler %r failed", handler)
+            if entry and self.cursor is not None:
+                self._advance(str(event["room"]), int(event["seq"]))
+
+    def _advance(self, room: str, seq: int) -> None:
+        """The entry ``seq`` of ``room`` is handled: move the cursor there (one
+        move in flight per room; those handled meanwhile go in the next)."""
+        self._handled[room] = max(seq, self._handled.get(room, 0))
+        if room not in self._advancing:
+            self._advancing.add(room)
+            self._spawn(self._advancing_to(room))
+
+    async def _advancing_to(self, room: str) -> None:
+        try:
+            while (seq := self._handled.get(room)) is not None:
+                try:
+                    await self.request("advance", {"room": room, "cursor": self.cursor,
+                                                   "seq": seq})
+                except (ChatClientError, *_TRANSIENT) as exc:
+                    # (moves are coalesced: the next one carries this one's entries too)
+                    log.info("could not move the cursor in %s (%s); will again", room, exc)
+                    wait = getattr(exc, "retry_after", None)
+                    await asyncio.sleep(wait / 1000 if wait else 1.0)
+                    continue
+                if self._handled.get(room) == seq:
+                    del self._handled[room]
+        finally:
+            self._advancing.discard(room)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -138,13 +138,6 @@ class Connections(Mapping[Sid, Connection]):
         for room in (person_room(name), person_room(name, limited=True)):
             await self.wire.end_room(room)
 
-    def require(self, sid: Sid) -> Connection:
-        """The connection ``sid``; ``bad_request`` if it is gone."""
-        conn = self.by_sid.get(sid)
-        if conn is None:
-            raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
-        return conn
-
     def is_current(self, conn: Connection) -> bool:
         """Whether ``conn`` is still connected (not closed meanwhile)."""
         return self.by_sid.get(conn.sid) is conn

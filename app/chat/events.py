@@ -21,7 +21,7 @@ from ..core.models import Sid
 from .connections import Connection
 from .directs import MAX_PEOPLE
 from .protocol import (
-    parse_delete, parse_direct, parse_edit, parse_history, parse_join, parse_leave,
+    parse_advance, parse_delete, parse_direct, parse_edit, parse_history, parse_join, parse_leave,
     parse_reaction, parse_read, parse_renew, parse_rooms, parse_search, parse_send,
     parse_typing,
 )
@@ -95,6 +95,10 @@ async def _direct(chat: Chat, conn: Connection, data: object) -> Ack:
     return await chat.directs.open(conn, parse_direct(data, max_people=MAX_PEOPLE))
 
 
+async def _advance(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.cursors.advance(conn, parse_advance(data))
+
+
 async def _renew(chat: Chat, conn: Connection, data: object) -> Ack:
     req = parse_renew(data)
     chat.connections.limit(conn, "renew", "renewals")
@@ -107,6 +111,7 @@ EVENTS: dict[str, Event] = {
     "join": _join, "leave": _leave, "send": _send, "history": _history, "search": _search,
     "edit": _edit, "delete": _delete, "react": _react, "unreact": _unreact,
     "typing": _typing, "rooms": _rooms, "read": _read, "direct": _direct, "renew": _renew,
+    "advance": _advance,
 }
 
 

@@ -27,12 +27,15 @@ HISTORY_DEFAULT = 50
 HISTORY_MAX = 200
 
 _ROOM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % ROOM_MAX)
+CURSOR_NAME_MAX = 64  # characters of a consumer's cursor's name (join, advance)
+_CURSOR_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % CURSOR_NAME_MAX)
 
 
 @dataclass(frozen=True, slots=True)
 class JoinRequest:
     room: RoomName
     since: int | None
+    cursor: str | None = None  # a consumer's named cursor: read on from where it stands
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,15 @@ class RenewRequest:
 @dataclass(frozen=True, slots=True)
 class ReadRequest:
     room: RoomName
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceRequest:
+    """A consumer has handled ``room``'s stream up to ``seq`` (its cursor)."""
+
+    room: RoomName
+    cursor: str
     seq: int
 
 
@@ -168,9 +180,27 @@ def parse_name(auth: object) -> str:
     return name
 
 
+def _cursor_name(payload: dict[Any, Any]) -> str | None:
+    cursor = payload.get("cursor")
+    if cursor is not None and (not isinstance(cursor, str)
+                               or not _CURSOR_NAME_RE.fullmatch(cursor)):
+        raise _bad(f"cursor must be 1 to {CURSOR_NAME_MAX} letters, digits or _ . : -")
+    return cursor
+
+
 def parse_join(data: object) -> JoinRequest:
     payload = _payload(data)
-    return JoinRequest(_room(payload), _int(payload, "since", low=0, high=MAX_SEQ))
+    return JoinRequest(_room(payload), _int(payload, "since", low=0, high=MAX_SEQ),
+                       _cursor_name(payload))
+
+
+def parse_advance(data: object) -> AdvanceRequest:
+    payload = _payload(data)
+    room, cursor = _room(payload), _cursor_name(payload)
+    seq = _int(payload, "seq", low=0, high=MAX_SEQ)
+    if cursor is None or seq is None:
+        raise _bad("advance needs the cursor's name and the seq handled up to")
+    return AdvanceRequest(room, cursor, seq)
 
 
 def parse_leave(data: object) -> LeaveRequest:

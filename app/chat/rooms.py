@@ -22,6 +22,7 @@ from ..presence import Presence
 from ..settings import Settings
 from ..store import MessageStore
 from .connections import Connection, Connections, log_failure
+from .cursors import owner
 from .directs import is_direct
 from .protocol import JOIN_LATEST, JOIN_SINCE_MAX, JoinRequest
 from .receipts import receipt_list
@@ -72,13 +73,15 @@ class Rooms:
             # they have).
             conn.joining.add(room)
             await self.wire.enter_room(conn.sid, room)
-        if req.since is None:
-            query = self.store.page(room, limit=JOIN_LATEST)
-        else:
-            query = self.store.page(room, after=req.since, limit=JOIN_SINCE_MAX)
         try:
+            since, position = req.since, None
+            if req.cursor is not None:  # a consumer reads on from where it stands
+                position = await self.store.cursor(owner(conn.name, req.cursor), room)
+                since = position if since is None else since
+            query = self.store.page(room, limit=JOIN_LATEST) if since is None else \
+                self.store.page(room, after=since, limit=JOIN_SINCE_MAX)
             page, entries, more = await self.replies.read(conn, query,
-                                                          keep_newest=req.since is None)
+                                                          keep_newest=since is None)
             reading = await self.store.mark(conn.name, room)
             receipts = await self.store.receipts(room) if self.settings.read_receipts \
                 else None
@@ -103,6 +106,8 @@ class Rooms:
             ack["receipts"] = receipt_list(receipts)
         if people is not None:
             ack["with"] = sorted(people)
+        if req.cursor is not None:
+            ack["cursor"] = position
         return ack
 
     async def admit(self, conn: Connection, room: RoomName) -> frozenset[str] | None:

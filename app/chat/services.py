@@ -17,6 +17,7 @@ service             module                       owns
 ``directs``         :mod:`app.chat.conversations` opening direct conversations
 ``search``          :mod:`app.chat.searching`    search, bounded apart
 ``recovery``        :mod:`app.chat.recovery`     catch-up after fan-out lost events
+``cursors``         :mod:`app.chat.cursors`      consumers' positions, kept by the server
 ==================  ===========================  ========================================
 """
 
@@ -32,6 +33,7 @@ from ..settings import Settings
 from ..store import MessageStore
 from .connections import Connection, Connections
 from .conversations import Directs
+from .cursors import Cursors
 from .messages import Messages
 from .reads import Reads
 from .recovery import Recovery
@@ -60,6 +62,7 @@ class Chat:
         self.directs = Directs(settings, store, self.connections, wire)
         self.search = Search(settings, store, metrics, self.connections, self.replies)
         self.recovery = Recovery(store, presence, self.rooms, wire)
+        self.cursors = Cursors(store, self.connections)
         # work under way (handlers, disconnects): shutdown waits for it before
         # closing the backends, or its last store and presence calls would fail
         self.handling: set[asyncio.Task[Any]] = set()

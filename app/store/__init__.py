@@ -123,6 +123,15 @@ class MessageStore(Protocol):
     async def participants(self, rooms: Sequence[RoomName]) -> dict[RoomName, frozenset[str]]:
         """The participants of those of ``rooms`` that are direct conversations."""
 
+    async def cursor(self, owner: str, room: RoomName) -> int | None:
+        """Where the consumer ``owner`` (a bot's named cursor: ``name`` and the
+        cursor's name) stands in ``room``: the seq it has handled up to, or None
+        if it never said."""
+
+    async def advance(self, owner: str, room: RoomName, seq: int) -> int:
+        """Move ``owner``'s cursor in ``room`` forward to ``seq`` (never back,
+        never past the room's latest); where it stands now."""
+
     async def ping(self) -> None:
         """Return if the backend is usable; raise ``ChatError(UNAVAILABLE)`` if not."""
 

@@ -102,6 +102,12 @@ class Deadlines:
     async def participants(self, rooms: Sequence[RoomName]) -> dict[RoomName, frozenset[str]]:
         return await self._call("participants", self.store.participants(rooms))
 
+    async def cursor(self, owner: str, room: RoomName) -> int | None:
+        return await self._call("cursor", self.store.cursor(owner, room))
+
+    async def advance(self, owner: str, room: RoomName, seq: int) -> int:
+        return await self._call("advance", self.store.advance(owner, room, seq))
+
     async def ping(self) -> None:
         await self._call("ping", self.store.ping())
 

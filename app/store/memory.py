@@ -26,6 +26,7 @@ class MemoryStore:
         self._markers: dict[MarkerKey, tuple[int, int]] = {}  # -> (seq, at)
         self._mentions: set[Mention] = set()
         self._directs: dict[RoomName, frozenset[str]] = {}
+        self._cursors: dict[tuple[str, RoomName], int] = {}  # (owner, room) -> seq
         self._used = UseClock()
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
@@ -147,6 +148,15 @@ class MemoryStore:
 
     async def participants(self, rooms: Sequence[RoomName]) -> dict[RoomName, frozenset[str]]:
         return {room: self._directs[room] for room in rooms if room in self._directs}
+
+    async def cursor(self, owner: str, room: RoomName) -> int | None:
+        return self._cursors.get((owner, room))
+
+    async def advance(self, owner: str, room: RoomName, seq: int) -> int:
+        latest = len(self._rooms.get(room, []))
+        now = max(self._cursors.get((owner, room), 0), min(seq, latest))
+        self._cursors[(owner, room)] = now
+        return now
 
     async def ping(self) -> None:
         return None

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SEARCH_POOL = 2  # connections for searches (their own: see search)
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
 _SCHEMA = """
@@ -132,6 +132,15 @@ _MIGRATE_6 = """
 DROP INDEX IF EXISTS messages_words;
 ALTER TABLE messages DROP COLUMN IF EXISTS words;
 ALTER TABLE messages ADD COLUMN words tsvector;
+"""
+_MIGRATE_7 = """
+-- version 7: how far each consumer (a bot's named cursor) has handled a room
+CREATE TABLE IF NOT EXISTS cursors (
+    owner text   NOT NULL,
+    room  text   NOT NULL,
+    seq   bigint NOT NULL,
+    PRIMARY KEY (owner, room)
+);
 """
 _WORDS_INDEX = "CREATE INDEX IF NOT EXISTS messages_words ON messages USING gin (words)"
 # The messages after each (name, room, seq) that others sent, not deleted, and
@@ -235,6 +244,8 @@ class PostgresStore(QueuedWrites):
             await conn.execute(_MIGRATE_6)
             await self._index_all(conn)
             await conn.execute(_WORDS_INDEX)
+        if version is None or version < 7:
+            await conn.execute(_MIGRATE_7)
         if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
@@ -521,6 +532,27 @@ class PostgresStore(QueuedWrites):
         except OUTAGES as exc:
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
         return {RoomName(room): frozenset(names) for room, names in found}
+
+    async def cursor(self, owner: str, room: RoomName) -> int | None:
+        assert self._pool is not None
+        try:
+            found = await self._pool.fetchval(
+                "SELECT seq FROM cursors WHERE owner = $1 AND room = $2", owner, room)
+        except OUTAGES as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return None if found is None else int(found)
+
+    async def advance(self, owner: str, room: RoomName, seq: int) -> int:
+        assert self._pool is not None
+        try:
+            now = await self._pool.fetchval(
+                "INSERT INTO cursors SELECT $1, $2, least($3::bigint, coalesce((SELECT head"
+                " FROM rooms WHERE room = $2), 0)) ON CONFLICT (owner, room) DO UPDATE"
+                " SET seq = greatest(cursors.seq, excluded.seq) RETURNING seq",
+                owner, room, seq)
+        except OUTAGES as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return int(now)
 
     async def ping(self) -> None:
         if self._appends.closing or self._pool is None:

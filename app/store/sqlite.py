@@ -44,14 +44,15 @@ _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
 # stand now, and the changes made to them; messages_only pages back through
 # the messages alone. One row per person who reacts with an emoji to a
 # message (version 4; before, every name was in the message row). Per person
 # (version 5, app.store.markers): read markers, mentions, and the participants
-# of direct conversations.
+# of direct conversations. Per consumer and room (version 7): how far a bot's
+# named cursor has handled the room's stream.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -100,6 +101,12 @@ CREATE TABLE IF NOT EXISTS directs (
     room TEXT NOT NULL,
     name TEXT NOT NULL,
     PRIMARY KEY (room, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursors (
+    owner TEXT    NOT NULL,
+    room  TEXT    NOT NULL,
+    seq   INTEGER NOT NULL,
+    PRIMARY KEY (owner, room)
 ) WITHOUT ROWID;
 """
 # Search (app.store.search): each message's index tokens as it stands, under
@@ -477,6 +484,40 @@ class SqliteStore(QueuedWrites):
         except sqlite3.Error as exc:
             log.warning("sqlite write failed: %s", exc)
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+
+    async def cursor(self, owner: str, room: RoomName) -> int | None:
+        found: int | None = await self._read(self._cursor, owner, room)
+        return found
+
+    def _cursor(self, owner: str, room: RoomName) -> int | None:
+        assert self._read_conn is not None
+        row = self._read_conn.execute("SELECT seq FROM cursors WHERE owner = ? AND room = ?",
+                                      (owner, room)).fetchone()
+        return None if row is None else int(row[0])
+
+    async def advance(self, owner: str, room: RoomName, seq: int) -> int:
+        try:
+            now: int = await self._on(self._writer_thread, self._advance, owner, room, seq)
+        except sqlite3.Error as exc:
+            log.warning("sqlite write failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return now
+
+    def _advance(self, owner: str, room: RoomName, seq: int) -> int:
+        conn = self._write_conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            head = self._heads(conn, [room]).get(room, 0)
+            (now,) = conn.execute(
+                "INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (owner, room)"
+                " DO UPDATE SET seq = max(seq, excluded.seq) RETURNING seq",
+                (owner, room, min(seq, head))).fetchone()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return int(now)
 
     def _open_direct(self, room: RoomName, names: list[str]) -> None:
         conn = self._write_conn

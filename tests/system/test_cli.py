@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.chat.namespace import NAMESPACE
+from client import ChatClient
 from client.__main__ import format_change, format_message, printable
 
 from ..conftest import TIMEOUT, Peer, sio_client
@@ -187,3 +190,68 @@ async def test_bot_answers_commands(tmp_path: Path, server_url: str) -> None:
     finally:
         assert await bot.stop() == 0
         assert await tail.stop() == 0
+
+
+async def test_a_bot_killed_twenty_times_answers_every_message_once(
+        tmp_path: Path, server_url: str) -> None:
+    """The bot with a cursor, SIGKILLed 20 times while people keep sending it
+    commands (some while it is down), answers each of them exactly once: the
+    server kept its place, and an answer it gives again after a crash (its
+    cursor move not stored yet) is the same client_id, stored once."""
+    heard: dict[int, list[str]] = {}  # the bot's answers, by the seq answered
+    answered = asyncio.Event()
+
+    def record(message: dict[str, Any]) -> None:
+        if message["from"] == "botty":
+            heard.setdefault(int(message["client_id"].rsplit(":", 1)[1]), []).append(
+                message["text"])
+            answered.set()
+
+    async def until_answered(count: int, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while len(heard) < count:
+                answered.clear()
+                await answered.wait()
+
+    alice = ChatClient(server_url, "alice", on_message=record)
+    await alice.connect()
+    await alice.join("ops")
+    sent: dict[int, str] = {}  # seq -> the command's word
+
+    async def commands(n: int) -> None:
+        for _ in range(n):
+            word = str(len(sent))
+            sent[(await alice.send("ops", f"!echo {word}"))["seq"]] = word
+
+    def bot_process() -> Awaitable[Process]:
+        return cli(tmp_path, "bot", "--url", server_url, "--name", "botty", "--room", "ops",
+                   "--cursor", "main")
+    try:
+        for _ in range(20):
+            bot = await bot_process()
+            await bot.stderr_match(r"answering in ops$", 20)
+            before = len(heard)
+            await commands(5)
+            await until_answered(before + 1, 20)  # mid-stream: killed while answering
+            bot.proc.kill()
+            await bot.wait()
+            await commands(2)  # while it is down
+        bot = await bot_process()
+        await bot.stderr_match(r"answering in ops$", 20)
+        await until_answered(len(sent), 30)
+        assert await bot.stop() == 0
+        assert len(sent) == 20 * 7
+        assert heard == {seq: [word] for seq, word in sent.items()}
+        stored: dict[int, list[str]] = {}  # and as the store has them
+        page = await alice.history("ops", after=0, limit=200)
+        while True:
+            for m in page["messages"]:
+                if m["from"] == "botty":
+                    stored.setdefault(int(m["client_id"].rsplit(":", 1)[1]), []).append(
+                        m["text"])
+            if not page["more"]:
+                break
+            page = await alice.history("ops", after=page["messages"][-1]["seq"], limit=200)
+        assert stored == heard
+    finally:
+        await alice.close()

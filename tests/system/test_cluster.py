@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.core.models import RoomName, Sid
+from app.api.keys import entry, new_key
 from app.appkeys import SIO_KEY
 from app.presence.redis import RedisPresence
 from client import ChatClient
@@ -534,3 +535,29 @@ async def test_one_person_on_two_nodes_reads_once(cluster: list[Served],
     for device in (laptop, phone):
         (mine,) = [r for r in (await device.ok("rooms"))["rooms"] if r["name"] == "r"]
         assert (mine["read"], mine["unread"], mine["mentions"]) == (2, 0, 0)
+
+
+async def test_the_api_ends_a_persons_connections_on_every_node(
+        serve: ServeFactory, peer: PeerFactory) -> None:
+    """An admin key on node 0 ends bob's connections on both nodes (fan-out
+    carries the end to node 1); a post through the API on node 0 reaches a
+    member on node 1; carol, on node 1 too, stays."""
+    key = new_key()
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    async with postgres_schema() as store:
+        a, b = [await serve(store=store, redis=REDIS_URL, redis_prefix=prefix,
+                            node_id=f"node{i}", api_keys=entry("ops", "admin", "*", key))
+                for i in range(2)]
+        bob_a, bob_b = await peer("bob", server=a), await peer("bob", server=b)
+        carol = await peer("carol", server=b)
+        await carol.join("r")
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+            async with http.post(a.url + "/api/v1/rooms/r/messages",
+                                 json={"text": "from a backend"}) as reply:
+                posted = (await reply.json())["message"]
+            assert await carol.next("message") == posted
+            async with http.post(a.url + "/api/v1/people/bob/disconnect") as reply:
+                assert reply.status == 200
+        await until(lambda: not bob_a.sio.connected and not bob_b.sio.connected)
+        assert [c.name for c in b.chat.connections.values()] == ["carol"]
+        assert a.chat.connections == {} and carol.sio.connected

@@ -588,3 +588,28 @@ async def test_a_version_5_database_is_searched_the_new_way(store_url: str,
     assert await found(store, ["lobby"], "lunch") == []
     await store.append(LOBBY, "bob", "deploy again", None)
     assert await found(store, ["lobby"], "deploy") == ["deploy again", "deploy went fine"]
+
+
+async def test_a_cursor_moves_forward_only_and_never_past_the_latest(
+        store: MessageStore) -> None:
+    """A consumer's cursor per room: none until it says; then only forward, at
+    most to the room's latest seq; another consumer or room has its own."""
+    for i in range(3):
+        await store.append(LOBBY, "alice", f"m{i}", None)
+    assert await store.cursor("bot\ncursor", LOBBY) is None
+    assert await store.advance("bot\ncursor", LOBBY, 2) == 2
+    assert await store.advance("bot\ncursor", LOBBY, 1) == 2  # never back
+    assert await store.advance("bot\ncursor", LOBBY, 99) == 3  # never past the latest
+    assert await store.cursor("bot\ncursor", LOBBY) == 3
+    assert await store.cursor("bot\nother", LOBBY) is None
+    assert await store.advance("bot\ncursor", RoomName("empty"), 5) == 0
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)  # durable ones
+async def test_a_cursor_survives_reopening(store_url: str, reopen: Opener) -> None:
+    first = await reopen()
+    for i in range(3):
+        await first.append(LOBBY, "alice", f"m{i}", None)
+    await first.advance("bot\ncursor", LOBBY, 2)
+    await first.close()
+    assert await (await reopen()).cursor("bot\ncursor", LOBBY) == 2
