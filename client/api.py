@@ -108,6 +108,16 @@ class ApiClient:
     async def members(self, room: str) -> list[str]:
         return list((await self.call("GET", self._room(room) + "/members"))["members"])
 
+    async def cursor(self, room: str, name: str) -> int | None:
+        """Where this key's cursor ``name`` stands in ``room`` (None: never moved)."""
+        seq = (await self.call("GET", f"{self._room(room)}/cursors/{quote(name)}"))["seq"]
+        return None if seq is None else int(seq)
+
+    async def advance(self, room: str, name: str, seq: int) -> int:
+        """Move the cursor to ``seq`` once the entries up to it are handled."""
+        reply = await self.call("PUT", f"{self._room(room)}/cursors/{quote(name)}", {"seq": seq})
+        return int(reply["seq"])
+
     async def direct(self, *people: str) -> JSON:
         return await self.call("POST", "/directs", {"with": list(people)})
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..chat.directs import MAX_PEOPLE
 from ..chat.mentions import NAME_MAX
 from ..chat.protocol import (
-    CLIENT_ID_MAX, CURSOR_MAX, EMOJI_MAX, HISTORY_DEFAULT, HISTORY_MAX, MAX_SEQ, QUERY_MAX,
-    ROOM_MAX, SEARCH_DEFAULT, SEARCH_MAX,
+    CLIENT_ID_MAX, CURSOR_MAX, CURSOR_NAME_MAX, EMOJI_MAX, HISTORY_DEFAULT, HISTORY_MAX,
+    MAX_SEQ, QUERY_MAX, ROOM_MAX, SEARCH_DEFAULT, SEARCH_MAX,
 )
 from ..core.errors import ErrorCode
 
@@ -59,6 +59,11 @@ class ReactionPath(MessagePath):
     emoji: Emoji
 
 
+class CursorPath(RoomPath):
+    cursor: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", min_length=1, max_length=CURSOR_NAME_MAX,
+                        description="a name of the consumer's choosing")
+
+
 class PersonPath(Query):
     name: Name
 
@@ -94,6 +99,11 @@ class SearchQuery(Query):
     cursor: str | None = Field(default=None, min_length=1, max_length=CURSOR_MAX,
                                description="next, from the previous page")
     limit: Annotated[int, Field(ge=1, le=SEARCH_MAX)] = SEARCH_DEFAULT
+
+
+class CursorBody(Strict):
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] = Field(
+        description="the seq the consumer has handled the room up to")
 
 
 class DirectBody(Strict):
@@ -183,6 +193,12 @@ class Members(Ok):
 class Direct(Ok):
     room: str
     with_: list[str] = Field(alias="with")
+
+
+class Cursor(Ok):
+    room: str
+    cursor: str
+    seq: int | None = Field(description="where it stands; null if it never moved")
 
 
 class Disconnected(Ok):

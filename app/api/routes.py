@@ -213,6 +213,20 @@ async def open_direct(api: Api, call: Call) -> Json:
     return ack
 
 
+async def cursor(api: Api, call: Call) -> Json:
+    p = call.path
+    await api.enter(call, p.room)
+    api.chat.connections.limit(call.conn, "read", "cursor reads")
+    return {"ok": True, "room": p.room, "cursor": p.cursor,
+            "seq": await api.chat.cursors.position(call.conn, p.room, p.cursor)}
+
+
+async def advance(api: Api, call: Call) -> Json:
+    p = call.path
+    return await api.event(call, "advance", {"room": p.room, "cursor": p.cursor,
+                                             "seq": call.body.seq}, p.room)
+
+
 async def end_person(api: Api, call: Call) -> Json:
     await api.chat.connections.end_person(call.path.name)
     return {"ok": True, "name": call.path.name}
@@ -245,6 +259,12 @@ ENDPOINTS = [
     Endpoint("GET", ROOM + "/search", "search", "Messages of a room with the query's words, "
              "newest first", "read", search, m.SearchReply, path_model=m.RoomPath,
              query_model=m.SearchQuery),
+    Endpoint("GET", ROOM + "/cursors/{cursor}", "getCursor", "Where the key identity's "
+             "cursor stands in a room (read on with history after it)", "read", cursor,
+             m.Cursor, path_model=m.CursorPath),
+    Endpoint("PUT", ROOM + "/cursors/{cursor}", "advanceCursor", "Move the key identity's "
+             "cursor forward, once the entries up to seq are handled", "read", advance,
+             m.Cursor, path_model=m.CursorPath, body_model=m.CursorBody),
     Endpoint("POST", "/directs", "openDirect", "Open (or find again) the direct conversation "
              "of the key's identity and the people named (token mode)", "publish",
              open_direct, m.Direct, body_model=m.DirectBody),

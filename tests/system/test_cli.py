@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from app.chat.namespace import NAMESPACE
+from app.api.keys import entry, new_key
 from client import ChatClient
 from client.__main__ import format_change, format_message, printable
 
@@ -255,3 +256,30 @@ async def test_a_bot_killed_twenty_times_answers_every_message_once(
         assert stored == heard
     finally:
         await alice.close()
+
+
+async def test_post_goes_through_the_api_once_and_says_why_it_is_refused(
+        tmp_path: Path) -> None:
+    """roomcast-client post, as a CI job would run it: stored once however often
+    it is run with the same --client-id; a bad key or room is refused (exit 1)."""
+    key = new_key()
+    server, port = await start_server(tmp_path, env={
+        "ROOMCAST_API_KEYS": entry("ci", "publish", "builds", key)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(2):
+            proc = await Process.start("-m", "client", "post", "--url", url, "--room", "builds",
+                                       "--client-id", "build-7", "build #7 failed",
+                                       cwd=tmp_path, env={"ROOMCAST_API_KEY": key})
+            assert await proc.wait(20) == 0, proc.stderr_lines
+            assert await proc.line() == "#1 ci: build #7 failed"
+        for args, env, says in (
+                (["--room", "ops"], {"ROOMCAST_API_KEY": key}, "forbidden"),
+                (["--room", "builds"], {"ROOMCAST_API_KEY": "rc_wrong"}, "unauthorized"),
+                (["--room", "builds"], {"ROOMCAST_API_KEY": ""}, "API key")):
+            proc = await Process.start("-m", "client", "post", "--url", url, *args, "x",
+                                       cwd=tmp_path, env=env)
+            assert await proc.wait(20) == 1
+            assert any(says in line for line in proc.stderr_lines), proc.stderr_lines
+    finally:
+        assert await server.stop() == 0

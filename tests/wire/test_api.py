@@ -13,6 +13,7 @@ import pytest
 
 from app.api.keys import entry, new_key
 from app.core.models import RoomName
+from client.api import ApiClient, ApiError
 
 from ..conftest import PeerFactory, ServeFactory, Served, until
 from ..tokens import SECRET, token
@@ -255,3 +256,55 @@ async def test_the_api_is_off_without_a_key_and_describes_itself_with_one(
     assert operations >= {"postMessage", "editMessage", "deleteMessage", "react", "unreact",
                           "history", "search", "listRooms", "listMembers", "openDirect",
                           "disconnectPerson"}
+
+
+async def test_the_python_api_client(keyed: tuple[Served, dict[str, Client]],
+                                     peer: PeerFactory) -> None:
+    """client/api.py: every call, and a refusal as ApiError with its code and status."""
+    served, clients = keyed
+    alice = await peer("alice", server=served)
+    await alice.join("lobby")
+    async with ApiClient(served.url, clients["ops"].key) as api:
+        posted = await api.post("lobby", "hello", client_id="c-1")
+        assert await alice.next("message") == posted
+        assert await api.post("lobby", "hello", client_id="c-1") == posted  # once
+        await api.edit("lobby", posted["seq"], "hello, edited")
+        await api.react("lobby", posted["seq"], "👍")
+        await api.unreact("lobby", posted["seq"], "👍")
+        assert [m["text"] for m in (await api.history("lobby"))["messages"]] == [
+            "hello, edited"]
+        assert (await api.search("lobby", "edit"))["results"][0]["message"]["seq"] == 1
+        assert {r["name"] for r in await api.rooms()} == {"lobby"}
+        assert await api.members("lobby") == ["alice"]
+        assert await api.cursor("lobby", "main") is None
+        assert await api.advance("lobby", "main", 1) == 1
+        assert await api.cursor("lobby", "main") == 1
+        await api.delete("lobby", posted["seq"])
+        with pytest.raises(ApiError) as refused:
+            await api.direct("bob")  # name mode: no direct conversations
+        assert (refused.value.status, refused.value.code) == (403, "forbidden")
+        await api.disconnect("alice")
+        await until(lambda: not alice.sio.connected)
+
+
+async def test_a_backend_resumes_from_its_cursor(
+        keyed: tuple[Served, dict[str, Client]]) -> None:
+    """A consumer without a socket: reads on from its cursor, moves it once an
+    entry is handled, and a restart (a new HTTP session) resumes after it."""
+    served, clients = keyed
+    ci = clients["ci"]
+    for i in range(5):
+        await ci.ok("POST", "/rooms/lobby/messages", {"text": f"m{i}"})
+    path = "/rooms/lobby/cursors/deployer"
+    assert (await ci.ok("GET", path))["seq"] is None
+    page = await ci.ok("GET", "/rooms/lobby/messages", after=0, limit=3)
+    handled = [m["seq"] for m in page["messages"]]
+    assert (await ci.ok("PUT", path, {"seq": handled[-1]}))["seq"] == 3
+    assert (await ci.ok("PUT", path, {"seq": 1}))["seq"] == 3  # never back
+    async with aiohttp.ClientSession() as http:  # the backend restarted
+        again = Client(http, served.url, ci.key)
+        at = (await again.ok("GET", path))["seq"]
+        rest = await again.ok("GET", "/rooms/lobby/messages", after=at)
+        assert [m["seq"] for m in rest["messages"]] == [4, 5]
+    assert await clients["reader"].refused("PUT", path, {"seq": -1}) == (400, "bad_request")
+    assert (await clients["reader"].ok("GET", path))["seq"] is None  # its own identity's
