@@ -307,12 +307,17 @@ class ChatClient:
         while pending and not self._closing:
             room = pending[0]
             try:
-                if room in self._rooms:
-                    ack = await self._call_paced(
-                        "join", {"room": room, "since": self._rooms[room].last})
-                    await self._accept(room, _stream(ack))
-                    if ack["more"]:
-                        await self._catch_up(room, ack["seq"])
+                state = self._rooms.get(room)
+                if state is not None:
+                    # entries that race the ack wait for it: one broadcast between the
+                    # server's entering the room and its answer would otherwise look
+                    # like a gap, whose fill the server refuses (not joined yet)
+                    async with state.lock:
+                        ack = await self._call_paced("join", {"room": room,
+                                                              "since": state.last})
+                        await self._accept(room, _stream(ack), locked=True)
+                        if ack["more"]:
+                            await self._catch_up(room, ack["seq"], locked=True)
             except _TRANSIENT as exc:
                 log.info("rejoin interrupted (%s); will retry on reconnect", exc)
                 return
@@ -419,18 +424,18 @@ class ChatClient:
                     raise
                 position = ack.get("cursor")
                 state.last = ack["seq"] if position is None else int(position)
-            self._marked(ack)
-            if self.cursor is not None:
-                if position is None:  # a new cursor starts here, for good
-                    self._advance(room, ack["seq"])
-                else:
-                    await self._accept(room, _stream(ack))
+                if position is not None:  # read on from the cursor
+                    await self._accept(room, _stream(ack), locked=True)
                     if ack["more"]:
-                        await self._catch_up(room, ack["seq"])
+                        await self._catch_up(room, ack["seq"], locked=True)
+            self._marked(ack)
+            if self.cursor is not None and position is None:
+                self._advance(room, ack["seq"])  # a new cursor starts here, for good
             return ack
-        ack = await self.request("join", {"room": room, "since": state.last})
+        async with state.lock:  # (entries that race the ack wait for it: _rejoin_all)
+            ack = await self.request("join", {"room": room, "since": state.last})
+            await self._accept(room, _stream(ack), locked=True)
         self._marked(ack)
-        await self._accept(room, _stream(ack))
         return ack
 
     def _marked(self, reading: JSON) -> None:
@@ -584,23 +589,25 @@ class ChatClient:
             except (ChatClientError, *_TRANSIENT) as exc:
                 log.info("could not catch up on %s (%s); will on rejoin", room, exc)
 
-    async def _accept(self, room: str, entries: list[JSON]) -> None:
+    async def _accept(self, room: str, entries: list[JSON], *, locked: bool = False) -> None:
         """Hand over entries of the room's stream (messages, changes) in seq
         order, once each, filling any gap before one from history."""
         state = self._rooms.get(room)
         if state is None:
             return
-        async with state.lock:
-            for entry in sorted(entries, key=lambda e: int(e["seq"])):
-                seq = int(entry["seq"])
+        if not locked:
+            async with state.lock:
+                return await self._accept(room, entries, locked=True)
+        for entry in sorted(entries, key=lambda e: int(e["seq"])):
+            seq = int(entry["seq"])
+            if seq <= state.last:
+                continue
+            if seq > state.last + 1:
+                await self._catch_up(room, seq - 1, locked=True)
                 if seq <= state.last:
                     continue
-                if seq > state.last + 1:
-                    await self._catch_up(room, seq - 1, locked=True)
-                    if seq <= state.last:
-                        continue
-                state.last = seq
-                self._hand_over(entry)
+            state.last = seq
+            self._hand_over(entry)
 
     def _hand_over(self, entry: JSON) -> None:
         handler = self.on_change if "kind" in entry else self.on_message

@@ -511,3 +511,60 @@ async def test_a_send_acknowledged_with_a_gap_before_it_returns_and_the_gap_is_c
     finally:
         await client.close()
         await bob.close()
+
+
+class HeldMarks(MemoryStore):
+    """A memory store whose read-marker writes (a join's last store call before
+    its ack) wait while ``held`` is clear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = asyncio.Event()
+        self.held.set()
+        self.waiting = 0
+
+    async def mark(self, *args: Any, **kwargs: Any) -> Any:
+        self.waiting += 1
+        await self.held.wait()
+        return await super().mark(*args, **kwargs)
+
+
+@pytest.mark.matrix("transport")
+async def test_a_message_broadcast_while_the_rejoin_is_answered_is_not_lost(
+        serve: ServeFactory, peer: PeerFactory, transport: str) -> None:
+    """alice's rejoin has read the room's history (m2, sent while she was away)
+    but is not answered yet when m3 is stored and broadcast to her: m3 reaches
+    her before the ack, a seq past the last she has. It must wait for the ack
+    (then it is next), not look like a gap, whose fill the server refuses
+    (not joined yet): it was dropped, and lost until the room's next message."""
+    store = HeldMarks()
+
+    async def held(url: str) -> Any:
+        return store
+    served = await serve(store_factory=held)
+    proxy = await Proxy(int(served.url.rsplit(":", 1)[1])).start()
+    client = ChatClient(proxy.url, "alice", serializer=served.settings.serializer,
+                        transports=[transport], reconnection_delay=0.05,
+                        reconnection_delay_max=0.2, request_timeout=TIMEOUT)
+    alice = Chatter(client)
+    client.on_message = alice.received.put_nowait
+    client.on_state = alice.states.put_nowait
+    try:
+        await client.connect()
+        bob = await peer("bob", server=served)
+        await client.join("r")
+        await bob.join("r")
+        await bob.send("r", "m1")
+        assert await alice.take(1) == ["m1"]
+        await go_offline(alice, proxy)
+        await bob.send("r", "m2")
+        store.held.clear()
+        waiting = store.waiting
+        proxy.offline = False
+        await until(lambda: store.waiting > waiting)  # her rejoin has read m2
+        await bob.send("r", "m3")  # broadcast to her now, answered later
+        store.held.set()
+        assert await alice.take(2) == ["m2", "m3"]
+    finally:
+        await client.close()
+        await proxy.close()
