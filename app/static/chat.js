@@ -292,25 +292,36 @@ async function joinRoom(name) {
 
 async function rejoin(room) {
   // a refusal the server may lift (presence down, a fault) is retried with
-  // back-off while connected: no reconnect would come to retry it
+  // back-off while connected: no reconnect would come to retry it. The join
+  // runs in the room's order: an entry broadcast between the server's entering
+  // us and its answer waits for the answer (as a gap, its fill would be
+  // refused, not joined yet, and the entry lost until the room's next one)
   let ack = null;
-  for (let delay = 500; !ack; delay = Math.min(delay * 2, 5000)) {
-    const connection = socket;
-    try {
-      ack = await requestPaced("join", { room: room.name, since: room.last });
-    } catch (err) {
-      if (!RETRYABLE.has(err.chat?.code) || connection !== socket) throw err;
-      await pause(delay);
-      if (!socket?.connected) throw err;
-    }
-  }
-  room.members = ack.members;
-  setReceipts(room, ack.receipts);
-  if (room.name === current) showHead(room);  // who is here now, not before the drop
+  let failure = null;
   await inOrder(room, async () => {
+    for (let delay = 500; !ack; delay = Math.min(delay * 2, 5000)) {
+      const connection = socket;
+      try {
+        ack = await requestPaced("join", { room: room.name, since: room.last });
+      } catch (err) {
+        if (!RETRYABLE.has(err.chat?.code) || connection !== socket) {
+          failure = err;
+          return;
+        }
+        await pause(delay);
+        if (!socket?.connected) {
+          failure = err;
+          return;
+        }
+      }
+    }
     take(room, stream(ack));
     if (ack.more) await catchUp(room, ack.seq);
   });
+  if (!ack) throw failure ?? new Error(`could not rejoin ${room.name}`);
+  room.members = ack.members;
+  setReceipts(room, ack.receipts);
+  if (room.name === current) showHead(room);  // who is here now, not before the drop
   room.joined = true;
   reading(ack);
   markRead(room);
