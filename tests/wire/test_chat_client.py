@@ -21,6 +21,7 @@ from client.chat_client import MAX_INTERNAL_RETRIES
 
 from ..conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory, until
 from ..proxy import Proxy
+from ..stores import HeldMarks
 from ..tokens import SECRET, token
 
 pytestmark = pytest.mark.matrix("transport")  # the client's transports: connect, upgrade, reconnect
@@ -511,22 +512,6 @@ async def test_a_send_acknowledged_with_a_gap_before_it_returns_and_the_gap_is_c
     finally:
         await client.close()
         await bob.close()
-
-
-class HeldMarks(MemoryStore):
-    """A memory store whose read-marker writes (a join's last store call before
-    its ack) wait while ``held`` is clear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held = asyncio.Event()
-        self.held.set()
-        self.waiting = 0
-
-    async def mark(self, *args: Any, **kwargs: Any) -> Any:
-        self.waiting += 1
-        await self.held.wait()
-        return await super().mark(*args, **kwargs)
 
 
 @pytest.mark.matrix("transport")
