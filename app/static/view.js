@@ -60,15 +60,20 @@ const PLAIN_ERRORS = {
   too_large: "That message is too long.",
   rate_limited: "You are sending too fast. Wait a moment and try again.",
   unauthorized: "You are not allowed to do that.",
-  forbidden: "Only its sender can change that message.",
   not_found: "That message is not there any more.",
   unavailable: "The server cannot store messages right now. Your message will be retried.",
   internal: "Something went wrong on the server.",
   bad_name: "That name cannot be used: use 1 to 32 letters, digits or symbols.",
 };
 
+// (forbidden has no text here: the server's says which rule it was, and one
+// text for all of them was wrong for most: a direct conversation not yours,
+// a message past its edit window)
 export function plainError(error) {
-  return PLAIN_ERRORS[error?.code] || error?.message || "Something went wrong.";
+  const said = error?.message ? error.message[0].toUpperCase() + error.message.slice(1) : "";
+  return PLAIN_ERRORS[error?.code]
+    || (said && (/[.!?]$/.test(said) ? said : `${said}.`))
+    || "Something went wrong.";
 }
 
 let alertTimer = null;

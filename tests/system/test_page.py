@@ -698,3 +698,41 @@ async def test_a_mention_in_a_hidden_tab_is_a_desktop_notification(
     await expect(bob.page.locator("#messages .seen")).to_have_text(["Seen by alice"],
                                                                    timeout=WAIT_MS)
     assert await alice.page.evaluate("window.__shown.length") == 1  # the second was no mention
+
+
+async def test_the_sign_in_screen_shows_only_itself(page_server: Served, browser: Browser,
+                                                    users: list[User]) -> None:
+    """Before a name is given, the empty chat is not shown under the sign-in card
+    (a class's display overrode the hidden attribute); after it, only the chat."""
+    context = await browser.new_context(viewport={"width": 390, "height": 800})
+    alice = User(await context.new_page())
+    users.append(alice)
+    await alice.page.goto(page_server.url + "/")
+    await expect(alice.page.get_by_label("Display name")).to_be_visible(timeout=WAIT_MS)
+    await expect(alice.page.locator("#chat")).to_be_hidden()
+    await alice.screenshot("sign-in-only")
+    await alice.page.get_by_label("Display name").fill("alice")
+    await alice.page.get_by_label("Display name").press("Enter")
+    await alice.connected()
+    await expect(alice.page.locator("#chat")).to_be_visible()
+    await expect(alice.page.locator("#login")).to_be_hidden()
+
+
+async def test_a_refusal_shows_the_servers_reason(serve: ServeFactory, browser: Browser,
+                                                  users: list[User]) -> None:
+    """A third person opening a direct conversation's link is told why in the
+    server's words (it said "Only its sender can change that message." to every
+    forbidden, whatever was refused)."""
+    from ..tokens import SECRET, token
+    served = await serve(jwt_secret=SECRET)
+    sio = sio_client(served.settings.serializer)
+    await sio.connect(served.url, auth={"token": token(name="alice")}, namespaces=[NAMESPACE],
+                      wait_timeout=TIMEOUT)
+    try:
+        room = (await sio.call("direct", {"with": ["bob"]}, namespace=NAMESPACE))["room"]
+        carol = await open_user(users, browser, served.url, token=token(name="carol"),
+                                room=room)
+        await expect(carol.page.locator("#alert")).to_have_text(
+            "Only its participants may join a direct conversation.", timeout=WAIT_MS)
+    finally:
+        await sio.disconnect()
