@@ -564,7 +564,7 @@ async function searchOn() {
       query: search.query, ...(search.next ? { cursor: search.next } : {}) });
     search.results.push(...ack.results);
     search.next = ack.next;
-    renderSearch(search.results, Boolean(ack.next));
+    renderSearch(search.results, Boolean(ack.next), rooms, myName);
   } catch (err) {
     showAlert(plainError(err.chat));
   }

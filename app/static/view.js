@@ -190,11 +190,13 @@ export function renderMessages(room, ui = () => ({})) {
 
 // Search results: each a button naming the room and sender, the text with the
 // matched words in <mark> (as text, piece by piece).
-export function renderSearch(results, hasMore) {
+// `rooms`: the page's rooms by name (a direct conversation is named by its people)
+export function renderSearch(results, hasMore, rooms, me) {
+  const where = (name) => roomLabel(rooms.get(name) ?? { name, with: null }, me);
   els.searchResults.replaceChildren(...results.map(({ message, marked }) => el("li", {},
     el("button", { type: "button", class: "result", "data-room": message.room,
                    "data-seq": String(message.seq) },
-      el("span", { class: "where", text: `${message.room} · ${message.from}` }),
+      el("span", { class: "where", text: `${where(message.room)} · ${message.from}` }),
       el("span", { class: "said" }, ...marked.map(([text, hit]) => (
         hit ? el("mark", { text }) : document.createTextNode(text))))))));
   if (!results.length) {

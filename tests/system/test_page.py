@@ -736,3 +736,28 @@ async def test_a_refusal_shows_the_servers_reason(serve: ServeFactory, browser: 
             "Only its participants may join a direct conversation.", timeout=WAIT_MS)
     finally:
         await sio.disconnect()
+
+
+async def test_a_direct_message_found_by_search_is_named_by_its_people(
+        serve: ServeFactory, browser: Browser, users: list[User]) -> None:
+    """A search result from a direct conversation says who it is with, not its
+    room's id (dm: and 40 hex characters, which also ran past the sidebar)."""
+    from ..tokens import SECRET, token
+    served = await serve(jwt_secret=SECRET)
+    sio = sio_client(served.settings.serializer)
+    await sio.connect(served.url, auth={"token": token(name="bob")}, namespaces=[NAMESPACE],
+                      wait_timeout=TIMEOUT)
+    try:
+        room = (await sio.call("direct", {"with": ["alice"]}, namespace=NAMESPACE))["room"]
+        await sio.call("join", {"room": room}, namespace=NAMESPACE)
+        await sio.call("send", {"room": room, "text": "the secret plans"}, namespace=NAMESPACE)
+        alice = await open_user(users, browser, served.url, token=token(name="alice"),
+                                room=room)
+        await alice.shows("the secret plans")
+        await alice.page.locator("#search-input").fill("secret")
+        await alice.page.locator("#search-input").press("Enter")
+        await expect(alice.page.locator("#search-results .result .where")).to_have_text(
+            ["bob · bob"], timeout=WAIT_MS)
+        await alice.screenshot("direct-found-by-search")
+    finally:
+        await sio.disconnect()
