@@ -214,22 +214,26 @@ function badges(room) {
 }
 
 // The sidebar: your rooms (joined here, then the server's list of rooms you
-// joined before), direct conversations, and every room with people in it
-// (`listed` is the server's rooms list).
+// joined before), direct conversations, and the other rooms with people in
+// them (`listed` is the server's rooms list); each room once, a room with
+// people in it with how many.
 export function renderRoomLists(rooms, current, listed, me, onSelect) {
+  const here = new Map(listed.map((r) => [r.name, r.members]));
+  const headcount = (name) => (here.get(name) > 0 ? [el("span", {
+    class: "count", text: `${here.get(name)}`, "aria-label": `${here.get(name)} here` })] : []);
   const entry = (room) => el("li", {}, el("button", {
     type: "button", "aria-current": String(room.name === current),
     onclick: () => onSelect(room.name), title: room.name,
-  }, el("span", { class: "name", text: roomLabel(room, me) }), ...badges(room)));
+  }, el("span", { class: "name", text: roomLabel(room, me) }), ...badges(room),
+  ...(room.with ? [] : headcount(room.name))));
   const known = [...rooms.values(), ...listed.filter((r) => "read" in r && !rooms.has(r.name))];
+  const mine = new Set(known.map((r) => r.name));
   els.joined.replaceChildren(...known.filter((r) => !r.with).map(entry));
   els.directs.replaceChildren(...known.filter((r) => r.with).map(entry));
-  const occupied = listed.filter((r) => !r.with && r.members > 0);
-  els.open.replaceChildren(...occupied.map(({ name, members }) =>
+  const others = listed.filter((r) => !r.with && r.members > 0 && !mine.has(r.name));
+  els.open.replaceChildren(...others.map(({ name }) =>
     el("li", {}, el("button", { type: "button", onclick: () => onSelect(name) },
-      el("span", { text: name }),
-      el("span", { class: "count", text: `${members}`,
-                   "aria-label": `${members} here` })))));
+      el("span", { text: name }), ...headcount(name)))));
 }
 
 // The room's title and who is here; with `onDirect` (token mode) each other
