@@ -47,8 +47,9 @@ function el(tag, props = {}, ...children) {
   for (const [key, value] of Object.entries(props)) {
     if (key === "class") node.className = value;
     else if (key === "text") node.textContent = value;
-    else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
-    else node[key] = value;
+    else if (key === "role" || key.startsWith("data-") || key.startsWith("aria-")) {
+      node.setAttribute(key, value);
+    } else node[key] = value;
   }
   node.append(...children);
   return node;
@@ -90,6 +91,19 @@ export function showStatus(state, detail) {
 }
 
 const timeFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
+const fullFormat = new Intl.DateTimeFormat([], { dateStyle: "full", timeStyle: "short" });
+const dayFormat = new Intl.DateTimeFormat([], { weekday: "long", day: "numeric", month: "long" });
+const yearDayFormat = new Intl.DateTimeFormat([], { dateStyle: "long" });
+
+// The day a message was sent, as people say it: Today, Yesterday, Monday 1
+// December (with the year when it is not this one).
+export function dayLabel(when, now = new Date()) {
+  const midnight = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  const days = Math.round((midnight(now) - midnight(when)) / 86_400_000);
+  if (days === 0) return "Today";
+  if (days === 1) return "Yesterday";
+  return (when.getFullYear() === now.getFullYear() ? dayFormat : yearDayFormat).format(when);
+}
 
 // One message as a list item. `send` is an outbox entry ({client_id, text,
 // error}) for a message not yet stored: shown as sending, or as refused.
@@ -103,7 +117,8 @@ export function messageItem(message, send = null, ui = {}) {
   const item = el("li", { class: [state, ui.mentionsMe ? "mention" : ""].join(" ").trim() },
     el("div", { class: "meta" },
       el("span", { class: "from", text: message.from }),
-      el("time", stored ? { text: timeFormat.format(when), dateTime: when.toISOString() }
+      el("time", stored ? { text: timeFormat.format(when), dateTime: when.toISOString(),
+                            title: fullFormat.format(when) }
                         : { text: send.error ? plainError(send.error) : "sending…" }),
       message.edited && !message.deleted ? el("span", { class: "edited", text: "(edited)" }) : "",
       stored && !message.deleted ? actionBar(message, ui) : ""),
@@ -174,7 +189,20 @@ export function renderMessages(room, ui = () => ({})) {
   if (room.messages.length && !room.olderExist) {
     items.push(el("li", { class: "edge", text: "This is the start of the room." }));
   }
-  for (const message of room.messages) items.push(messageItem(message, null, ui(message)));
+  if (!room.messages.length && !room.outbox.length && !room.olderExist) {
+    items.push(el("li", { class: "edge empty", text: room.with
+      ? "This is the start of your conversation. Say hello!"
+      : "No messages here yet. Say hello!" }));
+  }
+  let day = null;
+  for (const message of room.messages) {
+    const label = dayLabel(new Date(message.ts));
+    if (label !== day) {  // a line where a new day starts
+      items.push(el("li", { class: "day", role: "separator", text: label }));
+      day = label;
+    }
+    items.push(messageItem(message, null, ui(message)));
+  }
   for (const send of room.outbox) items.push(messageItem({ ...send, from: room.self }, send));
   list.replaceChildren(...items);
   const editing = list.querySelector(".edit-text");

@@ -766,3 +766,31 @@ async def test_a_direct_message_found_by_search_is_named_by_its_people(
         await alice.screenshot("direct-found-by-search")
     finally:
         await sio.disconnect()
+
+
+async def test_a_new_room_says_so_and_days_are_marked(page_server: Served, browser: Browser,
+                                                      users: list[User]) -> None:
+    """An empty room says it is empty; messages are under a line naming their
+    day (Today, Yesterday, then the date), and each time's tooltip has the date."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="fresh")
+    await alice.in_room("fresh")
+    await expect(alice.page.locator("#messages .empty")).to_have_text(
+        "No messages here yet. Say hello!", timeout=WAIT_MS)
+    await alice.say("hello")
+    await alice.shows("hello")
+    await expect(alice.page.locator("#messages .empty")).to_have_count(0)
+    await expect(alice.page.locator("#messages .day")).to_have_text(["Today"])
+    assert await alice.messages().first.locator("time").get_attribute("title")
+    await alice.screenshot("days-today")
+    now = await alice.page.evaluate("Date.now()")
+    for ahead, label in ((1, "Yesterday"), (3, None)):
+        await alice.page.clock.set_fixed_time(now / 1000 + ahead * 86_400)
+        await alice.page.reload()
+        await alice.shows("hello")
+        day = alice.page.locator("#messages .day")
+        if label is not None:
+            await expect(day).to_have_text([label])
+        else:  # a weekday and a date, not Today or Yesterday
+            await expect(day).not_to_have_text(re.compile("^(Today|Yesterday)$"))
+            await expect(day).to_have_count(1)
+    await alice.screenshot("days-earlier")
