@@ -340,8 +340,12 @@ async function leaveRoom(name) {
 
 function selectRoom(name) {
   if (typingRoom && typingRoom !== name) stopTyping();
-  current = name;
   const room = name ? rooms.get(name) : null;
+  if (room && name !== current) {
+    // opened with unread messages: a line above the first of them, while it is open
+    room.newAfter = room.unread > 0 ? room.read : null;
+  }
+  current = name;
   showReplyBar(room);
   showHead(room);
   if (room) render(room); else els.messages.replaceChildren();

@@ -195,11 +195,16 @@ export function renderMessages(room, ui = () => ({})) {
       : "No messages here yet. Say hello!" }));
   }
   let day = null;
+  let unreadShown = room.newAfter == null;
   for (const message of room.messages) {
     const label = dayLabel(new Date(message.ts));
     if (label !== day) {  // a line where a new day starts
       items.push(el("li", { class: "day", role: "separator", text: label }));
       day = label;
+    }
+    if (!unreadShown && message.seq > room.newAfter && message.from !== room.self) {
+      items.push(el("li", { class: "new-line", role: "separator", text: "New messages" }));
+      unreadShown = true;
     }
     items.push(messageItem(message, null, ui(message)));
   }

@@ -794,3 +794,30 @@ async def test_a_new_room_says_so_and_days_are_marked(page_server: Served, brows
             await expect(day).not_to_have_text(re.compile("^(Today|Yesterday)$"))
             await expect(day).to_have_count(1)
     await alice.screenshot("days-earlier")
+
+
+async def test_opening_a_room_with_unread_messages_shows_where_they_start(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """A "New messages" line above the first message alice has not read, when she
+    opens the room; none in a room she has read."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="news")
+    await alice.in_room("news")
+    bob = await open_user(users, browser, page_server.url, name="bob", room="news")
+    await bob.in_room("news")
+    await bob.say("read already")
+    await alice.shows("read already")
+    await alice.page.get_by_label("Join or create a room").fill("chat")
+    await alice.page.get_by_label("Join or create a room").press("Enter")
+    await alice.in_room("chat")
+    await expect(alice.page.locator("#messages .new-line")).to_have_count(0)
+    for text in ("one", "two"):
+        await bob.say(text)
+    news = alice.page.locator("#joined-rooms button", has_text="news")
+    await expect(news.locator(".badge")).to_have_text("2", timeout=WAIT_MS)
+    await news.click()
+    await alice.in_room("news")
+    line = alice.page.locator("#messages .new-line")
+    await expect(line).to_have_text("New messages")
+    after = alice.page.locator("#messages .new-line + li .text")
+    await expect(after).to_have_text("one")
+    await alice.screenshot("new-messages-line")
