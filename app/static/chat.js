@@ -246,7 +246,9 @@ function notify(title, body, room) {
 }
 
 function showNotifyButton() {
-  els.notify.hidden = !("Notification" in window) || Notification.permission !== "default";
+  // once signed in: before, nothing could notify anyone
+  els.notify.hidden = !socket || !("Notification" in window)
+    || Notification.permission !== "default";
 }
 
 async function openDirect(name) {
@@ -678,7 +680,9 @@ function connect(credential) {
   const transports = params.get("transport") === "polling" ? ["polling"]
                                                             : ["polling", "websocket"];
   socket = io(config.namespace, { auth, transports });
+  els.status.hidden = false;
   showStatus("connecting");
+  showNotifyButton();
   if (tokenMode) scheduleRenewal(auth);
 
   socket.on("connect", async () => {
@@ -762,7 +766,8 @@ function logout() {
   els.chat.hidden = true;
   els.login.hidden = false;
   els.whoami.hidden = true;
-  showStatus("offline");
+  els.status.hidden = true;  // (nothing is connected before signing in)
+  showNotifyButton();
   els.nameInput.focus();
 }
 

@@ -715,12 +715,16 @@ async def test_the_sign_in_screen_shows_only_itself(page_server: Served, browser
     await alice.page.goto(page_server.url + "/")
     await expect(alice.page.get_by_label("Display name")).to_be_visible(timeout=WAIT_MS)
     await expect(alice.page.locator("#chat")).to_be_hidden()
+    # nor the connection's state or the offer of notifications: nothing is connected yet
+    await expect(alice.page.locator("#status")).to_be_hidden()
+    await expect(alice.page.locator("#notify")).to_be_hidden()
     await alice.screenshot("sign-in-only")
     await alice.page.get_by_label("Display name").fill("alice")
     await alice.page.get_by_label("Display name").press("Enter")
     await alice.connected()
     await expect(alice.page.locator("#chat")).to_be_visible()
     await expect(alice.page.locator("#login")).to_be_hidden()
+    await expect(alice.page.locator("#status")).to_be_visible()
 
 
 async def test_a_refusal_shows_the_servers_reason(serve: ServeFactory, browser: Browser,
