@@ -68,27 +68,14 @@ class Served:
         return self.app[CHAT_KEY]
 
 
-class Peer:
-    """A real Socket.IO client connected to ``/chat``."""
+class PeerCalls:
+    """The calls of a peer, over its ``call`` and the ``events`` it recorded:
+    shared by :class:`Peer` (a real client) and the unit tier's LocalPeer."""
 
-    def __init__(self, name: str, sio: socketio.AsyncClient) -> None:
-        self.name = name
-        self.sio = sio
-        self.events: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-        for event in ("message", "change", "presence", "typing", "catch_up", "read", "mention",
-                      "direct", "receipt"):
-            sio.on(event, self._recorder(event), namespace=NAMESPACE)
-
-    def _recorder(self, event: str) -> Callable[[Any], None]:
-        return lambda data: self.events[event].put_nowait(data)
-
-    @property
-    def sid(self) -> Sid:
-        return Sid(self.sio.get_sid(NAMESPACE))
+    events: defaultdict[str, asyncio.Queue[Any]]
 
     async def call(self, event: str, *args: Any) -> Any:
-        data = args[0] if len(args) == 1 else (tuple(args) if args else None)
-        return await self.sio.call(event, data, namespace=NAMESPACE, timeout=TIMEOUT)
+        raise NotImplementedError
 
     async def ok(self, event: str, data: Any = None) -> dict[str, Any]:
         """Call and assert success."""
@@ -114,6 +101,40 @@ class Peer:
     async def occupancy(self) -> list[tuple[str, int]]:
         """The rooms list as (name, members), without where this person stands."""
         return [(r["name"], r["members"]) for r in (await self.ok("rooms"))["rooms"]]
+
+
+async def barrier(sender: PeerCalls, receiver: PeerCalls, room: str) -> None:
+    """Send a marker in ``room`` and wait until ``receiver`` gets it.
+
+    Deliveries to one connection keep their order, so anything the server
+    emitted to ``receiver`` before the marker has arrived once this returns.
+    """
+    marker = await sender.send(room, "-- barrier --")
+    while (await receiver.next("message"))["seq"] != marker["seq"]:
+        pass
+
+
+class Peer(PeerCalls):
+    """A real Socket.IO client connected to ``/chat``."""
+
+    def __init__(self, name: str, sio: socketio.AsyncClient) -> None:
+        self.name = name
+        self.sio = sio
+        self.events = defaultdict(asyncio.Queue)
+        for event in ("message", "change", "presence", "typing", "catch_up", "read", "mention",
+                      "direct", "receipt"):
+            sio.on(event, self._recorder(event), namespace=NAMESPACE)
+
+    def _recorder(self, event: str) -> Callable[[Any], None]:
+        return lambda data: self.events[event].put_nowait(data)
+
+    @property
+    def sid(self) -> Sid:
+        return Sid(self.sio.get_sid(NAMESPACE))
+
+    async def call(self, event: str, *args: Any) -> Any:
+        data = args[0] if len(args) == 1 else (tuple(args) if args else None)
+        return await self.sio.call(event, data, namespace=NAMESPACE, timeout=TIMEOUT)
 
 
 def sio_client(serializer: str) -> socketio.AsyncClient:

@@ -42,3 +42,18 @@ def shaped(serializer: str) -> st.SearchStrategy[Any]:
         "with": st.one_of(st.lists(st.text(min_size=1, max_size=10), max_size=3), anything),
         "token": st.one_of(st.text(max_size=20), anything),
     })
+
+
+def check_fuzzed_ack(ack: Any, event: str, payload: Any, max_text_length: int) -> None:
+    """An ack to any payload: ``{ok: ...}``; a refusal with a known code, never
+    internal; whatever was stored, a valid message."""
+    assert isinstance(ack, dict) and isinstance(ack.get("ok"), bool), ack
+    if ack["ok"]:
+        message = ack.get("message")
+        if message is not None:
+            assert message["room"] in ROOMS and isinstance(message["text"], str)
+            assert 1 <= len(message["text"]) <= max_text_length
+            assert message["client_id"] is None or 1 <= len(message["client_id"]) <= 64
+    else:
+        assert ack["error"]["code"] in CODES and isinstance(ack["error"]["message"], str)
+        assert ack["error"]["code"] != "internal", (event, payload, ack)

@@ -29,7 +29,7 @@ from app.settings import Settings
 from app.store import MessageStore, open_store
 from app.store.memory import MemoryStore
 
-from ..conftest import TIMEOUT, UNLIMITED
+from ..conftest import UNLIMITED, PeerCalls
 
 Sent = tuple[str, Any]  # (event, data) as one connection receives it
 
@@ -128,7 +128,7 @@ class Harness:
         return self.wire.peers[sid]
 
 
-class LocalPeer:
+class LocalPeer(PeerCalls):
     """A connection to a :class:`Harness`, with the calls of the wire tier's Peer."""
 
     def __init__(self, node: Harness, name: str, sid: Sid) -> None:
@@ -136,37 +136,12 @@ class LocalPeer:
         self.name = name
         self.sid = sid
         self.connected = True
-        self.events: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+        self.events = defaultdict(asyncio.Queue)
 
     async def call(self, event: str, *args: Any) -> Any:
         ack = await handle(self.node.chat, self.sid, event,
                            tuple(over_the_wire(arg) for arg in args))
         return over_the_wire(ack)
-
-    async def ok(self, event: str, data: Any = None) -> dict[str, Any]:
-        """Call and assert success."""
-        ack = await self.call(event, data) if data is not None else await self.call(event)
-        assert ack["ok"] is True, ack
-        return dict(ack)
-
-    async def next(self, event: str) -> Any:
-        return await asyncio.wait_for(self.events[event].get(), TIMEOUT)
-
-    def pending(self, event: str) -> list[Any]:
-        """Events of this kind received and not yet taken."""
-        queue = self.events[event]
-        return [queue.get_nowait() for _ in range(queue.qsize())]
-
-    async def join(self, room: str, **extra: Any) -> dict[str, Any]:
-        return await self.ok("join", {"room": room, **extra})
-
-    async def send(self, room: str, text: str, **extra: Any) -> dict[str, Any]:
-        ack = await self.ok("send", {"room": room, "text": text, **extra})
-        return dict(ack["message"])
-
-    async def occupancy(self) -> list[tuple[str, int]]:
-        """The rooms list as (name, members), without where this person stands."""
-        return [(r["name"], r["members"]) for r in (await self.ok("rooms"))["rooms"]]
 
     async def disconnect(self, reason: str = "client disconnect") -> None:
         """Close the connection as the transport would: out of every room."""

@@ -11,18 +11,8 @@ from typing import Any
 
 import pytest
 
-from .chat import Harness, LocalPeer, LocalPeerFactory
-
-
-async def barrier(sender: LocalPeer, receiver: LocalPeer, room: str) -> None:
-    """Send a marker in ``room`` and wait until ``receiver`` gets it.
-
-    Deliveries to one connection keep their order, so anything the server
-    emitted to ``receiver`` before the marker has arrived once this returns.
-    """
-    marker = await sender.send(room, "-- barrier --")
-    while (await receiver.next("message"))["seq"] != marker["seq"]:
-        pass
+from ..conftest import barrier
+from .chat import Harness, LocalPeerFactory
 
 
 async def test_join_send_receive(peer: LocalPeerFactory) -> None:

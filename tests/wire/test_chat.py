@@ -15,19 +15,8 @@ import socketio
 from app.chat.namespace import NAMESPACE
 from app.core.models import RoomName
 
-from ..conftest import Peer, PeerFactory, Served, sio_client
+from ..conftest import PeerFactory, Served, barrier, sio_client
 from ..unit.test_chat import MALFORMED
-
-
-async def barrier(sender: Peer, receiver: Peer, room: str) -> None:
-    """Send a marker in ``room`` and wait until ``receiver`` gets it.
-
-    Deliveries to one connection keep their order, so anything the server
-    emitted to ``receiver`` before the marker has arrived once this returns.
-    """
-    marker = await sender.send(room, "-- barrier --")
-    while (await receiver.next("message"))["seq"] != marker["seq"]:
-        pass
 
 
 @pytest.mark.matrix
