@@ -209,8 +209,7 @@ async def members(api: Api, call: Call) -> Json:
 
 
 async def open_direct(api: Api, call: Call) -> Json:
-    ack = await api.event(call, "direct", {"with": call.body.with_}, None)
-    return ack
+    return await api.event(call, "direct", {"with": call.body.with_}, None)
 
 
 async def cursor(api: Api, call: Call) -> Json:

@@ -8,11 +8,10 @@ from typing import Any
 
 import socketio
 
-from app.core.models import Page
-from app.store.memory import MemoryStore
 from client import ChatClient
 
 from ..conftest import TIMEOUT, ServeFactory, Served, sio_client, until
+from ..stores import HeldReads
 from ..tokens import SECRET, OTHER, token
 
 LIFETIME = 2  # seconds of a short-lived token (exp has a resolution of one second)
@@ -147,21 +146,6 @@ async def test_chat_client_renews_from_its_token_provider(
     finally:
         await bot.close()
         await clock.sio.disconnect()
-
-
-class HeldReads(MemoryStore):
-    """A memory store whose page reads (a join's history) wait while ``held``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held = asyncio.Event()
-        self.held.set()
-        self.waiting = 0
-
-    async def page(self, *args: Any, **kwargs: Any) -> Page:
-        self.waiting += 1
-        await self.held.wait()
-        return await super().page(*args, **kwargs)
 
 
 async def test_a_renewal_racing_a_join_cannot_leave_the_connection_in_a_room_it_does_not_admit(
