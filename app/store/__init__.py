@@ -24,8 +24,8 @@ store refuses alike with ``bad_request`` (:func:`check_storable`).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..core.errors import ChatError, ErrorCode
@@ -131,6 +131,31 @@ class MessageStore(Protocol):
     async def advance(self, owner: str, room: RoomName, seq: int) -> int:
         """Move ``owner``'s cursor in ``room`` forward to ``seq`` (never back,
         never past the room's latest); where it stands now."""
+
+    async def heads(self) -> dict[RoomName, int]:
+        """Every room with entries, with its latest seq (for consumers that look
+        for what they have not handled yet: the webhooks, :mod:`app.hooks`)."""
+
+    async def cursors(self, owner: str) -> dict[RoomName, int]:
+        """Where ``owner``'s cursor stands in each room it has one in."""
+
+    async def set_cursors(self, owner: str, positions: Mapping[RoomName, int]) -> None:
+        """:meth:`advance` ``owner``'s cursor in each room of ``positions``, in one
+        step (a new webhook starts at every room's latest)."""
+
+    async def drop_cursors(self, owner: str) -> None:
+        """Forget all of ``owner``'s cursors (a webhook deleted)."""
+
+    async def put_record(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        """Keep ``body`` (JSON) as the record ``key`` of ``kind``, replacing any.
+        Records are the small configured things the chat keeps (webhooks and
+        their dead letters), few of each kind."""
+
+    async def records(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every record of ``kind``, by key."""
+
+    async def drop_record(self, kind: str, key: str) -> bool:
+        """Forget one record; whether there was one."""
 
     async def ping(self) -> None:
         """Return if the backend is usable; raise ``ChatError(UNAVAILABLE)`` if not."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..core.errors import ChatError, ErrorCode
@@ -107,6 +107,27 @@ class Deadlines:
 
     async def advance(self, owner: str, room: RoomName, seq: int) -> int:
         return await self._call("advance", self.store.advance(owner, room, seq))
+
+    async def heads(self) -> dict[RoomName, int]:
+        return await self._call("heads", self.store.heads())
+
+    async def cursors(self, owner: str) -> dict[RoomName, int]:
+        return await self._call("cursors", self.store.cursors(owner))
+
+    async def set_cursors(self, owner: str, positions: Mapping[RoomName, int]) -> None:
+        await self._call("set_cursors", self.store.set_cursors(owner, positions))
+
+    async def drop_cursors(self, owner: str) -> None:
+        await self._call("drop_cursors", self.store.drop_cursors(owner))
+
+    async def put_record(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        await self._call("put_record", self.store.put_record(kind, key, body))
+
+    async def records(self, kind: str) -> dict[str, dict[str, Any]]:
+        return await self._call("records", self.store.records(kind))
+
+    async def drop_record(self, kind: str, key: str) -> bool:
+        return await self._call("drop_record", self.store.drop_record(kind, key))
 
     async def ping(self) -> None:
         await self._call("ping", self.store.ping())

@@ -7,7 +7,9 @@ with ``since`` would see seq numbers start again at 1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..core.errors import ChatError
 from ..core.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
@@ -27,6 +29,7 @@ class MemoryStore:
         self._mentions: set[Mention] = set()
         self._directs: dict[RoomName, frozenset[str]] = {}
         self._cursors: dict[tuple[str, RoomName], int] = {}  # (owner, room) -> seq
+        self._records: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, key) -> body
         self._used = UseClock()
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
@@ -157,6 +160,30 @@ class MemoryStore:
         now = max(self._cursors.get((owner, room), 0), min(seq, latest))
         self._cursors[(owner, room)] = now
         return now
+
+    async def heads(self) -> dict[RoomName, int]:
+        return {room: len(entries) for room, entries in self._rooms.items() if entries}
+
+    async def cursors(self, owner: str) -> dict[RoomName, int]:
+        return {room: seq for (o, room), seq in self._cursors.items() if o == owner}
+
+    async def set_cursors(self, owner: str, positions: Mapping[RoomName, int]) -> None:
+        for room, seq in positions.items():
+            await self.advance(owner, room, seq)
+
+    async def drop_cursors(self, owner: str) -> None:
+        for key in [key for key in self._cursors if key[0] == owner]:
+            del self._cursors[key]
+
+    async def put_record(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        self._records[(kind, key)] = json.loads(json.dumps(body))  # a copy, as stored
+
+    async def records(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {key: json.loads(json.dumps(body))
+                for (k, key), body in self._records.items() if k == kind}
+
+    async def drop_record(self, kind: str, key: str) -> bool:
+        return self._records.pop((kind, key), None) is not None
 
     async def ping(self) -> None:
         return None

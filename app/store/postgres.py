@@ -21,9 +21,10 @@ reconnects by itself once it is back.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 SEARCH_POOL = 2  # connections for searches (their own: see search)
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
 _SCHEMA = """
@@ -140,6 +141,15 @@ CREATE TABLE IF NOT EXISTS cursors (
     room  text   NOT NULL,
     seq   bigint NOT NULL,
     PRIMARY KEY (owner, room)
+);
+"""
+_MIGRATE_8 = """
+-- version 8: the few configured things the chat keeps, as JSON (webhooks)
+CREATE TABLE IF NOT EXISTS records (
+    kind text  NOT NULL,
+    key  text  NOT NULL,
+    body jsonb NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 """
 _WORDS_INDEX = "CREATE INDEX IF NOT EXISTS messages_words ON messages USING gin (words)"
@@ -246,6 +256,8 @@ class PostgresStore(QueuedWrites):
             await conn.execute(_WORDS_INDEX)
         if version is None or version < 7:
             await conn.execute(_MIGRATE_7)
+        if version is None or version < 8:
+            await conn.execute(_MIGRATE_8)
         if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
@@ -553,6 +565,48 @@ class PostgresStore(QueuedWrites):
         except OUTAGES as exc:
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
         return int(now)
+
+    async def heads(self) -> dict[RoomName, int]:
+        rows = await self._fetch("SELECT room, head FROM rooms WHERE head > 0")
+        return {RoomName(room): int(head) for room, head in rows}
+
+    async def cursors(self, owner: str) -> dict[RoomName, int]:
+        rows = await self._fetch("SELECT room, seq FROM cursors WHERE owner = $1", owner)
+        return {RoomName(room): int(seq) for room, seq in rows}
+
+    async def set_cursors(self, owner: str, positions: Mapping[RoomName, int]) -> None:
+        await self._fetch(
+            "INSERT INTO cursors SELECT $1, p.room, least(p.seq, coalesce((SELECT head"
+            " FROM rooms WHERE room = p.room), 0)) FROM unnest($2::text[], $3::bigint[])"
+            " AS p(room, seq) ON CONFLICT (owner, room) DO UPDATE"
+            " SET seq = greatest(cursors.seq, excluded.seq)",
+            owner, list(positions), list(positions.values()))
+
+    async def drop_cursors(self, owner: str) -> None:
+        await self._fetch("DELETE FROM cursors WHERE owner = $1", owner)
+
+    async def put_record(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        await self._fetch("INSERT INTO records VALUES ($1, $2, $3::jsonb) ON CONFLICT"
+                          " (kind, key) DO UPDATE SET body = excluded.body",
+                          kind, key, json.dumps(body))
+
+    async def records(self, kind: str) -> dict[str, dict[str, Any]]:
+        rows = await self._fetch("SELECT key, body::text FROM records WHERE kind = $1", kind)
+        return {key: json.loads(body) for key, body in rows}
+
+    async def drop_record(self, kind: str, key: str) -> bool:
+        rows = await self._fetch("DELETE FROM records WHERE kind = $1 AND key = $2"
+                                 " RETURNING 1", kind, key)
+        return bool(rows)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        """One statement's rows; an outage is ``unavailable``."""
+        assert self._pool is not None
+        try:
+            rows: list[Any] = await self._pool.fetch(sql, *args)
+        except OUTAGES as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return rows
 
     async def ping(self) -> None:
         if self._appends.closing or self._pool is None:

@@ -24,7 +24,7 @@ import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +44,7 @@ _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
 # stand now, and the changes made to them; messages_only pages back through
@@ -52,7 +52,8 @@ SCHEMA_VERSION = 7
 # message (version 4; before, every name was in the message row). Per person
 # (version 5, app.store.markers): read markers, mentions, and the participants
 # of direct conversations. Per consumer and room (version 7): how far a bot's
-# named cursor has handled the room's stream.
+# named cursor (or a webhook) has handled the room's stream. Records (version
+# 8): the few configured things the chat keeps, as JSON (webhooks).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -107,6 +108,12 @@ CREATE TABLE IF NOT EXISTS cursors (
     room  TEXT    NOT NULL,
     seq   INTEGER NOT NULL,
     PRIMARY KEY (owner, room)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key  TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
 """
 # Search (app.store.search): each message's index tokens as it stands, under
@@ -518,6 +525,86 @@ class SqliteStore(QueuedWrites):
             conn.execute("ROLLBACK")
             raise
         return int(now)
+
+    async def heads(self) -> dict[RoomName, int]:
+        found: dict[RoomName, int] = await self._read(self._all_heads)
+        return found
+
+    def _all_heads(self) -> dict[RoomName, int]:
+        """Each room's latest seq, the rooms found one index step at a time (a
+        skip scan: the cost grows with the rooms, not with their history)."""
+        assert self._read_conn is not None
+        return {RoomName(room): int(head) for room, head in self._read_conn.execute(
+            "WITH RECURSIVE r(room) AS (SELECT MIN(room) FROM messages UNION ALL"
+            " SELECT (SELECT MIN(room) FROM messages WHERE room > r.room) FROM r"
+            " WHERE r.room IS NOT NULL)"
+            " SELECT room, (SELECT MAX(seq) FROM messages m WHERE m.room = r.room)"
+            " FROM r WHERE room IS NOT NULL")}
+
+    async def cursors(self, owner: str) -> dict[RoomName, int]:
+        found: dict[RoomName, int] = await self._read(self._cursors, owner)
+        return found
+
+    def _cursors(self, owner: str) -> dict[RoomName, int]:
+        assert self._read_conn is not None
+        return {RoomName(room): int(seq) for room, seq in self._read_conn.execute(
+            "SELECT room, seq FROM cursors WHERE owner = ?", (owner,))}
+
+    async def set_cursors(self, owner: str, positions: Mapping[RoomName, int]) -> None:
+        await self._written(self._set_cursors, owner, dict(positions))
+
+    def _set_cursors(self, owner: str, positions: dict[RoomName, int]) -> None:
+        conn = self._write_conn
+        assert conn is not None
+        rooms = sorted(positions)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for at in range(0, len(rooms), _ROWS_PER_INSERT):
+                chunk = rooms[at:at + _ROWS_PER_INSERT]
+                heads = self._heads(conn, chunk)
+                conn.executemany(
+                    "INSERT INTO cursors VALUES (?, ?, ?) ON CONFLICT (owner, room)"
+                    " DO UPDATE SET seq = max(seq, excluded.seq)",
+                    [(owner, room, min(positions[room], heads.get(room, 0)))
+                     for room in chunk])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def drop_cursors(self, owner: str) -> None:
+        await self._written(self._execute, "DELETE FROM cursors WHERE owner = ?", (owner,))
+
+    async def put_record(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        await self._written(self._execute, "INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
+                            (kind, key, json.dumps(body)))
+
+    async def records(self, kind: str) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = await self._read(self._records, kind)
+        return found
+
+    def _records(self, kind: str) -> dict[str, dict[str, Any]]:
+        assert self._read_conn is not None
+        return {key: json.loads(body) for key, body in self._read_conn.execute(
+            "SELECT key, body FROM records WHERE kind = ?", (kind,))}
+
+    async def drop_record(self, kind: str, key: str) -> bool:
+        dropped: int = await self._written(self._execute, "DELETE FROM records WHERE kind = ?"
+                                           " AND key = ?", (kind, key))
+        return dropped > 0
+
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
+        """One statement on the writer, in a transaction of its own; rows changed."""
+        assert self._write_conn is not None
+        return int(self._write_conn.execute(sql, args).rowcount)
+
+    async def _written(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the writer thread; a failure is ``unavailable``."""
+        try:
+            return await self._on(self._writer_thread, fn, *args)
+        except sqlite3.Error as exc:
+            log.warning("sqlite write failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
 
     def _open_direct(self, room: RoomName, names: list[str]) -> None:
         conn = self._write_conn

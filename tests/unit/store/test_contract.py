@@ -613,3 +613,58 @@ async def test_a_cursor_survives_reopening(store_url: str, reopen: Opener) -> No
     await first.advance("bot\ncursor", LOBBY, 2)
     await first.close()
     assert await (await reopen()).cursor("bot\ncursor", LOBBY) == 2
+
+
+async def test_heads_name_every_room_with_its_latest_seq(store: MessageStore) -> None:
+    """What a webhook scans for: each room with entries (changes count), and
+    nothing for a store without any."""
+    assert await store.heads() == {}
+    for room, count in (("a", 3), ("b", 1), ("a.b", 2), ("zz", 1)):
+        for i in range(count):
+            await store.append(RoomName(room), "alice", f"m{i}", None)
+    await store.alter(RoomName("b"), "alice", "edit", 1, "changed", None)
+    assert await store.heads() == {"a": 3, "b": 2, "a.b": 2, "zz": 1}
+
+
+async def test_cursors_in_bulk_move_forward_only_and_are_dropped_together(
+        store: MessageStore) -> None:
+    for room in ("one", "two"):
+        for i in range(3):
+            await store.append(RoomName(room), "alice", f"m{i}", None)
+    hook = "webhook:wh_1"
+    assert await store.cursors(hook) == {}
+    await store.set_cursors(hook, {RoomName("one"): 2, RoomName("two"): 9,
+                                   RoomName("none"): 4})
+    assert await store.cursors(hook) == {"one": 2, "two": 3, "none": 0}
+    await store.set_cursors(hook, {RoomName("one"): 1})  # never back
+    await store.advance(hook, RoomName("one"), 3)
+    await store.advance("bot\ncursor", RoomName("one"), 1)
+    assert await store.cursors(hook) == {"one": 3, "two": 3, "none": 0}
+    await store.drop_cursors(hook)
+    assert await store.cursors(hook) == {}
+    assert await store.cursor("bot\ncursor", RoomName("one")) == 1  # others' stay
+
+
+async def test_records_are_kept_replaced_and_dropped_by_kind(store: MessageStore) -> None:
+    body = {"url": "https://example.org/hook", "rooms": ["ops-*"], "n": 3, "on": True,
+            "text": "é 🎉"}
+    await store.put_record("webhook", "wh_1", body)
+    await store.put_record("webhook", "wh_2", {"url": "x"})
+    await store.put_record("dead:wh_1", "ops:4", {"first": 4})
+    assert await store.records("webhook") == {"wh_1": body, "wh_2": {"url": "x"}}
+    await store.put_record("webhook", "wh_2", {"url": "y"})
+    assert (await store.records("webhook"))["wh_2"] == {"url": "y"}
+    assert await store.drop_record("webhook", "wh_2") is True
+    assert await store.drop_record("webhook", "wh_2") is False
+    assert await store.records("webhook") == {"wh_1": body}
+    assert await store.records("dead:wh_1") == {"ops:4": {"first": 4}}
+    assert await store.records("nothing") == {}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)  # durable ones
+async def test_records_survive_reopening(store_url: str, reopen: Opener) -> None:
+    first = await reopen()
+    await first.put_record("webhook", "wh_1", {"url": "https://example.org/hook"})
+    await first.close()
+    assert await (await reopen()).records("webhook") == {
+        "wh_1": {"url": "https://example.org/hook"}}
