@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .chat.services import Chat
+from .hooks.service import Webhooks
 from .shutdown import ShutdownClock
 from .sio.server import RoomcastServer
 from .metrics import Metrics
@@ -20,3 +21,4 @@ STORE_KEY = web.AppKey("store", MessageStore)
 PRESENCE_KEY = web.AppKey("presence", Presence)
 CHAT_KEY = web.AppKey("chat", Chat)
 SHUTDOWN_KEY = web.AppKey("shutdown", ShutdownClock)
+WEBHOOKS_KEY = web.AppKey("webhooks", Webhooks)

@@ -24,10 +24,12 @@ from .api.routes import API_KEY, Api, setup_api
 from .chat.namespace import NAMESPACE, ChatNamespace
 from .core.errors import ChatError, ErrorCode
 from .fanout import Fanout, client_manager
+from .hooks.relay import open_relay
+from .hooks.service import Webhooks
 from .eio.front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
 from .appkeys import (
     CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SHUTDOWN_KEY, SIO_KEY,
-    STORE_KEY,
+    STORE_KEY, WEBHOOKS_KEY,
 )
 from .metrics import Metrics
 from .sio.packet import BoundedMsgPackPacket
@@ -155,8 +157,16 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         namespace = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], metrics)
         sio.register_namespace(namespace)
         app[CHAT_KEY] = chat = namespace.chat
+        app[WEBHOOKS_KEY] = webhooks = Webhooks(settings, app[STORE_KEY], open_relay(
+            settings.redis, prefix=settings.redis_prefix, node_id=node))
+        chat.messages.watchers.append(webhooks.noticed)
         if settings.api_keys:
-            app[API_KEY] = Api(chat, settings)
+            app[API_KEY] = Api(chat, settings, webhooks)
+        metrics.watch("roomcast_webhooks_delivered_here", "Webhooks this node delivers "
+                      "(holds the lease of)", [], lambda: [([], len(webhooks.deliverers))])
+        metrics.watch("roomcast_webhook_events_delivered", "Events acknowledged by webhook "
+                      "receivers, delivered by this node", [], lambda: [([], sum(
+                          d.delivered for d in webhooks.deliverers.values()))])
         watch_state(metrics, sio, namespace, fanout)
         store = app[STORE_KEY]
         metrics.watch("roomcast_store_calls_in_flight", "Message store calls waiting for "
@@ -168,10 +178,12 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         sio.start_manager()
         await fanout.wait_subscribed(STARTUP_WAIT)
         chat.start()
+        await webhooks.start()
         log.info("node %s ready", node)
         yield
         await chat.wait_handlers(clock.left())
         await chat.stop()
+        await clock.step("webhooks' stop", webhooks.stop(), floor=1.0)
         # the store drains (appends called, not yet written), then what that lets
         # finish is broadcast, and fan-out publishes it before it closes
         await clock.step("the store's drain", app[STORE_KEY].close(),

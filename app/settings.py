@@ -222,6 +222,29 @@ class Settings:
         "help": "HTTP API requests one key may make at once"})
     api_max_body: int = field(default=1_000_000, metadata={
         "help": "bytes an HTTP API request body may have (past it: 413)"})
+    max_webhooks: int = field(default=50, metadata={
+        "help": "webhooks that may be configured (through the API, by an admin key)"})
+    webhook_timeout: float = field(default=10.0, metadata={
+        "help": "seconds a webhook's receiver has to answer a delivery (else: a failure)"})
+    webhook_batch: int = field(default=100, metadata={
+        "help": "events of one room one delivery carries at most"})
+    webhook_concurrency: int = field(default=4, metadata={
+        "help": "rooms each webhook is delivering at once (each room: one at a time, "
+                "in order)"})
+    webhook_retry_min: float = field(default=1.0, metadata={
+        "help": "seconds before retrying a webhook's first failure; each further failure "
+                "doubles it (with full jitter) up to --webhook-retry-max"})
+    webhook_retry_max: float = field(default=300.0, metadata={
+        "help": "the longest wait between retries of a failing webhook"})
+    webhook_give_up: float = field(default=86_400.0, metadata={
+        "help": "seconds a delivery is retried before it is given up: kept as a dead "
+                "letter (readable and replayable through the API) and passed"})
+    webhook_rescan: float = field(default=30.0, metadata={
+        "help": "seconds between a webhook's looks at every room for entries it has not "
+                "delivered (notices of new entries are immediate; this catches lost ones)"})
+    webhook_lease: float = field(default=15.0, metadata={
+        "help": "seconds one node's hold on delivering a webhook lasts unless renewed "
+                "(with --redis: another node takes over within it after a crash)"})
 
     def node_name(self) -> str:
         """``node_id``, or a new one made up from the host name and a random suffix."""
@@ -252,6 +275,14 @@ class Settings:
         if self.max_searches < 1 or self.max_searches_per_name < 1 or self.search_timeout <= 0:
             raise ValueError("max_searches and max_searches_per_name must be at least 1 and "
                              "search_timeout positive")
+        if min(self.max_webhooks, self.webhook_batch, self.webhook_concurrency) < 1:
+            raise ValueError("max_webhooks, webhook_batch and webhook_concurrency must be "
+                             "at least 1")
+        if min(self.webhook_timeout, self.webhook_retry_min, self.webhook_rescan,
+               self.webhook_lease) <= 0 or self.webhook_retry_max < self.webhook_retry_min \
+                or self.webhook_give_up < 0:
+            raise ValueError("the webhook times must be positive, and webhook_retry_max at "
+                             "least webhook_retry_min")
         if self.max_events_in_progress < 1:
             raise ValueError("max_events_in_progress must be at least 1")
         if self.max_poll_packets < 0:

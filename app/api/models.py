@@ -11,7 +11,7 @@ services, as for a socket, and refused with the same codes.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,7 @@ from ..chat.protocol import (
     MAX_SEQ, QUERY_MAX, ROOM_MAX, SEARCH_DEFAULT, SEARCH_MAX,
 )
 from ..core.errors import ErrorCode
+from ..hooks.webhook import MAX_PATTERNS, MAX_URL
 
 Room = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$", min_length=1, max_length=ROOM_MAX,
                             description="a room's name (a direct conversation's: dm:...)")]
@@ -203,6 +204,77 @@ class Cursor(Ok):
 
 class Disconnected(Ok):
     name: str
+
+
+class WebhookBody(Strict):
+    url: str = Field(min_length=1, max_length=MAX_URL, pattern=r"^https?://",
+                     description="where deliveries are POSTed (http:// or https://)")
+    rooms: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:*?-]+$", min_length=1,
+                                     max_length=ROOM_MAX)]] = Field(
+        min_length=1, max_length=MAX_PATTERNS,
+        description="room names or patterns (* any, ? one character); only rooms the "
+                    "key's own patterns admit too are delivered")
+    events: list[Literal["messages", "changes", "mentions"]] = Field(
+        default=["messages", "changes"], max_length=3,
+        description="messages: every new message; changes: edits, deletions, reactions; "
+                    "mentions: the messages that mention the mention name")
+    mention: Name | None = Field(default=None, description="with the mentions events: "
+                                 "whose mentions (a bot's name)")
+
+
+class WebhookPath(Query):
+    id: str = Field(pattern=r"^wh_[0-9a-f]{16}$", description="a webhook's id")
+
+
+class DeadLetterPath(WebhookPath):
+    letter: str = Field(min_length=1, max_length=ROOM_MAX + 44,
+                        description="a dead letter's id: room:first-last")
+
+
+class WebhookShown(BaseModel):
+    id: str
+    url: str
+    rooms: list[str]
+    events: list[str]
+    mention: str | None
+    created: int = Field(description="ms since the epoch")
+    within: list[str] = Field(description="the room patterns of the key that made it")
+    secret: str | None = Field(default=None, description="the signing secret: only in the "
+                               "reply that creates the webhook")
+    delivering: dict[str, Any] | None = Field(default=None, description=(
+        "this node's delivery of it, if this node holds its lease: events delivered, "
+        "failures in a row, the last error, rooms pending"))
+
+
+class WebhookReply(Ok):
+    webhook: WebhookShown
+
+
+class WebhookList(Ok):
+    webhooks: list[WebhookShown]
+
+
+class DeadLetter(BaseModel):
+    id: str
+    room: str
+    first: int
+    last: int
+    events: int
+    attempts: int
+    error: str
+    at: int = Field(description="when it was given up, ms since the epoch")
+
+
+class DeadLetters(Ok):
+    dead_letters: list[DeadLetter]
+
+
+class Replayed(Ok):
+    events: int = Field(description="events delivered (and acknowledged) again")
+
+
+class Deleted(Ok):
+    id: str
 
 
 class ErrorBody(BaseModel):

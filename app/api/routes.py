@@ -39,6 +39,8 @@ from ..chat.services import Chat
 from ..core.errors import ChatError, ErrorCode
 from ..core.limits import Rate, TokenBucket
 from ..core.models import RoomName, Sid
+from ..hooks.service import Webhooks
+from ..hooks.webhook import Webhook
 from ..settings import Settings
 from . import models as m
 from .keys import ApiKey, digest, parse_keys
@@ -89,8 +91,9 @@ class Endpoint:
 class Api:
     """The keys, their connections and their request budgets."""
 
-    def __init__(self, chat: Chat, settings: Settings) -> None:
+    def __init__(self, chat: Chat, settings: Settings, webhooks: Webhooks) -> None:
         self.chat = chat
+        self.webhooks = webhooks
         self.settings = settings
         self.keys = parse_keys(settings.api_keys)
         self.rate = Rate(settings.api_rate, settings.api_burst)
@@ -231,7 +234,39 @@ async def end_person(api: Api, call: Call) -> Json:
     return {"ok": True, "name": call.path.name}
 
 
+def _shown(api: Api, hook: Webhook, *, secret: bool = False) -> Json:
+    return {**hook.as_dict(secret=secret), "delivering": api.webhooks.status(hook.id)}
+
+
+async def create_webhook(api: Api, call: Call) -> Json:
+    b = call.body
+    hook = await api.webhooks.create(b.url, b.rooms, b.events, b.mention, call.key.rooms)
+    return {"ok": True, "webhook": _shown(api, hook, secret=True)}
+
+
+async def list_webhooks(api: Api, call: Call) -> Json:
+    return {"ok": True, "webhooks": [_shown(api, hook) for hook in await api.webhooks.all()]}
+
+
+async def get_webhook(api: Api, call: Call) -> Json:
+    return {"ok": True, "webhook": _shown(api, await api.webhooks.get(call.path.id))}
+
+
+async def delete_webhook(api: Api, call: Call) -> Json:
+    await api.webhooks.delete(call.path.id)
+    return {"ok": True, "id": call.path.id}
+
+
+async def list_dead_letters(api: Api, call: Call) -> Json:
+    return {"ok": True, "dead_letters": await api.webhooks.dead_letters(call.path.id)}
+
+
+async def replay_dead_letter(api: Api, call: Call) -> Json:
+    return {"ok": True, "events": await api.webhooks.replay(call.path.id, call.path.letter)}
+
+
 ROOM = "/rooms/{room}"
+HOOK = "/webhooks/{id}"
 MESSAGE = ROOM + "/messages/{seq}"
 ENDPOINTS = [
     Endpoint("GET", "/rooms", "listRooms", "The rooms with members now, and the key "
@@ -270,6 +305,23 @@ ENDPOINTS = [
     Endpoint("POST", "/people/{name}/disconnect", "disconnectPerson", "End every connection "
              "of a person, on every node (they may connect again)", "admin", end_person,
              m.Disconnected, path_model=m.PersonPath),
+    Endpoint("POST", "/webhooks", "createWebhook", "Subscribe a URL to the events of rooms "
+             "(from now on); the reply holds its signing secret, shown this once", "admin",
+             create_webhook, m.WebhookReply, body_model=m.WebhookBody, status=201),
+    Endpoint("GET", "/webhooks", "listWebhooks", "Every webhook (without secrets)", "admin",
+             list_webhooks, m.WebhookList),
+    Endpoint("GET", HOOK, "getWebhook", "One webhook, and how its delivery goes if this "
+             "node delivers it", "admin", get_webhook, m.WebhookReply,
+             path_model=m.WebhookPath),
+    Endpoint("DELETE", HOOK, "deleteWebhook", "Stop a webhook and forget it (its cursors "
+             "and dead letters too)", "admin", delete_webhook, m.Deleted,
+             path_model=m.WebhookPath),
+    Endpoint("GET", HOOK + "/dead-letters", "listDeadLetters", "The deliveries given up "
+             "(--webhook-give-up), oldest first", "admin", list_dead_letters, m.DeadLetters,
+             path_model=m.WebhookPath),
+    Endpoint("POST", HOOK + "/dead-letters/{letter}/replay", "replayDeadLetter", "Deliver "
+             "a dead letter's events again, now, once; acknowledged, it is no longer kept",
+             "admin", replay_dead_letter, m.Replayed, path_model=m.DeadLetterPath),
 ]
 
 

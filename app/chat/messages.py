@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from ..core.models import Message
+from ..core.models import Message, RoomName
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import MessageStore
@@ -43,6 +44,8 @@ class Messages:
         self.connections = connections
         self.replies = replies
         self.wire = wire
+        # told the room of every entry stored (not of repeats): the webhooks
+        self.watchers: list[Callable[[RoomName], None]] = []
 
     async def send(self, conn: Connection, req: SendRequest) -> Ack:
         """Store a message and broadcast it; the ack has it as stored."""
@@ -61,12 +64,17 @@ class Messages:
                       f" text={req.text!r}" if self.settings.log_message_text else "")
         if created:
             self.metrics.messages_received.inc()
+            self._stored(message.room)
             await self._broadcast(message, conn)
             for name in mentions:
                 await self.wire.emit("mention", {"room": message.room,
                                                  "message": message.as_dict()},
                                      room=person_room(name))
         return {"message": message.as_dict()}
+
+    def _stored(self, room: RoomName) -> None:
+        for watcher in self.watchers:
+            watcher(room)
 
     async def _broadcast(self, message: Message, sender: Connection) -> None:
         await self.wire.emit("message", message.as_dict(), room=message.room,
@@ -96,6 +104,7 @@ class Messages:
                 edits_from=int((time.time() - window) * 1000) if window else None)
         change = altered.change.as_dict() if altered.change is not None else None
         if altered.created and change is not None:
+            self._stored(req.room)
             log.info("%s sid=%s name=%r room=%s seq=%d target=%d", req.kind, conn.sid,
                      conn.name, req.room, change["seq"], req.seq)
             await self.wire.emit("change", change, room=req.room, skip_sid=conn.sid)

@@ -22,13 +22,18 @@ FORBIDDEN = {
     # services, never the socket layers, the backends or the wiring
     "api": {"app.sio", "app.eio", "app.ws", "app.server", "app.appkeys", "app.fanout",
             "app.store", "app.presence"},
+    # the webhooks read the store's stream and post out: they know no socket,
+    # no interface above them and none of the chat's services
+    "hooks": {"app.sio", "app.eio", "app.ws", "app.server", "app.appkeys", "app.fanout",
+              "app.presence", "app.api", "app.chat.services", "app.chat.namespace",
+              "app.chat.events"},
 }
 TOP_LEVEL = {"__init__.py", "__main__.py", "server.py", "settings.py", "appkeys.py", "health.py",
              "page.py", "compat.py", "metrics.py", "logs.py", "shutdown.py", "redis_client.py"}
 PURE = ["eio/packets.py", "eio/session.py", "ws/frames.py", "core/models.py", "core/errors.py",
         "core/limits.py", "chat/protocol.py", "chat/directs.py", "chat/mentions.py",
         "chat/paging.py", "store/stream.py", "store/search.py", "store/markers.py",
-        "api/keys.py", "api/models.py"]
+        "api/keys.py", "api/models.py", "hooks/webhook.py"]
 # what the backends may import of Roomcast: the core, and the shared Redis client
 BACKENDS = {"store": {"app.core", "app.store"},
             "presence": {"app.core", "app.presence", "app.redis_client"}}
@@ -99,6 +104,13 @@ def test_the_chat_knows_no_wire_and_nothing_below_knows_the_chat() -> None:
     for layer in ("fanout", "sio"):
         for path in sorted((APP / layer).glob("*.py")):
             assert not any(m.startswith("app.chat") for m in ours(path)), path
+
+
+def test_the_chat_does_not_know_who_watches_its_stream() -> None:
+    """The webhooks are told of new entries through ``Messages.watchers``: the
+    chat never imports them."""
+    for path in sorted((APP / "chat").glob("*.py")):
+        assert not any(m.startswith("app.hooks") for m in ours(path)), path
 
 
 def test_the_chat_services_know_no_socket() -> None:
