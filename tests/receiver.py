@@ -8,7 +8,8 @@ process that a test kills and starts again::
     python -m tests.receiver PORT SECRET LOG
 
 where every event taken is a line of LOG (``id type``), written and synced
-before the answer; a restarted receiver reads LOG to know what it has.
+before the answer, and then ``took N`` (events taken in all) a line of its
+stdout; a restarted receiver reads LOG to know what it has.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from aiohttp import web
 
 from app.hooks.webhook import verify
 
-from .conftest import TIMEOUT
+TIMEOUT = 5.0  # seconds a test waits for events (as tests.conftest; not imported:
+# a receiver process starts again and again, and should start fast)
 
 
 class Receiver:
-    def __init__(self, secret: str = "", log: Path | None = None) -> None:
+    def __init__(self, secret: str = "", log: Path | None = None, *,
+                 progress: bool = False) -> None:
         self.secret = secret
         self.log = log
         self.seen: set[str] = set()
@@ -41,6 +44,7 @@ class Receiver:
         self.hang = False  # answer nothing, ever
         self.headers: list[dict[str, str]] = []
         self.arrived = asyncio.Condition()
+        self.progress = progress
         if log is not None and log.exists():
             self.seen = {line.split()[0] for line in log.read_text().splitlines() if line}
 
@@ -71,6 +75,8 @@ class Receiver:
         async with self.arrived:
             self.events.extend(taken)
             self.arrived.notify_all()
+        if self.progress and taken:
+            print("took", len(self.seen), flush=True)
         return web.Response(status=204)
 
     async def wait_for(self, count: int, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
@@ -86,7 +92,7 @@ class Receiver:
 
 
 async def serve(port: int, secret: str, log: Path) -> None:
-    runner = web.AppRunner(Receiver(secret, log).app(), access_log=None)
+    runner = web.AppRunner(Receiver(secret, log, progress=True).app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     print("receiving", flush=True)
