@@ -7,10 +7,11 @@ notice said so, or a scan of every room's head found it. Up to
 ``--webhook-concurrency`` dirty rooms are delivered at once, each by one task
 that reads the stream after the cursor (``--webhook-batch`` entries), posts
 the events the webhook wants in one request, and moves the cursor past them
-once the receiver acknowledges. So a room's events go out in order, one
-request at a time, and an event is sent again only if its acknowledgement
-was not recorded (a crash between the two): the receiver drops that repeat by
-its id.
+once the receiver acknowledges (in memory at once; in the store by a writer
+of its own, all rooms in one call, as fast as the store takes them). So a
+room's events go out in order, one request at a time, and an event is sent
+again only if its acknowledgement was not recorded (a crash before the
+writer saved it): the receiver drops that repeat by its id.
 
 A failure (no 2xx within ``--webhook-timeout``, or no connection) pauses the
 whole webhook, not one room (it is the receiver that is unwell), for an
@@ -23,6 +24,7 @@ waits on the chat: a slow receiver delays only its own webhook.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -81,7 +83,9 @@ class Deliverer:
         self.store = store
         self.session = session
         self.settings = settings
-        self.dirty: set[RoomName] = set()
+        # in the order they became dirty: the longest waiting starts first (a busy
+        # room, dirty again as soon as delivered, goes to the back)
+        self.dirty: dict[RoomName, None] = {}
         self.wake = asyncio.Event()
         self.rooms: dict[RoomName, asyncio.Task[None]] = {}  # being delivered
         self.failures = 0  # in a row
@@ -94,21 +98,62 @@ class Deliverer:
         self.delivered = 0  # events acknowledged (this node, this hold)
         self.last_error: str | None = None
         self.given_up = 0  # events kept in dead letters
+        # where each room stands (acknowledged up to), and the positions not yet
+        # written to the store: one writer task keeps the store's cursors up to
+        # date, in bulk, off the delivery path
+        self.positions: dict[RoomName, int] = {}
+        self.unsaved: dict[RoomName, int] = {}
+        self.to_save = asyncio.Event()
+        self.saver: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"webhook {self.hook.id}")
+        self.saver = asyncio.create_task(self._save(), name=f"webhook {self.hook.id} cursors")
 
     async def stop(self) -> None:
         tasks = [t for t in (self.task, *self.rooms.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.saver is not None:
+            self.saver.cancel()
+            await asyncio.gather(self.saver, return_exceptions=True)
+        with contextlib.suppress(ChatError):  # (if not: those events are delivered again)
+            await self._save_once()
+
+    async def _save(self) -> None:
+        """Write acknowledged positions to the store, all rooms in one call, as
+        often as the store takes them (one write in flight at a time)."""
+        while True:
+            await self.to_save.wait()
+            self.to_save.clear()
+            try:
+                await self._save_once()
+            except ChatError as exc:
+                log.warning("webhook %s: its cursors were not saved (%s)", self.hook.id, exc)
+                await asyncio.sleep(STORE_RETRY)
+
+    async def _save_once(self) -> None:
+        saving, self.unsaved = self.unsaved, {}
+        if not saving:
+            return
+        try:
+            await self.store.set_cursors(self.hook.owner, saving)
+        except BaseException:
+            for room, seq in saving.items():  # to save next time (never back)
+                self.unsaved[room] = max(seq, self.unsaved.get(room, 0))
+            self.to_save.set()
+            raise
+
+    def _acknowledged(self, room: RoomName, seq: int) -> None:
+        self.positions[room] = self.unsaved[room] = seq
+        self.to_save.set()
 
     def notice(self, rooms: list[RoomName]) -> None:
         """These rooms have new entries."""
         wanted = [room for room in rooms if self.hook.admits(room)]
         if wanted:
-            self.dirty.update(wanted)
+            self.dirty.update(dict.fromkeys(wanted))
             self.wake.set()
 
     def rescan(self) -> None:
@@ -119,7 +164,7 @@ class Deliverer:
     async def scan(self) -> None:
         """Mark dirty every room of the webhook's with entries past its cursor."""
         heads = await self.store.heads()
-        cursors = await self.store.cursors(self.hook.owner)
+        cursors = {**await self.store.cursors(self.hook.owner), **self.positions}
         self.notice([room for room, head in heads.items() if head > cursors.get(room, 0)])
 
     async def _run(self) -> None:
@@ -136,7 +181,7 @@ class Deliverer:
                 self.scanned = False  # look at every room again
                 continue
             self.wake.clear()
-            for room in sorted(self.dirty - self.rooms.keys()):
+            for room in [r for r in self.dirty if r not in self.rooms]:
                 if len(self.rooms) >= self.settings.webhook_concurrency:
                     break
                 task = asyncio.create_task(self._room(room), name=f"webhook {self.hook.id} {room}")
@@ -149,9 +194,11 @@ class Deliverer:
 
     async def _room(self, room: RoomName) -> None:
         try:
-            position = await self.store.cursor(self.hook.owner, room) or 0
+            position = self.positions.get(room)
+            if position is None:
+                position = await self.store.cursor(self.hook.owner, room) or 0
             while True:
-                self.dirty.discard(room)  # a notice from now on marks it again
+                self.dirty.pop(room, None)  # a notice from now on marks it again
                 page = await self.store.page(room, after=position,
                                              limit=self.settings.webhook_batch)
                 entries = in_order(page)
@@ -161,7 +208,7 @@ class Deliverer:
                 if events:
                     await self._deliver(room, events)
                 position = entries[-1].seq
-                await self.store.advance(self.hook.owner, room, position)
+                self._acknowledged(room, position)
                 if not page.more:
                     return
         except Exception as exc:  # the store, most likely: try the room again in a while
@@ -169,7 +216,7 @@ class Deliverer:
                     "webhook %s room %s: %s", self.hook.id, room, exc,
                     exc_info=not isinstance(exc, ChatError))
             await asyncio.sleep(STORE_RETRY)
-            self.dirty.add(room)
+            self.dirty[room] = None
 
     async def _deliver(self, room: RoomName, events: list[dict[str, Any]]) -> None:
         """Post until acknowledged, or until given up (a dead letter)."""

@@ -5,7 +5,8 @@ Every node keeps the list of webhooks (read from the store at start, again
 when any node changes it, and every ``--webhook-rescan``) and tells the
 cluster, through the relay, which rooms have new entries: the chat calls
 :meth:`Webhooks.noticed` for each stored message and change, and the rooms
-named within a few milliseconds go out as one notice. Every node tries to
+named in one turn of the loop (or while the last notice was published) go
+out as one notice. Every node tries to
 hold each webhook's lease; the node that holds it runs that webhook's
 :class:`~app.hooks.delivery.Deliverer`, and stops it as soon as it cannot
 renew the lease (another node then takes over, within ``--webhook-lease``,
@@ -32,7 +33,6 @@ from .webhook import Webhook, new_webhook
 log = logging.getLogger("app.hooks")
 
 KIND = "webhook"  # the store's record kind of a webhook
-NOTICE_DELAY = 0.005  # seconds new entries' rooms gather before one notice goes out
 WANTED_CACHE = 10_000  # rooms remembered as wanted (or not) by some webhook
 CONNECTIONS = 100  # open connections to receivers, all webhooks together
 
@@ -46,7 +46,7 @@ class Webhooks:
         self.deliverers: dict[str, Deliverer] = {}  # the webhooks this node delivers
         self.wanted: dict[RoomName, bool] = {}  # room -> some webhook wants it
         self.pending: set[RoomName] = set()  # rooms with new entries, not yet told
-        self.gathering: asyncio.TimerHandle | None = None
+        self.gathering: asyncio.Handle | None = None
         self.publishing: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # the list of webhooks changed (or notices were lost)
         self.missed = False  # notices may have been lost (the relay subscribed again)
@@ -142,7 +142,9 @@ class Webhooks:
             return
         self.pending.add(room)
         if self.gathering is None and self.publishing is None:
-            self.gathering = asyncio.get_running_loop().call_later(NOTICE_DELAY, self._tell)
+            # the rooms noticed in this turn of the loop go out as one notice, and
+            # those noticed while it is published as the next one
+            self.gathering = asyncio.get_running_loop().call_soon(self._tell)
 
     def _tell(self) -> None:
         self.gathering = None
