@@ -26,7 +26,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api bench-webhooks churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -140,6 +140,9 @@ bench-history: $(VENV)/.installed-run  ## bench/history.py: history and join-wit
 
 bench-api: $(VENV)/.installed-run  ## bench/api.py: messages per second posted through the HTTP API beside the same through a socket (about 1 min)
 	$(BIN)/python -m bench.api $(BENCH_ARGS)
+
+bench-webhooks: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## bench/webhooks.py: webhook delivery lag at 1,000 events/s beside a socket's, and S1 with ten webhooks beside none (about 8 min)
+	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
 
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
