@@ -227,10 +227,10 @@ class Settings:
     webhook_timeout: float = field(default=10.0, metadata={
         "help": "seconds a webhook's receiver has to answer a delivery (else: a failure)"})
     webhook_batch: int = field(default=100, metadata={
-        "help": "events of one room one delivery carries at most"})
-    webhook_concurrency: int = field(default=4, metadata={
-        "help": "rooms each webhook is delivering at once (each room: one at a time, "
-                "in order)"})
+        "help": "entries (of one or more rooms) one webhook delivery reads at most"})
+    webhook_linger: float = field(default=0.1, metadata={
+        "help": "seconds at least between two deliveries of one webhook (one after a "
+                "quiet spell goes at once): a busy webhook's deliveries grow, not multiply"})
     webhook_retry_min: float = field(default=1.0, metadata={
         "help": "seconds before retrying a webhook's first failure; each further failure "
                 "doubles it (with full jitter) up to --webhook-retry-max"})
@@ -275,12 +275,11 @@ class Settings:
         if self.max_searches < 1 or self.max_searches_per_name < 1 or self.search_timeout <= 0:
             raise ValueError("max_searches and max_searches_per_name must be at least 1 and "
                              "search_timeout positive")
-        if min(self.max_webhooks, self.webhook_batch, self.webhook_concurrency) < 1:
-            raise ValueError("max_webhooks, webhook_batch and webhook_concurrency must be "
-                             "at least 1")
+        if min(self.max_webhooks, self.webhook_batch) < 1:
+            raise ValueError("max_webhooks and webhook_batch must be at least 1")
         if min(self.webhook_timeout, self.webhook_retry_min, self.webhook_rescan,
                self.webhook_lease) <= 0 or self.webhook_retry_max < self.webhook_retry_min \
-                or self.webhook_give_up < 0:
+                or min(self.webhook_give_up, self.webhook_linger) < 0:
             raise ValueError("the webhook times must be positive, and webhook_retry_max at "
                              "least webhook_retry_min")
         if self.max_events_in_progress < 1:

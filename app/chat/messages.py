@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..core.models import Message, RoomName
+from ..core.models import Entry, Message
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import MessageStore
@@ -44,8 +44,8 @@ class Messages:
         self.connections = connections
         self.replies = replies
         self.wire = wire
-        # told the room of every entry stored (not of repeats): the webhooks
-        self.watchers: list[Callable[[RoomName], None]] = []
+        # told of every entry stored (not of repeats): the webhooks
+        self.watchers: list[Callable[[Entry], None]] = []
 
     async def send(self, conn: Connection, req: SendRequest) -> Ack:
         """Store a message and broadcast it; the ack has it as stored."""
@@ -64,7 +64,7 @@ class Messages:
                       f" text={req.text!r}" if self.settings.log_message_text else "")
         if created:
             self.metrics.messages_received.inc()
-            self._stored(message.room)
+            self._stored(message)
             await self._broadcast(message, conn)
             for name in mentions:
                 await self.wire.emit("mention", {"room": message.room,
@@ -72,9 +72,9 @@ class Messages:
                                      room=person_room(name))
         return {"message": message.as_dict()}
 
-    def _stored(self, room: RoomName) -> None:
+    def _stored(self, entry: Entry) -> None:
         for watcher in self.watchers:
-            watcher(room)
+            watcher(entry)
 
     async def _broadcast(self, message: Message, sender: Connection) -> None:
         await self.wire.emit("message", message.as_dict(), room=message.room,
@@ -103,10 +103,10 @@ class Messages:
                 moderator=conn.identity.moderator,
                 edits_from=int((time.time() - window) * 1000) if window else None)
         change = altered.change.as_dict() if altered.change is not None else None
-        if altered.created and change is not None:
-            self._stored(req.room)
+        if altered.created and altered.change is not None:
+            self._stored(altered.change)
             log.info("%s sid=%s name=%r room=%s seq=%d target=%d", req.kind, conn.sid,
-                     conn.name, req.room, change["seq"], req.seq)
+                     conn.name, req.room, altered.change.seq, req.seq)
             await self.wire.emit("change", change, room=req.room, skip_sid=conn.sid)
         return {"message": altered.message.as_dict(), "change": change}
 

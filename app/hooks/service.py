@@ -3,10 +3,11 @@ by one node.
 
 Every node keeps the list of webhooks (read from the store at start, again
 when any node changes it, and every ``--webhook-rescan``) and tells the
-cluster, through the relay, which rooms have new entries: the chat calls
-:meth:`Webhooks.noticed` for each stored message and change, and the rooms
-named in one turn of the loop (or while the last notice was published) go
-out as one notice. Every node tries to
+cluster, through the relay, which rooms have new entries (and up to which
+seq): the chat calls :meth:`Webhooks.noticed` with each stored message and
+change, which also keeps it in the node's :class:`~app.hooks.tail.Tail`,
+and the rooms named in one turn of the loop (or while the last notice was
+published) go out as one notice. Every node tries to
 hold each webhook's lease; the node that holds it runs that webhook's
 :class:`~app.hooks.delivery.Deliverer`, and stops it as soon as it cannot
 renew the lease (another node then takes over, within ``--webhook-lease``,
@@ -23,11 +24,12 @@ from typing import Any
 import aiohttp
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import RoomName, now_ms
+from ..core.models import Entry, RoomName, now_ms
 from ..settings import Settings
 from ..store import MessageStore
 from .delivery import Deliverer, dead_letters, in_order, post
 from .relay import LocalRelay, Relay
+from .tail import Tail
 from .webhook import Webhook, new_webhook
 
 log = logging.getLogger("app.hooks")
@@ -45,7 +47,8 @@ class Webhooks:
         self.hooks: dict[str, Webhook] = {}
         self.deliverers: dict[str, Deliverer] = {}  # the webhooks this node delivers
         self.wanted: dict[RoomName, bool] = {}  # room -> some webhook wants it
-        self.pending: set[RoomName] = set()  # rooms with new entries, not yet told
+        self.pending: dict[RoomName, int] = {}  # rooms with new entries (up to), not yet told
+        self.tail = Tail()  # the entries of wanted rooms this node stored
         self.gathering: asyncio.Handle | None = None
         self.publishing: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # the list of webhooks changed (or notices were lost)
@@ -110,7 +113,7 @@ class Webhooks:
                 if held and hook_id not in self.deliverers:
                     assert self.session is not None
                     self.deliverers[hook_id] = deliverer = Deliverer(
-                        hook, self.store, self.session, self.settings)
+                        hook, self.store, self.tail, self.session, self.settings)
                     deliverer.start()
                     log.info("webhook %s: delivered by this node", hook_id)
                 elif not held and hook_id in self.deliverers:
@@ -128,11 +131,12 @@ class Webhooks:
 
     # -- notices ---------------------------------------------------------------------
 
-    def noticed(self, room: RoomName) -> None:
-        """A new entry was stored in ``room`` (called by the chat, on every send
-        and change: costs a dict lookup unless a webhook wants the room)."""
+    def noticed(self, entry: Entry) -> None:
+        """A new entry was stored (called by the chat, on every send and change:
+        costs a dict lookup unless a webhook wants the room)."""
         if not self.hooks:
             return
+        room = entry.room
         wanted = self.wanted.get(room)
         if wanted is None:
             if len(self.wanted) >= WANTED_CACHE:
@@ -140,7 +144,8 @@ class Webhooks:
             wanted = self.wanted[room] = any(h.admits(room) for h in self.hooks.values())
         if not wanted:
             return
-        self.pending.add(room)
+        self.tail.add(entry)
+        self.pending[room] = max(entry.seq, self.pending.get(room, 0))
         if self.gathering is None and self.publishing is None:
             # the rooms noticed in this turn of the loop go out as one notice, and
             # those noticed while it is published as the next one
@@ -153,10 +158,9 @@ class Webhooks:
     async def _publish(self) -> None:
         try:
             while self.pending:
-                rooms = sorted(self.pending)
-                self.pending.clear()
+                heads, self.pending = self.pending, {}
                 try:
-                    await self.relay.publish({"rooms": rooms})
+                    await self.relay.publish({"heads": heads})
                 except Exception as exc:  # the holders' scans will find them
                     log.warning("webhook notice lost: %s", exc)
         finally:
@@ -165,9 +169,12 @@ class Webhooks:
     def _heard(self, notice: dict[str, Any]) -> None:
         if notice.get("changed"):
             self.changed.set()
-        rooms = [RoomName(r) for r in notice.get("rooms", ()) if isinstance(r, str)]
+        given = notice.get("heads")
+        heads = {RoomName(room): seq for room, seq in given.items()
+                 if isinstance(room, str) and isinstance(seq, int)} \
+            if isinstance(given, dict) else {}
         for deliverer in self.deliverers.values():
-            deliverer.notice(rooms)
+            deliverer.notice(heads)
 
     def _reset(self) -> None:
         self.missed = True  # notices may have been missed: look at every room
@@ -231,10 +238,10 @@ class Webhooks:
             raise ChatError(ErrorCode.NOT_FOUND, f"no dead letter {letter_id!r}")
         room, first, last = RoomName(letter["room"]), int(letter["first"]), int(letter["last"])
         page = await self.store.page(room, after=first - 1, limit=last - first + 1)
-        events = [hook.event(e) for e in in_order(page) if hook.wants(e)]
+        events = [self.tail.encoded(hook, e) for e in in_order(page) if hook.wants(e)]
         if events:
             assert self.session is not None
-            error = await post(self.session, hook, room, events, self.settings.webhook_timeout)
+            error = await post(self.session, hook, events, self.settings.webhook_timeout)
             if error is not None:
                 raise ChatError(ErrorCode.UNAVAILABLE, f"the receiver did not take it: {error}")
         await self.store.drop_record(dead_letters(hook_id), letter_id)
@@ -246,4 +253,5 @@ class Webhooks:
         if deliverer is None:
             return None
         return {"delivered": deliverer.delivered, "failures": deliverer.failures,
-                "last_error": deliverer.last_error, "rooms_pending": len(deliverer.dirty)}
+                "last_error": deliverer.last_error, "rooms_pending": len(deliverer.dirty),
+                "given_up": deliverer.given_up}

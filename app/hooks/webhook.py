@@ -2,12 +2,13 @@
 
 Pure: no I/O. :mod:`app.hooks.delivery` sends what this module makes.
 
-A delivery is one POST of a JSON body holding consecutive events of one room,
-in the room's order::
+A delivery is one POST of a JSON body holding events of one or more rooms,
+each room's consecutive and in the room's order::
 
-    {"webhook": "wh_…", "room": "ops",
+    {"webhook": "wh_…",
      "events": [{"id": "ops:41", "type": "message", "message": {…}},
-                {"id": "ops:42", "type": "change", "change": {…}}]}
+                {"id": "ops:42", "type": "change", "change": {…}},
+                {"id": "lobby:7", "type": "message", "message": {…}}]}
 
 ``message`` and ``change`` have the shapes of the socket events of those names
 (docs/protocol.md). An event's ``id`` is its room and seq: the same on every
@@ -125,9 +126,15 @@ def new_webhook(url: str, rooms: list[str], events: list[str], mention: str | No
                    "whsec_" + secrets.token_urlsafe(32), now, within)
 
 
-def body(hook: Webhook, room: RoomName, events: list[dict[str, Any]]) -> bytes:
-    return json.dumps({"webhook": hook.id, "room": room, "events": events},
-                      ensure_ascii=False, separators=(",", ":")).encode()
+def encode(event: dict[str, Any]) -> bytes:
+    """One event as it goes in a delivery's body."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def body(hook: Webhook, events: list[bytes]) -> bytes:
+    """A delivery's body, of events encoded already (:func:`encode`): the same
+    entry's event is encoded once for every webhook that delivers it."""
+    return b'{"webhook":"' + hook.id.encode() + b'","events":[' + b",".join(events) + b"]}"
 
 
 def sign(secret: str, timestamp: int, payload: bytes) -> str:

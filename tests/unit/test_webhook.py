@@ -11,7 +11,7 @@ import pytest
 
 from app.core.errors import ChatError
 from app.core.models import Change, Message, RoomName
-from app.hooks.webhook import Webhook, backoff, body, new_webhook, sign, verify
+from app.hooks.webhook import Webhook, backoff, body, encode, new_webhook, sign, verify
 
 OPS = RoomName("ops-1")
 
@@ -26,7 +26,7 @@ def message(seq: int, text: str, sender: str = "alice") -> Message:
 
 
 def test_a_signature_verifies_only_with_its_secret_body_and_a_recent_time() -> None:
-    payload = body(hook(), OPS, [hook().event(message(1, "hi"))])
+    payload = body(hook(), [encode(hook().event(message(1, "hi")))])
     header = sign("whsec_a", 1_700_000_000, payload)
     assert header.startswith("t=1700000000,v1=") and len(header.partition("v1=")[2]) == 64
     assert verify("whsec_a", header, payload, now=1_700_000_100)

@@ -1,0 +1,71 @@
+"""The latest entries of the rooms webhooks want, as this node stored them.
+
+Every webhook this node delivers reads a room's stream here first, and from
+the store only what is not here (entries another node stored, or older than
+what is kept): ten webhooks on one room cost no store read at all while
+they keep up. A room's entries are kept contiguous by seq (one that comes
+after a gap starts the room's tail again), the last :data:`PER_ROOM` of each
+room and :data:`ENTRIES` in all (the rooms least recently written lose
+theirs first). Entries are immutable: shared, never copied; so is each
+entry's event, encoded once for all the webhooks that deliver it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..core.models import Entry, RoomName
+from .webhook import Webhook, encode
+
+PER_ROOM = 256
+ENTRIES = 20_000
+
+
+class Tail:
+    def __init__(self, per_room: int = PER_ROOM, entries: int = ENTRIES) -> None:
+        self.per_room = per_room
+        self.bound = entries
+        self.rooms: OrderedDict[RoomName, list[Entry]] = OrderedDict()
+        self.count = 0
+        self.events: OrderedDict[tuple[RoomName, int], bytes] = OrderedDict()  # encoded
+
+    def add(self, entry: Entry) -> None:
+        room = entry.room
+        kept = self.rooms.get(room)
+        if kept and entry.seq <= kept[-1].seq:
+            return  # known (or older than the tail): the store has it
+        if kept and entry.seq == kept[-1].seq + 1:
+            kept.append(entry)
+            self.count += 1
+            if len(kept) > self.per_room:
+                del kept[0]
+                self.count -= 1
+        else:  # a first entry, or one after a gap
+            self.count += 1 - len(kept or ())
+            self.rooms[room] = [entry]
+        self.rooms.move_to_end(room)
+        while self.count > self.bound:
+            _, dropped = self.rooms.popitem(last=False)
+            self.count -= len(dropped)
+
+    def encoded(self, hook: Webhook, entry: Entry) -> bytes:
+        """``hook``'s event of ``entry``, encoded: once for all the webhooks whose
+        event of it is the same (those with no mention in it)."""
+        if hook.mentions(entry):
+            return encode(hook.event(entry))
+        key = (entry.room, entry.seq)
+        found = self.events.get(key)
+        if found is None:
+            found = self.events[key] = encode(hook.event(entry))
+            if len(self.events) > self.bound:
+                self.events.popitem(last=False)
+        return found
+
+    def read(self, room: RoomName, after: int, limit: int) -> list[Entry] | None:
+        """Up to ``limit`` entries after seq ``after``, if the tail holds the one
+        just after it; None if it does not (read the store)."""
+        kept = self.rooms.get(room)
+        if not kept or not kept[0].seq <= after + 1 <= kept[-1].seq:
+            return None
+        start = after + 1 - kept[0].seq
+        return kept[start:start + limit]
