@@ -8,6 +8,8 @@ module              holds
                     (pure)
 ``delivery.py``     one webhook's deliveries: dirty rooms, cursors, retries,
                     dead letters
+``tail.py``         the latest entries of wanted rooms, as this node stored
+                    them, each event encoded once for every webhook
 ``relay.py``        what the nodes share: notices of new entries, leases
 ``service.py``      :class:`Webhooks`: the list, notices, leases, and what the
                     API does (create, list, delete, dead letters, replay)
