@@ -46,6 +46,7 @@ from .webhook import Webhook, backoff, body, sign
 log = logging.getLogger("app.hooks")
 
 STORE_RETRY = 1.0  # seconds before a delivery whose store read failed is tried again
+ADMITTED_CACHE = 10_000  # rooms remembered as admitted (or not) by the webhook
 SAVE_EVERY = 1.0  # seconds at least between two writes of a webhook's cursors
 MAX_DEAD_LETTERS = 1000  # kept per webhook; past it, a given-up delivery is only logged
 REPLY_READ = 64 * 1024  # bytes of a receiver's reply read (and ignored)
@@ -94,6 +95,7 @@ class Deliverer:
         # room -> the seq it has entries up to (at least), in the order the rooms
         # became dirty; a room delivered and dirty again goes to the back
         self.dirty: dict[RoomName, int] = {}
+        self.admitted: dict[RoomName, bool] = {}  # room -> the webhook's patterns admit it
         self.wake = asyncio.Event()
         self.failures = 0  # in a row
         self.last_post = 0.0  # monotonic, when the last delivery started
@@ -129,9 +131,17 @@ class Deliverer:
     def notice(self, heads: dict[RoomName, int]) -> None:
         """These rooms have entries up to these seqs."""
         for room, head in heads.items():
-            if head > self.positions.get(room, 0) and self.hook.admits(room):
+            if head > self.positions.get(room, 0) and self._admits(room):
                 self.dirty[room] = max(head, self.dirty.get(room, 0))
                 self.wake.set()
+
+    def _admits(self, room: RoomName) -> bool:
+        admitted = self.admitted.get(room)
+        if admitted is None:
+            if len(self.admitted) >= ADMITTED_CACHE:
+                self.admitted.clear()
+            admitted = self.admitted[room] = self.hook.admits(room)
+        return admitted
 
     def rescan(self) -> None:
         """Look at every room again soon (notices may have been lost)."""

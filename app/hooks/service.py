@@ -153,6 +153,10 @@ class Webhooks:
 
     def _tell(self) -> None:
         self.gathering = None
+        if isinstance(self.relay, LocalRelay):  # this node alone: no task, no encoding
+            heads, self.pending = self.pending, {}
+            self._heard({"heads": heads})
+            return
         self.publishing = asyncio.create_task(self._publish(), name="webhook notices")
 
     async def _publish(self) -> None:

@@ -5,8 +5,8 @@ the store only what is not here (entries another node stored, or older than
 what is kept): ten webhooks on one room cost no store read at all while
 they keep up. A room's entries are kept contiguous by seq (one that comes
 after a gap starts the room's tail again), the last :data:`PER_ROOM` of each
-room and :data:`ENTRIES` in all (the rooms least recently written lose
-theirs first). Entries are immutable: shared, never copied; so is each
+room and :data:`ENTRIES` (and :data:`BYTES`) in all: the rooms least
+recently written lose theirs first. Entries are immutable: shared, never copied; so is each
 entry's event, encoded once for all the webhooks that deliver it.
 """
 
@@ -14,20 +14,30 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..core.models import Entry, RoomName
+from ..core.models import Entry, Message, RoomName
 from .webhook import Webhook, encode
 
 PER_ROOM = 256
 ENTRIES = 20_000
+BYTES = 16 * 1024 * 1024  # of entries (at most, counted before they are kept), and of events
+
+
+def weight(entry: Entry) -> int:
+    """At most the bytes ``entry`` holds (its text as UTF-8, and the rest)."""
+    return 256 + 4 * len(entry.text if isinstance(entry, Message) else entry.value or "")
 
 
 class Tail:
-    def __init__(self, per_room: int = PER_ROOM, entries: int = ENTRIES) -> None:
+    def __init__(self, per_room: int = PER_ROOM, entries: int = ENTRIES,
+                 size: int = BYTES) -> None:
         self.per_room = per_room
         self.bound = entries
+        self.size = size
         self.rooms: OrderedDict[RoomName, list[Entry]] = OrderedDict()
         self.count = 0
+        self.weight = 0  # of the entries kept
         self.events: OrderedDict[tuple[RoomName, int], bytes] = OrderedDict()  # encoded
+        self.events_size = 0
 
     def add(self, entry: Entry) -> None:
         room = entry.room
@@ -36,17 +46,21 @@ class Tail:
             return  # known (or older than the tail): the store has it
         if kept and entry.seq == kept[-1].seq + 1:
             kept.append(entry)
-            self.count += 1
             if len(kept) > self.per_room:
-                del kept[0]
-                self.count -= 1
+                self._forget([kept.pop(0)])
         else:  # a first entry, or one after a gap
-            self.count += 1 - len(kept or ())
+            self._forget(kept or [])
             self.rooms[room] = [entry]
+        self.count += 1
+        self.weight += weight(entry)
         self.rooms.move_to_end(room)
-        while self.count > self.bound:
+        while self.count > self.bound or self.weight > self.size:
             _, dropped = self.rooms.popitem(last=False)
-            self.count -= len(dropped)
+            self._forget(dropped)
+
+    def _forget(self, entries: list[Entry]) -> None:
+        self.count -= len(entries)
+        self.weight -= sum(weight(e) for e in entries)
 
     def encoded(self, hook: Webhook, entry: Entry) -> bytes:
         """``hook``'s event of ``entry``, encoded: once for all the webhooks whose
@@ -57,8 +71,9 @@ class Tail:
         found = self.events.get(key)
         if found is None:
             found = self.events[key] = encode(hook.event(entry))
-            if len(self.events) > self.bound:
-                self.events.popitem(last=False)
+            self.events_size += len(found)
+            while len(self.events) > self.bound or self.events_size > self.size:
+                self.events_size -= len(self.events.popitem(last=False)[1])
         return found
 
     def read(self, room: RoomName, after: int, limit: int) -> list[Entry] | None:

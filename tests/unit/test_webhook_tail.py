@@ -51,3 +51,17 @@ def test_an_event_is_encoded_once_unless_it_mentions_the_webhook() -> None:
     assert tail.encoded(plain, message) == encode(plain.event(message))
     assert b'"mention":true' in tail.encoded(bot, message)
     assert b'"mention"' not in tail.encoded(plain, message)
+
+
+def test_a_tail_is_bounded_in_bytes_too() -> None:
+    tail = Tail(per_room=100, entries=100, size=3 * (256 + 4 * 1000))
+    for seq in range(1, 4):
+        tail.add(Message(OPS, seq, "alice", "x" * 1000, seq, None))
+    tail.add(Message(LOBBY, 1, "alice", "y" * 1000, 1, None))
+    assert tail.count == 1 and tail.read(OPS, 0, 10) is None  # ops's tail went whole
+    assert seqs(tail.read(LOBBY, 0, 10)) == [1]
+    plain = new_webhook("https://a.example/", ["*"], [], None, ("*",), 1)
+    small = Tail(size=2500)
+    for seq in range(1, 4):
+        small.encoded(plain, Message(OPS, seq, "alice", "z" * 1000, seq, None))
+    assert len(small.events) == 2 and small.events_size <= 2500
