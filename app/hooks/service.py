@@ -59,11 +59,11 @@ class Webhooks:
     # -- life ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONNECTIONS), cookie_jar=aiohttp.DummyCookieJar())
-        self.relay.listen(self._heard, self._reset)
         with contextlib.suppress(ChatError):  # (if the store is down: when it is back)
             await self._load()
+        self.relay.listen(self._heard, self._reset)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS), cookie_jar=aiohttp.DummyCookieJar())
         self.leases = asyncio.create_task(self._keep_leases(), name="webhook leases")
 
     async def stop(self) -> None:

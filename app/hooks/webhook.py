@@ -109,16 +109,26 @@ class Webhook:
 def new_webhook(url: str, rooms: list[str], events: list[str], mention: str | None,
                 within: tuple[str, ...], now: int) -> Webhook:
     """A webhook with a fresh id and secret; ``bad_request`` saying what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL:
+    try:  # (printable ASCII: a name of another script goes in its IDNA form)
+        parts = urlsplit(url) if url.isascii() and url.isprintable() and " " not in url \
+            else None
+        hostname = parts.hostname if parts is not None else None
+        _ = parts.port if parts is not None else None  # (raises for a bad port)
+    except ValueError:  # (a bracket that opens no IPv6 address, a bad port)
+        parts = hostname = None
+    if parts is None or parts.scheme not in ("http", "https") or not hostname \
+            or len(url) > MAX_URL:
         raise ChatError(ErrorCode.BAD_REQUEST, "url must be an http:// or https:// URL of "
-                        f"at most {MAX_URL} characters")
+                        f"at most {MAX_URL} printable ASCII characters")
     if not 1 <= len(rooms) <= MAX_PATTERNS or not all(_PATTERN_RE.fullmatch(p) for p in rooms):
         raise ChatError(ErrorCode.BAD_REQUEST, f"rooms must be 1 to {MAX_PATTERNS} room "
                         "names or patterns (* and ?)")
     chosen = frozenset(events or DEFAULT_EVENTS)
     if not chosen <= EVENTS.keys():
         raise ChatError(ErrorCode.BAD_REQUEST, f"events must be some of {', '.join(EVENTS)}")
+    if mention is not None and (not mention.strip() or not mention.isprintable()
+                                or not is_utf8(mention)):
+        raise ChatError(ErrorCode.BAD_REQUEST, "mention must be a person's name")
     if ("mentions" in chosen) != (mention is not None):
         raise ChatError(ErrorCode.BAD_REQUEST, "give a mention name with the mentions "
                         "events, and only with them")
@@ -129,6 +139,15 @@ def new_webhook(url: str, rooms: list[str], events: list[str], mention: str | No
 def encode(event: dict[str, Any]) -> bytes:
     """One event as it goes in a delivery's body."""
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def is_utf8(text: str) -> bool:
+    """No lone surrogate (what JSON may carry and no store can hold)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def body(hook: Webhook, events: list[bytes]) -> bytes:

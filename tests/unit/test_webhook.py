@@ -70,6 +70,13 @@ def test_rooms_are_admitted_by_the_webhooks_patterns_and_its_makers() -> None:
     ("https://example.org/", ["*"], ["joins"], None),
     ("https://example.org/", ["*"], ["mentions"], None),
     ("https://example.org/", ["*"], ["messages"], "bot"),
+    ("http://\udbde\udcfa\u00c8U[\u00c2hf", ["*"], [], None),  # found by schemathesis
+    ("http://[::1", ["*"], [], None),
+    ("http://example.org:99999999/", ["*"], [], None),
+    ("http://exämple.org/", ["*"], [], None),
+    ("http://example.org/ x", ["*"], [], None),
+    ("https://example.org/", ["*"], ["mentions"], "\udbde"),
+    ("https://example.org/", ["*"], ["mentions"], " "),
 ])
 def test_a_webhook_that_cannot_work_is_refused(url: str, rooms: list[str], events: list[str],
                                                mention: str | None) -> None:
