@@ -12,6 +12,7 @@ import {
   els, mentionsOf, plainError, renderMessages, renderRoomHead, renderRoomLists, renderSearch,
   renderTyping, messageItem, roomLabel, showAlert, showStatus,
 } from "./view.js";
+import { closePanel, isNarrow, openPanel } from "./panels.js";
 
 const config = document.body.dataset;
 const params = new URLSearchParams(location.search);
@@ -348,13 +349,15 @@ function selectRoom(name) {
     room.newAfter = room.unread > 0 ? room.read : null;
   }
   current = name;
+  if (room) closePanel();  // (a room chosen in the drawer: the room takes the screen)
   showReplyBar(room);
   showHead(room);
   if (room) render(room); else els.messages.replaceChildren();
   renderTyping(room);
   renderLists();
   markRead(room);
-  if (room) els.text.focus();
+  // (on a phone, focusing the text field would open the keyboard over the room)
+  if (room) (isNarrow() ? els.messages : els.text).focus();
   const url = new URL(location.href);
   if (name) url.searchParams.set("room", name); else url.searchParams.delete("room");
   history.replaceState(null, "", url);
@@ -677,6 +680,9 @@ function connect(credential) {
   els.whoami.hidden = false;
   els.login.hidden = true;
   els.chat.hidden = false;
+  els.roomsToggle.hidden = false;
+  // a phone with no room to show yet: the rooms, to choose one
+  if (!current && !params.get("room") && isNarrow()) openPanel("rooms");
   const transports = params.get("transport") === "polling" ? ["polling"]
                                                             : ["polling", "websocket"];
   socket = io(config.namespace, { auth, transports });
@@ -763,7 +769,9 @@ function logout() {
   socket = null;
   localStorage.removeItem("roomcast.name");
   sessionStorage.removeItem("roomcast.token");
+  closePanel();
   els.chat.hidden = true;
+  els.roomsToggle.hidden = true;
   els.login.hidden = false;
   els.whoami.hidden = true;
   els.status.hidden = true;  // (nothing is connected before signing in)
@@ -850,6 +858,13 @@ els.messages.addEventListener("scroll", () => {
 });
 els.leave.addEventListener("click", () => current && leaveRoom(current));
 els.messages.addEventListener("scroll", () => markRead(rooms.get(current)));
+// A view at the newest message stays there when the list gets shorter (a
+// phone's keyboard opening, a window resized): the last message stays in view.
+let pinned = true;
+els.messages.addEventListener("scroll", () => { pinned = atBottom(); });
+new ResizeObserver(() => {
+  if (pinned) els.messages.scrollTop = els.messages.scrollHeight;
+}).observe(els.messages);
 document.addEventListener("visibilitychange", () => markRead(rooms.get(current)));
 els.notify.addEventListener("click", async () => {
   // the browser's prompt, only ever after this click

@@ -13,7 +13,8 @@ export const els = {
   replyBar: $("reply-bar"), replyText: $("reply-text"), replyCancel: $("reply-cancel"),
   searchForm: $("search-form"), searchInput: $("search-input"),
   searchResults: $("search-results"), searchMore: $("search-more"),
-  directs: $("direct-rooms"), notify: $("notify"),
+  directs: $("direct-rooms"), notify: $("notify"), roomsToggle: $("rooms-toggle"),
+  peopleToggle: $("people-toggle"), peopleCount: $("people-count"),
 };
 
 // The names a text mentions, as the server reads them (docs/protocol.md):
@@ -274,6 +275,8 @@ export function renderRoomLists(rooms, current, listed, me, onSelect) {
 export function renderRoomHead(room, me, onDirect) {
   els.title.textContent = room ? roomLabel(room, me) : "No room yet";
   els.leave.hidden = !room;
+  els.peopleToggle.hidden = !room;
+  els.peopleCount.textContent = room ? `(${room.members.length})` : "";
   els.text.disabled = !room;
   els.composer.querySelector("button").disabled = !room;
   els.members.replaceChildren(...(room ? room.members : []).map((name) => el("li", {},

@@ -297,13 +297,19 @@ async def test_name_rooms_unread_and_phone_layout(page_server: Served, browser: 
 
     bob = await open_user(users, browser, page_server.url, name="bob", room="news")
     await bob.in_room("news")
+    rooms = alice.page.get_by_role("button", name="Rooms", exact=True)  # the phone's drawer
+    await expect(rooms).to_have_attribute("aria-expanded", "true")  # (no room yet: open)
     await alice.page.locator("#refresh-rooms").click()
     await expect(alice.page.locator("#open-rooms li")).to_have_text(["news1"],
                                                                     timeout=WAIT_MS)
     for room in ("news", "chat"):
+        if await rooms.get_attribute("aria-expanded") == "false":
+            await rooms.click()
         await alice.page.get_by_label("Join or create a room").fill(room)
         await alice.page.get_by_label("Join or create a room").press("Enter")
         await alice.in_room(room)
+        await expect(rooms).to_have_attribute("aria-expanded", "false")  # the room, whole
+    await rooms.click()
     await alice.page.locator("#refresh-rooms").click()
     # each room once: hers with how many are in them, none left among the others
     await expect(alice.page.locator("#joined-rooms li")).to_have_text(["news2", "chat1"],
@@ -825,3 +831,89 @@ async def test_opening_a_room_with_unread_messages_shows_where_they_start(
     after = alice.page.locator("#messages .new-line + li .text")
     await expect(after).to_have_text("one")
     await alice.screenshot("new-messages-line")
+
+
+PHONE_WIDTHS = (360, 390, 430)
+
+
+async def overflow(user: User) -> int:
+    """How far the page is wider than the screen (px): it should never be."""
+    width: int = await user.page.evaluate(
+        "document.documentElement.scrollWidth - window.innerWidth")
+    return width
+
+
+async def small_targets(user: User, where: str) -> list[str]:
+    """The visible controls in ``where`` less than 44 px high (WCAG 2.5.5)."""
+    found: list[str] = await user.page.evaluate("""(where) => [...document.querySelectorAll(
+        `${where} button, ${where} input, ${where} textarea`)]
+        .filter((e) => e.checkVisibility() && e.getBoundingClientRect().height < 44)
+        .map((e) => `${e.id || e.textContent.trim()} ${e.getBoundingClientRect().height}`)""",
+                                                where)
+    return found
+
+
+async def test_a_phone_shows_the_room_with_a_drawer_and_a_sheet(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """At 360 to 430 px the room takes the screen; the rooms are a drawer and the
+    people a sheet, each opened by a button of 44 px or more, closed by choosing
+    a room, the scrim or Escape (focus back on the button); nothing is wider than
+    the screen, however long a name, room or word; and the composer and the last
+    message stay in view when the keyboard takes half the screen."""
+    long_room = "a-room-with-a-name-as-long-as-the-protocol-allows-0123456789abcd"
+    word = "x" * 300
+    for width in PHONE_WIDTHS:
+        context = await browser.new_context(viewport={"width": width, "height": 740},
+                                            has_touch=True, is_mobile=True)
+        phone = User(await context.new_page())
+        users.append(phone)
+        await phone.page.goto(page_server.url + "/")
+        assert await overflow(phone) <= 0, width
+        name = f"someone-with-a-long-name-{width}"
+        await phone.page.get_by_label("Display name").fill(name)
+        await phone.page.get_by_label("Display name").press("Enter")
+        await phone.connected()
+        drawer = phone.page.locator("#rooms-panel")
+        rooms = phone.page.get_by_role("button", name="Rooms", exact=True)
+        await expect(drawer).to_be_visible()  # nothing to show yet: choose a room
+        await expect(phone.page.get_by_label("Join or create a room")).to_be_focused()
+        assert await small_targets(phone, "#rooms-panel") == [], width
+        room = long_room[:-3] + str(width)  # (64 characters, one room per width)
+        await phone.page.get_by_label("Join or create a room").fill(room)
+        await phone.page.get_by_label("Join or create a room").press("Enter")
+        await phone.in_room(room)
+        await expect(drawer).to_be_hidden()
+        await expect(rooms).to_have_attribute("aria-expanded", "false")
+        for i in range(12):
+            await phone.say(f"line {i}")
+        await phone.say(word)
+        await phone.shows(*[f"line {i}" for i in range(12)], word)
+        assert await overflow(phone) <= 0, width
+        assert await small_targets(phone, ".topbar") == [], width
+        assert await small_targets(phone, ".room-head") == [], width
+        assert await small_targets(phone, "#composer") == [], width
+
+        people = phone.page.get_by_role("button", name=re.compile(r"^People"))
+        await expect(people).to_have_text("People (1)")
+        await people.click()
+        await expect(phone.page.locator("#people-panel")).to_be_visible()
+        await expect(phone.page.locator("#member-list")).to_have_text(name)
+        await phone.page.keyboard.press("Escape")
+        await expect(phone.page.locator("#people-panel")).to_be_hidden()
+        await expect(people).to_be_focused()
+        await rooms.click()
+        await expect(drawer).to_be_visible()
+        await phone.page.locator("#scrim").click(position={"x": width - 10, "y": 400})
+        await expect(drawer).to_be_hidden()
+        await expect(rooms).to_be_focused()
+
+        # the on-screen keyboard takes half the screen: the composer and the last
+        # message are still there to be seen
+        await phone.page.set_viewport_size({"width": width, "height": 370})
+        await phone.page.locator("#text-input").focus()
+        await expect(phone.page.locator("#text-input")).to_be_in_viewport()
+        await expect(phone.messages().last).to_be_in_viewport()
+        assert await overflow(phone) <= 0, width
+        await phone.screenshot(f"phone-{width}-keyboard")
+        await context.close()
+        users.remove(phone)
