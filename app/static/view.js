@@ -254,7 +254,8 @@ function badges(room) {
 export function renderRoomLists(rooms, current, listed, me, onSelect) {
   const here = new Map(listed.map((r) => [r.name, r.members]));
   const headcount = (name) => (here.get(name) > 0 ? [el("span", {
-    class: "count", text: `${here.get(name)}`, "aria-label": `${here.get(name)} here` })] : []);
+    class: "count", text: `${here.get(name)}`, "aria-label": `${here.get(name)} here now`,
+    title: `${here.get(name)} here now` })] : []);
   const entry = (room) => el("li", {}, el("button", {
     type: "button", "aria-current": String(room.name === current),
     onclick: () => onSelect(room.name), title: room.name,
