@@ -200,11 +200,11 @@ export function renderMessages(room, ui = () => ({})) {
   for (const message of room.messages) {
     const label = dayLabel(new Date(message.ts));
     if (label !== day) {  // a line where a new day starts
-      items.push(el("li", { class: "day", role: "separator", text: label }));
+      items.push(el("li", { class: "day", text: label }));
       day = label;
     }
     if (!unreadShown && message.seq > room.newAfter && message.from !== room.self) {
-      items.push(el("li", { class: "new-line", role: "separator", text: "New messages" }));
+      items.push(el("li", { class: "new-line", text: "New messages" }));
       unreadShown = true;
     }
     items.push(messageItem(message, null, ui(message)));

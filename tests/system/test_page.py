@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections.abc import AsyncIterator
@@ -917,3 +918,56 @@ async def test_a_phone_shows_the_room_with_a_drawer_and_a_sheet(
         await phone.screenshot(f"phone-{width}-keyboard")
         await context.close()
         users.remove(phone)
+
+
+AXE = Path(__file__).resolve().parent.parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
+WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+
+
+async def violations(user: User) -> list[str]:
+    """What axe-core (tests/node, pinned) finds against WCAG 2.2 A and AA in the
+    page as it is now: each rule broken, with the elements that break it."""
+    if not await user.page.evaluate("typeof axe !== 'undefined'"):
+        await user.page.evaluate(AXE.read_text())  # (not a script tag: the CSP refuses those)
+    found: list[dict[str, Any]] = await user.page.evaluate(
+        "async (tags) => (await axe.run(document, {runOnly: tags})).violations", WCAG_AA)
+    return [f"{v['id']} ({v['impact']}): {v['help']}: "
+            + "; ".join(n["html"][:120] for n in v["nodes"][:5]) for v in found]
+
+
+async def test_the_page_meets_wcag_aa_as_axe_checks_it(page_server: Served, browser: Browser,
+                                                       users: list[User]) -> None:
+    """Signing in, a room with messages, a mention and people, and the phone's
+    drawer and sheet, in light and in dark mode: no WCAG 2.2 A or AA violation
+    that axe-core finds (contrast included)."""
+    for (width, height), scheme in itertools.product(((1100, 700), (390, 740)),
+                                                     ("light", "dark")):
+        context = await browser.new_context(viewport={"width": width, "height": height},
+                                            color_scheme=scheme)
+        user = User(await context.new_page())
+        users.append(user)
+        await user.page.goto(page_server.url + "/")
+        assert await violations(user) == [], f"sign-in at {width} px, {scheme}"
+        await user.page.get_by_label("Display name").fill(f"ann{width}{scheme}")
+        await user.page.get_by_label("Display name").press("Enter")
+        await user.connected()
+        room = f"a11y-{width}-{scheme}"
+        await user.page.get_by_label("Join or create a room").fill(room)
+        await user.page.get_by_label("Join or create a room").press("Enter")
+        await user.in_room(room)
+        said = f"hello @ann{width}{scheme}, see https://example.org <b>not bold</b>"
+        await user.say(said)
+        await user.say("a second line")
+        await user.shows(said, "a second line")
+        assert await violations(user) == [], f"a room at {width} px, {scheme}"
+        await user.screenshot(f"a11y-{width}-{scheme}")
+        if width < 720:
+            await user.page.get_by_role("button", name="Rooms", exact=True).click()
+            await expect(user.page.locator("#rooms-panel")).to_be_visible()
+            assert await violations(user) == [], "the rooms drawer"
+            await user.page.keyboard.press("Escape")
+            await user.page.get_by_role("button", name=re.compile("^People")).click()
+            await expect(user.page.locator("#people-panel")).to_be_visible()
+            assert await violations(user) == [], "the people sheet"
+        await context.close()
+        users.remove(user)
