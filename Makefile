@@ -31,7 +31,7 @@ COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --gener
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
 
-web: $(VENDOR)/.installed  ## the Socket.IO browser client, pinned in app/web/package-lock.json
+web: $(VENDOR)/.installed  ## the page's browser libraries (socket.io-client, markdown-it, DOMPurify), pinned in app/web/package-lock.json
 
 tools:  ## Debian packages the tests run: chromium, nginx, redis-server (apt-get when missing)
 	@missing=""; \
@@ -51,6 +51,8 @@ $(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
 	mkdir -p $(VENDOR)
 	cp $(SIO_DIST)/socket.io.min.js $(SIO_DIST)/socket.io.msgpack.min.js $(VENDOR)/
+	cp $(WEB)/node_modules/markdown-it/dist/browser/markdown-it.esm.min.mjs $(VENDOR)/markdown-it.js
+	cp $(WEB)/node_modules/dompurify/dist/purify.es.mjs $(VENDOR)/purify.js
 	touch $@
 
 $(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package.json $(JS_TESTS)/package-lock.json

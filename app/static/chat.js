@@ -264,6 +264,8 @@ async function openDirect(name) {
 function appendItem(message) {
   const list = els.messages;
   const bottom = atBottom();
+  const empty = list.querySelector("li.empty");  // "No messages here yet": not any more
+  if (empty) return render(rooms.get(message.room));
   list.append(messageItem(message, null, uiFor(rooms.get(message.room))(message)));
   if (bottom || message.from === myName) list.scrollTop = list.scrollHeight;
 }

@@ -1,6 +1,8 @@
 // DOM rendering for the Roomcast page. Every piece of user text goes through
 // textContent, never innerHTML, so names and messages are shown as text.
 
+import { formatted } from "./format.js";
+
 const $ = (id) => document.getElementById(id);
 
 export const els = {
@@ -125,7 +127,8 @@ export function messageItem(message, send = null, ui = {}) {
       stored && !message.deleted ? actionBar(message, ui) : ""),
     message.reply_to ? replyLine(message.reply_to, ui.quoted) : "",
     ui.editing ? editForm(ui.draft ?? message.text)
-      : el("p", { class: "text", text: message.deleted ? "message deleted" : message.text }),
+      : message.deleted ? el("p", { class: "text", text: "message deleted" })
+        : el("div", { class: "text" }, formatted(message.text)),
     message.reactions?.length ? reactionList(message.reactions, ui.me) : "",
     ui.picking ? picker(ui.picking) : "",
     ui.seenBy?.length ? el("p", { class: "seen", text: `Seen by ${ui.seenBy.join(", ")}` })

