@@ -53,8 +53,9 @@ async def test_a_join_leave_loop_costs_the_room_a_bounded_number_of_presence_eve
                 await asyncio.gather(*(m.message.wait() for m in others))
             leaves = sum(1 for i, a in enumerate(acks) if i % 2 == 0 and a["ok"])
             assert leaves <= defaults.leave_burst + defaults.leave_rate * LOOP_SECONDS + 1
+            # (the loop outran the limits: it was refused; how much faster it ran
+            # depends on the machine, and is not what this test is about)
             assert any(a["error"]["code"] == "rate_limited" for a in acks if not a["ok"])
-            assert len(acks) > 10 * (leaves + 1), "the loop ran faster than the limit admits"
             assert max(len(m.presence) for m in others) <= 2 * leaves + 1
             assert len(served.chat.connections) == MEMBERS + 1  # nobody was cut
         finally:
