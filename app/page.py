@@ -6,6 +6,10 @@ its two browser builds into ``app/static/vendor/``, so the page works with no
 internet access. The page loads the build that matches the server's
 serializer (msgpack or the default JSON parser).
 
+The page is installable: ``/manifest.webmanifest`` names it and its icons,
+and ``/sw.js``, a service worker, keeps the app shell for a reload while the
+server is away (never a message).
+
 Every HTML response carries a Content-Security-Policy that allows scripts,
 styles and connections from this origin only: no inline script runs, even if
 some user text were ever mistaken for markup.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import aiohttp_jinja2
 import jinja2
@@ -40,12 +45,27 @@ def setup_page(app: web.Application, serializer: str) -> None:
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("app", "templates"),
                          autoescape=jinja2.select_autoescape(default=True))
     app.router.add_get("/", index)
+    app.router.add_get("/manifest.webmanifest", _file("manifest.webmanifest",
+                                                      "application/manifest+json"))
+    # the service worker is served from the root, so that its scope is the site
+    app.router.add_get("/sw.js", _file("sw.js", "text/javascript"))
     app.router.add_static("/static/", STATIC_DIR)
     app.on_response_prepare.append(_security_headers)
     bundle = VENDOR_DIR / SOCKETIO_BUNDLES[serializer]
     if not bundle.exists():
         log.warning("the browser page needs %s: run `make run` (or `make web`) to install it",
                     bundle)
+
+
+def _file(name: str, content_type: str) -> Any:
+    """A handler answering one file of ``app/static`` with its media type, to be
+    checked by the browser each time (no-cache: a new release is seen at once)."""
+    body = (STATIC_DIR / name).read_bytes()
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=content_type,
+                            headers={"Cache-Control": "no-cache"})
+    return handle
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

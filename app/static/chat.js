@@ -277,15 +277,7 @@ async function joinRoom(name) {
   const room = newRoom(name);
   rooms.set(name, room);
   try {
-    const ack = await request("join", { room: name });
-    room.messages = ack.messages;
-    room.last = ack.seq;
-    room.olderExist = ack.more;
-    room.members = ack.members;
-    room.joined = true;
-    room.with = ack.with ?? null;
-    setReceipts(room, ack.receipts);
-    reading(ack);
+    await enter(room);
   } catch (err) {
     rooms.delete(name);
     showAlert(plainError(err.chat));
@@ -293,6 +285,61 @@ async function joinRoom(name) {
   }
   selectRoom(name);
   refreshOpenRooms();
+}
+
+async function enter(room) {
+  // a first join: the latest page (a room restored with unsent messages, too)
+  const ack = await request("join", { room: room.name });
+  room.messages = ack.messages;
+  room.last = ack.seq;
+  room.olderExist = ack.more;
+  room.members = ack.members;
+  room.joined = true;
+  room.fresh = false;
+  room.with = ack.with ?? null;
+  setReceipts(room, ack.receipts);
+  reading(ack);
+  if (room.name === current) { showHead(room); render(room); }
+}
+
+// -- unsent messages, kept across a reload --------------------------------------
+
+// The outbox of every room, in localStorage under the person's name, so that a
+// reload while the server is away (the shell comes from the service worker,
+// sw.js) shows what was typed, pending, and sends it once the server is back:
+// each entry keeps its client_id, so a send that did go out is stored once.
+function outboxKey() {
+  return `roomcast.outbox.${myName}`;
+}
+
+function saveOutbox() {
+  const kept = {};
+  for (const room of rooms.values()) {
+    const entries = room.outbox.filter((e) => !e.error)
+      .map(({ client_id, text, reply_to }) => ({ client_id, text, reply_to }));
+    if (entries.length) kept[room.name] = entries;
+  }
+  if (Object.keys(kept).length) localStorage.setItem(outboxKey(), JSON.stringify(kept));
+  else localStorage.removeItem(outboxKey());
+}
+
+function restoreOutbox() {
+  let kept = {};
+  try {
+    kept = JSON.parse(localStorage.getItem(outboxKey()) ?? "{}");
+  } catch {
+    return;
+  }
+  for (const [name, entries] of Object.entries(kept)) {
+    if (!Array.isArray(entries) || rooms.has(name)) continue;
+    const room = newRoom(name);
+    room.fresh = true;  // never joined by this page: a first join when connected
+    room.outbox = entries.filter((e) => typeof e?.text === "string" && e.client_id)
+      .map((e) => ({ ...e, inflight: false, error: null }));
+    rooms.set(name, room);
+  }
+  const wanted = params.get("room");
+  if (!current && rooms.size) selectRoom(rooms.has(wanted) ? wanted : rooms.keys().next().value);
 }
 
 async function rejoin(room) {
@@ -339,6 +386,7 @@ async function leaveRoom(name) {
     if (err.chat?.code !== "not_member") return showAlert(plainError(err.chat));
   }
   rooms.delete(name);
+  saveOutbox();  // (what was unsent there is dropped with the room)
   selectRoom(rooms.keys().next().value ?? null);
   refreshOpenRooms();
 }
@@ -422,6 +470,7 @@ function send(text) {
   stopTyping();
   room.outbox.push({ client_id: clientId(), text, reply_to: room.replyTo, inflight: false,
                      error: null });
+  saveOutbox();
   room.replyTo = null;
   showReplyBar(room);
   render(room);
@@ -443,11 +492,13 @@ async function flush(room) {
           room: room.name, text: entry.text, client_id: entry.client_id,
           ...(entry.reply_to ? { reply_to: entry.reply_to } : {}) });
         room.outbox = room.outbox.filter((e) => e !== entry);
+        saveOutbox();
         await deliver(room, ack.message);
         if (room.name === current) render(room);
       } catch (err) {
         if (err.chat && !RETRYABLE.has(err.chat.code)) {
           entry.error = err.chat;
+          saveOutbox();
           showAlert(plainError(err.chat));
           if (room.name === current) render(room);
         } else {
@@ -687,6 +738,7 @@ function connect(credential) {
   if (!current && !params.get("room") && isNarrow()) openPanel("rooms");
   const transports = params.get("transport") === "polling" ? ["polling"]
                                                             : ["polling", "websocket"];
+  restoreOutbox();
   socket = io(config.namespace, { auth, transports });
   els.status.hidden = false;
   showStatus("connecting");
@@ -697,7 +749,9 @@ function connect(credential) {
     showStatus("connected", transportName());
     socket.io.engine.once("upgrade", () => showStatus("connected", transportName()));
     for (const room of rooms.values()) {
-      try { await rejoin(room); } catch (err) { console.warn("rejoin", err); }
+      try {
+        await (room.fresh ? enter(room) : rejoin(room));
+      } catch (err) { console.warn("rejoin", err); }
     }
     if (current) render(rooms.get(current));
     for (const room of rooms.values()) flush(room);
@@ -782,6 +836,10 @@ function logout() {
 }
 
 // -- wiring -------------------------------------------------------------------
+
+if ("serviceWorker" in navigator) {  // the app shell, for a reload while the server is away
+  navigator.serviceWorker.register("/sw.js").catch((err) => console.warn("service worker", err));
+}
 
 els.loginForm.addEventListener("submit", (event) => {
   event.preventDefault();

@@ -68,7 +68,10 @@ async def test_the_wheel_serves_the_page_and_chats_from_an_empty_folder(
     empty.mkdir()
     names = zipfile.ZipFile(wheel).namelist()
     for shipped in ("app/static/vendor/socket.io.msgpack.min.js", "app/static/chat.js",
-                    "app/templates/index.html", "app/nginx/roomcast.conf", "client/bot.py"):
+                    "app/static/vendor/markdown-it.js", "app/static/vendor/purify.js",
+                    "app/static/sw.js", "app/static/manifest.webmanifest",
+                    "app/static/icon-512.png", "app/templates/index.html",
+                    "app/nginx/roomcast.conf", "client/bot.py"):
         assert shipped in names
     python = await install(venv, ROOT / "requirements.txt", wheel)
 

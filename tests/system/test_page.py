@@ -943,7 +943,7 @@ async def test_the_page_meets_wcag_aa_as_axe_checks_it(page_server: Served, brow
     for (width, height), scheme in itertools.product(((1100, 700), (390, 740)),
                                                      ("light", "dark")):
         context = await browser.new_context(viewport={"width": width, "height": height},
-                                            color_scheme=scheme)
+                                            color_scheme="dark" if scheme == "dark" else "light")
         user = User(await context.new_page())
         users.append(user)
         await user.page.goto(page_server.url + "/")
@@ -1083,3 +1083,61 @@ async def test_every_xss_payload_stays_inert(page_server: Served, browser: Brows
         for link in await messages.locator("a").all():  # a click opens nothing dangerous
             await expect(link).to_have_attribute("rel", re.compile("noopener"))
     # (each user's page also reports no dialog, console error or page error: the fixture)
+
+
+async def test_a_reload_while_the_server_is_away_shows_the_app_and_keeps_what_was_typed(
+        tmp_path: Path, restartable: dict[str, object], browser: Browser,
+        users: list[User]) -> None:
+    """Installable and honest offline: the page names a manifest with 192 and 512
+    px icons and a service worker takes it over; reloaded while the server is
+    away, the app still comes up (from the worker's cache of the shell, and only
+    the shell), in the room, with what was typed pending and the status not
+    connected; when the server is back it is sent, and stored once."""
+    proxy: Proxy = restartable["proxy"]  # type: ignore[assignment]
+    alice = await open_user(users, browser, proxy.url, name="alice", room="kept")
+    await alice.in_room("kept")
+    await alice.say("before")
+    await alice.shows("before")
+    manifest = await alice.page.evaluate("fetch('/manifest.webmanifest').then((r) => r.json())")
+    assert manifest["name"] == "Roomcast" and manifest["start_url"] == "/"
+    assert {icon["sizes"] for icon in manifest["icons"]} == {"192x192", "512x512"}
+    for icon in manifest["icons"]:  # each icon is there, a PNG of its size
+        size = await alice.page.evaluate("""async (src) => {
+            const image = await createImageBitmap(await (await fetch(src)).blob());
+            return [image.width, image.height]; }""", icon["src"])
+        assert f"{size[0]}x{size[1]}" == icon["sizes"]
+    await alice.page.wait_for_function("navigator.serviceWorker.controller !== null",
+                                       timeout=WAIT_MS)
+
+    proxy.offline = alice.offline = True
+    assert await restartable["server"].stop() == 0  # type: ignore[attr-defined]
+    status = alice.page.locator("#status")
+    await expect(status).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
+    await alice.say("typed while away")
+    pending = alice.page.locator("#messages li.pending .text")
+    await expect(pending).to_have_text("typed while away")
+    await alice.page.reload()
+    await alice.in_room("kept")  # the app, from the service worker's cache
+    await expect(pending).to_have_text("typed while away")
+    await expect(status).not_to_have_attribute("data-state", "connected")
+    await alice.screenshot("reloaded-while-away")
+
+    server, port = await start_server(tmp_path)
+    restartable.update(server=server, port=port)
+    proxy.upstream = port
+    proxy.offline = False
+    await alice.connected()
+    alice.offline = False
+    await alice.shows("before", "typed while away")
+    await expect(alice.page.locator("#messages li.pending")).to_have_count(0)
+    peer = await python_peer(f"http://127.0.0.1:{port}", "msgpack", "py", "kept")
+    try:
+        history = await peer.call("history", {"room": "kept"}, namespace=NAMESPACE)  # type: ignore
+        assert [m["text"] for m in history["messages"]] == ["before", "typed while away"]
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+    cached: list[str] = await alice.page.evaluate("""async () => {
+        const cache = await caches.open("roomcast-shell-1");
+        return (await cache.keys()).map((r) => new URL(r.url).pathname); }""")
+    assert "/" in cached and all(path in ("/", "/manifest.webmanifest")
+                                 or path.startswith("/static/") for path in cached), cached
