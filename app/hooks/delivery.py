@@ -118,13 +118,16 @@ class Deliverer:
         self.task = asyncio.create_task(self._run(), name=f"webhook {self.hook.id}")
         self.saver = asyncio.create_task(self._save(), name=f"webhook {self.hook.id} cursors")
 
-    async def stop(self) -> None:
+    async def stop(self, *, save: bool = True) -> None:
+        """Stop delivering; write the positions not saved yet, unless the
+        webhook is gone (its cursors were dropped with it)."""
         for task in (self.task, self.saver):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        with contextlib.suppress(ChatError):  # (if not: those events are delivered again)
-            await self._save_once()
+        if save:
+            with contextlib.suppress(ChatError):  # (if not: those events are delivered again)
+                await self._save_once()
 
     # -- what to deliver ---------------------------------------------------------------
 

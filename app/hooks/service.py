@@ -102,8 +102,8 @@ class Webhooks:
                 for deliverer in self.deliverers.values():
                     deliverer.rescan()
             for hook_id in list(self.deliverers):
-                if hook_id not in self.hooks:
-                    await self._let_go(hook_id)
+                if hook_id not in self.hooks:  # deleted
+                    await self._let_go(hook_id, save=False)
             for hook_id, hook in list(self.hooks.items()):
                 try:
                     held = await self.relay.hold(hook.owner, self.settings.webhook_lease)
@@ -121,9 +121,9 @@ class Webhooks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), self.settings.webhook_lease / 3)
 
-    async def _let_go(self, hook_id: str, *, release: bool = True) -> None:
+    async def _let_go(self, hook_id: str, *, release: bool = True, save: bool = True) -> None:
         deliverer = self.deliverers.pop(hook_id)
-        await deliverer.stop()
+        await deliverer.stop(save=save)
         if release:
             with contextlib.suppress(Exception):
                 await self.relay.release(deliverer.hook.owner)
