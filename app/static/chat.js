@@ -52,7 +52,7 @@ function uiFor(room) {
     quoted: bySeq.get(message.reply_to) ?? null, me: myName,
     mine: message.from === myName, moderator,
     editing: room.editing === message.seq, draft: room.draft,
-    confirming: room.confirming === message.seq,
+    confirming: room.confirming === message.seq, flashing: room.flash === message.seq,
     picking: room.picking === message.seq ? emojiOffered(room) : null,
   });
 }
@@ -612,8 +612,14 @@ async function jumpTo(room, seq) {
   const item = els.messages.querySelector(`li[data-seq="${seq}"]`);
   if (!item) return showAlert("That message is not there any more.");
   item.scrollIntoView({ block: "center" });
+  // highlighted for a moment, through any re-render meanwhile (a receipt, a message)
+  room.flash = seq;
   item.classList.add("flash");
-  setTimeout(() => item.classList.remove("flash"), 2000);
+  setTimeout(() => {
+    if (room.flash !== seq) return;
+    room.flash = null;
+    if (room.name === current) render(room);
+  }, 2000);
 }
 
 // -- search -------------------------------------------------------------------

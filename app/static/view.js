@@ -117,7 +117,8 @@ export function messageItem(message, send = null, ui = {}) {
   const stored = send === null;
   const when = stored ? new Date(message.ts) : null;
   const state = !stored ? (send.error ? "failed" : "pending") : message.deleted ? "deleted" : "";
-  const item = el("li", { class: [state, ui.mentionsMe ? "mention" : ""].join(" ").trim() },
+  const item = el("li", { class: [state, ui.mentionsMe ? "mention" : "",
+                                  ui.flashing ? "flash" : ""].join(" ").trim() },
     el("div", { class: "meta" },
       el("span", { class: "from", text: message.from }),
       el("time", stored ? { text: timeFormat.format(when), dateTime: when.toISOString(),
