@@ -41,7 +41,8 @@ class Receiver:
         self.repeats = 0  # events received again (and dropped)
         self.refused = 0  # requests whose signature did not verify
         self.fail_with: int | None = None  # answer this status instead
-        self.hang = False  # answer nothing, ever
+        self.hang = False  # answer nothing, until released
+        self.released = asyncio.Event()
         self.headers: list[dict[str, str]] = []
         self.arrived = asyncio.Condition()
         self.progress = progress
@@ -53,7 +54,7 @@ class Receiver:
         self.requests += 1
         self.headers.append(dict(request.headers))
         if self.hang:
-            await asyncio.sleep(3600)
+            await self.released.wait()  # (no answer until the test lets it go)
         if self.fail_with is not None:
             return web.Response(status=self.fail_with)
         if not verify(self.secret, request.headers.get("Roomcast-Signature", ""), payload,

@@ -36,13 +36,16 @@ class Nodes:
         self.flags = flags
         self.processes: dict[str, Process] = {}
         self.urls: dict[str, str] = {}
+        self.started = asyncio.Event()  # a node started since the last kill
 
     async def start(self, name: str) -> None:
         process, port = await start_server(ROOT, *self.flags, "--node-id", name)
         self.processes[name], self.urls[name] = process, f"http://127.0.0.1:{port}"
+        self.started.set()
 
     async def kill(self, name: str) -> None:
         self.urls.pop(name)
+        self.started.clear()
         await self.processes.pop(name).stop(signal.SIGKILL)
 
     async def stop(self) -> None:
@@ -62,8 +65,8 @@ async def call(http: aiohttp.ClientSession, nodes: Nodes, key: str, method: str,
             urls = list(nodes.urls.values())
             url = urls[attempt % len(urls)] if urls else None
             attempt += 1
-            if url is None:
-                await asyncio.sleep(0.05)  # (a node is starting again)
+            if url is None:  # (none up: one is starting again)
+                await nodes.started.wait()
                 continue
             try:
                 async with http.request(method, url + API + path, json=body,
@@ -111,15 +114,22 @@ async def test_every_event_reaches_a_receiver_killed_20_times_once_and_in_order(
                                    {"text": f"m{i} edited"}, key_header=f"e{i}")
 
             async def delivering() -> str:
-                """The node that holds the webhook's lease."""
-                async with asyncio.timeout(TIMEOUT):
-                    while True:
-                        for name, url in list(nodes.urls.items()):
-                            async with http.get(f"{url}{API}/webhooks/{hook['id']}", headers={
-                                    "Authorization": f"Bearer {key}"}) as reply:
-                                if (await reply.json())["webhook"]["delivering"]:
-                                    return name
-                        await asyncio.sleep(0.05)  # (the lease is being taken)
+                """The node that holds the webhook's lease: the one that logged
+                taking it (no node has lost one yet)."""
+                said = {asyncio.ensure_future(process.stderr_match(
+                    f"webhook {hook['id']}: delivered by this node")): name
+                    for name, process in nodes.processes.items()}
+                done, waiting = await asyncio.wait(said, timeout=TIMEOUT,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for task in waiting:
+                    task.cancel()
+                await asyncio.gather(*waiting, return_exceptions=True)
+                assert done, "no node took the webhook's lease"
+                holder = said[done.pop()]
+                async with http.get(f"{nodes.urls[holder]}{API}/webhooks/{hook['id']}",
+                                    headers={"Authorization": f"Bearer {key}"}) as reply:
+                    assert (await reply.json())["webhook"]["delivering"]  # (and says so)
+                return holder
 
             taken = 0
             producing = asyncio.create_task(produce())

@@ -143,6 +143,7 @@ async def test_a_hanging_receiver_times_out_and_slows_nothing_else(
         assert len(await h.receiver.wait_for(10)) == 10
         await until(lambda: stuck.requests >= 2)  # timed out, tried again
     finally:
+        stuck.released.set()
         await site.close()
 
 
