@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -78,60 +80,65 @@ class Receiver:
         return runner, f"http://127.0.0.1:{port}/hook"
 
 
-async def subscribe(url: str, key: str, hook_url: str, count: int) -> None:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
-        for _ in range(count):
-            async with http.post(f"{url}/api/v1/webhooks",
-                                 json={"url": hook_url, "rooms": ["*"]}) as reply:
-                assert reply.status == 201, await reply.text()
-
-
-async def lag_run(rate: float, seconds: float) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def hooked(count: int) -> AsyncIterator[tuple[Receiver, int, str]]:
+    """A fresh Roomcast with ``count`` webhooks on every room, each posting to
+    one receiver here; yield the receiver, the server's pid and URL."""
     key = new_key()
     receiver = Receiver()
     runner, hook_url = await receiver.start()
     try:
         async with roomcast(*UNLIMITED, "--api-keys", entry("bench", "admin", "*", key)
-                            ) as (_, url):
-            await subscribe(url, key, hook_url, 1)
-            member_lags: list[float] = []
-            member = socketio.AsyncClient(serializer="msgpack", reconnection=False)
-
-            @member.on("message", namespace=NAMESPACE)  # type: ignore[untyped-decorator]
-            def on_message(message: dict[str, Any]) -> None:
-                member_lags.append(time.time() * 1000 - message["ts"])
-            await member.connect(url, auth={"name": "member"}, namespaces=[NAMESPACE],
-                                 transports=["websocket"], wait_timeout=30)
-            senders = []
-            for i in range(SENDERS):
-                sio = socketio.AsyncClient(serializer="msgpack", reconnection=False)
-                await sio.connect(url, auth={"name": f"sender-{i}"}, namespaces=[NAMESPACE],
-                                  transports=["websocket"], wait_timeout=30)
-                await sio.call("join", {"room": f"lag-{i}"}, namespace=NAMESPACE, timeout=30)
-                await member.call("join", {"room": f"lag-{i}"}, namespace=NAMESPACE, timeout=30)
-                senders.append(sio)
-            total = int(rate * seconds)
-            sends: list[asyncio.Future[Any]] = []
-            started = time.perf_counter()
-            for n in range(total):  # open loop: the n-th send leaves at n / rate
-                delay = started + n / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                sio = senders[n % SENDERS]
-                sends.append(asyncio.ensure_future(sio.call(
-                    "send", {"room": f"lag-{n % SENDERS}", "text": f"m{n}",
-                             "client_id": uuid.uuid4().hex}, namespace=NAMESPACE, timeout=60)))
-            acks = await asyncio.gather(*sends)
-            sent_for = time.perf_counter() - started
-            stored = sum(1 for ack in acks if ack["ok"])
-            deadline = time.monotonic() + 60
-            while (len(receiver.lags) < stored or len(member_lags) < stored) \
-                    and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)  # (a bench waits for the tail to arrive)
-            for sio in [*senders, member]:
-                await sio.disconnect()
+                            ) as (pid, url):
+            async with aiohttp.ClientSession(
+                    headers={"Authorization": f"Bearer {key}"}) as http:
+                for _ in range(count):
+                    async with http.post(f"{url}/api/v1/webhooks",
+                                         json={"url": hook_url, "rooms": ["*"]}) as reply:
+                        assert reply.status == 201, await reply.text()
+            yield receiver, pid, url
     finally:
         await runner.cleanup()
+
+
+async def lag_run(rate: float, seconds: float) -> dict[str, float]:
+    async with hooked(1) as (receiver, _, url):
+        member_lags: list[float] = []
+        member = socketio.AsyncClient(serializer="msgpack", reconnection=False)
+
+        @member.on("message", namespace=NAMESPACE)  # type: ignore[untyped-decorator]
+        def on_message(message: dict[str, Any]) -> None:
+            member_lags.append(time.time() * 1000 - message["ts"])
+        await member.connect(url, auth={"name": "member"}, namespaces=[NAMESPACE],
+                             transports=["websocket"], wait_timeout=30)
+        senders = []
+        for i in range(SENDERS):
+            sio = socketio.AsyncClient(serializer="msgpack", reconnection=False)
+            await sio.connect(url, auth={"name": f"sender-{i}"}, namespaces=[NAMESPACE],
+                              transports=["websocket"], wait_timeout=30)
+            await sio.call("join", {"room": f"lag-{i}"}, namespace=NAMESPACE, timeout=30)
+            await member.call("join", {"room": f"lag-{i}"}, namespace=NAMESPACE, timeout=30)
+            senders.append(sio)
+        total = int(rate * seconds)
+        sends: list[asyncio.Future[Any]] = []
+        started = time.perf_counter()
+        for n in range(total):  # open loop: the n-th send leaves at n / rate
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sio = senders[n % SENDERS]
+            sends.append(asyncio.ensure_future(sio.call(
+                "send", {"room": f"lag-{n % SENDERS}", "text": f"m{n}",
+                         "client_id": uuid.uuid4().hex}, namespace=NAMESPACE, timeout=60)))
+        acks = await asyncio.gather(*sends)
+        sent_for = time.perf_counter() - started
+        stored = sum(1 for ack in acks if ack["ok"])
+        deadline = time.monotonic() + 60
+        while (len(receiver.lags) < stored or len(member_lags) < stored) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # (a bench waits for the tail to arrive)
+        for sio in [*senders, member]:
+            await sio.disconnect()
     return {"events/s sent": stored / sent_for, "events delivered": len(receiver.lags),
             "of stored": stored, "requests": receiver.requests,
             "webhook p50 ms": percentile(receiver.lags, 0.5),
@@ -141,18 +148,10 @@ async def lag_run(rate: float, seconds: float) -> dict[str, float]:
 
 
 async def s1_run(hooks: int, args: argparse.Namespace) -> dict[str, float]:
-    key = new_key()
-    receiver = Receiver()
-    runner, hook_url = await receiver.start()
-    try:
-        async with roomcast(*UNLIMITED, "--api-keys", entry("bench", "admin", "*", key)
-                            ) as (pid, url):
-            await subscribe(url, key, hook_url, hooks)
-            result = await asyncio.to_thread(s1.loadgen, {
-                "scenario": "fanout", "url": url, "serializer": "msgpack", "polling": 0,
-                "stepSeconds": args.step_seconds, "serverPid": pid, "run": s1.run_id()})
-    finally:
-        await runner.cleanup()
+    async with hooked(hooks) as (receiver, pid, url):
+        result = await asyncio.to_thread(s1.loadgen, {
+            "scenario": "fanout", "url": url, "serializer": "msgpack", "polling": 0,
+            "stepSeconds": args.step_seconds, "serverPid": pid, "run": s1.run_id()})
     moderate = result["moderate"]
     return {"max msgs/s (p99 < 100 ms)": result["max_delivered_per_s"],
             "p50 ms @ 10k msgs/s": moderate["p50_ms"], "p99 ms @ 10k msgs/s": moderate["p99_ms"],
