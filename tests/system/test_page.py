@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import time
@@ -23,6 +24,7 @@ from ..browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
 from ..conftest import TIMEOUT, ServeFactory, Served, serving, sio_client, until
 from ..processes import start_server
 from ..proxy import Proxy
+from ..tokens import SECRET, token
 
 
 # One event loop for the module's tests, so that one Chromium (and Playwright's
@@ -510,7 +512,6 @@ async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,
                                   users: list[User]) -> None:
     """With a JWT secret, the page connects with the token from its link (then drops it
     from the address bar) and shows the token's name."""
-    from ..tokens import SECRET, token
     served = await serve(jwt_secret=SECRET)
     alice = await open_user(users, browser, served.url, token=token(name="alice"), room="t")
     await alice.in_room("t")
@@ -571,7 +572,6 @@ async def test_page_renews_its_token_from_the_token_url(serve: ServeFactory, bro
     """In token mode with --token-url, the page fetches a fresh token before its own
     expires and renews its connection with it: it outlives its first token on the same
     connection, while a client on a token of the same age is ended."""
-    from ..tokens import SECRET, token
     from ..wire.test_token_expiry import LIFETIME, Holder
     issued: list[str] = []
 
@@ -604,7 +604,6 @@ async def test_what_is_new_on_the_page(serve: ServeFactory, browser: Browser,
     opening the room on one shows it highlighted, marks it read and clears the
     badge on the other; the sender sees "Seen by"; a member's name opens a direct
     conversation, listed apart from rooms. Each state is screenshotted."""
-    from ..tokens import SECRET, token
     served = await serve(jwt_secret=SECRET)
     shot = "what-is-new"
     laptop = await open_user(users, browser, served.url, token=token(name="alice"), room="team")
@@ -734,37 +733,39 @@ async def test_the_sign_in_screen_shows_only_itself(page_server: Served, browser
     await expect(alice.page.locator("#status")).to_be_visible()
 
 
+@contextlib.asynccontextmanager
+async def direct(serve: ServeFactory, me: str, other: str
+                 ) -> AsyncIterator[tuple[Served, Any, str]]:
+    """A server in token mode, a Python client of ``me`` on it, and the direct
+    conversation ``me`` opened with ``other``: (server, client, room)."""
+    served = await serve(jwt_secret=SECRET)
+    sio = sio_client(served.settings.serializer)
+    await sio.connect(served.url, auth={"token": token(name=me)}, namespaces=[NAMESPACE],
+                      wait_timeout=TIMEOUT)
+    try:
+        room = (await sio.call("direct", {"with": [other]}, namespace=NAMESPACE))["room"]
+        yield served, sio, room
+    finally:
+        await sio.disconnect()
+
+
 async def test_a_refusal_shows_the_servers_reason(serve: ServeFactory, browser: Browser,
                                                   users: list[User]) -> None:
     """A third person opening a direct conversation's link is told why in the
     server's words (it said "Only its sender can change that message." to every
     forbidden, whatever was refused)."""
-    from ..tokens import SECRET, token
-    served = await serve(jwt_secret=SECRET)
-    sio = sio_client(served.settings.serializer)
-    await sio.connect(served.url, auth={"token": token(name="alice")}, namespaces=[NAMESPACE],
-                      wait_timeout=TIMEOUT)
-    try:
-        room = (await sio.call("direct", {"with": ["bob"]}, namespace=NAMESPACE))["room"]
+    async with direct(serve, "alice", "bob") as (served, _, room):
         carol = await open_user(users, browser, served.url, token=token(name="carol"),
                                 room=room)
         await expect(carol.page.locator("#alert")).to_have_text(
             "Only its participants may join a direct conversation.", timeout=WAIT_MS)
-    finally:
-        await sio.disconnect()
 
 
 async def test_a_direct_message_found_by_search_is_named_by_its_people(
         serve: ServeFactory, browser: Browser, users: list[User]) -> None:
     """A search result from a direct conversation says who it is with, not its
     room's id (dm: and 40 hex characters, which also ran past the sidebar)."""
-    from ..tokens import SECRET, token
-    served = await serve(jwt_secret=SECRET)
-    sio = sio_client(served.settings.serializer)
-    await sio.connect(served.url, auth={"token": token(name="bob")}, namespaces=[NAMESPACE],
-                      wait_timeout=TIMEOUT)
-    try:
-        room = (await sio.call("direct", {"with": ["alice"]}, namespace=NAMESPACE))["room"]
+    async with direct(serve, "bob", "alice") as (served, sio, room):
         await sio.call("join", {"room": room}, namespace=NAMESPACE)
         await sio.call("send", {"room": room, "text": "the secret plans"}, namespace=NAMESPACE)
         alice = await open_user(users, browser, served.url, token=token(name="alice"),
@@ -775,8 +776,6 @@ async def test_a_direct_message_found_by_search_is_named_by_its_people(
         await expect(alice.page.locator("#search-results .result .where")).to_have_text(
             ["bob · bob"], timeout=WAIT_MS)
         await alice.screenshot("direct-found-by-search")
-    finally:
-        await sio.disconnect()
 
 
 async def test_a_new_room_says_so_and_days_are_marked(page_server: Served, browser: Browser,
