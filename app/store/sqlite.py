@@ -406,12 +406,7 @@ class SqliteStore(QueuedWrites):
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:
         page_bounds(before, after, limit)
-        try:
-            page: Page = await self._on(self._reader_thread, self._read_page,
-                                        room, before, after, limit)
-        except sqlite3.Error as exc:
-            log.warning("sqlite read failed: %s", exc)
-            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        page: Page = await self._read(self._read_page, room, before, after, limit)
         return page
 
     def _read_page(self, room: RoomName, before: int | None, after: int | None,
@@ -486,11 +481,7 @@ class SqliteStore(QueuedWrites):
             (room, RECEIPTS_LISTED))]
 
     async def open_direct(self, room: RoomName, names: Sequence[str]) -> None:
-        try:
-            await self._on(self._writer_thread, self._open_direct, room, list(names))
-        except sqlite3.Error as exc:
-            log.warning("sqlite write failed: %s", exc)
-            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        await self._written(self._open_direct, room, list(names))
 
     async def cursor(self, owner: str, room: RoomName) -> int | None:
         found: int | None = await self._read(self._cursor, owner, room)
@@ -503,11 +494,7 @@ class SqliteStore(QueuedWrites):
         return None if row is None else int(row[0])
 
     async def advance(self, owner: str, room: RoomName, seq: int) -> int:
-        try:
-            now: int = await self._on(self._writer_thread, self._advance, owner, room, seq)
-        except sqlite3.Error as exc:
-            log.warning("sqlite write failed: %s", exc)
-            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        now: int = await self._written(self._advance, owner, room, seq)
         return now
 
     def _advance(self, owner: str, room: RoomName, seq: int) -> int:
@@ -600,11 +587,7 @@ class SqliteStore(QueuedWrites):
 
     async def _written(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` on the writer thread; a failure is ``unavailable``."""
-        try:
-            return await self._on(self._writer_thread, fn, *args)
-        except sqlite3.Error as exc:
-            log.warning("sqlite write failed: %s", exc)
-            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return await self._guarded(self._writer_thread, "write", fn, *args)
 
     def _open_direct(self, room: RoomName, names: list[str]) -> None:
         conn = self._write_conn
@@ -637,10 +620,14 @@ class SqliteStore(QueuedWrites):
 
     async def _read(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` on the reader thread; a failure is ``unavailable``."""
+        return await self._guarded(self._reader_thread, "read", fn, *args)
+
+    async def _guarded(self, thread: ThreadPoolExecutor, what: str, fn: Any, *args: Any
+                       ) -> Any:
         try:
-            return await self._on(self._reader_thread, fn, *args)
+            return await self._on(thread, fn, *args)
         except sqlite3.Error as exc:
-            log.warning("sqlite read failed: %s", exc)
+            log.warning("sqlite %s failed: %s", what, exc)
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
 
     async def ping(self) -> None:
