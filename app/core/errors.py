@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     NOT_MEMBER = "not_member"
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
+    CONFLICT = "conflict"
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     UNAUTHORIZED = "unauthorized"

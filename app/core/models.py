@@ -132,7 +132,31 @@ class Change:
         return wire
 
 
-Entry = Message | Change
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A change made to the room rather than to a message: a governance
+    action (:mod:`app.core.policy`: create, configure, role, remove, ban,
+    unban, mute, unmute), an entry of the room's stream numbered like the
+    rest. ``sender`` is who did it; ``details`` what it did (``user``: to
+    whom, ``role``, ``until``, ``reason``, ``settings``)."""
+
+    room: RoomName
+    seq: int
+    kind: str
+    sender: str
+    details: dict[str, Any]
+    ts: int
+    client_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"room", "seq", "kind", "from", "ts", "client_id"}`` and the
+        details; no ``target`` (that is how a client tells it from a change
+        to a message)."""
+        return {"room": self.room, "seq": self.seq, "kind": self.kind, "from": self.sender,
+                "ts": self.ts, "client_id": self.client_id, **self.details}
+
+
+Entry = Message | Change | Action
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,4 +174,5 @@ class Page:
     messages: list[Message]
     more: bool
     latest: int
-    changes: list[Change] = field(default_factory=list)  # in a read of the stream (after)
+    # in a read of the stream (after): the changes to messages and to the room
+    changes: list[Change | Action] = field(default_factory=list)

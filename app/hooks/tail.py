@@ -12,9 +12,10 @@ entry's event, encoded once for all the webhooks that deliver it.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 
-from ..core.models import Entry, Message, RoomName
+from ..core.models import Change, Entry, Message, RoomName
 from .webhook import Webhook, encode
 
 PER_ROOM = 256
@@ -24,7 +25,11 @@ BYTES = 16 * 1024 * 1024  # of entries (at most, counted before they are kept), 
 
 def weight(entry: Entry) -> int:
     """At most the bytes ``entry`` holds (its text as UTF-8, and the rest)."""
-    return 256 + 4 * len(entry.text if isinstance(entry, Message) else entry.value or "")
+    if isinstance(entry, Message):
+        return 256 + 4 * len(entry.text)
+    if isinstance(entry, Change):
+        return 256 + 4 * len(entry.value or "")
+    return 256 + 4 * len(json.dumps(entry.details))
 
 
 class Tail:

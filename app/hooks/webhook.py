@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from ..chat.mentions import mentioned
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import Change, Entry, RoomName
+from ..core.models import Entry, Message, RoomName
 
 EVENTS = {
     "messages": "every new message",
@@ -73,18 +73,18 @@ class Webhook:
                 and any(fnmatchcase(room, p) for p in self.within))
 
     def mentions(self, entry: Entry) -> bool:
-        return (self.mention is not None and not isinstance(entry, Change)
+        return (self.mention is not None and isinstance(entry, Message)
                 and self.mention in mentioned(entry.text, entry.sender))
 
     def wants(self, entry: Entry) -> bool:
-        if isinstance(entry, Change):
+        if not isinstance(entry, Message):  # a change to a message, or to the room
             return "changes" in self.events
         return "messages" in self.events or ("mentions" in self.events
                                              and self.mentions(entry))
 
     def event(self, entry: Entry) -> dict[str, Any]:
         """The delivered form of one entry."""
-        kind = "change" if isinstance(entry, Change) else "message"
+        kind = "message" if isinstance(entry, Message) else "change"
         event: dict[str, Any] = {"id": f"{entry.room}:{entry.seq}", "type": kind,
                                  kind: entry.as_dict()}
         if self.mentions(entry):

@@ -29,9 +29,10 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import Message, Page, Reading, RoomName
+from ..core.models import Action, Message, Page, Reading, RoomName
+from ..core.policy import Act, RoomSettings, Standing
 from .search import SEARCH_TIMEOUT, SearchPage
-from .stream import Altered
+from .stream import Altered, Governed
 
 _SCHEMES = {
     "memory": "app.store.memory",
@@ -63,16 +64,38 @@ def check_storable(sender: str, text: str, client_id: str | None) -> None:
 
 class MessageStore(Protocol):
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None, mentions: Sequence[str] = ()
-                     ) -> tuple[Message, bool]:
+                     reply_to: int | None = None, mentions: Sequence[str] = (), *,
+                     power: int = 0) -> tuple[Message, bool]:
         """Store a message (answering message ``reply_to`` of the room, if given,
         and mentioning ``mentions``, the sender aside); return it and whether it
         was created (False: a repeat, whose mentions are not recorded again).
 
         Raises ``ChatError(UNAVAILABLE)`` when the backend cannot be reached,
-        ``ChatError(BAD_REQUEST)`` for what it cannot hold (:func:`check_storable`)
-        and ``ChatError(NOT_FOUND)`` when ``reply_to`` is no message of the room.
+        ``ChatError(BAD_REQUEST)`` for what it cannot hold (:func:`check_storable`),
+        ``ChatError(NOT_FOUND)`` when ``reply_to`` is no message of the room, and
+        what the room's rules refuse the sender (whose identity gives them
+        ``power``) at that point of its stream (:func:`app.core.policy.check_post`).
         """
+
+    async def govern(self, room: RoomName, sender: str, act: Act, client_id: str | None, *,
+                     power: int = 0) -> Governed:
+        """Apply a governance action (:func:`app.core.policy.decide`) in call
+        order with appends and changes: an entry of the room's stream, and the
+        room's settings and the person's standing as it leaves them. A repeat
+        of a client id returns the entry stored (``created`` False)."""
+
+    async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
+        """``room``'s settings (None: ungoverned) and ``name``'s standing in it."""
+
+    async def standings(self, room: RoomName, limit: int = 1000
+                        ) -> tuple[RoomSettings | None, dict[str, Standing]]:
+        """``room``'s settings and the people with a role, a ban or a mute in it
+        (up to ``limit`` of them, by name)."""
+
+    async def actions(self, room: RoomName, *, before: int | None = None,
+                      limit: int = 50) -> list[Action]:
+        """The room's governance actions (its audit log), newest first, up to
+        ``limit`` of them before seq ``before``."""
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,
@@ -83,7 +106,8 @@ class MessageStore(Protocol):
         Refusals: ``NOT_FOUND`` (no such message, or deleted), ``FORBIDDEN``
         (not the sender's, and not a moderator's delete; an edit of a message
         sent before ``edits_from``, ms), ``TOO_LARGE`` (too many different
-        reactions)."""
+        reactions), and what the room's rules refuse the sender now (banned,
+        muted, read-only: :func:`app.core.policy.check_post`)."""
 
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:

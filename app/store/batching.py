@@ -25,7 +25,8 @@ from ..core.errors import ChatError, ErrorCode
 from ..core.models import Message, Reading, RoomName
 from . import check_storable
 from .markers import Mark
-from .stream import Alter, Altered, Append, Request, Result
+from ..core.policy import Act
+from .stream import Alter, Altered, Append, Govern, Governed, Request, Result
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,18 @@ class QueuedWrites:
     _appends: AppendQueue
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None, mentions: Sequence[str] = ()
-                     ) -> tuple[Message, bool]:
+                     reply_to: int | None = None, mentions: Sequence[str] = (), *,
+                     power: int = 0) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
         result: tuple[Message, bool] = await self._appends.append(
-            Append(room, sender, text, client_id, reply_to, tuple(mentions)))
+            Append(room, sender, text, client_id, reply_to, tuple(mentions), power))
+        return result
+
+    async def govern(self, room: RoomName, sender: str, act: Act, client_id: str | None, *,
+                     power: int = 0) -> Governed:
+        check_storable(sender, act.reason, client_id)
+        result: Governed = await self._appends.append(
+            Govern(room, sender, act, client_id, power))
         return result
 
     async def mark(self, name: str, room: RoomName, seq: int | None = None) -> Reading:

@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import Message, Page, Reading, RoomName
+from ..core.models import Action, Message, Page, Reading, RoomName
+from ..core.policy import Act, RoomSettings, Standing
 from . import MessageStore
 from .search import SEARCH_TIMEOUT, SearchPage
-from .stream import Altered
+from .stream import Altered, Governed
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,27 @@ class Deadlines:
             task.exception()  # retrieved: a late failure nobody waits for is not news
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None, mentions: Sequence[str] = ()
-                     ) -> tuple[Message, bool]:
+                     reply_to: int | None = None, mentions: Sequence[str] = (), *,
+                     power: int = 0) -> tuple[Message, bool]:
         return await self._call("append", self.store.append(room, sender, text, client_id,
-                                                            reply_to, mentions))
+                                                            reply_to, mentions, power=power))
+
+    async def govern(self, room: RoomName, sender: str, act: Act, client_id: str | None, *,
+                     power: int = 0) -> Governed:
+        return await self._call("govern", self.store.govern(room, sender, act, client_id,
+                                                            power=power))
+
+    async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
+        return await self._call("standing", self.store.standing(room, name))
+
+    async def standings(self, room: RoomName, limit: int = 1000
+                        ) -> tuple[RoomSettings | None, dict[str, Standing]]:
+        return await self._call("standings", self.store.standings(room, limit))
+
+    async def actions(self, room: RoomName, *, before: int | None = None,
+                      limit: int = 50) -> list[Action]:
+        return await self._call("actions", self.store.actions(room, before=before,
+                                                              limit=limit))
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,

@@ -12,12 +12,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.errors import ChatError
-from ..core.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
+from ..core.models import (UNREAD_COUNTED, Action, Entry, Message, Page, Reading, RoomName,
+                           now_ms)
+from ..core.policy import NO_STANDING, Act, RoomSettings, Standing
 from . import MessageStore, check_storable, page_bounds
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .search import SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, matches
-from .stream import (Alter, Altered, Append, BatchWriter, ClientKey, Mention, ReactionKey,
-                     Reactors, Request, reactors_wanted, split, targets)
+from .stream import (Alter, Altered, Append, BatchWriter, ClientKey, Govern, Governed, Mention,
+                     ReactionKey, Reactors, Request, StandingKey, reactors_wanted, split,
+                     standing_keys, targets)
 
 
 class MemoryStore:
@@ -30,14 +33,24 @@ class MemoryStore:
         self._directs: dict[RoomName, frozenset[str]] = {}
         self._cursors: dict[tuple[str, RoomName], int] = {}  # (owner, room) -> seq
         self._records: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, key) -> body
+        self._settings: dict[RoomName, RoomSettings] = {}  # governed rooms
+        self._standings: dict[StandingKey, Standing] = {}
         self._used = UseClock()
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
-                     reply_to: int | None = None, mentions: Sequence[str] = ()
-                     ) -> tuple[Message, bool]:
+                     reply_to: int | None = None, mentions: Sequence[str] = (), *,
+                     power: int = 0) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
-        result = self._write(Append(room, sender, text, client_id, reply_to, tuple(mentions)))
+        result = self._write(Append(room, sender, text, client_id, reply_to, tuple(mentions),
+                                    power))
         assert isinstance(result, tuple)
+        return result
+
+    async def govern(self, room: RoomName, sender: str, act: Act, client_id: str | None, *,
+                     power: int = 0) -> Governed:
+        check_storable(sender, act.reason, client_id)
+        result = self._write(Govern(room, sender, act, client_id, power))
+        assert isinstance(result, Governed)
         return result
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
@@ -49,7 +62,7 @@ class MemoryStore:
         assert isinstance(result, Altered)
         return result
 
-    def _write(self, request: Request) -> tuple[Message, bool] | Altered:
+    def _write(self, request: Request) -> tuple[Message, bool] | Altered | Governed:
         entries = self._rooms.setdefault(request.room, [])
         key = (request.room, request.sender, request.client_id)
         stored = {key: self._by_client_id[key]} if key in self._by_client_id else {}
@@ -60,8 +73,18 @@ class MemoryStore:
         reactors = Reactors(
             {key: self._first(key) for key in wanted.first},
             {r for r in wanted.senders if r[3] in self._reactors.get(r[:3], {})})
-        writer = BatchWriter({request.room: len(entries)}, stored, messages, now_ms(), reactors)
+        settings = {r: self._settings[r] for r in [request.room] if r in self._settings}
+        standings = {k: self._standings[k] for k in standing_keys([request], set(settings))
+                     if k in self._standings}
+        writer = BatchWriter({request.room: len(entries)}, stored, messages, now_ms(), reactors,
+                             settings, standings)
         result = writer.apply(request)
+        self._settings.update(writer.changed_settings)
+        for person, standing in writer.changed_standings.items():
+            if standing.empty:
+                self._standings.pop(person, None)
+            else:
+                self._standings[person] = standing
         gone, added, cleared = writer.reactor_rows
         for room, seq, emoji, name in gone:
             self._reactors.get((room, seq, emoji), {}).pop(name, None)
@@ -101,6 +124,20 @@ class MemoryStore:
         end = len(entries) if before is None else max(0, min(before - 1, len(entries)))
         older = [e for e in entries[:end] if isinstance(e, Message)]
         return Page(older[-limit:], len(older) > limit, len(entries))
+
+    async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
+        return self._settings.get(room), self._standings.get((room, name), NO_STANDING)
+
+    async def standings(self, room: RoomName, limit: int = 1000
+                        ) -> tuple[RoomSettings | None, dict[str, Standing]]:
+        people = sorted((n, s) for (r, n), s in self._standings.items() if r == room)
+        return self._settings.get(room), dict(people[:limit])
+
+    async def actions(self, room: RoomName, *, before: int | None = None,
+                      limit: int = 50) -> list[Action]:
+        found = [e for e in self._rooms.get(room, []) if isinstance(e, Action)
+                 and (before is None or e.seq < before)]
+        return found[::-1][:limit]
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
                      cursor: str | None = None, limit: int = 20,

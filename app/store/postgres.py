@@ -30,21 +30,24 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
+from ..core.models import (UNREAD_COUNTED, Action, Entry, Message, Page, Reading, RoomName,
+                           now_ms)
+from ..core.policy import ACTIONS, NO_STANDING, RoomSettings, Standing
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites, Write, Written
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .search import (SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, indexed,
                      query_tokens, too_slow)
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
-                     client_key, entry, reactors_of_version_3, reactors_wanted, row,
-                     split, targets)
+                     StandingKey, client_key, entry, reactors_of_version_3, reactors_wanted,
+                     row, split, standing_keys, targets)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
+_ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 SEARCH_POOL = 2  # connections for searches (their own: see search)
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
 _SCHEMA = """
@@ -152,6 +155,23 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (kind, key)
 );
 """
+_MIGRATE_9 = f"""
+-- version 9: governance (app.core.policy): a governed room's settings on its
+-- row (locked with it by every batch), each person's standing in it; the
+-- actions are entries of the stream, found for the audit log by their index
+ALTER TABLE rooms ADD COLUMN IF NOT EXISTS settings jsonb;
+CREATE TABLE IF NOT EXISTS standings (
+    room   text   NOT NULL,
+    name   text   NOT NULL,
+    role   text,
+    banned bigint,
+    muted  bigint,
+    sent   bigint,
+    PRIMARY KEY (room, name)
+);
+CREATE INDEX IF NOT EXISTS messages_actions ON messages (room, seq)
+    WHERE kind IN ({_ACTION_KINDS});
+"""
 _WORDS_INDEX = "CREATE INDEX IF NOT EXISTS messages_words ON messages USING gin (words)"
 # The messages after each (name, room, seq) that others sent, not deleted, and
 # the mentions of the name among them, each counted up to UNREAD_COUNTED.
@@ -183,7 +203,8 @@ SELECT {COLUMNS} FROM messages WHERE room = ANY($1::text[])
     AND words @@ $2::tsquery AND (ts, room, seq) < ($3, $4, $5)
 ORDER BY ts DESC, room DESC, seq DESC LIMIT $6
 """
-_LOCK_ROOMS = "SELECT room, head FROM rooms WHERE room = ANY($1::text[]) ORDER BY room FOR UPDATE"
+_LOCK_ROOMS = "SELECT room, head, settings FROM rooms WHERE room = ANY($1::text[])" \
+    " ORDER BY room FOR UPDATE"
 
 OUTAGES = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
            asyncpg.exceptions.OperatorInterventionError,
@@ -258,6 +279,8 @@ class PostgresStore(QueuedWrites):
             await conn.execute(_MIGRATE_7)
         if version is None or version < 8:
             await conn.execute(_MIGRATE_8)
+        if version is None or version < 9:
+            await conn.execute(_MIGRATE_9)
         if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
@@ -299,17 +322,31 @@ class PostgresStore(QueuedWrites):
                             ) -> BatchWriter:
         """Lock the rooms ``stream`` writes to and load what it needs."""
         rooms = sorted({r.room for r in stream})
-        heads = {RoomName(room): int(head)
-                 for room, head in await conn.fetch(_LOCK_ROOMS, rooms)}
-        missing = [room for room in rooms if room not in heads]
+        locked = await conn.fetch(_LOCK_ROOMS, rooms)
+        missing = sorted(set(rooms) - {room for room, _, _ in locked})
         if missing:  # a room's first message: created, then locked like the others
             await conn.execute("INSERT INTO rooms (room, head) SELECT unnest($1::text[]), 0"
                                " ON CONFLICT DO NOTHING", missing)
-            heads.update({RoomName(room): int(head)
-                          for room, head in await conn.fetch(_LOCK_ROOMS, missing)})
+            locked += await conn.fetch(_LOCK_ROOMS, missing)
+        heads = {RoomName(room): int(head) for room, head, _ in locked}
+        # read under the rooms' locks: an action another node stored is seen
+        settings = {RoomName(room): RoomSettings.from_dict(json.loads(body))
+                    for room, _, body in locked if body is not None}
         return BatchWriter(heads, await self._stored(conn, stream),
                            await self._messages_at(conn, targets(stream)), now_ms(),
-                           await self._reactors(conn, reactors_wanted(stream)))
+                           await self._reactors(conn, reactors_wanted(stream)), settings,
+                           await self._standings(conn, standing_keys(stream, set(settings))))
+
+    @staticmethod
+    async def _standings(conn: asyncpg.Connection, keys: list[StandingKey]
+                         ) -> dict[StandingKey, Standing]:
+        if not keys:
+            return {}
+        return {(RoomName(room), name): Standing(role, banned, muted, sent)
+                for room, name, role, banned, muted, sent in await conn.fetch(
+                    "SELECT s.room, s.name, s.role, s.banned, s.muted, s.sent FROM standings s"
+                    " JOIN unnest($1::text[], $2::text[]) AS w(room, name) USING (room, name)",
+                    [k[0] for k in keys], [k[1] for k in keys])}
 
     async def _write_rows(self, conn: asyncpg.Connection, writer: BatchWriter) -> None:
         """Write what ``writer`` made of the batch's appends and changes."""
@@ -340,6 +377,7 @@ class PostgresStore(QueuedWrites):
                 "DELETE FROM reactions r USING unnest($1::text[], $2::bigint[])"
                 " AS w(room, seq) WHERE (r.room, r.seq) = (w.room, w.seq)",
                 *map(list, zip(*cleared)))
+        await self._write_governance(conn, writer)
         mentions, unmentioned = writer.mention_rows
         if mentions:
             await conn.execute(
@@ -350,6 +388,29 @@ class PostgresStore(QueuedWrites):
                 "DELETE FROM mentions n USING unnest($1::text[], $2::bigint[])"
                 " AS w(room, seq) WHERE (n.room, n.seq) = (w.room, w.seq)",
                 *map(list, zip(*unmentioned)))
+
+    @staticmethod
+    async def _write_governance(conn: asyncpg.Connection, writer: BatchWriter) -> None:
+        settings = writer.changed_settings
+        if settings:
+            await conn.execute(
+                "UPDATE rooms SET settings = v.settings::jsonb FROM unnest($1::text[],"
+                " $2::text[]) AS v(room, settings) WHERE rooms.room = v.room",
+                list(settings), [json.dumps(s.as_dict()) for s in settings.values()])
+        standings = writer.changed_standings
+        gone = [key for key, st in standings.items() if st.empty]
+        kept = [(*key, st.role, st.banned, st.muted, st.sent)
+                for key, st in standings.items() if not st.empty]
+        if gone:
+            await conn.execute(
+                "DELETE FROM standings s USING unnest($1::text[], $2::text[]) AS w(room, name)"
+                " WHERE (s.room, s.name) = (w.room, w.name)", *map(list, zip(*gone)))
+        if kept:
+            await conn.execute(
+                "INSERT INTO standings SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+                " $4::bigint[], $5::bigint[], $6::bigint[]) ON CONFLICT (room, name) DO UPDATE"
+                " SET role = excluded.role, banned = excluded.banned, muted = excluded.muted,"
+                " sent = excluded.sent", *map(list, zip(*kept)))
 
     async def _write_marks(self, conn: asyncpg.Connection, marks: list[Mark],
                            heads: dict[RoomName, int]) -> list[Reading]:
@@ -593,6 +654,35 @@ class PostgresStore(QueuedWrites):
     async def records(self, kind: str) -> dict[str, dict[str, Any]]:
         rows = await self._fetch("SELECT key, body::text FROM records WHERE kind = $1", kind)
         return {key: json.loads(body) for key, body in rows}
+
+    async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
+        rows = await self._fetch(
+            "SELECT r.settings, s.role, s.banned, s.muted, s.sent FROM rooms r LEFT JOIN"
+            " standings s ON s.room = r.room AND s.name = $2 WHERE r.room = $1", room, name)
+        if not rows or rows[0][0] is None:
+            return None, NO_STANDING
+        body, role, banned, muted, sent = rows[0]
+        return RoomSettings.from_dict(json.loads(body)), Standing(role, banned, muted, sent)
+
+    async def standings(self, room: RoomName, limit: int = 1000
+                        ) -> tuple[RoomSettings | None, dict[str, Standing]]:
+        found = await self._fetch("SELECT settings FROM rooms WHERE room = $1", room)
+        if not found or found[0][0] is None:
+            return None, {}
+        people = await self._fetch(
+            "SELECT name, role, banned, muted, sent FROM standings WHERE room = $1"
+            " ORDER BY name LIMIT $2", room, limit)
+        return RoomSettings.from_dict(json.loads(found[0][0])), {
+            name: Standing(role, banned, muted, sent)
+            for name, role, banned, muted, sent in people}
+
+    async def actions(self, room: RoomName, *, before: int | None = None,
+                      limit: int = 50) -> list[Action]:
+        rows = await self._fetch(
+            f"SELECT {COLUMNS} FROM messages WHERE room = $1 AND kind IN ({_ACTION_KINDS})"
+            " AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            room, before if before is not None else 2**62, limit)
+        return [a for a in map(entry, rows) if isinstance(a, Action)]
 
     async def drop_record(self, kind: str, key: str) -> bool:
         rows = await self._fetch("DELETE FROM records WHERE kind = $1 AND key = $2"

@@ -29,22 +29,25 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import UNREAD_COUNTED, Entry, Message, Page, Reading, RoomName, now_ms
+from ..core.models import (UNREAD_COUNTED, Action, Entry, Message, Page, Reading, RoomName,
+                           now_ms)
+from ..core.policy import ACTIONS, NO_STANDING, RoomSettings, Standing
 from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites, Write, Written
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .lanes import Lanes
 from .search import SEARCH_TIMEOUT, SearchPage, indexed, query_tokens
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
-                     client_key, entry, reactors_of_version_3, reactors_wanted, retexted, row,
-                     split, targets)
+                     StandingKey, client_key, entry, reactors_of_version_3, reactors_wanted,
+                     retexted, row, split, standing_keys, targets)
 
 _PLACES = "(" + ", ".join("?" * 13) + ")"  # COLUMNS and doc
 _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
+_ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
 # stand now, and the changes made to them; messages_only pages back through
@@ -53,7 +56,10 @@ SCHEMA_VERSION = 8
 # (version 5, app.store.markers): read markers, mentions, and the participants
 # of direct conversations. Per consumer and room (version 7): how far a bot's
 # named cursor (or a webhook) has handled the room's stream. Records (version
-# 8): the few configured things the chat keeps, as JSON (webhooks).
+# 8): the few configured things the chat keeps, as JSON (webhooks). Governance
+# (version 9, app.core.policy): each governed room's settings, and each
+# person's standing in it (role, ban, mute, last send in slow mode); the
+# actions themselves are entries of the stream.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -115,6 +121,19 @@ CREATE TABLE IF NOT EXISTS records (
     body TEXT NOT NULL,
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS room_settings (
+    room TEXT NOT NULL PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS standings (
+    room   TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    role   TEXT,
+    banned INTEGER,
+    muted  INTEGER,
+    sent   INTEGER,
+    PRIMARY KEY (room, name)
+) WITHOUT ROWID;
 """
 # Search (app.store.search): each message's index tokens as it stands, under
 # the message's doc number (given in write order, so newest first is
@@ -124,9 +143,11 @@ CREATE TABLE IF NOT EXISTS records (
 # token, so no Unicode table of SQLite's decides what a word is.
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'message';
+CREATE INDEX IF NOT EXISTS messages_actions ON messages (room, seq)
+    WHERE kind IN (%s);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
     words, room UNINDEXED, seq UNINDEXED, tokenize = 'ascii');
-"""
+""" % _ACTION_KINDS
 # version 5 -> 6: the index's tokens carry their room (app.store.search)
 _MIGRATE_5 = """
 DROP TABLE IF EXISTS messages_fts;
@@ -259,10 +280,13 @@ class SqliteStore(QueuedWrites):
         conn.execute("BEGIN IMMEDIATE")
         try:
             stream = [r for r in batch if not isinstance(r, Mark)]
-            writer = BatchWriter(self._heads(conn, sorted({r.room for r in batch})),
+            rooms = sorted({r.room for r in batch})
+            settings = self._settings(conn, rooms)
+            writer = BatchWriter(self._heads(conn, rooms),
                                  self._stored(conn, [r for r in stream if r.client_id is not None]),
                                  self._messages_at(conn, targets(stream)), now_ms(),
-                                 self._reactors(conn, reactors_wanted(stream)))
+                                 self._reactors(conn, reactors_wanted(stream)), settings,
+                                 self._standings(conn, standing_keys(stream, set(settings))))
             results: list[Written | ChatError] = [
                 writer.apply(r) for r in stream]
             if stream:
@@ -315,6 +339,15 @@ class SqliteStore(QueuedWrites):
         mentions, unmentioned = writer.mention_rows
         conn.executemany("INSERT OR IGNORE INTO mentions VALUES (?, ?, ?)", mentions)
         conn.executemany("DELETE FROM mentions WHERE room = ? AND seq = ?", unmentioned)
+        conn.executemany("INSERT OR REPLACE INTO room_settings VALUES (?, ?)",
+                         [(room, json.dumps(settings.as_dict()))
+                          for room, settings in writer.changed_settings.items()])
+        standings = writer.changed_standings
+        conn.executemany("DELETE FROM standings WHERE room = ? AND name = ?",
+                         [key for key, st in standings.items() if st.empty])
+        conn.executemany("INSERT OR REPLACE INTO standings VALUES (?, ?, ?, ?, ?, ?)",
+                         [(*key, st.role, st.banned, st.muted, st.sent)
+                          for key, st in standings.items() if not st.empty])
 
     def _write_marks(self, conn: sqlite3.Connection, marks: list[Mark],
                      heads: dict[RoomName, int]) -> list[Reading]:
@@ -357,6 +390,27 @@ class SqliteStore(QueuedWrites):
             "SELECT 1 FROM reactions WHERE room = ? AND seq = ? AND emoji = ? AND name = ?",
             r).fetchone()}
         return Reactors(first, present)
+
+    @staticmethod
+    def _settings(conn: sqlite3.Connection, rooms: list[RoomName]
+                  ) -> dict[RoomName, RoomSettings]:
+        """The settings of those of ``rooms`` that are governed."""
+        return {RoomName(room): RoomSettings.from_dict(json.loads(body))
+                for room, body in conn.execute(
+                    "SELECT room, body FROM room_settings WHERE room IN ("
+                    + ", ".join("?" * len(rooms)) + ")", rooms)} if rooms else {}
+
+    @staticmethod
+    def _standings(conn: sqlite3.Connection, keys: list[StandingKey]
+                   ) -> dict[StandingKey, Standing]:
+        if not keys:
+            return {}
+        return {(RoomName(room), name): Standing(role, banned, muted, sent)
+                for room, name, role, banned, muted, sent in conn.execute(
+                    "WITH k(room, name) AS (VALUES " + ", ".join(["(?, ?)"] * len(keys)) + ")"
+                    " SELECT s.room, s.name, s.role, s.banned, s.muted, s.sent FROM k"
+                    " CROSS JOIN standings AS s ON s.room = k.room AND s.name = k.name",
+                    [v for key in keys for v in key])}
 
     @staticmethod
     def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:
@@ -434,6 +488,48 @@ class SqliteStore(QueuedWrites):
             rows = rows[:limit] if after is not None else rows[1:]
         messages, changes = split([entry(r) for r in rows])
         return Page(messages, more, top, changes)
+
+    async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
+        found: tuple[RoomSettings | None, Standing] = await self._read(
+            self._standing, room, name)
+        return found
+
+    def _standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
+        conn = self._read_conn
+        assert conn is not None
+        settings = self._settings(conn, [room]).get(room)
+        if settings is None:
+            return None, NO_STANDING
+        return settings, self._standings(conn, [(room, name)]).get((room, name), NO_STANDING)
+
+    async def standings(self, room: RoomName, limit: int = 1000
+                        ) -> tuple[RoomSettings | None, dict[str, Standing]]:
+        found: tuple[RoomSettings | None, dict[str, Standing]] = await self._read(
+            self._people, room, limit)
+        return found
+
+    def _people(self, room: RoomName, limit: int
+                ) -> tuple[RoomSettings | None, dict[str, Standing]]:
+        conn = self._read_conn
+        assert conn is not None
+        return self._settings(conn, [room]).get(room), {
+            name: Standing(role, banned, muted, sent)
+            for name, role, banned, muted, sent in conn.execute(
+                "SELECT name, role, banned, muted, sent FROM standings WHERE room = ?"
+                " ORDER BY name LIMIT ?", (room, limit))}
+
+    async def actions(self, room: RoomName, *, before: int | None = None,
+                      limit: int = 50) -> list[Action]:
+        found: list[Action] = await self._read(self._actions, room, before, limit)
+        return found
+
+    def _actions(self, room: RoomName, before: int | None, limit: int) -> list[Action]:
+        assert self._read_conn is not None
+        rows = self._read_conn.execute(
+            f"SELECT {COLUMNS} FROM messages WHERE room = ? AND kind IN ({_ACTION_KINDS})"
+            " AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (room, before if before is not None else 2**62, limit)).fetchall()
+        return [a for a in map(entry, rows) if isinstance(a, Action)]
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
                      cursor: str | None = None, limit: int = 20,

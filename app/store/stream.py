@@ -12,6 +12,15 @@ messages. (Versioned messages would make history a query for the latest
 version of each; a log of changes apart from the messages would need a
 second sequence, and recovery would have to merge two.)
 
+Governance actions (:class:`~app.core.models.Action`: create, ban, mute,
+...) are entries of the stream too, decided here in the same call order
+(:func:`app.core.policy.decide`), and every message and change is checked
+against the room's rules as the entries before it in the batch left them
+(:func:`app.core.policy.check_post`): a ban at seq N refuses every send
+ordered after N. A store loads each governed room's settings and the
+standings the batch needs (:func:`standing_keys`) under the same lock that
+numbers the entries, and writes back what changed.
+
 A message row holds its reactions in short: per emoji the count and the
 first :data:`~app.core.models.REACTION_NAMES_SHOWN` names. Every reactor is
 a row of its own (``reactions``: room, seq, emoji, name, and ``at``, the seq
@@ -36,7 +45,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import REACTION_NAMES_SHOWN, Change, Entry, Message, Reactions, RoomName
+from ..core.models import (REACTION_NAMES_SHOWN, Action, Change, Entry, Message, Reactions,
+                           RoomName)
+from ..core.policy import (ACTIONS, MODERATOR, NO_STANDING, Act, RoomSettings, Standing,
+                           banned_message, check_post, decide, level)
 
 MAX_EMOJI_PER_MESSAGE = 20  # distinct reactions on one message
 REACTIONS = ("react", "unreact")
@@ -57,6 +69,7 @@ class Append:
     client_id: str | None
     reply_to: int | None = None
     mentions: tuple[str, ...] = ()
+    power: int = 0  # the sender's level in every room (app.core.policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +100,37 @@ class Altered:
     created: bool  # False: nothing new (a repeat of a client id, or no change)
 
 
-Request = Append | Alter
-Result = tuple[Message, bool] | Altered
+@dataclass(frozen=True, slots=True)
+class Govern:
+    """A governance action (:mod:`app.core.policy`) by ``sender``, whose
+    identity gives them ``power`` in every room."""
+
+    room: RoomName
+    sender: str
+    act: Act
+    client_id: str | None
+    power: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Governed:
+    """What an action did: its entry, the room's settings after it, and the
+    standing of the person it was on (None: on nobody)."""
+
+    action: Action
+    settings: RoomSettings
+    standing: Standing | None
+    created: bool  # False: a repeat of a client id
+
+
+Request = Append | Alter | Govern
+Result = tuple[Message, bool] | Altered | Governed
 Key = tuple[RoomName, int]  # (room, seq)
 ClientKey = tuple[RoomName, str, str | None]  # (room, sender, client_id)
 ReactionKey = tuple[RoomName, int, str]  # (room, seq, emoji)
 Reactor = tuple[RoomName, int, str, str]  # (room, seq, emoji, name)
 Mention = tuple[str, RoomName, int]  # (name, room, seq)
+StandingKey = tuple[RoomName, str]  # (room, name)
 
 
 @dataclass(slots=True)
@@ -133,6 +170,16 @@ def reactors_wanted(batch: list[Request]) -> ReactorsWanted:
     return ReactorsWanted(first, sorted(senders))
 
 
+def standing_keys(batch: list[Request], governed: set[RoomName]) -> list[StandingKey]:
+    """Whose standing in which room ``batch`` needs: each sender's, and the
+    person each action is on, in the rooms that are ``governed`` (an
+    ungoverned room has no standings stored)."""
+    keys = {(r.room, r.sender) for r in batch if r.room in governed}
+    keys |= {(r.room, r.act.user) for r in batch
+             if isinstance(r, Govern) and r.act.user is not None and r.room in governed}
+    return sorted(keys)
+
+
 def targets(batch: list[Request]) -> list[Key]:
     """The messages ``batch`` refers to (changed, or replied to)."""
     wanted = {(r.room, r.target) for r in batch if isinstance(r, Alter)}
@@ -144,17 +191,25 @@ def targets(batch: list[Request]) -> list[Key]:
 class BatchWriter:
     """Applies one batch of requests, in call order, to what the store loaded:
     ``heads`` (room -> last seq), ``stored`` (entries under the batch's client
-    ids), ``messages`` (the messages the batch refers to that exist) and
-    ``reactors`` (see :func:`reactors_wanted`)."""
+    ids), ``messages`` (the messages the batch refers to that exist),
+    ``reactors`` (see :func:`reactors_wanted`), ``settings`` (of the batch's
+    rooms that are governed) and ``standings`` (see :func:`standing_keys`;
+    one not given has none)."""
 
     def __init__(self, heads: dict[RoomName, int], stored: dict[ClientKey, Entry],
                  messages: dict[Key, Message], ts: int,
-                 reactors: Reactors | None = None) -> None:
+                 reactors: Reactors | None = None,
+                 settings: dict[RoomName, RoomSettings] | None = None,
+                 standings: dict[StandingKey, Standing] | None = None) -> None:
         self.heads = heads
         self._stored = stored
         self._messages = messages
         self._ts = ts
         self._reactors = reactors or Reactors()
+        self._settings = settings if settings is not None else {}
+        self._standings = standings if standings is not None else {}
+        self._settings_changed: set[RoomName] = set()
+        self._standings_changed: set[StandingKey] = set()
         self._new: list[Entry] = []
         self._born: set[Key] = set()  # messages appended in this batch
         self._changed: set[Key] = set()  # messages stored before, changed by it
@@ -166,9 +221,30 @@ class BatchWriter:
         try:
             if isinstance(request, Append):
                 return self._append(request)
+            if isinstance(request, Govern):
+                return self._govern(request)
             return self._alter(request)
         except ChatError as refused:
             return refused
+
+    @property
+    def changed_settings(self) -> dict[RoomName, RoomSettings]:
+        """The governed rooms whose settings the batch set (or made governed)."""
+        return {room: self._settings[room] for room in sorted(self._settings_changed)}
+
+    @property
+    def changed_standings(self) -> dict[StandingKey, Standing]:
+        """The standings the batch changed (an empty one: delete the row)."""
+        return {key: self._standings.get(key, NO_STANDING)
+                for key in sorted(self._standings_changed)}
+
+    def _standing(self, room: RoomName, name: str) -> Standing:
+        return self._standings.get((room, name), NO_STANDING)
+
+    def _stand(self, room: RoomName, name: str, standing: Standing) -> None:
+        if standing != self._standing(room, name):
+            self._standings[(room, name)] = standing
+            self._standings_changed.add((room, name))
 
     @property
     def new_entries(self) -> list[Entry]:
@@ -209,9 +285,14 @@ class BatchWriter:
                 raise ChatError(ErrorCode.BAD_REQUEST,
                                 f"client_id {a.client_id!r} already names a change")
             return self._messages.get((a.room, stored.seq), stored), False
+        settings = self._settings.get(a.room)
+        standing = self._standing(a.room, a.sender)
+        check_post(a.room, settings, standing, a.power, self._ts, sending=True)
         if a.reply_to is not None and (a.room, a.reply_to) not in self._messages:
             raise ChatError(ErrorCode.NOT_FOUND, f"there is no message {a.reply_to} in "
                             f"{a.room!r} to reply to")
+        if settings is not None and settings.slow:
+            self._stand(a.room, a.sender, dataclasses.replace(standing, sent=self._ts))
         seq = self._next_seq(a.room)
         message = Message(a.room, seq, a.sender, a.text, self._ts, a.client_id,
                           reply_to=a.reply_to)
@@ -239,6 +320,17 @@ class BatchWriter:
             return Altered(stored, message, False)
         if message is None:
             raise ChatError(ErrorCode.NOT_FOUND, f"there is no message {c.target} in {c.room!r}")
+        settings = self._settings.get(c.room)
+        if settings is not None:
+            standing = self._standing(c.room, c.sender)
+            power = MODERATOR if c.moderator else 0
+            if c.kind == "delete":  # one's own, even muted; anyone's, as a moderator
+                if standing.is_banned(self._ts):
+                    raise ChatError(ErrorCode.FORBIDDEN, banned_message(c.room, standing))
+                if level(standing, power) >= MODERATOR:
+                    c = dataclasses.replace(c, moderator=True)
+            else:
+                check_post(c.room, settings, standing, power, self._ts, sending=False)
         changed = self._changed_message(c, message)
         if changed is None:
             return Altered(None, message, False)
@@ -258,6 +350,29 @@ class BatchWriter:
         if key not in self._born:
             self._changed.add(key)
         return Altered(change, changed, True)
+
+    def _govern(self, g: Govern) -> Governed:
+        act, room = g.act, g.room
+        if g.client_id is not None and (stored := self._stored.get(client_key(g))):
+            if not (isinstance(stored, Action)
+                    and (stored.kind, stored.details) == (act.kind, act.details())):
+                raise ChatError(ErrorCode.BAD_REQUEST,
+                                f"client_id {g.client_id!r} already names another entry")
+            subject = self._standing(room, act.user) if act.user is not None else None
+            return Governed(stored, self._settings.get(room, RoomSettings()), subject, False)
+        subject = self._standing(room, act.user) if act.user is not None else None
+        decided = decide(act, room, self._settings.get(room), self.heads.get(room, 0),
+                         g.sender, self._standing(room, g.sender), g.power, subject, self._ts)
+        if self._settings.get(room) != decided.settings or room not in self._settings:
+            self._settings[room] = decided.settings
+            self._settings_changed.add(room)
+        self._stand(room, g.sender, decided.actor)
+        if act.user is not None and decided.standing is not None:
+            self._stand(room, act.user, decided.standing)
+        action = Action(room, self._next_seq(room), act.kind, g.sender, act.details(),
+                        self._ts, g.client_id)
+        self._record(action)
+        return Governed(action, decided.settings, decided.standing, True)
 
     def _changed_message(self, c: Alter, m: Message) -> Message | None:
         """``m`` as ``c`` leaves it; None if ``c`` changes nothing."""
@@ -318,6 +433,9 @@ def row(entry: Entry) -> tuple[Any, ...]:
                 entry.client_id, None, entry.reply_to, entry.edited, int(entry.deleted),
                 json.dumps([[e, count, list(n)] for e, count, n in entry.reactions])
                 if entry.reactions else None)
+    if isinstance(entry, Action):
+        return (entry.room, entry.seq, entry.kind, entry.sender, json.dumps(entry.details),
+                entry.ts, entry.client_id, None, None, None, 0, None)
     summary = json.dumps([entry.count, list(entry.names)]) if entry.kind in REACTIONS else None
     return (entry.room, entry.seq, entry.kind, entry.sender, entry.value or "", entry.ts,
             entry.client_id, entry.target, None, None, 0, summary)
@@ -332,6 +450,8 @@ def entry(values: Any) -> Entry:
             if reactions else ()
         return Message(RoomName(room), seq, sender, text, ts, client_id, reply_to=reply_to,
                        edited=edited, deleted=bool(deleted), reactions=loaded)
+    if kind in ACTIONS:
+        return Action(RoomName(room), seq, kind, sender, json.loads(text), ts, client_id)
     count, names = json.loads(reactions) if reactions else (0, ())
     return Change(RoomName(room), seq, kind, target, sender, text if kind != "delete" else None,
                   ts, client_id, count, tuple(names))
@@ -344,9 +464,11 @@ def retexted(entries: list[Entry]) -> set[Key]:
             if isinstance(e, Change) and e.kind in ("edit", "delete")}
 
 
-def split(entries: list[Entry]) -> tuple[list[Message], list[Change]]:
+def split(entries: list[Entry]) -> tuple[list[Message], list[Change | Action]]:
+    """The messages among ``entries``, and the changes (to messages, and to
+    the room: actions)."""
     return ([e for e in entries if isinstance(e, Message)],
-            [e for e in entries if isinstance(e, Change)])
+            [e for e in entries if not isinstance(e, Message)])
 
 
 def reactors_of_version_3(room: str, seq: int, reactions: str
