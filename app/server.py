@@ -175,6 +175,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         if settings.admin_ui:
             enable_admin_ui(sio, settings, node)
         fanout.on_catch_up = chat.recovery.catch_up
+        fanout.observers["change"] = chat.governance.observed
         sio.start_manager()
         await fanout.wait_subscribed(STARTUP_WAIT)
         chat.start()

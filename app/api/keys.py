@@ -29,8 +29,10 @@ from ..core.models import RoomName
 SCOPES = {
     "publish": "post, edit, delete and react as the key's identity; open direct conversations",
     "read": "history, search, the rooms list, members and presence",
-    "moderate": "delete anyone's message in the key's rooms",
-    "admin": "everything above, and end a person's connections on every node",
+    "moderate": "act as a moderator of the key's rooms: delete anyone's message, remove, ban"
+                " and mute people, set a room's topic, slow mode and lock",
+    "admin": "everything above, as an owner of the key's rooms (who may join, roles), and end"
+             " a person's connections on every node",
 }
 PREFIX = "rc_"
 _PATTERN_RE = re.compile(r"[A-Za-z0-9_.:*?-]{1,64}")

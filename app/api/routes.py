@@ -119,7 +119,7 @@ class Api:
 
     def caller(self, key: ApiKey) -> Connection:
         """A connection for one request of ``key``: no socket, the key's budgets."""
-        identity = Identity(key.name, moderator=key.may("moderate"))
+        identity = Identity(key.name, moderator=key.may("moderate"), admin="admin" in key.scopes)
         return Connection(Sid(f"api:{key.name}"), identity, "http", "api",
                           buckets=self.budgets.setdefault(key.digest, {}))
 
@@ -128,7 +128,9 @@ class Api:
         if not call.key.admits(room):
             raise ChatError(ErrorCode.FORBIDDEN, f"this API key may not act in {room!r}")
         people = await self.chat.rooms.admit(call.conn, room)
-        if people is not None:
+        if people is None:
+            await self.chat.rooms.ruled(call.conn, room)
+        else:
             call.conn.directs[room] = people
         call.conn.rooms.add(room)
 

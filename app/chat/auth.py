@@ -19,6 +19,7 @@ import jwt
 
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import RoomName
+from ..core.policy import ANYONE, MODERATOR, OWNER
 from .protocol import parse_name
 
 
@@ -27,10 +28,16 @@ class Identity:
     name: str
     rooms: frozenset[RoomName] | None = None  # None: any room
     expires: float | None = None  # the token's exp (seconds since the epoch); None: never
-    moderator: bool = False  # the token's moderator claim: may delete anyone's message
+    moderator: bool = False  # the token's moderator claim: a moderator of every room
+    admin: bool = False  # an API key's admin scope: an owner of every room it may enter
 
     def may_join(self, room: RoomName) -> bool:
         return self.rooms is None or room in self.rooms
+
+    @property
+    def power(self) -> int:
+        """The level the identity gives in every room (:mod:`app.core.policy`)."""
+        return OWNER if self.admin else MODERATOR if self.moderator else ANYONE
 
 
 def identify(auth: object, jwt_secret: str) -> Identity:

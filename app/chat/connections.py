@@ -52,6 +52,10 @@ class Connection:
     expiry: asyncio.TimerHandle | None = None  # token mode: ends the connection at exp
     expired: bool = False
     directs: dict[RoomName, frozenset[str]] = field(default_factory=dict)  # joined: people
+    # governance (app.chat.governance), made on first use: the rooms it is muted
+    # in (until, ms), and those a ban or removal took it out of while it joined
+    muted: dict[RoomName, int] | None = None
+    barred: set[RoomName] | None = None
 
     @property
     def name(self) -> str:

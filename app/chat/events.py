@@ -20,10 +20,11 @@ from ..core.errors import ChatError, ErrorCode
 from ..core.models import Sid
 from .connections import Connection
 from .directs import MAX_PEOPLE
+from ..core.policy import ACTIONS
 from .protocol import (
-    parse_advance, parse_delete, parse_direct, parse_edit, parse_history, parse_join, parse_leave,
-    parse_reaction, parse_read, parse_renew, parse_rooms, parse_search, parse_send,
-    parse_typing,
+    parse_advance, parse_audit, parse_delete, parse_direct, parse_edit, parse_govern,
+    parse_history, parse_join, parse_leave, parse_reaction, parse_read, parse_renew, parse_room,
+    parse_rooms, parse_search, parse_send, parse_typing,
 )
 from .services import Chat
 
@@ -35,7 +36,7 @@ Event = Callable[[Chat, Connection, object], Awaitable[Ack]]
 # what a node that is shutting down no longer takes on (its connections are about
 # to close: the client retries on the node it reconnects to)
 REFUSED_WHILE_DRAINING = frozenset({"send", "edit", "delete", "react", "unreact", "join",
-                                    "read", "direct"})
+                                    "read", "direct", *ACTIONS})
 
 
 async def _join(chat: Chat, conn: Connection, data: object) -> Ack:
@@ -107,11 +108,26 @@ async def _renew(chat: Chat, conn: Connection, data: object) -> Ack:
             else expires}
 
 
+def _govern(kind: str) -> Event:
+    async def act(chat: Chat, conn: Connection, data: object) -> Ack:
+        return await chat.governance.act(conn, parse_govern(kind, data))
+    return act
+
+
+async def _room_info(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.governance.info(conn, parse_room(data))
+
+
+async def _audit(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.governance.audit(conn, parse_audit(data))
+
+
 EVENTS: dict[str, Event] = {
     "join": _join, "leave": _leave, "send": _send, "history": _history, "search": _search,
     "edit": _edit, "delete": _delete, "react": _react, "unreact": _unreact,
     "typing": _typing, "rooms": _rooms, "read": _read, "direct": _direct, "renew": _renew,
-    "advance": _advance,
+    "advance": _advance, "room_info": _room_info, "audit": _audit,
+    **{kind: _govern(kind) for kind in ACTIONS},
 }
 
 

@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..core.models import Entry, Message
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import Entry, Message, now_ms
+from ..core.policy import MODERATOR
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import MessageStore
@@ -57,7 +59,8 @@ class Messages:
             tuple(sorted(people - {conn.name}))
         with self.metrics.store_seconds.labels("append").time():
             message, created = await self.store.append(req.room, conn.name, req.text,
-                                                       req.client_id, req.reply_to, mentions)
+                                                       req.client_id, req.reply_to, mentions,
+                                                       power=conn.identity.power)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("send sid=%s room=%s seq=%d created=%s%s", conn.sid, req.room,
                       message.seq, created,
@@ -100,7 +103,7 @@ class Messages:
         with self.metrics.store_seconds.labels("alter").time():
             altered = await self.store.alter(
                 req.room, conn.name, req.kind, req.seq, req.value, req.client_id,
-                moderator=conn.identity.moderator,
+                moderator=conn.identity.power >= MODERATOR,
                 edits_from=int((time.time() - window) * 1000) if window else None)
         change = altered.change.as_dict() if altered.change is not None else None
         if altered.created and altered.change is not None:
@@ -113,6 +116,8 @@ class Messages:
     async def typing(self, conn: Connection, req: TypingRequest) -> Ack:
         self.connections.member(conn, req.room)
         self.connections.limit(conn, "typing", "typing signals")
+        if conn.muted and conn.muted.get(req.room, 0) > now_ms():
+            raise ChatError(ErrorCode.FORBIDDEN, f"you are muted in {req.room!r}")
         await self.wire.emit("typing", {"room": req.room, "user": conn.name,
                                         "active": req.active},
                              room=req.room, skip_sid=conn.sid)

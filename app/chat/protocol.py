@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import RoomName
+from ..core.policy import MUTE_MAX, REASON_MAX, ROLES, SLOW_MAX, TOPIC_MAX
 from .mentions import NAME_MAX
 from ..store.search import check_terms, terms
 
@@ -363,3 +364,99 @@ def parse_direct(data: object, *, max_people: int) -> DirectRequest:
         except ChatError as exc:
             raise _bad(f"with: {exc.message}") from None
     return DirectRequest(tuple(names))
+
+
+# -- governance (app.core.policy) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GovernRequest:
+    """An action on ``room``: ``kind`` is one of :data:`~app.core.policy.ACTIONS`;
+    ``seconds`` how long a ban or mute lasts (a ban's None: for good)."""
+
+    room: RoomName
+    kind: str
+    user: str | None = None
+    role: str | None = None
+    seconds: int | None = None
+    reason: str = ""
+    settings: tuple[tuple[str, Any], ...] = ()
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRequest:
+    room: RoomName
+    before: int | None
+    limit: int
+
+
+AUDIT_DEFAULT = 50
+AUDIT_MAX = 200
+SECONDS_MAX = MUTE_MAX // 1000  # the longest timed ban or mute
+
+
+def _user(payload: dict[Any, Any]) -> str:
+    try:
+        return parse_name({"name": payload.get("user")})
+    except ChatError:
+        raise _bad(f"user must be a name of 1 to {NAME_MAX} printable characters") from None
+
+
+def _reason(payload: dict[Any, Any]) -> str:
+    reason = payload.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > REASON_MAX:
+        raise _bad(f"reason must be a string of at most {REASON_MAX} characters")
+    return _utf8(reason.strip(), "reason")
+
+
+def _settings(payload: dict[Any, Any], *, creating: bool) -> tuple[tuple[str, Any], ...]:
+    """The settings a create or configure names (only those change)."""
+    given: dict[str, Any] = {}
+    for key in ("private", "locked"):
+        if key in payload:
+            if not isinstance(payload[key], bool):
+                raise _bad(f"{key} must be true or false")
+            given[key] = payload[key]
+    if "topic" in payload:
+        topic = payload["topic"]
+        if not isinstance(topic, str) or len(topic) > TOPIC_MAX or (
+                topic and not topic.isprintable()):
+            raise _bad(f"topic must be at most {TOPIC_MAX} printable characters")
+        given["topic"] = _utf8(topic.strip(), "topic")
+    if "slow" in payload:
+        given["slow"] = _int(payload, "slow", low=0, high=SLOW_MAX)
+    if not given and not creating:
+        raise _bad("configure needs at least one of private, topic, slow, locked")
+    return tuple(sorted(given.items()))
+
+
+def parse_govern(kind: str, data: object) -> GovernRequest:
+    """Any governance action's payload (``kind`` is the event's name)."""
+    payload = _payload(data)
+    room, client_id = _room(payload), _client_id(payload)
+    if kind in ("create", "configure"):
+        return GovernRequest(room, kind, settings=_settings(payload, creating=kind == "create"),
+                             client_id=client_id)
+    user, reason = _user(payload), _reason(payload)
+    role, seconds = None, None
+    if kind == "role":
+        role = payload.get("role")
+        if role is not None and role not in ROLES:
+            raise _bad(f"role must be one of {', '.join(ROLES)}, or null (none)")
+    elif kind in ("ban", "mute"):
+        seconds = _int(payload, "seconds", low=1, high=SECONDS_MAX)
+        if kind == "mute" and seconds is None:
+            raise _bad("a mute needs seconds (how long it lasts)")
+    return GovernRequest(room, kind, user, role, seconds, reason, client_id=client_id)
+
+
+def parse_room(data: object) -> RoomName:
+    return _room(_payload(data))
+
+
+def parse_audit(data: object) -> AuditRequest:
+    payload = _payload(data)
+    limit = _int(payload, "limit", low=1, high=AUDIT_MAX, default=AUDIT_DEFAULT)
+    assert limit is not None
+    return AuditRequest(_room(payload), _int(payload, "before", low=1, high=MAX_SEQ), limit)

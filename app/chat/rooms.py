@@ -17,7 +17,8 @@ import logging
 from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import RoomName, Sid
+from ..core.models import RoomName, Sid, now_ms
+from ..core.policy import RoomSettings, Standing, check_join
 from ..presence import Presence
 from ..settings import Settings
 from ..store import MessageStore
@@ -65,6 +66,8 @@ class Rooms:
         if people is None:  # (a direct conversation's join was charged before the store read)
             self.connections.limit(conn, "join", "joins")
         self.replies.reserve(conn)
+        if conn.barred:  # a ban or removal during an earlier join is read afresh
+            conn.barred.discard(room)
         if entering:
             # Counted before any await (pipelined joins cannot pass --max-rooms),
             # and in the transport's room before reading history, so that whatever
@@ -74,6 +77,9 @@ class Rooms:
             conn.joining.add(room)
             await self.wire.enter_room(conn.sid, room)
         try:
+            # read once in the transport's room: an action stored after this
+            # read reaches this node as an event, and takes the join out
+            settings, standing = await self.ruled(conn, room)
             since, position = req.since, None
             if req.cursor is not None:  # a consumer reads on from where it stands
                 position = await self.store.cursor(owner(conn.name, req.cursor), room)
@@ -104,6 +110,9 @@ class Rooms:
                "mentions": reading.mentions}
         if receipts is not None:
             ack["receipts"] = receipt_list(receipts)
+        if settings is not None:  # a governed room: its settings, and where you stand
+            ack["settings"] = settings.as_dict()
+            ack["you"] = standing.as_dict(now_ms())
         if people is not None:
             ack["with"] = sorted(people)
         if req.cursor is not None:
@@ -127,6 +136,19 @@ class Rooms:
                             "only its participants may join a direct conversation")
         return people
 
+    async def ruled(self, conn: Connection, room: RoomName
+                    ) -> tuple[RoomSettings | None, Standing]:
+        """Refuse ``conn`` a room whose rules keep it out (banned; private and
+        not a member: :func:`app.core.policy.check_join`); the room's settings
+        and its standing there, which also says whether it is muted."""
+        settings, standing = await self.store.standing(room, conn.name)
+        check_join(room, settings, standing, conn.identity.power, now_ms())
+        if standing.muted is not None:
+            conn.muted = {**(conn.muted or {}), room: standing.muted}
+        elif conn.muted:
+            conn.muted.pop(room, None)
+        return settings, standing
+
     async def _enter(self, conn: Connection, room: RoomName) -> None:
         """Record ``conn`` in ``room``'s presence and tell the others. If presence
         fails, nothing has changed there (the caller leaves the transport's
@@ -135,6 +157,8 @@ class Rooms:
             raise ChatError(ErrorCode.BAD_REQUEST, "not connected")
         if not conn.identity.may_join(room):  # renewed meanwhile to a token that does not
             raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
+        if conn.barred and room in conn.barred:  # banned or removed meanwhile
+            raise ChatError(ErrorCode.FORBIDDEN, f"you were taken out of {room!r}")
         # A member from here on for housekeeping too (it leaves this entry alone
         # while the join's own presence call is under way).
         conn.rooms.add(room)

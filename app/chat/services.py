@@ -18,6 +18,7 @@ service             module                       owns
 ``search``          :mod:`app.chat.searching`    search, bounded apart
 ``recovery``        :mod:`app.chat.recovery`     catch-up after fan-out lost events
 ``cursors``         :mod:`app.chat.cursors`      consumers' positions, kept by the server
+``governance``      :mod:`app.chat.governance`   owners, roles, bans, mutes, room settings
 ==================  ===========================  ========================================
 """
 
@@ -34,6 +35,7 @@ from ..store import MessageStore
 from .connections import Connection, Connections
 from .conversations import Directs
 from .cursors import Cursors
+from .governance import Governance
 from .messages import Messages
 from .reads import Reads
 from .recovery import Recovery
@@ -63,6 +65,8 @@ class Chat:
         self.search = Search(settings, store, metrics, self.connections, self.replies)
         self.recovery = Recovery(store, presence, self.rooms, wire)
         self.cursors = Cursors(store, self.connections)
+        self.governance = Governance(settings, store, self.connections, self.rooms, wire,
+                                     self.messages.watchers)
         # work under way (handlers, disconnects): shutdown waits for it before
         # closing the backends, or its last store and presence calls would fail
         self.handling: set[asyncio.Task[Any]] = set()
@@ -105,4 +109,5 @@ class Chat:
     async def stop(self) -> None:
         """Stop the background work (housekeeping, catch-up, receipt rounds)."""
         await asyncio.gather(self.rooms.stop_housekeeping(), self.recovery.stop(),
-                             self.reads.receipts.close(), return_exceptions=True)
+                             self.reads.receipts.close(), self.governance.stop(),
+                             return_exceptions=True)

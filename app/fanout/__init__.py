@@ -25,7 +25,7 @@ with no need to know which one it has.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 from socketio import packet
@@ -40,11 +40,14 @@ if TYPE_CHECKING:
 
 CatchUp = Callable[[Collection[str] | None], None]
 """Called with the rooms (None: every room) whose events this node may have missed."""
+Observer = Callable[[Any], Awaitable[None]]
+"""Called with an event's data once it is delivered to this node's members."""
 Gauge = tuple[str, Callable[[], float]]  # its help text, and how to read it
 
 
 class Fanout(Protocol):
     on_catch_up: CatchUp | None  # set by the chat
+    observers: dict[str, Observer]  # set by the chat: see CountingManager
 
     async def wait_subscribed(self, timeout: float) -> None:
         """At start: wait, at most ``timeout`` s, for the link to the other nodes."""
@@ -71,6 +74,11 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # events of the counted namespace that the chat acts on at every node
+        # (a ban takes the person's connections here out of the room): each
+        # observer is awaited after the event is delivered here, whichever
+        # node emitted it, before the room's next event (it must not suspend)
+        self.observers: dict[str, Observer] = {}
         # (namespace, sid) -> the rooms it entered besides its own and None
         self._entered: dict[tuple[str, str], set[Any]] = {}
 
@@ -127,6 +135,8 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
                                callback=callback, to=to, **kwargs)
             return
         await self._deliver(event, data, namespace, target, skip_sid)
+        if event in self.observers and namespace == self.counted:
+            await self.observers[event](data)
 
     async def end_room(self, namespace: str, room: str) -> None:
         """End every connection of this node in ``room`` (RedisFanout tells the

@@ -47,6 +47,8 @@ class RecordingWire:
         self.received: defaultdict[Sid, list[Sent]] = defaultdict(list)
         self.disconnected: list[Sid] = []
         self.peers: dict[Sid, LocalPeer] = {}
+        # as fan-out's (app.fanout.CountingManager): awaited once an event is delivered
+        self.observers: dict[str, Callable[[Any], Awaitable[None]]] = {}
 
     async def emit(self, event: str, data: Any = None, *, room: str | None = None,
                    skip_sid: Sid | Sequence[Sid] | None = None,
@@ -58,6 +60,8 @@ class RecordingWire:
                 self.received[sid].append((event, data))
             else:
                 peer.events[event].put_nowait(over_the_wire(data))
+        if event in self.observers:
+            await self.observers[event](data)
 
     async def enter_room(self, sid: Sid, room: str) -> None:
         self.rooms[room].add(sid)
@@ -93,6 +97,7 @@ class Harness:
         self.presence = MemoryPresence()
         self.wire = RecordingWire()
         self.chat = Chat(self.settings, self.store, self.presence, Metrics(), self.wire)
+        self.wire.observers["change"] = self.chat.governance.observed
         self._sids = 0
         self.closed = False
 

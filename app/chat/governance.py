@@ -1,0 +1,157 @@
+"""Governance: owners, moderators and members of rooms, and what they do.
+
+Every action (create, configure, role, remove, ban, unban, mute, unmute) is
+decided by the store in the order of the room's stream
+(:func:`app.core.policy.decide`, :mod:`app.store.stream`) and becomes an
+entry of it, broadcast to the room as a ``change`` without ``target``: a
+client that was away receives the actions it missed with the messages,
+once, in order. The same ``change`` reaching each node (through fan-out, as
+every event does) is what that node acts on (:meth:`Governance.observed`):
+the connections there of a person banned or removed leave the room (in
+order with the room's events: nothing sent after the action reaches them),
+and a mute holds back their typing signals.
+
+Identity: in token mode a person's roles are theirs by the token's name; in
+open (name) mode anyone may take any name, so nothing there gives power by
+name: no room is created with an owner, no role is given and no room is
+private; an API key's scope (moderate, admin) and a token's ``moderator``
+claim give power in every room they may enter, whatever the mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..core.errors import ChatError, ErrorCode
+from ..core.models import Entry, RoomName, now_ms
+from ..core.policy import MODERATOR, SENDS_OUT, Act, level
+from ..settings import Settings
+from ..store import MessageStore
+from .connections import Connection, Connections, log_failure
+from .directs import is_direct
+from .protocol import AuditRequest, GovernRequest
+from .rooms import Rooms
+from .wire import Wire
+
+log = logging.getLogger("app.chat")
+
+Ack = dict[str, Any]
+
+# what gives power by name, which open mode cannot prove
+NEEDS_TOKENS = frozenset({"create", "role"})
+
+
+class Governance:
+    def __init__(self, settings: Settings, store: MessageStore, connections: Connections,
+                 rooms: Rooms, wire: Wire, watchers: list[Callable[[Entry], None]]) -> None:
+        self.settings = settings
+        self.store = store
+        self.connections = connections
+        self.rooms = rooms
+        self.wire = wire
+        self.watchers = watchers  # told of every entry stored (the webhooks)
+        self._ousting: set[asyncio.Task[None]] = set()  # presence of those taken out
+
+    async def act(self, conn: Connection, req: GovernRequest) -> Ack:
+        """Do an action; the ack has it as stored, the room's settings after it,
+        and the standing of the person it was on."""
+        room = req.room
+        if is_direct(room):
+            raise ChatError(ErrorCode.FORBIDDEN, "a direct conversation has no owners or "
+                            "moderators")
+        if not conn.identity.may_join(room):
+            raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
+        if not self.settings.jwt_secret and (req.kind in NEEDS_TOKENS
+                                             or any(k == "private" for k, _ in req.settings)):
+            raise ChatError(ErrorCode.FORBIDDEN, "owners, roles and private rooms need token "
+                            "mode (--jwt-secret): on this server anyone may take any name")
+        self.connections.limit(conn, "change", "moderation actions")
+        until = now_ms() + req.seconds * 1000 if req.seconds is not None else None
+        act = Act(req.kind, req.user, req.role, until, req.reason, req.settings)
+        governed = await self.store.govern(room, conn.name, act, req.client_id,
+                                           power=conn.identity.power)
+        action = governed.action.as_dict()
+        if governed.created:
+            for watcher in self.watchers:
+                watcher(governed.action)
+            log.info("%s sid=%s name=%r room=%s seq=%d user=%r", req.kind, conn.sid, conn.name,
+                     room, governed.action.seq, req.user)
+            await self.wire.emit("change", action, room=room, skip_sid=conn.sid)
+        ack: Ack = {"action": action, "settings": governed.settings.as_dict()}
+        if governed.standing is not None:
+            ack["standing"] = governed.standing.as_dict(now_ms())
+        return ack
+
+    async def info(self, conn: Connection, room: RoomName) -> Ack:
+        """A room's settings, your standing, and its people: to its moderators
+        and owners everyone with a role, a ban or a mute; to the others, its
+        owners and moderators."""
+        if not conn.identity.may_join(room):
+            raise ChatError(ErrorCode.UNAUTHORIZED, f"your token does not admit you to {room!r}")
+        self.connections.limit(conn, "history", "room requests")
+        settings, people = await self.store.standings(room)
+        now = now_ms()
+        you = people.get(conn.name)
+        mine = level(you, conn.identity.power) if you is not None else conn.identity.power
+        shown = {name: standing.as_dict(now) for name, standing in people.items()
+                 if mine >= MODERATOR or (standing.role in ("owner", "moderator"))}
+        return {"room": room, "governed": settings is not None,
+                "settings": settings.as_dict() if settings is not None else None,
+                "you": you.as_dict(now) if you is not None else {"role": None},
+                "people": [{"user": name, **shown[name]} for name in sorted(shown)]}
+
+    async def audit(self, conn: Connection, req: AuditRequest) -> Ack:
+        """The room's actions, newest first (its moderators and owners only)."""
+        self.connections.limit(conn, "history", "audit requests")
+        _, you = await self.store.standing(req.room, conn.name)
+        if level(you, conn.identity.power) < MODERATOR:
+            raise ChatError(ErrorCode.FORBIDDEN, f"only a moderator or an owner of {req.room!r} "
+                            "may read its audit log")
+        found = await self.store.actions(req.room, before=req.before, limit=req.limit + 1)
+        return {"actions": [a.as_dict() for a in found[:req.limit]],
+                "more": len(found) > req.limit}
+
+    # -- every node ---------------------------------------------------------------
+
+    async def observed(self, change: Any) -> None:
+        """A ``change`` event reached this node's members of its room: if it is
+        an action on a person, act on their connections here. Runs as fan-out
+        delivers the event, before the room's next one: it must not suspend."""
+        if not isinstance(change, dict) or "target" in change:
+            return  # a change to a message
+        kind, room, user = change.get("kind"), change.get("room"), change.get("user")
+        if kind not in ("ban", "remove", "mute", "unmute") or not isinstance(user, str) \
+                or not isinstance(room, str):
+            return
+        for conn in [c for c in self.connections.by_sid.values() if c.name == user]:
+            if kind == "mute":
+                until = change.get("until")
+                if isinstance(until, int):
+                    conn.muted = {**(conn.muted or {}), RoomName(room): until}
+            elif kind == "unmute":
+                if conn.muted:
+                    conn.muted.pop(RoomName(room), None)
+            else:
+                assert kind in SENDS_OUT
+                await self.oust(conn, RoomName(room))
+
+    async def oust(self, conn: Connection, room: RoomName) -> None:
+        """Take ``conn`` out of ``room`` now (a join of it under way fails); its
+        presence follows in the background."""
+        if room in conn.joining:
+            conn.barred = (conn.barred or set()) | {room}
+        if room not in conn.rooms and room not in conn.joining:
+            return
+        log.info("ousted sid=%s name=%r room=%s", conn.sid, conn.name, room)
+        conn.rooms.discard(room)
+        await self.wire.leave_room(conn.sid, room)
+        task = asyncio.create_task(self.rooms.forget(conn, room), name=f"oust {conn.sid}")
+        self._ousting.add(task)
+        task.add_done_callback(self._ousting.discard)
+        task.add_done_callback(log_failure)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*self._ousting, return_exceptions=True)

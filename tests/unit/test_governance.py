@@ -1,0 +1,212 @@
+"""Governing rooms, as the people in them see it (the services, with plain calls)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ..tokens import SECRET, token
+from .chat import Harness, LocalPeer, LocalPeerFactory
+from .conftest import NodeFactory
+
+
+async def person(peer: LocalPeerFactory, served: Harness, name: str, **claims: Any
+                 ) -> LocalPeer:
+    return await peer(name, server=served, auth={"token": token(name=name, **claims)})
+
+
+def refused(ack: dict[str, Any], code: str) -> str:
+    assert ack["ok"] is False and ack["error"]["code"] == code, ack
+    return str(ack["error"]["message"])
+
+
+@pytest.fixture
+async def served(serve: NodeFactory) -> Harness:
+    return await serve(jwt_secret=SECRET)
+
+
+async def test_a_room_is_created_by_its_owner_and_says_so_on_join(
+        served: Harness, peer: LocalPeerFactory) -> None:
+    olive, bob = [await person(peer, served, n) for n in ("olive", "bob")]
+    made = await olive.ok("create", {"room": "team", "topic": "plans", "client_id": "c1"})
+    assert made["action"]["kind"] == "create" and made["action"]["seq"] == 1
+    assert made["settings"] == {"private": False, "topic": "plans", "slow": 0, "locked": False}
+    refused(await bob.call("create", {"room": "team"}), "conflict")
+    joined = await bob.join("team")
+    assert joined["settings"]["topic"] == "plans" and joined["you"] == {"role": None}
+    assert (await olive.join("team"))["you"] == {"role": "owner"}
+    # the create is the stream's first entry: a client reading on from 0 gets it
+    assert [c["kind"] for c in (await bob.ok("history", {"room": "team", "after": 0}))
+            ["changes"]] == ["create"]
+    await bob.join("lobby")  # an ungoverned room says nothing of settings
+    assert "settings" not in await bob.join("lobby")
+
+
+async def test_open_mode_gives_no_power_by_name(serve: NodeFactory,
+                                                peer: LocalPeerFactory) -> None:
+    served = await serve()  # no secret: anyone may take any name
+    olive = await peer("olive", server=served)
+    message = refused(await olive.call("create", {"room": "team"}), "forbidden")
+    assert "token mode" in message
+    refused(await olive.call("role", {"room": "lobby", "user": "bob", "role": "owner"}),
+            "forbidden")
+    refused(await olive.call("ban", {"room": "lobby", "user": "bob"}), "forbidden")
+
+
+async def test_a_ban_takes_the_person_out_and_keeps_them_out_of_everything(
+        served: Harness, peer: LocalPeerFactory) -> None:
+    olive, bob, carol = [await person(peer, served, n) for n in ("olive", "bob", "carol")]
+    await olive.ok("create", {"room": "team"})
+    for p in (olive, bob, carol):
+        await p.join("team")
+    sent = await bob.send("team", "spam")
+    ban = await olive.ok("ban", {"room": "team", "user": "bob", "reason": "spam"})
+    assert ban["standing"] == {"role": None, "banned": None}  # None: for good
+    told = await bob.next("change")
+    assert (told["kind"], told["user"], told["reason"], told["from"]) == \
+        ("ban", "bob", "spam", "olive")
+    assert (await carol.next("change"))["seq"] == ban["action"]["seq"]
+    leave = await carol.next("presence")
+    while leave["event"] != "leave":
+        leave = await carol.next("presence")
+    assert leave["user"] == "bob" and "bob" not in leave["members"]
+    # every event about the room is refused: he is not in it, and may not enter
+    attempts: list[tuple[str, dict[str, Any]]] = [
+        ("send", {"text": "x"}), ("typing", {"active": True}), ("history", {}),
+        ("react", {"seq": sent["seq"], "emoji": "👍"}), ("edit", {"seq": sent["seq"], "text": "y"}),
+        ("read", {"seq": 1})]
+    for event, data in attempts:
+        refused(await bob.call(event, {"room": "team", **data}), "not_member")
+    assert "banned" in refused(await bob.call("join", {"room": "team"}), "forbidden")
+    assert (await bob.ok("search", {"query": "spam"}))["results"] == []  # not his rooms
+    await carol.send("team", "after the ban")
+    assert bob.pending("message") == []  # nothing after the ban reached him
+    await olive.ok("unban", {"room": "team", "user": "bob"})
+    assert "settings" in await bob.join("team")
+
+
+async def test_a_timed_mute_holds_back_sends_typing_and_reactions(
+        served: Harness, peer: LocalPeerFactory) -> None:
+    olive, bob = [await person(peer, served, n) for n in ("olive", "bob")]
+    await olive.ok("create", {"room": "team"})
+    await olive.join("team")
+    await bob.join("team")
+    sent = await olive.send("team", "hello")
+    muted = await olive.ok("mute", {"room": "team", "user": "bob", "seconds": 600})
+    assert muted["standing"]["muted"] == muted["action"]["until"]
+    assert (await bob.next("change"))["kind"] == "mute"
+    assert "muted" in refused(await bob.call("send", {"room": "team", "text": "x"}),
+                              "forbidden")
+    refused(await bob.call("typing", {"room": "team", "active": True}), "forbidden")
+    refused(await bob.call("react", {"room": "team", "seq": sent["seq"],
+                                     "emoji": "👍"}), "forbidden")
+    await bob.ok("history", {"room": "team"})  # he still reads
+    # and a connection that joins later knows it too
+    again = await person(peer, served, "bob")
+    assert (await again.join("team"))["you"]["muted"] == muted["action"]["until"]
+    refused(await again.call("typing", {"room": "team", "active": True}), "forbidden")
+    await olive.ok("unmute", {"room": "team", "user": "bob"})
+    await bob.send("team", "back")
+    await bob.ok("typing", {"room": "team", "active": True})
+
+
+async def test_a_private_room_takes_members_only(served: Harness,
+                                                 peer: LocalPeerFactory) -> None:
+    olive, mod, bob = [await person(peer, served, n) for n in ("olive", "mod", "bob")]
+    await olive.ok("create", {"room": "team", "private": True})
+    assert "private" in refused(await bob.call("join", {"room": "team"}), "forbidden")
+    await olive.ok("role", {"room": "team", "user": "mod", "role": "moderator"})
+    await mod.ok("role", {"room": "team", "user": "bob", "role": "member"})
+    await bob.join("team")
+    await mod.join("team")
+    await bob.send("team", "hi")
+    refused(await mod.call("configure", {"room": "team", "private": False}), "forbidden")
+    refused(await bob.call("remove", {"room": "team", "user": "mod"}), "forbidden")
+    await mod.ok("remove", {"room": "team", "user": "bob", "reason": "left the team"})
+    assert (await bob.next("change"))["kind"] == "remove"
+    refused(await bob.call("send", {"room": "team", "text": "x"}), "not_member")
+    refused(await bob.call("join", {"room": "team"}), "forbidden")
+
+
+async def test_slow_mode_and_read_only(served: Harness, peer: LocalPeerFactory) -> None:
+    olive, bob = [await person(peer, served, n) for n in ("olive", "bob")]
+    await olive.ok("create", {"room": "team"})
+    await bob.join("team")
+    await olive.ok("configure", {"room": "team", "slow": 60})
+    await bob.send("team", "one")
+    ack = await bob.call("send", {"room": "team", "text": "two"})
+    assert "slow mode" in refused(ack, "rate_limited") and ack["error"]["retry_after"] > 0
+    await olive.ok("configure", {"room": "team", "slow": 0, "locked": True})
+    assert "read-only" in refused(await bob.call("send", {"room": "team", "text": "x"}),
+                                  "forbidden")
+    await olive.join("team")
+    await olive.send("team", "announcement")
+
+
+async def test_a_client_away_during_actions_gets_them_in_order_with_the_messages(
+        served: Harness, peer: LocalPeerFactory) -> None:
+    """One that stayed and one that comes back with ``since`` see the same stream."""
+    olive, stays, away = [await person(peer, served, n) for n in ("olive", "stays", "away")]
+    await olive.ok("create", {"room": "team"})
+    for p in (olive, stays, away):
+        await p.join("team")
+    spam = await olive.send("team", "to delete")
+    last = (await away.next("message"))["seq"]
+    await away.disconnect()
+    await olive.ok("configure", {"room": "team", "topic": "new topic"})
+    await olive.ok("delete", {"room": "team", "seq": spam["seq"]})
+    await olive.ok("mute", {"room": "team", "user": "stays", "seconds": 60})
+    await olive.send("team", "after")
+    await olive.ok("ban", {"room": "team", "user": "troll"})
+    live = [await stays.next("change") for _ in range(4)]
+    back = await person(peer, served, "away")
+    caught = await back.join("team", since=last)
+    stream = sorted(caught["messages"] + caught["changes"], key=lambda e: e["seq"])
+    assert [e.get("kind", "message") for e in stream] == [
+        "configure", "delete", "mute", "message", "ban"]
+    assert [e for e in stream if "kind" in e] == live
+
+
+async def test_who_sees_what_of_a_room(served: Harness, peer: LocalPeerFactory) -> None:
+    olive, mod, bob = [await person(peer, served, n) for n in ("olive", "mod", "bob")]
+    await olive.ok("create", {"room": "team", "topic": "t"})
+    await olive.ok("role", {"room": "team", "user": "mod", "role": "moderator"})
+    await mod.ok("mute", {"room": "team", "user": "bob", "seconds": 60})
+    seen = await mod.ok("room_info", {"room": "team"})
+    assert [p["user"] for p in seen["people"]] == ["bob", "mod", "olive"]
+    assert seen["you"] == {"role": "moderator"} and seen["settings"]["topic"] == "t"
+    by_bob = await bob.ok("room_info", {"room": "team"})
+    assert [p["user"] for p in by_bob["people"]] == ["mod", "olive"]  # not who is muted
+    assert by_bob["you"]["muted"] > 0
+    refused(await bob.call("audit", {"room": "team"}), "forbidden")
+    log = await mod.ok("audit", {"room": "team", "limit": 2})
+    assert [a["kind"] for a in log["actions"]] == ["mute", "role"] and log["more"]
+    older = await mod.ok("audit", {"room": "team", "before": log["actions"][-1]["seq"]})
+    assert [a["kind"] for a in older["actions"]] == ["create"] and not older["more"]
+
+
+async def test_a_token_moderator_claim_moderates_every_room(
+        served: Harness, peer: LocalPeerFactory) -> None:
+    root = await person(peer, served, "root", moderator=True)
+    bob = await person(peer, served, "bob")
+    await bob.join("lobby")
+    await root.ok("ban", {"room": "lobby", "user": "bob", "seconds": 60})  # ungoverned till now
+    assert (await bob.next("change"))["kind"] == "ban"
+    assert "until" in refused(await bob.call("join", {"room": "lobby"}), "forbidden")
+
+
+@pytest.mark.parametrize("event,data", [
+    ("create", None), ("create", {"room": "a b"}), ("create", {"room": "r", "private": 1}),
+    ("create", {"room": "r", "topic": "x" * 301}), ("create", {"room": "r", "slow": -1}),
+    ("configure", {"room": "r"}), ("ban", {"room": "r"}), ("ban", {"room": "r", "user": ""}),
+    ("ban", {"room": "r", "user": "b", "seconds": 0}), ("mute", {"room": "r", "user": "b"}),
+    ("role", {"room": "r", "user": "b", "role": "king"}),
+    ("remove", {"room": "r", "user": "b", "reason": 7}), ("audit", {"room": "r", "limit": 0}),
+    ("room_info", {}),
+])
+async def test_malformed_actions_are_refused_and_change_nothing(
+        served: Harness, peer: LocalPeerFactory, event: str, data: Any) -> None:
+    olive = await person(peer, served, "olive")
+    refused(await olive.call(event, data), "bad_request")
+    assert (await olive.ok("room_info", {"room": "r"}))["governed"] is False
