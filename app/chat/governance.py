@@ -27,7 +27,7 @@ from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import Entry, RoomName, now_ms
-from ..core.policy import MODERATOR, SENDS_OUT, Act, level
+from ..core.policy import MODERATOR, NO_STANDING, SENDS_OUT, Act, check_join, level
 from ..settings import Settings
 from ..store import MessageStore
 from .connections import Connection, Connections, log_failure
@@ -42,6 +42,7 @@ Ack = dict[str, Any]
 
 # what gives power by name, which open mode cannot prove
 NEEDS_TOKENS = frozenset({"create", "role"})
+RECHECKED = 10_000  # standings read to recheck a room's members after lost events
 
 
 class Governance:
@@ -137,6 +138,31 @@ class Governance:
             else:
                 assert kind in SENDS_OUT
                 await self.oust(conn, RoomName(room))
+
+    async def recheck(self, room: RoomName) -> None:
+        """Fan-out may have lost events of ``room``: take out of it this node's
+        connections that its rules now keep out, and refresh their mutes."""
+        here = [c for c in self.connections.by_sid.values() if room in c.rooms]
+        if not here:
+            return
+        settings, people = await self.store.standings(room, RECHECKED)
+        if settings is None:
+            return
+        complete = len(people) < RECHECKED  # else a member may be missing from it
+        now = now_ms()
+        for conn in here:
+            standing = people.get(conn.name, NO_STANDING)
+            if conn.name not in people and not complete:
+                continue
+            try:
+                check_join(room, settings, standing, conn.identity.power, now)
+            except ChatError:
+                await self.oust(conn, room)
+                continue
+            if standing.muted is not None:
+                conn.muted = {**(conn.muted or {}), room: standing.muted}
+            elif conn.muted:
+                conn.muted.pop(room, None)
 
     async def oust(self, conn: Connection, room: RoomName) -> None:
         """Take ``conn`` out of ``room`` now (a join of it under way fails); its

@@ -4,8 +4,10 @@ When this node's link to the others (Redis fan-out) may have missed events
 of some rooms (it came back after an outage, or another node could not
 publish some), each such room with members here gets one ``catch_up`` event,
 to this node's members only: the room's latest seq (a client that has less
-asks ``history`` for the rest) and who is present now. Requests that come
-while a round runs are merged into the next one.
+asks ``history`` for the rest) and who is present now, and the room's
+rules are applied afresh to this node's members (a ban whose event was lost
+still takes the person out). Requests that come while a round runs are
+merged into the next one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..core.models import RoomName
 from ..presence import Presence
 from ..store import MessageStore
 from .connections import log_failure
+from .governance import Governance
 from .rooms import Rooms
 from .wire import Wire
 
@@ -27,10 +30,11 @@ log = logging.getLogger("app.chat")
 
 class Recovery:
     def __init__(self, store: MessageStore, presence: Presence, rooms: Rooms,
-                 wire: Wire) -> None:
+                 governance: Governance, wire: Wire) -> None:
         self.store = store
         self.presence = presence
         self.rooms = rooms
+        self.governance = governance
         self.wire = wire
         # rooms whose members must be told to catch up; None: all
         self._behind: set[RoomName] | None = set()
@@ -54,6 +58,7 @@ class Recovery:
             self._behind = set()
             for room in sorted(rooms):
                 try:
+                    await self.governance.recheck(room)
                     page = await self.store.page(room, limit=1)
                     members = await self.presence.members(room)
                 except ChatError as exc:  # the next message's gap still shows it

@@ -63,10 +63,10 @@ class Chat:
         self.reads = Reads(settings, store, presence, self.connections, wire)
         self.directs = Directs(settings, store, self.connections, wire)
         self.search = Search(settings, store, metrics, self.connections, self.replies)
-        self.recovery = Recovery(store, presence, self.rooms, wire)
-        self.cursors = Cursors(store, self.connections)
         self.governance = Governance(settings, store, self.connections, self.rooms, wire,
                                      self.messages.watchers)
+        self.recovery = Recovery(store, presence, self.rooms, self.governance, wire)
+        self.cursors = Cursors(store, self.connections)
         # work under way (handlers, disconnects): shutdown waits for it before
         # closing the backends, or its last store and presence calls would fail
         self.handling: set[asyncio.Task[Any]] = set()

@@ -210,3 +210,24 @@ async def test_malformed_actions_are_refused_and_change_nothing(
     olive = await person(peer, served, "olive")
     refused(await olive.call(event, data), "bad_request")
     assert (await olive.ok("room_info", {"room": "r"}))["governed"] is False
+
+
+async def test_a_ban_whose_event_a_node_lost_is_applied_when_it_catches_up(
+        serve: NodeFactory, peer: LocalPeerFactory) -> None:
+    """Two nodes on one store and no fan-out between them: every event of one is
+    lost to the other, as in a Redis outage, until the other catches up."""
+    here, there = await serve(jwt_secret=SECRET), await serve(jwt_secret=SECRET)
+    olive = await person(peer, here, "olive")
+    bob, carol = await person(peer, there, "bob"), await person(peer, there, "carol")
+    await olive.ok("create", {"room": "team"})
+    await bob.join("team")
+    await carol.join("team")
+    await olive.ok("ban", {"room": "team", "user": "bob"})
+    await olive.ok("mute", {"room": "team", "user": "carol", "seconds": 60})
+    assert bob.pending("change") == []  # lost
+    await carol.ok("typing", {"room": "team", "active": True})  # not known there yet
+    there.chat.recovery.catch_up(None)
+    assert (await carol.next("catch_up"))["room"] == "team"  # (bob was out by then)
+    assert bob.pending("catch_up") == []
+    refused(await bob.call("history", {"room": "team"}), "not_member")
+    refused(await carol.call("typing", {"room": "team", "active": True}), "forbidden")
