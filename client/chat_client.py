@@ -30,6 +30,13 @@
   acks, ``mark_read`` and the person's other connections' reads;
   ``on_mention`` gets each message that mentions the person, from any room;
   ``direct`` opens a direct conversation (token mode) and joins it.
+* **Governed rooms.** ``create_room``, ``configure``, ``set_role``,
+  ``remove``, ``ban``, ``unban``, ``mute`` and ``unmute`` act on a room (token
+  mode; the server decides who may); each action is an entry of the room's
+  stream and reaches ``on_change`` in order like any change (no ``target``;
+  ``user`` is the person it was on). Banned or removed, the client stops
+  rejoining the room. ``room_info`` and ``audit`` read a room's settings,
+  people and actions.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ from socketio import exceptions as sio_errors
 from . import compat
 
 log = logging.getLogger(__name__)
+
+OUSTING = ("ban", "remove")  # the actions that take their person out of the room
 
 # python-engineio drops a polling connection whose response holds more than 16
 # packets, as one does whenever more than 16 messages queue up between polls.
@@ -108,8 +117,10 @@ class ChatClient:
     :param reconnection_delay: first back-off in seconds, doubled up to
         ``reconnection_delay_max`` (defaults 0.5 and 5).
     :param on_change: called with each change to a message (``kind`` edit,
-        delete, react or unreact; ``target`` the message's seq), in the
-        room's order with the messages.
+        delete, react or unreact; ``target`` the message's seq) and to the
+        room (a governance action: ``kind`` create, configure, role, remove,
+        ban, unban, mute or unmute; no ``target``), in the room's order with
+        the messages.
     :param on_state: called with ``"ready"`` once connected with every room
         rejoined, and with ``"disconnected"`` when the connection drops.
     :param http_session: an ``aiohttp.ClientSession`` to connect with (for a
@@ -533,6 +544,61 @@ class ChatClient:
         """Take one's ``emoji`` reaction off message ``seq``."""
         return await self._change("unreact", {"room": room, "seq": seq, "emoji": emoji})
 
+    # -- governing rooms (token mode) ---------------------------------------------
+
+    async def create_room(self, room: str, *, private: bool = False, topic: str = "") -> JSON:
+        """Create ``room`` with this person as its owner (it must have no
+        entries yet); ``private``: only its members may join."""
+        return await self._act("create", {"room": room, "private": private, "topic": topic})
+
+    async def configure(self, room: str, **settings: Any) -> JSON:
+        """Change some of ``room``'s settings: ``topic``, ``slow`` (seconds
+        between one person's messages, 0: off), ``locked`` (read-only) and
+        ``private`` (an owner's)."""
+        return await self._act("configure", {"room": room, **settings})
+
+    async def set_role(self, room: str, user: str, role: str | None) -> JSON:
+        """Make ``user`` a ``member``, ``moderator`` or ``owner`` of ``room``, or
+        none (``None``)."""
+        return await self._act("role", {"room": room, "user": user, "role": role})
+
+    async def remove(self, room: str, user: str, *, reason: str = "") -> JSON:
+        """Take ``user`` out of ``room`` now (and out of its members, if private)."""
+        return await self._act("remove", {"room": room, "user": user, "reason": reason})
+
+    async def ban(self, room: str, user: str, *, seconds: int | None = None,
+                  reason: str = "") -> JSON:
+        """Ban ``user`` from ``room`` for ``seconds`` (None: until unbanned)."""
+        return await self._act("ban", _given(room=room, user=user, seconds=seconds,
+                                             reason=reason))
+
+    async def unban(self, room: str, user: str) -> JSON:
+        return await self._act("unban", {"room": room, "user": user})
+
+    async def mute(self, room: str, user: str, seconds: int, *, reason: str = "") -> JSON:
+        """Let ``user`` read ``room`` but not send, react, edit or type there for
+        ``seconds``."""
+        return await self._act("mute", {"room": room, "user": user, "seconds": seconds,
+                                        "reason": reason})
+
+    async def unmute(self, room: str, user: str) -> JSON:
+        return await self._act("unmute", {"room": room, "user": user})
+
+    async def room_info(self, room: str) -> JSON:
+        """``room``'s ``settings``, where this person stands (``you``) and its
+        ``people`` (to a moderator: everyone with a role, a ban or a mute)."""
+        return await self.request("room_info", {"room": room})
+
+    async def audit(self, room: str, *, before: int | None = None, limit: int = 50) -> JSON:
+        """``room``'s actions, newest first (its moderators and owners)."""
+        return await self.request("audit", _given(room=room, before=before, limit=limit))
+
+    async def _act(self, event: str, payload: JSON) -> JSON:
+        ack = await self._write(event, payload)
+        if payload["room"] in self._rooms:
+            await self._deliver(payload["room"], [ack["action"]])
+        return ack
+
     async def _change(self, event: str, payload: JSON) -> JSON:
         ack = await self._write(event, payload)
         if ack.get("change") is not None:
@@ -612,6 +678,11 @@ class ChatClient:
     def _hand_over(self, entry: JSON) -> None:
         handler = self.on_change if "kind" in entry else self.on_message
         self._dispatch.put_nowait((handler, entry, True))
+        if entry.get("kind") in OUSTING and "target" not in entry \
+                and entry.get("user") == self.name:
+            # the server took this person out of the room: no rejoin
+            log.info("%s from %s by %s", entry["kind"], entry["room"], entry.get("from"))
+            self._rooms.pop(str(entry["room"]), None)
 
     async def _catch_up(self, room: str, upto: int, *, locked: bool = False) -> None:
         """Page forward from the room's last seq until ``upto`` is delivered."""

@@ -121,12 +121,16 @@ class Peer(PeerCalls):
         self.name = name
         self.sio = sio
         self.events = defaultdict(asyncio.Queue)
+        self.received: list[tuple[str, Any]] = []  # every event, in the order received
         for event in ("message", "change", "presence", "typing", "catch_up", "read", "mention",
                       "direct", "receipt"):
             sio.on(event, self._recorder(event), namespace=NAMESPACE)
 
     def _recorder(self, event: str) -> Callable[[Any], None]:
-        return lambda data: self.events[event].put_nowait(data)
+        def record(data: Any) -> None:
+            self.received.append((event, data))
+            self.events[event].put_nowait(data)
+        return record
 
     @property
     def sid(self) -> Sid:

@@ -68,18 +68,21 @@ class Rooms:
         self.replies.reserve(conn)
         if conn.barred:  # a ban or removal during an earlier join is read afresh
             conn.barred.discard(room)
-        if entering:
-            # Counted before any await (pipelined joins cannot pass --max-rooms),
-            # and in the transport's room before reading history, so that whatever
-            # is stored after the read is broadcast to us and nothing falls
-            # between the two (a message may come both ways; clients drop seqs
-            # they have).
+        if entering:  # counted before any await: pipelined joins cannot pass --max-rooms
             conn.joining.add(room)
-            await self.wire.enter_room(conn.sid, room)
         try:
-            # read once in the transport's room: an action stored after this
-            # read reaches this node as an event, and takes the join out
+            # The room's rules, read before entering the transport's room (one
+            # they keep out receives nothing of it); an action stored after the
+            # read reaches this node as an event, which bars the join.
             settings, standing = await self.ruled(conn, room)
+            if entering:
+                # In the transport's room before reading history, so that whatever
+                # is stored after the read is broadcast to us and nothing falls
+                # between the two (a message may come both ways; clients drop seqs
+                # they have).
+                await self.wire.enter_room(conn.sid, room)
+            if conn.barred and room in conn.barred:
+                raise ChatError(ErrorCode.FORBIDDEN, f"you were taken out of {room!r}")
             since, position = req.since, None
             if req.cursor is not None:  # a consumer reads on from where it stands
                 position = await self.store.cursor(owner(conn.name, req.cursor), room)
