@@ -121,5 +121,25 @@ class ApiClient:
     async def direct(self, *people: str) -> JSON:
         return await self.call("POST", "/directs", {"with": list(people)})
 
+    async def act(self, room: str, kind: str, *, client_id: str | None = None,
+                  **fields: Any) -> JSON:
+        """Govern ``room`` (``kind``: create, configure, role, remove, ban, unban,
+        mute, unmute; ``fields`` as docs/api.md says: user, role, seconds,
+        reason, private, topic, slow, locked); retried with the same
+        ``client_id`` (one is made up), it is done once. The ack: ``action``,
+        the room's ``settings``, the person's ``standing``."""
+        return await self.call("POST", self._room(room) + "/actions",
+                               {"kind": kind, "client_id": client_id or uuid.uuid4().hex,
+                                **fields})
+
+    async def room_info(self, room: str) -> JSON:
+        return await self.call("GET", self._room(room))
+
+    async def audit(self, room: str, *, before: int | None = None,
+                    limit: int | None = None) -> JSON:
+        """The room's actions, newest first (moderate)."""
+        return await self.call("GET", self._room(room) + "/actions", before=before,
+                               limit=limit)
+
     async def disconnect(self, name: str) -> JSON:
         return await self.call("POST", "/people/" + quote(name, safe="") + "/disconnect")

@@ -18,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..chat.directs import MAX_PEOPLE
 from ..chat.mentions import NAME_MAX
 from ..chat.protocol import (
-    CLIENT_ID_MAX, CURSOR_MAX, CURSOR_NAME_MAX, EMOJI_MAX, HISTORY_DEFAULT, HISTORY_MAX,
-    MAX_SEQ, QUERY_MAX, ROOM_MAX, SEARCH_DEFAULT, SEARCH_MAX,
+    AUDIT_DEFAULT, AUDIT_MAX, CLIENT_ID_MAX, CURSOR_MAX, CURSOR_NAME_MAX, EMOJI_MAX,
+    HISTORY_DEFAULT, HISTORY_MAX, MAX_SEQ, QUERY_MAX, ROOM_MAX, SEARCH_DEFAULT, SEARCH_MAX,
+    SECONDS_MAX,
 )
 from ..core.errors import ErrorCode
+from ..core.policy import REASON_MAX, SLOW_MAX, TOPIC_MAX
 from ..hooks.webhook import MAX_PATTERNS, MAX_URL
 
 Room = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$", min_length=1, max_length=ROOM_MAX,
@@ -114,6 +116,31 @@ class DirectBody(Strict):
 
 # -- replies --------------------------------------------------------------------------
 
+class ActionBody(Strict):
+    kind: Literal["create", "configure", "role", "remove", "ban", "unban", "mute",
+                  "unmute"] = Field(description="what to do (docs/protocol.md, Governing rooms)")
+    user: Name | None = Field(default=None, description="the person it is on (role, remove, "
+                              "ban, unban, mute, unmute)")
+    role: Literal["member", "moderator", "owner"] | None = Field(
+        default=None, description="role: the role to give; null takes it away")
+    seconds: Annotated[int, Field(ge=1, le=SECONDS_MAX)] | None = Field(
+        default=None, description="how long a ban (omitted: for good) or a mute lasts")
+    reason: str = Field(default="", max_length=REASON_MAX)
+    private: bool | None = Field(default=None, description="create, configure (an owner's): "
+                                 "only members may join")
+    topic: str | None = Field(default=None, max_length=TOPIC_MAX)
+    slow: Annotated[int, Field(ge=0, le=SLOW_MAX)] | None = Field(
+        default=None, description="seconds between one person's messages; 0: off")
+    locked: bool | None = Field(default=None, description="read-only: only moderators and "
+                                "owners send")
+    client_id: ClientId | None = None
+
+
+class AuditQuery(Query):
+    before: Seq | None = Field(default=None, description="actions before this seq (older)")
+    limit: Annotated[int, Field(ge=1, le=AUDIT_MAX)] = AUDIT_DEFAULT
+
+
 class Reaction(BaseModel):
     emoji: str
     count: int
@@ -147,8 +174,65 @@ class Change(BaseModel):
     names: list[str] | None = None
 
 
+class Action(BaseModel):
+    """A change to the room (a governance action): an entry of its stream."""
+
+    room: str
+    seq: int
+    kind: Literal["create", "configure", "role", "remove", "ban", "unban", "mute", "unmute"]
+    from_: str = Field(alias="from")
+    ts: int
+    client_id: str | None
+    user: str | None = None
+    role: str | None = None
+    until: int | None = Field(default=None, description="a ban's or mute's end, ms since the "
+                              "epoch (a ban's null: for good)")
+    reason: str | None = None
+    settings: dict[str, Any] | None = Field(default=None, description="create, configure: "
+                                            "the settings it set")
+
+
+class RoomSettings(BaseModel):
+    private: bool
+    topic: str
+    slow: int
+    locked: bool
+
+
+class Standing(BaseModel):
+    role: str | None
+    banned: int | None = Field(default=None, description="banned until (ms; null: for good); "
+                               "absent: not banned")
+    muted: int | None = Field(default=None, description="muted until (ms); absent: not muted")
+
+
 class Ok(BaseModel):
     ok: Literal[True]
+
+
+class Acted(Ok):
+    action: Action
+    settings: RoomSettings = Field(description="the room's settings after it")
+    standing: Standing | None = Field(default=None, description="the person's standing "
+                                      "after it")
+
+
+class Person(Standing):
+    user: str
+
+
+class RoomInfo(Ok):
+    room: str
+    governed: bool = Field(description="false: nobody has acted on the room yet")
+    settings: RoomSettings | None
+    you: Standing = Field(description="where the key's identity stands")
+    people: list[Person] = Field(description="to a moderator: everyone with a role, a ban "
+                                 "or a mute; to others, the owners and moderators")
+
+
+class Audit(Ok):
+    actions: list[Action] = Field(description="newest first")
+    more: bool
 
 
 class Posted(Ok):
@@ -162,7 +246,8 @@ class Changed(Ok):
 
 class History(Ok):
     messages: list[Message]
-    changes: list[Change] | None = Field(default=None, description="reading on (after)")
+    changes: list[Change | Action] | None = Field(
+        default=None, description="reading on (after): changes to messages, and to the room")
     more: bool
 
 

@@ -51,6 +51,7 @@ PREFIX = "/api/v1"
 STATUS = {
     ErrorCode.BAD_REQUEST: 400, ErrorCode.BAD_NAME: 400, ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_MEMBER: 403, ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
     ErrorCode.TOO_LARGE: 413, ErrorCode.RATE_LIMITED: 429, ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
 }
@@ -231,6 +232,24 @@ async def advance(api: Api, call: Call) -> Json:
                                              "seq": call.body.seq}, p.room)
 
 
+async def act(api: Api, call: Call) -> Json:
+    given = call.body.model_dump(exclude_unset=True)  # (a role given as null takes it away)
+    kind = given.pop("kind")
+    return await api.event(call, kind, {**given, "room": call.path.room,
+                                        "client_id": _client_id(call)}, call.path.room)
+
+
+async def audit(api: Api, call: Call) -> Json:
+    q = call.query
+    return await api.event(call, "audit", {"room": call.path.room, "limit": q.limit,
+                                           **({"before": q.before} if q.before else {})},
+                           call.path.room)
+
+
+async def room_info(api: Api, call: Call) -> Json:
+    return await api.event(call, "room_info", {"room": call.path.room}, call.path.room)
+
+
 async def end_person(api: Api, call: Call) -> Json:
     await api.chat.connections.end_person(call.path.name)
     return {"ok": True, "name": call.path.name}
@@ -301,6 +320,17 @@ ENDPOINTS = [
     Endpoint("PUT", ROOM + "/cursors/{cursor}", "advanceCursor", "Move the key identity's "
              "cursor forward, once the entries up to seq are handled", "read", advance,
              m.Cursor, path_model=m.CursorPath, body_model=m.CursorBody),
+    Endpoint("GET", ROOM, "roomInfo", "A room's settings, where the key's identity stands, "
+             "and its owners and moderators (to a moderator: everyone with a role, a ban or "
+             "a mute)", "read", room_info, m.RoomInfo, path_model=m.RoomPath),
+    Endpoint("POST", ROOM + "/actions", "act", "Govern a room as the key's identity: create "
+             "it, configure it, give roles, remove, ban or mute people (the rules of "
+             "docs/protocol.md; moderate: a moderator of the key's rooms, admin: an owner)",
+             "moderate", act, m.Acted, path_model=m.RoomPath, body_model=m.ActionBody,
+             header_model=m.IdempotencyHeader),
+    Endpoint("GET", ROOM + "/actions", "audit", "A room's audit log: its actions, newest "
+             "first", "moderate", audit, m.Audit, path_model=m.RoomPath,
+             query_model=m.AuditQuery),
     Endpoint("POST", "/directs", "openDirect", "Open (or find again) the direct conversation "
              "of the key's identity and the people named (token mode)", "publish",
              open_direct, m.Direct, body_model=m.DirectBody),

@@ -155,6 +155,12 @@ class ReactorsWanted:
     senders: list[Reactor]
 
 
+def timeless(details: dict[str, Any]) -> dict[str, Any]:
+    """An action's details but its ``until``, which a retry computes afresh
+    from its ``seconds`` (the retry is the same action)."""
+    return {k: v for k, v in details.items() if k != "until"}
+
+
 def client_key(request: Request) -> ClientKey:
     return (request.room, request.sender, request.client_id)
 
@@ -354,8 +360,9 @@ class BatchWriter:
     def _govern(self, g: Govern) -> Governed:
         act, room = g.act, g.room
         if g.client_id is not None and (stored := self._stored.get(client_key(g))):
-            if not (isinstance(stored, Action)
-                    and (stored.kind, stored.details) == (act.kind, act.details())):
+            same = isinstance(stored, Action) and stored.kind == act.kind \
+                and timeless(stored.details) == timeless(act.details())
+            if not same:
                 raise ChatError(ErrorCode.BAD_REQUEST,
                                 f"client_id {g.client_id!r} already names another entry")
             subject = self._standing(room, act.user) if act.user is not None else None

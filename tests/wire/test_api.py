@@ -280,6 +280,16 @@ async def test_the_python_api_client(keyed: tuple[Served, dict[str, Client]],
         assert await api.advance("lobby", "main", 1) == 1
         assert await api.cursor("lobby", "main") == 1
         await api.delete("lobby", posted["seq"])
+        muted = await api.act("lobby", "mute", user="alice", seconds=60, client_id="m-1")
+        while (await alice.next("change"))["kind"] != "mute":
+            pass  # (the edit, reactions and delete before it)
+        again = await api.act("lobby", "mute", user="alice", seconds=60, client_id="m-1")
+        assert again["action"] == muted["action"]  # a retry is the action stored
+        assert [a["kind"] for a in (await api.audit("lobby"))["actions"]] == ["mute"]
+        assert (await api.room_info("lobby"))["people"][0]["user"] == "alice"
+        with pytest.raises(ApiError) as refused:
+            await api.act("lobby", "create")  # name mode: no owners
+        assert (refused.value.status, refused.value.code) == (403, "forbidden")
         with pytest.raises(ApiError) as refused:
             await api.direct("bob")  # name mode: no direct conversations
         assert (refused.value.status, refused.value.code) == (403, "forbidden")
@@ -308,3 +318,63 @@ async def test_a_backend_resumes_from_its_cursor(
         assert [m["seq"] for m in rest["messages"]] == [4, 5]
     assert await clients["reader"].refused("PUT", path, {"seq": -1}) == (400, "bad_request")
     assert (await clients["reader"].ok("GET", path))["seq"] is None  # its own identity's
+
+
+async def test_a_backend_governs_rooms_by_the_rules_the_sockets_follow(
+        serve: ServeFactory, peer: PeerFactory) -> None:
+    """An admin key creates a private room and gives roles, a moderate key bans
+    and reads the audit log; the people on sockets see each action in the
+    room's stream, and the same rules hold whichever interface acts."""
+    secrets = {name: new_key() for name in KEYS}
+    served = await serve(jwt_secret=SECRET, api_keys=" ".join(
+        entry(name, *KEYS[name], secrets[name]) for name in KEYS))
+    async with aiohttp.ClientSession() as http:
+        ops, mod, ci, reader = (Client(http, served.url, secrets[n])
+                                for n in ("ops", "mod", "ci", "reader"))
+        create = {"kind": "create", "private": True, "topic": "the team"}
+        made = await ops.ok("POST", "/rooms/team/actions", create,
+                            headers={"Idempotency-Key": "create-team"})
+        assert made["action"]["from"] == "ops" and made["settings"]["private"] is True
+        again = await ops.ok("POST", "/rooms/team/actions", create,
+                             headers={"Idempotency-Key": "create-team"})
+        assert again["action"]["seq"] == made["action"]["seq"]  # a retry, stored once
+        assert await mod.refused("POST", "/rooms/team/actions", {"kind": "create"}) == (
+            409, "conflict")
+        alice = await peer("alice", server=served, auth={"token": token(name="alice")})
+        bob = await peer("bob", server=served, auth={"token": token(name="bob")})
+        assert (await alice.call("join", {"room": "team"}))["error"]["code"] == "forbidden"
+        for name in ("alice", "bob"):
+            await ops.ok("POST", "/rooms/team/actions", {"kind": "role", "user": name,
+                                                         "role": "member"})
+        await alice.join("team")
+        await bob.join("team")
+        ban = await mod.ok("POST", "/rooms/team/actions", {"kind": "ban", "user": "bob",
+                                                           "seconds": 3600, "reason": "spam"})
+        assert ban["standing"]["banned"] == ban["action"]["until"]
+        assert (await bob.next("change"))["kind"] == "ban"
+        assert (await alice.next("change"))["seq"] == ban["action"]["seq"]
+        assert (await bob.call("send", {"room": "team", "text": "x"}))["error"]["code"] == \
+            "not_member"
+        # scopes: acting needs moderate; a moderator key may not do an owner's part
+        assert await ci.refused("POST", "/rooms/team/actions", {"kind": "ban",
+                                                                "user": "alice"}) == (
+            403, "forbidden")
+        assert await mod.refused("POST", "/rooms/team/actions", {"kind": "configure",
+                                                                 "private": False}) == (
+            403, "forbidden")
+        assert await mod.refused("POST", "/rooms/team/actions", {"kind": "ban"}) == (
+            400, "bad_request")
+        assert await mod.refused("POST", "/rooms/team/actions", {"kind": "exile",
+                                                                 "user": "x"}) == (
+            400, "bad_request")
+        assert await reader.refused("GET", "/rooms/team") == (403, "forbidden")  # private
+        info = await ops.ok("GET", "/rooms/team")
+        assert info["settings"]["topic"] == "the team" and info["you"] == {"role": "owner"}
+        assert [(p["user"], p["role"], "banned" in p) for p in info["people"]] == [
+            ("alice", "member", False), ("bob", None, True), ("ops", "owner", False)]
+        log = await mod.ok("GET", "/rooms/team/actions", limit=2)
+        assert [a["kind"] for a in log["actions"]] == ["ban", "role"] and log["more"]
+        assert await reader.refused("GET", "/rooms/team/actions") == (403, "forbidden")
+        # the stream, read on through the API, holds the actions with the messages
+        stream = await ops.ok("GET", "/rooms/team/messages", after=0)
+        assert [c["kind"] for c in stream["changes"]] == ["create", "role", "role", "ban"]
