@@ -46,6 +46,14 @@ class Settings:
     store_max_pending: int = field(default=10_000, metadata={
         "help": "store calls that may be in flight at once (answered or not); past it, "
                 "sends and reads are answered unavailable at once"})
+    retention: int = field(default=0, metadata={
+        "help": "seconds a room's messages and changes are kept, then removed (0: for "
+                "ever); a room's owner may keep its own for less"})
+    retention_interval: float = field(default=60.0, metadata={
+        "help": "seconds between two looks for entries past their retention"})
+    retention_batch: int = field(default=1000, metadata={
+        "help": "entries removed per transaction (each a short pause for the room's "
+                "writes; more in a row pause the chat longer)"})
 
     # Cluster
     redis: str = field(default="", metadata={
@@ -266,6 +274,9 @@ class Settings:
         if self.max_backlog_bytes < self.max_reply_bytes:
             raise ValueError("max_backlog_bytes must be at least max_reply_bytes (a slow "
                              "client would be cut by its own join reply)")
+        if self.retention < 0 or self.retention_interval <= 0 or self.retention_batch < 1:
+            raise ValueError("retention must be 0 or more seconds, retention_interval "
+                             "positive and retention_batch at least 1")
         if self.store_timeout <= 0 or self.store_max_pending < 1:
             raise ValueError("store_timeout must be positive and store_max_pending at least 1")
         if self.max_node_backlog_bytes < 0:

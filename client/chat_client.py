@@ -138,6 +138,12 @@ class ChatClient:
         direct conversation with this person.
     :param on_receipt: called with ``{room, receipts: [{user, seq}]}`` when
         members of a joined room read further.
+    :param on_gone: called with ``{room, from, to, why}`` when entries this
+        client had not handed over were removed by the room's retention before
+        it could read them: it goes on after ``to``.
+    :param on_report: to a room's moderators and owners: called with each new
+        report of a message (``{room, seq, by, reason, ts, from, text}``) and
+        each resolution (``{room, seq, resolved, by, reason, ts}``).
     """
 
     def __init__(self, url: str, name: str = "", *, token: str | None = None,
@@ -150,7 +156,8 @@ class ChatClient:
                  http_session: Any = None, token_provider: TokenProvider | None = None,
                  on_mention: Handler | None = None, on_read: Handler | None = None,
                  on_direct: Handler | None = None, on_receipt: Handler | None = None,
-                 cursor: str | None = None) -> None:
+                 cursor: str | None = None, on_report: Handler | None = None,
+                 on_gone: Handler | None = None) -> None:
         compat.lift_polling_packet_limit(POLL_PACKETS)
         self.url = url
         # in token mode the server takes the name from the token: so does the client
@@ -167,6 +174,8 @@ class ChatClient:
         self.on_read = on_read
         self.on_direct = on_direct
         self.on_receipt = on_receipt
+        self.on_report = on_report
+        self.on_gone = on_gone
         self.token_provider = token_provider
         self.cursor = cursor
         self._handled: dict[str, int] = {}  # room -> seq handled, not yet advanced
@@ -194,7 +203,7 @@ class ChatClient:
         self._sio.on("typing", self._on_typing, namespace=NAMESPACE)
         self._sio.on("catch_up", self._on_catch_up, namespace=NAMESPACE)
         self._sio.on("change", self._on_message, namespace=NAMESPACE)
-        for event in ("mention", "read", "direct", "receipt"):
+        for event in ("mention", "read", "direct", "receipt", "report"):
             self._sio.on(event, self._relay(event), namespace=NAMESPACE)
         self.renewals = 0  # tokens renewed on a live connection
 
@@ -593,6 +602,19 @@ class ChatClient:
         """``room``'s actions, newest first (its moderators and owners)."""
         return await self.request("audit", _given(room=room, before=before, limit=limit))
 
+    async def report(self, room: str, seq: int, *, reason: str = "") -> JSON:
+        """Report message ``seq`` to the room's moderators and owners."""
+        return await self.request("report", {"room": room, "seq": seq, "reason": reason})
+
+    async def reports(self, room: str) -> list[JSON]:
+        """The room's open reports, oldest first (its moderators and owners)."""
+        reports: list[JSON] = (await self.request("reports", {"room": room}))["reports"]
+        return reports
+
+    async def resolve(self, room: str, seq: int, *, reason: str = "") -> JSON:
+        """Close the open reports of message ``seq``."""
+        return await self.request("resolve", {"room": room, "seq": seq, "reason": reason})
+
     async def _act(self, event: str, payload: JSON) -> JSON:
         ack = await self._write(event, payload)
         if payload["room"] in self._rooms:
@@ -664,7 +686,10 @@ class ChatClient:
         if not locked:
             async with state.lock:
                 return await self._accept(room, entries, locked=True)
-        for entry in sorted(entries, key=lambda e: int(e["seq"])):
+        for entry in sorted(entries, key=_order):
+            if "seq" not in entry:  # what retention removed: go on after it
+                self._skip(room, state, entry)
+                continue
             seq = int(entry["seq"])
             if seq <= state.last:
                 continue
@@ -694,12 +719,24 @@ class ChatClient:
             page = await self._call_paced("history", {"room": room, "after": state.last,
                                                       "limit": 200})
             last = state.last
-            for entry in sorted(_stream(page), key=lambda e: int(e["seq"])):
-                if int(entry["seq"]) == state.last + 1:
+            for entry in sorted(_stream(page), key=_order):
+                if "seq" not in entry:
+                    self._skip(room, state, entry)
+                elif int(entry["seq"]) == state.last + 1:
                     state.last += 1
                     self._hand_over(entry)
             if not page["more"] or state.last == last:
                 break
+
+    def _skip(self, room: str, state: _Room, gone: JSON) -> None:
+        """Entries up to ``gone["to"]`` were removed (retention): not a gap."""
+        upto = int(gone["to"])
+        if upto > state.last:
+            log.info("%s: entries %d to %d were removed (%s)", room, state.last + 1, upto,
+                     gone.get("why"))
+            self._dispatch.put_nowait((self.on_gone, {"room": room, **gone,
+                                                      "from": state.last + 1}, False))
+            state.last = upto
 
     def _relay(self, event: str) -> Callable[[JSON], Awaitable[None]]:
         async def relay(data: JSON) -> None:
@@ -763,9 +800,16 @@ def _given(**fields: Any) -> JSON:
     return {key: value for key, value in fields.items() if value is not None}
 
 
+def _order(entry: JSON) -> int:
+    """Stream order: by seq (a ``gone`` range first)."""
+    return int(entry.get("seq", 0))
+
+
 def _stream(ack: JSON) -> list[JSON]:
-    """The entries of a join or history ack that reads on: messages and changes."""
-    return [*ack["messages"], *ack.get("changes", [])]
+    """The entries of a join or history ack that reads on: messages and changes
+    (and first, what retention removed of them: a ``gone`` range, no seq)."""
+    gone = [ack["gone"]] if "gone" in ack else []
+    return [*gone, *ack["messages"], *ack.get("changes", [])]
 
 
 def token_claims(token: str) -> JSON:

@@ -136,6 +136,10 @@ class ActionBody(Strict):
     client_id: ClientId | None = None
 
 
+class ReasonBody(Strict):
+    reason: str = Field(default="", max_length=REASON_MAX)
+
+
 class AuditQuery(Query):
     before: Seq | None = Field(default=None, description="actions before this seq (older)")
     limit: Annotated[int, Field(ge=1, le=AUDIT_MAX)] = AUDIT_DEFAULT
@@ -228,6 +232,34 @@ class RoomInfo(Ok):
     you: Standing = Field(description="where the key's identity stands")
     people: list[Person] = Field(description="to a moderator: everyone with a role, a ban "
                                  "or a mute; to others, the owners and moderators")
+
+
+class Report(BaseModel):
+    room: str
+    seq: int
+    by: str = Field(description="who reported it")
+    reason: str
+    ts: int
+    from_: str = Field(alias="from", description="the message's sender")
+    text: str = Field(description="the message as reported (its first 300 characters)")
+
+
+class Reported(Ok):
+    report: Report
+
+
+class Reports(Ok):
+    room: str
+    reports: list[Report] = Field(description="the open reports, oldest first")
+
+
+class Resolved(Ok):
+    room: str
+    seq: int
+    resolved: int = Field(description="the open reports it closed")
+    by: str
+    reason: str
+    ts: int
 
 
 class Audit(Ok):

@@ -246,6 +246,21 @@ async def audit(api: Api, call: Call) -> Json:
                            call.path.room)
 
 
+async def report(api: Api, call: Call) -> Json:
+    p = call.path
+    return await api.event(call, "report", {"room": p.room, "seq": p.seq,
+                                            "reason": call.body.reason}, p.room)
+
+
+async def resolve(api: Api, call: Call) -> Json:
+    p = call.path
+    return await api.event(call, "resolve", {"room": p.room, "seq": p.seq}, p.room)
+
+
+async def reports(api: Api, call: Call) -> Json:
+    return await api.event(call, "reports", {"room": call.path.room}, call.path.room)
+
+
 async def room_info(api: Api, call: Call) -> Json:
     return await api.event(call, "room_info", {"room": call.path.room}, call.path.room)
 
@@ -331,6 +346,13 @@ ENDPOINTS = [
     Endpoint("GET", ROOM + "/actions", "audit", "A room's audit log: its actions, newest "
              "first", "moderate", audit, m.Audit, path_model=m.RoomPath,
              query_model=m.AuditQuery),
+    Endpoint("POST", MESSAGE + "/reports", "report", "Report a message to the room's "
+             "moderators and owners", "publish", report, m.Reported,
+             path_model=m.MessagePath, body_model=m.ReasonBody),
+    Endpoint("DELETE", MESSAGE + "/reports", "resolve", "Close the open reports of a "
+             "message", "moderate", resolve, m.Resolved, path_model=m.MessagePath),
+    Endpoint("GET", ROOM + "/reports", "listReports", "A room's open reports, oldest first",
+             "moderate", reports, m.Reports, path_model=m.RoomPath),
     Endpoint("POST", "/directs", "openDirect", "Open (or find again) the direct conversation "
              "of the key's identity and the people named (token mode)", "publish",
              open_direct, m.Direct, body_model=m.DirectBody),

@@ -24,7 +24,7 @@ from ..core.policy import ACTIONS
 from .protocol import (
     parse_advance, parse_audit, parse_delete, parse_direct, parse_edit, parse_govern,
     parse_history, parse_join, parse_leave, parse_reaction, parse_read, parse_renew, parse_room,
-    parse_rooms, parse_search, parse_send, parse_typing,
+    parse_report, parse_rooms, parse_search, parse_send, parse_typing,
 )
 from .services import Chat
 
@@ -122,11 +122,24 @@ async def _audit(chat: Chat, conn: Connection, data: object) -> Ack:
     return await chat.governance.audit(conn, parse_audit(data))
 
 
+async def _report(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.governance.report(conn, parse_report(data))
+
+
+async def _reports(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.governance.reports(conn, parse_room(data))
+
+
+async def _resolve(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.governance.resolve(conn, parse_report(data))
+
+
 EVENTS: dict[str, Event] = {
     "join": _join, "leave": _leave, "send": _send, "history": _history, "search": _search,
     "edit": _edit, "delete": _delete, "react": _react, "unreact": _unreact,
     "typing": _typing, "rooms": _rooms, "read": _read, "direct": _direct, "renew": _renew,
-    "advance": _advance, "room_info": _room_info, "audit": _audit,
+    "advance": _advance, "room_info": _room_info, "audit": _audit, "report": _report,
+    "reports": _reports, "resolve": _resolve,
     **{kind: _govern(kind) for kind in ACTIONS},
 }
 

@@ -30,9 +30,9 @@ from ..core.models import Entry, RoomName, now_ms
 from ..core.policy import MODERATOR, NO_STANDING, SENDS_OUT, Act, check_join, level
 from ..settings import Settings
 from ..store import MessageStore
-from .connections import Connection, Connections, log_failure
+from .connections import Connection, Connections, log_failure, person_room
 from .directs import is_direct
-from .protocol import AuditRequest, GovernRequest
+from .protocol import AuditRequest, GovernRequest, ReportRequest
 from .rooms import Rooms
 from .wire import Wire
 
@@ -43,6 +43,8 @@ Ack = dict[str, Any]
 # what gives power by name, which open mode cannot prove
 NEEDS_TOKENS = frozenset({"create", "role"})
 RECHECKED = 10_000  # standings read to recheck a room's members after lost events
+OPEN_REPORTS = 1000  # per room, until its moderators resolve some
+REPORTED_TEXT = 300  # characters of the reported message kept with the report
 
 
 class Governance:
@@ -69,6 +71,11 @@ class Governance:
                                              or any(k == "private" for k, _ in req.settings)):
             raise ChatError(ErrorCode.FORBIDDEN, "owners, roles and private rooms need token "
                             "mode (--jwt-secret): on this server anyone may take any name")
+        retention = dict(req.settings).get("retention")
+        bound = self.settings.retention
+        if retention and bound and retention > bound:
+            raise ChatError(ErrorCode.BAD_REQUEST, f"retention may be at most {bound} s here "
+                            "(the server's --retention): 0 keeps the server's")
         self.connections.limit(conn, "change", "moderation actions")
         until = now_ms() + req.seconds * 1000 if req.seconds is not None else None
         act = Act(req.kind, req.user, req.role, until, req.reason, req.settings)
@@ -106,14 +113,75 @@ class Governance:
 
     async def audit(self, conn: Connection, req: AuditRequest) -> Ack:
         """The room's actions, newest first (its moderators and owners only)."""
-        self.connections.limit(conn, "history", "audit requests")
-        _, you = await self.store.standing(req.room, conn.name)
-        if level(you, conn.identity.power) < MODERATOR:
-            raise ChatError(ErrorCode.FORBIDDEN, f"only a moderator or an owner of {req.room!r} "
-                            "may read its audit log")
+        await self._moderating(conn, req.room, "read its audit log")
         found = await self.store.actions(req.room, before=req.before, limit=req.limit + 1)
         return {"actions": [a.as_dict() for a in found[:req.limit]],
                 "more": len(found) > req.limit}
+
+    # -- reports ------------------------------------------------------------------
+
+    async def report(self, conn: Connection, req: ReportRequest) -> Ack:
+        """A member reports a message of the room to its moderators and owners
+        (told at once with a ``report`` event, wherever they are connected);
+        a second report of one message by one person replaces the first."""
+        self.connections.member(conn, req.room)
+        self.connections.limit(conn, "change", "reports")
+        kind = f"report:{req.room}"
+        key = f"{req.seq}:{conn.name}"
+        page = await self.store.page(req.room, after=req.seq - 1, limit=1)
+        reported = next((m for m in page.messages if m.seq == req.seq and not m.deleted), None)
+        if reported is None:
+            raise ChatError(ErrorCode.NOT_FOUND, f"there is no message {req.seq} in "
+                            f"{req.room!r} to report")
+        found = await self.store.records(kind)
+        if key not in found and len(found) >= OPEN_REPORTS:
+            raise ChatError(ErrorCode.TOO_LARGE, f"{req.room!r} has {len(found)} open reports;"
+                            " its moderators have yet to resolve them")
+        report = {"room": req.room, "seq": req.seq, "by": conn.name, "reason": req.reason,
+                  "ts": now_ms(), "from": reported.sender,
+                  "text": reported.text[:REPORTED_TEXT]}
+        await self.store.put_record(kind, key, report)
+        log.info("report sid=%s name=%r room=%s seq=%d", conn.sid, conn.name, req.room,
+                 req.seq)
+        await self._tell_moderators(req.room, report)
+        return {"report": report}
+
+    async def reports(self, conn: Connection, room: RoomName) -> Ack:
+        """The room's open reports, oldest first (its moderators and owners)."""
+        await self._moderating(conn, room, "read its reports")
+        found = await self.store.records(f"report:{room}")
+        return {"room": room, "reports": sorted(found.values(),
+                                                key=lambda r: (r["ts"], r["seq"], r["by"]))}
+
+    async def resolve(self, conn: Connection, req: ReportRequest) -> Ack:
+        """Close every open report of message ``seq`` (what was done about it,
+        if anything, is an action of its own: a delete, a ban, ...)."""
+        await self._moderating(conn, req.room, "resolve its reports")
+        self.connections.limit(conn, "change", "resolutions")
+        kind = f"report:{req.room}"
+        closed = [key for key, r in (await self.store.records(kind)).items()
+                  if r.get("seq") == req.seq]
+        for key in closed:
+            await self.store.drop_record(kind, key)
+        log.info("resolve sid=%s name=%r room=%s seq=%d reports=%d", conn.sid, conn.name,
+                 req.room, req.seq, len(closed))
+        resolution = {"room": req.room, "seq": req.seq, "resolved": len(closed),
+                      "by": conn.name, "reason": req.reason, "ts": now_ms()}
+        await self._tell_moderators(req.room, resolution)
+        return resolution
+
+    async def _moderating(self, conn: Connection, room: RoomName, what: str) -> None:
+        self.connections.limit(conn, "history", "moderation requests")
+        _, you = await self.store.standing(room, conn.name)
+        if level(you, conn.identity.power) < MODERATOR:
+            raise ChatError(ErrorCode.FORBIDDEN, f"only a moderator or an owner of {room!r} "
+                            f"may {what}")
+
+    async def _tell_moderators(self, room: RoomName, event: dict[str, Any]) -> None:
+        _, people = await self.store.standings(room)
+        for name, standing in people.items():
+            if standing.role in ("owner", "moderator"):
+                await self.wire.emit("report", event, room=person_room(name))
 
     # -- every node ---------------------------------------------------------------
 

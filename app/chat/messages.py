@@ -89,8 +89,12 @@ class Messages:
         self.connections.limit(conn, "history", "history requests")
         self.replies.reserve(conn)
         query = self.store.page(req.room, before=req.before, after=req.after, limit=req.limit)
-        _, entries, more = await self.replies.read(conn, query, keep_newest=req.after is None)
-        return {**entries, "more": more}
+        page, entries, more = await self.replies.read(conn, query,
+                                                      keep_newest=req.after is None)
+        ack = {**entries, "more": more}
+        if (gone := page.gone(req.after if req.before is None else None)) is not None:
+            ack["gone"] = gone  # what retention removed of what was asked for
+        return ack
 
     async def change(self, conn: Connection, req: ChangeRequest) -> Ack:
         """Make a change to a message: an entry of the room's stream, broadcast

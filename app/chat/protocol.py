@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import RoomName
-from ..core.policy import MUTE_MAX, REASON_MAX, ROLES, SLOW_MAX, TOPIC_MAX
+from ..core.policy import MUTE_MAX, REASON_MAX, RETENTION_MAX, ROLES, SLOW_MAX, TOPIC_MAX
 from .mentions import NAME_MAX
 from ..store.search import check_terms, terms
 
@@ -426,8 +426,10 @@ def _settings(payload: dict[Any, Any], *, creating: bool) -> tuple[tuple[str, An
         given["topic"] = _utf8(topic.strip(), "topic")
     if "slow" in payload:
         given["slow"] = _int(payload, "slow", low=0, high=SLOW_MAX)
+    if "retention" in payload:
+        given["retention"] = _int(payload, "retention", low=0, high=RETENTION_MAX)
     if not given and not creating:
-        raise _bad("configure needs at least one of private, topic, slow, locked")
+        raise _bad("configure needs at least one of private, topic, slow, locked, retention")
     return tuple(sorted(given.items()))
 
 
@@ -460,3 +462,19 @@ def parse_audit(data: object) -> AuditRequest:
     limit = _int(payload, "limit", low=1, high=AUDIT_MAX, default=AUDIT_DEFAULT)
     assert limit is not None
     return AuditRequest(_room(payload), _int(payload, "before", low=1, high=MAX_SEQ), limit)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    """A report of message ``seq`` (``reason`` may be empty), or with
+    ``resolve``, its resolution by a moderator."""
+
+    room: RoomName
+    seq: int
+    reason: str = ""
+
+
+def parse_report(data: object) -> ReportRequest:
+    payload = _payload(data)
+    room, seq = _room(payload), _target(payload)
+    return ReportRequest(room, seq, _reason(payload))

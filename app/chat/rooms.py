@@ -113,6 +113,8 @@ class Rooms:
                "mentions": reading.mentions}
         if receipts is not None:
             ack["receipts"] = receipt_list(receipts)
+        if (gone := page.gone(since)) is not None:  # what retention removed of it
+            ack["gone"] = gone
         if settings is not None:  # a governed room: its settings, and where you stand
             ack["settings"] = settings.as_dict()
             ack["you"] = standing.as_dict(now_ms())

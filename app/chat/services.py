@@ -19,6 +19,7 @@ service             module                       owns
 ``recovery``        :mod:`app.chat.recovery`     catch-up after fan-out lost events
 ``cursors``         :mod:`app.chat.cursors`      consumers' positions, kept by the server
 ``governance``      :mod:`app.chat.governance`   owners, roles, bans, mutes, room settings
+``retention``       :mod:`app.chat.retention`    removing what rooms keep no longer
 ==================  ===========================  ========================================
 """
 
@@ -40,6 +41,7 @@ from .messages import Messages
 from .reads import Reads
 from .recovery import Recovery
 from .replies import Replies
+from .retention import Retention
 from .rooms import Rooms
 from .searching import Search
 from .wire import Wire
@@ -67,6 +69,7 @@ class Chat:
                                      self.messages.watchers)
         self.recovery = Recovery(store, presence, self.rooms, self.governance, wire)
         self.cursors = Cursors(store, self.connections)
+        self.retention = Retention(settings, store, metrics)
         # work under way (handlers, disconnects): shutdown waits for it before
         # closing the backends, or its last store and presence calls would fail
         self.handling: set[asyncio.Task[Any]] = set()
@@ -105,9 +108,11 @@ class Chat:
 
     def start(self) -> None:
         self.rooms.start_housekeeping()
+        self.retention.start()
 
     async def stop(self) -> None:
         """Stop the background work (housekeeping, catch-up, receipt rounds)."""
         await asyncio.gather(self.rooms.stop_housekeeping(), self.recovery.stop(),
                              self.reads.receipts.close(), self.governance.stop(),
+                             self.retention.stop(),
                              return_exceptions=True)

@@ -176,3 +176,15 @@ class Page:
     latest: int
     # in a read of the stream (after): the changes to messages and to the room
     changes: list[Change | Action] = field(default_factory=list)
+    purged: int = 0  # the entries up to this seq were removed (retention)
+
+    def gone(self, after: int | None) -> dict[str, Any] | None:
+        """What a reply of this page says of the removed entries it would have
+        held: reading on from ``after`` (None: paging back, when no older
+        message is left), ``{"from", "to", "why"}``; None if none."""
+        if not self.purged:
+            return None
+        start = 0 if after is None else after
+        if start >= self.purged or (after is None and self.more):
+            return None
+        return {"from": start + 1, "to": self.purged, "why": "retention"}

@@ -39,6 +39,8 @@ SENDS_OUT = frozenset({"remove", "ban"})
 TOPIC_MAX = 300  # characters
 REASON_MAX = 300
 SLOW_MAX = 6 * 3600  # seconds between one person's messages in slow mode
+RETENTION_MAX = 100 * 366 * 86400  # seconds a room's entries may be kept, at most
+OWNERS_SETTINGS = frozenset({"private", "retention"})  # who may join, what is kept
 MUTE_MAX = 366 * 86400 * 1000  # ms
 FOREVER = 2**53 - 1  # a ban's ``until`` that never comes
 
@@ -46,22 +48,25 @@ FOREVER = 2**53 - 1  # a ban's ``until`` that never comes
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
     """A governed room's settings: ``private`` (only its members may join),
-    ``topic``, ``slow`` (seconds between one person's messages; 0: off) and
-    ``locked`` (read-only: only moderators and owners may send)."""
+    ``topic``, ``slow`` (seconds between one person's messages; 0: off),
+    ``locked`` (read-only: only moderators and owners may send) and
+    ``retention`` (seconds its entries are kept; 0: the server's)."""
 
     private: bool = False
     topic: str = ""
     slow: int = 0
     locked: bool = False
+    retention: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"private": self.private, "topic": self.topic, "slow": self.slow,
-                "locked": self.locked}
+                "locked": self.locked, "retention": self.retention}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RoomSettings:
         return cls(bool(data.get("private", False)), str(data.get("topic", "")),
-                   int(data.get("slow", 0)), bool(data.get("locked", False)))
+                   int(data.get("slow", 0)), bool(data.get("locked", False)),
+                   int(data.get("retention", 0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +170,11 @@ def decide(act: Act, room: RoomName, settings: RoomSettings | None, head: int,
         return Decided(made, None, dataclasses.replace(actor_standing, role="owner"))
     current = settings if settings is not None else RoomSettings()
     if act.kind == "configure":
-        need = OWNER if any(k == "private" for k, _ in act.settings) else MODERATOR
+        need = OWNER if any(k in OWNERS_SETTINGS for k, _ in act.settings) else MODERATOR
         if mine < need:
-            raise _forbidden(f"only {'an owner' if need == OWNER else 'a moderator'} may "
-                             f"change {'who may join' if need == OWNER else 'these settings'}"
-                             f" in {room!r}")
+            who, what = ("an owner", "who may join or what is kept") if need == OWNER else \
+                ("a moderator", "these settings")
+            raise _forbidden(f"only {who} may change {what} in {room!r}")
         return Decided(dataclasses.replace(current, **dict(act.settings)), None,
                        actor_standing)
     assert act.user is not None and subject is not None

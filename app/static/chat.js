@@ -124,7 +124,15 @@ function take(room, entries) {
   // Take entries of the room's stream (messages, and changes to them) in seq
   // order, skipping any already taken; true if any was new.
   let added = false;
-  for (const entry of [...entries].sort((a, b) => a.seq - b.seq)) {
+  for (const entry of [...entries].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0))) {
+    if (entry.seq === undefined) {  // what retention removed: no gap, go on after it
+      if (entry.to > room.last) {
+        room.last = entry.to;
+        room.trimmed = true;
+        added = true;
+      }
+      continue;
+    }
     if (entry.seq !== room.last + 1) continue;
     room.last = entry.seq;
     added = true;
@@ -161,7 +169,8 @@ function applyChange(room, change) {
 }
 
 function stream(ack) {
-  return [...ack.messages, ...(ack.changes ?? [])];
+  // the entries of an ack that reads on, and first what retention removed of them
+  return [...(ack.gone ? [ack.gone] : []), ...ack.messages, ...(ack.changes ?? [])];
 }
 
 async function catchUp(room, upto = Infinity) {
@@ -293,6 +302,7 @@ async function enter(room) {
   room.messages = ack.messages;
   room.last = ack.seq;
   room.olderExist = ack.more;
+  room.trimmed = Boolean(ack.gone);  // older messages were removed (retention)
   room.members = ack.members;
   room.joined = true;
   room.fresh = false;
@@ -422,6 +432,7 @@ function loadOlder(room) {
                                               limit: 50 });
       room.messages = [...page.messages, ...room.messages];
       room.olderExist = page.more;
+      room.trimmed ||= Boolean(page.gone);
       if (room.name === current) render(room);
     } catch (err) {
       showAlert(plainError(err.chat));

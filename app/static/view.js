@@ -192,7 +192,9 @@ export function renderMessages(room, ui = () => ({})) {
   const anchorTop = anchor ? anchor.offsetTop - list.scrollTop : 0;
   const items = [];
   if (room.messages.length && !room.olderExist) {
-    items.push(el("li", { class: "edge", text: "This is the start of the room." }));
+    items.push(el("li", { class: "edge", text: room.trimmed
+      ? "Older messages were removed: this room keeps its history for a limited time."
+      : "This is the start of the room." }));
   }
   if (!room.messages.length && !room.outbox.length && !room.olderExist) {
     items.push(el("li", { class: "edge empty", text: room.with

@@ -95,7 +95,19 @@ class MessageStore(Protocol):
     async def actions(self, room: RoomName, *, before: int | None = None,
                       limit: int = 50) -> list[Action]:
         """The room's governance actions (its audit log), newest first, up to
-        ``limit`` of them before seq ``before``."""
+        ``limit`` of them before seq ``before``; retention never removes them."""
+
+    async def governed(self) -> dict[RoomName, RoomSettings]:
+        """Every governed room's settings (to find the rooms' own retention)."""
+
+    async def purge(self, room: RoomName, before: int, limit: int) -> int:
+        """Remove ``room``'s oldest entries stored before ``before`` (ms), at most
+        ``limit`` of them, in seq order from the first one kept, stopping at
+        the first newer one (what is kept has no holes); how many went. Their
+        reactions, mentions and search entries go with them; governance
+        actions stay (the audit log) but leave the stream too. The room's
+        seq goes on where it was; reads say what is gone (``Page.purged``).
+        One transaction, short: call it again for more."""
 
     async def alter(self, room: RoomName, sender: str, kind: str, target: int,
                     value: str | None, client_id: str | None, *,
@@ -112,7 +124,8 @@ class MessageStore(Protocol):
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:
         """Up to ``limit`` messages, ascending: the latest ones, the ones just
-        before ``before``, or the ones just after ``after``."""
+        before ``before``, or the ones just after ``after`` (after what
+        retention removed: ``Page.purged`` says up to where that is)."""
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
                      cursor: str | None = None, limit: int = 20,

@@ -81,6 +81,12 @@ class Deadlines:
                         ) -> tuple[RoomSettings | None, dict[str, Standing]]:
         return await self._call("standings", self.store.standings(room, limit))
 
+    async def governed(self) -> dict[RoomName, RoomSettings]:
+        return await self._call("governed", self.store.governed())
+
+    async def purge(self, room: RoomName, before: int, limit: int) -> int:
+        return await self._call("purge", self.store.purge(room, before, limit))
+
     async def actions(self, room: RoomName, *, before: int | None = None,
                       limit: int = 50) -> list[Action]:
         return await self._call("actions", self.store.actions(room, before=before,

@@ -25,7 +25,9 @@ from .stream import (Alter, Altered, Append, BatchWriter, ClientKey, Govern, Gov
 
 class MemoryStore:
     def __init__(self) -> None:
-        self._rooms: dict[RoomName, list[Entry]] = {}  # entry seq n at index n - 1
+        # entry seq n at index n - 1; None once retention removed it
+        self._rooms: dict[RoomName, list[Entry | None]] = {}
+        self._purged: dict[RoomName, int] = {}  # room -> removed up to this seq
         self._by_client_id: dict[ClientKey, Entry] = {}
         self._reactors: dict[ReactionKey, dict[str, int]] = {}  # -> name -> at
         self._markers: dict[MarkerKey, tuple[int, int]] = {}  # -> (seq, at)
@@ -63,7 +65,7 @@ class MemoryStore:
         return result
 
     def _write(self, request: Request) -> tuple[Message, bool] | Altered | Governed:
-        entries = self._rooms.setdefault(request.room, [])
+        entries = self._rooms.setdefault(request.room, [])  # (None: removed)
         key = (request.room, request.sender, request.client_id)
         stored = {key: self._by_client_id[key]} if key in self._by_client_id else {}
         messages = {(room, seq): found for room, seq in targets([request])
@@ -116,14 +118,36 @@ class MemoryStore:
                    after: int | None = None, limit: int = 50) -> Page:
         page_bounds(before, after, limit)
         entries = self._rooms.get(room, [])
+        purged = self._purged.get(room, 0)
         if after is not None:  # the stream
-            chunk = entries[after:after + limit]
+            after = max(after, purged)
+            chunk = [e for e in entries[after:after + limit] if e is not None]
             more = after + limit < len(entries)
             messages, changes = split(chunk)
-            return Page(messages, more, len(entries), changes)
+            return Page(messages, more, len(entries), changes, purged)
         end = len(entries) if before is None else max(0, min(before - 1, len(entries)))
         older = [e for e in entries[:end] if isinstance(e, Message)]
-        return Page(older[-limit:], len(older) > limit, len(entries))
+        return Page(older[-limit:], len(older) > limit, len(entries), purged=purged)
+
+    async def governed(self) -> dict[RoomName, RoomSettings]:
+        return dict(self._settings)
+
+    async def purge(self, room: RoomName, before: int, limit: int) -> int:
+        entries = self._rooms.get(room, [])
+        upto = cut = self._purged.get(room, 0)
+        for e in entries[upto:upto + limit]:
+            if e is None or e.ts >= before:
+                break
+            cut = e.seq
+        for seq in range(upto + 1, cut + 1):
+            gone = entries[seq - 1]
+            if not isinstance(gone, Action):  # (the audit log keeps them)
+                entries[seq - 1] = None
+            for reaction in [k for k in self._reactors if k[:2] == (room, seq)]:
+                del self._reactors[reaction]
+            self._mentions -= {m for m in self._mentions if m[1:] == (room, seq)}
+        self._purged[room] = cut
+        return cut - upto
 
     async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
         return self._settings.get(room), self._standings.get((room, name), NO_STANDING)

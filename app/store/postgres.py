@@ -50,6 +50,7 @@ SCHEMA_VERSION = 9
 _ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 SEARCH_POOL = 2  # connections for searches (their own: see search)
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
+PURGE_LOCK = 0x50757267  # with a room's hash: its purge ("Purg")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS roomcast_schema (version integer NOT NULL);
 CREATE TABLE IF NOT EXISTS rooms (
@@ -171,6 +172,11 @@ CREATE TABLE IF NOT EXISTS standings (
 );
 CREATE INDEX IF NOT EXISTS messages_actions ON messages (room, seq)
     WHERE kind IN ({_ACTION_KINDS});
+-- and retention: how far it has removed each room's stream
+CREATE TABLE IF NOT EXISTS purged (
+    room text   PRIMARY KEY,
+    upto bigint NOT NULL
+);
 """
 _WORDS_INDEX = "CREATE INDEX IF NOT EXISTS messages_words ON messages USING gin (words)"
 # The messages after each (name, room, seq) that others sent, not deleted, and
@@ -490,17 +496,19 @@ class PostgresStore(QueuedWrites):
         try:
             async with self._pool.acquire() as conn, conn.transaction(
                     isolation="repeatable_read", readonly=True):
+                top, purged = await conn.fetchrow(
+                    "SELECT (SELECT head FROM rooms WHERE room = $1),"
+                    " COALESCE((SELECT upto FROM purged WHERE room = $1), 0)", room)
                 if after is not None:  # the stream: messages and changes
                     rows = await conn.fetch(
                         f"SELECT {COLUMNS} FROM messages WHERE room = $1 AND seq > $2"
-                        " ORDER BY seq LIMIT $3", room, after, limit + 1)
+                        " ORDER BY seq LIMIT $3", room, max(after, purged), limit + 1)
                 else:  # messages as they stand
                     rows = await conn.fetch(
                         f"SELECT {COLUMNS} FROM messages WHERE room = $1 AND kind = 'message'"
                         " AND seq < $2 ORDER BY seq DESC LIMIT $3",
                         room, before if before is not None else 2**62, limit + 1)
                     rows.reverse()
-                top = await conn.fetchval("SELECT head FROM rooms WHERE room = $1", room)
         except OUTAGES as exc:
             log.warning("postgres read failed: %s", exc)
             raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
@@ -508,7 +516,7 @@ class PostgresStore(QueuedWrites):
         if more:
             rows = rows[:limit] if after is not None else rows[1:]
         messages, changes = split([entry(r) for r in rows])
-        return Page(messages, more, top or 0, changes)
+        return Page(messages, more, top or 0, changes, purged)
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
                      cursor: str | None = None, limit: int = 20,
@@ -683,6 +691,40 @@ class PostgresStore(QueuedWrites):
             " AND seq < $2 ORDER BY seq DESC LIMIT $3",
             room, before if before is not None else 2**62, limit)
         return [a for a in map(entry, rows) if isinstance(a, Action)]
+
+    async def governed(self) -> dict[RoomName, RoomSettings]:
+        return {RoomName(room): RoomSettings.from_dict(json.loads(body)) for room, body in
+                await self._fetch("SELECT room, settings FROM rooms WHERE settings IS NOT NULL")}
+
+    async def purge(self, room: RoomName, before: int, limit: int) -> int:
+        """(Two nodes purging one room take turns: the second finds the first's
+        work done, or skips the room this time.)"""
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
+                                           PURGE_LOCK, room):
+                    return 0
+                upto = cut = await conn.fetchval(
+                    "SELECT COALESCE((SELECT upto FROM purged WHERE room = $1), 0)", room)
+                for seq, ts in await conn.fetch(
+                        "SELECT seq, ts FROM messages WHERE room = $1 AND seq > $2 ORDER BY seq"
+                        " LIMIT $3", room, upto, limit):
+                    if seq != cut + 1 or ts >= before:
+                        break
+                    cut = seq
+                if cut == upto:
+                    return 0
+                for table, only in (("reactions", ""), ("mentions", ""),
+                                    ("messages", f" AND kind NOT IN ({_ACTION_KINDS})")):
+                    await conn.execute(f"DELETE FROM {table} WHERE room = $1 AND seq > $2"
+                                       f" AND seq <= $3{only}", room, upto, cut)
+                await conn.execute("INSERT INTO purged VALUES ($1, $2) ON CONFLICT (room)"
+                                   " DO UPDATE SET upto = greatest(purged.upto, excluded.upto)",
+                                   room, cut)
+        except OUTAGES as exc:
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+        return int(cut - upto)
 
     async def drop_record(self, kind: str, key: str) -> bool:
         rows = await self._fetch("DELETE FROM records WHERE kind = $1 AND key = $2"

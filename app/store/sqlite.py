@@ -59,7 +59,8 @@ _ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 # 8): the few configured things the chat keeps, as JSON (webhooks). Governance
 # (version 9, app.core.policy): each governed room's settings, and each
 # person's standing in it (role, ban, mute, last send in slow mode); the
-# actions themselves are entries of the stream.
+# actions themselves are entries of the stream. Per room, how far retention
+# has removed its stream (purged).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -124,6 +125,10 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS room_settings (
     room TEXT NOT NULL PRIMARY KEY,
     body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS purged (
+    room TEXT    NOT NULL PRIMARY KEY,
+    upto INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS standings (
     room   TEXT NOT NULL,
@@ -221,6 +226,10 @@ class SqliteStore(QueuedWrites):
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self._path} has schema version {version}; this Roomcast "
                                f"knows up to {SCHEMA_VERSION}")
+        if version == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+            # a new file: pages freed by retention go back to the file system
+            # (PRAGMA incremental_vacuum after each purge); an older file reuses them
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         numbering = {1: _MIGRATE_1 + _MIGRATE_2, 2: _MIGRATE_2}.get(version, "")
         reindexing = _MIGRATE_5 if 0 < version < 6 else ""
         conn.executescript(f"BEGIN; {numbering} {reindexing} {_SCHEMA} {_INDEXES}"
@@ -423,10 +432,10 @@ class SqliteStore(QueuedWrites):
             return {}
         (heads,) = conn.execute(
             "WITH k(room) AS (VALUES " + ", ".join(["(?)"] * len(rooms)) + ")"
-            " SELECT json_group_object(k.room, (SELECT MAX(m.seq) FROM messages AS m"
-            " WHERE m.room = k.room)) FROM k", rooms).fetchone()
-        return {RoomName(room): int(top) for room, top in json.loads(heads).items()
-                if top is not None}
+            " SELECT json_group_object(k.room, max(COALESCE((SELECT MAX(m.seq) FROM messages"
+            " AS m WHERE m.room = k.room), 0), COALESCE((SELECT p.upto FROM purged AS p"
+            " WHERE p.room = k.room), 0))) FROM k", rooms).fetchone()
+        return {RoomName(room): int(top) for room, top in json.loads(heads).items() if top}
 
     @staticmethod
     def _stored(conn: sqlite3.Connection, keyed: list[Request]) -> dict[ClientKey, Entry]:
@@ -469,25 +478,27 @@ class SqliteStore(QueuedWrites):
         assert conn is not None
         conn.execute("BEGIN")  # one snapshot for the page and the room's top
         try:
+            found = conn.execute("SELECT upto FROM purged WHERE room = ?", (room,)).fetchone()
+            purged = found[0] if found else 0
             if after is not None:  # the stream: messages and changes
                 rows = conn.execute(
                     f"SELECT {COLUMNS} FROM messages WHERE room = ? AND seq > ?"
-                    " ORDER BY seq LIMIT ?", (room, after, limit + 1)).fetchall()
+                    " ORDER BY seq LIMIT ?", (room, max(after, purged), limit + 1)).fetchall()
             else:  # messages as they stand
                 rows = conn.execute(
                     f"SELECT {COLUMNS} FROM messages WHERE room = ? AND kind = 'message'"
                     " AND seq < ? ORDER BY seq DESC LIMIT ?",
                     (room, before if before is not None else 2**62, limit + 1)).fetchall()
                 rows.reverse()
-            (top,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages"
-                                  " WHERE room = ?", (room,)).fetchone()
+            (top,) = conn.execute("SELECT max(COALESCE(MAX(seq), 0), ?) FROM messages"
+                                  " WHERE room = ?", (purged, room)).fetchone()
         finally:
             conn.execute("COMMIT")
         more = len(rows) > limit
         if more:
             rows = rows[:limit] if after is not None else rows[1:]
         messages, changes = split([entry(r) for r in rows])
-        return Page(messages, more, top, changes)
+        return Page(messages, more, top, changes, purged)
 
     async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
         found: tuple[RoomSettings | None, Standing] = await self._read(
@@ -522,6 +533,51 @@ class SqliteStore(QueuedWrites):
                       limit: int = 50) -> list[Action]:
         found: list[Action] = await self._read(self._actions, room, before, limit)
         return found
+
+    async def governed(self) -> dict[RoomName, RoomSettings]:
+        found: dict[RoomName, RoomSettings] = await self._read(self._governed)
+        return found
+
+    def _governed(self) -> dict[RoomName, RoomSettings]:
+        assert self._read_conn is not None
+        return {RoomName(room): RoomSettings.from_dict(json.loads(body)) for room, body
+                in self._read_conn.execute("SELECT room, body FROM room_settings")}
+
+    async def purge(self, room: RoomName, before: int, limit: int) -> int:
+        removed: int = await self._written(self._purge, room, before, limit)
+        return removed
+
+    def _purge(self, room: RoomName, before: int, limit: int) -> int:
+        conn = self._write_conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute("SELECT upto FROM purged WHERE room = ?", (room,)).fetchone()
+            upto = cut = found[0] if found else 0
+            rows = conn.execute("SELECT seq, ts, doc FROM messages WHERE room = ? AND seq > ?"
+                                " ORDER BY seq LIMIT ?", (room, upto, limit)).fetchall()
+            for seq, ts, _ in rows:
+                if seq != cut + 1 or ts >= before:
+                    break
+                cut = seq
+            if cut > upto:
+                docs = [(doc,) for seq, _, doc in rows if seq <= cut and doc is not None]
+                conn.executemany("DELETE FROM messages_fts WHERE rowid = ?", docs)
+                span = (room, upto, cut)
+                conn.execute("DELETE FROM reactions WHERE room = ? AND seq > ? AND seq <= ?",
+                             span)
+                conn.execute("DELETE FROM mentions WHERE room = ? AND seq > ? AND seq <= ?",
+                             span)
+                conn.execute("DELETE FROM messages WHERE room = ? AND seq > ? AND seq <= ?"
+                             f" AND kind NOT IN ({_ACTION_KINDS})", span)
+                conn.execute("INSERT OR REPLACE INTO purged VALUES (?, ?)", (room, cut))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if cut > upto:
+            conn.execute("PRAGMA incremental_vacuum")  # (new files: their freed pages back)
+        return cut - upto
 
     def _actions(self, room: RoomName, before: int | None, limit: int) -> list[Action]:
         assert self._read_conn is not None
@@ -617,12 +673,15 @@ class SqliteStore(QueuedWrites):
         """Each room's latest seq, the rooms found one index step at a time (a
         skip scan: the cost grows with the rooms, not with their history)."""
         assert self._read_conn is not None
-        return {RoomName(room): int(head) for room, head in self._read_conn.execute(
+        heads = {RoomName(room): int(head) for room, head in self._read_conn.execute(
             "WITH RECURSIVE r(room) AS (SELECT MIN(room) FROM messages UNION ALL"
             " SELECT (SELECT MIN(room) FROM messages WHERE room > r.room) FROM r"
             " WHERE r.room IS NOT NULL)"
             " SELECT room, (SELECT MAX(seq) FROM messages m WHERE m.room = r.room)"
             " FROM r WHERE room IS NOT NULL")}
+        for room, upto in self._read_conn.execute("SELECT room, upto FROM purged"):
+            heads[RoomName(room)] = max(heads.get(RoomName(room), 0), int(upto))
+        return heads
 
     async def cursors(self, owner: str) -> dict[RoomName, int]:
         found: dict[RoomName, int] = await self._read(self._cursors, owner)

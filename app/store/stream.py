@@ -360,9 +360,8 @@ class BatchWriter:
     def _govern(self, g: Govern) -> Governed:
         act, room = g.act, g.room
         if g.client_id is not None and (stored := self._stored.get(client_key(g))):
-            same = isinstance(stored, Action) and stored.kind == act.kind \
-                and timeless(stored.details) == timeless(act.details())
-            if not same:
+            if not isinstance(stored, Action) or stored.kind != act.kind \
+                    or timeless(stored.details) != timeless(act.details()):
                 raise ChatError(ErrorCode.BAD_REQUEST,
                                 f"client_id {g.client_id!r} already names another entry")
             subject = self._standing(room, act.user) if act.user is not None else None

@@ -231,3 +231,35 @@ async def test_a_ban_whose_event_a_node_lost_is_applied_when_it_catches_up(
     assert bob.pending("catch_up") == []
     refused(await bob.call("history", {"room": "team"}), "not_member")
     refused(await carol.call("typing", {"room": "team", "active": True}), "forbidden")
+
+
+async def test_a_report_reaches_the_moderators_and_waits_until_resolved(
+        served: Harness, peer: LocalPeerFactory) -> None:
+    olive, mod, bob, carol = [await person(peer, served, n)
+                              for n in ("olive", "mod", "bob", "carol")]
+    await olive.ok("create", {"room": "team"})
+    await olive.ok("role", {"room": "team", "user": "mod", "role": "moderator"})
+    for p in (bob, carol):
+        await p.join("team")
+    spam = await bob.send("team", "buy cheap watches")
+    made = await carol.ok("report", {"room": "team", "seq": spam["seq"], "reason": "spam"})
+    assert made["report"]["text"] == "buy cheap watches" and made["report"]["from"] == "bob"
+    for moderator in (olive, mod):  # wherever they are: neither has joined the room
+        told = await moderator.next("report")
+        assert (told["seq"], told["by"], told["reason"]) == (spam["seq"], "carol", "spam")
+    assert bob.pending("report") == [] and carol.pending("report") == []
+    await bob.ok("report", {"room": "team", "seq": spam["seq"]})  # (his own: allowed)
+    refused(await carol.call("reports", {"room": "team"}), "forbidden")
+    refused(await carol.call("report", {"room": "team", "seq": 99}), "not_found")
+    refused(await carol.call("report", {"room": "elsewhere", "seq": 1}), "not_member")
+    queue = await mod.ok("reports", {"room": "team"})
+    assert [(r["seq"], r["by"]) for r in queue["reports"]] == [
+        (spam["seq"], "carol"), (spam["seq"], "bob")]
+    refused(await carol.call("resolve", {"room": "team", "seq": spam["seq"]}), "forbidden")
+    await mod.join("team")
+    await mod.ok("delete", {"room": "team", "seq": spam["seq"]})
+    done = await mod.ok("resolve", {"room": "team", "seq": spam["seq"], "reason": "deleted"})
+    assert done["resolved"] == 2
+    assert (await olive.next("report"))["by"] == "bob"  # (bob's own report)
+    assert (await olive.next("report"))["resolved"] == 2
+    assert (await mod.ok("reports", {"room": "team"}))["reports"] == []

@@ -378,3 +378,13 @@ async def test_a_backend_governs_rooms_by_the_rules_the_sockets_follow(
         # the stream, read on through the API, holds the actions with the messages
         stream = await ops.ok("GET", "/rooms/team/messages", after=0)
         assert [c["kind"] for c in stream["changes"]] == ["create", "role", "role", "ban"]
+        # reports: a key reports a message, a moderator key reads and resolves them
+        hello = await alice.send("team", "hello")
+        reported = await ops.ok("POST", f"/rooms/team/messages/{hello['seq']}/reports",
+                                {"reason": "testing"})
+        assert reported["report"]["from"] == "alice"
+        assert [r["seq"] for r in (await mod.ok("GET", "/rooms/team/reports"))["reports"]] \
+            == [hello["seq"]]
+        assert await ci.refused("GET", "/rooms/team/reports") == (403, "forbidden")
+        closed = await mod.ok("DELETE", f"/rooms/team/messages/{hello['seq']}/reports")
+        assert closed["resolved"] == 1

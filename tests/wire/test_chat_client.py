@@ -12,7 +12,7 @@ import pytest
 
 from client import compat
 from app.core.errors import ChatError, ErrorCode
-from app.core.models import Reading, Page, RoomName
+from app.core.models import Page, Reading, RoomName, now_ms
 from app.appkeys import STORE_KEY
 from app.store.memory import MemoryStore
 from client import ChatClient, ChatClientError
@@ -556,3 +556,29 @@ async def test_a_message_broadcast_while_the_rejoin_is_answered_is_not_lost(
     finally:
         await client.close()
         await proxy.close()
+
+
+async def test_what_retention_removed_while_away_is_said_and_passed(
+        pair: tuple[Chatter, Peer], proxy: Proxy, served: Served) -> None:
+    """Messages removed by retention while the client was away are no gap: it
+    is told (on_gone) and goes on with what is kept, live afterwards."""
+    alice, bob = pair
+    gone: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    alice.client.on_gone = gone.put_nowait
+    await bob.send("r", "m1")
+    assert await alice.take(1) == ["m1"]
+    await go_offline(alice, proxy)
+    old = [await bob.send("r", f"m{i}") for i in (2, 3)]
+    while now_ms() <= old[-1]["ts"]:  # (what is sent next is newer)
+        await asyncio.sleep(0)
+    for text in ("m4", "m5"):
+        await bob.send("r", text)
+    await served.chat.retention.purge(RoomName("r"), old[-1]["ts"] + 1)  # m1 to m3
+    proxy.offline = False
+    told = await asyncio.wait_for(gone.get(), TIMEOUT)
+    assert (told["room"], told["from"], told["to"], told["why"]) == ("r", 2, 3, "retention")
+    assert await alice.take(2) == ["m4", "m5"]
+    await alice.wait_state("ready")
+    await bob.send("r", "m6")
+    assert await alice.take(1) == ["m6"]
+    assert alice.received.empty() and gone.empty()
