@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.models import RoomName
+from ..core.models import RoomName, now_ms
+from ..core.policy import admits
 from ..presence import Presence
 from ..settings import Settings
 from ..store import MessageStore
@@ -57,10 +58,18 @@ class Reads:
         present = dict(await self.presence.rooms())
         mine = await self.store.readings(conn.name)
         directs = await self.store.participants([r.room for r in mine if is_direct(r.room)])
+        # governed rooms listed only to those they admit: none from which one is
+        # banned, and a private room to its members only
+        rules = await self.store.rules(conn.name, sorted({r.room for r in mine} | set(present)))
+        now = now_ms()
+        kept_out = {room for room, (settings, standing) in rules.items() if not admits(
+            room, settings, standing, conn.identity.power, now)}
         listed: list[dict[str, Any]] = []
         for reading in mine:
             if is_direct(reading.room) and conn.name not in directs.get(reading.room, ()):
                 continue  # (a room named dm:... before direct conversations were)
+            if reading.room in kept_out:
+                continue
             entry = {"name": reading.room, "members": present.get(reading.room, 0),
                      "read": reading.read, "unread": reading.unread,
                      "mentions": reading.mentions, "seq": reading.latest}
@@ -69,5 +78,5 @@ class Reads:
             listed.append(entry)
         seen = {r.room for r in mine}
         listed += [{"name": name, "members": count} for name, count in present.items()
-                   if name not in seen and not is_direct(name)]
+                   if name not in seen and not is_direct(name) and name not in kept_out]
         return {"rooms": listed}

@@ -240,6 +240,16 @@ def check_join(room: RoomName, settings: RoomSettings | None, standing: Standing
         raise _forbidden(f"{room!r} is private: an owner or a moderator must add you")
 
 
+def admits(room: RoomName, settings: RoomSettings | None, standing: Standing, power: int,
+           now: int) -> bool:
+    """Whether ``room``'s rules let the person join it now."""
+    try:
+        check_join(room, settings, standing, power, now)
+    except ChatError:
+        return False
+    return True
+
+
 def banned_message(room: RoomName, standing: Standing) -> str:
     assert standing.banned is not None
     if standing.banned == FOREVER:

@@ -13,6 +13,9 @@ import {
   renderTyping, messageItem, roomLabel, showAlert, showStatus,
 } from "./view.js";
 import { closePanel, isNarrow, openPanel } from "./panels.js";
+import {
+  applyAction, changedSettings, levelIn, mutedUntil, renderSettings, standing,
+} from "./governance.js";
 
 const config = document.body.dataset;
 const params = new URLSearchParams(location.search);
@@ -50,7 +53,8 @@ function uiFor(room) {
   return (message) => ({
     mentionsMe: mentionsOf(message.text).includes(myName), seenBy: seen.get(message.seq),
     quoted: bySeq.get(message.reply_to) ?? null, me: myName,
-    mine: message.from === myName, moderator,
+    mine: message.from === myName, moderator: moderator || levelIn(room, false) >= 2,
+    governed: Boolean(room.settings),
     editing: room.editing === message.seq, draft: room.draft,
     confirming: room.confirming === message.seq, flashing: room.flash === message.seq,
     picking: room.picking === message.seq ? emojiOffered(room) : null,
@@ -149,6 +153,13 @@ function take(room, entries) {
 }
 
 function applyChange(room, change) {
+  if (change.target === undefined) {  // an action on the room (governance)
+    const { out, note } = applyAction(room, change, myName);
+    if (out) queueMicrotask(() => ousted(room, note));
+    else if (note) showAlert(note);
+    if (room.name === current) showHead(room);
+    return;
+  }
   // a change to a message not loaded here needs nothing: history shows it as it stands
   const message = room.messages.find((m) => m.seq === change.target);
   if (!message) return;
@@ -307,9 +318,21 @@ async function enter(room) {
   room.joined = true;
   room.fresh = false;
   room.with = ack.with ?? null;
+  room.settings = ack.settings ?? null;
+  room.you = ack.you ?? null;
   setReceipts(room, ack.receipts);
   reading(ack);
   if (room.name === current) { showHead(room); render(room); }
+}
+
+function ousted(room, note) {
+  // a ban or a removal took us out of the room: the server has; so does the page
+  if (!rooms.has(room.name)) return;
+  rooms.delete(room.name);
+  saveOutbox();
+  showAlert(note);
+  if (current === room.name) selectRoom(rooms.keys().next().value ?? null);
+  refreshOpenRooms();
 }
 
 // -- unsent messages, kept across a reload --------------------------------------
@@ -382,6 +405,8 @@ async function rejoin(room) {
   });
   if (!ack) throw failure ?? new Error(`could not rejoin ${room.name}`);
   room.members = ack.members;
+  room.settings = ack.settings ?? null;
+  room.you = ack.you ?? null;
   setReceipts(room, ack.receipts);
   if (room.name === current) showHead(room);  // who is here now, not before the drop
   room.joined = true;
@@ -466,8 +491,17 @@ function renderLists() {
 }
 
 function showHead(room) {
-  // in token mode a member's name opens a direct conversation with them
-  renderRoomHead(room, myName, config.auth === "token" ? openDirect : null);
+  // in token mode a member's name opens a direct conversation with them; a
+  // room's moderators see its settings and what they may do to its members
+  const moderating = Boolean(room) && !room.with && levelIn(room, moderator) >= 2;
+  renderRoomHead(room, myName, config.auth === "token" ? openDirect : null,
+                 room ? standing(room, moderator) : null, moderating, room?.sanctioning);
+  const muted = room ? mutedUntil(room) : null;
+  if (muted) {  // the composer comes back when the mute ends
+    clearTimeout(room.muteTimer);
+    room.muteTimer = setTimeout(() => room.name === current && showHead(room),
+                                muted - Date.now() + 100);
+  }
 }
 
 // -- sending ------------------------------------------------------------------
@@ -512,8 +546,8 @@ async function flush(room) {
           saveOutbox();
           showAlert(plainError(err.chat));
           if (room.name === current) render(room);
-        } else {
-          setTimeout(() => flush(room), 1000);  // timed out or busy: same client_id again
+        } else {  // timed out, busy or slowed down: the same client_id again, later
+          setTimeout(() => flush(room), err.chat?.retry_after ?? 1000);
           return;
         }
       }
@@ -578,21 +612,112 @@ function onMessageAction(event) {
     case "cancel":
       room.editing = null;
       return render(room);
-    case "delete":
-      if (room.confirming !== seq) {  // a second click within CONFIRM_FOR deletes
-        room.confirming = seq;
-        setTimeout(() => {
-          if (room.confirming !== seq) return;
-          room.confirming = null;
-          if (room.name === current) render(room);
-        }, CONFIRM_FOR);
-        return render(room);
-      }
-      room.confirming = null;
+    case "delete":  // a second click within CONFIRM_FOR deletes
+      if (firstClick(room, "confirming", seq, render)) return undefined;
       return change(room, "delete", { seq });
     case "jump":
       return jumpTo(room, Number(target.dataset.target));
+    case "report":
+      return request("report", { room: room.name, seq })
+        .then(() => showAlert("Reported to the room's moderators."))
+        .catch((err) => showAlert(plainError(err.chat)));
     default:
+  }
+}
+
+// -- governing rooms: settings, roles, sanctions, reports -----------------------
+
+async function act(room, kind, payload) {
+  // the action comes back in the ack and is taken in the room's order
+  try {
+    const ack = await request(kind, { room: room.name, client_id: clientId(), ...payload });
+    if (rooms.has(room.name)) await deliver(room, ack.action);
+    return ack;
+  } catch (err) {
+    showAlert(plainError(err.chat));
+    return null;
+  }
+}
+
+const SANCTIONS = { mute: { seconds: 600 }, remove: {}, ban: {} };
+
+function onMemberAction(event) {
+  const target = event.target.closest("[data-action]");
+  const room = rooms.get(current);
+  if (!target || !room || !(target.dataset.action in SANCTIONS)) return;
+  const { action, user } = target.dataset;
+  // a removal or a ban takes a second click within CONFIRM_FOR
+  if (action !== "mute" && firstClick(room, "sanctioning", `${user}:${action}`, showHead)) return;
+  showHead(room);
+  act(room, action, { user, ...SANCTIONS[action] });
+}
+
+function firstClick(room, field, asked, show) {
+  // true on the first click of a two-click button (`room[field]` is what it
+  // asks about, for CONFIRM_FOR ms; `show` redraws it); false on the second
+  if (room[field] === asked) {
+    room[field] = null;
+    return false;
+  }
+  room[field] = asked;
+  setTimeout(() => {
+    if (room[field] !== asked) return;
+    room[field] = null;
+    if (room.name === current) show(room);
+  }, CONFIRM_FOR);
+  show(room);
+  return true;
+}
+
+async function openSettings() {
+  const room = rooms.get(current);
+  if (!room) return;
+  try {
+    const info = await request("room_info", { room: room.name });
+    const level = levelIn({ you: info.you }, moderator);
+    const [queue, audit] = info.governed && level >= 2
+      ? await Promise.all([request("reports", { room: room.name }),
+                           request("audit", { room: room.name, limit: 20 })])
+      : [{ reports: [] }, { actions: [] }];
+    room.settings = info.settings;
+    renderSettings(els.settingsDialog, room, info, level, queue.reports, audit.actions);
+    if (!els.settingsDialog.open) els.settingsDialog.showModal();
+  } catch (err) {
+    showAlert(plainError(err.chat));
+  }
+}
+
+async function onSettingsSubmit(event) {
+  event.preventDefault();
+  const room = rooms.get(current);
+  const form = event.target;
+  if (!room) return;
+  if (form.dataset.action === "configure") {
+    const asked = changedSettings(form, room.settings);
+    if (!Object.keys(asked).length) return showAlert("Nothing to change.");
+    if (await act(room, room.settings ? "configure" : "create", asked)) openSettings();
+  } else if (form.dataset.action === "role") {
+    const user = form.user.value.trim();
+    if (await act(room, "role", { user, role: form.role.value || null })) openSettings();
+  }
+}
+
+async function onSettingsClick(event) {
+  const target = event.target.closest("button[data-action]");
+  const room = rooms.get(current);
+  if (!target || !room) return;
+  const { action, user, seq } = target.dataset;
+  if (action === "close") return els.settingsDialog.close();
+  if (action === "unban" || action === "unmute") {
+    if (await act(room, action, { user })) openSettings();
+  } else if (action === "resolve" || action === "delete-reported") {
+    try {
+      if (action === "delete-reported") await change(room, "delete", { seq: Number(seq) });
+      await request("resolve", { room: room.name, seq: Number(seq) });
+    } catch (err) {
+      showAlert(plainError(err.chat));
+    }
+    openSettings();
   }
 }
 
@@ -801,6 +926,10 @@ function connect(credential) {
     const room = rooms.get(change.room);
     if (room) deliver(room, change);
   });
+  socket.on("report", (report) => {
+    if (els.settingsDialog.open && report.room === current) return openSettings();
+    if (!("resolved" in report)) showAlert(`New report in ${report.room}: see its settings.`);
+  });
   socket.on("catch_up", ({ room: name, seq, members }) => {
     const room = rooms.get(name);
     if (!room || !room.joined) return;  // a rejoin catches up by itself
@@ -866,15 +995,31 @@ els.loginForm.addEventListener("submit", (event) => {
   else localStorage.setItem("roomcast.name", value);
   connect(value);
 });
-els.joinForm.addEventListener("submit", (event) => {
+els.joinForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   const name = els.roomInput.value.trim();
   if (!els.roomInput.checkValidity()) {
     return showAlert("Room names are 1 to 64 letters, digits or _ . : -");
   }
+  const kind = els.roomKind?.value;
+  if (kind) {  // a new room of one's own: created first, then joined
+    try {
+      await request("create", { room: name, private: kind === "private",
+                                client_id: clientId() });
+    } catch (err) {
+      return showAlert(err.chat?.code === "conflict"
+        ? `${name} exists already: pick another name, or join it as it is.`
+        : plainError(err.chat));
+    }
+    els.roomKind.value = "";
+  }
   els.roomInput.value = "";
   joinRoom(name);
 });
+els.members.addEventListener("click", onMemberAction);
+els.settingsToggle.addEventListener("click", openSettings);
+els.settingsDialog.addEventListener("submit", onSettingsSubmit);
+els.settingsDialog.addEventListener("click", onSettingsClick);
 els.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   send(els.text.value);

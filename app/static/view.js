@@ -17,6 +17,8 @@ export const els = {
   searchResults: $("search-results"), searchMore: $("search-more"),
   directs: $("direct-rooms"), notify: $("notify"), roomsToggle: $("rooms-toggle"),
   peopleToggle: $("people-toggle"), peopleCount: $("people-count"),
+  settingsToggle: $("settings-toggle"), settingsDialog: $("settings-dialog"),
+  topic: $("room-topic"), roomState: $("room-state"), roomKind: $("room-kind"),
 };
 
 // The names a text mentions, as the server reads them (docs/protocol.md):
@@ -45,7 +47,7 @@ function count(n) {
   return n > 999 ? "999+" : String(n);
 }
 
-function el(tag, props = {}, ...children) {
+export function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props)) {
     if (key === "class") node.className = value;
@@ -148,6 +150,7 @@ function actionBar(message, ui) {
     button("reply", "Reply"),
     button("react", "React", { "aria-expanded": String(Boolean(ui.picking)) }),
     ui.mine ? button("edit", "Edit") : "",
+    !ui.mine && ui.governed ? button("report", "Report", { title: "Report it to the room's moderators" }) : "",
     ui.mine || ui.moderator
       ? button("delete", ui.confirming ? "Delete?" : "Delete",
                { class: ui.confirming ? "act danger" : "act" }) : "");
@@ -277,20 +280,40 @@ export function renderRoomLists(rooms, current, listed, me, onSelect) {
       el("span", { text: name }), ...headcount(name)))));
 }
 
-// The room's title and who is here; with `onDirect` (token mode) each other
-// member's name is a button that opens a direct conversation with them.
-export function renderRoomHead(room, me, onDirect) {
+// The room's title, topic, what holds you back there (`standing`: {text,
+// mayWrite}) and who is here; with `onDirect` (token mode) each other member's
+// name is a button that opens a direct conversation with them; with
+// `moderating`, each other member has Mute, Remove and Ban buttons
+// (data-action, data-user; `confirming` is the "user:action" awaiting its
+// second click).
+export function renderRoomHead(room, me, onDirect, standing, moderating, confirming) {
   els.title.textContent = room ? roomLabel(room, me) : "No room yet";
   els.leave.hidden = !room;
   els.peopleToggle.hidden = !room;
   els.peopleCount.textContent = room ? `(${room.members.length})` : "";
-  els.text.disabled = !room;
-  els.composer.querySelector("button").disabled = !room;
+  els.settingsToggle.hidden = !room || !moderating;
+  const topic = room?.settings?.topic ?? "";
+  els.topic.textContent = topic;
+  els.topic.hidden = !topic;
+  els.roomState.textContent = standing?.text ?? "";
+  els.roomState.hidden = !standing?.text;
+  const mayWrite = Boolean(room) && (standing?.mayWrite ?? true);
+  els.text.disabled = !mayWrite;
+  els.composer.querySelector("button").disabled = !mayWrite;
+  const sanction = (name, action, label) => {
+    const asking = confirming === `${name}:${action}`;
+    return el("button", { type: "button", class: asking ? "act danger" : "act",
+                          text: asking ? `${label}?` : label, "data-action": action,
+                          "data-user": name, "aria-label": `${asking ? "Confirm: " : ""}${label} ${name}` });
+  };
   els.members.replaceChildren(...(room ? room.members : []).map((name) => el("li", {},
     onDirect && name !== me
       ? el("button", { type: "button", class: "link person", text: name,
                        title: `Message ${name} directly`, onclick: () => onDirect(name) })
-      : el("span", { text: name }))));
+      : el("span", { text: name }),
+    ...(moderating && name !== me ? [el("span", { class: "sanctions" },
+      sanction(name, "mute", "Mute 10 min"), sanction(name, "remove", "Remove"),
+      sanction(name, "ban", "Ban"))] : []))));
 }
 
 export function renderTyping(room) {

@@ -87,6 +87,11 @@ class MessageStore(Protocol):
     async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
         """``room``'s settings (None: ungoverned) and ``name``'s standing in it."""
 
+    async def rules(self, name: str, rooms: Sequence[RoomName]
+                    ) -> dict[RoomName, tuple[RoomSettings, Standing]]:
+        """Of ``rooms``, the governed ones: each one's settings and ``name``'s
+        standing in it (for a list of rooms: which to leave out)."""
+
     async def standings(self, room: RoomName, limit: int = 1000
                         ) -> tuple[RoomSettings | None, dict[str, Standing]]:
         """``room``'s settings and the people with a role, a ban or a mute in it

@@ -81,6 +81,10 @@ class Deadlines:
                         ) -> tuple[RoomSettings | None, dict[str, Standing]]:
         return await self._call("standings", self.store.standings(room, limit))
 
+    async def rules(self, name: str, rooms: Sequence[RoomName]
+                    ) -> dict[RoomName, tuple[RoomSettings, Standing]]:
+        return await self._call("rules", self.store.rules(name, rooms))
+
     async def governed(self) -> dict[RoomName, RoomSettings]:
         return await self._call("governed", self.store.governed())
 

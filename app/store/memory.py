@@ -152,6 +152,11 @@ class MemoryStore:
     async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
         return self._settings.get(room), self._standings.get((room, name), NO_STANDING)
 
+    async def rules(self, name: str, rooms: Sequence[RoomName]
+                    ) -> dict[RoomName, tuple[RoomSettings, Standing]]:
+        return {room: (self._settings[room], self._standings.get((room, name), NO_STANDING))
+                for room in rooms if room in self._settings}
+
     async def standings(self, room: RoomName, limit: int = 1000
                         ) -> tuple[RoomSettings | None, dict[str, Standing]]:
         people = sorted((n, s) for (r, n), s in self._standings.items() if r == room)

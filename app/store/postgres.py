@@ -672,6 +672,16 @@ class PostgresStore(QueuedWrites):
         body, role, banned, muted, sent = rows[0]
         return RoomSettings.from_dict(json.loads(body)), Standing(role, banned, muted, sent)
 
+    async def rules(self, name: str, rooms: Sequence[RoomName]
+                    ) -> dict[RoomName, tuple[RoomSettings, Standing]]:
+        rows = await self._fetch(
+            "SELECT r.room, r.settings, s.role, s.banned, s.muted, s.sent FROM rooms r"
+            " LEFT JOIN standings s ON s.room = r.room AND s.name = $2"
+            " WHERE r.room = ANY($1::text[]) AND r.settings IS NOT NULL", list(rooms), name)
+        return {RoomName(room): (RoomSettings.from_dict(json.loads(body)),
+                                 Standing(role, banned, muted, sent))
+                for room, body, role, banned, muted, sent in rows}
+
     async def standings(self, room: RoomName, limit: int = 1000
                         ) -> tuple[RoomSettings | None, dict[str, Standing]]:
         found = await self._fetch("SELECT settings FROM rooms WHERE room = $1", room)

@@ -513,6 +513,21 @@ class SqliteStore(QueuedWrites):
             return None, NO_STANDING
         return settings, self._standings(conn, [(room, name)]).get((room, name), NO_STANDING)
 
+    async def rules(self, name: str, rooms: Sequence[RoomName]
+                    ) -> dict[RoomName, tuple[RoomSettings, Standing]]:
+        found: dict[RoomName, tuple[RoomSettings, Standing]] = await self._read(
+            self._rules, name, list(rooms))
+        return found
+
+    def _rules(self, name: str, rooms: list[RoomName]
+               ) -> dict[RoomName, tuple[RoomSettings, Standing]]:
+        conn = self._read_conn
+        assert conn is not None
+        settings = self._settings(conn, sorted(set(rooms)))
+        standings = self._standings(conn, [(room, name) for room in settings])
+        return {room: (s, standings.get((room, name), NO_STANDING))
+                for room, s in settings.items()}
+
     async def standings(self, room: RoomName, limit: int = 1000
                         ) -> tuple[RoomSettings | None, dict[str, Standing]]:
         found: tuple[RoomSettings | None, dict[str, Standing]] = await self._read(

@@ -1136,7 +1136,73 @@ async def test_a_reload_while_the_server_is_away_shows_the_app_and_keeps_what_wa
     finally:
         await peer.disconnect()  # type: ignore[attr-defined]
     cached: list[str] = await alice.page.evaluate("""async () => {
-        const cache = await caches.open("roomcast-shell-1");
+        const cache = await caches.open("roomcast-shell-2");
         return (await cache.keys()).map((r) => new URL(r.url).pathname); }""")
     assert "/" in cached and all(path in ("/", "/manifest.webmanifest")
                                  or path.startswith("/static/") for path in cached), cached
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_an_owner_governs_a_room_from_the_page_and_its_people_see_where_they_stand(
+        serve: ServeFactory, browser: Browser, users: list[User], transport: str) -> None:
+    """Olive creates a moderated room from the join form, mutes bob from the
+    member list, sets a topic and read-only in the room settings, gets bob's
+    report there and deletes the message, then bans bob: at each step bob's
+    page says where he stands, and the states pass axe."""
+    served = await serve(jwt_secret=SECRET)
+    polling = {"transport": "polling"} if transport == "polling" else {}
+    olive = await open_user(users, browser, served.url, token=token(name="olive"), **polling)
+    await olive.connected(transport)
+    await olive.page.get_by_label("Join or create a room").fill("team")
+    await olive.page.get_by_label("A new room of your own").select_option("public")
+    await olive.page.get_by_label("Join or create a room").press("Enter")
+    await olive.in_room("team")
+    await olive.say("welcome")
+    bob = await open_user(users, browser, served.url, token=token(name="bob"), room="team",
+                          **polling)
+    await bob.in_room("team")
+    await bob.shows("welcome")
+    await bob.say("buy cheap watches")
+    await olive.shows("welcome", "buy cheap watches")
+    # mute, from the member list
+    await olive.page.get_by_role("button", name="Mute 10 min bob").click()
+    state = bob.page.locator("#room-state")
+    await expect(state).to_have_text(re.compile(r"You are muted here until \d"), timeout=WAIT_MS)
+    await expect(bob.page.locator("#text-input")).to_be_disabled()
+    assert await violations(bob) == [], "muted"
+    # the room settings: a topic and read-only
+    await olive.page.get_by_role("button", name="Room settings").click()
+    dialog = olive.page.locator("#settings-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.locator(".people li")).to_have_text(
+        [re.compile("bob.*muted"), re.compile("olive.*owner")])
+    assert await violations(olive) == [], "the room settings"
+    await dialog.get_by_label("Topic").fill("watches are off topic")
+    await dialog.get_by_label("Read-only").check()
+    await dialog.get_by_role("button", name="Save settings").click()
+    await expect(bob.page.locator("#room-topic")).to_have_text("watches are off topic",
+                                                               timeout=WAIT_MS)
+    await expect(dialog.locator(".audit li")).to_have_count(3, timeout=WAIT_MS)
+    await dialog.get_by_role("button", name="Unmute").click()
+    await expect(state).to_have_text(re.compile("read-only"), timeout=WAIT_MS)
+    await expect(bob.page.locator("#text-input")).to_be_disabled()
+    # bob reports a message to the room's moderators
+    welcome = bob.page.locator('#messages li[data-seq="2"]')
+    await welcome.hover()
+    await welcome.get_by_role("button", name="Report").click()
+    await expect(bob.page.locator("#alert")).to_have_text("Reported to the room's moderators.")
+    await expect(dialog.locator(".reports li")).to_have_text(
+        [re.compile("olive: welcome.*reported by bob")], timeout=WAIT_MS)
+    await dialog.get_by_role("button", name="Delete the message").click()
+    await expect(dialog.locator(".reports li")).to_have_text(["No open reports."],
+                                                             timeout=WAIT_MS)
+    await expect(bob.page.locator("#messages li.deleted")).to_have_count(1, timeout=WAIT_MS)
+    await dialog.get_by_role("button", name="Close").click()
+    # a ban, from the member list: two clicks
+    await olive.page.get_by_role("button", name="Ban bob").click()
+    await olive.page.get_by_role("button", name="Confirm: Ban bob").click()
+    await expect(bob.page.locator("#alert")).to_have_text("You were banned from team.",
+                                                          timeout=WAIT_MS)
+    await expect(bob.page.locator("#joined-rooms")).not_to_contain_text("team")
+    await expect(olive.page.locator("#member-list li")).to_have_count(1, timeout=WAIT_MS)
+    assert await violations(bob) == [], "banned"

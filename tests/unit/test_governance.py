@@ -31,7 +31,8 @@ async def test_a_room_is_created_by_its_owner_and_says_so_on_join(
     olive, bob = [await person(peer, served, n) for n in ("olive", "bob")]
     made = await olive.ok("create", {"room": "team", "topic": "plans", "client_id": "c1"})
     assert made["action"]["kind"] == "create" and made["action"]["seq"] == 1
-    assert made["settings"] == {"private": False, "topic": "plans", "slow": 0, "locked": False}
+    assert made["settings"] == {"private": False, "topic": "plans", "slow": 0, "locked": False,
+                                "retention": 0}
     refused(await bob.call("create", {"room": "team"}), "conflict")
     joined = await bob.join("team")
     assert joined["settings"]["topic"] == "plans" and joined["you"] == {"role": None}
@@ -263,3 +264,19 @@ async def test_a_report_reaches_the_moderators_and_waits_until_resolved(
     assert (await olive.next("report"))["by"] == "bob"  # (bob's own report)
     assert (await olive.next("report"))["resolved"] == 2
     assert (await mod.ok("reports", {"room": "team"}))["reports"] == []
+
+
+async def test_the_rooms_list_shows_a_room_only_to_those_it_admits(
+        served: Harness, peer: LocalPeerFactory) -> None:
+    olive, bob, eve = [await person(peer, served, n) for n in ("olive", "bob", "eve")]
+    await olive.ok("create", {"room": "secret", "private": True})
+    await olive.join("secret")
+    await olive.ok("create", {"room": "public"})
+    await olive.join("public")
+    await eve.join("public")
+    listed = {r["name"] for r in (await eve.ok("rooms"))["rooms"]}
+    assert listed == {"public"}  # not the private room, though it has people in it
+    await olive.ok("role", {"room": "secret", "user": "bob", "role": "member"})
+    assert "secret" in {r["name"] for r in (await bob.ok("rooms"))["rooms"]}
+    await olive.ok("ban", {"room": "public", "user": "eve"})
+    assert (await eve.ok("rooms"))["rooms"] == []  # nor one she is banned from

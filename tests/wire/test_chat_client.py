@@ -13,6 +13,7 @@ import pytest
 from client import compat
 from app.core.errors import ChatError, ErrorCode
 from app.core.models import Page, Reading, RoomName, now_ms
+from app.core.policy import NO_STANDING, Standing
 from app.appkeys import STORE_KEY
 from app.store.memory import MemoryStore
 from client import ChatClient, ChatClientError
@@ -242,7 +243,7 @@ class BuggyStore:
     def __init__(self) -> None:
         self.appends = 0
 
-    async def append(self, *args: Any) -> Any:
+    async def append(self, *args: Any, **kwargs: Any) -> Any:
         self.appends += 1
         raise RuntimeError("a bug in the store")
 
@@ -257,6 +258,9 @@ class BuggyStore:
 
     async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
         return []
+
+    async def standing(self, room: RoomName, name: str) -> tuple[None, Standing]:
+        return None, NO_STANDING  # (an ungoverned room)
 
     async def ping(self) -> None:
         return None
