@@ -26,7 +26,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api bench-webhooks churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api bench-webhooks bench-retention churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -145,6 +145,9 @@ bench-api: $(VENV)/.installed-run  ## bench/api.py: messages per second posted t
 
 bench-webhooks: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## bench/webhooks.py: webhook delivery lag at 1,000 events/s beside a socket's, and S1 with ten webhooks beside none (about 8 min)
 	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
+
+bench-retention: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## bench/retention.py: S1 while retention removes a million messages beside S1 with nothing to remove, both stores (about 20 min; BENCH_ARGS="--runs 1")
+	$(BIN)/python -m bench.retention $(BENCH_ARGS)
 
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \

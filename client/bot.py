@@ -2,7 +2,8 @@
 
 ``!ping`` -> ``pong``; ``!who`` -> the room's members; ``!echo X`` -> ``X``;
 ``!search WORDS`` -> the newest messages of the room with those words (not
-commands, not the bot's); ``!help`` -> the list of commands. Mentioned
+commands, not the bot's); ``!rules`` -> the room's topic, settings, owners and
+moderators (a governed room); ``!help`` -> the list of commands. Mentioned
 (``@bot ...`` in a room it has joined, or any message of a direct
 conversation with it), it answers the command after the mention (``@bot
 !who``), or with the help line. It ignores its own messages and anything
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 DIRECTS_HELD = 20  # direct conversations the bot stays in at once
 DIRECT_IDLE = 600.0  # seconds of silence after which it leaves one (when joining another)
 
-HELP = "commands: !ping, !who, !echo TEXT, !search WORDS, !help"
+HELP = "commands: !ping, !who, !echo TEXT, !search WORDS, !rules, !help"
 SEARCH_SHOWN = 3  # matches in a !search answer
 QUOTE_MAX = 80  # characters of each match quoted
 
@@ -121,6 +122,8 @@ class Bot:
         command, _, words = text.partition(" ")
         if command == "!search":
             reply: str | None = await self.search(message["room"], words)
+        elif command == "!rules":
+            reply = await self.rules(message["room"])
         else:
             reply = answer(text, self.members.get(message["room"], []))
             if reply is None and addressed is not None:
@@ -138,6 +141,27 @@ class Bot:
             return None
         rest = message["text"].replace(mention_of(me), " ").replace(f"@{{{me}}}", " ")
         return " ".join(rest.split())
+
+    async def rules(self, room: str) -> str:
+        """What governs ``room``: its topic and settings, its owners and moderators."""
+        try:
+            info = await self.client.room_info(room)
+        except ChatClientError as exc:
+            return f"could not read the room: {exc.message}"
+        settings = info["settings"]
+        if settings is None:
+            return "nobody governs this room: anyone may join and write"
+        said = [f"topic: {settings['topic']}" if settings["topic"] else "no topic",
+                "private" if settings["private"] else "open to all"]
+        if settings["locked"]:
+            said.append("read-only")
+        if settings["slow"]:
+            said.append(f"slow mode: one message every {settings['slow']} s")
+        for role in ("owner", "moderator"):
+            names = [p["user"] for p in info["people"] if p["role"] == role]
+            if names:
+                said.append(f"{role}s: {', '.join(names)}")
+        return "; ".join(said)
 
     async def search(self, room: str, words: str) -> str:
         """The best matches for ``words`` in ``room``: the newest few messages

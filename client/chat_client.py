@@ -210,6 +210,11 @@ class ChatClient:
     # -- connection -------------------------------------------------------------
 
     @property
+    def joined(self) -> list[str]:
+        """The rooms this client is in (and rejoins after a reconnect)."""
+        return list(self._rooms)
+
+    @property
     def connected(self) -> bool:
         return self._ready.is_set()
 
@@ -426,14 +431,15 @@ class ChatClient:
         await self._ready.wait()
         return await self._call(event, payload)
 
-    async def join(self, room: str) -> JSON:
-        """Join ``room``; return the ack (``seq``, ``members``, the latest
+    async def join(self, room: str, *, invite: str | None = None) -> JSON:
+        """Join ``room`` (a private room: with an ``invite``'s code, if not a
+        member yet); return the ack (``seq``, ``members``, the latest
         ``messages``). Messages after the ack's ``seq`` go to ``on_message``;
         with a ``cursor``, every entry after where it stands, first."""
         state = self._rooms.get(room)
         if state is None:
             state = self._rooms[room] = _Room()
-            payload: JSON = {"room": room}
+            payload: JSON = {"room": room, **({"invite": invite} if invite else {})}
             if self.cursor is not None:
                 payload["cursor"] = self.cursor
             async with state.lock:  # messages that race the ack wait for it
@@ -601,6 +607,17 @@ class ChatClient:
     async def audit(self, room: str, *, before: int | None = None, limit: int = 50) -> JSON:
         """``room``'s actions, newest first (its moderators and owners)."""
         return await self.request("audit", _given(room=room, before=before, limit=limit))
+
+    async def invite(self, room: str, *, seconds: int | None = None,
+                     uses: int | None = None) -> JSON:
+        """A new invite to a private room: ``code`` (for ``join(room,
+        invite=code)``, shown this once) and ``id`` (to ``revoke`` it)."""
+        invite: JSON = (await self.request("invite", _given(room=room, seconds=seconds,
+                                                            uses=uses)))["invite"]
+        return invite
+
+    async def revoke(self, room: str, invite_id: str) -> None:
+        await self.request("revoke", {"room": room, "id": invite_id})
 
     async def report(self, room: str, seq: int, *, reason: str = "") -> JSON:
         """Report message ``seq`` to the room's moderators and owners."""

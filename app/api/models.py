@@ -136,6 +136,17 @@ class ActionBody(Strict):
     client_id: ClientId | None = None
 
 
+class InviteBody(Strict):
+    seconds: Annotated[int, Field(ge=1, le=SECONDS_MAX)] | None = Field(
+        default=None, description="how long it works (omitted: until revoked)")
+    uses: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        default=None, description="how many joins it lets in (omitted: any number)")
+
+
+class InvitePath(RoomPath):
+    id: str = Field(pattern=r"^[0-9a-f]{1,64}$", description="an invite's id")
+
+
 class ReasonBody(Strict):
     reason: str = Field(default="", max_length=REASON_MAX)
 
@@ -260,6 +271,31 @@ class Resolved(Ok):
     by: str
     reason: str
     ts: int
+
+
+class Invite(BaseModel):
+    id: str
+    room: str
+    by: str = Field(description="who made it (joins with it are their role actions)")
+    created: int
+    expires: int | None
+    uses: int | None = Field(description="joins it still lets in (null: any number)")
+    code: str | None = Field(default=None, description="the code to join with: only when "
+                             "it is made")
+
+
+class Invited(Ok):
+    invite: Invite
+
+
+class Invites(Ok):
+    room: str
+    invites: list[Invite]
+
+
+class Revoked(Ok):
+    room: str
+    id: str
 
 
 class Audit(Ok):

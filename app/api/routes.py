@@ -246,6 +246,21 @@ async def audit(api: Api, call: Call) -> Json:
                            call.path.room)
 
 
+async def invite(api: Api, call: Call) -> Json:
+    return await api.event(call, "invite", {"room": call.path.room,
+                                            **call.body.model_dump(exclude_none=True)},
+                           call.path.room)
+
+
+async def invites(api: Api, call: Call) -> Json:
+    return await api.event(call, "invites", {"room": call.path.room}, call.path.room)
+
+
+async def revoke(api: Api, call: Call) -> Json:
+    p = call.path
+    return await api.event(call, "revoke", {"room": p.room, "id": p.id}, p.room)
+
+
 async def report(api: Api, call: Call) -> Json:
     p = call.path
     return await api.event(call, "report", {"room": p.room, "seq": p.seq,
@@ -346,6 +361,14 @@ ENDPOINTS = [
     Endpoint("GET", ROOM + "/actions", "audit", "A room's audit log: its actions, newest "
              "first", "moderate", audit, m.Audit, path_model=m.RoomPath,
              query_model=m.AuditQuery),
+    Endpoint("POST", ROOM + "/invites", "invite", "A new invite to a private room: its code "
+             "(shown this once) lets whoever joins with it in as a member (token mode)",
+             "moderate", invite, m.Invited, path_model=m.RoomPath, body_model=m.InviteBody,
+             status=200),
+    Endpoint("GET", ROOM + "/invites", "listInvites", "A room's open invites (without their "
+             "codes)", "moderate", invites, m.Invites, path_model=m.RoomPath),
+    Endpoint("DELETE", ROOM + "/invites/{id}", "revokeInvite", "End an invite", "moderate",
+             revoke, m.Revoked, path_model=m.InvitePath),
     Endpoint("POST", MESSAGE + "/reports", "report", "Report a message to the room's "
              "moderators and owners", "publish", report, m.Reported,
              path_model=m.MessagePath, body_model=m.ReasonBody),

@@ -24,7 +24,8 @@ from ..core.policy import ACTIONS
 from .protocol import (
     parse_advance, parse_audit, parse_delete, parse_direct, parse_edit, parse_govern,
     parse_history, parse_join, parse_leave, parse_reaction, parse_read, parse_renew, parse_room,
-    parse_report, parse_rooms, parse_search, parse_send, parse_typing,
+    parse_invite, parse_report, parse_revoke, parse_rooms, parse_search, parse_send,
+    parse_typing,
 )
 from .services import Chat
 
@@ -40,7 +41,10 @@ REFUSED_WHILE_DRAINING = frozenset({"send", "edit", "delete", "react", "unreact"
 
 
 async def _join(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.rooms.join(conn, parse_join(data))
+    req = parse_join(data)
+    if req.invite is not None:  # a member first, by the invite
+        await chat.governance.redeem(conn, req.room, req.invite)
+    return await chat.rooms.join(conn, req)
 
 
 async def _leave(chat: Chat, conn: Connection, data: object) -> Ack:
@@ -122,6 +126,18 @@ async def _audit(chat: Chat, conn: Connection, data: object) -> Ack:
     return await chat.governance.audit(conn, parse_audit(data))
 
 
+async def _invite(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.governance.invite(conn, parse_invite(data))
+
+
+async def _invites(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.governance.invites(conn, parse_room(data))
+
+
+async def _revoke(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.governance.revoke(conn, parse_revoke(data))
+
+
 async def _report(chat: Chat, conn: Connection, data: object) -> Ack:
     return await chat.governance.report(conn, parse_report(data))
 
@@ -139,7 +155,8 @@ EVENTS: dict[str, Event] = {
     "edit": _edit, "delete": _delete, "react": _react, "unreact": _unreact,
     "typing": _typing, "rooms": _rooms, "read": _read, "direct": _direct, "renew": _renew,
     "advance": _advance, "room_info": _room_info, "audit": _audit, "report": _report,
-    "reports": _reports, "resolve": _resolve,
+    "reports": _reports, "resolve": _resolve, "invite": _invite, "invites": _invites,
+    "revoke": _revoke,
     **{kind: _govern(kind) for kind in ACTIONS},
 }
 

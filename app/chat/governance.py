@@ -21,18 +21,22 @@ claim give power in every room they may enter, whatever the mode.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import Entry, RoomName, now_ms
-from ..core.policy import MODERATOR, NO_STANDING, SENDS_OUT, Act, check_join, level
+from ..core.policy import (MODERATOR, NO_STANDING, SENDS_OUT, Act, banned_message, check_join,
+                           level)
 from ..settings import Settings
 from ..store import MessageStore
 from .connections import Connection, Connections, log_failure, person_room
 from .directs import is_direct
-from .protocol import AuditRequest, GovernRequest, ReportRequest
+from .protocol import (AuditRequest, GovernRequest, InviteRequest, ReportRequest,
+                       RevokeRequest)
 from .rooms import Rooms
 from .wire import Wire
 
@@ -44,6 +48,7 @@ Ack = dict[str, Any]
 NEEDS_TOKENS = frozenset({"create", "role"})
 RECHECKED = 10_000  # standings read to recheck a room's members after lost events
 OPEN_REPORTS = 1000  # per room, until its moderators resolve some
+OPEN_INVITES = 100  # per room, until they expire, are used up or revoked
 REPORTED_TEXT = 300  # characters of the reported message kept with the report
 
 
@@ -117,6 +122,88 @@ class Governance:
         found = await self.store.actions(req.room, before=req.before, limit=req.limit + 1)
         return {"actions": [a.as_dict() for a in found[:req.limit]],
                 "more": len(found) > req.limit}
+
+    # -- invites ------------------------------------------------------------------
+
+    async def invite(self, conn: Connection, req: InviteRequest) -> Ack:
+        """A new invite to a private room: its code (shown this once; the store
+        keeps its hash), which makes whoever joins with it a member, for
+        ``seconds`` and ``uses`` joins, while its maker may still add members."""
+        await self._moderating(conn, req.room, "invite people")
+        self.connections.limit(conn, "change", "invites")
+        kind = f"invite:{req.room}"
+        now = now_ms()
+        found = await self.store.records(kind)
+        live = {k: i for k, i in found.items() if not expired(i, now)}
+        for key in set(found) - set(live):
+            await self.store.drop_record(kind, key)
+        if len(live) >= OPEN_INVITES:
+            raise ChatError(ErrorCode.TOO_LARGE, f"{req.room!r} has {len(live)} open invites; "
+                            "revoke some first")
+        code = secrets.token_urlsafe(16)
+        digest = hashlib.sha256(code.encode()).hexdigest()
+        shown = {"id": digest[:12], "room": req.room, "by": conn.name, "created": now,
+                 "expires": now + req.seconds * 1000 if req.seconds else None,
+                 "uses": req.uses}
+        # (with the power the maker's identity gives: a token's moderator claim)
+        await self.store.put_record(kind, digest, {**shown, "power": conn.identity.power})
+        log.info("invite sid=%s name=%r room=%s id=%s", conn.sid, conn.name, req.room,
+                 shown["id"])
+        return {"invite": {**shown, "code": code}}
+
+    async def invites(self, conn: Connection, room: RoomName) -> Ack:
+        """The room's open invites, without their codes (moderators)."""
+        await self._moderating(conn, room, "see its invites")
+        now = now_ms()
+        found = await self.store.records(f"invite:{room}")
+        return {"room": room, "invites": sorted(
+            ({k: v for k, v in i.items() if k != "power"} for i in found.values()
+             if not expired(i, now)), key=lambda i: i["created"])}
+
+    async def revoke(self, conn: Connection, req: RevokeRequest) -> Ack:
+        await self._moderating(conn, req.room, "revoke its invites")
+        kind = f"invite:{req.room}"
+        for key, invite in (await self.store.records(kind)).items():
+            if invite["id"] == req.id:
+                await self.store.drop_record(kind, key)
+                log.info("revoke sid=%s name=%r room=%s id=%s", conn.sid, conn.name,
+                         req.room, req.id)
+                return {"room": req.room, "id": req.id}
+        raise ChatError(ErrorCode.NOT_FOUND, f"{req.room!r} has no open invite {req.id!r}")
+
+    async def redeem(self, conn: Connection, room: RoomName, code: str) -> None:
+        """Make ``conn``'s person a member of ``room`` with an invite's code: a
+        ``role`` action by the invite's maker, decided by their standing now
+        (one who may no longer add members makes invites that no longer work)."""
+        if not self.settings.jwt_secret:
+            raise ChatError(ErrorCode.FORBIDDEN, "invites need token mode (--jwt-secret)")
+        self.connections.limit(conn, "change", "invites")
+        kind, digest = f"invite:{room}", hashlib.sha256(code.encode()).hexdigest()
+        invite = (await self.store.records(kind)).get(digest)
+        now = now_ms()
+        if invite is None or expired(invite, now):
+            raise ChatError(ErrorCode.FORBIDDEN, f"that invite to {room!r} has expired, been "
+                            "used up or revoked, or never was")
+        _, you = await self.store.standing(room, conn.name)
+        if you.is_banned(now):
+            raise ChatError(ErrorCode.FORBIDDEN, banned_message(room, you))
+        if you.role is not None:
+            return  # a member already: the invite is not spent
+        governed = await self.store.govern(
+            room, invite["by"], Act("role", conn.name, "member", reason="invite"),
+            f"invite:{invite['id']}:{conn.name}"[:64], power=int(invite.get("power", 0)))
+        if invite.get("uses") is not None:
+            left = int(invite["uses"]) - 1
+            if left:
+                await self.store.put_record(kind, digest, {**invite, "uses": left})
+            else:
+                await self.store.drop_record(kind, digest)
+        if governed.created:
+            for watcher in self.watchers:
+                watcher(governed.action)
+            log.info("redeem sid=%s name=%r room=%s id=%s", conn.sid, conn.name, room,
+                     invite["id"])
+            await self.wire.emit("change", governed.action.as_dict(), room=room)
 
     # -- reports ------------------------------------------------------------------
 
@@ -249,3 +336,7 @@ class Governance:
 
     async def stop(self) -> None:
         await asyncio.gather(*self._ousting, return_exceptions=True)
+
+
+def expired(invite: dict[str, Any], now: int) -> bool:
+    return invite.get("expires") is not None and int(invite["expires"]) <= now

@@ -37,6 +37,7 @@ class JoinRequest:
     room: RoomName
     since: int | None
     cursor: str | None = None  # a consumer's named cursor: read on from where it stands
+    invite: str | None = None  # a private room's invite: makes the joiner a member
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +190,21 @@ def _cursor_name(payload: dict[Any, Any]) -> str | None:
     return cursor
 
 
+INVITE_MAX = 64  # characters of an invite's code
+
+
+def _invite(payload: dict[Any, Any]) -> str | None:
+    invite = payload.get("invite")
+    if invite is not None and (not isinstance(invite, str)
+                               or not 1 <= len(invite) <= INVITE_MAX or not invite.isascii()):
+        raise _bad(f"invite must be an invite's code (1 to {INVITE_MAX} characters)")
+    return invite
+
+
 def parse_join(data: object) -> JoinRequest:
     payload = _payload(data)
     return JoinRequest(_room(payload), _int(payload, "since", low=0, high=MAX_SEQ),
-                       _cursor_name(payload))
+                       _cursor_name(payload), _invite(payload))
 
 
 def parse_advance(data: object) -> AdvanceRequest:
@@ -478,3 +490,36 @@ def parse_report(data: object) -> ReportRequest:
     payload = _payload(data)
     room, seq = _room(payload), _target(payload)
     return ReportRequest(room, seq, _reason(payload))
+
+
+@dataclass(frozen=True, slots=True)
+class InviteRequest:
+    """A new invite to ``room``: for ``seconds`` (None: until revoked), for
+    ``uses`` joins (None: any number)."""
+
+    room: RoomName
+    seconds: int | None
+    uses: int | None
+
+
+INVITE_USES_MAX = 10_000
+
+
+def parse_invite(data: object) -> InviteRequest:
+    payload = _payload(data)
+    return InviteRequest(_room(payload), _int(payload, "seconds", low=1, high=SECONDS_MAX),
+                         _int(payload, "uses", low=1, high=INVITE_USES_MAX))
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeRequest:
+    room: RoomName
+    id: str  # the invite's id, as invites lists it
+
+
+def parse_revoke(data: object) -> RevokeRequest:
+    payload = _payload(data)
+    invite = payload.get("id")
+    if not isinstance(invite, str) or not 1 <= len(invite) <= INVITE_MAX:
+        raise _bad("id must be an invite's id (as invites lists it)")
+    return RevokeRequest(_room(payload), invite)

@@ -19,6 +19,14 @@ import {
 
 const config = document.body.dataset;
 const params = new URLSearchParams(location.search);
+// an invite to a private room (/?room=ROOM&invite=CODE): used on its join, then
+// gone from the address bar (a link shared by accident lets nobody else in)
+const invite = params.get("invite");
+if (invite) {
+  const url = new URL(location.href);
+  url.searchParams.delete("invite");
+  history.replaceState(null, "", url);
+}
 const ACK_TIMEOUT = 10000;      // ms to wait for an ack before trying again
 const TYPING_IDLE = 3000;       // ms without a keystroke before we say we stopped
 const TYPING_EXPIRY = 5000;     // ms after which someone else's typing signal lapses
@@ -158,6 +166,7 @@ function applyChange(room, change) {
     if (out) queueMicrotask(() => ousted(room, note));
     else if (note) showAlert(note);
     if (room.name === current) showHead(room);
+    if (room.name === current && els.settingsDialog.open) openSettings();  // (kept current)
     return;
   }
   // a change to a message not loaded here needs nothing: history shows it as it stands
@@ -292,12 +301,12 @@ function appendItem(message) {
 
 // -- rooms --------------------------------------------------------------------
 
-async function joinRoom(name) {
+async function joinRoom(name, code = null) {
   if (rooms.has(name)) return selectRoom(name);
   const room = newRoom(name);
   rooms.set(name, room);
   try {
-    await enter(room);
+    await enter(room, code);
   } catch (err) {
     rooms.delete(name);
     showAlert(plainError(err.chat));
@@ -307,9 +316,9 @@ async function joinRoom(name) {
   refreshOpenRooms();
 }
 
-async function enter(room) {
+async function enter(room, code = null) {
   // a first join: the latest page (a room restored with unsent messages, too)
-  const ack = await request("join", { room: room.name });
+  const ack = await request("join", { room: room.name, ...(code ? { invite: code } : {}) });
   room.messages = ack.messages;
   room.last = ack.seq;
   room.olderExist = ack.more;
@@ -708,6 +717,20 @@ async function onSettingsClick(event) {
   if (!target || !room) return;
   const { action, user, seq } = target.dataset;
   if (action === "close") return els.settingsDialog.close();
+  if (action === "invite") {
+    try {
+      const made = (await request("invite", { room: room.name, seconds: 7 * 86400 })).invite;
+      const link = new URL("/", location.href);
+      link.search = new URLSearchParams({ room: room.name, invite: made.code }).toString();
+      const shown = els.settingsDialog.querySelector("input[name=invite-link]");
+      shown.value = link.href;
+      shown.hidden = false;
+      shown.select();
+    } catch (err) {
+      showAlert(plainError(err.chat));
+    }
+    return;
+  }
   if (action === "unban" || action === "unmute") {
     if (await act(room, action, { user })) openSettings();
   } else if (action === "resolve" || action === "delete-reported") {
@@ -899,7 +922,7 @@ function connect(credential) {
     for (const room of rooms.values()) flush(room);
     refreshOpenRooms();
     const wanted = params.get("room");
-    if (wanted && !rooms.has(wanted)) { params.delete("room"); joinRoom(wanted); }
+    if (wanted && !rooms.has(wanted)) { params.delete("room"); joinRoom(wanted, invite); }
   });
   socket.on("disconnect", (reason) => {
     for (const room of rooms.values()) room.joined = false;

@@ -142,10 +142,15 @@ export function renderSettings(dialog, room, info, level, reports, actions) {
   const log = el("ul", { class: "audit" }, ...actions.map((a) => el("li", {},
     el("time", { text: until(a.ts), dateTime: new Date(a.ts).toISOString() }), " ",
     el("span", { text: describe(a) }))));
+  const inviting = settings.private ? [
+    el("button", { type: "button", text: "Make an invite link (7 days)",
+                   "data-action": "invite" }),
+    el("input", { name: "invite-link", readOnly: true, hidden: true,
+                  "aria-label": "The invite link: whoever opens it joins as a member" })] : [];
   dialog.replaceChildren(
     el("h2", { id: "settings-title", text: `Settings of ${room.name}` }),
     form,
-    el("h3", { text: "People" }), people, give,
+    el("h3", { text: "People" }), people, give, ...inviting,
     el("h3", { text: "Reports" }), queue,
     el("h3", { text: "Latest actions" }), log,
     el("button", { type: "button", class: "close", text: "Close", "data-action": "close" }));

@@ -1206,3 +1206,36 @@ async def test_an_owner_governs_a_room_from_the_page_and_its_people_see_where_th
     await expect(bob.page.locator("#joined-rooms")).not_to_contain_text("team")
     await expect(olive.page.locator("#member-list li")).to_have_count(1, timeout=WAIT_MS)
     assert await violations(bob) == [], "banned"
+
+
+async def test_an_invite_link_lets_its_holder_into_a_private_room(
+        serve: ServeFactory, browser: Browser, users: list[User]) -> None:
+    """A private room made from the join form keeps a stranger out; its owner
+    makes an invite link in the room settings, and whoever opens it is in,
+    as a member, the code gone from the address bar."""
+    served = await serve(jwt_secret=SECRET)
+    olive = await open_user(users, browser, served.url, token=token(name="olive"))
+    await olive.connected()
+    await olive.page.get_by_label("Join or create a room").fill("hideout")
+    await olive.page.get_by_label("A new room of your own").select_option("private")
+    await olive.page.get_by_label("Join or create a room").press("Enter")
+    await olive.in_room("hideout")
+    await olive.say("just us")
+    carol = await open_user(users, browser, served.url, token=token(name="carol"),
+                            room="hideout")
+    await carol.connected()
+    await expect(carol.page.locator("#alert")).to_have_text(
+        re.compile("private: an owner or a moderator must add you"), timeout=WAIT_MS)
+    await olive.page.get_by_role("button", name="Room settings").click()
+    dialog = olive.page.locator("#settings-dialog")
+    await dialog.get_by_role("button", name="Make an invite link (7 days)").click()
+    link = dialog.get_by_label("The invite link: whoever opens it joins as a member")
+    await expect(link).to_have_value(re.compile(r"invite="), timeout=WAIT_MS)
+    url = await link.input_value()
+    assert await violations(olive) == [], "the invite link"
+    await carol.page.goto(url + "&token=" + token(name="carol"))
+    await carol.in_room("hideout")
+    await carol.shows("just us")
+    assert "invite=" not in carol.page.url
+    await expect(dialog.locator(".audit li").first).to_contain_text(
+        "olive made carol a member (invite)", timeout=WAIT_MS)

@@ -280,3 +280,34 @@ async def test_the_rooms_list_shows_a_room_only_to_those_it_admits(
     assert "secret" in {r["name"] for r in (await bob.ok("rooms"))["rooms"]}
     await olive.ok("ban", {"room": "public", "user": "eve"})
     assert (await eve.ok("rooms"))["rooms"] == []  # nor one she is banned from
+
+
+async def test_an_invite_makes_its_holder_a_member_until_it_runs_out(
+        served: Harness, peer: LocalPeerFactory) -> None:
+    olive, mod, bob, carol, dan = [await person(peer, served, n)
+                                   for n in ("olive", "mod", "bob", "carol", "dan")]
+    await olive.ok("create", {"room": "team", "private": True})
+    await olive.ok("role", {"room": "team", "user": "mod", "role": "moderator"})
+    await olive.join("team")
+    made = (await mod.ok("invite", {"room": "team", "uses": 2, "seconds": 3600}))["invite"]
+    assert made["uses"] == 2 and made["by"] == "mod" and len(made["code"]) >= 20
+    refused(await bob.call("invite", {"room": "team"}), "forbidden")
+    refused(await bob.call("join", {"room": "team", "invite": "not-a-code"}), "forbidden")
+    joined = await bob.ok("join", {"room": "team", "invite": made["code"]})
+    assert joined["you"] == {"role": "member"}
+    added = await olive.next("change")
+    assert (added["kind"], added["user"], added["from"], added["reason"]) == (
+        "role", "bob", "mod", "invite")
+    await bob.ok("join", {"room": "team", "invite": made["code"]})  # (a member: not spent)
+    listed = (await mod.ok("invites", {"room": "team"}))["invites"]
+    assert [(i["id"], i["uses"]) for i in listed] == [(made["id"], 1)] and "code" not in listed[0]
+    await carol.ok("join", {"room": "team", "invite": made["code"]})  # the last use
+    assert (await mod.ok("invites", {"room": "team"}))["invites"] == []
+    refused(await dan.call("join", {"room": "team", "invite": made["code"]}), "forbidden")
+    # revoked, or its maker no longer a moderator: it no longer works
+    again = (await mod.ok("invite", {"room": "team"}))["invite"]
+    await mod.ok("revoke", {"room": "team", "id": again["id"]})
+    refused(await dan.call("join", {"room": "team", "invite": again["code"]}), "forbidden")
+    third = (await mod.ok("invite", {"room": "team"}))["invite"]
+    await olive.ok("role", {"room": "team", "user": "mod", "role": None})
+    refused(await dan.call("join", {"room": "team", "invite": third["code"]}), "forbidden")

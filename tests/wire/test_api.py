@@ -287,6 +287,11 @@ async def test_the_python_api_client(keyed: tuple[Served, dict[str, Client]],
         assert again["action"] == muted["action"]  # a retry is the action stored
         assert [a["kind"] for a in (await api.audit("lobby"))["actions"]] == ["mute"]
         assert (await api.room_info("lobby"))["people"][0]["user"] == "alice"
+        await api.act("lobby", "ban", user="alice", reason="a ban by name, in open mode")
+        while (await alice.next("change"))["kind"] != "ban":
+            pass
+        rejoin = await alice.call("join", {"room": "lobby"})
+        assert rejoin["error"]["code"] == "forbidden" and "banned" in rejoin["error"]["message"]
         with pytest.raises(ApiError) as refused:
             await api.act("lobby", "create")  # name mode: no owners
         assert (refused.value.status, refused.value.code) == (403, "forbidden")

@@ -430,6 +430,16 @@ async def test_a_bot_with_a_token_answers_where_it_is_mentioned(
         assert (reply["room"], reply["from"], reply["text"]) == (room, "helper", "pong")
         await alice.send(room, "!echo and again")
         assert (await alice.next("message"))["text"] == "and again"
+        # what governs a room, and a ban that takes the bot out of it for good
+        await alice.ok("create", {"room": "ruled", "topic": "no spam"})
+        await alice.ok("configure", {"room": "ruled", "slow": 5})
+        await alice.join("ruled")
+        await bot.join("ruled")
+        await alice.send("ruled", "!rules")
+        assert (await alice.next("message"))["text"] == (
+            "topic: no spam; open to all; slow mode: one message every 5 s; owners: alice")
+        await alice.ok("ban", {"room": "ruled", "user": "helper"})
+        await until(lambda: "ruled" not in client.joined)
     finally:
         await client.close()
 
