@@ -27,6 +27,7 @@ from .protocol import (
     parse_invite, parse_report, parse_revoke, parse_rooms, parse_search, parse_send,
     parse_typing,
 )
+from .governance import Governance
 from .services import Chat
 
 log = logging.getLogger("app.chat")  # the event log: its name stays what operators filter on
@@ -118,46 +119,27 @@ def _govern(kind: str) -> Event:
     return act
 
 
-async def _room_info(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.governance.info(conn, parse_room(data))
-
-
-async def _audit(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.governance.audit(conn, parse_audit(data))
-
-
-async def _invite(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.governance.invite(conn, parse_invite(data))
-
-
-async def _invites(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.governance.invites(conn, parse_room(data))
-
-
-async def _revoke(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.governance.revoke(conn, parse_revoke(data))
-
-
-async def _report(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.governance.report(conn, parse_report(data))
-
-
-async def _reports(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.governance.reports(conn, parse_room(data))
-
-
-async def _resolve(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.governance.resolve(conn, parse_report(data))
+def _governance(call: Callable[[Governance, Connection, Any], Awaitable[Ack]],
+                parse: Callable[[object], Any]) -> Event:
+    """An event of the governance service: ``call(governance, conn, parse(data))``."""
+    async def event(chat: Chat, conn: Connection, data: object) -> Ack:
+        return await call(chat.governance, conn, parse(data))
+    return event
 
 
 EVENTS: dict[str, Event] = {
     "join": _join, "leave": _leave, "send": _send, "history": _history, "search": _search,
     "edit": _edit, "delete": _delete, "react": _react, "unreact": _unreact,
     "typing": _typing, "rooms": _rooms, "read": _read, "direct": _direct, "renew": _renew,
-    "advance": _advance, "room_info": _room_info, "audit": _audit, "report": _report,
-    "reports": _reports, "resolve": _resolve, "invite": _invite, "invites": _invites,
-    "revoke": _revoke,
-    **{kind: _govern(kind) for kind in ACTIONS},
+    "advance": _advance, **{kind: _govern(kind) for kind in ACTIONS},
+    "room_info": _governance(Governance.info, parse_room),
+    "audit": _governance(Governance.audit, parse_audit),
+    "invite": _governance(Governance.invite, parse_invite),
+    "invites": _governance(Governance.invites, parse_room),
+    "revoke": _governance(Governance.revoke, parse_revoke),
+    "report": _governance(Governance.report, parse_report),
+    "reports": _governance(Governance.reports, parse_room),
+    "resolve": _governance(Governance.resolve, parse_report),
 }
 
 
