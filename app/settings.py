@@ -51,9 +51,9 @@ class Settings:
                 "ever); a room's owner may keep its own for less"})
     retention_interval: float = field(default=60.0, metadata={
         "help": "seconds between two looks for entries past their retention"})
-    retention_batch: int = field(default=1000, metadata={
-        "help": "entries removed per transaction (each a short pause for the room's "
-                "writes; more in a row pause the chat longer)"})
+    retention_batch: int = field(default=200, metadata={
+        "help": "entries removed per transaction (each one a pause of the store's writes "
+                "while it runs; a purge takes a fifth of the store's time at most)"})
 
     # Cluster
     redis: str = field(default="", metadata={

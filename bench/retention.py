@@ -10,7 +10,7 @@ the Node load generator) against ``python -m app`` on that store twice:
 first with no retention (nothing is removed), then with ``--retention``
 one day and ``--retention-interval 1``, so that the sweep starts a second
 after the server does and removes the million while S1 runs, in batches of
-``--retention-batch`` (default 1000). The bench polls the store's own
+``--retention-batch`` (``--batch``, default 200). The bench polls the store's own
 record of how far each room was purged, and reports how long the million
 took to go and what S1 measured meanwhile. Prints each run's S1 figures
 with and without the purge, their medians, and the ratios.
@@ -121,7 +121,7 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--rooms", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--step-seconds", type=float, default=2.5)
     parser.add_argument("--stores", default="sqlite,postgresql")
     try:
