@@ -71,9 +71,6 @@ def load_sqlite(path: Path, texts: list[str], messages: int, rooms: int) -> None
                 print(f"  {done:,} rows", flush=True)
         flush()
         conn.execute("ANALYZE")
-        # the loaded pages into the database file now, not on the server's first
-        # write (which would stall whatever the bench measures first)
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
 

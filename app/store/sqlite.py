@@ -228,8 +228,11 @@ class SqliteStore(QueuedWrites):
                                f"knows up to {SCHEMA_VERSION}")
         if version == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
             # a new file: pages freed by retention go back to the file system
-            # (PRAGMA incremental_vacuum after each purge); an older file reuses them
+            # (PRAGMA incremental_vacuum after each purge); an older file reuses
+            # them. (The journal mode has written the file's header already: the
+            # setting takes effect with a VACUUM, instant on an empty file.)
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
         numbering = {1: _MIGRATE_1 + _MIGRATE_2, 2: _MIGRATE_2}.get(version, "")
         reindexing = _MIGRATE_5 if 0 < version < 6 else ""
         conn.executescript(f"BEGIN; {numbering} {reindexing} {_SCHEMA} {_INDEXES}"
@@ -591,7 +594,9 @@ class SqliteStore(QueuedWrites):
             conn.execute("ROLLBACK")
             raise
         if cut > upto:
-            conn.execute("PRAGMA incremental_vacuum")  # (new files: their freed pages back)
+            # (new files: their freed pages back; run to its end by sqlite3_exec:
+            # the statement frees one page per step, and execute() steps once)
+            conn.executescript("PRAGMA incremental_vacuum;")
         return cut - upto
 
     def _actions(self, room: RoomName, before: int | None, limit: int) -> list[Action]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.core.models import RoomName
+from app.core.models import RoomName, now_ms
 from app.store.sqlite import SqliteStore
 
 HISTORY = 20_000  # messages already in the long room
@@ -67,3 +68,29 @@ async def test_sends_and_room_listings_cost_the_same_however_long_the_history(
         await store.close()
     assert sends["long"] < 2 * sends["short"] + 10, sends
     assert listings["long"] < 2 * listings["short"] + 10, listings
+
+
+def pages(path: Path) -> int:
+    """The pages the file holds (its size, in pages)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA page_count").fetchone()[0])
+
+
+async def test_a_purge_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None:
+    """A new file is made with incremental auto-vacuum: what retention removes
+    leaves the file, not only its free list."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        text = "a long enough message to take some room in the file " * 20
+        for _ in range(10):
+            await asyncio.gather(*(store.append(RoomName("big"), "ann", text, None)
+                                   for _ in range(200)))
+        full = pages(path)
+        while await store.purge(RoomName("big"), now_ms() + 1, 500):
+            pass
+        assert (await store.page(RoomName("big"))).messages == []
+        assert pages(path) < full / 4, (pages(path), full)
+    finally:
+        await store.close()
