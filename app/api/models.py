@@ -23,7 +23,7 @@ from ..chat.protocol import (
     SECONDS_MAX,
 )
 from ..core.errors import ErrorCode
-from ..core.policy import REASON_MAX, SLOW_MAX, TOPIC_MAX
+from ..core.policy import REASON_MAX, RETENTION_MAX, SLOW_MAX, TOPIC_MAX
 from ..hooks.webhook import MAX_PATTERNS, MAX_URL
 
 Room = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$", min_length=1, max_length=ROOM_MAX,
@@ -133,6 +133,9 @@ class ActionBody(Strict):
         default=None, description="seconds between one person's messages; 0: off")
     locked: bool | None = Field(default=None, description="read-only: only moderators and "
                                 "owners send")
+    retention: Annotated[int, Field(ge=0, le=RETENTION_MAX)] | None = Field(
+        default=None, description="create, configure (an owner's): seconds its entries are "
+        "kept, at most the server's --retention; 0: the server's")
     client_id: ClientId | None = None
 
 
@@ -212,6 +215,7 @@ class RoomSettings(BaseModel):
     topic: str
     slow: int
     locked: bool
+    retention: int = Field(description="seconds its entries are kept (0: the server's)")
 
 
 class Standing(BaseModel):
