@@ -21,7 +21,7 @@ import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from app.core.models import Sid
+from app.core.models import Sid, now_ms
 from app.chat.namespace import NAMESPACE
 from app.chat.services import Chat
 from app.eio.front import RoomcastRunner
@@ -51,6 +51,14 @@ async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0)  # one turn of the loop, not a timed wait
+
+
+def past(ms: int) -> None:
+    """Return once the wall clock has passed ``ms`` (ms since the epoch), so that
+    what is stored next has a later ``ts`` than what was: a spin of at most a
+    millisecond, not a wait on time."""
+    while now_ms() <= ms:
+        pass
 
 
 @dataclasses.dataclass

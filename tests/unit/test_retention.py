@@ -3,11 +3,11 @@ silent hole, and a room's owner keeps less within the server's bound."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from app.core.models import RoomName, now_ms
+from app.core.models import RoomName
 
+from ..conftest import past
 from ..tokens import SECRET, token
 from .chat import Harness, LocalPeer, LocalPeerFactory
 from .conftest import NodeFactory
@@ -29,8 +29,7 @@ async def test_a_client_reading_into_what_was_removed_is_told_so(
     await alice.join("r")
     await bob.join("r")
     sent = [await alice.send("r", f"m{i}") for i in range(4)]
-    while now_ms() <= sent[-1]["ts"]:  # (what is sent next is newer than the cut)
-        await asyncio.sleep(0)
+    past(sent[-1]["ts"])  # (what is sent next is newer than the cut)
     sent += [await alice.send("r", f"m{i}") for i in (4, 5)]
     last_seen = sent[1]["seq"]
     await bob.disconnect()

@@ -12,7 +12,7 @@ import pytest
 
 from client import compat
 from app.core.errors import ChatError, ErrorCode
-from app.core.models import Page, Reading, RoomName, now_ms
+from app.core.models import Page, Reading, RoomName
 from app.core.policy import NO_STANDING, Standing
 from app.appkeys import STORE_KEY
 from app.store.memory import MemoryStore
@@ -20,7 +20,7 @@ from client import ChatClient, ChatClientError
 from client.bot import Bot
 from client.chat_client import MAX_INTERNAL_RETRIES
 
-from ..conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory, until
+from ..conftest import TIMEOUT, Peer, PeerFactory, Served, ServeFactory, past, until
 from ..proxy import Proxy
 from ..stores import HeldMarks
 from ..tokens import SECRET, token
@@ -583,8 +583,7 @@ async def test_what_retention_removed_while_away_is_said_and_passed(
     assert await alice.take(1) == ["m1"]
     await go_offline(alice, proxy)
     old = [await bob.send("r", f"m{i}") for i in (2, 3)]
-    while now_ms() <= old[-1]["ts"]:  # (what is sent next is newer)
-        await asyncio.sleep(0)
+    past(old[-1]["ts"])  # (what is sent next is newer)
     for text in ("m4", "m5"):
         await bob.send("r", text)
     await served.chat.retention.purge(RoomName("r"), old[-1]["ts"] + 1)  # m1 to m3

@@ -3,8 +3,6 @@ hangs on them; the stream says what is gone, and the room's seq goes on."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from app.core.models import RoomName, now_ms
@@ -12,15 +10,10 @@ from app.core.policy import Act
 from app.store import MessageStore
 from app.store.search import terms
 
+from ...conftest import past
 from .conftest import Opener
 
 ROOM = RoomName("old")
-
-
-async def later_than(ms: int) -> None:
-    """Until the clock has passed ``ms`` (what is stored next is newer)."""
-    while now_ms() <= ms:
-        await asyncio.sleep(0)
 
 
 async def filled(store: MessageStore, count: int) -> None:
@@ -34,7 +27,7 @@ async def test_the_oldest_entries_go_in_order_and_the_stream_says_so(
     react = await store.alter(ROOM, "bob", "react", 2, "👍", None)  # seq 11
     assert react.change is not None
     cutoff = react.change.ts + 1  # everything so far is older
-    await later_than(react.change.ts)
+    past(react.change.ts)
     await store.govern(ROOM, "root", Act("mute", user="eve", until=now_ms() + 60_000), None,
                        power=2)  # seq 12, an action
     assert await store.purge(ROOM, cutoff, 4) == 4  # one batch: seqs 1-4
