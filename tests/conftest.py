@@ -53,6 +53,12 @@ async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None
             await asyncio.sleep(0)  # one turn of the loop, not a timed wait
 
 
+def refused(ack: dict[str, Any], code: str) -> str:
+    """Assert ``ack`` refuses with ``code``; its message."""
+    assert ack["ok"] is False and ack["error"]["code"] == code, ack
+    return str(ack["error"]["message"])
+
+
 def past(ms: int) -> None:
     """Return once the wall clock has passed ``ms`` (ms since the epoch), so that
     what is stored next has a later ``ts`` than what was: a spin of at most a

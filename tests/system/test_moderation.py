@@ -14,7 +14,7 @@ import pytest
 
 from client import ChatClient
 
-from ..conftest import TIMEOUT, Peer, PeerFactory, ServeFactory, Served, until
+from ..conftest import TIMEOUT, Peer, PeerFactory, ServeFactory, Served, refused, until
 from ..proxy import Proxy
 from ..services import REDIS_URL, postgres_schema
 from ..tokens import SECRET, token
@@ -33,11 +33,6 @@ async def cluster(serve: ServeFactory, serializer: str) -> AsyncIterator[list[Se
 
 async def person(peer: PeerFactory, node: Served, name: str) -> Peer:
     return await peer(name, server=node, auth={"token": token(name=name)})
-
-
-def refused(ack: dict[str, Any], code: str) -> str:
-    assert ack["ok"] is False and ack["error"]["code"] == code, ack
-    return str(ack["error"]["message"])
 
 
 async def test_a_ban_on_one_node_takes_the_person_out_on_the_other(

@@ -30,6 +30,7 @@ from app.store import MessageStore, open_store
 from app.store.memory import MemoryStore
 
 from ..conftest import UNLIMITED, PeerCalls
+from ..tokens import token
 
 Sent = tuple[str, Any]  # (event, data) as one connection receives it
 
@@ -163,3 +164,9 @@ class LocalPeer(PeerCalls):
 
 
 LocalPeerFactory = Callable[..., Awaitable[LocalPeer]]
+
+
+async def token_peer(peer: LocalPeerFactory, served: Harness, name: str, **claims: Any
+                     ) -> LocalPeer:
+    """A connection to ``served`` (token mode) with a token for ``name``."""
+    return await peer(name, server=served, auth={"token": token(name=name, **claims)})

@@ -6,19 +6,10 @@ from typing import Any
 
 import pytest
 
-from ..tokens import SECRET, token
-from .chat import Harness, LocalPeer, LocalPeerFactory
+from ..conftest import refused
+from ..tokens import SECRET
+from .chat import Harness, LocalPeerFactory, token_peer
 from .conftest import NodeFactory
-
-
-async def person(peer: LocalPeerFactory, served: Harness, name: str, **claims: Any
-                 ) -> LocalPeer:
-    return await peer(name, server=served, auth={"token": token(name=name, **claims)})
-
-
-def refused(ack: dict[str, Any], code: str) -> str:
-    assert ack["ok"] is False and ack["error"]["code"] == code, ack
-    return str(ack["error"]["message"])
 
 
 @pytest.fixture
@@ -28,7 +19,7 @@ async def served(serve: NodeFactory) -> Harness:
 
 async def test_a_room_is_created_by_its_owner_and_says_so_on_join(
         served: Harness, peer: LocalPeerFactory) -> None:
-    olive, bob = [await person(peer, served, n) for n in ("olive", "bob")]
+    olive, bob = [await token_peer(peer, served, n) for n in ("olive", "bob")]
     made = await olive.ok("create", {"room": "team", "topic": "plans", "client_id": "c1"})
     assert made["action"]["kind"] == "create" and made["action"]["seq"] == 1
     assert made["settings"] == {"private": False, "topic": "plans", "slow": 0, "locked": False,
@@ -57,7 +48,7 @@ async def test_open_mode_gives_no_power_by_name(serve: NodeFactory,
 
 async def test_a_ban_takes_the_person_out_and_keeps_them_out_of_everything(
         served: Harness, peer: LocalPeerFactory) -> None:
-    olive, bob, carol = [await person(peer, served, n) for n in ("olive", "bob", "carol")]
+    olive, bob, carol = [await token_peer(peer, served, n) for n in ("olive", "bob", "carol")]
     await olive.ok("create", {"room": "team"})
     for p in (olive, bob, carol):
         await p.join("team")
@@ -89,7 +80,7 @@ async def test_a_ban_takes_the_person_out_and_keeps_them_out_of_everything(
 
 async def test_a_timed_mute_holds_back_sends_typing_and_reactions(
         served: Harness, peer: LocalPeerFactory) -> None:
-    olive, bob = [await person(peer, served, n) for n in ("olive", "bob")]
+    olive, bob = [await token_peer(peer, served, n) for n in ("olive", "bob")]
     await olive.ok("create", {"room": "team"})
     await olive.join("team")
     await bob.join("team")
@@ -104,7 +95,7 @@ async def test_a_timed_mute_holds_back_sends_typing_and_reactions(
                                      "emoji": "👍"}), "forbidden")
     await bob.ok("history", {"room": "team"})  # he still reads
     # and a connection that joins later knows it too
-    again = await person(peer, served, "bob")
+    again = await token_peer(peer, served, "bob")
     assert (await again.join("team"))["you"]["muted"] == muted["action"]["until"]
     refused(await again.call("typing", {"room": "team", "active": True}), "forbidden")
     await olive.ok("unmute", {"room": "team", "user": "bob"})
@@ -114,7 +105,7 @@ async def test_a_timed_mute_holds_back_sends_typing_and_reactions(
 
 async def test_a_private_room_takes_members_only(served: Harness,
                                                  peer: LocalPeerFactory) -> None:
-    olive, mod, bob = [await person(peer, served, n) for n in ("olive", "mod", "bob")]
+    olive, mod, bob = [await token_peer(peer, served, n) for n in ("olive", "mod", "bob")]
     await olive.ok("create", {"room": "team", "private": True})
     assert "private" in refused(await bob.call("join", {"room": "team"}), "forbidden")
     await olive.ok("role", {"room": "team", "user": "mod", "role": "moderator"})
@@ -131,7 +122,7 @@ async def test_a_private_room_takes_members_only(served: Harness,
 
 
 async def test_slow_mode_and_read_only(served: Harness, peer: LocalPeerFactory) -> None:
-    olive, bob = [await person(peer, served, n) for n in ("olive", "bob")]
+    olive, bob = [await token_peer(peer, served, n) for n in ("olive", "bob")]
     await olive.ok("create", {"room": "team"})
     await bob.join("team")
     await olive.ok("configure", {"room": "team", "slow": 60})
@@ -148,7 +139,7 @@ async def test_slow_mode_and_read_only(served: Harness, peer: LocalPeerFactory) 
 async def test_a_client_away_during_actions_gets_them_in_order_with_the_messages(
         served: Harness, peer: LocalPeerFactory) -> None:
     """One that stayed and one that comes back with ``since`` see the same stream."""
-    olive, stays, away = [await person(peer, served, n) for n in ("olive", "stays", "away")]
+    olive, stays, away = [await token_peer(peer, served, n) for n in ("olive", "stays", "away")]
     await olive.ok("create", {"room": "team"})
     for p in (olive, stays, away):
         await p.join("team")
@@ -161,7 +152,7 @@ async def test_a_client_away_during_actions_gets_them_in_order_with_the_messages
     await olive.send("team", "after")
     await olive.ok("ban", {"room": "team", "user": "troll"})
     live = [await stays.next("change") for _ in range(4)]
-    back = await person(peer, served, "away")
+    back = await token_peer(peer, served, "away")
     caught = await back.join("team", since=last)
     stream = sorted(caught["messages"] + caught["changes"], key=lambda e: e["seq"])
     assert [e.get("kind", "message") for e in stream] == [
@@ -170,7 +161,7 @@ async def test_a_client_away_during_actions_gets_them_in_order_with_the_messages
 
 
 async def test_who_sees_what_of_a_room(served: Harness, peer: LocalPeerFactory) -> None:
-    olive, mod, bob = [await person(peer, served, n) for n in ("olive", "mod", "bob")]
+    olive, mod, bob = [await token_peer(peer, served, n) for n in ("olive", "mod", "bob")]
     await olive.ok("create", {"room": "team", "topic": "t"})
     await olive.ok("role", {"room": "team", "user": "mod", "role": "moderator"})
     await mod.ok("mute", {"room": "team", "user": "bob", "seconds": 60})
@@ -189,8 +180,8 @@ async def test_who_sees_what_of_a_room(served: Harness, peer: LocalPeerFactory) 
 
 async def test_a_token_moderator_claim_moderates_every_room(
         served: Harness, peer: LocalPeerFactory) -> None:
-    root = await person(peer, served, "root", moderator=True)
-    bob = await person(peer, served, "bob")
+    root = await token_peer(peer, served, "root", moderator=True)
+    bob = await token_peer(peer, served, "bob")
     await bob.join("lobby")
     await root.ok("ban", {"room": "lobby", "user": "bob", "seconds": 60})  # ungoverned till now
     assert (await bob.next("change"))["kind"] == "ban"
@@ -208,7 +199,7 @@ async def test_a_token_moderator_claim_moderates_every_room(
 ])
 async def test_malformed_actions_are_refused_and_change_nothing(
         served: Harness, peer: LocalPeerFactory, event: str, data: Any) -> None:
-    olive = await person(peer, served, "olive")
+    olive = await token_peer(peer, served, "olive")
     refused(await olive.call(event, data), "bad_request")
     assert (await olive.ok("room_info", {"room": "r"}))["governed"] is False
 
@@ -218,8 +209,8 @@ async def test_a_ban_whose_event_a_node_lost_is_applied_when_it_catches_up(
     """Two nodes on one store and no fan-out between them: every event of one is
     lost to the other, as in a Redis outage, until the other catches up."""
     here, there = await serve(jwt_secret=SECRET), await serve(jwt_secret=SECRET)
-    olive = await person(peer, here, "olive")
-    bob, carol = await person(peer, there, "bob"), await person(peer, there, "carol")
+    olive = await token_peer(peer, here, "olive")
+    bob, carol = await token_peer(peer, there, "bob"), await token_peer(peer, there, "carol")
     await olive.ok("create", {"room": "team"})
     await bob.join("team")
     await carol.join("team")
@@ -236,7 +227,7 @@ async def test_a_ban_whose_event_a_node_lost_is_applied_when_it_catches_up(
 
 async def test_a_report_reaches_the_moderators_and_waits_until_resolved(
         served: Harness, peer: LocalPeerFactory) -> None:
-    olive, mod, bob, carol = [await person(peer, served, n)
+    olive, mod, bob, carol = [await token_peer(peer, served, n)
                               for n in ("olive", "mod", "bob", "carol")]
     await olive.ok("create", {"room": "team"})
     await olive.ok("role", {"room": "team", "user": "mod", "role": "moderator"})
@@ -268,7 +259,7 @@ async def test_a_report_reaches_the_moderators_and_waits_until_resolved(
 
 async def test_the_rooms_list_shows_a_room_only_to_those_it_admits(
         served: Harness, peer: LocalPeerFactory) -> None:
-    olive, bob, eve = [await person(peer, served, n) for n in ("olive", "bob", "eve")]
+    olive, bob, eve = [await token_peer(peer, served, n) for n in ("olive", "bob", "eve")]
     await olive.ok("create", {"room": "secret", "private": True})
     await olive.join("secret")
     await olive.ok("create", {"room": "public"})
@@ -284,7 +275,7 @@ async def test_the_rooms_list_shows_a_room_only_to_those_it_admits(
 
 async def test_an_invite_makes_its_holder_a_member_until_it_runs_out(
         served: Harness, peer: LocalPeerFactory) -> None:
-    olive, mod, bob, carol, dan = [await person(peer, served, n)
+    olive, mod, bob, carol, dan = [await token_peer(peer, served, n)
                                    for n in ("olive", "mod", "bob", "carol", "dan")]
     await olive.ok("create", {"room": "team", "private": True})
     await olive.ok("role", {"room": "team", "user": "mod", "role": "moderator"})

@@ -18,7 +18,7 @@ from app.store.markers import RECEIPTS_LISTED
 
 from ..conftest import TIMEOUT
 from ..tokens import SECRET, token
-from .chat import Harness, LocalPeer, LocalPeerFactory
+from .chat import LocalPeerFactory, token_peer
 from .conftest import NodeFactory
 
 
@@ -153,10 +153,6 @@ async def test_reading_a_room_not_joined_is_refused(peer: LocalPeerFactory) -> N
 
 
 # -- direct conversations -------------------------------------------------------
-
-
-async def token_peer(peer: LocalPeerFactory, served: Harness, name: str) -> LocalPeer:
-    return await peer(name, server=served, auth={"token": token(name=name)})
 
 
 async def test_a_direct_conversation_is_for_its_participants_only(

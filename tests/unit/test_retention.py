@@ -3,23 +3,12 @@ silent hole, and a room's owner keeps less within the server's bound."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.core.models import RoomName
 
-from ..conftest import past
-from ..tokens import SECRET, token
-from .chat import Harness, LocalPeer, LocalPeerFactory
+from ..conftest import past, refused
+from ..tokens import SECRET
+from .chat import LocalPeerFactory, token_peer
 from .conftest import NodeFactory
-
-
-async def person(peer: LocalPeerFactory, served: Harness, name: str) -> LocalPeer:
-    return await peer(name, server=served, auth={"token": token(name=name)})
-
-
-def refused(ack: dict[str, Any], code: str) -> str:
-    assert ack["ok"] is False and ack["error"]["code"] == code, ack
-    return str(ack["error"]["message"])
 
 
 async def test_a_client_reading_into_what_was_removed_is_told_so(
@@ -49,7 +38,7 @@ async def test_a_client_reading_into_what_was_removed_is_told_so(
 async def test_each_room_keeps_what_its_owner_says_within_the_servers_bound(
         serve: NodeFactory, peer: LocalPeerFactory) -> None:
     served = await serve(jwt_secret=SECRET, retention=3600)
-    olive = await person(peer, served, "olive")
+    olive = await token_peer(peer, served, "olive")
     await olive.ok("create", {"room": "brief"})
     await olive.join("lobby")
     await olive.send("lobby", "hi")
@@ -59,7 +48,7 @@ async def test_each_room_keeps_what_its_owner_says_within_the_servers_bound(
     await olive.join("brief")
     await olive.send("brief", "short-lived")
     assert await served.chat.retention.kept() == {"brief": 60, "lobby": 3600}
-    mod = await person(peer, served, "mod")
+    mod = await token_peer(peer, served, "mod")
     await olive.ok("role", {"room": "brief", "user": "mod", "role": "moderator"})
     refused(await mod.call("configure", {"room": "brief", "retention": 30}), "forbidden")
 
@@ -67,7 +56,7 @@ async def test_each_room_keeps_what_its_owner_says_within_the_servers_bound(
 async def test_without_a_server_retention_only_rooms_that_ask_are_swept(
         serve: NodeFactory, peer: LocalPeerFactory) -> None:
     served = await serve(jwt_secret=SECRET)
-    olive = await person(peer, served, "olive")
+    olive = await token_peer(peer, served, "olive")
     await olive.ok("create", {"room": "brief", "retention": 86400})
     await olive.join("lobby")
     await olive.send("lobby", "kept for ever")
