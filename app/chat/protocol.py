@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.emoji import canonical
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import RoomName
 from ..core.policy import MUTE_MAX, REASON_MAX, RETENTION_MAX, ROLES, SLOW_MAX, TOPIC_MAX
@@ -278,8 +279,12 @@ _EMOJI_JOINERS = {"\u200d", "\ufe0e", "\ufe0f"} | {chr(c) for c in range(0xE0020
 def _emoji(payload: dict[Any, Any]) -> str:
     """One emoji sequence: a symbol (category So), or a keycap (0-9 # * then
     U+FE0F U+20E3), followed only by symbols, modifiers, joiners, variation
-    selectors and tags; at most :data:`EMOJI_MAX` code points."""
+    selectors and tags; at most :data:`EMOJI_MAX` code points. It is spelled
+    as its fully-qualified form (:func:`app.core.emoji.canonical`), so ``❤``
+    and ``❤️`` are one reaction."""
     emoji = payload.get("emoji")
+    if isinstance(emoji, str):
+        emoji = canonical(emoji)
     if not isinstance(emoji, str) or not 1 <= len(emoji) <= EMOJI_MAX:
         raise _bad(f"emoji must be a string of 1 to {EMOJI_MAX} code points")
     first, rest = emoji[0], emoji[1:]

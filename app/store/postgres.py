@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from ..core.emoji import canonical
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import (UNREAD_COUNTED, Action, Entry, Message, Page, Reading, RoomName,
                            now_ms)
@@ -39,14 +40,14 @@ from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClo
 from .search import (SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, indexed,
                      query_tokens, too_slow)
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
-                     StandingKey, client_key, entry, reactors_of_version_3, reactors_wanted,
-                     row, split, standing_keys, targets)
+                     StandingKey, client_key, entry, misspelled, reactions_respelled,
+                     reactors_of_version_3, reactors_wanted, row, split, standing_keys, targets)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 _ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 SEARCH_POOL = 2  # connections for searches (their own: see search)
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
@@ -287,8 +288,34 @@ class PostgresStore(QueuedWrites):
             await conn.execute(_MIGRATE_8)
         if version is None or version < 9:
             await conn.execute(_MIGRATE_9)
+        if version is not None and version < 10:
+            await self._respell_reactions(conn)
         if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
+
+    @staticmethod
+    async def _respell_reactions(conn: asyncpg.Connection) -> None:
+        """Version 9 -> 10: every emoji spelled canonically (``❤`` is ``❤️``),
+        in messages' reactions and in the changes that made them."""
+        for room, seq, reactions in await conn.fetch(
+                "SELECT room, seq, reactions FROM messages"
+                " WHERE kind = 'message' AND reactions IS NOT NULL"):
+            if not misspelled(reactions):
+                continue
+            reactors = await conn.fetch("SELECT emoji, name, at FROM reactions"
+                                        " WHERE room = $1 AND seq = $2", room, seq)
+            short, rows = reactions_respelled(room, seq, reactions,
+                                              [tuple(r) for r in reactors])
+            await conn.execute("UPDATE messages SET reactions = $3 WHERE room = $1"
+                               " AND seq = $2", room, seq, short)
+            await conn.execute("DELETE FROM reactions WHERE room = $1 AND seq = $2", room, seq)
+            await conn.executemany("INSERT INTO reactions VALUES ($1, $2, $3, $4, $5)", rows)
+        for (emoji,) in await conn.fetch("SELECT DISTINCT text FROM messages"
+                                         " WHERE kind IN ('react', 'unreact')"):
+            if canonical(emoji) != emoji:
+                await conn.execute("UPDATE messages SET text = $1"
+                                   " WHERE kind IN ('react', 'unreact') AND text = $2",
+                                   canonical(emoji), emoji)
 
     @staticmethod
     async def _index_all(conn: asyncpg.Connection) -> None:

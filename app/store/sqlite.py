@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.emoji import canonical
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import (UNREAD_COUNTED, Action, Entry, Message, Page, Reading, RoomName,
                            now_ms)
@@ -38,15 +39,15 @@ from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClo
 from .lanes import Lanes
 from .search import SEARCH_TIMEOUT, SearchPage, indexed, query_tokens
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
-                     StandingKey, client_key, entry, reactors_of_version_3, reactors_wanted,
-                     retexted, row, split, standing_keys, targets)
+                     StandingKey, client_key, entry, misspelled, reactions_respelled,
+                     reactors_of_version_3, reactors_wanted, retexted, row, split, standing_keys, targets)
 
 _PLACES = "(" + ", ".join("?" * 13) + ")"  # COLUMNS and doc
 _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 _ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
@@ -242,6 +243,8 @@ class SqliteStore(QueuedWrites):
                 self._index_all(conn)
             if version < 4:
                 self._move_reactors(conn)
+            if 0 < version < 10:
+                self._respell_reactions(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -270,6 +273,28 @@ class SqliteStore(QueuedWrites):
             conn.execute("UPDATE messages SET reactions = ? WHERE room = ? AND seq = ?",
                          (short, room, seq))
             conn.executemany("INSERT INTO reactions VALUES (?, ?, ?, ?, ?)", rows)
+
+    @staticmethod
+    def _respell_reactions(conn: sqlite3.Connection) -> None:
+        """Version 9 -> 10: every emoji spelled canonically (``❤`` is ``❤️``),
+        in messages' reactions and in the changes that made them."""
+        for room, seq, reactions in conn.execute(
+                "SELECT room, seq, reactions FROM messages"
+                " WHERE kind = 'message' AND reactions IS NOT NULL").fetchall():
+            if not misspelled(reactions):
+                continue
+            reactors = conn.execute("SELECT emoji, name, at FROM reactions"
+                                    " WHERE room = ? AND seq = ?", (room, seq)).fetchall()
+            short, rows = reactions_respelled(room, seq, reactions, reactors)
+            conn.execute("UPDATE messages SET reactions = ? WHERE room = ? AND seq = ?",
+                         (short, room, seq))
+            conn.execute("DELETE FROM reactions WHERE room = ? AND seq = ?", (room, seq))
+            conn.executemany("INSERT INTO reactions VALUES (?, ?, ?, ?, ?)", rows)
+        for (emoji,) in conn.execute("SELECT DISTINCT text FROM messages"
+                                     " WHERE kind IN ('react', 'unreact')").fetchall():
+            if canonical(emoji) != emoji:
+                conn.execute("UPDATE messages SET text = ? WHERE kind IN ('react', 'unreact')"
+                             " AND text = ?", (canonical(emoji), emoji))
 
     async def _on(self, thread: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)

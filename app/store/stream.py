@@ -44,6 +44,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.emoji import canonical
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import (REACTION_NAMES_SHOWN, Action, Change, Entry, Message, Reactions,
                            RoomName)
@@ -487,3 +488,30 @@ def reactors_of_version_3(room: str, seq: int, reactions: str
     rows = [(room, seq, e, name, i - len(names)) for e, names in old
             for i, name in enumerate(names)]
     return json.dumps(short), rows
+
+
+def misspelled(reactions: str) -> bool:
+    """Whether a message row's reactions hold an emoji not spelled as
+    :func:`~app.core.emoji.canonical` spells it (stored before version 10)."""
+    return any(canonical(e) != e for e, _, _ in json.loads(reactions))
+
+
+def reactions_respelled(room: str, seq: int, reactions: str, reactors: list[tuple[str, str, int]]
+                        ) -> tuple[str | None, list[tuple[str, int, str, str, int]]]:
+    """Version 9 -> 10: a message's reactions (its row's short form and its
+    reactor rows: emoji, name, at) with every emoji spelled canonically;
+    spellings of one emoji become one reaction, in order of first use, a
+    person counted once, at their first reaction."""
+    order = list(dict.fromkeys(canonical(e) for e, _, _ in json.loads(reactions)))
+    first: dict[tuple[str, str], int] = {}
+    for emoji, name, at in reactors:
+        key = (canonical(emoji), name)
+        first[key] = min(at, first.get(key, at))
+    by_emoji: dict[str, list[tuple[int, str]]] = {e: [] for e in order}
+    for (emoji, name), at in sorted(first.items(), key=lambda item: item[1]):
+        by_emoji.setdefault(emoji, []).append((at, name))
+    short = [[e, len(names), [n for _, n in names[:REACTION_NAMES_SHOWN]]]
+             for e, names in by_emoji.items() if names]
+    rows = [(room, seq, e, name, at) for e, names in by_emoji.items() for at, name in names]
+    return json.dumps(short) if short else None, rows
+

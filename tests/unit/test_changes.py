@@ -122,6 +122,27 @@ async def test_emoji_sequences_are_one_reaction(peer: LocalPeerFactory) -> None:
         "🇫🇷", "👩🏽‍💻", "1️⃣", "❤️", "👍🏿"]
 
 
+async def test_spellings_of_one_emoji_are_one_reaction(peer: LocalPeerFactory) -> None:
+    """❤, ❤️ and ❤︎ are one heart; a flag with or without its selector one
+    flag: each is kept as its fully-qualified spelling, and unreacting with
+    any spelling takes it back."""
+    alice, bob, carol = await peer("alice"), await peer("bob"), await peer("carol")
+    for member in (alice, bob, carol):
+        await member.join("r")
+    await alice.send("r", "react to me")
+    for member, heart in ((alice, "\u2764"), (bob, "\u2764\ufe0f"), (carol, "\u2764\ufe0e")):
+        ack = await call_ok(member, "react", room="r", seq=1, emoji=heart)
+        assert ack["change"]["emoji"] == "\u2764\ufe0f"
+    await call_ok(alice, "react", room="r", seq=1, emoji="\U0001f3f3\u200d\U0001f308")
+    await call_ok(bob, "react", room="r", seq=1, emoji="\U0001f3f3\ufe0f\u200d\U0001f308")
+    page = await call_ok(alice, "history", room="r")
+    assert [(r["emoji"], r["count"]) for r in page["messages"][0]["reactions"]] == [
+        ("\u2764\ufe0f", 3), ("\U0001f3f3\ufe0f\u200d\U0001f308", 2)]
+    await call_ok(carol, "unreact", room="r", seq=1, emoji="\u2764")
+    page = await call_ok(alice, "history", room="r")
+    assert page["messages"][0]["reactions"][0]["count"] == 2
+
+
 async def test_a_retried_change_applies_and_is_broadcast_once(peer: LocalPeerFactory) -> None:
     alice, bob = await peer("alice"), await peer("bob")
     await alice.join("r")

@@ -463,6 +463,43 @@ async def test_a_version_3_database_keeps_its_reactions(store_url: str, reopen: 
     assert new.change is not None and new.change.seq == 3 and new.change.count == 12
 
 
+async def make_version(store_url: str, version: int) -> None:
+    """Mark a closed store's database as schema ``version`` left it."""
+    if store_url.startswith("sqlite"):
+        with sqlite_file(store_url) as conn:
+            conn.execute(f"PRAGMA user_version = {version}")
+        return
+    async with postgres_schema_of(store_url) as (pg, schema):
+        await pg.execute(f'SET search_path = "{schema}"; DELETE FROM roomcast_schema;'
+                         f"INSERT INTO roomcast_schema VALUES ({version})")
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_version_9_database_spells_its_reactions_as_one(store_url: str,
+                                                               reopen: Opener) -> None:
+    """Reactions stored before emoji were spelled canonically: ❤ and ❤️
+    become one reaction (a person reacting with both counted once), in the
+    order of first use, and the changes that made them say ❤️ too."""
+    heart, plain_heart = "\u2764\ufe0f", "\u2764"
+    store = await reopen()
+    await store.append(LOBBY, "alice", "old", None)
+    for name, emoji in (("alice", plain_heart), ("carol", "👍"), ("bob", heart),
+                        ("alice", heart), ("dave", "\u2764\ufe0e")):
+        assert (await store.alter(LOBBY, name, "react", 1, emoji, None)).change is not None
+    await store.close()
+    await make_version(store_url, 9)
+    store = await reopen()
+    page = await store.page(LOBBY)
+    assert page.messages[0].reactions == ((heart, 3, ("alice", "bob", "dave")),
+                                          ("👍", 1, ("carol",)))
+    changes = (await store.page(LOBBY, after=0)).changes
+    assert [c.value for c in changes] == [heart, "👍", heart, heart, heart]
+    again = await store.alter(LOBBY, "bob", "react", 1, heart, None)
+    assert again.change is None  # bob's reaction is known under its new spelling
+    gone = await store.alter(LOBBY, "alice", "unreact", 1, heart, None)
+    assert gone.message.reactions[0] == (heart, 2, ("bob", "dave"))
+
+
 async def test_edits_may_be_limited_to_recent_messages(store: MessageStore) -> None:
     """With ``edits_from`` (the start of the edit window, ms), a message sent
     before it cannot be edited; a delete is never limited."""
