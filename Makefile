@@ -10,8 +10,9 @@ VENDOR   := app/static/vendor
 SIO_DIST := $(WEB)/node_modules/socket.io-client/dist
 JS_TESTS := tests/node
 
-# package:binary pairs that `make test` needs from the system
-SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server
+# package:file pairs that `make test` needs from the system
+SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server \
+                fonts-noto-color-emoji:/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 
 # Lock files: every machine installs exactly these versions, with hashes.
 # requirements.txt is what the server needs; client/requirements.txt the Python
@@ -31,9 +32,9 @@ COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --gener
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
 
-web: $(VENDOR)/.installed  ## the page's browser libraries (socket.io-client, markdown-it, DOMPurify), pinned in app/web/package-lock.json
+web: $(VENDOR)/.installed  ## the page's browser libraries (socket.io-client, markdown-it, DOMPurify, emoji-picker-element and its data), pinned in app/web/package-lock.json
 
-tools:  ## Debian packages the tests run: chromium, nginx, redis-server (apt-get when missing)
+tools:  ## Debian packages the tests run: chromium, nginx, redis-server, a colour emoji font (apt-get when missing)
 	@missing=""; \
 	for pair in $(SYSTEM_TOOLS); do \
 	  test -x "$${pair#*:}" || missing="$$missing $${pair%%:*}"; \
@@ -53,6 +54,10 @@ $(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	cp $(SIO_DIST)/socket.io.min.js $(SIO_DIST)/socket.io.msgpack.min.js $(VENDOR)/
 	cp $(WEB)/node_modules/markdown-it/dist/browser/markdown-it.esm.min.mjs $(VENDOR)/markdown-it.js
 	cp $(WEB)/node_modules/dompurify/dist/purify.es.mjs $(VENDOR)/purify.js
+	mkdir -p $(VENDOR)/emoji-picker
+	cp $(WEB)/node_modules/emoji-picker-element/picker.js \
+	   $(WEB)/node_modules/emoji-picker-element/database.js $(VENDOR)/emoji-picker/
+	cp $(WEB)/node_modules/emoji-picker-element-data/en/emojibase/data.json $(VENDOR)/emoji-picker/
 	touch $@
 
 $(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package.json $(JS_TESTS)/package-lock.json

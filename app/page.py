@@ -13,6 +13,11 @@ server is away (never a message).
 Every HTML response carries a Content-Security-Policy that allows scripts,
 styles and connections from this origin only: no inline script runs, even if
 some user text were ever mistaken for markup.
+
+The emoji picker (emoji-picker-element, pinned like the rest) draws with
+inline styles; rather than allow them on the chat page, it lives in a frame
+of its own, ``/emoji-picker``, whose policy allows them and which holds no
+user text: the page learns the chosen emoji by ``postMessage``.
 """
 
 from __future__ import annotations
@@ -39,12 +44,19 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "connect-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'",
     "frame-ancestors 'none'",
 ])
+# the picker's frame: inline styles allowed, nothing else; only this origin frames it
+EMOJI_FRAME_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
+    "form-action 'none'", "frame-ancestors 'self'",
+])
 
 
 def setup_page(app: web.Application, serializer: str) -> None:
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("app", "templates"),
                          autoescape=jinja2.select_autoescape(default=True))
     app.router.add_get("/", index)
+    app.router.add_get("/emoji-picker", emoji_picker)
     app.router.add_get("/manifest.webmanifest", _file("manifest.webmanifest",
                                                       "application/manifest+json"))
     # the service worker is served from the root, so that its scope is the site
@@ -70,7 +82,7 @@ def _file(name: str, content_type: str) -> Any:
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     if response.content_type == "text/html":
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
 
@@ -83,3 +95,9 @@ async def index(request: web.Request) -> dict[str, object]:
             "max_text_length": settings.max_text_length,
             "auth_mode": "token" if settings.jwt_secret else "name",
             "token_url": settings.token_url}
+
+
+async def emoji_picker(request: web.Request) -> web.StreamResponse:
+    response = aiohttp_jinja2.render_template("emoji-picker.html", request, {})
+    response.headers["Content-Security-Policy"] = EMOJI_FRAME_POLICY
+    return response

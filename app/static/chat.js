@@ -12,6 +12,7 @@ import {
   els, mentionsOf, plainError, renderMessages, renderRoomHead, renderRoomLists, renderSearch,
   renderTyping, messageItem, roomLabel, showAlert, showStatus,
 } from "./view.js";
+import { chooseEmoji } from "./emoji.js";
 import { closePanel, isNarrow, openPanel } from "./panels.js";
 import {
   applyAction, changedSettings, levelIn, mutedUntil, renderSettings, standing,
@@ -612,6 +613,13 @@ function onMessageAction(event) {
     case "pick":
       room.picking = null;
       return change(room, "react", { seq, emoji: target.dataset.emoji });
+    case "more-emoji":
+      return chooseEmoji().then((emoji) => {
+        room.picking = null;
+        if (room.name === current) render(room);
+        els.messages.querySelector(`li[data-seq="${seq}"] [data-action=react]`)?.focus();
+        return emoji ? change(room, "react", { seq, emoji }) : undefined;
+      });
     case "toggle":
       return toggleReaction(room, message, target.dataset.emoji);
     case "edit":

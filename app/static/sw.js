@@ -5,10 +5,10 @@
 // the Socket.IO or HTTP API traffic (those requests are not touched at all).
 // Network first: a reachable server always gives the current shell.
 
-const CACHE = "roomcast-shell-2";
+const CACHE = "roomcast-shell-3";
 const SHELL = [
   "/", "/manifest.webmanifest", "/static/chat.css", "/static/chat.js", "/static/view.js",
-  "/static/panels.js", "/static/format.js", "/static/governance.js",
+  "/static/panels.js", "/static/format.js", "/static/governance.js", "/static/emoji.js",
   "/static/vendor/markdown-it.js",
   "/static/vendor/purify.js", "/static/vendor/socket.io.min.js",
   "/static/vendor/socket.io.msgpack.min.js", "/static/icon-192.png", "/static/icon-512.png",

@@ -176,7 +176,8 @@ function reactionList(reactions, me) {
 
 function picker(emoji) {
   return el("div", { class: "picker", role: "group", "aria-label": "React with" },
-    ...emoji.map((e) => button("pick", e, { "data-emoji": e, "aria-label": `React ${e}` })));
+    ...emoji.map((e) => button("pick", e, { "data-emoji": e, "aria-label": `React ${e}` })),
+    button("more-emoji", "More…", { "aria-haspopup": "dialog", title: "Search every emoji" }));
 }
 
 function editForm(text) {
@@ -219,16 +220,30 @@ export function renderMessages(room, ui = () => ({})) {
     items.push(messageItem(message, null, ui(message)));
   }
   for (const send of room.outbox) items.push(messageItem({ ...send, from: room.self }, send));
+  const focused = focusedControl(list);
   list.replaceChildren(...items);
   const editing = list.querySelector(".edit-text");
   if (editing) {
     editing.focus();
-  } else if (atBottom || !anchor) {
+    return;
+  }
+  if (atBottom || !anchor) {
     list.scrollTop = list.scrollHeight;
   } else {
     const same = list.querySelector(`li[data-seq="${anchor.dataset.seq}"]`);
     if (same) list.scrollTop = same.offsetTop - anchorTop;
   }
+  // the keyboard's focus stays on the same control of the same message
+  if (focused) list.querySelector(focused)?.focus({ preventScroll: true });
+}
+
+// A selector for the message control that has the focus, if one has.
+function focusedControl(list) {
+  const control = document.activeElement;
+  const item = control?.closest?.("li[data-seq]");
+  if (!item || !list.contains(item) || !control.dataset.action) return null;
+  const emoji = control.dataset.emoji ? `[data-emoji="${CSS.escape(control.dataset.emoji)}"]` : "";
+  return `li[data-seq="${item.dataset.seq}"] [data-action="${control.dataset.action}"]${emoji}`;
 }
 
 // Search results: each a button naming the room and sender, the text with the

@@ -40,7 +40,8 @@ from .lanes import Lanes
 from .search import SEARCH_TIMEOUT, SearchPage, indexed, query_tokens
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
                      StandingKey, client_key, entry, misspelled, reactions_respelled,
-                     reactors_of_version_3, reactors_wanted, retexted, row, split, standing_keys, targets)
+                     reactors_of_version_3, reactors_wanted, retexted, row, split,
+                     standing_keys, targets)
 
 _PLACES = "(" + ", ".join("?" * 13) + ")"  # COLUMNS and doc
 _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))

@@ -514,4 +514,3 @@ def reactions_respelled(room: str, seq: int, reactions: str, reactors: list[tupl
              for e, names in by_emoji.items() if names]
     rows = [(room, seq, e, name, at) for e, names in by_emoji.items() for at, name in names]
     return json.dumps(short) if short else None, rows
-

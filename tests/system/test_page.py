@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, Frame, Locator, async_playwright, expect
 
 from app.chat.namespace import NAMESPACE
 from app.core.models import RoomName, Sid
@@ -405,6 +405,16 @@ async def test_page_shows_edits_deletes_reactions_and_replies(
         await peer.disconnect()  # type: ignore[attr-defined]
 
 
+async def tab_to(user: User, control: Locator, backwards: bool = False) -> None:
+    """Press Tab (or Shift+Tab) until ``control`` has the focus: fails if 30
+    presses do not reach it."""
+    for _ in range(30):
+        await user.page.keyboard.press("Shift+Tab" if backwards else "Tab")
+        if await control.evaluate("(element) => element === document.activeElement"):
+            return
+    raise AssertionError(f"Tab does not reach {control}")
+
+
 async def act(user: User, index: int, action: str, **attrs: str) -> None:
     """Hover the ``index``-th stored message (which shows its actions) and click one."""
     item = user.messages().nth(index)
@@ -485,6 +495,70 @@ async def test_people_edit_react_reply_delete_and_search_on_the_page(
     await alice.screenshot(f"{shot}-searched")
     await results.first.click()
     await expect(alice.messages().nth(1)).to_have_class(re.compile("flash"))
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+async def test_any_emoji_is_found_in_the_picker_and_its_spellings_are_one_reaction(
+        page_server: Served, browser: Browser, users: list[User], scheme: str) -> None:
+    """bob opens the full picker from a message's reactions ("More…"): the
+    cursor is in its search, which finds an otter among all of Unicode's
+    emoji; his reaction reaches alice. A Python client's ❤ (U+2764 alone) and
+    bob's ❤️ from the message's own offer make one chip "❤️ 2". Escape closes
+    the picker and gives the focus back. The picker's frame and the page with
+    it open meet WCAG AA as axe checks them, and nothing breaks the page's
+    Content-Security-Policy (the fixture: no console error in any frame)."""
+    room = f"emoji-{scheme}"
+    context = await browser.new_context(viewport={"width": 1100, "height": 700},
+                                        color_scheme=scheme)  # type: ignore[arg-type]
+    bob = User(await context.new_page())
+    users.append(bob)
+    await bob.page.goto(f"{page_server.url}/?name=bob{scheme}&room={room}")
+    alice = await open_user(users, browser, page_server.url, name=f"alice{scheme}", room=room)
+    for user in (alice, bob):
+        await user.in_room(room)
+    await alice.say("pick one")
+    await bob.shows("pick one")
+
+    await act(bob, 0, "react")
+    await act(bob, 0, "more-emoji")
+    dialog = bob.page.get_by_role("dialog", name="Choose an emoji")
+    await expect(dialog).to_be_visible()
+    search = bob.page.frame_locator(".emoji-dialog iframe").locator("input#search")
+    await expect(search).to_be_focused(timeout=WAIT_MS)
+    frame = next(f for f in bob.page.frames if f.url.endswith("/emoji-picker"))
+    assert await violations(bob) == [], f"the page with the picker open, {scheme}"
+    assert await violations(bob, frame) == [], f"the picker, {scheme}"
+    await bob.screenshot(f"emoji-picker-{scheme}")
+    await search.fill("otter")
+    otter = bob.page.frame_locator(".emoji-dialog iframe").get_by_role("option",
+                                                                       name=re.compile("otter"))
+    await otter.first.click()
+    await expect(dialog).to_be_hidden()
+    for user in (alice, bob):
+        await expect(user.messages().nth(0).locator(".reaction")).to_have_text(["\U0001f9a6 1"])
+
+    peer = await python_peer(page_server.url, page_server.settings.serializer, "carol", room)
+    await peer.call(  # type: ignore[attr-defined]
+        "react", {"room": room, "seq": 1, "emoji": "\u2764"}, namespace=NAMESPACE)
+    await act(bob, 0, "react")
+    await act(bob, 0, "pick", emoji="\u2764\ufe0f")
+    for user in (alice, bob):
+        await expect(user.messages().nth(0).locator(".reaction")).to_have_text(
+            ["\U0001f9a6 1", "\u2764\ufe0f 2"])
+    await peer.disconnect()  # type: ignore[attr-defined]
+
+    # by keyboard alone: the message's actions are reached with Tab
+    await bob.page.locator("#text-input").focus()
+    react = bob.messages().nth(0).locator("[data-action=react]")
+    await tab_to(bob, react, backwards=True)
+    await bob.page.keyboard.press("Enter")
+    await expect(react).to_be_focused()  # (the message drawn again with its picker)
+    await tab_to(bob, bob.messages().nth(0).locator("[data-action=more-emoji]"))
+    await bob.page.keyboard.press("Enter")
+    await expect(search).to_be_focused(timeout=WAIT_MS)
+    await bob.page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(bob.messages().nth(0).locator("[data-action=react]")).to_be_focused()
 
 
 async def test_a_reply_jumps_to_an_original_not_loaded_yet(
@@ -923,12 +997,14 @@ AXE = Path(__file__).resolve().parent.parent / "node" / "node_modules" / "axe-co
 WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 
 
-async def violations(user: User) -> list[str]:
+async def violations(user: User, frame: Frame | None = None) -> list[str]:
     """What axe-core (tests/node, pinned) finds against WCAG 2.2 A and AA in the
-    page as it is now: each rule broken, with the elements that break it."""
-    if not await user.page.evaluate("typeof axe !== 'undefined'"):
-        await user.page.evaluate(AXE.read_text())  # (not a script tag: the CSP refuses those)
-    found: list[dict[str, Any]] = await user.page.evaluate(
+    page as it is now (or in one of its frames): each rule broken, with the
+    elements that break it."""
+    where = frame or user.page.main_frame
+    if not await where.evaluate("typeof axe !== 'undefined'"):
+        await where.evaluate(AXE.read_text())  # (not a script tag: the CSP refuses those)
+    found: list[dict[str, Any]] = await where.evaluate(
         "async (tags) => (await axe.run(document, {runOnly: tags})).violations", WCAG_AA)
     return [f"{v['id']} ({v['impact']}): {v['help']}: "
             + "; ".join(n["html"][:120] for n in v["nodes"][:5]) for v in found]
@@ -1171,7 +1247,9 @@ async def test_a_reload_while_the_server_is_away_shows_the_app_and_keeps_what_wa
     finally:
         await peer.disconnect()  # type: ignore[attr-defined]
     cached: list[str] = await alice.page.evaluate("""async () => {
-        const cache = await caches.open("roomcast-shell-2");
+        const names = await caches.keys();  // the worker keeps one cache, of its version
+        if (names.length !== 1) return names;
+        const cache = await caches.open(names[0]);
         return (await cache.keys()).map((r) => new URL(r.url).pathname); }""")
     assert "/" in cached and all(path in ("/", "/manifest.webmanifest")
                                  or path.startswith("/static/") for path in cached), cached

@@ -475,8 +475,8 @@ async def make_version(store_url: str, version: int) -> None:
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
-async def test_a_version_9_database_spells_its_reactions_as_one(store_url: str,
-                                                               reopen: Opener) -> None:
+async def test_a_version_9_database_spells_its_reactions_as_one(
+        store_url: str, reopen: Opener) -> None:
     """Reactions stored before emoji were spelled canonically: ❤ and ❤️
     become one reaction (a person reacting with both counted once), in the
     order of first use, and the changes that made them say ❤️ too."""
@@ -493,7 +493,8 @@ async def test_a_version_9_database_spells_its_reactions_as_one(store_url: str,
     assert page.messages[0].reactions == ((heart, 3, ("alice", "bob", "dave")),
                                           ("👍", 1, ("carol",)))
     changes = (await store.page(LOBBY, after=0)).changes
-    assert [c.value for c in changes] == [heart, "👍", heart, heart, heart]
+    assert [c.value for c in changes if isinstance(c, Change)] == [heart, "👍", heart, heart,
+                                                                   heart]
     again = await store.alter(LOBBY, "bob", "react", 1, heart, None)
     assert again.change is None  # bob's reaction is known under its new spelling
     gone = await store.alter(LOBBY, "alice", "unreact", 1, heart, None)
