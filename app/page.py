@@ -94,7 +94,7 @@ async def index(request: web.Request) -> dict[str, object]:
             "socketio_bundle": SOCKETIO_BUNDLES[settings.serializer],
             "max_text_length": settings.max_text_length,
             "auth_mode": "token" if settings.jwt_secret else "name",
-            "token_url": settings.token_url}
+            "token_url": settings.token_url, "sign_in_url": settings.sign_in_url}
 
 
 async def emoji_picker(request: web.Request) -> web.StreamResponse:

@@ -183,6 +183,10 @@ class Settings:
                 "sign-in service behind the same proxy) the page fetches, with its cookies, "
                 'for a fresh token as JSON {"token": ...} before the current one expires; '
                 "empty: the page does not renew"})
+    sign_in_url: str = field(default="", metadata={
+        "help": "token mode: your sign-in page (a path on this site or an http(s) URL), "
+                "which sends people back to /?token=...; the page links there when it has "
+                "no valid token; empty: the page asks for a token to paste"})
     allowed_hosts: str = field(default="", metadata={
         "help": "comma-separated Host values to answer (with the port if not 80), e.g. "
                 "chat.example.com,chat.example.com:8080; empty: any. Set it on a "
@@ -306,6 +310,10 @@ class Settings:
         if self.token_url and not (self.token_url.startswith("/")
                                    and not self.token_url.startswith("//")):
             raise ValueError("token_url must be a path on this site, starting with one /")
+        if self.sign_in_url and not (
+                self.sign_in_url.startswith(("https://", "http://"))
+                or self.sign_in_url.startswith("/") and not self.sign_in_url.startswith("//")):
+            raise ValueError("sign_in_url must be a path on this site or an http(s) URL")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:

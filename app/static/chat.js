@@ -868,32 +868,98 @@ function tokenName(token) {
   return claims.name ?? claims.sub ?? "?";
 }
 
-// -- token renewal (token mode, with the server's --token-url) ----------------
+// -- token mode: where a token comes from, and what happens when it ends ------
+// A token comes in the link (from the operator's sign-in page), from the
+// server's --token-url (fetched with the browser's cookies: at the start when
+// there is none, before the current one expires, and when one is refused), or
+// pasted into the card. When the server refuses the token and the URL has no
+// fresh one, the card asks for one (and links to --sign-in-url) while the
+// rooms and what was typed wait: the session goes on where it was.
 
 let renewTimer = null;
+let fetchedAt = 0;  // when --token-url last gave a token (one refused soon after is not retried)
+const REFETCH_AFTER = 10_000;
+
+async function fetchToken() {
+  if (!config.tokenUrl) return null;
+  try {
+    const response = await fetch(config.tokenUrl, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`token URL answered ${response.status}`);
+    const { token } = await response.json();
+    if (typeof token !== "string") throw new Error("token URL gave no token");
+    fetchedAt = Date.now();
+    return token;
+  } catch (err) {
+    console.warn("token URL", err);
+    return null;
+  }
+}
+
+function keepToken(auth, token) {
+  auth.token = token;
+  sessionStorage.setItem("roomcast.token", token);
+  moderator = tokenClaims(token).moderator === true;
+}
 
 function scheduleRenewal(auth) {
-  // at four fifths of the token's remaining life, fetch a fresh one from the
-  // operator's URL (same origin, with cookies), renew the live connection with
-  // it and keep it for reconnects; a failure is tried again, sooner each time
+  // at four fifths of the token's remaining life, fetch a fresh one, renew the
+  // live connection with it and keep it for reconnects; a failure is tried
+  // again, sooner each time
   clearTimeout(renewTimer);
   const exp = tokenClaims(auth.token).exp;
   if (!config.tokenUrl || typeof exp !== "number") return;
   const wait = Math.max(500, 0.8 * (exp * 1000 - Date.now()));
   renewTimer = setTimeout(async () => {
-    try {
-      const response = await fetch(config.tokenUrl, { credentials: "same-origin" });
-      if (!response.ok) throw new Error(`token URL answered ${response.status}`);
-      const { token } = await response.json();
-      if (typeof token !== "string") throw new Error("token URL gave no token");
-      auth.token = token;
-      sessionStorage.setItem("roomcast.token", token);
-      if (socket?.connected) await request("renew", { token });
-    } catch (err) {
-      console.warn("token renewal", err);
+    const token = await fetchToken();
+    if (token && tokenName(token) === myName) {
+      keepToken(auth, token);
+      if (socket?.connected) {
+        await request("renew", { token }).catch((err) => console.warn("token renewal", err));
+      }
     }
     if (socket?.auth === auth) scheduleRenewal(auth);
   }, wait);
+}
+
+async function tokenRefused(error) {
+  const token = Date.now() - fetchedAt > REFETCH_AFTER ? await fetchToken() : null;
+  if (token) {
+    useToken(token);
+    return;
+  }
+  clearTimeout(renewTimer);
+  sessionStorage.removeItem("roomcast.token");
+  els.chat.hidden = true;
+  closePanel();
+  els.status.hidden = true;
+  els.loginTitle.textContent = "Sign in again";
+  els.loginNote.textContent = `Your access has ended (${error.message}). Sign in again to`
+    + " carry on where you were: your rooms and anything you typed are kept.";
+  els.loginNote.hidden = false;
+  els.login.hidden = false;
+  els.nameInput.value = "";
+  els.nameInput.focus();
+}
+
+// A new token: the same person's goes on with this session; another person's
+// (or the first one) gets a page of their own.
+function useToken(token) {
+  const claims = tokenClaims(token);
+  if (!socket) {
+    sessionStorage.setItem("roomcast.token", token);
+    return connect(token);
+  }
+  if ((claims.name ?? claims.sub ?? myName) !== myName) {
+    sessionStorage.setItem("roomcast.token", token);
+    return location.reload();
+  }
+  keepToken(socket.auth, token);
+  els.loginNote.hidden = true;
+  els.login.hidden = true;
+  els.chat.hidden = false;
+  els.status.hidden = false;
+  scheduleRenewal(socket.auth);
+  return socket.connect();
 }
 
 function connect(credential) {
@@ -942,7 +1008,9 @@ function connect(credential) {
   socket.io.on("reconnect_attempt", (n) => showStatus(
     navigator.onLine ? "reconnecting" : "offline", `attempt ${n}`));
   socket.on("connect_error", (err) => {
-    if (err.data?.code) {  // refused by the server, not a network failure
+    if (err.data?.code === "unauthorized" && tokenMode) {
+      tokenRefused(err.data);
+    } else if (err.data?.code) {  // refused by the server, not a network failure
       showAlert(plainError(err.data));
       if (err.data.code === "bad_name" || err.data.code === "unauthorized") logout();
     } else {
@@ -1022,8 +1090,11 @@ els.loginForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const value = els.nameInput.value.trim();
   if (!value) return;
-  if (config.auth === "token") sessionStorage.setItem("roomcast.token", value);
-  else localStorage.setItem("roomcast.name", value);
+  if (config.auth === "token") {
+    useToken(value);
+    return;
+  }
+  localStorage.setItem("roomcast.name", value);
   connect(value);
 });
 els.joinForm.addEventListener("submit", async (event) => {
@@ -1141,6 +1212,7 @@ if (config.auth === "token") {
     connect(token);
   } else {
     els.nameInput.focus();
+    fetchToken().then((fetched) => fetched && !socket && useToken(fetched));
   }
 } else {
   const initialName = (params.get("name") || localStorage.getItem("roomcast.name") || "")

@@ -7,7 +7,9 @@ const $ = (id) => document.getElementById(id);
 
 export const els = {
   status: $("status"), whoami: $("whoami"), alert: $("alert"), login: $("login"),
-  loginForm: $("login-form"), nameInput: $("name-input"), chat: $("chat"),
+  loginForm: $("login-form"), nameInput: $("name-input"), loginNote: $("login-note"),
+  loginTitle: $("login-title"),
+  chat: $("chat"),
   joinForm: $("join-form"), roomInput: $("room-input"), joined: $("joined-rooms"),
   open: $("open-rooms"), refresh: $("refresh-rooms"), title: $("room-title"),
   leave: $("leave-room"), messages: $("messages"), typing: $("typing"),

@@ -672,6 +672,74 @@ async def test_page_renews_its_token_from_the_token_url(serve: ServeFactory, bro
         await clock.sio.disconnect()
 
 
+async def test_an_ended_token_asks_for_a_new_one_and_the_session_goes_on(
+        serve: ServeFactory, browser: Browser, users: list[User]) -> None:
+    """Token mode without --token-url: when alice's token expires, the page
+    says so, links to --sign-in-url and asks for a new token, holding her
+    rooms; a new token pasted for alice carries on in the same page (no
+    reload) with what was said meanwhile. The card meets WCAG AA."""
+    from ..wire.test_token_expiry import LIFETIME
+    served = await serve(jwt_secret=SECRET, sign_in_url="/test-sign-in")
+    alice = await open_user(users, browser, served.url, room="t",
+                            token=token(name="alice", exp=int(time.time()) + LIFETIME + 1))
+    await alice.in_room("t")
+    await alice.say("before")
+    await alice.shows("before")
+    await alice.page.evaluate("window.samePage = true")
+    note = alice.page.locator("#login-note")
+    await expect(note).to_contain_text("expired", timeout=(LIFETIME + 2) * 1000 + WAIT_MS)
+    await expect(alice.page.locator("#chat")).to_be_hidden()
+    await expect(alice.page.get_by_role("link", name="Sign in")).to_have_attribute(
+        "href", "/test-sign-in")
+    assert await violations(alice) == [], "the card of an ended token"
+    await alice.screenshot("token-ended")
+
+    bob = sio_client("msgpack")
+    await bob.connect(served.url, auth={"token": token(name="bob")}, namespaces=[NAMESPACE],
+                      wait_timeout=TIMEOUT)
+    try:
+        await bob.call("join", {"room": "t"}, namespace=NAMESPACE)
+        await bob.call("send", {"room": "t", "text": "while alice was away"},
+                       namespace=NAMESPACE)
+    finally:
+        await bob.disconnect()
+    await alice.page.get_by_label("Or paste an access token").fill(token(name="alice"))
+    await alice.page.get_by_label("Or paste an access token").press("Enter")
+    await alice.in_room("t")
+    await alice.shows("before", "while alice was away")
+    await expect(note).to_be_hidden()
+    assert await alice.page.evaluate("window.samePage") is True
+
+
+async def test_the_token_url_signs_the_page_in_and_a_refusal_then_asks(
+        serve: ServeFactory, browser: Browser, users: list[User]) -> None:
+    """With --token-url, a page opened without a token gets one from it and
+    connects with no card; when the URL stops giving tokens (signed out of
+    the operator's service) and the token expires, the card asks for one."""
+    from ..wire.test_token_expiry import LIFETIME
+    signed_in = True
+
+    async def sign_in(request: web.Request) -> web.Response:
+        if not signed_in:
+            return web.json_response({"error": "not signed in"}, status=401)
+        return web.json_response(
+            {"token": token(name="alice", exp=int(time.time()) + LIFETIME + 1)})
+
+    served = await serve(jwt_secret=SECRET, token_url="/test-sign-in/token",
+                         routes=lambda app: app.router.add_get("/test-sign-in/token", sign_in))
+    alice = User(await (await browser.new_context()).new_page())
+    users.append(alice)
+    await alice.page.goto(f"{served.url}/?room=t")
+    await alice.in_room("t")
+    await expect(alice.page.locator("#whoami")).to_have_text("You are alice")
+    signed_in = False
+    await expect(alice.page.locator("#login-note")).to_contain_text(
+        "expired", timeout=(LIFETIME + 2) * 1000 + WAIT_MS)
+    await expect(alice.page.get_by_label("Access token")).to_be_focused()
+    # the browser logs the URL's refusals (401) as errors, as it should; nothing else
+    alice.problems = [p for p in alice.problems if "status of 401" not in p]
+
+
 async def test_what_is_new_on_the_page(serve: ServeFactory, browser: Browser,
                                        users: list[User]) -> None:
     """A mention while looking elsewhere is a badge on both of a person's devices;

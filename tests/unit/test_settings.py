@@ -48,3 +48,13 @@ def test_invalid_values_are_refused() -> None:
         Settings(ping_interval=0)
     with pytest.raises(ValueError):
         Settings(serializer="xml")
+
+
+@pytest.mark.parametrize("url", ["//evil.example/sign-in", "javascript:alert(1)", "sign-in",
+                                 "ftp://example.org/"])
+def test_a_sign_in_url_is_a_path_or_a_web_address(url: str) -> None:
+    """The page links to it: only a path of this site or an http(s) address."""
+    with pytest.raises(ValueError, match="sign_in_url"):
+        Settings(sign_in_url=url)
+    for fine in ("/sign-in", "https://id.example.org/login?app=chat", "http://localhost:9000/"):
+        assert Settings(sign_in_url=fine).sign_in_url == fine
