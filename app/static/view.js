@@ -169,16 +169,17 @@ function replyLine(seq, quoted) {
 function reactionList(reactions, me) {
   return el("div", { class: "reactions" }, ...reactions.map((r) => el("button", {
     type: "button", class: r.names.includes(me) ? "reaction mine" : "reaction",
-    "data-action": "toggle", "data-emoji": r.emoji, text: `${r.emoji} ${r.count}`,
+    "data-action": "toggle", "data-emoji": r.emoji,
     "aria-pressed": String(r.names.includes(me)),
     title: r.names.join(", ")
       + (r.count > r.names.length ? ` and ${r.count - r.names.length} more` : ""),
-  })));
+  }, el("span", { class: "emoji", text: r.emoji }), ` ${r.count}`)));
 }
 
 function picker(emoji) {
   return el("div", { class: "picker", role: "group", "aria-label": "React with" },
-    ...emoji.map((e) => button("pick", e, { "data-emoji": e, "aria-label": `React ${e}` })),
+    ...emoji.map((e) => button("pick", e, { class: "act emoji", "data-emoji": e,
+                                            "aria-label": `React ${e}` })),
     button("more-emoji", "More…", { "aria-haspopup": "dialog", title: "Search every emoji" }));
 }
 

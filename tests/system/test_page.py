@@ -1117,38 +1117,49 @@ async def test_the_page_meets_wcag_aa_as_axe_checks_it(page_server: Served, brow
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("width", [1100, 390])
 async def test_every_state_of_a_room_meets_wcag_aa(page_server: Served, browser: Browser,
-                                                   users: list[User], scheme: str) -> None:
-    """The states a person passes through in a room, each checked by axe: the
-    edit form, the reaction picker, a reply being written, a delete asking to
-    be confirmed, search results (and none), and an error said aloud."""
-    context = await browser.new_context(viewport={"width": 1100, "height": 700},
+                                                   users: list[User], scheme: str,
+                                                   width: int) -> None:
+    """The states a person passes through in a room, each checked by axe on a
+    desktop and a phone: the edit form, the reaction picker, a reply being
+    written, a delete asking to be confirmed, search results (and none), and
+    an error said aloud."""
+    context = await browser.new_context(viewport={"width": width, "height": 740},
                                         color_scheme="dark" if scheme == "dark" else "light")
     ann = User(await context.new_page())
     users.append(ann)
-    await ann.page.goto(f"{page_server.url}/?name=ann{scheme}&room=states-{scheme}")
-    await ann.in_room(f"states-{scheme}")
+    room = f"states-{scheme}-{width}"
+    await ann.page.goto(f"{page_server.url}/?name=ann{scheme}{width}&room={room}")
+    await ann.in_room(room)
     await ann.say("first words")
     await ann.say("second words")
     await ann.shows("first words", "second words")
     for action in ("edit", "react", "reply", "delete"):
         await act(ann, 0, action)
-        assert await violations(ann) == [], f"{action}, {scheme}"
+        assert await violations(ann) == [], f"{action}, {scheme}, {width} px"
+        await ann.screenshot(f"state-{action}-{scheme}-{width}")
         await ann.page.keyboard.press("Escape")  # (leaves the edit form, too)
     await expect(ann.page.locator("#messages .edit-form")).to_have_count(0)
+    if width < 720:  # search is in the rooms drawer
+        await ann.page.get_by_role("button", name="Rooms", exact=True).click()
     await ann.page.get_by_label("Search your rooms").fill("words")
     await ann.page.get_by_label("Search your rooms").press("Enter")
     await expect(ann.page.locator("#search-results li")).to_have_count(2, timeout=WAIT_MS)
-    assert await violations(ann) == [], f"search results, {scheme}"
+    assert await violations(ann) == [], f"search results, {scheme}, {width} px"
+    await ann.screenshot(f"state-search-{scheme}-{width}")
     await ann.page.get_by_label("Search your rooms").fill("nowhere")
     await ann.page.get_by_label("Search your rooms").press("Enter")
     await expect(ann.page.locator("#search-results li")).to_have_text(["Nothing found."],
                                                                       timeout=WAIT_MS)
+    if width < 720:
+        await ann.page.keyboard.press("Escape")
     too_long = "x" * (page_server.settings.max_text_length + 1)
     await ann.page.locator("#text-input").fill(too_long)
     await ann.page.locator("#text-input").press("Enter")
     await expect(ann.page.locator("#alert")).to_contain_text("too long")
-    assert await violations(ann) == [], f"no search results and an alert, {scheme}"
+    assert await violations(ann) == [], f"no search results and an alert, {scheme}, {width} px"
+    await ann.screenshot(f"state-alert-{scheme}-{width}")
 
 
 async def test_messages_are_formatted_with_the_documented_markdown(
