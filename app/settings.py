@@ -143,6 +143,10 @@ class Settings:
     max_new_directs_per_person: int = field(default=10, metadata={
         "help": "different direct conversations one person may open, per hour, that "
                 "include the same other person (a bot, say; counted per node)"})
+    record_joins: bool = field(default=False, metadata={
+        "help": "record each person's first entry to a room as an entry of its stream "
+                "(a `join` change every member receives, and webhooks of `joins` deliver); "
+                "off: entering a room is presence only"})
     read_receipts: bool = field(default=True, metadata={
         "help": "show a room's members up to where each of them has read (false: "
                 "markers stay private to their owner)"})

@@ -193,11 +193,13 @@ class Change(BaseModel):
 
 
 class Action(BaseModel):
-    """A change to the room (a governance action): an entry of its stream."""
+    """A change to the room (a governance action, or with --record-joins a
+    person's first entry, ``join``): an entry of its stream."""
 
     room: str
     seq: int
-    kind: Literal["create", "configure", "role", "remove", "ban", "unban", "mute", "unmute"]
+    kind: Literal["create", "configure", "role", "remove", "ban", "unban", "mute", "unmute",
+                  "join"]
     from_: str = Field(alias="from")
     ts: int
     client_id: str | None
@@ -371,10 +373,11 @@ class WebhookBody(Strict):
         min_length=1, max_length=MAX_PATTERNS,
         description="room names or patterns (* any, ? one character); only rooms the "
                     "key's own patterns admit too are delivered")
-    events: list[Literal["messages", "changes", "mentions"]] = Field(
-        default=["messages", "changes"], max_length=3,
-        description="messages: every new message; changes: edits, deletions, reactions; "
-                    "mentions: the messages that mention the mention name")
+    events: list[Literal["messages", "changes", "mentions", "joins"]] = Field(
+        default=["messages", "changes"], max_length=4,
+        description="messages: every new message; changes: edits, deletions, reactions "
+                    "and governance actions; mentions: the messages that mention the mention "
+                    "name; joins: each person's first entry to a room (--record-joins)")
     mention: Name | None = Field(default=None, description="with the mentions events: "
                                  "whose mentions (a bot's name)")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.emoji import canonical
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import RoomName
+from ..core.models import SERVER_CLIENT_IDS, RoomName
 from ..core.policy import MUTE_MAX, REASON_MAX, RETENTION_MAX, ROLES, SLOW_MAX, TOPIC_MAX
 from .mentions import NAME_MAX
 from ..store.search import check_terms, terms
@@ -238,6 +238,8 @@ def _client_id(payload: dict[Any, Any]) -> str | None:
     if client_id is not None:
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= CLIENT_ID_MAX:
             raise _bad(f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters")
+        if client_id.startswith(SERVER_CLIENT_IDS):
+            raise _bad(f"client ids starting with {SERVER_CLIENT_IDS!r} are the server's own")
         _utf8(client_id, "client_id")
     return client_id
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import RoomName, Sid, now_ms
-from ..core.policy import RoomSettings, Standing, check_join
+from ..core.models import JOIN, JOIN_CLIENT_ID, Entry, RoomName, Sid, now_ms
+from ..core.policy import Act, RoomSettings, Standing, check_join
 from ..presence import Presence
 from ..settings import Settings
 from ..store import MessageStore
@@ -42,13 +43,15 @@ def no_directs() -> ChatError:
 
 class Rooms:
     def __init__(self, settings: Settings, store: MessageStore, presence: Presence,
-                 connections: Connections, replies: Replies, wire: Wire) -> None:
+                 connections: Connections, replies: Replies, wire: Wire,
+                 watchers: list[Callable[[Entry], None]]) -> None:
         self.settings = settings
         self.store = store
         self.presence = presence
         self.connections = connections
         self.replies = replies
         self.wire = wire
+        self.watchers = watchers  # told of every entry stored (the webhooks)
         self.draining = False  # this node is shutting down: no new joins
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -83,6 +86,8 @@ class Rooms:
                 await self.wire.enter_room(conn.sid, room)
             if conn.barred and room in conn.barred:
                 raise ChatError(ErrorCode.FORBIDDEN, f"you were taken out of {room!r}")
+            if entering and req.since is None and people is None and self.settings.record_joins:
+                await self._first_entry(conn, room)
             since, position = req.since, None
             if req.cursor is not None:  # a consumer reads on from where it stands
                 position = await self.store.cursor(owner(conn.name, req.cursor), room)
@@ -153,6 +158,22 @@ class Rooms:
         elif conn.muted:
             conn.muted.pop(room, None)
         return settings, standing
+
+    async def _first_entry(self, conn: Connection, room: RoomName) -> None:
+        """With --record-joins, a person's first entry to a room (they have no
+        read marker there yet) is an entry of its stream, recorded once (its
+        client id is the server's: a join that failed after it finds it again),
+        and told to the room's other members as a ``change`` and to the
+        watchers (the webhooks' ``joins``). Before the history read: the
+        joiner's page counts it."""
+        if await self.store.readings(conn.name, [room]):
+            return  # been here before
+        joined = await self.store.govern(room, conn.name, Act(JOIN), JOIN_CLIENT_ID)
+        if joined.created:
+            for watcher in self.watchers:
+                watcher(joined.action)
+            await self.wire.emit("change", joined.action.as_dict(), room=room,
+                                 skip_sid=conn.sid)
 
     async def _enter(self, conn: Connection, room: RoomName) -> None:
         """Record ``conn`` in ``room``'s presence and tell the others. If presence

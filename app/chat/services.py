@@ -59,9 +59,10 @@ class Chat:
         self.presence = presence
         self.connections = Connections(settings, metrics, wire)
         self.replies = Replies(settings, metrics, self.connections)
-        self.rooms = Rooms(settings, store, presence, self.connections, self.replies, wire)
         self.messages = Messages(settings, store, metrics, self.connections, self.replies,
                                  wire)
+        self.rooms = Rooms(settings, store, presence, self.connections, self.replies, wire,
+                           self.messages.watchers)
         self.reads = Reads(settings, store, presence, self.connections, wire)
         self.directs = Directs(settings, store, self.connections, wire)
         self.search = Search(settings, store, metrics, self.connections, self.replies)

@@ -136,9 +136,10 @@ class Change:
 class Action:
     """A change made to the room rather than to a message: a governance
     action (:mod:`app.core.policy`: create, configure, role, remove, ban,
-    unban, mute, unmute), an entry of the room's stream numbered like the
-    rest. ``sender`` is who did it; ``details`` what it did (``user``: to
-    whom, ``role``, ``until``, ``reason``, ``settings``)."""
+    unban, mute, unmute) or a person's first entry (:data:`JOIN`), an entry
+    of the room's stream numbered like the rest. ``sender`` is who did it;
+    ``details`` what it did (``user``: to whom, ``role``, ``until``,
+    ``reason``, ``settings``)."""
 
     room: RoomName
     seq: int
@@ -157,6 +158,12 @@ class Action:
 
 
 Entry = Message | Change | Action
+
+# A person's first entry to a room, recorded (with --record-joins) as an
+# Action of this kind, once: its client id is the server's own.
+JOIN = "join"
+JOIN_CLIENT_ID = "roomcast:join"
+SERVER_CLIENT_IDS = "roomcast:"  # the prefix of client ids only the server gives
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,12 +36,14 @@ from urllib.parse import urlsplit
 
 from ..chat.mentions import mentioned
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import Entry, Message, RoomName
+from ..core.models import JOIN, Action, Entry, Message, RoomName
 
 EVENTS = {
     "messages": "every new message",
-    "changes": "every change to a message: edits, deletions, reactions",
+    "changes": "every change to a message (edits, deletions, reactions) and to the room "
+               "(governance actions)",
     "mentions": "the messages that mention the webhook's mention name",
+    "joins": "each person's first entry to a room (recorded with --record-joins)",
 }
 DEFAULT_EVENTS = ("messages", "changes")
 MAX_PATTERNS = 20
@@ -77,6 +79,8 @@ class Webhook:
                 and self.mention in mentioned(entry.text, entry.sender))
 
     def wants(self, entry: Entry) -> bool:
+        if isinstance(entry, Action) and entry.kind == JOIN:
+            return "joins" in self.events
         if not isinstance(entry, Message):  # a change to a message, or to the room
             return "changes" in self.events
         return "messages" in self.events or ("mentions" in self.events

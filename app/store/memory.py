@@ -14,7 +14,7 @@ from typing import Any
 from ..core.errors import ChatError
 from ..core.models import (UNREAD_COUNTED, Action, Entry, Message, Page, Reading, RoomName,
                            now_ms)
-from ..core.policy import NO_STANDING, Act, RoomSettings, Standing
+from ..core.policy import ACTIONS, NO_STANDING, Act, RoomSettings, Standing
 from . import MessageStore, check_storable, page_bounds
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .search import SEARCH_TIMEOUT, SearchPage, decode_cursor, encode_cursor, matches
@@ -141,7 +141,7 @@ class MemoryStore:
             cut = e.seq
         for seq in range(upto + 1, cut + 1):
             gone = entries[seq - 1]
-            if not isinstance(gone, Action):  # (the audit log keeps them)
+            if not (isinstance(gone, Action) and gone.kind in ACTIONS):  # (the audit log's)
                 entries[seq - 1] = None
             for reaction in [k for k in self._reactors if k[:2] == (room, seq)]:
                 del self._reactors[reaction]
@@ -165,7 +165,7 @@ class MemoryStore:
     async def actions(self, room: RoomName, *, before: int | None = None,
                       limit: int = 50) -> list[Action]:
         found = [e for e in self._rooms.get(room, []) if isinstance(e, Action)
-                 and (before is None or e.seq < before)]
+                 and e.kind in ACTIONS and (before is None or e.seq < before)]
         return found[::-1][:limit]
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,

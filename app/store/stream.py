@@ -46,8 +46,8 @@ from typing import Any
 
 from ..core.emoji import canonical
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import (REACTION_NAMES_SHOWN, Action, Change, Entry, Message, Reactions,
-                           RoomName)
+from ..core.models import (JOIN, REACTION_NAMES_SHOWN, Action, Change, Entry, Message,
+                           Reactions, RoomName)
 from ..core.policy import (ACTIONS, MODERATOR, NO_STANDING, Act, RoomSettings, Standing,
                            banned_message, check_post, decide, level)
 
@@ -367,6 +367,11 @@ class BatchWriter:
                                 f"client_id {g.client_id!r} already names another entry")
             subject = self._standing(room, act.user) if act.user is not None else None
             return Governed(stored, self._settings.get(room, RoomSettings()), subject, False)
+        if act.kind == JOIN:  # a first entry: recorded, and it decides nothing
+            joined = Action(room, self._next_seq(room), JOIN, g.sender, {}, self._ts,
+                            g.client_id)
+            self._record(joined)
+            return Governed(joined, self._settings.get(room, RoomSettings()), None, True)
         subject = self._standing(room, act.user) if act.user is not None else None
         decided = decide(act, room, self._settings.get(room), self.heads.get(room, 0),
                          g.sender, self._standing(room, g.sender), g.power, subject, self._ts)
@@ -457,7 +462,7 @@ def entry(values: Any) -> Entry:
             if reactions else ()
         return Message(RoomName(room), seq, sender, text, ts, client_id, reply_to=reply_to,
                        edited=edited, deleted=bool(deleted), reactions=loaded)
-    if kind in ACTIONS:
+    if kind in ACTIONS or kind == JOIN:
         return Action(RoomName(room), seq, kind, sender, json.loads(text), ts, client_id)
     count, names = json.loads(reactions) if reactions else (0, ())
     return Change(RoomName(room), seq, kind, target, sender, text if kind != "delete" else None,

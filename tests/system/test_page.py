@@ -561,6 +561,34 @@ async def test_any_emoji_is_found_in_the_picker_and_its_spellings_are_one_reacti
     await expect(bob.messages().nth(0).locator("[data-action=react]")).to_be_focused()
 
 
+async def test_a_server_recording_joins_is_the_same_chat_on_the_page(
+        serve: ServeFactory, browser: Browser, users: list[User]) -> None:
+    """With --record-joins each first entry is an entry of the room's stream
+    (a change without a message): the page takes them in order and shows the
+    messages around them as ever, with nothing unread that is not a message."""
+    served = await serve(record_joins=True)
+    alice = await open_user(users, browser, served.url, name="alice", room="j")
+    await alice.in_room("j")
+    await alice.say("before bob")
+    bob = await open_user(users, browser, served.url, name="bob", room="j")
+    await bob.in_room("j")
+    await bob.say("bob here")
+    await alice.say("after bob")
+    for user in (alice, bob):
+        await user.shows("before bob", "bob here", "after bob")
+    carol = sio_client("msgpack")
+    await carol.connect(served.url, auth={"name": "carol"}, namespaces=[NAMESPACE],
+                        wait_timeout=TIMEOUT)
+    try:
+        joined = await carol.call("join", {"room": "j"}, namespace=NAMESPACE)
+        assert joined["seq"] == 6 and joined["unread"] == 0  # 3 messages, 3 first entries
+        await carol.call("send", {"room": "j", "text": "carol too"}, namespace=NAMESPACE)
+    finally:
+        await carol.disconnect()
+    for user in (alice, bob):
+        await user.shows("before bob", "bob here", "after bob", "carol too")
+
+
 async def test_a_reply_jumps_to_an_original_not_loaded_yet(
         page_server: Served, browser: Browser, users: list[User]) -> None:
     """The page loads the latest 50 messages; a reply to message 1 of 120 shows

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.core.errors import ChatError
-from app.core.models import Change, Message, RoomName
+from app.core.models import JOIN, JOIN_CLIENT_ID, Action, Change, Message, RoomName
 from app.hooks.webhook import Webhook, backoff, body, encode, new_webhook, sign, verify
 
 OPS = RoomName("ops-1")
@@ -51,6 +51,11 @@ def test_the_events_wanted_and_their_ids() -> None:
     assert not bot.wants(message(3, "@deploybot me", sender="deploybot"))  # itself
     assert not bot.wants(edit)
     assert bot.event(message(1, "hi @deploybot"))["mention"] is True
+    joined = Action(OPS, 4, JOIN, "bob", {}, 1004, JOIN_CLIENT_ID)
+    ban = Action(OPS, 5, "ban", "olive", {"user": "bob"}, 1005, None)
+    assert not every.wants(joined) and every.wants(ban)  # a join is not a change
+    joins = hook(events=frozenset({"joins"}))
+    assert joins.wants(joined) and not joins.wants(ban) and not joins.wants(message(1, "hi"))
 
 
 def test_rooms_are_admitted_by_the_webhooks_patterns_and_its_makers() -> None:
@@ -67,7 +72,7 @@ def test_rooms_are_admitted_by_the_webhooks_patterns_and_its_makers() -> None:
     ("https://example.org/", [], [], None),
     ("https://example.org/", ["a b"], [], None),
     ("https://example.org/", ["*"] * 21, [], None),
-    ("https://example.org/", ["*"], ["joins"], None),
+    ("https://example.org/", ["*"], ["leaves"], None),
     ("https://example.org/", ["*"], ["mentions"], None),
     ("https://example.org/", ["*"], ["messages"], "bot"),
     ("http://\udbde\udcfa\u00c8U[\u00c2hf", ["*"], [], None),  # found by schemathesis

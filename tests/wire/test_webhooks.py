@@ -199,6 +199,37 @@ async def test_a_mention_webhook_gets_only_the_messages_that_mention_its_name(
     assert [(e["id"], e["mention"]) for e in events] == [("lobby:2", True), ("lobby:4", True)]
 
 
+async def test_a_joins_webhook_gets_each_persons_first_entry_once(
+        hooks: Any, peer: PeerFactory) -> None:
+    """With --record-joins, a webhook of ``joins`` receives each person's
+    first entry to a room, in the room's order, once however often they come
+    back (on another connection too); messages are not for it."""
+    h: Hooked = await hooks(record_joins=True)
+    await h.subscribe(events=["joins"], rooms=["ops-*"])
+    alice, bob = await peer("alice", server=h.served), await peer("bob", server=h.served)
+    await alice.join("ops-1")
+    await alice.send("ops-1", "not a join")
+    await bob.join("ops-1")
+    await bob.ok("leave", {"room": "ops-1"})
+    await bob.join("ops-1")
+    again = await peer("bob", server=h.served)
+    await again.join("ops-1")
+    await alice.join("lobby")  # not subscribed
+    await alice.send("ops-1", "last")
+    carol = await peer("carol", server=h.served)
+    await carol.join("ops-1")  # (what came before her is all there is)
+    events = await h.receiver.wait_for(3)
+    assert [(e["id"], e["type"], e["change"]["kind"], e["change"]["from"]) for e in events] == [
+        ("ops-1:1", "change", "join", "alice"), ("ops-1:3", "change", "join", "bob"),
+        ("ops-1:5", "change", "join", "carol")]
+    assert "target" not in events[0]["change"]
+    # the stream says the same to a socket reading it from the start
+    page = await alice.ok("history", {"room": "ops-1", "after": 0})
+    assert [(c["seq"], c["kind"]) for c in page["changes"]] == [(1, "join"), (3, "join"),
+                                                                (5, "join")]
+    assert h.receiver.repeats == 0
+
+
 async def test_nothing_is_lost_while_the_server_restarts(
         hooks: Any, serve: ServeFactory, peer: PeerFactory) -> None:
     """Events stored while the receiver was down and the server stopped are
@@ -237,7 +268,7 @@ async def test_webhooks_are_managed_by_admin_keys_and_bad_input_changes_nothing(
         body = {"url": "https://hooks.example.org/in", "rooms": ["ops-*"]}
         assert await ci.refused("POST", "/webhooks", body) == (403, "forbidden")
         for bad in ({**body, "url": "ftp://x"}, {**body, "rooms": []},
-                    {**body, "rooms": ["bad room"]}, {**body, "events": ["joins"]},
+                    {**body, "rooms": ["bad room"]}, {**body, "events": ["leaves"]},
                     {**body, "events": ["mentions"]}, {**body, "mention": "bot"},
                     {"rooms": ["ops-*"]}):
             assert await ops.refused("POST", "/webhooks", bad) == (400, "bad_request"), bad
