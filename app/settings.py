@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import socket
 import uuid
@@ -258,6 +259,10 @@ class Settings:
     webhook_rescan: float = field(default=30.0, metadata={
         "help": "seconds between a webhook's looks at every room for entries it has not "
                 "delivered (notices of new entries are immediate; this catches lost ones)"})
+    webhook_networks: str = field(default="", metadata={
+        "help": "comma-separated CIDR blocks webhooks may post to besides public "
+                "addresses (e.g. 10.1.0.0/16 for a receiver inside; 127.0.0.0/8 for one on "
+                "this host); empty: public addresses only"})
     webhook_lease: float = field(default=15.0, metadata={
         "help": "seconds one node's hold on delivering a webhook lasts unless renewed "
                 "(with --redis: another node takes over within it after a crash)"})
@@ -301,6 +306,7 @@ class Settings:
                 or min(self.webhook_give_up, self.webhook_linger) < 0:
             raise ValueError("the webhook times must be positive, and webhook_retry_max at "
                              "least webhook_retry_min")
+        cidr_blocks(self.webhook_networks, "webhook_networks")  # (names a bad block)
         if self.max_events_in_progress < 1:
             raise ValueError("max_events_in_progress must be at least 1")
         if self.max_poll_packets < 0:
@@ -384,3 +390,18 @@ def _convert(kind: Any, raw: str, var: str, choices: Sequence[str] | None,
 
 def _default_node_id() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def cidr_blocks(setting: str, name: str) -> tuple[Network, ...]:
+    """A setting of comma-separated CIDR blocks (ValueError names a bad one)."""
+    found: list[Network] = []
+    for block in filter(None, (b.strip() for b in setting.split(","))):
+        try:
+            found.append(ipaddress.ip_network(block, strict=False))
+        except ValueError:
+            raise ValueError(f"{name}: {block!r} is no CIDR block (say 10.1.0.0/16 or "
+                             "fd00::/8)") from None
+    return tuple(found)

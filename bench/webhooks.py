@@ -41,7 +41,8 @@ from .app_server import roomcast
 
 NAMESPACE = "/chat"
 UNLIMITED = ["--send-rate", "1000000", "--send-burst", "1000000", "--api-rate", "1000000",
-             "--api-burst", "1000000", "--max-connections-per-address", "100000"]
+             "--api-burst", "1000000", "--max-connections-per-address", "100000",
+             "--webhook-networks", "127.0.0.0/8"]  # (the receiver runs on this host)
 SENDERS = 10
 HOOKS_IN_S1 = 10
 

@@ -40,6 +40,7 @@ from ..core.errors import ChatError
 from ..core.models import Entry, Page, RoomName, now_ms
 from ..settings import Settings
 from ..store import MessageStore
+from .addresses import literal_refused, networks
 from .tail import Tail
 from .webhook import Webhook, backoff, body, sign
 
@@ -68,9 +69,13 @@ def in_order(page: Page) -> list[Entry]:
 
 
 async def post(session: aiohttp.ClientSession, hook: Webhook, events: list[bytes],
-               timeout: float) -> str | None:
+               settings: Settings) -> str | None:
     """Send one delivery (events encoded); None if the receiver acknowledged
-    it, else why not."""
+    it, else why not (an address webhooks may not reach, too: the session's
+    resolver checks the addresses of a name, this the URL's own address)."""
+    if (refused := literal_refused(hook.url, networks(settings))) is not None:
+        return refused
+    timeout = settings.webhook_timeout
     payload = body(hook, events)
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                "Roomcast-Webhook": hook.id,
@@ -235,7 +240,7 @@ class Deliverer:
         while True:
             self.last_post = time.monotonic()
             attempts += 1
-            error = await post(self.session, self.hook, events, self.settings.webhook_timeout)
+            error = await post(self.session, self.hook, events, self.settings)
             if error is None:
                 self.failures = 0
                 self.delivered += len(events)

@@ -27,6 +27,7 @@ from ..core.errors import ChatError, ErrorCode
 from ..core.models import Entry, RoomName, now_ms
 from ..settings import Settings
 from ..store import MessageStore
+from .addresses import GuardedResolver, literal_refused, networks
 from .delivery import Deliverer, dead_letters, in_order, post
 from .relay import LocalRelay, Relay
 from .tail import Tail
@@ -63,7 +64,9 @@ class Webhooks:
             await self._load()
         self.relay.listen(self._heard, self._reset)
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONNECTIONS), cookie_jar=aiohttp.DummyCookieJar())
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS,
+                                           resolver=GuardedResolver(networks(self.settings))),
+            cookie_jar=aiohttp.DummyCookieJar())
         self.leases = asyncio.create_task(self._keep_leases(), name="webhook leases")
 
     async def stop(self) -> None:
@@ -200,6 +203,8 @@ class Webhooks:
             raise ChatError(ErrorCode.TOO_LARGE, f"there are {self.settings.max_webhooks} "
                             "webhooks already (--max-webhooks)")
         hook = new_webhook(url, rooms, events, mention, within, now_ms())
+        if (refused := literal_refused(hook.url, networks(self.settings))) is not None:
+            raise ChatError(ErrorCode.BAD_REQUEST, f"url: {refused}")
         heads = await self.store.heads()
         await self.store.set_cursors(hook.owner, {room: head for room, head in heads.items()
                                                   if hook.admits(room)})
@@ -245,7 +250,7 @@ class Webhooks:
         events = [self.tail.encoded(hook, e) for e in in_order(page) if hook.wants(e)]
         if events:
             assert self.session is not None
-            error = await post(self.session, hook, events, self.settings.webhook_timeout)
+            error = await post(self.session, hook, events, self.settings)
             if error is not None:
                 raise ChatError(ErrorCode.UNAVAILABLE, f"the receiver did not take it: {error}")
         await self.store.drop_record(dead_letters(hook_id), letter_id)

@@ -88,6 +88,7 @@ async def test_every_event_reaches_a_receiver_killed_20_times_once_and_in_order(
                        "--api-keys", entry("ops", "admin", "*", key),
                        "--api-rate", "100000", "--api-burst", "100000",
                        "--webhook-retry-min", "0.05", "--webhook-retry-max", "0.3",
+                       "--webhook-networks", "127.0.0.0/8",
                        "--webhook-lease", "2", "--webhook-rescan", "1"])
         receiver: Process | None = None
         try:

@@ -22,7 +22,8 @@ from ..conftest import PeerFactory, ServeFactory, Served, until
 from ..receiver import Receiver
 from .test_api import API, Client
 
-FAST = {"webhook_retry_min": 0.05, "webhook_retry_max": 0.2, "webhook_rescan": 1.0}
+FAST = {"webhook_retry_min": 0.05, "webhook_retry_max": 0.2, "webhook_rescan": 1.0,
+        "webhook_networks": "127.0.0.0/8"}  # (the receivers run on this host)
 
 
 @dataclass
@@ -49,7 +50,8 @@ async def hooks(serve: ServeFactory) -> AsyncIterator[Any]:
     async with aiohttp.ClientSession() as http:
         async def start(receiver: Receiver | None = None, **settings: Any) -> Hooked:
             key = new_key()
-            served = await serve(api_keys=entry("ops", "admin", "*", key), **FAST, **settings)
+            served = await serve(api_keys=entry("ops", "admin", "*", key),
+                                 **{**FAST, **settings})
             receiver = receiver or Receiver()
             site = TestServer(receiver.app(), host="127.0.0.1", port=0)
             await site.start_server()
@@ -183,6 +185,29 @@ async def test_a_delivery_given_up_is_a_dead_letter_that_can_be_replayed(
     assert await letters() == []
     status, reply, _ = await h.admin.call("POST", f"{path}/{dead[0]['id']}/replay")
     assert (status, reply["error"]["code"]) == (404, "not_found")
+
+
+async def test_a_webhook_reaches_no_internal_address_unless_its_network_is_named(
+        hooks: Any, peer: PeerFactory) -> None:
+    """Without --webhook-networks a webhook to this host is refused when made
+    (a literal address), or never connects (a name that resolves to it): its
+    deliveries end as dead letters saying why, and the receiver hears nothing."""
+    h: Hooked = await hooks(webhook_networks="", webhook_give_up=0.3)
+    port = h.url.split(":")[2].split("/")[0]
+    status, reply, _ = await h.admin.call("POST", "/webhooks",
+                                          {"url": h.url, "rooms": ["ops-*"]})
+    assert (status, reply["error"]["code"]) == (400, "bad_request")
+    assert "not a public address" in reply["error"]["message"]
+    hook = await h.subscribe(url=f"http://localhost:{port}/hook")  # accepted: a name
+    alice = await peer("alice", server=h.served)
+    await alice.join("ops-1")
+    await alice.send("ops-1", "for nobody inside")
+    webhooks = h.served.app[WEBHOOKS_KEY]
+    await until(lambda: hook["id"] in webhooks.deliverers
+                and webhooks.deliverers[hook["id"]].given_up == 1)
+    dead = (await h.admin.ok("GET", f"/webhooks/{hook['id']}/dead-letters"))["dead_letters"]
+    assert "no address webhooks may reach" in dead[0]["error"]
+    assert h.receiver.requests == 0
 
 
 async def test_a_mention_webhook_gets_only_the_messages_that_mention_its_name(
