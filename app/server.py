@@ -160,6 +160,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         app[WEBHOOKS_KEY] = webhooks = Webhooks(settings, app[STORE_KEY], open_relay(
             settings.redis, prefix=settings.redis_prefix, node_id=node))
         chat.messages.watchers.append(webhooks.noticed)
+        chat.retention.watchers.append(webhooks.tail.cut)
         if settings.api_keys:
             app[API_KEY] = Api(chat, settings, webhooks)
         metrics.watch("roomcast_webhooks_delivered_here", "Webhooks this node delivers "

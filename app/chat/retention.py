@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from ..core.models import RoomName, now_ms
 from ..metrics import Metrics
@@ -40,6 +41,9 @@ class Retention:
         self.store = store
         self.metrics = metrics
         self.removed = 0  # entries removed by this node
+        # told of each room's cut after a purge: (room, ms) before which its
+        # entries are gone (the webhooks' tail of recent entries)
+        self.watchers: list[Callable[[RoomName, int], None]] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,5 +92,7 @@ class Retention:
             total += removed
             self.removed += removed
             if removed < batch:
+                for watcher in self.watchers:  # (each node, even when another one purged)
+                    watcher(room, before)
                 return total
             await asyncio.sleep((time.perf_counter() - started) * (1 - SHARE) / SHARE)

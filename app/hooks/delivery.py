@@ -34,6 +34,8 @@ import contextlib
 import logging
 import random
 import time
+from typing import Any
+
 import aiohttp
 
 from ..core.errors import ChatError
@@ -42,7 +44,7 @@ from ..settings import Settings
 from ..store import MessageStore
 from .addresses import literal_refused, networks
 from .tail import Tail
-from .webhook import Webhook, backoff, body, sign
+from .webhook import Webhook, backoff, body, encode, gone_event, sign
 
 log = logging.getLogger("app.hooks")
 
@@ -196,13 +198,18 @@ class Deliverer:
                                                                       room) or 0
         return position
 
-    async def _read(self, room: RoomName, after: int, limit: int) -> list[Entry]:
+    async def _read(self, room: RoomName, after: int, limit: int
+                    ) -> tuple[list[Entry], dict[str, Any] | None]:
+        """Up to ``limit`` entries after ``after``, and what retention removed
+        of the ones after it (``{"from", "to", "why"}``), if anything."""
         entries = self.tail.read(room, after, limit)
-        if entries is None:
-            entries = in_order(await self.store.page(room, after=after, limit=limit))
-            for entry in entries:
-                self.tail.add(entry)  # (the next webhook to read them finds them here)
-        return entries
+        if entries is not None:  # (the tail holds the next one: nothing removed)
+            return entries, None
+        page = await self.store.page(room, after=after, limit=limit)
+        entries = in_order(page)
+        for entry in entries:
+            self.tail.add(entry)  # (the next webhook to read them finds them here)
+        return entries, page.gone(after)
 
     async def _delivery(self) -> None:
         """One delivery: the dirty rooms' next entries, posted until acknowledged."""
@@ -214,9 +221,14 @@ class Deliverer:
             if room_budget <= 0:
                 break
             position = await self._position(room)
-            entries = await self._read(room, position, room_budget) if position < target else []
+            entries, gone = await self._read(room, position, room_budget) \
+                if position < target else ([], None)
+            if gone is not None:  # removed before this webhook delivered them: said so
+                events.append(encode(gone_event(room, gone)))
+                ids.append((room, gone["to"]))
+                reached[room] = gone["to"]
             if not entries:  # (the notice's entries were delivered already)
-                if self.dirty.get(room) == target:
+                if not gone and self.dirty.get(room) == target:
                     del self.dirty[room]
                 continue
             room_budget -= len(entries)

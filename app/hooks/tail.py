@@ -67,6 +67,23 @@ class Tail:
         self.count -= len(entries)
         self.weight -= sum(weight(e) for e in entries)
 
+    def cut(self, room: RoomName, before: int) -> None:
+        """Retention removes ``room``'s entries stored before ``before`` (ms):
+        so does the tail (a webhook behind them reads the store, which says
+        they are gone)."""
+        kept = self.rooms.get(room)
+        if not kept or kept[0].ts >= before:
+            return
+        gone = [e for e in kept if e.ts < before]
+        self._forget(gone)
+        for entry in gone:
+            if (found := self.events.pop((room, entry.seq), None)) is not None:
+                self.events_size -= len(found)
+        if len(gone) == len(kept):
+            del self.rooms[room]
+        else:  # (kept contiguous: from the first one kept on)
+            self.rooms[room] = kept[kept.index(gone[-1]) + 1:]
+
     def encoded(self, hook: Webhook, entry: Entry) -> bytes:
         """``hook``'s event of ``entry``, encoded: once for all the webhooks whose
         event of it is the same (those with no mention in it)."""

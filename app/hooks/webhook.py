@@ -140,6 +140,14 @@ def new_webhook(url: str, rooms: list[str], events: list[str], mention: str | No
                    "whsec_" + secrets.token_urlsafe(32), now, within)
 
 
+def gone_event(room: RoomName, gone: dict[str, Any]) -> dict[str, Any]:
+    """The event saying that retention removed a room's entries ``from`` ..
+    ``to`` before the webhook delivered them (``why``: "retention"); its id
+    names the span, so a repeat is known like any event's."""
+    return {"id": f"{room}:{gone['from']}-{gone['to']}", "type": "gone",
+            "gone": {"room": room, **gone}}
+
+
 def encode(event: dict[str, Any]) -> bytes:
     """One event as it goes in a delivery's body."""
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()

@@ -65,3 +65,21 @@ def test_a_tail_is_bounded_in_bytes_too() -> None:
     for seq in range(1, 4):
         small.encoded(plain, Message(OPS, seq, "alice", "z" * 1000, seq, None))
     assert len(small.events) == 2 and small.events_size <= 2500
+
+
+def test_what_retention_cut_is_not_served_from_the_tail() -> None:
+    """Entries (ts = seq here) stored before the cut go; a read into them is
+    the store's, which says they are gone; the count and the events go too."""
+    tail = Tail(per_room=10, entries=100)
+    hook = new_webhook("https://example.org/", ["*"], [], None, ("*",), 0)
+    for seq in range(1, 6):
+        tail.add(entry(OPS, seq))
+        tail.encoded(hook, entry(OPS, seq))
+    tail.add(entry(LOBBY, 1))
+    tail.cut(OPS, 4)  # 1, 2 and 3 go
+    assert tail.read(OPS, 0, 10) is None and tail.read(OPS, 2, 10) is None
+    assert seqs(tail.read(OPS, 3, 10)) == [4, 5]
+    assert tail.count == 3 and len(tail.events) == 2
+    tail.cut(OPS, 100)
+    assert tail.read(OPS, 3, 10) is None and OPS not in tail.rooms
+    assert seqs(tail.read(LOBBY, 0, 10)) == [1] and tail.count == 1

@@ -15,10 +15,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from app.api.keys import entry, new_key
+from app.core.models import RoomName
 from app.appkeys import WEBHOOKS_KEY
 from app.hooks.webhook import verify
 
-from ..conftest import PeerFactory, ServeFactory, Served, until
+from ..conftest import PeerFactory, ServeFactory, Served, past, until
 from ..receiver import Receiver
 from .test_api import API, Client
 
@@ -208,6 +209,29 @@ async def test_a_webhook_reaches_no_internal_address_unless_its_network_is_named
     dead = (await h.admin.ok("GET", f"/webhooks/{hook['id']}/dead-letters"))["dead_letters"]
     assert "no address webhooks may reach" in dead[0]["error"]
     assert h.receiver.requests == 0
+
+
+async def test_what_retention_removed_before_delivery_is_said_with_a_gone_event(
+        hooks: Any, peer: PeerFactory) -> None:
+    """A receiver down while retention removes entries it has not had: it
+    gets what was in flight, then one ``gone`` event naming the span (in the
+    room's order, with an id of its own), then the rest."""
+    h: Hooked = await hooks(webhook_batch=1)
+    await h.subscribe()
+    h.receiver.fail_with = 503
+    alice = await peer("alice", server=h.served)
+    await alice.join("ops-1")
+    sent = [await alice.send("ops-1", f"m{i}") for i in (1, 2, 3)]
+    await until(lambda: h.receiver.requests >= 1)  # m1 is in flight, the rest is not read
+    past(sent[-1]["ts"])
+    await alice.send("ops-1", "m4")
+    assert await h.served.chat.retention.purge(RoomName("ops-1"), sent[-1]["ts"] + 1) == 3
+    h.receiver.fail_with = None
+    events = await h.receiver.wait_for(3)
+    assert [e["id"] for e in events] == ["ops-1:1", "ops-1:2-3", "ops-1:4"]
+    assert events[1] == {"id": "ops-1:2-3", "type": "gone",
+                         "gone": {"room": "ops-1", "from": 2, "to": 3, "why": "retention"}}
+    assert events[2]["message"]["text"] == "m4"
 
 
 async def test_a_mention_webhook_gets_only_the_messages_that_mention_its_name(
