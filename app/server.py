@@ -149,7 +149,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
     async def presence_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PRESENCE_KEY] = await presence_factory(
             settings.redis, prefix=settings.redis_prefix, node_id=node,
-            ttl=settings.presence_ttl, max_connections=settings.redis_max_connections)
+            ttl=settings.presence_ttl, max_connections=settings.redis_max_connections,
+            grace=settings.presence_grace)
         yield
         await clock.step("presence sign-off", app[PRESENCE_KEY].close(), floor=1.0)
 
@@ -227,7 +228,10 @@ async def _disconnect_clients(app: web.Application) -> None:
     sio = app[SIO_KEY]
     if CHAT_KEY in app:
         await app[CHAT_KEY].rooms.drain()  # /readyz answers 503 from now on
-    count = await sio.close_all_sessions()
+    window = app[SETTINGS_KEY].drain_window
+    if window:
+        log.info("shutting down: closing the connections over %g s (--drain-window)", window)
+    count = await sio.close_all_sessions(over=window)
     log.info("shutting down: closed %d connections", count)
     await sio.eio.connections.wait_closed(CLOSE_TIMEOUT)  # their closing handshakes
     await sio.shutdown()

@@ -69,6 +69,10 @@ class Settings:
         "help": "seconds after which a silent node's presence entries are removed "
                 "(with --redis); presence is checked against the live connections and "
                 "repaired every third of it"})
+    presence_grace: float = field(default=15.0, metadata={
+        "help": "seconds a name stays present in a room after its connection dropped "
+                "(not after a leave or a goodbye): back within it, on any node, nobody "
+                "sees it leave or join; long enough to cover a node's restart; 0: at once"})
     redis_max_connections: int = field(default=100, metadata={
         "help": "connections this node's presence client may hold; more requests wait "
                 "for a free one (up to 10 s); fan-out holds two of its own (on a Redis "
@@ -208,9 +212,13 @@ class Settings:
         "help": "seconds an idle HTTP connection is kept open for its next request"})
 
     # Shutdown
-    shutdown_timeout: float = field(default=10.0, metadata={
+    shutdown_timeout: float = field(default=15.0, metadata={
         "help": "seconds the whole shutdown on SIGINT/SIGTERM may take (a step past "
-                "it is logged and aborted)"})
+                "it is logged and aborted), --drain-window included"})
+    drain_window: float = field(default=5.0, metadata={
+        "help": "seconds over which a node shutting down closes its connections, "
+                "spread evenly in random order, so that its clients reconnect spread "
+                "over time whatever client they use; less than --shutdown-timeout"})
 
     # Logging
     log_level: str = field(default="info", metadata={
@@ -324,6 +332,11 @@ class Settings:
                 self.sign_in_url.startswith(("https://", "http://"))
                 or self.sign_in_url.startswith("/") and not self.sign_in_url.startswith("//")):
             raise ValueError("sign_in_url must be a path on this site or an http(s) URL")
+        if self.presence_grace < 0 or self.drain_window < 0:
+            raise ValueError("presence_grace and drain_window may not be negative")
+        if self.drain_window and self.drain_window >= self.shutdown_timeout:
+            raise ValueError("drain_window must be less than shutdown_timeout (the drain "
+                             "is part of the shutdown)")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:

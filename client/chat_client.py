@@ -115,7 +115,8 @@ class ChatClient:
     :param request_timeout: seconds to wait for one ack before treating the
         connection as lost (default 10).
     :param reconnection_delay: first back-off in seconds, doubled up to
-        ``reconnection_delay_max`` (defaults 0.5 and 5).
+        ``reconnection_delay_max`` (defaults 0.5 and 5); each wait is drawn
+        from 0 to twice the back-off (full jitter).
     :param on_change: called with each change to a message (``kind`` edit,
         delete, react or unreact; ``target`` the message's seq) and to the
         room (a governance action: ``kind`` create, configure, role, remove,
@@ -183,7 +184,9 @@ class ChatClient:
         self.markers: dict[str, JSON] = {}  # room -> {read, unread, mentions, seq}
         self._sio = socketio.AsyncClient(
             serializer=SOCKETIO_SERIALIZERS[serializer], reconnection=True, reconnection_attempts=0,
-            reconnection_delay=reconnection_delay,
+            # full jitter: each wait anywhere from 0 to twice the back-off, so the
+            # clients of a node that went away do not come back as one herd
+            randomization_factor=1.0, reconnection_delay=reconnection_delay,
             reconnection_delay_max=reconnection_delay_max, http_session=http_session)
         self._rooms: dict[str, _Room] = {}
         self._ready = asyncio.Event()  # connected, and every room rejoined

@@ -36,9 +36,12 @@ Ack = dict[str, Any]
 Event = Callable[[Chat, Connection, object], Awaitable[Ack]]
 
 # what a node that is shutting down no longer takes on (its connections are about
-# to close: the client retries on the node it reconnects to)
+# to close: the client retries on the node it reconnects to). With a presence
+# grace its connections stay members until each closes, over the drain window,
+# and go on sending meanwhile: only joins are refused.
 REFUSED_WHILE_DRAINING = frozenset({"send", "edit", "delete", "react", "unreact", "join",
                                     "read", "direct", *ACTIONS})
+REFUSED_WHILE_HANDING_OFF = frozenset({"join"})
 
 
 async def _join(chat: Chat, conn: Connection, data: object) -> Ack:
@@ -173,7 +176,8 @@ async def perform(chat: Chat, conn: Connection, event: str, payload: object) -> 
     started = time.perf_counter()
     task = chat.working()
     try:
-        if chat.draining and event in REFUSED_WHILE_DRAINING:
+        if chat.draining and event in (REFUSED_WHILE_HANDING_OFF if chat.settings.presence_grace
+                                       else REFUSED_WHILE_DRAINING):
             raise ChatError(ErrorCode.UNAVAILABLE,
                             "this server is shutting down; reconnect and try again")
         return {"ok": True, **await EVENTS[event](chat, conn, payload)}

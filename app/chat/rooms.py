@@ -8,6 +8,16 @@ transport's room *before* its history is read, so whatever is stored after
 the read reaches it, and it is recorded in presence only once the join can
 no longer fail. Each name's arrival and departure is told to the room once
 (``presence`` events), whichever node it happens on.
+
+A connection that **drops** (its transport closed, timed out or failed, or
+its node shut down) stays in presence for ``--presence-grace`` seconds
+after it is gone (:meth:`Rooms.forget_all` with ``linger``): the person
+back within it, on any node, was never seen to leave, and their return is
+no join (presence counts their name as present all along); after it, the
+entry goes as a leave would, announced if the name is then gone. A leave,
+a goodbye from the client, or the server ending the connection (a ban, an
+expired token) takes the name out at once. A node shutting down hands its
+entries to the others the same way (:meth:`Rooms.drain`).
 """
 
 from __future__ import annotations
@@ -36,6 +46,9 @@ log = logging.getLogger("app.chat")
 Ack = dict[str, Any]
 
 
+MAX_LINGERING = 200_000  # dropped connections' entries in their grace, at most (then: at once)
+
+
 def no_directs() -> ChatError:
     return ChatError(ErrorCode.FORBIDDEN, "direct conversations need token mode: this server "
                      "takes names without proof (start it with --jwt-secret)")
@@ -54,6 +67,10 @@ class Rooms:
         self.watchers = watchers  # told of every entry stored (the webhooks)
         self.draining = False  # this node is shutting down: no new joins
         self._housekeeping: asyncio.Task[None] | None = None
+        # dropped connections' entries, kept for --presence-grace: (room, sid) ->
+        # (name, the timer that forgets it); and the forgetting under way
+        self.lingering: dict[tuple[RoomName, Sid], tuple[str, asyncio.TimerHandle]] = {}
+        self._forgetting: set[asyncio.Task[None]] = set()
 
     # -- join -----------------------------------------------------------------------
 
@@ -225,10 +242,45 @@ class Rooms:
         log.info("leave sid=%s name=%r transport=%s room=%s", conn.sid, conn.name,
                  self.wire.transport(conn.sid), room)
 
-    async def forget_all(self, conn: Connection) -> None:
-        """A connection closed: out of each of its rooms, whatever fails."""
+    async def forget_all(self, conn: Connection, *, linger: bool = False) -> None:
+        """A connection closed: out of each of its rooms, whatever fails; with
+        ``linger`` (it dropped), its presence stays for ``--presence-grace``."""
+        grace = self.settings.presence_grace
         for room in sorted(conn.rooms):
-            await self.forget(conn, room)
+            if linger and grace and len(self.lingering) < MAX_LINGERING:
+                conn.rooms.discard(room)
+                conn.directs.pop(room, None)
+                key = (room, conn.sid)
+                timer = asyncio.get_running_loop().call_later(grace, self._linger_ends, key)
+                self.lingering[key] = (conn.name, timer)
+            else:
+                await self.forget(conn, room)
+
+    def _linger_ends(self, key: tuple[RoomName, Sid]) -> None:
+        name, _ = self.lingering.pop(key)
+        task = asyncio.create_task(self._forget_entry(*key, name),
+                                   name=f"presence grace of {key[1]} in {key[0]}")
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+        task.add_done_callback(log_failure)
+
+    async def _forget_entry(self, room: RoomName, sid: Sid, name: str) -> None:
+        """A dropped connection's grace is over: its entry goes, and its name's
+        departure is told if nobody came back under that name meanwhile."""
+        try:
+            if await self.presence.leave(room, name, sid):
+                await self.announce_leave(room, name)
+        except Exception as exc:
+            log.error("presence grace of sid=%s in %s: presence failed (%s); housekeeping "
+                      "repairs it", sid, room, exc, exc_info=not isinstance(exc, ChatError))
+
+    async def stop_lingering(self) -> None:
+        """Shutdown: no grace ends on this node any more (the entries are the
+        other nodes' now, or nobody's: see :meth:`drain`)."""
+        for _, timer in self.lingering.values():
+            timer.cancel()
+        self.lingering.clear()
+        await asyncio.gather(*self._forgetting, return_exceptions=True)
 
     async def forget(self, conn: Connection, room: RoomName) -> None:
         """Drop ``conn`` from ``room``'s presence; announce it if the name left.
@@ -261,24 +313,37 @@ class Rooms:
     # -- the node's part --------------------------------------------------------------
 
     def local_members(self) -> list[tuple[RoomName, Sid, str]]:
-        """Every (room, sid, name) joined on this node: presence's local truth."""
+        """Every (room, sid, name) joined on this node, and every dropped one
+        within its grace: presence's local truth."""
         return [(room, sid, conn.name) for sid, conn in list(self.connections.by_sid.items())
-                for room in conn.rooms]
+                for room in conn.rooms] + [(room, sid, name) for (room, sid), (name, _)
+                                           in list(self.lingering.items())]
 
     def here(self) -> set[RoomName]:
         """The rooms with a member connected to this node."""
         return {room for conn in self.connections.by_sid.values() for room in conn.rooms}
 
     async def drain(self) -> None:
-        """Shutdown begins: take this node's connections out of presence in one
-        step and tell each room's other members, on the other nodes, of each name
-        that is thereby gone (once; not the leaving connections themselves). The
-        disconnects that follow then have nothing left to announce."""
+        """Shutdown begins. With ``--presence-grace``, this node's entries are
+        handed to the cluster for the grace (:meth:`Presence.hand_off`) and its
+        connections, as they close, linger like any dropped one: a person who
+        reconnects to another node within it is never seen to leave. Without
+        it, take this node's connections out of presence in one step and tell
+        each room's other members, on the other nodes, of each name that is
+        thereby gone (once; not the leaving connections themselves)."""
         self.draining = True
         # housekeeping stops first (a round under way would write back entries
         # of joins it saw in flight), and this node's members are gone from its
         # own view before they are gone from Redis
         await self.stop_housekeeping()
+        if self.settings.presence_grace:
+            try:
+                await self.presence.hand_off(self.settings.presence_grace)
+            except Exception:
+                log.exception("handing presence off failed; the other nodes will clean up")
+            log.info("draining: presence kept for %g s (--presence-grace)",
+                     self.settings.presence_grace)
+            return
         leaving: dict[RoomName, list[Sid]] = {}
         for sid, conn in self.connections.by_sid.items():
             for room in conn.rooms:

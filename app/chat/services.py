@@ -48,6 +48,11 @@ from .wire import Wire
 
 log = logging.getLogger("app.chat")
 
+# Why a connection ended, when it dropped rather than said goodbye or was ended
+# by the server for a reason of its own: its presence lingers (--presence-grace)
+DROPPED = frozenset({"transport close", "transport error", "ping timeout",
+                     "server_shutdown", "slow_consumer"})
+
 
 class Chat:
     def __init__(self, settings: Settings, store: MessageStore, presence: Presence,
@@ -105,7 +110,7 @@ class Chat:
         self.metrics.disconnected(reason)
         log.info("disconnect sid=%s name=%r transport=%s reason=%s", conn.sid, conn.name,
                  conn.transport, reason)
-        await self.rooms.forget_all(conn)
+        await self.rooms.forget_all(conn, linger=reason in DROPPED)
 
     def start(self) -> None:
         self.rooms.start_housekeeping()
@@ -113,7 +118,8 @@ class Chat:
 
     async def stop(self) -> None:
         """Stop the background work (housekeeping, catch-up, receipt rounds)."""
-        await asyncio.gather(self.rooms.stop_housekeeping(), self.recovery.stop(),
+        await asyncio.gather(self.rooms.stop_housekeeping(), self.rooms.stop_lingering(),
+                             self.recovery.stop(),
                              self.reads.receipts.close(), self.governance.stop(),
                              self.retention.stop(),
                              return_exceptions=True)

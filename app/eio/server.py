@@ -31,6 +31,7 @@ import base64
 import contextlib
 import logging
 import os
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_plus
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 SLOW_CONSUMER = "slow_consumer"  # disconnect reason
 PAUSE_BYTES = 1 << 16  # a session this far behind in handling stops reading its peer
 DRAIN_TIMEOUT = 5.0  # seconds a closed polling session waits for its last poll
+DRAIN_TICK = 0.05  # seconds between two slices of sessions closed by close_all(over)
 
 
 class Reason:
@@ -415,6 +417,9 @@ class EngineServer:
         sid = query.get("sid")
         is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if sid is None:
+            if self.going_away:  # (on a connection kept alive: the listener is closed)
+                return web.Response(status=503, text="This server is shutting down; "
+                                    "connect again (another node takes you).", headers=cors)
             if query.get("EIO") != "4":
                 return _bad("this server speaks Engine.IO 4 (EIO=4) only", cors)
             if method != "GET":
@@ -763,9 +768,12 @@ class EngineServer:
             except Exception:
                 log.exception("eio_sid=%s: the disconnect handler failed", session.sid)
 
-    async def close_all(self) -> int:
+    async def close_all(self, over: float = 0.0) -> int:
         """Close every session as a server going away does, so that clients
-        reconnect by themselves; return how many.
+        reconnect by themselves; return how many. With ``over`` (seconds), the
+        sessions close in random order spread evenly over that time, a slice
+        every :data:`DRAIN_TICK`: their clients come back spread out, whatever
+        their own back-off, not as one herd. No new session is taken meanwhile.
 
         No Engine.IO CLOSE is sent: python-socketio's clients take one as a
         deliberate goodbye and stay disconnected. A WebSocket gets the closing
@@ -773,10 +781,22 @@ class EngineServer:
         engine.io closes it; a waiting long-poll GET is answered 503."""
         self.going_away = True
         sessions = list(self.sockets.values())
-        for session in sessions:
-            if session.queued > 2 or (session.wire is not None and session.backlog_bytes()):
-                session.abort()  # a peer that stopped reading would hold its connection
-            self.close(session, Reason.SERVER_DISCONNECT, goodbye=False, ws_code=GOING_AWAY)
+        random.shuffle(sessions)
+        ticks = max(1, int(over / DRAIN_TICK))
+        start = asyncio.get_running_loop().time()
+        for tick in range(ticks):
+            if tick:
+                await asyncio.sleep(max(0.0, start + tick * DRAIN_TICK
+                                        - asyncio.get_running_loop().time()))
+            for session in sessions[len(sessions) * tick // ticks:
+                                    len(sessions) * (tick + 1) // ticks]:
+                if session.closed:  # (gone by itself meanwhile)
+                    continue
+                if session.queued > 2 or (session.wire is not None
+                                          and session.backlog_bytes()):
+                    session.abort()  # a peer that stopped reading would hold its connection
+                self.close(session, Reason.SERVER_DISCONNECT, goodbye=False,
+                           ws_code=GOING_AWAY)
         return len(sessions)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:

@@ -53,6 +53,12 @@ class Presence(Protocol):
         """This node is shutting down: forget all of its connections in one step;
         return the (room, name) pairs whose names are thereby gone everywhere."""
 
+    async def hand_off(self, grace: float) -> None:
+        """This node is shutting down, its connections dropping: keep its
+        entries ``grace`` seconds more, then let them go as a dead node's (each
+        name gone told once, by whichever node removes them), unless the node
+        is back by then, whose housekeeping then removes what did not return."""
+
     async def ping(self) -> None:
         """Return if usable; raise ``ChatError(UNAVAILABLE)`` if not."""
 
@@ -65,16 +71,18 @@ class Presence(Protocol):
 
 class PresenceFactory(Protocol):
     async def __call__(self, redis_url: str, *, prefix: str, node_id: str, ttl: float,
-                       max_connections: int = 100) -> Presence: ...
+                       max_connections: int = 100, grace: float = 0.0) -> Presence: ...
 
 
 async def open_presence(redis_url: str, *, prefix: str, node_id: str, ttl: float,
-                        max_connections: int = 100) -> Presence:
-    """Redis presence when ``redis_url`` is set, else in-process."""
+                        max_connections: int = 100, grace: float = 0.0) -> Presence:
+    """Redis presence when ``redis_url`` is set, else in-process. ``grace``:
+    ``--presence-grace`` (what a node restarted under the same id leaves of
+    its previous life's entries for that long)."""
     if redis_url:
         from .redis import RedisPresence
         presence = RedisPresence(redis_url, prefix=prefix, node_id=node_id, ttl=ttl,
-                                 max_connections=max_connections)
+                                 max_connections=max_connections, grace=grace)
         await presence.start()
         return presence
     from .memory import MemoryPresence

@@ -93,6 +93,9 @@ class MemoryPresence:
         self._rooms.clear()
         return []  # one node: everyone who could be told is leaving too
 
+    async def hand_off(self, grace: float) -> None:
+        return None  # one node: nobody else to keep them for
+
     def status(self) -> str:
         return self._failing or "ok"
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -149,8 +150,12 @@ def _entry(room: str, sid: str) -> str:
 
 class RedisPresence:
     def __init__(self, url: str, *, prefix: str, node_id: str, ttl: float = 15.0,
-                 max_connections: int = 100) -> None:
+                 max_connections: int = 100, grace: float = 0.0) -> None:
         self.ttl = ttl
+        self.grace = grace
+        # a previous life's entries (this node id, restarted) are kept until then
+        self._keep_until = time.monotonic() + grace
+        self._handed_off = False
         self._redis: aioredis.Redis = redis_client.connect(
             url, max_connections=max_connections, name=f"{prefix}:{node_id}:presence",
             decode_responses=True)
@@ -351,7 +356,8 @@ class RedisPresence:
         try:
             mine = _strs(await self._redis.smembers(f"{self._p}:node:{self.node_id}"))
             live = {_entry(room, sid): (room, sid, name) for room, sid, name in local()}
-            for entry in sorted(mine - live.keys()):  # leaves whose record failed
+            stale = mine - live.keys() if time.monotonic() >= self._keep_until else set()
+            for entry in sorted(stale):  # leaves whose record failed (or a past life's)
                 room, _, sid = entry.partition("\n")
                 async with self._entries.hold(entry):
                     if entry in self._entries.changed:
@@ -406,6 +412,18 @@ class RedisPresence:
             await pipe.execute()
         return sorted(left)
 
+    async def hand_off(self, grace: float) -> None:
+        """This node's entries stay while its ``alive`` key does: ``grace``
+        seconds from now, no longer renewed (housekeeping has stopped); then
+        the cleaner takes it for dead (:meth:`_drop_dead`)."""
+        await self._here.drain()
+        self._handed_off = True
+        try:
+            await self._redis.set(f"{self._p}:alive:{self.node_id}", "1",
+                                  px=max(1, int(grace * 1000)))
+        except RedisError as exc:  # (then its alive key expires within --presence-ttl)
+            log.warning("redis presence: could not hand this node's entries off: %s", exc)
+
     async def drain(self) -> list[tuple[RoomName, str]]:
         await self._here.drain()
         try:
@@ -421,10 +439,11 @@ class RedisPresence:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
-        try:
-            await self._redis.delete(f"{self._p}:alive:{self.node_id}")
-        except RedisError as exc:
-            log.warning("redis presence: could not sign off: %s", exc)
+        if not self._handed_off:  # (handed off: it lasts the grace)
+            try:
+                await self._redis.delete(f"{self._p}:alive:{self.node_id}")
+            except RedisError as exc:
+                log.warning("redis presence: could not sign off: %s", exc)
         await self._redis.aclose()
 
 

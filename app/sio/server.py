@@ -270,6 +270,7 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
             self.manager_initialized = True
             self.manager.initialize()
 
-    async def close_all_sessions(self) -> int:
-        """Close every session so that clients reconnect (see EngineServer.close_all)."""
-        return await self.eio.close_all()
+    async def close_all_sessions(self, over: float = 0.0) -> int:
+        """Close every session so that clients reconnect, spread over ``over``
+        seconds (see EngineServer.close_all)."""
+        return await self.eio.close_all(over)

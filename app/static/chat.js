@@ -978,7 +978,9 @@ function connect(credential) {
   const transports = params.get("transport") === "polling" ? ["polling"]
                                                             : ["polling", "websocket"];
   restoreOutbox();
-  socket = io(config.namespace, { auth, transports });
+  // full jitter: each reconnect waits anywhere from 0 to twice the back-off, so
+  // the pages of a node that went away do not come back as one herd
+  socket = io(config.namespace, { auth, transports, randomizationFactor: 1 });
   els.status.hidden = false;
   showStatus("connecting");
   showNotifyButton();

@@ -1154,7 +1154,8 @@ async def test_every_state_of_a_room_meets_wcag_aa(page_server: Served, browser:
     written, a delete asking to be confirmed, search results (and none), and
     an error said aloud."""
     context = await browser.new_context(viewport={"width": width, "height": 740},
-                                        color_scheme="dark" if scheme == "dark" else "light")
+                                        color_scheme="dark" if scheme == "dark" else "light",
+                                        reduced_motion="reduce")  # (screenshots: no slide)
     ann = User(await context.new_page())
     users.append(ann)
     room = f"states-{scheme}-{width}"

@@ -9,8 +9,11 @@ import asyncio
 import uuid
 from typing import Any
 
+import aiohttp
+import pytest
 import socketio
 
+from app.appkeys import SIO_KEY
 from app.chat.namespace import NAMESPACE
 
 from ..conftest import TIMEOUT, Peer, ServeFactory, Served, sio_client, until
@@ -24,12 +27,17 @@ async def connect(name: str, node: Served) -> Peer:
     return peer
 
 
+@pytest.mark.parametrize("drain", [
+    {},  # at once, every name out of presence in one step
+    {"presence_grace": 15, "drain_window": 1},  # the defaults' way, sends going on
+], ids=["at-once", "over-a-window"])
 async def test_a_node_shutting_down_under_load_tells_no_one_anything_false(
-        serve: ServeFactory) -> None:
+        serve: ServeFactory, drain: dict[str, float]) -> None:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     async with postgres_schema() as store:
         a, b = [await serve(store=store, redis=REDIS_URL, redis_prefix=prefix,
-                            node_id=f"node{i}", shutdown_timeout=5) for i in range(2)]
+                            node_id=f"node{i}", shutdown_timeout=5, **drain)
+                for i in range(2)]
         watcher = await connect("watcher", b)
         await watcher.join("load")
         senders = [await connect(f"s{i}", a) for i in range(5)]
@@ -96,3 +104,40 @@ async def test_a_node_shutting_down_under_load_tells_no_one_anything_false(
         assert stored.keys() <= acked.keys() | unanswered
         print(f"acked {len(acked)}, refused {len(refused)}, unanswered {len(unanswered)}")
         await watcher.sio.disconnect()
+
+
+async def test_a_node_shutting_down_closes_its_connections_over_the_drain_window(
+        serve: ServeFactory) -> None:
+    """--drain-window 2: the node's 30 connections close in random order over
+    the window (its clients come back spread out, not as one herd); the last
+    has closed within it."""
+    node = await serve(drain_window=2.0, shutdown_timeout=5)
+    peers = [await connect(f"p{i}", node) for i in range(30)]
+    loop = asyncio.get_running_loop()
+    closed: list[float] = []
+    for peer in peers:
+        peer.sio.eio.on("disconnect", lambda *_: closed.append(loop.time()))
+    started = loop.time()
+    closing = asyncio.ensure_future(node.server.close())
+    try:
+        await until(lambda: len(closed) >= 1)
+        assert len(closed) < 30
+        await asyncio.wait_for(closing, TIMEOUT)
+        await until(lambda: len(closed) == 30)
+        assert max(closed) - min(closed) >= 1.0  # spread: the slices came 50 ms apart
+        assert max(closed) - started < 2.0 + TIMEOUT
+    finally:
+        for peer in peers:
+            await peer.sio.disconnect()  # (no reconnecting to a server that is gone)
+
+
+async def test_a_node_going_away_takes_no_new_session(serve: ServeFactory) -> None:
+    """While its connections close over the window, a handshake that reaches
+    the node (on an HTTP connection kept from before) is answered 503."""
+    node = await serve()
+    engine = node.app[SIO_KEY].eio
+    engine.going_away = True
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{node.url}/socket.io/?EIO=4&transport=polling") as reply:
+            assert reply.status == 503 and "shutting down" in await reply.text()
+    engine.going_away = False
