@@ -260,7 +260,7 @@ class ChatClient:
         """Disconnect for good and stop background work."""
         self._closing = True
         self._ready.clear()
-        await self._sio.shutdown()  # disconnects, or stops a reconnect loop
+        await compat.shutdown(self._sio)  # disconnects, or stops a reconnect loop
         if self._sio.connected:  # a reconnect attempt finished meanwhile
             await self._sio.disconnect()
         if self._own_http is not None:

@@ -101,9 +101,10 @@ class Cluster:
             await _until_healthy(self.url)
         return self
 
-    async def _start_node(self, i: int) -> None:
+    async def _start_node(self, i: int, port: int = 0) -> None:
+        """Start node ``i`` (on ``port``: 0, a free one) and wait until it answers."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", "0",
+            sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port),
             "--store", self.store, "--redis", self.redis, "--node-id", f"node{i}",
             "--trust-forwarded", "true", *self.node_args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -119,9 +120,12 @@ class Cluster:
                 break
         port = int(match.group(1))
         self._collectors.append(asyncio.ensure_future(_collect(proc.stderr, log)))
-        self.nodes.append(proc)
-        self.node_ports.append(port)
-        self.logs.append(log)
+        if i < len(self.nodes):  # (restarted)
+            self.nodes[i], self.node_ports[i], self.logs[i] = proc, port, log
+        else:
+            self.nodes.append(proc)
+            self.node_ports.append(port)
+            self.logs.append(log)
         await _until_healthy(f"http://127.0.0.1:{port}")
 
     def node_log(self, i: int) -> str:
@@ -130,6 +134,17 @@ class Cluster:
     async def kill_node(self, i: int) -> None:
         self.nodes[i].kill()
         await self.nodes[i].wait()
+
+    async def stop_node(self, i: int) -> int:
+        """SIGTERM node ``i`` (it drains: see README, "Deploys") and wait for it
+        to exit; its exit code."""
+        self.nodes[i].send_signal(signal.SIGTERM)
+        return await self.nodes[i].wait()
+
+    async def start_node(self, i: int) -> None:
+        """Start node ``i`` again, on its port (the one nginx lists) and id."""
+        async with asyncio.timeout(START_TIMEOUT):
+            await self._start_node(i, self.node_ports[i])
 
     async def stop(self) -> None:
         if self.nginx is not None and self.nginx.returncode is None:

@@ -595,3 +595,24 @@ async def test_what_retention_removed_while_away_is_said_and_passed(
     await bob.send("r", "m6")
     assert await alice.take(1) == ["m6"]
     assert alice.received.empty() and gone.empty()
+
+
+async def test_closing_in_the_instant_of_a_drop_stops_for_good(
+        served: Served, proxy: Proxy, transport: str) -> None:
+    """close() called from on_state("disconnected"), before python-socketio's
+    reconnect loop has taken its first step (where its own shutdown raises),
+    ends the client: no error, no reconnect."""
+    closing: list[asyncio.Future[None]] = []
+
+    def state(what: str) -> None:
+        if what == "disconnected":
+            closing.append(asyncio.ensure_future(client.close()))
+    client = ChatClient(proxy.url, "alice", serializer=served.settings.serializer,
+                        transports=[transport], reconnection_delay=0.05,
+                        reconnection_delay_max=0.2, request_timeout=TIMEOUT, on_state=state)
+    await client.connect()
+    await client.join("r")
+    proxy.cut()
+    await until(lambda: bool(closing))
+    await asyncio.wait_for(closing[0], TIMEOUT)  # (raised AttributeError before)
+    await asyncio.wait_for(client.wait_closed(), TIMEOUT)
