@@ -192,6 +192,7 @@ class ChatClient:
         self._ready = asyncio.Event()  # connected, and every room rejoined
         self._connect_error: JSON | None = None
         self._closing = False
+        self._closed = asyncio.Event()  # close() was called: requests waiting end
         self._connected_once = False
         self._connections = 0  # connects so far: a rejoin belongs to one of them
         # (handler, event, whether it is an entry of a room's stream)
@@ -259,6 +260,7 @@ class ChatClient:
     async def close(self) -> None:
         """Disconnect for good and stop background work."""
         self._closing = True
+        self._closed.set()
         self._ready.clear()
         await compat.shutdown(self._sio)  # disconnects, or stops a reconnect loop
         if self._sio.connected:  # a reconnect attempt finished meanwhile
@@ -408,9 +410,11 @@ class ChatClient:
     # -- requests ---------------------------------------------------------------
 
     async def _call(self, event: str, payload: JSON | None = None) -> JSON:
-        """One request on the current connection; raise on an error ack."""
-        ack = await self._sio.call(event, payload if payload is not None else {},
-                                   namespace=NAMESPACE, timeout=self.request_timeout)
+        """One request on the current connection; raise on an error ack (and
+        ``closed`` at once if :meth:`close` is called meanwhile)."""
+        ack = await self._unless_closed(self._sio.call(
+            event, payload if payload is not None else {}, namespace=NAMESPACE,
+            timeout=self.request_timeout))
         if not isinstance(ack, dict) or not ack.get("ok"):
             error = ack.get("error", {}) if isinstance(ack, dict) else {}
             retry_after = error.get("retry_after")
@@ -430,9 +434,33 @@ class ChatClient:
                 await asyncio.sleep((exc.retry_after or 1000) / 1000)
 
     async def request(self, event: str, payload: JSON | None = None) -> JSON:
-        """Send one event once the client is ready; return the ok ack."""
-        await self._ready.wait()
+        """Send one event once the client is ready; return the ok ack. Raises
+        :class:`ChatClientError` ``closed`` once :meth:`close` was called (a
+        request waiting for a reconnect, or for its ack, then ends at once, as
+        do sends retrying)."""
+        if not self._ready.is_set():
+            await self._unless_closed(self._ready.wait())
         return await self._call(event, payload)
+
+    async def _unless_closed(self, work: Awaitable[Any]) -> Any:
+        """``work``'s outcome, unless :meth:`close` comes first: then it is
+        cancelled and ``closed`` raised."""
+        if self._closed.is_set():
+            if inspect.iscoroutine(work):
+                work.close()
+            raise ChatClientError("closed", "this client was closed")
+        task = asyncio.ensure_future(work)
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise ChatClientError("closed", "this client was closed")
+        return task.result()
 
     async def join(self, room: str, *, invite: str | None = None) -> JSON:
         """Join ``room`` (a private room: with an ``invite``'s code, if not a

@@ -616,3 +616,25 @@ async def test_closing_in_the_instant_of_a_drop_stops_for_good(
     await until(lambda: bool(closing))
     await asyncio.wait_for(closing[0], TIMEOUT)  # (raised AttributeError before)
     await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+
+
+async def test_a_send_waiting_for_a_reconnect_ends_when_the_client_is_closed(
+        served: Served, proxy: Proxy, transport: str) -> None:
+    """A send held while the connection is down (it would resend on the
+    reconnect) raises ``closed`` once close() is called, as does any call
+    after it: nothing waits for a reconnect that will never come."""
+    client = ChatClient(proxy.url, "alice", serializer=served.settings.serializer,
+                        transports=[transport], reconnection_delay=0.05,
+                        reconnection_delay_max=0.2, request_timeout=TIMEOUT)
+    await client.connect()
+    await client.join("r")
+    proxy.offline = True
+    proxy.cut()
+    sending = asyncio.ensure_future(client.send("r", "held", client_id="held-1"))
+    await until(lambda: not client._ready.is_set())
+    await client.close()
+    with pytest.raises(ChatClientError) as refused:
+        await asyncio.wait_for(sending, TIMEOUT)
+    assert refused.value.code == "closed"
+    with pytest.raises(ChatClientError):
+        await client.send("r", "after", client_id="after-1")
