@@ -27,7 +27,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api bench-webhooks bench-retention churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api bench-webhooks bench-retention bench-restarts churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -153,6 +153,9 @@ bench-webhooks: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  
 
 bench-retention: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## bench/retention.py: S1 while retention removes a million messages beside S1 with nothing to remove, both stores (about 20 min; BENCH_ARGS="--runs 1")
 	$(BIN)/python -m bench.retention $(BENCH_ARGS)
+
+bench-restarts: $(VENV)/.installed-run tools  ## bench/restarts.py: two nodes behind nginx, 200 clients sending, each node restarted in turn: presence events, lost messages, reconnect spread (about 3 min)
+	$(BIN)/python -m bench.restarts $(BENCH_ARGS)
 
 cluster: $(VENV)/.installed-run web  ## two nodes + nginx on :8080, on the local Redis and PostgreSQL
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \

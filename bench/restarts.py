@@ -53,9 +53,11 @@ class Person:
     room: str
     client: ChatClient | None = None
     node: str = ""  # where nginx first sent it
+    transport: str = ""
     joined_at: int = 0  # the room's seq when it joined
     received: list[tuple[int, str | None]] = field(default_factory=list)  # (seq, client_id)
     presence: list[tuple[str, str]] = field(default_factory=list)  # (user, event)
+    watched_from: int = 0  # presence events before this index: the start's joins
     dropped: list[float] = field(default_factory=list)  # monotonic times
     ready: list[float] = field(default_factory=list)
     leaving: bool = False  # stays away after its next drop
@@ -98,7 +100,8 @@ async def connect(person: Person, url: str, index: int, sessions: list[Any]) -> 
         elif what == "ready":
             person.ready.append(now)
 
-    client = ChatClient(url, person.name, transports=["websocket" if index % 2 else "polling"],
+    person.transport = "websocket" if index % 2 else "polling"
+    client = ChatClient(url, person.name, transports=[person.transport],
                         http_session=http, request_timeout=10,
                         on_message=lambda m: person.received.append((m["seq"],
                                                                      m.get("client_id"))),
@@ -142,12 +145,15 @@ async def restart(cluster: Cluster, i: int, people: list[Person], leavers: int,
         await asyncio.sleep(0.1)
     back = [p.ready[before[p.name]] - p.dropped[-1] for p in movers
             if len(p.ready) > before[p.name]]
-    drops = [p.dropped[-1] - sigterm for p in mine if p.dropped and p.dropped[-1] >= sigterm]
+    drops = {t: Counter(int((p.dropped[-1] - sigterm) / BUCKET) for p in mine
+                        if p.transport == t and p.dropped and p.dropped[-1] >= sigterm)
+             for t in ("websocket", "polling")}
     await cluster.start_node(i)
     await asyncio.sleep(grace + 10)  # the leavers' grace ends; their leave is told
-    histogram = Counter(int(d / BUCKET) for d in drops)
+    last = max((b for counts in drops.values() for b in counts), default=0)
     return {"node": node, "clients": len(mine), "exit": code, "stopped_s": round(stopped, 1),
-            "histogram": [histogram.get(b, 0) for b in range(max(histogram, default=0) + 1)],
+            **{f"drops_{t}": [counts.get(b, 0) for b in range(last + 1)]
+               for t, counts in drops.items()},
             "back_p50_s": round(statistics.median(back), 2) if back else None,
             "back_p99_s": round(percentile(back, 0.99), 2),
             "back_max_s": round(max(back, default=float("nan")), 2),
@@ -156,11 +162,12 @@ async def restart(cluster: Cluster, i: int, people: list[Person], leavers: int,
 
 def verdict(people: list[Person], acked: dict[str, int]) -> dict[str, Any]:
     leavers = {p.name for p in people if p.leaving}
-    moved_events = sum(1 for p in people for user, _ in p.presence
+    seen = {p.name: p.presence[p.watched_from:] for p in people}  # from the first restart
+    moved_events = sum(1 for p in people for user, _ in seen[p.name]
                        if user not in leavers and user != p.name)
-    leaves = Counter((p.name, user) for p in people for user, event in p.presence
+    leaves = Counter((p.name, user) for p in people for user, event in seen[p.name]
                      if user in leavers and event == "leave")
-    joins = sum(1 for p in people for user, event in p.presence
+    joins = sum(1 for p in people for user, event in seen[p.name]
                 if user in leavers and event == "join")
     by_room: dict[str, dict[int, str]] = {}
     owner = {p.name: p for p in people}
@@ -213,6 +220,8 @@ async def run(args: argparse.Namespace) -> None:
                 senders = [asyncio.create_task(keep_sending(p, args.every, acked, stop))
                            for p in people]
                 await asyncio.sleep(3)
+                for person in people:
+                    person.watched_from = len(person.presence)
                 for i in range(2):
                     print(await restart(cluster, i, people, args.leavers, args.grace),
                           flush=True)
