@@ -118,13 +118,21 @@ async def loaded(kind: str, database_url: str, texts: list[str], messages: int,
             load_sqlite(Path(workdir) / "bench.db", texts, messages, rooms)
             yield url
         return
+    async with fresh_postgres(database_url) as (url, schema):
+        await load_postgres(database_url, schema, texts, messages, rooms)
+        yield url
+
+
+@asynccontextmanager
+async def fresh_postgres(database_url: str) -> AsyncIterator[tuple[str, str]]:
+    """A schema of its own on ``database_url`` with Roomcast's tables, dropped
+    afterwards: yields its store URL and its name."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     separator = "&" if "?" in database_url else "?"
     url = f"{database_url}{separator}schema={schema}"
     try:
         await (await open_store(url)).close()
-        await load_postgres(database_url, schema, texts, messages, rooms)
-        yield url
+        yield url, schema
     finally:
         conn = await asyncpg.connect(database_url)
         try:

@@ -28,18 +28,16 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
-from app.store import open_store
 from app.tools.cluster import Cluster
 from client import ChatClient
 
+from .bulk import fresh_postgres
 from .search import DATABASE_URL
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -62,22 +60,6 @@ class Person:
     ready: list[float] = field(default_factory=list)
     leaving: bool = False  # stays away after its next drop
     left: bool = False
-
-
-@contextlib.asynccontextmanager
-async def fresh_schema() -> AsyncIterator[str]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    separator = "&" if "?" in DATABASE_URL else "?"
-    url = f"{DATABASE_URL}{separator}schema={schema}"
-    try:
-        await (await open_store(url)).close()
-        yield url
-    finally:
-        conn = await asyncpg.connect(DATABASE_URL)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -195,7 +177,7 @@ def verdict(people: list[Person], acked: dict[str, int]) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    async with fresh_schema() as store:
+    async with fresh_postgres(DATABASE_URL) as (store, _):
         with tempfile.TemporaryDirectory() as workdir:
             cluster = Cluster(nodes=2, port=0, store=store, redis=REDIS_URL,
                               workdir=Path(workdir),
