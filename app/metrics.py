@@ -44,6 +44,10 @@ class Metrics:
         self.fanout = Histogram(
             "roomcast_broadcast_fanout", "Connections on this node a room event went to",
             ["event"], buckets=FANOUT_BUCKETS, registry=r)
+        self.delivery_lag = Histogram(
+            "roomcast_delivery_lag_seconds", "From a message's commit in the store to this "
+            "node handing it to its members' connections (hop: local, or redis: stored by "
+            "another node)", ["hop"], buckets=LATENCY_BUCKETS, registry=r)
         self.ack_seconds = Histogram(
             "roomcast_ack_seconds", "Time from an event's arrival to its ack", ["event"],
             buckets=LATENCY_BUCKETS, registry=r)

@@ -25,6 +25,7 @@ with no need to know which one it has.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -116,7 +117,9 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
                    skip_sid: Any = None, callback: Any = None, to: Any = None,
-                   **kwargs: Any) -> None:
+                   hop: str = "local", **kwargs: Any) -> None:
+        """Deliver to this node's connections in the room (``hop``: "redis" for
+        an event another node stored, for the delivery-lag metric)."""
         target = to or room
         if (self.metrics is not None and namespace == self.counted and isinstance(target, str)
                 and not kwargs.get("ignore_queue")):
@@ -135,6 +138,10 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
                                callback=callback, to=to, **kwargs)
             return
         await self._deliver(event, data, namespace, target, skip_sid)
+        if event == "message" and self.metrics is not None and namespace == self.counted \
+                and isinstance(data, dict) and isinstance(data.get("ts"), int):
+            lag = time.time() - data["ts"] / 1000  # (another node's clock, for hop="redis")
+            self.metrics.delivery_lag.labels(hop).observe(max(0.0, lag))
         if event in self.observers and namespace == self.counted:
             await self.observers[event](data)
 

@@ -365,7 +365,7 @@ class RedisFanout(CountingManager):
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
                    skip_sid: Any = None, callback: Any = None, to: Any = None,
-                   **kwargs: Any) -> None:
+                   hop: str = "local", **kwargs: Any) -> None:
         """Queue the event for the other nodes (before any await: the queue's
         order is the emit order), then deliver it here. ``ignore_queue`` and
         events with a callback stay on this node."""
@@ -494,7 +494,7 @@ class RedisFanout(CountingManager):
                 args = fields["a"]
                 await CountingManager.emit(
                     self, fields["e"], tuple(args) if len(args) != 1 else args[0],
-                    namespace=fields["ns"], room=fields["r"])
+                    namespace=fields["ns"], room=fields["r"], hop="redis")
             elif kind == END:
                 await CountingManager.end_room(self, fields["ns"], fields["r"])
             elif kind == CATCH_UP:
