@@ -1170,8 +1170,9 @@ async def test_every_state_of_a_room_meets_wcag_aa(page_server: Served, browser:
         await ann.screenshot(f"state-{action}-{scheme}-{width}")
         await ann.page.keyboard.press("Escape")  # (leaves the edit form, too)
     await expect(ann.page.locator("#messages .edit-form")).to_have_count(0)
-    if width < 720:  # search is in the rooms drawer
+    if width < 720:  # search is in the rooms drawer, which takes the focus as it opens
         await ann.page.get_by_role("button", name="Rooms", exact=True).click()
+        await expect(ann.page.get_by_label("Join or create a room")).to_be_focused()
     await ann.page.get_by_label("Search your rooms").fill("words")
     await ann.page.get_by_label("Search your rooms").press("Enter")
     await expect(ann.page.locator("#search-results li")).to_have_count(2, timeout=WAIT_MS)
