@@ -167,7 +167,7 @@ function applyChange(room, change) {
     if (out) queueMicrotask(() => ousted(room, note));
     else if (note) showAlert(note);
     if (room.name === current) showHead(room);
-    if (room.name === current && els.settingsDialog.open) openSettings();  // (kept current)
+    if (room.name === current) refreshSettings();  // (kept current)
     return;
   }
   // a change to a message not loaded here needs nothing: history shows it as it stands
@@ -686,7 +686,14 @@ function firstClick(room, field, asked, show) {
   return true;
 }
 
-async function openSettings() {
+// Open the room settings dialog, or (refreshSettings) draw it again with what
+// changed while it is open: never open it again once the person closed it
+// while the answers were on their way.
+function refreshSettings() {
+  return els.settingsDialog.open ? openSettings({ refresh: true }) : undefined;
+}
+
+async function openSettings({ refresh = false } = {}) {
   const room = rooms.get(current);
   if (!room) return;
   try {
@@ -697,6 +704,7 @@ async function openSettings() {
                            request("audit", { room: room.name, limit: 20 })])
       : [{ reports: [] }, { actions: [] }];
     room.settings = info.settings;
+    if (refresh && !els.settingsDialog.open) return;  // closed meanwhile
     renderSettings(els.settingsDialog, room, info, level, queue.reports, audit.actions);
     if (!els.settingsDialog.open) els.settingsDialog.showModal();
   } catch (err) {
@@ -712,10 +720,10 @@ async function onSettingsSubmit(event) {
   if (form.dataset.action === "configure") {
     const asked = changedSettings(form, room.settings);
     if (!Object.keys(asked).length) return showAlert("Nothing to change.");
-    if (await act(room, room.settings ? "configure" : "create", asked)) openSettings();
+    if (await act(room, room.settings ? "configure" : "create", asked)) refreshSettings();
   } else if (form.dataset.action === "role") {
     const user = form.user.value.trim();
-    if (await act(room, "role", { user, role: form.role.value || null })) openSettings();
+    if (await act(room, "role", { user, role: form.role.value || null })) refreshSettings();
   }
 }
 
@@ -740,7 +748,7 @@ async function onSettingsClick(event) {
     return;
   }
   if (action === "unban" || action === "unmute") {
-    if (await act(room, action, { user })) openSettings();
+    if (await act(room, action, { user })) refreshSettings();
   } else if (action === "resolve" || action === "delete-reported") {
     try {
       if (action === "delete-reported") await change(room, "delete", { seq: Number(seq) });
@@ -748,7 +756,7 @@ async function onSettingsClick(event) {
     } catch (err) {
       showAlert(plainError(err.chat));
     }
-    openSettings();
+    refreshSettings();
   }
 }
 
@@ -1028,7 +1036,7 @@ function connect(credential) {
     if (room) deliver(room, change);
   });
   socket.on("report", (report) => {
-    if (els.settingsDialog.open && report.room === current) return openSettings();
+    if (els.settingsDialog.open && report.room === current) return refreshSettings();
     if (!("resolved" in report)) showAlert(`New report in ${report.room}: see its settings.`);
   });
   socket.on("catch_up", ({ room: name, seq, members }) => {
@@ -1121,7 +1129,7 @@ els.joinForm.addEventListener("submit", async (event) => {
   joinRoom(name);
 });
 els.members.addEventListener("click", onMemberAction);
-els.settingsToggle.addEventListener("click", openSettings);
+els.settingsToggle.addEventListener("click", () => openSettings());
 els.settingsDialog.addEventListener("submit", onSettingsSubmit);
 els.settingsDialog.addEventListener("click", onSettingsClick);
 els.composer.addEventListener("submit", (event) => {
