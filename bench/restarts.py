@@ -39,6 +39,7 @@ from client import ChatClient
 
 from .bulk import fresh_postgres
 from .search import DATABASE_URL
+from .webhooks import percentile
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 102)]  # source addresses nginx hashes
@@ -60,11 +61,6 @@ class Person:
     ready: list[float] = field(default_factory=list)
     leaving: bool = False  # stays away after its next drop
     left: bool = False
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def connect(person: Person, url: str, index: int, sessions: list[Any]) -> None:
@@ -137,7 +133,7 @@ async def restart(cluster: Cluster, i: int, people: list[Person], leavers: int,
             **{f"drops_{t}": [counts.get(b, 0) for b in range(last + 1)]
                for t, counts in drops.items()},
             "back_p50_s": round(statistics.median(back), 2) if back else None,
-            "back_p99_s": round(percentile(back, 0.99), 2),
+            "back_p99_s": round(percentile(back, 0.99), 2) if back else None,
             "back_max_s": round(max(back, default=float("nan")), 2),
             "not_back": len(movers) - len(back)}
 
