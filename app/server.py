@@ -22,6 +22,7 @@ from .chat.auth import host_policy, origin_policy
 from .api.keys import parse_keys
 from .api.routes import API_KEY, Api, setup_api
 from .chat.namespace import NAMESPACE, ChatNamespace
+from .chat.recovery import RECOVERABLE
 from .core.errors import ChatError, ErrorCode
 from .fanout import Fanout, client_manager
 from .hooks.relay import open_relay
@@ -74,6 +75,9 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, namespace: ChatNamespace,
                   [], members)
     metrics.watch("roomcast_engineio_sessions", "Engine.IO sessions held by this node", [],
                   lambda: [([], len(sio.eio.sockets))])
+    metrics.watch("roomcast_slow_readers_skipped", "Times a connection that catches up fell "
+                  "behind its backlog bound and skipped live events rather than be cut "
+                  "(a counter)", [], lambda: [([], sio.eio.skips)])
     metrics.watch("roomcast_asyncio_tasks", "asyncio tasks alive in this process", [],
                   lambda: [([], len(asyncio.all_tasks()))])
     for name, (text, read) in fanout.gauges().items():
@@ -125,6 +129,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         max_backlog_bytes=settings.max_backlog_bytes,
         max_node_backlog_bytes=settings.max_node_backlog_bytes,
         max_poll_packets=settings.max_poll_packets,
+        send_buffer=settings.socket_send_buffer,
         max_events_in_progress=settings.max_events_in_progress,
         refuse_event=refused_event_reply,
         logger=False,
@@ -178,6 +183,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
             enable_admin_ui(sio, settings, node)
         fanout.on_catch_up = chat.recovery.catch_up
         fanout.observers["change"] = chat.governance.observed
+        fanout.droppable = RECOVERABLE
         sio.start_manager()
         await fanout.wait_subscribed(STARTUP_WAIT)
         chat.start()

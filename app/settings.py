@@ -177,6 +177,11 @@ class Settings:
         "help": "bytes waiting for all slow clients together; past it the ones furthest "
                 "behind are disconnected first (bounds memory however many stall at "
                 "once); 0: no bound"})
+    socket_send_buffer: int = field(default=65536, metadata={
+        "help": "bytes the kernel may hold for one WebSocket (SO_SNDBUF; Linux doubles it "
+                "for its bookkeeping). What waits there waits ahead of the next ping, out of "
+                "the server's reach: Linux would grow it to megabytes for a slow reader. "
+                "0: the system's default"})
     max_events_in_progress: int = field(default=50, metadata={
         "help": "events of one connection handled at once; past it the server stops "
                 "reading that connection until one is done (nothing is dropped)"})
@@ -302,6 +307,8 @@ class Settings:
             raise ValueError("store_timeout must be positive and store_max_pending at least 1")
         if self.max_node_backlog_bytes < 0:
             raise ValueError("max_node_backlog_bytes must be 0 (no bound) or more")
+        if self.socket_send_buffer < 0:
+            raise ValueError("socket_send_buffer must be 0 (the system's default) or more")
         if self.max_new_directs_per_person < 1:
             raise ValueError("max_new_directs_per_person must be at least 1")
         if self.max_searches < 1 or self.max_searches_per_name < 1 or self.search_timeout <= 0:

@@ -55,6 +55,9 @@ class _Transport:
     def get_extra_info(self, name: str) -> Any:
         return None
 
+    def set_write_buffer_limits(self, high: int | None = None) -> None:
+        pass
+
     def pause_reading(self) -> None:
         pass
 
@@ -76,6 +79,9 @@ class _Count:
         self.n += 1
 
     def ws_closed(self) -> None:
+        pass
+
+    def ws_writable(self, writable: bool) -> None:
         pass
 
 

@@ -8,7 +8,12 @@
   is filled from ``history`` first. After a reconnect the client rejoins each
   room with ``since = last`` and pages forward until it has caught up; told
   by the server to catch up (``catch_up``: its link to the other nodes may
-  have lost events), it pages forward to the seq the server names.
+  have lost events, or this client read slower than its rooms spoke), it
+  pages forward to the seq the server names.
+* **Never cut for reading slowly.** It connects with ``auth.catch_up``: when
+  it falls behind its rooms, the server stops sending it live events rather
+  than disconnecting it, and once it has read what was sent it gets a
+  ``catch_up`` per room; it pages history from where it is, at its own pace.
 * **Sends and changes are never lost or doubled.** ``send`` (and ``reply``,
   ``edit``, ``delete``, ``react``, ``unreact``) picks a ``client_id`` and
   retries through reconnects until the server acknowledges it; the server
@@ -164,6 +169,10 @@ class ChatClient:
         # in token mode the server takes the name from the token: so does the client
         self.name = token_name(token) if token is not None else name
         self.auth: JSON = {"token": token} if token is not None else {"name": name}
+        # this client fetches what it misses (catch_up, gaps): the server may
+        # skip live events for it while it reads slower than its rooms speak,
+        # rather than cut it off
+        self.auth["catch_up"] = True
         self.transports = transports
         self.request_timeout = request_timeout
         self.on_message = on_message

@@ -14,7 +14,7 @@ import gc
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import socketio
@@ -31,6 +31,9 @@ from app.server import create_app
 from app.settings import RATED, Settings
 from app.presence import PresenceFactory, open_presence
 from app.store import StoreFactory, open_store
+
+if TYPE_CHECKING:  # (tests/jsclient.py imports this module)
+    from .jsclient import JSClient
 
 TIMEOUT = 5.0  # seconds any single expected event may take
 
@@ -275,3 +278,13 @@ async def peer(served: Served, transport: str) -> AsyncIterator[PeerFactory]:
     for sio in clients:
         if sio.connected:
             await sio.disconnect()
+
+
+@pytest.fixture
+async def js() -> AsyncIterator[list[JSClient]]:
+    """socket.io-client processes the test starts (``tests/jsclient.py``):
+    stopped at its end."""
+    started: list[JSClient] = []
+    yield started
+    for client in started:
+        await client.stop()

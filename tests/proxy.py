@@ -1,9 +1,11 @@
-"""A loopback TCP proxy that a test can cut, like a network dropping out."""
+"""A loopback TCP proxy that a test can cut, like a network dropping out, or
+slow down, like a poor mobile link."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 
 class Proxy:
@@ -16,10 +18,21 @@ class Proxy:
     open now: from then on its bytes are dropped, both ways, and it is never
     closed (a middlebox that lost its state); new connections work. ``upstream``
     may be changed at any time (e.g. to a restarted server's new port).
+
+    With ``rate`` (bytes a second), what the server sends reaches the client
+    no faster than that, in slices of a twentieth of a second, and the proxy
+    reads from the server only as fast as it forwards (small socket buffers
+    on its side): the server meets a reader that slow, as over a real link.
+    A proxy made with a rate (0: not yet) may change it at any time.
     """
 
-    def __init__(self, upstream: int) -> None:
+    SLICE = 0.05  # seconds of a throttled link's traffic forwarded at once
+    THROTTLED_BUFFER = 8192  # the proxy's receive buffer from the server, throttled
+
+    def __init__(self, upstream: int, rate: int | None = None) -> None:
         self.upstream = upstream
+        self.rate = rate  # bytes a second from the server; None, 0: as fast as it comes
+        self.forwarded = 0  # bytes from the server to clients
         self.offline = False
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -57,22 +70,46 @@ class Proxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+            up_reader, up_writer = await self._open_upstream()
         except OSError:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+        for source, sink, throttled in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pipe(source, sink, throttled))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.rate is None:
+            return await asyncio.open_connection("127.0.0.1", self.upstream)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.THROTTLED_BUFFER)
+        sock.setblocking(False)
         try:
-            while data := await source.read(65536):
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.upstream))
+        except OSError:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock, limit=self.THROTTLED_BUFFER)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                    throttled: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        try:
+            while True:
+                rate = self.rate if throttled else None
+                data = await source.read(max(1, int(rate * self.SLICE)) if rate else 65536)
+                if not data:
+                    break
                 await self._flowing.wait()
                 if sink in self._black:
                     continue
+                if rate:  # the link's pace: this slice leaves when the last has passed
+                    due = max(due, loop.time() - self.SLICE) + len(data) / rate
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    self.forwarded += len(data)
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):

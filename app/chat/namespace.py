@@ -72,6 +72,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         address = client_address(environ, self.settings.trust_forwarded)
         try:
             await self.chat.connections.open(sid, auth, address)
+            if isinstance(auth, dict) and auth.get("catch_up") is True:
+                self.server.catch_up_when_behind(sid, NAMESPACE)
         except ChatError as exc:
             self.metrics.refused.labels("connect", exc.code).inc()
             log.info("refused connect sid=%s addr=%s code=%s", sid, address, exc.code)
@@ -94,6 +96,13 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.chat.disconnected(conn, reason)
         finally:
             self.chat.done(task)
+
+    async def caught_up(self, sid: Sid) -> None:
+        """The connection skipped events while behind and is live again
+        (``RoomcastServer.catch_up_when_behind``)."""
+        conn = self.chat.connections.get(sid)
+        if conn is not None:
+            await self.chat.recovery.resume(sid, set(conn.rooms))
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Connect and disconnect here; every other event is the chat's

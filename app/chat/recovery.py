@@ -1,4 +1,12 @@
-"""Recovery: telling a node's members to catch up on what fan-out may have lost.
+"""Recovery: telling connections to catch up on what they were not sent.
+
+A connection whose client catches up by itself (it connects with
+``auth.catch_up``) is not cut when it reads slower than its rooms speak:
+past its backlog bound the server drops the events of :data:`RECOVERABLE`
+waiting for it and sends it no more of them; once it has read what is left
+it gets one ``catch_up`` per room it is in (:meth:`Recovery.resume`), read
+after its live events flow again, so that what it fetches and what it is
+sent meet with no gap.
 
 When this node's link to the others (Redis fan-out) may have missed events
 of some rooms (it came back after an outage, or another node could not
@@ -17,7 +25,7 @@ import logging
 from collections.abc import Collection
 
 from ..core.errors import ChatError
-from ..core.models import RoomName
+from ..core.models import RoomName, Sid
 from ..presence import Presence
 from ..store import MessageStore
 from .connections import log_failure
@@ -26,6 +34,11 @@ from .rooms import Rooms
 from .wire import Wire
 
 log = logging.getLogger("app.chat")
+
+# Room events a client that catches up gets again: entries of a room's stream
+# (history), its members (in ``catch_up``) and typing signals (gone anyway).
+# The others (acks, mentions, read markers, receipts, reports) are never dropped.
+RECOVERABLE = frozenset({"message", "change", "presence", "typing"})
 
 
 class Recovery:
@@ -68,6 +81,22 @@ class Recovery:
                                                   "members": members},
                                      room=room, ignore_queue=True)
             log.info("told %d rooms to catch up", len(rooms))
+
+    async def resume(self, sid: Sid, rooms: Collection[RoomName]) -> None:
+        """Connection ``sid`` was not sent some events of ``rooms`` and is live
+        again: tell it where each room is now (a ``catch_up`` to it alone)."""
+        for room in sorted(rooms):
+            try:
+                page = await self.store.page(room, limit=1)
+                members = await self.presence.members(room)
+            except ChatError as exc:  # the next message's gap still shows it
+                log.warning("could not tell sid=%s to catch up on %s: %s", sid, room,
+                            exc.message)
+                continue
+            await self.wire.emit("catch_up", {"room": room, "seq": page.latest,
+                                              "members": members},
+                                 room=sid, ignore_queue=True)
+        log.info("sid=%s caught up: told it where its %d rooms are", sid, len(rooms))
 
     async def stop(self) -> None:
         task = self._catching_up

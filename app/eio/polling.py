@@ -98,6 +98,8 @@ def _polled(engine: EngineServer, session: LiveSession, cors: dict[str, str], re
         batch = session.take()
         if session.closed and not session.queued:
             engine.forget(session)
+        elif session.skipping and session.resume_due(0):
+            engine.caught_up(session)
         if not batch:
             batch = [waiter.result()
                      or (packets.CLOSE_TEXT if session.closed else packets.NOOP_TEXT)]

@@ -102,10 +102,19 @@ def environ_of(request: Any) -> dict[str, Any]:
 
 class LiveSession(Session):
     """A session with its I/O: the WebSocket (or the waiting poll), its timer,
-    the packets read but not yet handled, the frames of this loop turn."""
+    the packets read but not yet handled, the frames not yet written.
+
+    On WebSocket, frames go to the transport at the end of each turn of the
+    loop (:class:`~app.eio.outbox.Outbox`) while the kernel takes them; once
+    it does not (the peer reads slower than we write) they wait in ``out``,
+    where a ping can still go ahead of them and, for a client that catches
+    up, the droppable ones can still be dropped, and go on as the peer
+    reads (:meth:`ws_writable`). What the kernel holds is bounded by the
+    socket's send buffer (``take_over``), so a ping is never far behind."""
 
     __slots__ = ("engine", "ws", "wire", "poll_waiter", "posting", "timer",
-                 "inbox", "inbox_bytes", "pump", "out", "out_bytes", "gone", "ended")
+                 "inbox", "inbox_bytes", "pump", "out", "out_bytes", "out_droppable",
+                 "blocked", "gone", "ended")
 
     def __init__(self, engine: EngineServer, sid: str, environ: dict[str, Any],
                  transport: str) -> None:
@@ -119,8 +128,10 @@ class LiveSession(Session):
         self.inbox: list[Any] | None = None  # messages read, not yet handled
         self.inbox_bytes = 0
         self.pump: asyncio.Future[None] | None = None  # handles the inbox while it has any
-        self.out: list[bytes] | None = None  # frames written this turn of the loop
+        self.out: list[bytes] | None = None  # frames not yet handed to the transport
         self.out_bytes = 0
+        self.out_droppable: list[bool] | None = None  # beside ``out``, if it catches up
+        self.blocked = False  # the transport holds unsent data: ``out`` waits
         self.gone = False  # the transport ended (the session closes once the inbox is done)
         self.ended = False  # the disconnect handler has been called
 
@@ -133,54 +144,102 @@ class LiveSession(Session):
             return int(wire.get_write_buffer_size()) + self.out_bytes
         return self.queued_bytes
 
-    def write(self, data: bytes) -> bool:
-        """Write one WebSocket frame, in order, at the end of this turn of the
-        loop; False if the session cannot take it (its peer is too far behind:
-        the caller cuts it off)."""
+    def write(self, data: bytes, droppable: bool = False, *, first: bool = False) -> bool:
+        """Write one WebSocket frame, in order (a ping ``first``, ahead of what
+        waits), at the end of this turn of the loop; False if the session cannot
+        take it (its peer is too far behind: the caller cuts it off). A
+        ``droppable`` frame is dropped instead while the session skips."""
         wire = self.wire
         if wire is None or self.closed or wire.is_closing():
             return True  # nothing to cut: it is going anyway
-        limit = self.limits.max_backlog_bytes
+        if droppable and self.skipping:
+            return True
+        size = len(data)
         buffered = wire.get_write_buffer_size()  # what the kernel has not taken
         if buffered:  # behind: what it is given now counts against the node's budget
-            self.engine.budget.note(self, len(data))
+            self.engine.budget.note(self, size)
             if self.closed:  # the budget cut it
                 return True
-        if self.out is None:
-            if buffered > limit:
+        if self.out_bytes + buffered + size > self.limits.max_backlog_bytes:
+            if not self.catches_up:
                 return False
-            self.out = [data]
-            self.out_bytes = len(data)
-            self.engine.outbox.add(self)
-            return True
-        self.out_bytes += len(data)
-        if self.out_bytes + buffered > limit:
-            return False
-        self.out.append(data)
+            self.skip()
+            if droppable:
+                return True
+            if self.out_bytes + buffered + size > self.limits.max_backlog_bytes:
+                return False  # what cannot be dropped fills it: a peer not reading
+        out = self.out
+        if out is None:
+            out = self.out = []
+            if self.catches_up:
+                self.out_droppable = []
+            if not self.blocked:
+                self.engine.outbox.add(self)
+        if first:
+            out.insert(0, data)
+        else:
+            out.append(data)
+        self.out_bytes += size
+        flags = self.out_droppable
+        if flags is not None:
+            if first:
+                flags.insert(0, droppable)
+            else:
+                flags.append(droppable)
         return True
 
-    def flush(self) -> None:
-        """Hand this turn's frames to the transport: one write, one system call."""
-        out, self.out = self.out, None
-        self.out_bytes = 0
+    def skip(self) -> None:
+        """Over its bound, for a client that catches up: drop the droppable
+        frames waiting, and take no more of them until it has drained."""
+        super().skip()
+        out, flags = self.out, self.out_droppable
+        if out and flags is not None:
+            kept = [data for data, droppable in zip(out, flags) if not droppable]
+            self.out = kept or None
+            self.out_droppable = [False] * len(kept) if kept else None
+            self.out_bytes = sum(len(data) for data in kept)
+        if not self.blocked and self.wire is not None:  # (else ws_writable will)
+            self.engine.outbox.add(self)  # its flush sees when it has drained
+        self.engine.skipped(self)
+
+    def flush(self, *, force: bool = False) -> None:
+        """Hand the frames waiting to the transport, in one write (one system
+        call), unless the kernel still holds data from the last one (then
+        :meth:`ws_writable` writes them when it has taken it); ``force``: now,
+        whatever it holds (the session is closing)."""
+        if self.blocked and not force:
+            return
+        out = self.out
         wire = self.wire
+        self.out = self.out_droppable = None
+        self.out_bytes = 0
         if out and wire is not None and not wire.is_closing():
             wire.write(out[0] if len(out) == 1 else b"".join(out))
             left = wire.get_write_buffer_size()
             if left:  # the kernel did not take it all
                 self.engine.budget.note(self, left)
+        if self.skipping and self.resume_due(self.backlog_bytes()):
+            self.engine.caught_up(self)
 
-    def send(self, packet: Encoded) -> bool:
+    def ws_writable(self, writable: bool) -> None:
+        """The transport holds unsent data (``writable`` False) or has handed
+        it all to the kernel (True: write what waits)."""
+        self.blocked = not writable
+        if writable and (self.out or self.skipping):
+            self.flush()
+
+    def send(self, packet: Encoded, droppable: bool = False) -> bool:
         """Send one packet now (WebSocket) or at the next poll; False if the
         client is too far behind to take it."""
         if self.closed:
             return True
         if self.wire is not None:
-            return self.write(ws_frame(packet))
-        if not self.push(packet):
+            return self.write(ws_frame(packet), droppable)
+        if not self.push(packet, droppable):
             return False
-        self.engine.budget.note(self, packets.size(packet))
-        self.wake_poll()
+        if self.queued:
+            self.engine.budget.note(self, packets.size(packet))
+            self.wake_poll()
         return True
 
     def wake_poll(self, answer: str | None = None) -> None:
@@ -264,6 +323,7 @@ class EngineServer:
         self.connections = OpenConnections()  # WebSocket connections taken over
         self.going_away = False  # shutting down: sessions end so that clients reconnect
         self._entropy, self._entropy_at, self._sequence = b"", 0, 0  # see generate_id
+        self.skips = 0  # sessions that fell behind their bound and skipped, rather than be cut
         self._tasks: set[asyncio.Future[Any]] = set()  # sessions' own: shutdown waits for them
         self._background: set[asyncio.Future[Any]] = set()  # start_background_task's
 
@@ -503,7 +563,8 @@ class EngineServer:
             return web.Response(status=401, text="refused")
         try:
             connection = take_over(request, self.connections, self.max_http_buffer_size,
-                                   then=ws_frame(session.open_packet([])))
+                                   then=ws_frame(session.open_packet([])),
+                                   send_buffer=self.limits.send_buffer)
         except (web.HTTPException, ConnectionResetError) as exc:
             log.info("eio_sid=%s: WebSocket handshake refused (%s)", session.sid, exc)
             self.close(session, Reason.TRANSPORT_ERROR, goodbye=False)
@@ -522,7 +583,8 @@ class EngineServer:
             log.info("eio_sid=%s: refused a second WebSocket", session.sid)
             return web.Response(status=400, text="the session has a WebSocket already")
         try:
-            connection = take_over(request, self.connections, self.max_http_buffer_size)
+            connection = take_over(request, self.connections, self.max_http_buffer_size,
+                                   send_buffer=self.limits.send_buffer)
         except (HandshakeError, web.HTTPException, ConnectionResetError) as exc:
             session.upgrading = None
             log.info("eio_sid=%s: upgrade handshake refused (%s)", session.sid, exc)
@@ -643,13 +705,13 @@ class EngineServer:
         session.timer = None
         if session.closed:
             return
-        ping = session.ping()
+        ping = session.ping()  # ahead of what waits: a slow reader still hears it
         if session.wire is not None:
-            if not session.write(ws_frame(ping)):
+            if not session.write(ws_frame(ping), first=True):
                 self._spawn(self.cut_slow_consumer(session))
                 return
         else:
-            session.push_control(ping)
+            session.push_control(ping, first=True)
             session.wake_poll()
         session.timer = asyncio.get_running_loop().call_later(
             self.limits.ping_timeout, self._pong_due, session)
@@ -670,9 +732,11 @@ class EngineServer:
 
     # -- sending to many --------------------------------------------------------------
 
-    async def broadcast(self, sids: Iterable[str], data: str | bytes) -> None:
+    async def broadcast(self, sids: Iterable[str], data: str | bytes,
+                        droppable: bool = False) -> None:
         """Send one message to many sessions: on WebSocket the same frame bytes to
-        each, written now; on long-polling to each queue."""
+        each, written now; on long-polling to each queue. ``droppable``: a
+        session that catches up may drop it (see :meth:`catch_up_when_behind`)."""
         packet = packets.message(data)
         wire_frame = b""
         sockets = self.sockets
@@ -683,12 +747,41 @@ class EngineServer:
                 continue
             if session.wire is not None:
                 wire_frame = wire_frame or ws_frame(packet)
-                if not session.write(wire_frame):
+                if not session.write(wire_frame, droppable):
                     behind.append(session)
-            elif not session.send(packet):
+            elif not session.send(packet, droppable):
                 behind.append(session)
         for session in behind:
             await self.cut_slow_consumer(session)
+
+    # -- readers that fall behind -------------------------------------------------------
+
+    def catch_up_when_behind(self, sid: str) -> None:
+        """The client of session ``sid`` catches up by itself on what it was not
+        sent (it fetches it again): past its backlog bound the session is not
+        cut but *skips*: the droppable packets waiting for it are dropped and it
+        is given no more of them until it has drained below an eighth of the
+        bound; then the ``caught_up`` handler is called with its sid (to tell
+        the client what to fetch), and it is live again. The rest (replies,
+        pings) still counts against the bound: a peer that does not read at
+        all is cut all the same."""
+        session = self.sockets.get(sid)
+        if session is None or session.catches_up:
+            return
+        session.catches_up = True
+        if session.out is not None:
+            session.out_droppable = [False] * len(session.out)
+
+    def skipped(self, session: LiveSession) -> None:
+        self.skips += 1
+        log.info("eio_sid=%s: behind its bound; skipping what it can fetch again",
+                 session.sid)
+
+    def caught_up(self, session: LiveSession) -> None:
+        """A session that skipped has drained: its client is told to catch up."""
+        handler = self.handlers.get("caught_up")
+        if handler is not None and not session.closed:
+            self._spawn(handler(session.sid))
 
     def backlog(self, sid: str) -> int:
         """Packets queued for a long-polling session (0 on WebSocket or if gone)."""
@@ -747,7 +840,7 @@ class EngineServer:
         elif connection is not None:
             if goodbye:
                 session.write(ws_frame(packets.CLOSE_TEXT))
-            session.flush()  # what was written this turn, then the closing handshake
+            session.flush(force=True)  # what waits, then the closing handshake
             session.wire = None
             connection.listener = None
             connection.close(ws_code)

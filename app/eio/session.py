@@ -38,13 +38,18 @@ class Limits:
     max_node_backlog_bytes: int = 0  # all sessions' unsent bytes together; 0: no bound
     max_poll_packets: int = 16  # in one poll response; 0: all that are queued
     max_payload_packets: int = 100_000  # in one POST body
+    send_buffer: int = 65536  # a WebSocket's kernel send buffer (SO_SNDBUF); 0: the system's
+
+
+RESUME_FRACTION = 8  # a session catching up goes live again below 1/8 of its bounds
 
 
 class Session:
     """One client's Engine.IO session, from OPEN to closed."""
 
     __slots__ = ("sid", "environ", "transport", "limits", "closed", "awaiting_pong",
-                 "upgrading", "data", "_queue", "_queued_bytes", "__weakref__")
+                 "upgrading", "data", "catches_up", "skipping", "_queue", "_queued_bytes",
+                 "__weakref__")
 
     def __init__(self, sid: str, environ: dict[str, Any], transport: str,
                  limits: Limits) -> None:
@@ -56,7 +61,14 @@ class Session:
         self.awaiting_pong = False
         self.upgrading: str | None = None  # the next upgrade message expected
         self.data: dict[str, Any] = {}  # python-socketio's per-session storage
-        self._queue: deque[Encoded] | None = deque() if transport == POLLING else None
+        # Past its bounds a session is cut, unless its client catches up: then it
+        # skips (drops what is queued that can be dropped, and is given no more
+        # of it) until it is nearly drained, and is told to catch up (resume_due)
+        self.catches_up = False
+        self.skipping = False
+        # (packet, droppable) for the next poll
+        self._queue: deque[tuple[Encoded, bool]] | None = (
+            deque() if transport == POLLING else None)
         self._queued_bytes = 0
 
     @property
@@ -71,26 +83,65 @@ class Session:
 
     # -- the long-polling queue -------------------------------------------------
 
-    def push(self, packet: Encoded) -> bool:
+    def push(self, packet: Encoded, droppable: bool = False) -> bool:
         """Queue ``packet`` for the next poll; False (and not queued) if the
-        client is already as far behind as its bounds allow."""
+        client is already as far behind as its bounds allow. A ``droppable``
+        packet (what a client that catches up can fetch again) is dropped
+        instead while the session skips."""
         queue = self._queue
         if queue is None:
             return True  # on WebSocket: nothing is queued here
+        if droppable and self.skipping:
+            return True
         limits = self.limits
         if (len(queue) >= limits.max_backlog_packets
                 or self._queued_bytes >= limits.max_backlog_bytes):
-            return False
-        queue.append(packet)
+            if not self.catches_up:
+                return False
+            self.skip()
+            if droppable:
+                return True
+            if (len(queue) >= limits.max_backlog_packets
+                    or self._queued_bytes >= limits.max_backlog_bytes):
+                return False  # what cannot be dropped fills it: a peer not reading
+        queue.append((packet, droppable))
         self._queued_bytes += packets.size(packet)
         return True
 
-    def push_control(self, packet: Encoded) -> None:
+    def push_control(self, packet: Encoded, *, first: bool = False) -> None:
         """Queue a packet of the protocol's own (a ping, a close): never refused,
-        since at most one of each is ever waiting."""
+        since at most one of each is ever waiting. A ping goes ``first``, ahead
+        of what is queued (a reader far behind still hears the heartbeat)."""
         if self._queue is not None:
-            self._queue.append(packet)
+            if first:
+                self._queue.appendleft((packet, False))
+            else:
+                self._queue.append((packet, False))
             self._queued_bytes += packets.size(packet)
+
+    def skip(self) -> None:
+        """Over its bounds, for a client that catches up: drop the droppable
+        packets queued, and take no more of them until :meth:`resume_due`."""
+        self.skipping = True
+        queue = self._queue
+        if queue:
+            kept = [(packet, droppable) for packet, droppable in queue if not droppable]
+            queue.clear()
+            queue.extend(kept)
+            self._queued_bytes = sum(packets.size(packet) for packet, _ in kept)
+
+    def resume_due(self, backlog_bytes: int) -> bool:
+        """True once, when a skipping session has drained below a fraction of its
+        bounds (``backlog_bytes`` unsent, on WebSocket): it is live again, and
+        its client must be told to catch up on what it was not sent."""
+        if not self.skipping:
+            return False
+        limits = self.limits
+        if (backlog_bytes + self._queued_bytes > limits.max_backlog_bytes // RESUME_FRACTION
+                or self.queued > limits.max_backlog_packets // RESUME_FRACTION):
+            return False
+        self.skipping = False
+        return True
 
     @property
     def queued(self) -> int:
@@ -108,11 +159,11 @@ class Session:
             return []
         limit = self.limits.max_poll_packets
         if not limit or len(queue) <= limit:
-            batch = list(queue)
+            batch = [packet for packet, _ in queue]
             queue.clear()
             self._queued_bytes = 0
         else:
-            batch = [queue.popleft() for _ in range(limit)]
+            batch = [queue.popleft()[0] for _ in range(limit)]
             self._queued_bytes -= sum(packets.size(p) for p in batch)
         return batch
 
@@ -125,7 +176,7 @@ class Session:
     def take_all(self) -> list[Encoded]:
         """Everything queued (to write on the new WebSocket after an upgrade)."""
         queue = self._queue
-        batch = list(queue) if queue else []
+        batch = [packet for packet, _ in queue] if queue else []
         self._queue = None
         self._queued_bytes = 0
         return batch

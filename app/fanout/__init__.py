@@ -72,6 +72,9 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
 
     metrics: Metrics | None = None  # set by client_manager
     counted = "/"  # the namespace whose room events are counted (set by client_manager)
+    # events of the counted namespace that a connection catching up fetches
+    # again (set by the chat): the server may drop them for one that is behind
+    droppable: frozenset[str] = frozenset()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -163,8 +166,12 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         recipients = [eio_sid for sid, eio_sid in self.get_participants(namespace, target)
                       if sid not in skip]
-        for part in encoded if isinstance(encoded, list) else [encoded]:  # + attachments
-            await self.server.broadcast(recipients, part)
+        droppable = event in self.droppable and namespace == self.counted
+        if isinstance(encoded, list):  # with binary attachments: never dropped in part
+            for part in encoded:
+                await self.server.broadcast(recipients, part)
+        else:
+            await self.server.broadcast(recipients, encoded, droppable)
 
 
 class LocalFanout(CountingManager):

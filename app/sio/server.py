@@ -27,6 +27,10 @@ covered by ``tests/wire/test_engine.py`` and ``tests/wire/test_sio_protocol.py``
   fan-out node subscribes before it says healthy.
 * **Broadcasts encode once** (:meth:`broadcast`): python-socketio started a
   task per recipient.
+* **A reader that falls behind can catch up rather than be cut**
+  (:meth:`catch_up_when_behind`): the engine drops what a broadcast marked
+  droppable for it, and once it has drained each of its namespaces hears of
+  it (the handler's ``caught_up(sid)``), to tell the client what to fetch.
 * **Each connection has at most ``max_events_in_progress`` events handled
   at once.** An event's handler runs in a task of its own, started in
   arrival order, as python-socketio's did; past the bound the connection's
@@ -77,7 +81,7 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
     def __init__(self, *args: Any, connect_timeout: float = 45.0,
                  max_backlog_packets: int = 1000, max_backlog_bytes: int = 1_000_000,
                  max_node_backlog_bytes: int = 0, max_poll_packets: int = 16,
-                 max_events_in_progress: int = 50,
+                 send_buffer: int = 65536, max_events_in_progress: int = 50,
                  refuse_event: Callable[[str], list[Any]] = _no_reply, **kwargs: Any) -> None:
         # handlers run inline in python-socketio's _handle_event; we start the
         # task per event ourselves (see _handle_event), bounded per connection
@@ -91,10 +95,11 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
         self.max_backlog_packets = max_backlog_packets
         self.max_backlog_bytes = max_backlog_bytes
         self.refuse_event = refuse_event
+        self.eio.on("caught_up", self._handle_caught_up)
         self.eio.configure(max_backlog_packets=max_backlog_packets,
                            max_backlog_bytes=max_backlog_bytes,
                            max_node_backlog_bytes=max_node_backlog_bytes,
-                           max_poll_packets=max_poll_packets)
+                           max_poll_packets=max_poll_packets, send_buffer=send_buffer)
         # sessions not yet in a namespace -> when they must be; in connect order,
         # so also in deadline order: one timer serves them all (see _deadlines_due)
         self._unjoined: OrderedDict[str, float] = OrderedDict()
@@ -243,9 +248,11 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
 
     # -- sending ------------------------------------------------------------------
 
-    async def broadcast(self, eio_sids: Iterable[str], payload: str | bytes) -> None:
+    async def broadcast(self, eio_sids: Iterable[str], payload: str | bytes,
+                        droppable: bool = False) -> None:
         """Send one encoded Socket.IO packet to many sessions (the engine writes
-        the same WebSocket frame to each)."""
+        the same WebSocket frame to each); ``droppable``: a session catching up
+        may drop it (see :meth:`catch_up_when_behind`)."""
         if self._connecting:
             eio_sids = list(eio_sids)
             for eio_sid in eio_sids:
@@ -253,7 +260,26 @@ class RoomcastServer(compat.SocketIOServer):  # type: ignore[misc]
                 if held is not None:
                     held.append(payload)
             eio_sids = [s for s in eio_sids if s not in self._connecting]
-        await self.eio.broadcast(eio_sids, payload)
+        await self.eio.broadcast(eio_sids, payload, droppable)
+
+    # -- readers that fall behind ------------------------------------------------------
+
+    def catch_up_when_behind(self, sid: str, namespace: str) -> None:
+        """Connection ``sid`` of ``namespace`` fetches again what it misses: past
+        its backlog bound it skips droppable events rather than being cut
+        (:meth:`EngineServer.catch_up_when_behind`)."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
+        if eio_sid is not None:
+            self.eio.catch_up_when_behind(eio_sid)
+
+    async def _handle_caught_up(self, eio_sid: str) -> None:
+        """A session that skipped has drained: each namespace it is connected to
+        whose handler has ``caught_up`` is told, with its sid there."""
+        for namespace, handler in list(self.namespace_handlers.items()):
+            sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+            caught_up = getattr(handler, "caught_up", None)
+            if sid is not None and caught_up is not None:
+                await caught_up(sid)
 
     def backlog(self, eio_sid: str) -> int:
         return self.eio.backlog(eio_sid)

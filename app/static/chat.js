@@ -973,7 +973,9 @@ function useToken(token) {
 function connect(credential) {
   const tokenMode = config.auth === "token";
   const name = tokenMode ? tokenName(credential) : credential;
-  const auth = tokenMode ? { token: credential } : { name };
+  // catch_up: this page fetches what it misses, so the server may skip live
+  // events for it while it reads slower than its rooms speak, not cut it off
+  const auth = { ...(tokenMode ? { token: credential } : { name }), catch_up: true };
   myName = name;
   moderator = tokenMode && tokenClaims(credential).moderator === true;
   els.whoami.textContent = `You are ${name}`;

@@ -12,8 +12,17 @@ handshake, hands each whole message to its listener (an Engine.IO session)
 and fails the connection on anything RFC 6455 forbids, logging why ("closing
 a WebSocket: ..."). It writes what it is given; framing outgoing messages is
 the caller's (:func:`app.ws.frames.frame`). Reading pauses while the listener
-is behind or the peer is not reading what we write, so nothing a peer sends
-makes us buffer without bound.
+is behind, so nothing a peer sends makes us buffer without bound.
+
+Reading goes on while the peer is slow to read what we write: a slow reader
+must still be heard (its pongs, its requests to catch up). What it can make
+us write by itself stays bounded: while the transport holds unsent data, a
+ping is answered by one pong, for the latest ping, once it has drained (as
+RFC 6455 section 5.5.3 allows); the listener bounds the rest (its backlog).
+The transport hands data on to the kernel as soon as it can (its high-water
+mark is 0): what waits, waits with the listener, told by :meth:`ws_writable`
+when to write again, and the kernel holds at most the socket's send buffer
+(``send_buffer``, see :func:`app.ws.handshake.take_over`).
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ class Listener(Protocol):
     def ws_message(self, data: str | bytes) -> None: ...
 
     def ws_closed(self) -> None: ...
+
+    def ws_writable(self, writable: bool) -> None: ...
 
 
 class OpenConnections:
@@ -81,7 +92,7 @@ class WebSocketConnection(asyncio.Protocol):
     """One WebSocket connection after its handshake, fed by the event loop."""
 
     __slots__ = ("transport", "listener", "_registry", "max_size", "_buffer", "_message",
-                 "_message_opcode", "_closing", "_paused", "_write_blocked")
+                 "_message_opcode", "_closing", "_paused", "_write_blocked", "_pong_owed")
 
     def __init__(self, transport: asyncio.Transport, registry: OpenConnections,
                  max_size: int) -> None:
@@ -94,7 +105,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._message_opcode = TEXT
         self._closing: asyncio.TimerHandle | bool = False  # our Close is sent
         self._paused = False  # by the listener: its inbox is full
-        self._write_blocked = False  # by the transport: the peer is not reading
+        self._write_blocked = False  # the transport holds data the kernel has not taken
+        self._pong_owed: bytes | None = None  # the latest ping's, while blocked
+        transport.set_write_buffer_limits(high=0)  # pause_writing as soon as it holds any
         registry.add(self)
 
     # -- the listener's side ---------------------------------------------------
@@ -144,12 +157,11 @@ class WebSocketConnection(asyncio.Protocol):
             self._reading_changed()
 
     def _reading_changed(self) -> None:
-        """Read from the peer only while neither the listener's inbox nor our
-        write buffer is full."""
+        """Read from the peer only while the listener's inbox is not full."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self._paused or self._write_blocked:
+        if self._paused:
             transport.pause_reading()
         else:
             transport.resume_reading()
@@ -221,16 +233,19 @@ class WebSocketConnection(asyncio.Protocol):
             listener.ws_closed()
 
     def pause_writing(self) -> None:
-        """The peer is not reading what we write: stop reading what it sends, so
-        that what it makes us write (pongs, close answers) stays bounded by the
-        transport's high-water mark, with no Socket.IO session needed. (The
-        session also cuts a slow consumer by its backlog, ``app.transport``.)"""
+        """The kernel did not take all we wrote: the peer is slower than we are."""
         self._write_blocked = True
-        self._reading_changed()
+        if self.listener is not None:
+            self.listener.ws_writable(False)
 
     def resume_writing(self) -> None:
+        """All we wrote is with the kernel: the owed pong, then the listener's."""
         self._write_blocked = False
-        self._reading_changed()
+        pong, self._pong_owed = self._pong_owed, None
+        if pong is not None:
+            self.write(frame(PONG, pong))
+        if self.listener is not None and not self._write_blocked:
+            self.listener.ws_writable(True)
 
     # -- frames ------------------------------------------------------------------
 
@@ -252,7 +267,10 @@ class WebSocketConnection(asyncio.Protocol):
             else:
                 self._message, self._message_opcode = bytearray(payload), opcode
         elif opcode == PING:
-            self.write(frame(PONG, payload))
+            if self._write_blocked:
+                self._pong_owed = payload  # one pong, for the latest ping, once drained
+            else:
+                self.write(frame(PONG, payload))
         elif opcode == CLOSE:
             problem = close_payload_problem(payload)
             if problem is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -66,17 +67,28 @@ class HandedOff(web.StreamResponse):
 
 
 def take_over(request: Any, registry: OpenConnections, max_size: int,
-              then: bytes = b"") -> WebSocketConnection:
+              then: bytes = b"", send_buffer: int = 0) -> WebSocketConnection:
     """Answer the WebSocket handshake of ``request`` (with the frames ``then``, in
     the same write) and take its connection, from aiohttp or from the front door
     (:mod:`app.eio.front`); the handler then returns :class:`HandedOff`. Raises
     HandshakeError (or HTTPUpgradeRequired) for a bad handshake,
     ConnectionResetError if the peer is already gone. Nothing is read until
-    :meth:`WebSocketConnection.listen`."""
+    :meth:`WebSocketConnection.listen`.
+
+    ``send_buffer`` (bytes; 0: the system's default) bounds what the kernel
+    holds for a peer that reads slowly: Linux grows a socket's send buffer
+    up to megabytes by itself, and whatever waits there waits ahead of the
+    next ping, beyond the server's reach."""
     response = accept(request)
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("the peer left during the handshake")
+    sock = transport.get_extra_info("socket")
+    if send_buffer and sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        except OSError:  # (not a socket that has one)
+            pass
     connection = WebSocketConnection(transport, registry, max_size)
     detach = getattr(request, "detach", None)  # a request the front door read
     tail = detach() if detach is not None else compat.release_aiohttp_connection(request)

@@ -1,10 +1,13 @@
 // One socket.io-client 4 user of Roomcast, driven by tests/test_js_client.py.
 // argv[2] is a JSON config: {url, nsp, transports, parser, name, room, send, expect,
-// change, changes, mentions, read}. It connects, joins `room` (with `since: undefined`), sends `send`
+// change, changes, mentions, read, catchUp}. It connects, joins `room` (with `since: undefined`), sends `send`
 // messages (with `client_id: undefined`), with `change` edits and reacts to its first
 // one, with `read` marks the room read up to its last message, waits for `expect`
 // messages, `changes` change events and `mentions` mention events, and prints
 // one JSON line per step on stdout: the test reads them as they come.
+// With `catchUp` it follows docs/protocol.md's rules for getting every entry once,
+// in order (its last seq, gaps and `catch_up` filled from `history`), and says so
+// at connect (`auth.catch_up`): it then reports the texts and changes it handled.
 import { io } from "socket.io-client";
 import msgpackParser from "socket.io-msgpack-parser";
 
@@ -13,7 +16,7 @@ const say = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 const socket = io(config.url + (config.nsp || "/chat"), {
   transports: config.transports,
   parser: config.parser === "msgpack" ? msgpackParser : undefined,
-  auth: { name: config.name },
+  auth: config.catchUp ? { name: config.name, catch_up: true } : { name: config.name },
   reconnectionDelay: 100,
   reconnectionDelayMax: 500,
 });
@@ -22,8 +25,48 @@ const changes = [];
 let started = false;
 
 socket.on("connect_error", (err) => say({ step: "connect_error", message: err.message }));
+
+// -- catchUp: every entry of the room once, in order -------------------------------
+let last = 0;
+let disconnects = 0;
+let joinedRoom;
+let chain = new Promise((resolve) => { joinedRoom = resolve; });  // entries wait for the join
+const handled = { texts: [], changes: 0 };
+const inOrder = (work) => { chain = chain.then(work).catch((err) => say({ step: "error", message: String(err) })); };
+function take(entry) {
+  if (entry.seq !== last + 1) return;
+  last = entry.seq;
+  if (entry.kind) handled.changes += 1; else handled.texts.push(entry.text);
+  if (handled.texts.length === config.expect && handled.changes === (config.changes || 0)) {
+    // (the first 10 characters of each: a JSON line the test reads whole)
+    say({ step: "received", texts: handled.texts.map((t) => t.slice(0, 10)),
+          changes: handled.changes, disconnects });
+  }
+}
+async function fetchUpTo(upto) {
+  while (last < upto) {
+    const page = await socket.timeout(10000).emitWithAck("history", { room: config.room, after: last, limit: 200 });
+    if (!page.ok) throw new Error(page.error.code);
+    const before = last;
+    for (const entry of [...page.messages, ...page.changes].sort((a, b) => a.seq - b.seq)) take(entry);
+    if (!page.more || last === before) break;
+  }
+}
+const entry = (item) => inOrder(async () => {
+  if (item.seq <= last) return;
+  if (item.seq > last + 1) await fetchUpTo(item.seq - 1);
+  take(item);
+});
+if (config.catchUp) {
+  socket.on("disconnect", () => { disconnects += 1; });
+  socket.on("change", entry);
+  socket.on("catch_up", ({ room, seq }) => {
+    if (room === config.room) inOrder(() => (seq > last ? fetchUpTo(seq) : undefined));
+  });
+}
 socket.io.engine.on("upgrade", (transport) => say({ step: "upgraded", transport: transport.name }));
 socket.on("message", (message) => {
+  if (config.catchUp) return entry(message);
   if (message.user === config.name) return;
   received.push(message.text);
   if (received.length === config.expect) {
@@ -46,6 +89,8 @@ socket.on("connect", async () => {
   started = true;
   const joined = await socket.timeout(10000).emitWithAck("join", { room: config.room, since: undefined });
   say({ step: "joined", ok: joined.ok, error: joined.error });
+  last = joined.seq || 0;
+  joinedRoom();
   const acks = [];
   for (let i = 0; i < config.send; i++) {
     acks.push(socket.timeout(10000).emitWithAck("send", {

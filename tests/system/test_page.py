@@ -17,6 +17,7 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, Frame, Locator, async_playwright, expect
 
+from app.appkeys import SIO_KEY
 from app.chat.namespace import NAMESPACE
 from app.core.models import RoomName, Sid
 
@@ -624,6 +625,17 @@ async def test_page_in_token_mode(serve: ServeFactory, browser: Browser,
     await expect(alice.page.locator("#messages li[data-seq] .from")).to_have_text(["alice"])
 
 
+async def alice_in_r(users: list[User], browser: Browser, url: str, transport: str) -> User:
+    """alice's page, in room r and connected, on ``transport``."""
+    params = {"name": "alice", "room": "r"}
+    if transport == "polling":
+        params["transport"] = "polling"
+    alice = await open_user(users, browser, url, **params)
+    await alice.in_room("r")
+    await alice.connected()
+    return alice
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def page_proxy(page_server: Served) -> AsyncIterator[Proxy]:
     """A proxy to page_server (ask for it before ``users``: it must outlive the pages)."""
@@ -642,12 +654,7 @@ async def test_page_catches_up_on_long_messages(page_server: Served, browser: Br
     proxy = page_proxy
     peer = await python_peer(page_server.url, page_server.settings.serializer, "py", "r")
     try:
-        params = {"name": "alice", "room": "r"}
-        if transport == "polling":
-            params["transport"] = "polling"
-        alice = await open_user(users, browser, proxy.url, **params)
-        await alice.in_room("r")
-        await alice.connected()
+        alice = await alice_in_r(users, browser, proxy.url, transport)
         proxy.offline = alice.offline = True
         proxy.cut()
         await expect(alice.page.locator("#status")).to_have_attribute(
@@ -665,6 +672,51 @@ async def test_page_catches_up_on_long_messages(page_server: Served, browser: Br
         seqs = await alice.messages().evaluate_all("items => items.map(i => +i.dataset.seq)")
         assert seqs == list(range(1, 501))
         assert await alice.texts() == missed
+    finally:
+        await peer.disconnect()  # type: ignore[attr-defined]
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def slow_link(serve: ServeFactory) -> AsyncIterator[tuple[Served, Proxy]]:
+    """A server with small backlog bounds and a ping every second, and a proxy
+    to it whose rate the test sets (ask for it before ``users``)."""
+    served = await serve(serializer="msgpack", max_backlog_bytes=64_000,
+                         max_reply_bytes=32_000, socket_send_buffer=16384,
+                         ping_interval=1.0, ping_timeout=3.0)
+    proxy = await Proxy(int(served.url.rsplit(":", 1)[1]), rate=0).start()
+    yield served, proxy
+    await proxy.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_a_page_on_a_slow_link_is_caught_up_not_cut(
+        slow_link: tuple[Served, Proxy], browser: Browser, users: list[User],
+        transport: str) -> None:
+    """A page whose link (a proxy at 40 KB/s) is ten times slower than its room
+    (200 messages of a kilobyte sent at once, and reactions): the server skips
+    live events for it and tells it to catch up, rather than cut it; it shows
+    every message once, in order, with its reactions, on the same connection."""
+    served, proxy = slow_link
+    peer = await python_peer(served.url, "msgpack", "py", "r")
+    try:
+        alice = await alice_in_r(users, browser, proxy.url, transport)
+        sids = {sid for sid, conn in served.chat.connections.items() if conn.name == "alice"}
+        proxy.rate = 40_000  # the page has loaded: from now on its link is slow
+        texts = [f"{i:03} " + "x" * 996 for i in range(200)]
+        call = peer.call  # type: ignore[attr-defined]
+        acks = [await call("send", {"room": "r", "text": text}, namespace=NAMESPACE,
+                           timeout=TIMEOUT) for text in texts]
+        for ack in acks[:20]:
+            await call("react", {"room": "r", "seq": ack["message"]["seq"], "emoji": "👍"},
+                       namespace=NAMESPACE, timeout=TIMEOUT)
+        assert served.app[SIO_KEY].eio.skips >= 1  # it fell behind
+        await expect(alice.messages()).to_have_count(200, timeout=4 * WAIT_MS)
+        assert await alice.texts() == texts
+        await expect(alice.page.locator("#messages li[data-seq] .reactions")).to_have_count(
+            20, timeout=4 * WAIT_MS)
+        assert {sid for sid, conn in served.chat.connections.items()
+                if conn.name == "alice"} == sids  # never cut: the same connection
+        proxy.rate = 0
     finally:
         await peer.disconnect()  # type: ignore[attr-defined]
 

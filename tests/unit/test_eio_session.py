@@ -49,6 +49,56 @@ def test_control_packets_are_counted_but_never_refused() -> None:
     assert session.take() == ["4x", "2"]
 
 
+def test_a_session_that_catches_up_skips_what_it_can_fetch_again() -> None:
+    """Past its bound, a session whose client catches up drops the droppable
+    packets queued and takes no more of them (replies still count and are
+    kept, in order); drained below an eighth of the bound it is live again,
+    once."""
+    session = polling(max_backlog_packets=16, max_poll_packets=4)
+    session.catches_up = True
+    for i in range(12):
+        assert session.push(f"4room{i}", droppable=True)
+    assert session.push("4ack0")
+    for i in range(12, 15):
+        assert session.push(f"4room{i}", droppable=True)
+    assert not session.skipping and session.queued == 16
+    assert session.push("4ack1")  # over the bound: the room's packets go, the ack stays
+    assert session.skipping
+    assert session.push("4room15", droppable=True)  # taken, and dropped
+    assert session.take() == ["4ack0", "4ack1"]
+    assert session.queued == 0 and session.queued_bytes == 0
+    assert session.resume_due(0) and not session.skipping
+    assert not session.resume_due(0)  # once
+    assert session.push("4room16", droppable=True) and session.take() == ["4room16"]
+
+
+def test_a_session_that_catches_up_is_still_cut_when_replies_fill_it() -> None:
+    """What cannot be dropped (replies) still counts: a peer that reads nothing
+    at all is cut as before."""
+    session = polling(max_backlog_packets=3)
+    session.catches_up = True
+    assert all(session.push(f"4ack{i}") for i in range(3))
+    assert not session.push("4ack3")
+    assert session.push("4room", droppable=True)  # dropped: nothing to cut for
+    assert session.queued == 3
+
+
+def test_a_session_that_does_not_catch_up_drops_nothing() -> None:
+    session = polling(max_backlog_packets=3)
+    assert all(session.push("4room", droppable=True) for _ in range(3))
+    assert not session.push("4room", droppable=True)
+    assert not session.skipping and session.queued == 3
+
+
+def test_a_ping_goes_ahead_of_what_is_queued() -> None:
+    """A reader far behind still hears the heartbeat within one poll."""
+    session = polling(max_poll_packets=2)
+    for i in range(5):
+        session.push(f"4m{i}")
+    session.push_control(session.ping(), first=True)
+    assert session.take() == ["2", "4m0"]
+
+
 def test_heartbeat_a_pong_is_owed_after_each_ping() -> None:
     session = polling()
     assert session.receive((PONG, "")) == IGNORE  # none was asked for

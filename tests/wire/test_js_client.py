@@ -4,75 +4,14 @@ the default and the msgpack parser. A Python peer shares the room."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from app.chat.namespace import NAMESPACE
 
 from ..conftest import TIMEOUT, Peer, Served, sio_client
+from ..jsclient import JSClient
 
 pytestmark = pytest.mark.matrix  # the wire matters here: both transports, both serializers
-
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
-SCRIPT = NODE_DIR / "client.mjs"
-
-
-class JSClient:
-    """One ``node client.mjs`` process; its JSON lines are read as they come."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.seen: list[dict[str, Any]] = []  # lines passed over by line()
-
-    @classmethod
-    async def start(cls, **config: Any) -> JSClient:
-        node = shutil.which("node")
-        assert node is not None, "node is needed (make test installs it)"
-        assert (NODE_DIR / "node_modules" / "socket.io-client").exists(), \
-            "run npm ci --prefix tests/node (make test does)"
-        proc = await asyncio.create_subprocess_exec(
-            node, str(SCRIPT), json.dumps(config), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        return cls(proc)
-
-    async def line(self, step: str) -> dict[str, Any]:
-        """The next line of ``step`` (others on the way are kept in ``seen``)."""
-        assert self.proc.stdout is not None
-        while True:
-            raw = await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)
-            assert raw, "the JS client ended: " + (await self._stderr())
-            line: dict[str, Any] = json.loads(raw)
-            if line["step"] == step:
-                return line
-            self.seen.append(line)
-
-    async def _stderr(self) -> str:
-        assert self.proc.stderr is not None
-        return (await self.proc.stderr.read()).decode()
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                await asyncio.wait_for(self.proc.wait(), TIMEOUT)
-            except asyncio.TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-
-@pytest.fixture
-async def js() -> AsyncIterator[list[JSClient]]:
-    started: list[JSClient] = []
-    yield started
-    for client in started:
-        await client.stop()
 
 
 async def python_peer(served: Served, name: str) -> Peer:
