@@ -23,7 +23,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 # what is metered per connection: a <kind>_rate and <kind>_burst field each
 RATED = ("send", "change", "typing", "join", "leave", "history", "search", "rooms", "renew",
-         "read", "direct", "reply_bytes")
+         "read", "direct", "members", "reply_bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +73,16 @@ class Settings:
         "help": "seconds a name stays present in a room after its connection dropped "
                 "(not after a leave or a goodbye): back within it, on any node, nobody "
                 "sees it leave or join; long enough to cover a node's restart; 0: at once"})
+    presence_list_max: int = field(default=100, metadata={
+        "help": "rooms of up to this many people get their whole member list with a join "
+                "and with each arrival or departure, at once; larger ones a first page and "
+                "a count (members pages the rest) and their changes coalesced"})
+    presence_tick: float = field(default=1.0, metadata={
+        "help": "seconds over which a large room's arrivals and departures are gathered "
+                "into one presence event (per node)"})
+    presence_max_names: int = field(default=50, metadata={
+        "help": "names of arrivals, and of departures, one coalesced presence event lists "
+                "(the count is always right; more: true says some were left out)"})
     redis_max_connections: int = field(default=100, metadata={
         "help": "connections this node's presence client may hold; more requests wait "
                 "for a free one (up to 10 s); fan-out holds two of its own (on a Redis "
@@ -134,6 +144,9 @@ class Settings:
     rooms_rate: float = field(default=1.0, metadata={
         "help": "rooms-list requests per second per connection, sustained"})
     rooms_burst: int = field(default=10, metadata={"help": "rooms-list requests in a burst"})
+    members_rate: float = field(default=2.0, metadata={
+        "help": "member-list pages (members) per second per connection, sustained"})
+    members_burst: int = field(default=20, metadata={"help": "member-list pages in a burst"})
     renew_rate: float = field(default=0.2, metadata={
         "help": "token renewals per second per connection, sustained (token mode)"})
     renew_burst: int = field(default=5, metadata={"help": "token renewals in a burst"})
@@ -339,6 +352,10 @@ class Settings:
                 self.sign_in_url.startswith(("https://", "http://"))
                 or self.sign_in_url.startswith("/") and not self.sign_in_url.startswith("//")):
             raise ValueError("sign_in_url must be a path on this site or an http(s) URL")
+        if self.presence_list_max < 1 or self.presence_max_names < 1 \
+                or self.presence_tick <= 0:
+            raise ValueError("presence_list_max and presence_max_names must be at least 1 "
+                             "and presence_tick positive")
         if self.presence_grace < 0 or self.drain_window < 0:
             raise ValueError("presence_grace and drain_window may not be negative")
         if self.drain_window and self.drain_window >= self.shutdown_timeout:

@@ -63,6 +63,15 @@ class Person:
     left: bool = False
 
 
+def told(event: dict[str, Any]) -> list[tuple[str, str]]:
+    """(user, "join" | "leave") of each name a presence event tells of: one, in
+    a small room's; a tick's arrivals and departures, in a large room's."""
+    if "user" in event:
+        return [(event["user"], event["event"])]
+    return [(name, "join") for name in event.get("joined", ())] + [
+        (name, "leave") for name in event.get("left", ())]
+
+
 async def connect(person: Person, url: str, index: int, sessions: list[Any]) -> None:
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
         local_addr=(ADDRESSES[index % len(ADDRESSES)], 0)))
@@ -83,7 +92,7 @@ async def connect(person: Person, url: str, index: int, sessions: list[Any]) -> 
                         http_session=http, request_timeout=10,
                         on_message=lambda m: person.received.append((m["seq"],
                                                                      m.get("client_id"))),
-                        on_presence=lambda p: person.presence.append((p["user"], p["event"])),
+                        on_presence=lambda p: person.presence.extend(told(p)),
                         on_state=state)
     person.client = client
     await client.connect()

@@ -106,7 +106,15 @@ class ApiClient:
         return list((await self.call("GET", "/rooms"))["rooms"])
 
     async def members(self, room: str) -> list[str]:
-        return list((await self.call("GET", self._room(room) + "/members"))["members"])
+        """Everyone in ``room``, sorted (a large room's pages, one after another)."""
+        names: set[str] = set()
+        page = await self.call("GET", self._room(room) + "/members")
+        names.update(page["members"])
+        while page.get("next"):
+            page = await self.call("GET", self._room(room) + "/members?next="
+                                   + quote(page["next"]))
+            names.update(page["members"])
+        return sorted(names)
 
     async def cursor(self, room: str, name: str) -> int | None:
         """Where this key's cursor ``name`` stands in ``room`` (None: never moved)."""

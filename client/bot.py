@@ -107,7 +107,13 @@ class Bot:
         self.directs[room] = (ack["seq"], now)
 
     async def on_presence(self, event: JSON) -> None:
-        self.members[event["room"]] = list(event["members"])
+        room = event["room"]
+        if "members" in event:  # a small room's whole list
+            self.members[room] = list(event["members"])
+            return
+        # a large room's changes of a tick: applied to the names the bot knows
+        here = set(self.members.get(room, ())) | set(event.get("joined", ()))
+        self.members[room] = sorted(here - set(event.get("left", ())))
 
     async def on_message(self, message: JSON) -> None:
         room = message["room"]

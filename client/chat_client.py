@@ -556,6 +556,12 @@ class ChatClient:
         rooms: list[JSON] = (await self.request("rooms"))["rooms"]
         return rooms
 
+    async def members(self, room: str, *, next: str | None = None, limit: int = 100) -> JSON:
+        """A page of ``room``'s members (a room joined): ``members``, ``count`` and,
+        if there are more, ``members_next`` (pass it as ``next``). A room of up
+        to the server's ``--presence-list-max`` comes whole in the join's ack."""
+        return await self.request("members", _given(room=room, next=next, limit=limit))
+
     async def typing(self, room: str, active: bool) -> None:
         await self.request("typing", {"room": room, "active": active})
 

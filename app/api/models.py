@@ -19,7 +19,8 @@ from ..chat.directs import MAX_PEOPLE
 from ..chat.mentions import NAME_MAX
 from ..chat.protocol import (
     AUDIT_DEFAULT, AUDIT_MAX, CLIENT_ID_MAX, CURSOR_MAX, CURSOR_NAME_MAX, EMOJI_MAX,
-    HISTORY_DEFAULT, HISTORY_MAX, MAX_SEQ, QUERY_MAX, ROOM_MAX, SEARCH_DEFAULT, SEARCH_MAX,
+    HISTORY_DEFAULT, HISTORY_MAX, MAX_SEQ, MEMBERS_DEFAULT, MEMBERS_MAX, QUERY_MAX, ROOM_MAX,
+    SEARCH_DEFAULT, SEARCH_MAX,
     SECONDS_MAX,
 )
 from ..core.errors import ErrorCode
@@ -102,6 +103,12 @@ class SearchQuery(Query):
     cursor: str | None = Field(default=None, min_length=1, max_length=CURSOR_MAX,
                                description="next, from the previous page")
     limit: Annotated[int, Field(ge=1, le=SEARCH_MAX)] = SEARCH_DEFAULT
+
+
+class MembersQuery(Query):
+    next: str | None = Field(default=None, min_length=1, max_length=CURSOR_MAX,
+                             description="next, from the previous page")
+    limit: Annotated[int, Field(ge=1, le=MEMBERS_MAX)] = MEMBERS_DEFAULT
 
 
 class CursorBody(Strict):
@@ -347,7 +354,10 @@ class Rooms(Ok):
 
 class Members(Ok):
     room: str
-    members: list[str]
+    members: list[str] = Field(description="a page of names (every one, in a room of up to "
+                                           "--presence-list-max)")
+    count: int = Field(description="how many people are in the room")
+    next: str | None = Field(description="for the next page (query next); null: no more")
 
 
 class Direct(Ok):

@@ -208,10 +208,12 @@ async def rooms(api: Api, call: Call) -> Json:
 
 
 async def members(api: Api, call: Call) -> Json:
-    room = call.path.room
-    await api.enter(call, room)
-    api.chat.connections.limit(call.conn, "rooms", "rooms requests")
-    return {"ok": True, "room": room, "members": await api.chat.rooms.members(call.conn, room)}
+    q = call.query
+    payload = {"room": call.path.room, "limit": q.limit,
+               **({"next": q.next} if q.next is not None else {})}
+    ack = await api.event(call, "members", payload, call.path.room)
+    return {"ok": True, "room": ack["room"], "members": ack["members"], "count": ack["count"],
+            "next": ack.get("members_next")}
 
 
 async def open_direct(api: Api, call: Call) -> Json:
@@ -323,7 +325,8 @@ ENDPOINTS = [
     Endpoint("GET", "/rooms", "listRooms", "The rooms with members now, and the key "
              "identity's own rooms (those the key's rooms admit)", "read", rooms, m.Rooms),
     Endpoint("GET", ROOM + "/members", "listMembers", "Who is in a room now (on every node)",
-             "read", members, m.Members, path_model=m.RoomPath),
+             "read", members, m.Members, path_model=m.RoomPath,
+             query_model=m.MembersQuery),
     Endpoint("GET", ROOM + "/messages", "history", "A page of a room's history: the latest, "
              "before a seq (older), or the stream after one (newer, with changes)", "read",
              history, m.History, path_model=m.RoomPath, query_model=m.HistoryQuery),

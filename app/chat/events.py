@@ -24,8 +24,8 @@ from ..core.policy import ACTIONS
 from .protocol import (
     parse_advance, parse_audit, parse_delete, parse_direct, parse_edit, parse_govern,
     parse_history, parse_join, parse_leave, parse_reaction, parse_read, parse_renew, parse_room,
-    parse_invite, parse_report, parse_revoke, parse_rooms, parse_search, parse_send,
-    parse_typing,
+    parse_invite, parse_members, parse_report, parse_revoke, parse_rooms, parse_search,
+    parse_send, parse_typing,
 )
 from .governance import Governance
 from .services import Chat
@@ -95,6 +95,10 @@ async def _rooms(chat: Chat, conn: Connection, data: object) -> Ack:
     return await chat.reads.rooms(conn)
 
 
+async def _members(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.rooms.members_page(conn, parse_members(data))
+
+
 async def _read(chat: Chat, conn: Connection, data: object) -> Ack:
     return await chat.reads.mark(conn, parse_read(data))
 
@@ -133,7 +137,8 @@ def _governance(call: Callable[[Governance, Connection, Any], Awaitable[Ack]],
 EVENTS: dict[str, Event] = {
     "join": _join, "leave": _leave, "send": _send, "history": _history, "search": _search,
     "edit": _edit, "delete": _delete, "react": _react, "unreact": _unreact,
-    "typing": _typing, "rooms": _rooms, "read": _read, "direct": _direct, "renew": _renew,
+    "typing": _typing, "rooms": _rooms, "members": _members, "read": _read,
+    "direct": _direct, "renew": _renew,
     "advance": _advance, **{kind: _govern(kind) for kind in ACTIONS},
     "room_info": _governance(Governance.info, parse_room),
     "audit": _governance(Governance.audit, parse_audit),

@@ -75,6 +75,13 @@ class HistoryRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class MembersRequest:
+    room: RoomName
+    cursor: str | None  # an earlier page's members_next
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class SearchRequest:
     query: str
     terms: list[str]  # its words, case-folded (app.store.search)
@@ -317,10 +324,26 @@ def parse_history(data: object) -> HistoryRequest:
     return HistoryRequest(room, before, after, limit)
 
 
+CURSOR_MAX = 200  # characters of a cursor (search's next, members' next)
+MEMBERS_DEFAULT = 100  # names in a members page
+MEMBERS_MAX = 500
+
+
+def parse_members(data: object) -> MembersRequest:
+    payload = _payload(data)
+    room = _room(payload)
+    cursor = payload.get("next")
+    if cursor is not None and (not isinstance(cursor, str) or not 1 <= len(cursor) <= CURSOR_MAX):
+        raise _bad(f"next must be a members_next from an earlier reply (1 to {CURSOR_MAX} "
+                   "characters)")
+    limit = _int(payload, "limit", low=1, high=MEMBERS_MAX, default=MEMBERS_DEFAULT)
+    assert limit is not None
+    return MembersRequest(room, cursor, limit)
+
+
 QUERY_MAX = 200  # characters of a search query
 SEARCH_DEFAULT = 20
 SEARCH_MAX = 50
-CURSOR_MAX = 200
 
 
 def parse_search(data: object) -> SearchRequest:

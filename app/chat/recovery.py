@@ -73,12 +73,12 @@ class Recovery:
                 try:
                     await self.governance.recheck(room)
                     page = await self.store.page(room, limit=1)
-                    members = await self.presence.members(room)
+                    listing = await self.rooms.roster.listing(room)
                 except ChatError as exc:  # the next message's gap still shows it
                     log.warning("could not tell %s to catch up: %s", room, exc.message)
                     continue
                 await self.wire.emit("catch_up", {"room": room, "seq": page.latest,
-                                                  "members": members},
+                                                  **listing},
                                      room=room, ignore_queue=True)
             log.info("told %d rooms to catch up", len(rooms))
 
@@ -88,13 +88,12 @@ class Recovery:
         for room in sorted(rooms):
             try:
                 page = await self.store.page(room, limit=1)
-                members = await self.presence.members(room)
+                listing = await self.rooms.roster.listing(room)
             except ChatError as exc:  # the next message's gap still shows it
                 log.warning("could not tell sid=%s to catch up on %s: %s", sid, room,
                             exc.message)
                 continue
-            await self.wire.emit("catch_up", {"room": room, "seq": page.latest,
-                                              "members": members},
+            await self.wire.emit("catch_up", {"room": room, "seq": page.latest, **listing},
                                  room=sid, ignore_queue=True)
         log.info("sid=%s caught up: told it where its %d rooms are", sid, len(rooms))
 

@@ -36,9 +36,10 @@ from ..store import MessageStore
 from .connections import Connection, Connections, log_failure
 from .cursors import owner
 from .directs import is_direct
-from .protocol import JOIN_LATEST, JOIN_SINCE_MAX, JoinRequest
+from .protocol import JOIN_LATEST, JOIN_SINCE_MAX, JoinRequest, MembersRequest
 from .receipts import receipt_list
 from .replies import Replies
+from .roster import Roster
 from .wire import Wire
 
 log = logging.getLogger("app.chat")
@@ -65,6 +66,7 @@ class Rooms:
         self.replies = replies
         self.wire = wire
         self.watchers = watchers  # told of every entry stored (the webhooks)
+        self.roster = Roster(settings, presence, wire)  # what members are told of presence
         self.draining = False  # this node is shutting down: no new joins
         self._housekeeping: asyncio.Task[None] | None = None
         # dropped connections' entries, kept for --presence-grace: (room, sid) ->
@@ -130,7 +132,7 @@ class Rooms:
         finally:
             if entering:
                 conn.joining.discard(room)
-        ack = {"room": room, "seq": page.latest, "members": await self.members(conn, room),
+        ack = {"room": room, "seq": page.latest, **await self.listing(conn, room),
                **entries, "more": more, "read": reading.read, "unread": reading.unread,
                "mentions": reading.mentions}
         if receipts is not None:
@@ -214,23 +216,34 @@ class Rooms:
             await self.presence.leave(room, conn.name, conn.sid)
             raise ChatError(ErrorCode.UNAVAILABLE,
                             "this server is shutting down; reconnect and try again")
-        if first:
-            await self.wire.emit("presence", {"room": room, "user": conn.name, "event": "join",
-                                              "members": await self.members(conn, room)},
-                                 room=room, skip_sid=conn.sid)
+        if first:  # the join is done: telling the others must not undo it
+            try:
+                await self.roster.changed(room, conn.name, "join", skip_sid=conn.sid)
+            except Exception as exc:
+                log.error("join sid=%s room=%s: telling the room failed (%s); its members "
+                          "learn of it from the next change or catch_up", conn.sid, room, exc,
+                          exc_info=not isinstance(exc, ChatError))
         log.info("join sid=%s name=%r transport=%s room=%s", conn.sid, conn.name,
                  self.wire.transport(conn.sid), room)
 
-    async def members(self, conn: Connection, room: RoomName) -> list[str]:
-        """``room``'s members; if presence cannot say, the members this node has
-        (an answer to a join that is done, which must not fail for this)."""
+    async def listing(self, conn: Connection, room: RoomName) -> dict[str, Any]:
+        """``room``'s members (all, or a first page) and count; if presence cannot
+        say, the members this node has (an answer to a join that is done, which
+        must not fail for this)."""
         try:
-            return await self.presence.members(room)
+            return await self.roster.listing(room)
         except Exception as exc:
             log.error("members of %s: presence failed (%s); answering this node's",
                       room, exc, exc_info=not isinstance(exc, ChatError))
-            return sorted({c.name for c in self.connections.by_sid.values() if room in c.rooms}
-                          | {conn.name})
+            members = sorted({c.name for c in self.connections.by_sid.values()
+                              if room in c.rooms} | {conn.name})
+            return {"members": members, "count": len(members)}
+
+    async def members_page(self, conn: Connection, req: MembersRequest) -> dict[str, Any]:
+        """A page of a room's members (``members``), for a member of it."""
+        self.connections.member(conn, req.room)
+        self.connections.limit(conn, "members", "member-list pages")
+        return {"room": req.room, **await self.roster.page(req.room, req.cursor, req.limit)}
 
     # -- leave ----------------------------------------------------------------------
 
@@ -297,18 +310,14 @@ class Rooms:
 
     async def announce_leave(self, room: RoomName, name: str) -> None:
         """Tell the room that ``name`` left (also for names of a node that died)."""
-        members = await self.presence.members(room)
-        await self.wire.emit("presence", {"room": room, "user": name,
-                                          "event": "leave", "members": members}, room=room)
+        await self.roster.changed(room, name, "leave")
 
     async def announce_join(self, room: RoomName, name: str) -> None:
         """Tell the room that ``name`` is here (a join presence restored after
         a Redis outage, which the other nodes did not hear of then). Its own
         connections are told too: the member list they had may be one that
         an outage cut short."""
-        members = await self.presence.members(room)
-        await self.wire.emit("presence", {"room": room, "user": name,
-                                          "event": "join", "members": members}, room=room)
+        await self.roster.changed(room, name, "join")
 
     # -- the node's part --------------------------------------------------------------
 
@@ -356,12 +365,10 @@ class Rooms:
             gone = []
         for room, name in gone:
             try:
-                members = await self.presence.members(room)
-                await self.wire.emit("presence", {"room": room, "user": name, "event": "leave",
-                                                  "members": members},
-                                     room=room, skip_sid=leaving.get(room, []))
+                await self.roster.changed(room, name, "leave", skip_sid=leaving.get(room, []))
             except Exception:
                 log.exception("announcing %r leaving %s failed", name, room)
+        await self.roster.flush()  # (a large room's, gathered: told before the node goes)
         log.info("draining: %d names left %d rooms", len(gone), len({r for r, _ in gone}))
 
     def start_housekeeping(self) -> None:

@@ -117,9 +117,14 @@ class Chat:
         self.retention.start()
 
     async def stop(self) -> None:
-        """Stop the background work (housekeeping, catch-up, receipt rounds)."""
-        await asyncio.gather(self.rooms.stop_housekeeping(), self.rooms.stop_lingering(),
-                             self.recovery.stop(),
+        """Stop the background work (housekeeping, catch-up, receipt rounds),
+        telling what presence changes are gathered first."""
+        try:
+            await self.rooms.roster.flush()
+        except Exception:
+            log.exception("telling the last presence changes failed")
+        await asyncio.gather(self.rooms.roster.stop(), self.rooms.stop_housekeeping(),
+                             self.rooms.stop_lingering(), self.recovery.stop(),
                              self.reads.receipts.close(), self.governance.stop(),
                              self.retention.stop(),
                              return_exceptions=True)

@@ -38,7 +38,18 @@ class Presence(Protocol):
         """Forget that connection; True if ``name`` is no longer present."""
 
     async def members(self, room: RoomName) -> list[str]:
-        """The names present in ``room``, sorted."""
+        """The names present in ``room``, sorted (every one: for small rooms)."""
+
+    async def count(self, room: RoomName) -> int:
+        """How many names are present in ``room``."""
+
+    async def page(self, room: RoomName, cursor: str | None,
+                   limit: int) -> tuple[list[str], str | None]:
+        """About ``limit`` names present in ``room``, from where ``cursor`` (an
+        earlier page's; None: the start) left off, and the cursor of the rest
+        (None: no more). Each costs about ``limit``, whatever the room's size.
+        A name present all along is listed by some page; one that comes or
+        goes meanwhile may or may not be, and a name may be listed twice."""
 
     async def rooms(self) -> list[tuple[RoomName, int]]:
         """Every room with anyone present, with its member count, by name."""

@@ -13,6 +13,7 @@ it thereby removes or adds.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 
 from ..core.models import RoomName, Sid
@@ -50,6 +51,18 @@ class MemoryPresence:
 
     async def members(self, room: RoomName) -> list[str]:
         return sorted(self._rooms.get(room, ()))
+
+    async def count(self, room: RoomName) -> int:
+        return len(self._rooms.get(room, ()))
+
+    async def page(self, room: RoomName, cursor: str | None,
+                   limit: int) -> tuple[list[str], str | None]:
+        """By name: the cursor is the last name listed."""
+        names = sorted(self._rooms.get(room, ()))
+        start = 0 if cursor is None else bisect.bisect_right(names, cursor)
+        listed = names[start:start + limit]
+        more = start + limit < len(names)
+        return listed, (listed[-1] if more and listed else None)
 
     async def rooms(self) -> list[tuple[RoomName, int]]:
         return sorted((room, len(names)) for room, names in self._rooms.items())

@@ -265,6 +265,26 @@ class RedisPresence:
             self._degrade(exc)
             return await self._here.members(room)
 
+    async def count(self, room: RoomName) -> int:
+        try:
+            return int(await self._redis.hlen(self._keys(room)[1]))
+        except RedisError as exc:
+            self._degrade(exc)
+            return await self._here.count(room)
+
+    async def page(self, room: RoomName, cursor: str | None,
+                   limit: int) -> tuple[list[str], str | None]:
+        """HSCAN of the room's names (the cursor is Redis's: about ``limit`` a
+        page, a name present throughout listed at least once)."""
+        try:
+            position, names = await self._redis.hscan(
+                self._keys(room)[1], cursor=int(cursor) if cursor and cursor.isdigit() else 0,
+                count=limit)
+        except RedisError as exc:
+            self._degrade(exc)
+            return await self._here.page(room, cursor, limit)
+        return sorted(_strs(names)), (str(position) if int(position) else None)
+
     async def rooms(self) -> list[tuple[RoomName, int]]:
         try:
             names = sorted(_strs(await self._redis.smembers(f"{self._p}:rooms")))

@@ -317,6 +317,33 @@ async function joinRoom(name, code = null) {
   refreshOpenRooms();
 }
 
+function setMembers(room, listing) {
+  // a join's ack, a catch_up or a small room's presence: every name of a small
+  // room; of a large one, a first page, its count and where the rest begins
+  room.members = listing.members;
+  room.count = listing.count ?? listing.members.length;
+  room.membersNext = listing.members_next ?? null;
+}
+
+function membersChanged(room, { members, joined, left, count }) {
+  // a large room's presence: the tick's arrivals and departures, and its count
+  if (members) return setMembers(room, { members, count });
+  const here = new Set(room.members);
+  for (const name of joined ?? []) here.add(name);
+  for (const name of left ?? []) here.delete(name);
+  room.members = [...here].sort();
+  room.count = count;
+}
+
+async function morePeople(room) {
+  // the next page of a large room's members
+  const page = await request("members", { room: room.name, next: room.membersNext });
+  room.members = [...new Set([...room.members, ...page.members])].sort();
+  room.count = page.count;
+  room.membersNext = page.members_next ?? null;
+  if (room.name === current) showHead(room);
+}
+
 async function enter(room, code = null) {
   // a first join: the latest page (a room restored with unsent messages, too)
   const ack = await request("join", { room: room.name, ...(code ? { invite: code } : {}) });
@@ -324,7 +351,7 @@ async function enter(room, code = null) {
   room.last = ack.seq;
   room.olderExist = ack.more;
   room.trimmed = Boolean(ack.gone);  // older messages were removed (retention)
-  room.members = ack.members;
+  setMembers(room, ack);
   room.joined = true;
   room.fresh = false;
   room.with = ack.with ?? null;
@@ -414,7 +441,7 @@ async function rejoin(room) {
     if (ack.more) await catchUp(room, ack.seq);
   });
   if (!ack) throw failure ?? new Error(`could not rejoin ${room.name}`);
-  room.members = ack.members;
+  setMembers(room, ack);
   room.settings = ack.settings ?? null;
   room.you = ack.you ?? null;
   setReceipts(room, ack.receipts);
@@ -661,6 +688,10 @@ const SANCTIONS = { mute: { seconds: 600 }, remove: {}, ban: {} };
 function onMemberAction(event) {
   const target = event.target.closest("[data-action]");
   const room = rooms.get(current);
+  if (target?.dataset.action === "more-people" && room) {
+    morePeople(room).catch((err) => showAlert(plainError(err.chat)));
+    return;
+  }
   if (!target || !room || !(target.dataset.action in SANCTIONS)) return;
   const { action, user } = target.dataset;
   // a removal or a ban takes a second click within CONFIRM_FOR
@@ -1041,18 +1072,19 @@ function connect(credential) {
     if (els.settingsDialog.open && report.room === current) return refreshSettings();
     if (!("resolved" in report)) showAlert(`New report in ${report.room}: see its settings.`);
   });
-  socket.on("catch_up", ({ room: name, seq, members }) => {
+  socket.on("catch_up", (event) => {
+    const { room: name, seq } = event;
     const room = rooms.get(name);
     if (!room || !room.joined) return;  // a rejoin catches up by itself
-    room.members = members;
+    setMembers(room, event);
     if (name === current) showHead(room);
     caughtUp(room, seq);
   });
-  socket.on("presence", ({ room: name, members }) => {
-    const room = rooms.get(name);
+  socket.on("presence", (event) => {
+    const room = rooms.get(event.room);
     if (room) {
-      room.members = members;
-      if (name === current) showHead(room);
+      membersChanged(room, event);
+      if (event.room === current) showHead(room);
     }
     refreshOpenRoomsSoon();
   });

@@ -308,7 +308,7 @@ export function renderRoomHead(room, me, onDirect, standing, moderating, confirm
   els.title.textContent = room ? roomLabel(room, me) : "No room yet";
   els.leave.hidden = !room;
   els.peopleToggle.hidden = !room;
-  els.peopleCount.textContent = room ? `(${room.members.length})` : "";
+  els.peopleCount.textContent = room ? `(${room.count ?? room.members.length})` : "";
   els.settingsToggle.hidden = !room || !moderating;
   const topic = room?.settings?.topic ?? "";
   els.topic.textContent = topic;
@@ -331,7 +331,11 @@ export function renderRoomHead(room, me, onDirect, standing, moderating, confirm
       : el("span", { text: name }),
     ...(moderating && name !== me ? [el("span", { class: "sanctions" },
       sanction(name, "mute", "Mute 10 min"), sanction(name, "remove", "Remove"),
-      sanction(name, "ban", "Ban"))] : []))));
+      sanction(name, "ban", "Ban"))] : []))),
+    // a large room's list comes a page at a time
+    ...(room?.membersNext ? [el("li", { class: "more" }, el("button", {
+      type: "button", class: "link", "data-action": "more-people",
+      text: `Show more people (${room.members.length} of ${room.count})` }))] : []));
 }
 
 export function renderTyping(room) {

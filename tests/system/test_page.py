@@ -721,6 +721,34 @@ async def test_a_page_on_a_slow_link_is_caught_up_not_cut(
         await peer.disconnect()  # type: ignore[attr-defined]
 
 
+async def test_a_large_room_lists_its_people_a_page_at_a_time(
+        serve: ServeFactory, browser: Browser, users: list[User]) -> None:
+    """In a room larger than --presence-list-max (3 here) the page shows the
+    count and a first page of names, "Show more people" pages the rest, and
+    arrivals and departures (told once a tick) keep both right."""
+    served = await serve(serializer="msgpack", presence_list_max=3, presence_tick=0.05)
+    peers = [await python_peer(served.url, "msgpack", f"p{i}", "big") for i in range(4)]
+    try:
+        alice = await open_user(users, browser, served.url, name="alice", room="big")
+        await alice.in_room("big")
+        count = alice.page.locator("#people-count")
+        people = alice.page.locator("#member-list li:not(.more)")
+        await expect(count).to_have_text("(5)", timeout=WAIT_MS)
+        await expect(people).to_have_count(3)
+        await alice.page.get_by_role("button", name="Show more people (3 of 5)").click()
+        await expect(people).to_have_text(["alice", "p0", "p1", "p2", "p3"], timeout=WAIT_MS)
+        await expect(alice.page.locator("#member-list li.more")).to_have_count(0)
+        peers.append(await python_peer(served.url, "msgpack", "p4", "big"))
+        await expect(count).to_have_text("(6)", timeout=WAIT_MS)
+        await expect(people).to_have_text(["alice", "p0", "p1", "p2", "p3", "p4"])
+        await peers[0].disconnect()  # type: ignore[attr-defined]
+        await expect(count).to_have_text("(5)", timeout=WAIT_MS)
+        await expect(people).to_have_text(["alice", "p1", "p2", "p3", "p4"])
+    finally:
+        for peer in peers:
+            await peer.disconnect()  # type: ignore[attr-defined]
+
+
 async def test_page_renews_its_token_from_the_token_url(serve: ServeFactory, browser: Browser,
                                                         users: list[User]) -> None:
     """In token mode with --token-url, the page fetches a fresh token before its own

@@ -19,7 +19,7 @@ async def test_join_send_receive(peer: LocalPeerFactory) -> None:
     """Members of a room get each other's messages; the sender gets its ack instead."""
     alice, bob = await peer("alice"), await peer("bob")
     ack = await bob.join("lobby")
-    assert ack == {"ok": True, "room": "lobby", "seq": 0, "members": ["bob"],
+    assert ack == {"ok": True, "room": "lobby", "seq": 0, "members": ["bob"], "count": 1,
                    "messages": [], "more": False, "read": 0, "unread": 0, "mentions": 0,
                    "receipts": [{"user": "bob", "seq": 0}]}
     ack = await alice.join("lobby")
@@ -60,7 +60,7 @@ async def test_rooms_isolate_traffic(peer: LocalPeerFactory) -> None:
     await barrier(carol, bob, "blue")
     assert bob.pending("message") == [] and bob.pending("typing") == []
     assert bob.pending("presence") == [
-        {"room": "blue", "user": "carol", "event": "join", "members": ["bob", "carol"]}]
+        {"room": "blue", "user": "carol", "event": "join", "members": ["bob", "carol"], "count": 2}]
 
 
 async def test_idempotent_send_is_stored_and_delivered_once(peer: LocalPeerFactory) -> None:
@@ -139,13 +139,13 @@ async def test_presence_join_leave_and_several_connections(peer: LocalPeerFactor
     alice1, alice2 = await peer("alice"), await peer("alice")
     await alice1.join("p")
     assert await watcher.next("presence") == {
-        "room": "p", "user": "alice", "event": "join", "members": ["alice", "watcher"]}
+        "room": "p", "user": "alice", "event": "join", "members": ["alice", "watcher"], "count": 2}
     ack = await alice2.join("p")
     assert ack["members"] == ["alice", "watcher"]
     await alice1.ok("leave", {"room": "p"})
     await alice2.disconnect()
     assert await watcher.next("presence") == {
-        "room": "p", "user": "alice", "event": "leave", "members": ["watcher"]}
+        "room": "p", "user": "alice", "event": "leave", "members": ["watcher"], "count": 1}
     assert watcher.pending("presence") == []  # one join and one leave for alice
 
 

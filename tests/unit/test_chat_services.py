@@ -65,5 +65,5 @@ async def test_leaving_and_disconnecting_tell_the_room_once_per_name() -> None:
     assert gone is alice_again
     await node.chat.disconnected(gone, "client disconnect")
     assert node.wire.take(bob, "presence") == [
-        {"room": "r", "user": "alice", "event": "leave", "members": ["bob"]}]
+        {"room": "r", "user": "alice", "event": "leave", "members": ["bob"], "count": 1}]
     assert node.chat.rooms.local_members() == [(RoomName("r"), bob.sid, "bob")]

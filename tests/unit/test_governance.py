@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ..conftest import refused
+from ..conftest import past, refused
 from ..tokens import SECRET
 from .chat import Harness, LocalPeerFactory, token_peer
 from .conftest import NodeFactory
@@ -240,6 +240,7 @@ async def test_a_report_reaches_the_moderators_and_waits_until_resolved(
         told = await moderator.next("report")
         assert (told["seq"], told["by"], told["reason"]) == (spam["seq"], "carol", "spam")
     assert bob.pending("report") == [] and carol.pending("report") == []
+    past(made["report"]["ts"])  # (reports are listed oldest first: by their ms)
     await bob.ok("report", {"room": "team", "seq": spam["seq"]})  # (his own: allowed)
     refused(await carol.call("reports", {"room": "team"}), "forbidden")
     refused(await carol.call("report", {"room": "team", "seq": 99}), "not_found")

@@ -133,7 +133,8 @@ async def test_what_the_publish_queue_cannot_hold_is_caught_up(
         assert [m["seq"] for m in got] == list(range(1, 41))
         assert inbox.empty()
         caught = await watcher.next("catch_up")
-        assert caught == {"room": "q", "seq": 40, "members": ["alice", "carol", "watcher"]}
+        assert caught == {"room": "q", "seq": 40, "members": ["alice", "carol", "watcher"],
+                          "count": 3}
     finally:
         await carol.close()
 

@@ -68,7 +68,7 @@ async def test_a_connection_ends_when_its_token_expires(serve: ServeFactory, ser
         assert await holder.wait_ended() == holder.sio.reason.SERVER_DISCONNECT
         left = await asyncio.wait_for(presence.get(), TIMEOUT)
         assert left == {"room": "r", "user": "shortlived", "event": "leave",
-                        "members": ["watcher"]}
+                        "members": ["watcher"], "count": 1}
         assert expired_count(served) == 1
         await until(lambda: len(served.chat.connections) == 1)
         again = await watcher.call("rooms", {})
