@@ -271,9 +271,11 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("redis-server did not start")
 
 
-def start_cluster(name: str, nodes: int, serializer: str, data_dir: str) -> Cluster:
+def start_cluster(name: str, nodes: int, serializer: str, data_dir: str,
+                  extra: list[str] | None = None) -> Cluster:
     """``nodes`` servers of ``name`` on one Redis, all on NODES_CORE; Roomcast's
-    share a fresh PostgreSQL schema (every message stored there)."""
+    share a fresh PostgreSQL schema (every message stored there), with the
+    ``extra`` flags."""
     redis, redis_port = start_redis()
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     schema = f"bench_{run_id()}" if name == "roomcast" else None
@@ -281,9 +283,9 @@ def start_cluster(name: str, nodes: int, serializer: str, data_dir: str) -> Clus
     try:
         for i in range(nodes):
             if name == "roomcast":
-                extra = ["--store", schema_url(str(schema)), "--redis", redis_url,
-                         "--node-id", f"node{i}", "--redis-prefix", str(schema)]
-                started.append(start_server(name, serializer, data_dir, extra=extra,
+                flags = ["--store", schema_url(str(schema)), "--redis", redis_url,
+                         "--node-id", f"node{i}", "--redis-prefix", str(schema), *(extra or [])]
+                started.append(start_server(name, serializer, data_dir, extra=flags,
                                             core=NODES_CORE))
             else:
                 started.append(start_server(name, serializer, data_dir,

@@ -112,6 +112,7 @@ class Client {
     const ws = new WebSocket(url, { perMessageDeflate: false });
     this.ws = ws;
     ws.on("message", (data, isBinary) => {
+      this.lastSize = data.length; // bytes of the WebSocket message (the presence scenario)
       if (isBinary) return this.onPacket(this.codec.decode(data));
       const text = data.toString();
       this.onEngineText(text);
@@ -495,6 +496,86 @@ async function storm(cfg) {
   return result;
 }
 
+// -- a large room's presence ------------------------------------------------------
+
+// `members` clients in one room, spread over `urls` (the nodes); then `churners`
+// more join and leave it, `rate` joins and leaves a second in all, for `seconds`.
+// Reports, over that window: the join ack's latency (p50, p99), the presence
+// bytes and events each member received a second (mean, p99 over members), and
+// the CPU each of `pids` used (% of a core).
+async function presence(cfg) {
+  const run = cfg.run || Date.now().toString(36);
+  const room = `big-${run}`;
+  const urls = cfg.urls || [cfg.url];
+  const members = [];
+  for (let i = 0; i < cfg.members; i++) {
+    const client = new Client(urls[i % urls.length], { serializer: cfg.serializer,
+                                                       transport: "websocket", name: `m${run}-${i}` });
+    client.presenceBytes = 0;
+    client.presenceEvents = 0;
+    client.onEvent = (event) => {
+      if (event !== "presence" || !client.counting) return;
+      client.presenceBytes += client.lastSize || 0;
+      client.presenceEvents += 1;
+    };
+    members.push(client);
+  }
+  const joinOne = async (client) => {
+    await client.connect(60000);
+    const ack = await client.call("join", { room }, 60000);
+    if (!ack.ok) throw new Error(`join refused: ${JSON.stringify(ack.error)}`);
+  };
+  let start = now();
+  await inWindow(members, cfg.concurrency || 200, joinOne);
+  log(`${members.length} members in ${room} after ${round((now() - start) / 1000)} s`);
+  const churners = [];
+  for (let i = 0; i < cfg.churners; i++) {
+    churners.push(new Client(urls[i % urls.length], { serializer: cfg.serializer,
+                                                      transport: "websocket", name: `c${run}-${i}` }));
+  }
+  await inWindow(churners, 50, (client) => client.connect(60000));
+  await sleep(2000); // the joins' presence settles (ticks, fan-out) before counting
+  for (const client of members) client.counting = true;
+  const ticks0 = ticksOf(cfg.pids);
+  start = now();
+  const joins = [];
+  let refused = 0;
+  const interval = (1000 * cfg.churners) / cfg.rate; // ms between one churner's moves
+  await Promise.all(churners.map(async (client, i) => {
+    await sleep((interval * i) / cfg.churners);
+    let inside = false;
+    while (now() - start < cfg.seconds * 1000) {
+      const began = now();
+      const ack = await client.call(inside ? "leave" : "join", { room }, 60000).catch(() => null);
+      if (!ack || !ack.ok) refused++;
+      else if (!inside) joins.push(now() - began);
+      inside = !inside;
+      await sleep(Math.max(0, interval - (now() - began)));
+    }
+  }));
+  const seconds = (now() - start) / 1000;
+  const ticks1 = ticksOf(cfg.pids);
+  for (const client of members) client.counting = false;
+  const bytes = Float64Array.from(members.map((c) => c.presenceBytes / seconds)).sort();
+  const events = Float64Array.from(members.map((c) => c.presenceEvents / seconds)).sort();
+  const sortedJoins = Float64Array.from(joins).sort();
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / (xs.length || 1);
+  const alive = members.filter((c) => !c.closed).length;
+  for (const client of [...members, ...churners]) client.close();
+  const result = {
+    scenario: "presence", members: members.length, churners: churners.length,
+    seconds: round(seconds, 1), joins: joins.length, refused,
+    join_p50_ms: round(percentile(sortedJoins, 50)), join_p99_ms: round(percentile(sortedJoins, 99)),
+    presence_bytes_per_s_mean: Math.round(mean(bytes)),
+    presence_bytes_per_s_p99: Math.round(percentile(bytes, 99) || 0),
+    presence_events_per_s_mean: round(mean(events), 2),
+    cpu_percent: ticks0.map((t, i) => round((ticks1[i] - t) / seconds, 1)), // ticks of 10 ms
+    members_connected_at_end: alive,
+  };
+  log(JSON.stringify(result));
+  return result;
+}
+
 // -- main -----------------------------------------------------------------------
 
 const DEFAULTS = {
@@ -510,7 +591,7 @@ const DEFAULTS = {
 
 async function main() {
   const cfg = { ...DEFAULTS, ...JSON.parse(process.argv[2] || "{}") };
-  const scenario = { fanout, idle, storm }[cfg.scenario];
+  const scenario = { fanout, idle, storm, presence }[cfg.scenario];
   if (!scenario) throw new Error(`unknown scenario ${cfg.scenario}`);
   const deadline = setTimeout(() => { log("time limit reached"); process.exit(3); },
     (cfg.timeLimitSeconds || 600) * 1000);

@@ -1,6 +1,6 @@
 // One socket.io-client 4 user of Roomcast, driven by tests/test_js_client.py.
 // argv[2] is a JSON config: {url, nsp, transports, parser, name, room, send, expect,
-// change, changes, mentions, read, catchUp}. It connects, joins `room` (with `since: undefined`), sends `send`
+// change, changes, mentions, read, catchUp, presence}. It connects, joins `room` (with `since: undefined`), sends `send`
 // messages (with `client_id: undefined`), with `change` edits and reacts to its first
 // one, with `read` marks the room read up to its last message, waits for `expect`
 // messages, `changes` change events and `mentions` mention events, and prints
@@ -8,6 +8,8 @@
 // With `catchUp` it follows docs/protocol.md's rules for getting every entry once,
 // in order (its last seq, gaps and `catch_up` filled from `history`), and says so
 // at connect (`auth.catch_up`): it then reports the texts and changes it handled.
+// With `presence` it reports the room's count and names as its presence events
+// tell them (a large room's coalesced `joined`/`left` too) once they reach that count.
 import { io } from "socket.io-client";
 import msgpackParser from "socket.io-msgpack-parser";
 
@@ -88,7 +90,21 @@ socket.on("connect", async () => {
   if (started) return;
   started = true;
   const joined = await socket.timeout(10000).emitWithAck("join", { room: config.room, since: undefined });
-  say({ step: "joined", ok: joined.ok, error: joined.error });
+  say({ step: "joined", ok: joined.ok, error: joined.error, count: joined.count,
+        members: joined.members, members_next: joined.members_next });
+  if (config.presence) {
+    let names = new Set(joined.members);
+    socket.on("presence", (event) => {
+      if (event.members) names = new Set(event.members);
+      for (const name of event.joined || []) names.add(name);
+      for (const name of event.left || []) names.delete(name);
+      if (event.user && event.event === "join") names.add(event.user);
+      if (event.count === config.presence) {
+        say({ step: "presence", count: event.count, names: [...names].sort(),
+              coalesced: "joined" in event });
+      }
+    });
+  }
   last = joined.seq || 0;
   joinedRoom();
   const acks = [];

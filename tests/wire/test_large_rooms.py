@@ -14,6 +14,7 @@ from app.core.models import RoomName, Sid
 from app.presence.redis import RedisPresence
 
 from ..conftest import PeerFactory, Served, ServeFactory
+from ..jsclient import JSClient
 from ..services import REDIS_URL, postgres_schema
 
 pytestmark = pytest.mark.matrix("transport")  # presence is JSON-like: one serializer will do
@@ -89,3 +90,23 @@ async def test_redis_pages_cost_about_their_size() -> None:
         assert max(sizes) <= 400 and len(sizes) >= 5  # pages, not the whole room at once
     finally:
         await presence.close()
+
+
+async def test_socket_io_client_in_a_large_room(serve: ServeFactory, peer: PeerFactory,
+                                                transport: str, js: list[JSClient]) -> None:
+    """socket.io-client from npm: its join's ack has the count and a first page
+    with members_next, and later arrivals come coalesced with the count."""
+    served = await serve(**LARGE)
+    for i in range(4):
+        await (await peer(f"p{i}", server=served)).join("big")
+    dora = await JSClient.start(url=served.url, transports=[transport], name="dora", room="big",
+                                send=0, parser=served.settings.serializer, presence=8)
+    js.append(dora)
+    joined = await dora.line("joined")
+    assert joined["ok"] and joined["count"] == 5 and len(joined["members"]) == 3
+    assert joined["members_next"]
+    for i in range(4, 7):
+        await (await peer(f"p{i}", server=served)).join("big")
+    told = await dora.line("presence")
+    assert told["count"] == 8 and told["coalesced"] is True
+    assert {"p4", "p5", "p6"} <= set(told["names"])
