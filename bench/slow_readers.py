@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ def rss_kb(pid: int) -> int:
 
 
 def counter(metrics: str, pattern: str) -> float:
-    match = re.search(pattern + r" (\S+)", metrics)
+    match = re.search("^" + pattern + r" (\S+)$", metrics, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 
@@ -65,8 +66,7 @@ async def run(catch_up: bool, args: argparse.Namespace) -> dict[str, Any]:
     total = int(args.rate * args.seconds)
     room_rate = args.rate * (TEXT + 60)  # bytes a second, about, as msgpack
     link = room_rate // 10
-    async with roomcast("--send-rate", "100000", "--send-burst", "100000",
-                        "--log-level", "warning") as (pid, url):
+    async with roomcast("--send-rate", "100000", "--send-burst", "100000") as (pid, url):
         port = int(url.rsplit(":", 1)[1])
         proxies = [await Proxy(port, rate=link).start() for _ in range(args.slow)]
         readers = [Reader(f"fast{i}") for i in range(args.fast)] + \
@@ -96,6 +96,7 @@ async def run(catch_up: bool, args: argparse.Namespace) -> dict[str, Any]:
                 reader.client.auth["catch_up"] = False  # a stock client's treatment
             await reader.client.connect()
             await reader.client.join(ROOM)
+        print(f"{len(readers)} readers in {ROOM}; sending", file=sys.stderr)
         sender = ChatClient(url, "sender")
         await sender.connect()
         await sender.join(ROOM)
@@ -109,6 +110,8 @@ async def run(catch_up: bool, args: argparse.Namespace) -> dict[str, Any]:
                 peak = max(peak, rss_kb(pid))
         await asyncio.gather(*sends)
         burst_end = time.monotonic()
+        print(f"sent {total} in {burst_end - start:.1f} s; waiting for the readers",
+              file=sys.stderr)
         least = total * (TEXT + 60) / link  # s the link needs for it all, from the start
         waiting = asyncio.ensure_future(everything.wait())
         while not waiting.done():
