@@ -26,7 +26,6 @@ from collections.abc import Collection
 
 from ..core.errors import ChatError
 from ..core.models import RoomName, Sid
-from ..presence import Presence
 from ..store import MessageStore
 from .connections import log_failure
 from .governance import Governance
@@ -42,11 +41,10 @@ RECOVERABLE = frozenset({"message", "change", "presence", "typing"})
 
 
 class Recovery:
-    def __init__(self, store: MessageStore, presence: Presence, rooms: Rooms,
-                 governance: Governance, wire: Wire) -> None:
+    def __init__(self, store: MessageStore, rooms: Rooms, governance: Governance,
+                 wire: Wire) -> None:
         self.store = store
-        self.presence = presence
-        self.rooms = rooms
+        self.rooms = rooms  # (and their roster: who is present, as members are told)
         self.governance = governance
         self.wire = wire
         # rooms whose members must be told to catch up; None: all

@@ -73,7 +73,7 @@ class Chat:
         self.search = Search(settings, store, metrics, self.connections, self.replies)
         self.governance = Governance(settings, store, self.connections, self.rooms, wire,
                                      self.messages.watchers)
-        self.recovery = Recovery(store, presence, self.rooms, self.governance, wire)
+        self.recovery = Recovery(store, self.rooms, self.governance, wire)
         self.cursors = Cursors(store, self.connections)
         self.retention = Retention(settings, store, metrics)
         # work under way (handlers, disconnects): shutdown waits for it before
