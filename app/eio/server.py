@@ -163,7 +163,8 @@ class LiveSession(Session):
         if self.out_bytes + buffered + size > self.limits.max_backlog_bytes:
             if not self.catches_up:
                 return False
-            self.skip()
+            if not self.skipping:
+                self.skip()
             if droppable:
                 return True
             if self.out_bytes + buffered + size > self.limits.max_backlog_bytes:

@@ -98,7 +98,8 @@ class Session:
                 or self._queued_bytes >= limits.max_backlog_bytes):
             if not self.catches_up:
                 return False
-            self.skip()
+            if not self.skipping:
+                self.skip()
             if droppable:
                 return True
             if (len(queue) >= limits.max_backlog_packets
