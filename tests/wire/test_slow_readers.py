@@ -23,11 +23,11 @@ from ..jsclient import JSClient
 pytestmark = pytest.mark.matrix()
 
 RATE = 40_000  # bytes a second: the slow reader's link
-MESSAGES = 200  # of TEXT bytes each, sent as fast as the server takes them
+MESSAGES = 150  # of TEXT bytes each, sent as fast as the server takes them
 TEXT = 1000
 # small bounds, so that the reader falls behind within a second or two; pings
 # every second, so that a ping stuck behind what waits would show at once
-SLOW = {"max_backlog_bytes": 64_000, "max_reply_bytes": 32_000, "socket_send_buffer": 16384,
+SLOW = {"max_backlog_bytes": 48_000, "max_reply_bytes": 24_000, "socket_send_buffer": 16384,
         "ping_interval": 1.0, "ping_timeout": 3.0}
 
 
@@ -49,7 +49,7 @@ def text(i: int) -> str:
 
 async def test_a_slow_reader_gets_everything_once_in_order_and_stays_connected(
         slow: Served, link: Proxy, peer: PeerFactory, transport: str) -> None:
-    """A ChatClient on a link of 40 KB/s in a room where 200 KB arrive in well
+    """A ChatClient on a link of 40 KB/s in a room where 150 KB arrive in well
     under a second (and reactions to them): the server skips live events for
     it rather than cut it, and it pages the rest from history at its pace."""
     messages: list[dict[str, Any]] = []
@@ -95,6 +95,7 @@ async def test_a_slow_reader_gets_everything_once_in_order_and_stays_connected(
         await alice.close()
 
 
+@pytest.mark.matrix("transport")  # (both serializers: the ChatClient test above)
 async def test_socket_io_client_following_the_protocol_is_caught_up(
         slow: Served, link: Proxy, peer: PeerFactory, transport: str,
         js: list[JSClient]) -> None:
