@@ -160,15 +160,11 @@ class LiveSession(Session):
             self.engine.budget.note(self, size)
             if self.closed:  # the budget cut it
                 return True
-        if self.out_bytes + buffered + size > self.limits.max_backlog_bytes:
-            if not self.catches_up:
-                return False
-            if not self.skipping:
-                self.skip()
-            if droppable:
-                return True
-            if self.out_bytes + buffered + size > self.limits.max_backlog_bytes:
-                return False  # what cannot be dropped fills it: a peer not reading
+        limit = self.limits.max_backlog_bytes
+        if self.out_bytes + buffered + size > limit:  # (the hot path only checks)
+            answer = self.past_bound(droppable, lambda: self.out_bytes + buffered + size > limit)
+            if answer is not None:
+                return answer
         out = self.out
         if out is None:
             out = self.out = []

@@ -11,6 +11,7 @@ as websockets tests its sans-I/O protocol.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,18 +94,10 @@ class Session:
             return True  # on WebSocket: nothing is queued here
         if droppable and self.skipping:
             return True
-        limits = self.limits
-        if (len(queue) >= limits.max_backlog_packets
-                or self._queued_bytes >= limits.max_backlog_bytes):
-            if not self.catches_up:
-                return False
-            if not self.skipping:
-                self.skip()
-            if droppable:
-                return True
-            if (len(queue) >= limits.max_backlog_packets
-                    or self._queued_bytes >= limits.max_backlog_bytes):
-                return False  # what cannot be dropped fills it: a peer not reading
+        if self._full():  # (the usual path only checks)
+            answer = self.past_bound(droppable, self._full)
+            if answer is not None:
+                return answer
         queue.append((packet, droppable))
         self._queued_bytes += packets.size(packet)
         return True
@@ -119,6 +112,25 @@ class Session:
             else:
                 self._queue.append((packet, False))
             self._queued_bytes += packets.size(packet)
+
+    def _full(self) -> bool:
+        """The long-polling queue is at its bounds."""
+        limits = self.limits
+        return (self.queued >= limits.max_backlog_packets
+                or self._queued_bytes >= limits.max_backlog_bytes)
+
+    def past_bound(self, droppable: bool, full: Callable[[], bool]) -> bool | None:
+        """What to do with what is given to a session past its bounds (``full``
+        says whether it still is): its caller's answer (False: cut it off;
+        True: dropped, as a skipping session drops what can be fetched again),
+        or None: room was made (the droppable waiting was dropped), take it."""
+        if not self.catches_up:
+            return False
+        if not self.skipping:
+            self.skip()
+        if droppable:
+            return True
+        return False if full() else None  # what cannot be dropped fills it: not reading
 
     def skip(self) -> None:
         """Over its bounds, for a client that catches up: drop the droppable
