@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -65,22 +65,25 @@ class Metrics:
             "server_shutdown", "slow_consumer", "token_expired") else "other")).inc()
 
     def watch(self, name: str, documentation: str, labels: list[str],
-              read: Callable[[], Iterable[tuple[list[str], float]]]) -> None:
-        """A gauge read when scraped: ``read`` gives (label values, value) pairs."""
-        self.registry.register(_Gauge(name, documentation, labels, read))
+              read: Callable[[], Iterable[tuple[list[str], float]]], *,
+              counter: bool = False) -> None:
+        """A gauge (or a ``counter``, exposed as ``name_total``) read when
+        scraped: ``read`` gives (label values, value) pairs."""
+        self.registry.register(_Watched(name, documentation, labels, read, counter))
 
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.registry),
                             headers={"Content-Type": CONTENT_TYPE})
 
 
-class _Gauge(Collector):
+class _Watched(Collector):
     def __init__(self, name: str, documentation: str, labels: list[str],
-                 read: Callable[[], Iterable[tuple[list[str], float]]]) -> None:
+                 read: Callable[[], Iterable[tuple[list[str], float]]], counter: bool) -> None:
         self._name, self._doc, self._labels, self._read = name, documentation, labels, read
+        self._family = CounterMetricFamily if counter else GaugeMetricFamily
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(self._name, self._doc, labels=self._labels)
+        family = self._family(self._name, self._doc, labels=self._labels)
         for values, value in self._read():
             family.add_metric(values, value)
         yield family

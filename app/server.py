@@ -78,6 +78,10 @@ def watch_state(metrics: Metrics, sio: RoomcastServer, namespace: ChatNamespace,
     metrics.watch("roomcast_slow_readers_skipped", "Times a connection that catches up fell "
                   "behind its backlog bound and skipped live events rather than be cut "
                   "(a counter)", [], lambda: [([], sio.eio.skips)])
+    metrics.watch("roomcast_deliveries_late", "Events (and pings) handed to a connection on "
+                  "this node still not written to its socket, or taken by its poll, "
+                  "--late-delivery-after seconds later; each counted once", [],
+                  lambda: [([], sio.eio.budget.late)], counter=True)
     metrics.watch("roomcast_asyncio_tasks", "asyncio tasks alive in this process", [],
                   lambda: [([], len(asyncio.all_tasks()))])
     for name, (text, read) in fanout.gauges().items():
@@ -136,6 +140,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         engineio_logger=False,
     )
     sio.attach(app)
+    sio.eio.budget.late_after = settings.late_delivery_after
     app[SIO_KEY] = sio
     app[ENGINE_KEY] = sio.eio
     app[TIMEOUTS_KEY] = (settings.header_timeout, settings.keepalive_timeout)

@@ -190,6 +190,10 @@ class Settings:
         "help": "bytes waiting for all slow clients together; past it the ones furthest "
                 "behind are disconnected first (bounds memory however many stall at "
                 "once); 0: no bound"})
+    late_delivery_after: float = field(default=5.0, metadata={
+        "help": "seconds after which an event handed to a connection and still not "
+                "written to its socket (or taken by its poll) is counted in "
+                "roomcast_deliveries_late_total"})
     socket_send_buffer: int = field(default=65536, metadata={
         "help": "bytes the kernel may hold for one WebSocket (SO_SNDBUF; Linux doubles it "
                 "for its bookkeeping). What waits there waits ahead of the next ping, out of "
@@ -356,6 +360,8 @@ class Settings:
                 or self.presence_tick <= 0:
             raise ValueError("presence_list_max and presence_max_names must be at least 1 "
                              "and presence_tick positive")
+        if self.late_delivery_after <= 0:
+            raise ValueError("late_delivery_after must be positive")
         if self.presence_grace < 0 or self.drain_window < 0:
             raise ValueError("presence_grace and drain_window may not be negative")
         if self.drain_window and self.drain_window >= self.shutdown_timeout:

@@ -14,6 +14,11 @@ fit in :data:`LOW_WATER` of it (so the next sweep is some way off): the
 readers furthest behind are the ones least likely to catch up, and they free
 the most; once their transports have closed, the memory they held goes back
 to the system (:func:`release_freed_memory`). An idle node runs no sweep.
+
+The same sweep counts *late* deliveries: frames handed to a session that are
+still unwritten ``late_after`` seconds on (:meth:`Session.overdue`), whether
+or not there is a budget; the count (``late``) is what an operator alerts on
+when deliveries stall with nobody cut.
 """
 
 from __future__ import annotations
@@ -36,10 +41,15 @@ class Behind(Protocol):
 
     def backlog_bytes(self) -> int: ...
 
+    def overdue(self, now: float, after: float) -> int: ...
+
 
 class BacklogBudget:
-    def __init__(self, budget: int, cut: Callable[[Behind], None]) -> None:
+    def __init__(self, budget: int, cut: Callable[[Behind], None],
+                 late_after: float = 5.0) -> None:
         self.budget = budget  # bytes; 0: no budget
+        self.late_after = late_after  # seconds
+        self.late = 0  # frames counted late (a counter)
         self._cut = cut
         self._behind: set[Behind] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -67,15 +77,18 @@ class BacklogBudget:
             self._timer = None
         self._growth = 0
         held: list[tuple[int, Behind]] = []
-        total = 0
+        total = late = 0
+        now = asyncio.get_running_loop().time()
         for session in list(self._behind):
             size = 0 if session.closed else session.backlog_bytes()
             if size:
                 held.append((size, session))
                 total += size
+                late += session.overdue(now, self.late_after)
             else:
                 self._behind.discard(session)
-        if total > self.budget:
+        self.late += late
+        if self.budget and total > self.budget:
             held.sort(key=lambda entry: entry[0], reverse=True)
             cut = 0
             for size, session in held:

@@ -114,7 +114,7 @@ class LiveSession(Session):
 
     __slots__ = ("engine", "ws", "wire", "poll_waiter", "posting", "timer",
                  "inbox", "inbox_bytes", "pump", "out", "out_bytes", "out_droppable",
-                 "blocked", "gone", "ended")
+                 "blocked", "in_flight", "gone", "ended")
 
     def __init__(self, engine: EngineServer, sid: str, environ: dict[str, Any],
                  transport: str) -> None:
@@ -132,6 +132,7 @@ class LiveSession(Session):
         self.out_bytes = 0
         self.out_droppable: list[bool] | None = None  # beside ``out``, if it catches up
         self.blocked = False  # the transport holds unsent data: ``out`` waits
+        self.in_flight = 0  # frames of the last write the kernel has not taken all of
         self.gone = False  # the transport ended (the session closes once the inbox is done)
         self.ended = False  # the disconnect handler has been called
 
@@ -177,6 +178,7 @@ class LiveSession(Session):
         else:
             out.append(data)
         self.out_bytes += size
+        self.given += 1
         flags = self.out_droppable
         if flags is not None:
             if first:
@@ -192,6 +194,7 @@ class LiveSession(Session):
         out, flags = self.out, self.out_droppable
         if out and flags is not None:
             kept = [data for data, droppable in zip(out, flags) if not droppable]
+            self.written += len(out) - len(kept)
             self.out = kept or None
             self.out_droppable = [False] * len(kept) if kept else None
             self.out_bytes = sum(len(data) for data in kept)
@@ -214,7 +217,10 @@ class LiveSession(Session):
             wire.write(out[0] if len(out) == 1 else b"".join(out))
             left = wire.get_write_buffer_size()
             if left:  # the kernel did not take it all
+                self.in_flight += len(out)  # written once it has (ws_writable)
                 self.engine.budget.note(self, left)
+            else:
+                self.written += len(out)
         if self.skipping and self.resume_due(self.backlog_bytes()):
             self.engine.caught_up(self)
 
@@ -222,6 +228,9 @@ class LiveSession(Session):
         """The transport holds unsent data (``writable`` False) or has handed
         it all to the kernel (True: write what waits)."""
         self.blocked = not writable
+        if writable:
+            self.written += self.in_flight
+            self.in_flight = 0
         if writable and (self.out or self.skipping):
             self.flush()
 

@@ -50,7 +50,7 @@ class Session:
 
     __slots__ = ("sid", "environ", "transport", "limits", "closed", "awaiting_pong",
                  "upgrading", "data", "catches_up", "skipping", "_queue", "_queued_bytes",
-                 "__weakref__")
+                 "given", "written", "_marks", "_late_upto", "__weakref__")
 
     def __init__(self, sid: str, environ: dict[str, Any], transport: str,
                  limits: Limits) -> None:
@@ -71,6 +71,12 @@ class Session:
         self._queue: deque[tuple[Encoded, bool]] | None = (
             deque() if transport == POLLING else None)
         self._queued_bytes = 0
+        # frames (packets) given to the session, and how many of them have been
+        # written, taken by a poll or dropped since: see overdue()
+        self.given = 0
+        self.written = 0
+        self._marks: deque[tuple[float, int]] | None = None
+        self._late_upto = 0
 
     @property
     def upgraded(self) -> bool:
@@ -100,6 +106,7 @@ class Session:
                 return answer
         queue.append((packet, droppable))
         self._queued_bytes += packets.size(packet)
+        self.given += 1
         return True
 
     def push_control(self, packet: Encoded, *, first: bool = False) -> None:
@@ -112,6 +119,7 @@ class Session:
             else:
                 self._queue.append((packet, False))
             self._queued_bytes += packets.size(packet)
+            self.given += 1
 
     def _full(self) -> bool:
         """The long-polling queue is at its bounds."""
@@ -139,6 +147,7 @@ class Session:
         queue = self._queue
         if queue:
             kept = [(packet, droppable) for packet, droppable in queue if not droppable]
+            self.written += len(queue) - len(kept)
             queue.clear()
             queue.extend(kept)
             self._queued_bytes = sum(packets.size(packet) for packet, _ in kept)
@@ -178,6 +187,7 @@ class Session:
         else:
             batch = [queue.popleft()[0] for _ in range(limit)]
             self._queued_bytes -= sum(packets.size(p) for p in batch)
+        self.written += len(batch)
         return batch
 
     def drop_queue(self) -> None:
@@ -185,6 +195,7 @@ class Session:
         if self._queue:
             self._queue.clear()
         self._queued_bytes = 0
+        self.written = self.given
 
     def take_all(self) -> list[Encoded]:
         """Everything queued (to write on the new WebSocket after an upgrade)."""
@@ -192,7 +203,37 @@ class Session:
         batch = [packet for packet, _ in queue] if queue else []
         self._queue = None
         self._queued_bytes = 0
+        self.written += len(batch)
         return batch
+
+    # -- deliveries that wait ------------------------------------------------------
+
+    def overdue(self, now: float, after: float) -> int:
+        """How many of the frames given to this session have, by ``now``, waited
+        ``after`` seconds or more unwritten, each counted once (the first call
+        that sees it late). Called at intervals while the session is behind:
+        each call marks how many had been given by then (at most about ten
+        marks an ``after`` apart), so a frame is known to be late once a mark
+        taken after it was given is ``after`` old and it is still unwritten.
+        Frames are taken as written in the order given (a ping that goes
+        first shifts that by one)."""
+        marks = self._marks
+        if marks is None:
+            marks = self._marks = deque()
+        written, given = self.written, self.given
+        while marks and marks[0][1] <= written:
+            marks.popleft()
+        if given > written and (not marks or (marks[-1][1] < given
+                                              and now - marks[-1][0] >= after / 10)):
+            marks.append((now, given))
+        late = 0
+        while marks and now - marks[0][0] >= after:
+            upto = marks.popleft()[1]
+            start = max(self._late_upto, written)
+            if upto > start:
+                late += upto - start
+                self._late_upto = upto
+        return late
 
     # -- the heartbeat ------------------------------------------------------------
 

@@ -148,3 +148,37 @@ def test_close_happens_once_and_ends_an_upgrade() -> None:
     session.start_upgrade()
     assert session.close() and not session.close()
     assert session.upgrading is None and not session.start_upgrade()
+
+
+def test_a_frame_is_late_once_it_has_waited_the_bound_unwritten() -> None:
+    """overdue() counts each frame given and still unwritten ``after`` seconds
+    later, once; what a poll took in time is never late, and marks are taken
+    only while frames wait."""
+    session = polling(max_poll_packets=2)
+    for i in range(5):
+        session.push(f"4m{i}")
+    assert session.overdue(0.0, 1.0) == 0  # marks 5 given by t=0
+    session.take()  # 2 of them written in time
+    assert session.overdue(0.5, 1.0) == 0
+    session.push("4m5")  # given after the first mark
+    assert session.overdue(0.9, 1.0) == 0
+    assert session.overdue(1.0, 1.0) == 3  # the 3 left of the first 5, not the new one
+    assert session.overdue(1.5, 1.0) == 0  # counted once
+    assert session.overdue(1.95, 1.0) == 1  # the 6th, marked at 0.9
+    assert session.overdue(5.0, 1.0) == 0
+    session.take()
+    session.take()
+    assert session.given == session.written == 6
+    assert session.overdue(9.0, 1.0) == 0
+
+
+def test_frames_dropped_by_a_skipping_session_are_never_late() -> None:
+    session = polling(max_backlog_packets=8)
+    session.catches_up = True
+    for i in range(8):
+        session.push(f"4room{i}", droppable=True)
+    assert session.overdue(0.0, 1.0) == 0
+    session.push("4ack", droppable=False)  # past the bound: the droppable go
+    assert session.queued == 1
+    assert session.overdue(1.0, 1.0) == 0  # the ack was given after the mark
+    assert session.overdue(1.9, 1.0) == 0 and session.overdue(2.0, 1.0) == 1
