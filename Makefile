@@ -15,7 +15,8 @@ SYSTEM_TOOLS := chromium:/usr/bin/chromium nginx:/usr/sbin/nginx redis-server:/u
                 fonts-noto-color-emoji:/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 
 # Lock files: every machine installs exactly these versions, with hashes.
-# requirements.txt is what the server needs; client/requirements.txt the Python
+# requirements.txt is what the server needs (with the tracing extra, so that
+# --trace-endpoint works where `make run` installed); client/requirements.txt the Python
 # client alone (the same versions); requirements-test.txt adds the test and
 # lock tools (and agrees with requirements.txt); bench/requirements.txt adds
 # what `make bench` draws its PNGs with. `make lock` redoes all four.
@@ -95,10 +96,10 @@ $(VENV)/.installed-test: $(VENV)/.installed-run $(TEST_LOCK)
 	touch $@
 
 lock: $(VENV)/.installed-test  ## pick the newest versions the ranges in setup.cfg allow, into the lock files
-	$(COMPILE) --upgrade --extra server -o $(LOCK)
+	$(COMPILE) --upgrade --extra server --extra tracing -o $(LOCK)
 	$(COMPILE) -c $(LOCK) -o $(CLIENT_LOCK)
-	$(COMPILE) --upgrade --extra server --extra test --extra dev -c $(LOCK) -o $(TEST_LOCK)
-	$(COMPILE) --upgrade --extra server --extra bench -c $(LOCK) -o $(BENCH_LOCK)
+	$(COMPILE) --upgrade --extra server --extra tracing --extra test --extra dev -c $(LOCK) -o $(TEST_LOCK)
+	$(COMPILE) --upgrade --extra server --extra tracing --extra bench -c $(LOCK) -o $(BENCH_LOCK)
 
 # The suite on the newest releases, past setup.cfg's upper bounds too (to try
 # an upgrade: app/compat.py says at once if a private name moved), or on the

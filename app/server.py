@@ -33,6 +33,7 @@ from .appkeys import (
     STORE_KEY, WEBHOOKS_KEY,
 )
 from .metrics import Metrics
+from .tracing import Tracing
 from .sio.packet import BoundedMsgPackPacket
 from .page import setup_page
 from .presence import PresenceFactory, open_presence
@@ -186,6 +187,10 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
                       lambda: [([], store.pending if isinstance(store, Deadlines) else 0)])
         if settings.admin_ui:
             enable_admin_ui(sio, settings, node)
+        tracer = None
+        if settings.trace_endpoint:
+            chat.tracer = fanout.tracer = tracer = Tracing(
+                settings.trace_endpoint, settings.trace_sample, node=node)
         fanout.on_catch_up = chat.recovery.catch_up
         fanout.observers["change"] = chat.governance.observed
         fanout.droppable = RECOVERABLE
@@ -204,6 +209,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
                          abort=app[STORE_KEY].abort)
         await chat.wait_handlers(clock.left())
         await clock.step("fan-out's flush", fanout.close(), floor=1.0)
+        if tracer is not None:  # (the exporter's own thread; bounded by its timeout)
+            await clock.step("traces' export", asyncio.to_thread(tracer.shutdown), floor=1.0)
 
     app.cleanup_ctx.extend([store_ctx, presence_ctx, chat_ctx])
     app.on_shutdown.append(_disconnect_clients)

@@ -190,6 +190,11 @@ class Settings:
         "help": "bytes waiting for all slow clients together; past it the ones furthest "
                 "behind are disconnected first (bounds memory however many stall at "
                 "once); 0: no bound"})
+    trace_endpoint: str = field(default="", metadata={
+        "help": "OTLP/HTTP endpoint traces are exported to (e.g. "
+                "http://collector:4318/v1/traces); empty: no tracing"})
+    trace_sample: float = field(default=0.01, metadata={
+        "help": "share of events traced when --trace-endpoint is set (0 to 1)"})
     late_delivery_after: float = field(default=5.0, metadata={
         "help": "seconds after which an event handed to a connection and still not "
                 "written to its socket (or taken by its poll) is counted in "
@@ -360,6 +365,8 @@ class Settings:
                 or self.presence_tick <= 0:
             raise ValueError("presence_list_max and presence_max_names must be at least 1 "
                              "and presence_tick positive")
+        if not 0 <= self.trace_sample <= 1:
+            raise ValueError("trace_sample must be between 0 and 1")
         if self.late_delivery_after <= 0:
             raise ValueError("late_delivery_after must be positive")
         if self.presence_grace < 0 or self.drain_window < 0:

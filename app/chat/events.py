@@ -21,6 +21,7 @@ from ..core.models import Sid
 from .connections import Connection
 from .directs import MAX_PEOPLE
 from ..core.policy import ACTIONS
+from .. import tracing
 from .protocol import (
     parse_advance, parse_audit, parse_delete, parse_direct, parse_edit, parse_govern,
     parse_history, parse_join, parse_leave, parse_reaction, parse_read, parse_renew, parse_room,
@@ -57,8 +58,9 @@ async def _leave(chat: Chat, conn: Connection, data: object) -> Ack:
 
 
 async def _send(chat: Chat, conn: Connection, data: object) -> Ack:
-    return await chat.messages.send(
-        conn, parse_send(data, max_text_length=chat.settings.max_text_length))
+    with tracing.child("parse"):
+        req = parse_send(data, max_text_length=chat.settings.max_text_length)
+    return await chat.messages.send(conn, req)
 
 
 async def _history(chat: Chat, conn: Connection, data: object) -> Ack:
@@ -176,25 +178,32 @@ async def perform(chat: Chat, conn: Connection, event: str, payload: object) -> 
 
     A :class:`ChatError` becomes its code and message (logged and counted as
     a refusal); anything else is logged with its traceback and answered
-    ``internal``, with no detail. The time to the ack is measured per event.
+    ``internal``, with no detail. The time to the ack is measured per event,
+    and a sampled event is traced (:mod:`app.tracing`).
     """
     started = time.perf_counter()
     task = chat.working()
+    tracer = chat.tracer
+    traced = tracer.event(event, conn.transport) if tracer is not None else None
+    ack: Ack = {"ok": False}
     try:
         if chat.draining and event in (REFUSED_WHILE_HANDING_OFF if chat.settings.presence_grace
                                        else REFUSED_WHILE_DRAINING):
             raise ChatError(ErrorCode.UNAVAILABLE,
                             "this server is shutting down; reconnect and try again")
-        return {"ok": True, **await EVENTS[event](chat, conn, payload)}
+        ack = {"ok": True, **await EVENTS[event](chat, conn, payload)}
     except ChatError as exc:
-        return refused(chat, conn.sid, conn, event, exc)
+        ack = refused(chat, conn.sid, conn, event, exc)
     except Exception:
         log.exception("unhandled error in %s sid=%s", event, conn.sid)
         chat.metrics.refused.labels(event, ErrorCode.INTERNAL).inc()
-        return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+        ack = {"ok": False, "error": {"code": "internal", "message": "internal error"}}
     finally:
+        if traced is not None and tracer is not None:
+            tracer.end(traced, ack)
         chat.done(task)
         chat.metrics.ack_seconds.labels(event).observe(time.perf_counter() - started)
+    return ack
 
 
 def refused(chat: Chat, sid: Sid, conn: Connection | None, event: str, exc: ChatError

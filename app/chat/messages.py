@@ -23,6 +23,7 @@ from typing import Any
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import Entry, Message, now_ms
 from ..core.policy import MODERATOR
+from .. import tracing
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import MessageStore
@@ -57,7 +58,7 @@ class Messages:
         # in a direct conversation every message is for all its people
         mentions = mentioned(req.text, conn.name) if people is None else \
             tuple(sorted(people - {conn.name}))
-        with self.metrics.store_seconds.labels("append").time():
+        with self.metrics.store_seconds.labels("append").time(), tracing.child("store.append"):
             message, created = await self.store.append(req.room, conn.name, req.text,
                                                        req.client_id, req.reply_to, mentions,
                                                        power=conn.identity.power)

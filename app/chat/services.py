@@ -33,6 +33,7 @@ from ..metrics import Metrics
 from ..presence import Presence
 from ..settings import Settings
 from ..store import MessageStore
+from ..tracing import Tracing
 from .connections import Connection, Connections
 from .conversations import Directs
 from .cursors import Cursors
@@ -79,6 +80,7 @@ class Chat:
         # work under way (handlers, disconnects): shutdown waits for it before
         # closing the backends, or its last store and presence calls would fail
         self.handling: set[asyncio.Task[Any]] = set()
+        self.tracer: Tracing | None = None  # set by the app when tracing is on
 
     @property
     def draining(self) -> bool:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from socketio import packet
 
-from .. import compat
+from .. import compat, tracing
 from ..metrics import Metrics
 from ..settings import Settings
 
@@ -71,6 +71,7 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
     and knows which rooms each connection is in (see :meth:`basic_disconnect`)."""
 
     metrics: Metrics | None = None  # set by client_manager
+    tracer: tracing.Tracing | None = None  # set by the app when tracing is on
     counted = "/"  # the namespace whose room events are counted (set by client_manager)
     # events of the counted namespace that a connection catching up fetches
     # again (set by the chat): the server may drop them for one that is behind
@@ -140,7 +141,8 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                callback=callback, to=to, **kwargs)
             return
-        await self._deliver(event, data, namespace, target, skip_sid)
+        with tracing.child("deliver"):
+            await self._deliver(event, data, namespace, target, skip_sid)
         if event == "message" and self.metrics is not None and namespace == self.counted \
                 and isinstance(data, dict) and isinstance(data.get("ts"), int):
             lag = time.time() - data["ts"] / 1000  # (another node's clock, for hop="redis")

@@ -37,7 +37,8 @@ delivery). Two tasks, each on a connection of its own, do the rest:
 
 On the channel each payload is one kind byte, this process's 16-byte id,
 and a msgpack body: ``e`` an event ``{ns, r, e, a}`` (namespace, room,
-event, arguments), ``c`` a catch-up notice ``{r}`` (the rooms, or nil for
+event, arguments; and ``t``, the W3C traceparent, when it is traced:
+:mod:`app.tracing`), ``c`` a catch-up notice ``{r}`` (the rooms, or nil for
 every room), ``b`` a beat (``{t, l}``, the publisher's clock and the link,
 read only by its own node), ``d`` an end ``{ns, r}`` (end every connection
 in the room: a person's connections ended through the HTTP API). A node
@@ -54,7 +55,7 @@ from typing import Any
 
 import msgpack
 
-from .. import redis_client
+from .. import redis_client, tracing
 from . import CatchUp, CountingManager, Fanout, Gauge
 from .link import BEAT, SubscriptionLink
 from .queue import PublishQueue
@@ -69,6 +70,7 @@ BATCH_EVENTS = 512  # events per publish pipeline, at most
 BATCH_BYTES = 1 << 20  # bytes per publish pipeline (past its first event), at most
 CLOSE_FLUSH = 2.0  # seconds close() gives the queue to drain
 JOIN_WAIT = 2.0  # seconds a join waits for its room's subscription (then: a catch-up)
+MAX_TRACED = 10_000  # traced events waiting to be published; past it, not traced
 
 EVENT, CATCH_UP, BEAT_KIND, END = b"e", b"c", b"b", b"d"
 
@@ -93,6 +95,7 @@ class RedisFanout(CountingManager):
         self.catch_ups = 0  # catch-ups asked of the chat (that tests can count)
         self.received = 0  # events received from the other nodes
         self._warned: set[str] = set()
+        self._traced: dict[int, tracing.Producer] = {}  # id(payload) -> its publish span
         self._room_refs: dict[str, int] = {}  # room -> namespaces here with members in it
         self._rooms_of: dict[str, str] = {}  # channel -> its room, for rooms with members here
         self._late: dict[str, str] = {}  # channel -> room joined before it was confirmed
@@ -175,6 +178,7 @@ class RedisFanout(CountingManager):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._end_traced(None, "not published")
         for link in self.links.values():
             await link.stop()
         await self._drop_publisher_client()
@@ -382,16 +386,27 @@ class RedisFanout(CountingManager):
 
     def _queue(self, event: str, data: Any, namespace: str, room: Any) -> None:
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        fields = {"ns": namespace, "r": room, "e": event, "a": args}
+        span = tracing.producer("fanout.publish") if len(self._traced) < MAX_TRACED else None
+        if span is not None and span.traceparent:
+            fields["t"] = span.traceparent
         try:
-            body = msgpack.packb({"ns": namespace, "r": room, "e": event, "a": args},
-                                 use_bin_type=True)
+            body = msgpack.packb(fields, use_bin_type=True)
         except (TypeError, ValueError) as exc:
             if event not in self._warned:
                 self._warned.add(event)
                 log.warning("redis fan-out: %r events cannot be encoded (%s); they stay "
                             "on this node", event, exc)
+            if span is not None:
+                span.end("not encodable")
             return
-        self.queue.put(room, EVENT + self._id + body)
+        payload = EVENT + self._id + body
+        queued = self.queue.put(room, payload)
+        if span is not None:
+            if queued:  # ended once published (_publisher), or lost
+                self._traced[id(payload)] = span
+            else:
+                span.end("lost")
 
     # -- publishing -------------------------------------------------------------
 
@@ -416,6 +431,7 @@ class RedisFanout(CountingManager):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # redis raises many kinds; all mean "not published"
+                self._end_traced(None, "lost")  # the batch and all queued behind it
                 self.queue.lose(room for room, _ in batch)
                 self.queue.merge(lost)
                 self.queue.suspend()
@@ -424,11 +440,25 @@ class RedisFanout(CountingManager):
                 finally:
                     self.queue.resume()
                 continue
+            if self._traced:
+                self._end_traced(batch)
             for link in beating:
                 link.beat_sent = now
             if lost:
                 log.info("redis fan-out: told the other nodes to catch up on %s",
                          "every room" if lost.everything else f"{len(lost.rooms)} rooms")
+
+    def _end_traced(self, batch: list[tuple[object, bytes]] | None,
+                    error: str | None = None) -> None:
+        """End the publish spans of ``batch``'s events (None: of all)."""
+        if batch is None:
+            spans = list(self._traced.values())
+            self._traced.clear()
+        else:
+            spans = [span for _, payload in batch
+                     if (span := self._traced.pop(id(payload), None)) is not None]
+        for span in spans:
+            span.end(error)
 
     async def _publish(self, payloads: list[tuple[str, bytes]]) -> None:
         client = self._publisher_client
@@ -492,9 +522,16 @@ class RedisFanout(CountingManager):
             if kind == EVENT:
                 self.received += 1
                 args = fields["a"]
-                await CountingManager.emit(
-                    self, fields["e"], tuple(args) if len(args) != 1 else args[0],
-                    namespace=fields["ns"], room=fields["r"], hop="redis")
+                traced = None
+                if self.tracer is not None and isinstance(fields.get("t"), str):
+                    traced = self.tracer.received(fields["t"], str(fields["e"]))
+                try:
+                    await CountingManager.emit(
+                        self, fields["e"], tuple(args) if len(args) != 1 else args[0],
+                        namespace=fields["ns"], room=fields["r"], hop="redis")
+                finally:
+                    if traced is not None:
+                        tracing.Tracing.done(traced)
             elif kind == END:
                 await CountingManager.end_room(self, fields["ns"], fields["r"])
             elif kind == CATCH_UP:

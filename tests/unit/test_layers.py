@@ -29,7 +29,8 @@ FORBIDDEN = {
               "app.chat.events"},
 }
 TOP_LEVEL = {"__init__.py", "__main__.py", "server.py", "settings.py", "appkeys.py", "health.py",
-             "page.py", "compat.py", "metrics.py", "logs.py", "shutdown.py", "redis_client.py"}
+             "page.py", "compat.py", "metrics.py", "tracing.py", "logs.py", "shutdown.py",
+             "redis_client.py"}
 PURE = ["eio/packets.py", "eio/session.py", "ws/frames.py", "core/models.py", "core/errors.py",
         "core/limits.py", "chat/protocol.py", "chat/directs.py", "chat/mentions.py",
         "chat/paging.py", "store/stream.py", "store/search.py", "store/markers.py",
