@@ -11,7 +11,8 @@ table gives the median of the runs and the ratios Roomcast/baseline.
   node      ``bench/node/server.js``: socket.io 4, same events
 
 Scenarios (``bench/README.md``): S1 fan-out over WebSocket (S1PG: Roomcast
-on PostgreSQL), S2 idle
+on PostgreSQL; T1 and T100: Roomcast alone, tracing 1 % and 100 % of events
+to an OTLP endpoint here, beside its own S1), S2 idle
 connections, S3 fan-out with a fifth of the members on long-polling, S4 a
 reconnect storm; C1 two nodes (members split) and C2 four nodes (rooms spread)
 sharing a throwaway Redis (Roomcast on PostgreSQL, ``DATABASE_URL``; Node with
@@ -39,12 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from .ramps import draw
+from .trace_sink import TraceSink
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bench" / "node"
 
 SERVERS = ("roomcast", "stock", "node")
-SCENARIOS = ("s1", "s1pg", "s2", "s3", "s4", "c1", "c2")
+SCENARIOS = ("s1", "s1pg", "t1", "t100", "s2", "s3", "s4", "c1", "c2")
+TRACED = {"t1": 0.01, "t100": 1.0}  # scenario -> share of events traced; Roomcast only
 CLUSTER_SCENARIOS = {"c1": 2, "c2": 4}  # scenario -> nodes; Roomcast and Node only
 CLUSTER_SERVERS = ("roomcast", "node")
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -175,6 +178,20 @@ def fanout(server: Server, args: argparse.Namespace, polling: float) -> Measured
             "lost + repeated": sum(s["lost"] + s["repeated"]
                                    for s in [moderate, result["fixed"], *result["steps"]])
             }, result["steps"]
+
+
+def traced_fanout(sample: float, args: argparse.Namespace, data_dir: str) -> Measured:
+    """S1 against Roomcast exporting a ``sample`` of its events' traces to a
+    sink here (the spans it received, once the server has stopped and
+    flushed, with the figures)."""
+    with TraceSink() as sink:
+        server = start_server("roomcast", args.serializer, data_dir, extra=[
+            "--trace-endpoint", sink.endpoint, "--trace-sample", str(sample)])
+        try:
+            figures, steps = fanout(server, args, polling=0)
+        finally:
+            server.stop()
+    return {**figures, "spans exported": sink.spans}, steps
 
 
 def idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
@@ -341,6 +358,10 @@ def run_scenario(scenario: str, server: Server, args: argparse.Namespace) -> Mea
 TITLES = {
     "s1": "S1 fan-out: 10 rooms x 100 WebSocket members",
     "s1pg": "S1 with Roomcast storing every message in PostgreSQL (the baselines as in S1)",
+    "t1": "T1: S1 with Roomcast tracing 1 % of events (OpenTelemetry, OTLP/HTTP); rc/s1: "
+          "against its own S1 of the same runs",
+    "t100": "T100: S1 with Roomcast tracing every event; rc/s1: against its own S1 of the "
+            "same runs",
     "s2": "S2 idle: {connections} WebSocket connections",
     "s3": "S3 fan-out: 10 rooms x 100 members, 20 per room on long-polling",
     "s4": "S4 reconnect storm: 1,000 clients rejoin with since, 20 missed per room",
@@ -363,6 +384,9 @@ def table(results: dict[str, dict[str, list[dict[str, float]]]],
         ratios = [name for name in args.servers if name != "roomcast"]
         if "roomcast" in args.servers:
             header += "".join(f"{'rc/' + name:>11}" for name in ratios)
+        untraced = results.get("s1", {}).get("roomcast") if scenario in TRACED else None
+        if untraced:
+            header += f"{'rc/s1':>11}"
         lines.append(header)
         per_server = results[scenario]
         metrics = list(next(iter(per_server.values()))[0])
@@ -376,6 +400,9 @@ def table(results: dict[str, dict[str, list[dict[str, float]]]],
                     ("lost", "dropped", "seq")):
                 for name in ratios:
                     base = medians.get(name)
+                    row += f"{medians['roomcast'] / base:>10.2f}x" if base else f"{'-':>11}"
+                if untraced and metric in untraced[0]:
+                    base = statistics.median(r[metric] for r in untraced)
                     row += f"{medians['roomcast'] / base:>10.2f}x" if base else f"{'-':>11}"
             lines.append(row)
     lines.append("")
@@ -424,7 +451,8 @@ def main() -> None:
         for scenario in args.scenarios:
             order = args.servers[run % len(args.servers):] + args.servers[:run % len(args.servers)]
             for name in order:
-                if scenario in CLUSTER_SCENARIOS and name not in CLUSTER_SERVERS:
+                if scenario in CLUSTER_SCENARIOS and name not in CLUSTER_SERVERS \
+                        or scenario in TRACED and name != "roomcast":
                     continue
                 with tempfile.TemporaryDirectory(prefix="roomcast-bench-") as data_dir:
                     if scenario in CLUSTER_SCENARIOS:
@@ -435,6 +463,8 @@ def main() -> None:
                                                             spread=scenario == "c2")
                         finally:
                             cluster.stop()
+                    elif scenario in TRACED:
+                        figures, steps = traced_fanout(TRACED[scenario], args, data_dir)
                     else:
                         on_pg = (scenario, name) == ("s1pg", "roomcast")
                         schema = f"bench_{run_id()}" if on_pg else None
@@ -447,7 +477,7 @@ def main() -> None:
                             if schema:
                                 drop_schema(schema)
                 results.setdefault(scenario, {}).setdefault(name, []).append(figures)
-                if steps:
+                if steps and scenario not in TRACED:  # (S1's ramp is drawn)
                     ramps.setdefault(scenario, {}).setdefault(name, []).append(steps)
                 print(f"run {run + 1}/{args.runs} {scenario} {name:<8} {json.dumps(figures)}",
                       flush=True)
