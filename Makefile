@@ -128,7 +128,7 @@ $(BENCH_NODE)/node_modules/.installed: $(BENCH_NODE)/package.json $(BENCH_NODE)/
 	npm ci --prefix $(BENCH_NODE) --no-audit --no-fund --loglevel=error
 	touch $@
 
-bench: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## S1-S4 (and S1 on PostgreSQL) vs stock python-socketio and Node socket.io, C1/C2 (two/four nodes on Redis) vs Node with its Redis adapter (about 25 min; BENCH_ARGS="--runs 1")
+bench: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## S1-S5 (and S1 on PostgreSQL, S1 traced at 1 % and 100 %) vs stock python-socketio and Node socket.io, C1/C2 (two/four nodes on Redis) vs Node with its Redis adapter (about 50 min; BENCH_ARGS="--runs 1")
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 churn: $(VENV)/.installed-run  ## bench/churn.py: thousands of short connections, then leak check

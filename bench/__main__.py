@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bench" / "node"
 
 SERVERS = ("roomcast", "stock", "node")
-SCENARIOS = ("s1", "s1pg", "t1", "t100", "s2", "s3", "s4", "c1", "c2")
+SCENARIOS = ("s1", "s1pg", "t1", "t100", "s2", "s3", "s4", "s5", "c1", "c2")
 TRACED = {"t1": 0.01, "t100": 1.0}  # scenario -> share of events traced; Roomcast only
 CLUSTER_SCENARIOS = {"c1": 2, "c2": 4}  # scenario -> nodes; Roomcast and Node only
 CLUSTER_SERVERS = ("roomcast", "node")
@@ -54,6 +54,10 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5
 # cluster scenarios: every node of a kind on one core, the generator and Redis on
 # the other (this machine has two)
 NODES_CORE, LOADGEN_CORE = "0", "1"
+# S5: idle connections at the open-files limit (20,000 a process: what the
+# server can hold, with its own files), held by two generator processes
+IDLE_GENERATORS = 2
+IDLE_SECONDS = 30.0  # the probe's window: longer than every server's 25 s ping interval
 
 
 @dataclass
@@ -170,8 +174,12 @@ def fanout(server: Server, args: argparse.Namespace, polling: float) -> Measured
                       "serverPid": server.proc.pid,
                       "run": run_id()})
     moderate = result["moderate"]
+    last = result["steps"][-1] if result["steps"] else moderate  # the step the ramp ended on
     return {"max msgs/s (p99 < 100 ms)": result["max_delivered_per_s"],
             AT_TOP: int(result["at_top"]),
+            # which was the limit: the one nearer a whole core at the ramp's end
+            "server CPU % at the end": last["server_cpu_pct"],
+            "generator CPU % at the end": last["loadgen_cpu_pct"],
             "p50 ms @ 10k msgs/s": moderate["p50_ms"], "p99 ms @ 10k msgs/s": moderate["p99_ms"],
             "server CPU % @ 10k msgs/s": moderate["server_cpu_pct"],
             "server CPU % @ 40k msgs/s": result["fixed"]["server_cpu_pct"],
@@ -203,6 +211,48 @@ def idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
     return {"connects/s": result["connects_per_s"],
             "KB per connection": round((held["rss"] - before) / result["connections"], 1),
             "dropped while idle": result["connections"] - result["alive_at_end"]}
+
+
+def held_idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
+    """S5: ``args.held`` idle WebSockets over :data:`IDLE_GENERATORS` processes;
+    once all are held, the server's memory, then its CPU and a probe's send
+    round trips over :data:`IDLE_SECONDS` (every connection's heartbeat falls
+    in it)."""
+    before = server.rss_kb()
+    config = {"scenario": "idle", "url": server.url, "serializer": args.serializer,
+              "connections": args.held // IDLE_GENERATORS, "serverPid": server.proc.pid,
+              "probeSeconds": IDLE_SECONDS, "holdSeconds": 300, "run": run_id()}
+    procs = [subprocess.Popen(["node", str(NODE_DIR / "loadgen.js"),
+                               json.dumps({**config, "prefix": f"g{i}-"})],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for i in range(IDLE_GENERATORS)]
+
+    def said(proc: subprocess.Popen[str], what: str | None = None) -> dict[str, Any]:
+        assert proc.stdin is not None and proc.stdout is not None
+        if what is not None:
+            proc.stdin.write(what + "\n")
+            proc.stdin.flush()
+        line = proc.stdout.readline()  # (each generator bounds its own run in time)
+        if not line:
+            raise RuntimeError(f"load generator failed on {config}")
+        return dict(json.loads(line))
+    try:
+        ready = [said(proc) for proc in procs]
+        held_rss = server.rss_kb()
+        probe = said(procs[0], "probe")["probe"]
+        ends = [said(proc, "close") for proc in procs]
+        for proc in procs:
+            proc.wait(30)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    held = sum(r["connections"] for r in ready)
+    return {"connections held": held,
+            "KB per connection": round((held_rss - before) / held, 1),
+            "server CPU % idle": probe["server_cpu_pct"],
+            "probe p50 ms": probe["p50_ms"], "probe p99 ms": probe["p99_ms"],
+            "dropped while idle": held - sum(end["alive_at_end"] for end in ends)}
 
 
 def storm(server: Server, args: argparse.Namespace) -> dict[str, float]:
@@ -352,6 +402,8 @@ def run_scenario(scenario: str, server: Server, args: argparse.Namespace) -> Mea
         return fanout(server, args, polling=0.2)
     if scenario == "s2":
         return idle(server, args), []
+    if scenario == "s5":
+        return held_idle(server, args), []
     return storm(server, args), []
 
 
@@ -365,11 +417,17 @@ TITLES = {
     "s2": "S2 idle: {connections} WebSocket connections",
     "s3": "S3 fan-out: 10 rooms x 100 members, 20 per room on long-polling",
     "s4": "S4 reconnect storm: 1,000 clients rejoin with since, 20 missed per room",
+    "s5": "S5 idle at the limit: {held} WebSockets over two generator processes; then 30 s "
+          "of the server's CPU and a probe's sends (one each 100 ms)",
     "c1": "C1 two nodes, one Redis: 10 rooms x 100 WebSocket members, half on each node "
           "(Roomcast: PostgreSQL store)",
     "c2": "C2 four nodes, one Redis: 8 rooms x 100 WebSocket members, each room on one "
           "node (Roomcast: PostgreSQL store)",
 }
+
+
+def title(scenario: str, args: argparse.Namespace) -> str:
+    return TITLES[scenario].format(connections=f"{args.connections:,}", held=f"{args.held:,}")
 
 
 def table(results: dict[str, dict[str, list[dict[str, float]]]],
@@ -379,7 +437,7 @@ def table(results: dict[str, dict[str, list[dict[str, float]]]],
         if scenario not in results:
             continue
         lines.append("")
-        lines.append(TITLES[scenario].format(connections=f"{args.connections:,}"))
+        lines.append(title(scenario, args))
         header = f"  {'metric':<28}" + "".join(f"{name:>12}" for name in args.servers)
         ratios = [name for name in args.servers if name != "roomcast"]
         if "roomcast" in args.servers:
@@ -431,6 +489,8 @@ def main() -> None:
                         help="comma-separated: roomcast,stock,node")
     parser.add_argument("--serializer", choices=("msgpack", "json"), default="msgpack")
     parser.add_argument("--connections", type=int, default=10_000, help="S2's connections")
+    parser.add_argument("--held", type=int, default=19_500,
+                        help="S5's connections (each process may open 20,000 files here)")
     parser.add_argument("--step-seconds", type=float, default=2.5,
                         help="length of each rate step in S1/S3")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
@@ -484,7 +544,7 @@ def main() -> None:
     print(table(results, args))
     for scenario, drawn in ramps.items():
         path = args.png_dir / f"{scenario}.png"
-        draw(TITLES[scenario].format(connections=f"{args.connections:,}"), drawn, path)
+        draw(title(scenario, args), drawn, path)
         print(f"ramp: {path}")
     print(f"({time.monotonic() - started:.0f} s)")
     if args.json:

@@ -57,6 +57,38 @@ const codecs = {
   },
 };
 
+// -- frames many clients receive alike -----------------------------------------
+
+// A room's members receive the same frame bytes for each broadcast: the first
+// to get one decodes it, the others find it here (a byte comparison, native)
+// and share the decoded packet, read-only. What the generator spends on each
+// delivery is then mostly the socket's, as a real client's would be: without
+// it, decoding 99 copies of each message bounded the ramps (issue 36).
+class FrameCache {
+  constructor(size = 8) {
+    this.frames = new Array(size).fill(null);
+    this.packets = new Array(size).fill(null);
+    this.next = 0;
+  }
+
+  find(data) {
+    const frames = this.frames;
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i];
+      if (frame !== null && frame.length === data.length && frame.equals(data)) {
+        return this.packets[i];
+      }
+    }
+    return null;
+  }
+
+  keep(data, pkt) {
+    this.frames[this.next] = data;
+    this.packets[this.next] = pkt;
+    this.next = (this.next + 1) % this.frames.length;
+  }
+}
+
 // -- one client -----------------------------------------------------------
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
@@ -93,6 +125,7 @@ class Client {
     this.closed = false;
     this.outbox = []; // polling: Engine.IO packets waiting for the next POST
     this.posting = false;
+    this.frames = null; // a FrameCache shared with the clients that receive alike
   }
 
   connect(timeoutMs = 30000) {
@@ -113,9 +146,23 @@ class Client {
     this.ws = ws;
     ws.on("message", (data, isBinary) => {
       this.lastSize = data.length; // bytes of the WebSocket message (the presence scenario)
-      if (isBinary) return this.onPacket(this.codec.decode(data));
+      const frames = this.frames;
+      if (frames !== null) {
+        const known = frames.find(data);
+        if (known !== null) return this.onPacket(known);
+      }
+      if (isBinary) {
+        const pkt = this.codec.decode(data);
+        if (frames !== null) frames.keep(data, pkt);
+        return this.onPacket(pkt);
+      }
       const text = data.toString();
-      this.onEngineText(text);
+      if (frames !== null && text[0] === "4") { // a message (not a ping): kept too
+        const pkt = this.codec.decode(text.slice(1));
+        frames.keep(data, pkt);
+        return this.onPacket(pkt);
+      }
+      return this.onEngineText(text);
     });
     ws.on("error", (err) => this.onConnect && this.onConnect(err));
     ws.on("close", () => { this.closed = true; });
@@ -269,6 +316,7 @@ class Room {
     this.sent = 0;
     this.acked = 0;
     this.refused = 0;
+    this.frames = new FrameCache();
   }
 }
 
@@ -305,6 +353,7 @@ async function fanout(cfg) {
                                        name: `u${run}r${r}m${m}` });
       client.room = room;
       client.last = 0;
+      if (m !== 0 && !cfg.decodeEach) client.frames = room.frames;
       if (m === 0) room.sender = client; else room.receivers.push(client);
       client.onEvent = m === 0 ? () => {} : onMessage(client);
       clients.push(client);
@@ -411,7 +460,7 @@ async function idle(cfg) {
   const clients = [];
   for (let i = 0; i < cfg.connections; i++) {
     clients.push(new Client(cfg.url, { serializer: cfg.serializer, transport: "websocket",
-                                       name: `idle${i}` }));
+                                       name: `idle${cfg.prefix || ""}${i}` }));
   }
   const start = now();
   await inWindow(clients, cfg.concurrency || 200, (client) => client.connect());
@@ -419,15 +468,51 @@ async function idle(cfg) {
   const result = { scenario: "idle", connections: clients.length, seconds: round(seconds, 2),
                    connects_per_s: Math.round(clients.length / seconds) };
   log(JSON.stringify(result));
-  // Hold the connections until told (the runner reads the server's memory now).
+  // Hold the connections until told (the runner reads the server's memory now);
+  // told "probe", measure the idle server (S5) and say so, then wait on.
   console.log(JSON.stringify({ ready: true, ...result }));
   const lines = readline.createInterface({ input: process.stdin });
   const timer = setTimeout(() => lines.close(), (cfg.holdSeconds || 60) * 1000);
-  for await (const line of lines) if (line.trim() === "close") break;
+  for await (const line of lines) {
+    if (line.trim() === "probe") console.log(JSON.stringify({ probe: await probe(cfg) }));
+    if (line.trim() === "close") break;
+  }
   clearTimeout(timer);
   const alive = clients.filter((client) => !client.closed).length;
   for (const client of clients) client.close();
   return { ...result, alive_at_end: alive };
+}
+
+// S5: while the others idle, one more client sends to a room of its own every
+// `probeEvery` ms for `probeSeconds` (a send's round trip: the ack), and the
+// server's CPU over that window is read: what holding them costs, heartbeats
+// included (a window longer than the ping interval sees every connection's).
+async function probe(cfg) {
+  const run = cfg.run || Date.now().toString(36);
+  const client = await new Client(cfg.url, { serializer: cfg.serializer, transport: "websocket",
+                                             name: `probe${run}` }).connect();
+  const room = `probe-${run}`;
+  const joined = await client.call("join", { room });
+  if (!joined.ok) throw new Error(`probe join refused: ${JSON.stringify(joined.error)}`);
+  const rtts = [];
+  const ticksStart = serverTicks(cfg.serverPid);
+  const cpuStart = process.cpuUsage();
+  const start = now();
+  for (let n = 0; now() - start < cfg.probeSeconds * 1000; n++) {
+    const sent = now();
+    const ack = await client.call("send", { room, text: `${n}`, client_id: `${run}-${n}` });
+    if (!ack.ok) throw new Error(`probe send refused: ${JSON.stringify(ack.error)}`);
+    rtts.push(now() - sent);
+    await sleep(Math.max(0, sent + (cfg.probeEvery || 100) - now()));
+  }
+  const window = (now() - start) / 1000;
+  const cpu = process.cpuUsage(cpuStart);
+  client.close();
+  const sorted = Float64Array.from(rtts).sort();
+  return { samples: rtts.length, p50_ms: round(percentile(sorted, 50), 2),
+           p99_ms: round(percentile(sorted, 99), 2),
+           server_cpu_pct: round((serverTicks(cfg.serverPid) - ticksStart) / window, 1),
+           loadgen_cpu_pct: round((cpu.user + cpu.system) / 10 / (window * 1000), 1) };
 }
 
 // -- S4: reconnect storm --------------------------------------------------------
