@@ -91,7 +91,7 @@ class Rooms:
         if conn.barred:  # a ban or removal during an earlier join is read afresh
             conn.barred.discard(room)
         if entering:  # counted before any await: pipelined joins cannot pass --max-rooms
-            conn.joining.add(room)
+            conn.joining[room] = None
         try:
             # The room's rules, read before entering the transport's room (one
             # they keep out receives nothing of it); an action stored after the
@@ -131,7 +131,7 @@ class Rooms:
             raise
         finally:
             if entering:
-                conn.joining.discard(room)
+                conn.joining.pop(room, None)
         ack = {"room": room, "seq": page.latest, **await self.listing(conn, room),
                **entries, "more": more, "read": reading.read, "unread": reading.unread,
                "mentions": reading.mentions}
@@ -207,7 +207,7 @@ class Rooms:
         # A member from here on for housekeeping too (it leaves this entry alone
         # while the join's own presence call is under way).
         conn.rooms.add(room)
-        conn.joining.discard(room)
+        conn.joining.pop(room, None)
         first = await self.presence.join(room, conn.name, conn.sid)
         if not self.connections.is_current(conn):  # disconnected meanwhile
             await self.presence.leave(room, conn.name, conn.sid)

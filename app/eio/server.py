@@ -44,6 +44,7 @@ from ..ws.handshake import HandedOff, HandshakeError, take_over
 from . import packets, polling
 from .budget import BacklogBudget
 from .outbox import Outbox
+from .timers import TimerWheel
 from .packets import Encoded, PacketError
 from .session import (
     CLOSE_REQUESTED, DELIVER, HEARTBEAT, IGNORE, POLLING, PROBED, REPLY, UPGRADED, WEBSOCKET,
@@ -124,7 +125,7 @@ class LiveSession(Session):
         self.wire: asyncio.Transport | None = None  # set while writes go direct
         self.poll_waiter: asyncio.Future[str | None] | None = None  # a GET waiting
         self.posting = False  # a POST is being read
-        self.timer: asyncio.TimerHandle | None = None  # next ping, or the pong deadline
+        self.timer: int | None = None  # the slot of its next ping, or pong deadline (timers)
         self.inbox: list[Any] | None = None  # messages read, not yet handled
         self.inbox_bytes = 0
         self.pump: asyncio.Future[None] | None = None  # handles the inbox while it has any
@@ -325,6 +326,8 @@ class EngineServer:
         self._draining: dict[str, LiveSession] = {}  # closed, last packets not yet polled
         self.handlers: dict[str, Handler] = {}
         self.outbox = Outbox()
+        self.timers = TimerWheel()  # every session's next ping, or its pong deadline
+        self._on_ping_due, self._on_pong_due = self._ping_due, self._pong_due  # (made once)
         self.budget = BacklogBudget(0, self._cut_over_budget)
         self.connections = OpenConnections()  # WebSocket connections taken over
         self.going_away = False  # shutting down: sessions end so that clients reconnect
@@ -420,6 +423,7 @@ class EngineServer:
 
     async def shutdown(self) -> None:
         self.budget.close()
+        self.timers.close()
         for session in list(self.sockets.values()):
             self.close(session, Reason.SERVER_DISCONNECT, goodbye=False)
         if self._tasks:
@@ -704,8 +708,8 @@ class EngineServer:
     def _arm_ping(self, session: LiveSession) -> None:
         self._stop_timer(session)
         if not session.closed:
-            session.timer = asyncio.get_running_loop().call_later(
-                self.limits.ping_interval, self._ping_due, session)
+            session.timer = self.timers.set(session, self.limits.ping_interval,
+                                            self._on_ping_due)
 
     def _ping_due(self, session: LiveSession) -> None:
         session.timer = None
@@ -719,8 +723,7 @@ class EngineServer:
         else:
             session.push_control(ping, first=True)
             session.wake_poll()
-        session.timer = asyncio.get_running_loop().call_later(
-            self.limits.ping_timeout, self._pong_due, session)
+        session.timer = self.timers.set(session, self.limits.ping_timeout, self._on_pong_due)
 
     def _pong_due(self, session: LiveSession) -> None:
         session.timer = None
@@ -730,10 +733,9 @@ class EngineServer:
             session.abort()
             self.close(session, Reason.PING_TIMEOUT, goodbye=False)
 
-    @staticmethod
-    def _stop_timer(session: LiveSession) -> None:
+    def _stop_timer(self, session: LiveSession) -> None:
         if session.timer is not None:
-            session.timer.cancel()
+            self.timers.cancel(session, session.timer)
             session.timer = None
 
     # -- sending to many --------------------------------------------------------------

@@ -85,21 +85,37 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
         # node emitted it, before the room's next event (it must not suspend)
         self.observers: dict[str, Observer] = {}
         # (namespace, sid) -> the rooms it entered besides its own and None
-        self._entered: dict[tuple[str, str], set[Any]] = {}
+        # (most connections are in one such room, their person's: it is held as
+        # itself, a set only from the second on: 0.2 KB less an idle connection)
+        self._entered: dict[tuple[str, str], Any] = {}
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any,
                          eio_sid: str | None = None) -> None:
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         if room is not None and room != sid:
-            self._entered.setdefault((namespace, sid), set()).add(room)
+            key = (namespace, sid)
+            held = self._entered.get(key)
+            if held is None:
+                self._entered[key] = room
+            elif isinstance(held, set):
+                held.add(room)
+            elif held != room:
+                self._entered[key] = {held, room}
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)
-        rooms = self._entered.get((namespace, sid))
-        if rooms is not None:
-            rooms.discard(room)
-            if not rooms:
-                del self._entered[(namespace, sid)]
+        key = (namespace, sid)
+        held = self._entered.get(key)
+        if isinstance(held, set):
+            held.discard(room)
+            if len(held) == 1:
+                self._entered[key] = next(iter(held))
+        elif held is not None and held == room:
+            del self._entered[key]
+
+    def _rooms_entered(self, namespace: str, sid: str) -> list[Any]:
+        held = self._entered.get((namespace, sid))
+        return [] if held is None else list(held) if isinstance(held, set) else [held]
 
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         """Leave the connection's own rooms. python-socketio looked through a copy
@@ -108,7 +124,7 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
         blocked event loop, and n leaving O(n^2)."""
         if namespace not in self.rooms:
             return
-        for room in [*self._entered.get((namespace, sid), ()), sid, None]:
+        for room in [*self._rooms_entered(namespace, sid), sid, None]:
             self.basic_leave_room(sid, namespace, room)
         # and the rest of the library's clean-up, as it does it
         self.callbacks.pop(sid, None)
