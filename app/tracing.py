@@ -177,9 +177,12 @@ NOTHING = _Nothing()
 
 
 def child(name: str) -> _Child | _Nothing:
-    """``with child("store.append"):`` a span under the current one, if any."""
+    """``with child("store.append"):`` a span under the current one, if any
+    (and not ended: a timer or task begun during a traced event inherits its
+    context, and what it does later is not that event's)."""
     current = _current.get()
-    return NOTHING if current is None else _Child(name, current)
+    return NOTHING if current is None or not current[1].is_recording() \
+        else _Child(name, current)
 
 
 class Producer:
@@ -201,7 +204,7 @@ class Producer:
 def producer(name: str) -> Producer | None:
     """A producer span under the current one, if any (not made current)."""
     current = _current.get()
-    if current is None:
+    if current is None or not current[1].is_recording():
         return None
     tracing, parent = current
     span = tracing.tracer.start_span(name, context=tracing._in_context(parent),

@@ -5,12 +5,17 @@ real OTLP (:mod:`tests.otlp`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+
+from app import tracing
+from app.tracing import Tracing
 
 from ..conftest import TIMEOUT, PeerFactory, ServeFactory, refused
 from ..otlp import OtlpReceiver, Span
@@ -118,3 +123,24 @@ except RuntimeError as exc:
     done = subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                           capture_output=True, text=True)
     assert "pip install roomcast[tracing]" in done.stdout, done
+
+
+@pytest.mark.matrix()
+async def test_what_a_traced_event_leaves_behind_is_not_traced_after_it(
+        receiver: OtlpReceiver) -> None:
+    """A timer or a task begun during a traced event inherits its context:
+    once the event's span has ended, nothing done there is added to it."""
+    tracer = Tracing(receiver.endpoint, 1.0, node="n", schedule_delay_ms=50)
+    try:
+        token = tracer.event("join", "websocket")
+        assert token is not None
+        inherited = contextvars.copy_context()  # (what call_later and tasks take)
+        published = inherited.run(tracing.producer, "fanout.publish")
+        assert published is not None
+        published.end()
+        tracer.end(token, {"ok": True})
+        assert inherited.run(tracing.child, "deliver") is tracing.NOTHING
+        assert inherited.run(tracing.producer, "fanout.publish") is None
+    finally:
+        await asyncio.to_thread(tracer.shutdown)
+    assert {s.name for s in receiver.spans} == {"chat.join", "fanout.publish"}
