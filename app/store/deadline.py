@@ -24,6 +24,7 @@ from ..core.models import Action, Message, Page, Reading, RoomName
 from ..core.policy import Act, RoomSettings, Standing
 from . import MessageStore
 from .search import SEARCH_TIMEOUT, SearchPage
+from .shared import TurnShared
 from .stream import Altered, Governed
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Deadlines:
         self.pending = 0  # calls running inside the store
         self.timed_out = 0
         self.closed = False
+        self.shared = TurnShared()
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         if self.pending >= self.max_pending:
@@ -105,8 +107,8 @@ class Deadlines:
 
     async def page(self, room: RoomName, *, before: int | None = None,
                    after: int | None = None, limit: int = 50) -> Page:
-        return await self._call("page", self.store.page(room, before=before, after=after,
-                                                        limit=limit))
+        return await self.shared.call(("page", room, before, after, limit), lambda: self._call(
+            "page", self.store.page(room, before=before, after=after, limit=limit)))
 
     async def search(self, rooms: Sequence[RoomName], terms: list[str], *,
                      cursor: str | None = None, limit: int = 20,
@@ -122,7 +124,10 @@ class Deadlines:
         return await self._call("readings", self.store.readings(name, rooms))
 
     async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
-        return await self._call("receipts", self.store.receipts(room))
+        """(Read once for the joins of a room that ask in one turn, as pages
+        are: a reconnect storm's hundreds of joins; :mod:`app.store.shared`.)"""
+        return await self.shared.call(("receipts", room), lambda: self._call(
+            "receipts", self.store.receipts(room)))
 
     async def open_direct(self, room: RoomName, names: Sequence[str]) -> None:
         await self._call("open_direct", self.store.open_direct(room, names))
