@@ -23,6 +23,7 @@ Redis on the other.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -470,6 +471,14 @@ def table(results: dict[str, dict[str, list[dict[str, float]]]],
     return "\n".join(lines)
 
 
+def busy_core(core: str) -> subprocess.Popen[bytes]:
+    """A process that keeps ``core`` busy until killed (at exit at the latest):
+    what a noisy neighbour does to a VM's core."""
+    hog = subprocess.Popen(["taskset", "-c", core, sys.executable, "-c", "while True: pass"])
+    atexit.register(hog.kill)
+    return hog
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
@@ -493,6 +502,10 @@ def main() -> None:
                         help="S5's connections (each process may open 20,000 files here)")
     parser.add_argument("--step-seconds", type=float, default=2.5,
                         help="length of each rate step in S1/S3")
+    parser.add_argument("--noisy", action="store_true",
+                        help="the noisy-day configuration: a busy process on core 1 "
+                             "throughout (each scenario's servers and generator share "
+                             "the machine with it)")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--png-dir", type=Path, default=Path(__file__).parent / "ramps",
                         help="where each ramp's PNG goes (one per fan-out scenario)")
@@ -504,6 +517,7 @@ def main() -> None:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
 
     print(f"machine: {machine()}", flush=True)
+    hog = busy_core(LOADGEN_CORE) if args.noisy else None
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     ramps: dict[str, dict[str, list[Steps]]] = {}  # scenario -> server -> each run's ramp
     started = time.monotonic()
@@ -541,6 +555,9 @@ def main() -> None:
                     ramps.setdefault(scenario, {}).setdefault(name, []).append(steps)
                 print(f"run {run + 1}/{args.runs} {scenario} {name:<8} {json.dumps(figures)}",
                       flush=True)
+    if hog is not None:
+        hog.kill()
+        print(f"noisy: a busy process on core {LOADGEN_CORE} throughout")
     print(table(results, args))
     for scenario, drawn in ramps.items():
         path = args.png_dir / f"{scenario}.png"
