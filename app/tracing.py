@@ -55,7 +55,8 @@ class Tracing:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
             from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
-            from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+            from opentelemetry.trace import (
+                SpanKind, Status, StatusCode, get_current_span, set_span_in_context)
             from opentelemetry.trace.propagation.tracecontext import (
                 TraceContextTextMapPropagator)
         except ImportError as exc:
@@ -79,6 +80,7 @@ class Tracing:
         self._in_context = set_span_in_context
         self._status, self._error = Status, StatusCode.ERROR
         self._propagator = TraceContextTextMapPropagator()
+        self._parent_of = get_current_span
 
     # -- traces begun here ----------------------------------------------------------
 
@@ -114,11 +116,11 @@ class Tracing:
         """An event another node traced (its ``traceparent``) arrives here: a
         consumer span, current until :meth:`done`."""
         context = self._propagator.extract({TRACEPARENT: traceparent})
+        if not self._parent_of(context).get_span_context().is_valid:
+            return None  # (not a trace: nothing begins here from it)
         span = self.tracer.start_span("fanout.receive", context=context,
                                       kind=self._kind.CONSUMER,
                                       attributes={"roomcast.event": event})
-        if not span.get_span_context().is_valid:
-            return None
         return _current.set((self, span))
 
     @staticmethod

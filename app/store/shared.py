@@ -28,7 +28,6 @@ T = TypeVar("T")
 class TurnShared:
     def __init__(self) -> None:
         self._calls: dict[Hashable, asyncio.Future[Any]] = {}
-        self.shared = 0  # calls answered by another's read (tests and benches count)
 
     async def call(self, key: Hashable, start: Callable[[], Awaitable[T]]) -> T:
         """``start()``'s result, or that of the call begun this turn for ``key``.
@@ -39,8 +38,6 @@ class TurnShared:
                 asyncio.get_running_loop().call_soon(self._calls.clear)
             future = self._calls[key] = asyncio.ensure_future(start())
             future.add_done_callback(_retrieved)
-        else:
-            self.shared += 1
         result: T = await asyncio.shield(future)
         return result
 

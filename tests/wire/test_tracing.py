@@ -144,3 +144,16 @@ async def test_what_a_traced_event_leaves_behind_is_not_traced_after_it(
     finally:
         await asyncio.to_thread(tracer.shutdown)
     assert {s.name for s in receiver.spans} == {"chat.join", "fanout.publish"}
+
+
+@pytest.mark.matrix()
+async def test_an_envelope_with_no_valid_traceparent_begins_no_trace(
+        receiver: OtlpReceiver) -> None:
+    tracer = Tracing(receiver.endpoint, 1.0, node="n", schedule_delay_ms=50)
+    try:
+        assert tracer.received("not a traceparent", "message") is None
+        assert tracer.received("00-" + "0" * 32 + "-" + "0" * 16 + "-01", "message") is None
+        assert tracing.child("deliver") is tracing.NOTHING  # (nothing became current)
+    finally:
+        await asyncio.to_thread(tracer.shutdown)
+    assert receiver.spans == []
