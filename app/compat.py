@@ -91,6 +91,10 @@ REACHES: tuple[Reach, ...] = (
           params=("sid", "namespace", "room")),
     Reach(SIO, Manager, "basic_disconnect", "leaving only a connection's own rooms",
           params=("sid", "namespace")),
+    Reach(SIO, Manager, "get_participants", "sid rooms kept by the manager, not as bidicts",
+          params=("namespace", "room")),
+    Reach(SIO, Manager, "get_rooms", "sid rooms kept by the manager, not as bidicts",
+          params=("sid", "namespace")),
     # aiohttp (app.eio.front, app.ws.handshake)
     Reach(AIOHTTP, AppRunner, "_make_server", "the front door's server", params=()),
     Reach(AIOHTTP, LowLevelServer, "__call__", "a protocol for each new connection",

@@ -133,7 +133,7 @@ class Api:
             await self.chat.rooms.ruled(call.conn, room)
         else:
             call.conn.directs[room] = people
-        call.conn.rooms.add(room)
+        call.conn.rooms[room] = None
 
     async def event(self, call: Call, event: str, payload: Json, room: RoomName | None
                     ) -> Json:

@@ -44,12 +44,13 @@ class Connection:
     identity: Identity
     transport: str
     address: str
-    rooms: set[RoomName] = field(default_factory=set)
-    # joins in flight, not in rooms yet (a dict: an empty one is 64 bytes, a set 216)
+    # the rooms it is in, and its joins in flight, not in rooms yet (dicts used
+    # as ordered sets: an empty one is 64 bytes, a set 216)
+    rooms: dict[RoomName, None] = field(default_factory=dict)
     joining: dict[RoomName, None] = field(default_factory=dict)
     # one per event kind (and "reply_bytes"), made on first use: an idle
-    # connection holds none
-    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    # connection holds none, nor the dict
+    buckets: dict[str, TokenBucket] | None = None
     expiry: asyncio.TimerHandle | None = None  # token mode: ends the connection at exp
     expired: bool = False
     directs: dict[RoomName, frozenset[str]] = field(default_factory=dict)  # joined: people
@@ -190,9 +191,12 @@ class Connections(Mapping[Sid, Connection]):
     # -- spending -------------------------------------------------------------------
 
     def bucket(self, conn: Connection, kind: str) -> TokenBucket:
-        bucket = conn.buckets.get(kind)
+        buckets = conn.buckets
+        if buckets is None:
+            buckets = conn.buckets = {}
+        bucket = buckets.get(kind)
         if bucket is None:
-            bucket = conn.buckets[kind] = self.rates[kind].bucket()
+            bucket = buckets[kind] = self.rates[kind].bucket()
         return bucket
 
     def limit(self, conn: Connection, kind: str, what: str, cost: float = 1) -> None:

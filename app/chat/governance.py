@@ -327,7 +327,7 @@ class Governance:
         if room not in conn.rooms and room not in conn.joining:
             return
         log.info("ousted sid=%s name=%r room=%s", conn.sid, conn.name, room)
-        conn.rooms.discard(room)
+        conn.rooms.pop(room, None)
         await self.wire.leave_room(conn.sid, room)
         task = asyncio.create_task(self.rooms.forget(conn, room), name=f"oust {conn.sid}")
         self._ousting.add(task)

@@ -126,7 +126,7 @@ class Rooms:
                 raise ChatError(ErrorCode.UNAVAILABLE, f"already joining {room!r}; try again")
         except BaseException:
             if entering and self.connections.is_current(conn):
-                conn.rooms.discard(room)
+                conn.rooms.pop(room, None)
                 await self.wire.leave_room(conn.sid, room)
             raise
         finally:
@@ -206,7 +206,7 @@ class Rooms:
             raise ChatError(ErrorCode.FORBIDDEN, f"you were taken out of {room!r}")
         # A member from here on for housekeeping too (it leaves this entry alone
         # while the join's own presence call is under way).
-        conn.rooms.add(room)
+        conn.rooms[room] = None
         conn.joining.pop(room, None)
         first = await self.presence.join(room, conn.name, conn.sid)
         if not self.connections.is_current(conn):  # disconnected meanwhile
@@ -261,7 +261,7 @@ class Rooms:
         grace = self.settings.presence_grace
         for room in sorted(conn.rooms):
             if linger and grace and len(self.lingering) < MAX_LINGERING:
-                conn.rooms.discard(room)
+                conn.rooms.pop(room, None)
                 conn.directs.pop(room, None)
                 key = (room, conn.sid)
                 timer = asyncio.get_running_loop().call_later(grace, self._linger_ends, key)
@@ -299,7 +299,7 @@ class Rooms:
         """Drop ``conn`` from ``room``'s presence; announce it if the name left.
         The connection has left already: if presence fails, that is logged
         and its housekeeping repairs the entry (against conn.rooms) later."""
-        conn.rooms.discard(room)
+        conn.rooms.pop(room, None)
         conn.directs.pop(room, None)
         try:
             if await self.presence.leave(room, conn.name, conn.sid):

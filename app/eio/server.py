@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import random
+from sys import intern
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_plus
@@ -76,28 +77,33 @@ def ws_frame(packet: Encoded) -> bytes:
     return frame(TEXT, packet.encode())
 
 
-# What an environ needs only for the handshake. The dict lives as long as the
-# session (python-socketio keeps it for the namespace handlers, which read
-# REMOTE_ADDR and the forwarding headers, and the Admin UI shows the headers).
-_HANDSHAKE_ONLY = frozenset({
+# What an environ does not keep. The dict lives as long as the session
+# (python-socketio keeps it for the namespace handlers, which read REMOTE_ADDR
+# and the forwarding headers, and the Admin UI shows the headers): not what
+# only the handshake needed, nor credentials nothing after it reads (a socket
+# authenticates in its CONNECT packet), which the Admin UI would show.
+_NOT_KEPT = frozenset({
     "HTTP_SEC_WEBSOCKET_KEY", "HTTP_SEC_WEBSOCKET_VERSION", "HTTP_SEC_WEBSOCKET_EXTENSIONS",
     "HTTP_UPGRADE", "HTTP_CONNECTION", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE",
+    "HTTP_COOKIE", "HTTP_AUTHORIZATION",
 })
 
 
 def environ_of(request: Any) -> dict[str, Any]:
     """A WSGI-style environ for python-socketio's handlers, from an aiohttp
     request or one the front door read (:mod:`app.eio.front`)."""
+    # the values most sessions share (path, address, host, a WebSocket's query,
+    # a browser's headers) are interned: held once, not once a session
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method, "QUERY_STRING": request.query_string,
-        "PATH_INFO": request.path, "REMOTE_ADDR": request.remote or "",
+        "REQUEST_METHOD": request.method, "QUERY_STRING": intern(request.query_string),
+        "PATH_INFO": intern(request.path), "REMOTE_ADDR": intern(request.remote or ""),
+        "wsgi.url_scheme": "http",  # what this server speaks (a proxy may say otherwise)
     }
     for name, value in request.headers.items():
         key = "HTTP_" + name.upper().replace("-", "_")
-        if key in _HANDSHAKE_ONLY:
+        if key in _NOT_KEPT:
             continue
-        environ[key] = f"{environ[key]},{value}" if key in environ else value
-    environ["wsgi.url_scheme"] = "http"  # what this server speaks (a proxy may say otherwise)
+        environ[intern(key)] = f"{environ[key]},{value}" if key in environ else intern(value)
     return environ
 
 

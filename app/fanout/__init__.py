@@ -26,7 +26,7 @@ with no need to know which one it has.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from socketio import packet
@@ -91,8 +91,14 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any,
                          eio_sid: str | None = None) -> None:
+        if room == sid:
+            # its own room: the connection's entry in room None addresses it (see
+            # _members); python-socketio kept a bidict for each, 0.6 KB a connection
+            if self.eio_sid_from_sid(sid, namespace) is None:
+                raise ValueError("sid is not connected to requested namespace")
+            return
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if room is not None and room != sid:
+        if room is not None:
             key = (namespace, sid)
             held = self._entered.get(key)
             if held is None:
@@ -103,6 +109,8 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
                 self._entered[key] = {held, room}
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        if room == sid:  # never entered: see basic_enter_room
+            return
         super().basic_leave_room(sid, namespace, room)
         key = (namespace, sid)
         held = self._entered.get(key)
@@ -117,6 +125,35 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
         held = self._entered.get((namespace, sid))
         return [] if held is None else list(held) if isinstance(held, set) else [held]
 
+    def _members(self, namespace: str, room: Any) -> Mapping[str, str]:
+        """sid -> eio_sid of this node's connections in ``room`` (a room, a
+        connection's sid, or None for all of the namespace)."""
+        rooms = self.rooms.get(namespace)
+        if rooms is None:
+            return {}
+        members = rooms.get(room)
+        if members is not None:
+            return members  # type: ignore[no-any-return]
+        eio_sid = rooms.get(None, {}).get(room)
+        return {} if eio_sid is None else {room: eio_sid}
+
+    def get_participants(self, namespace: str, room: Any) -> Iterator[tuple[str, str]]:
+        """The library's, with the sid rooms it no longer keeps; a snapshot, so
+        the caller may enter and leave rooms as it goes."""
+        if isinstance(room, str) or room is None:
+            yield from list(self._members(namespace, room).items())
+            return
+        participants: dict[str, str] = {}
+        for each in room:
+            participants.update(self._members(namespace, each))
+        yield from participants.items()
+
+    def get_rooms(self, sid: str, namespace: str) -> list[Any]:
+        """The rooms ``sid`` is in, its own first (the library looked through all)."""
+        if sid not in self.rooms.get(namespace, {}).get(None, {}):
+            return []
+        return [sid, *self._rooms_entered(namespace, sid)]
+
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         """Leave the connection's own rooms. python-socketio looked through a copy
         of every room of the namespace, one per connection (its sid room): a
@@ -124,7 +161,7 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
         blocked event loop, and n leaving O(n^2)."""
         if namespace not in self.rooms:
             return
-        for room in [*self._rooms_entered(namespace, sid), sid, None]:
+        for room in [*self._rooms_entered(namespace, sid), None]:
             self.basic_leave_room(sid, namespace, room)
         # and the rest of the library's clean-up, as it does it
         self.callbacks.pop(sid, None)
@@ -143,7 +180,7 @@ class CountingManager(compat.Manager):  # type: ignore[misc]
         target = to or room
         if (self.metrics is not None and namespace == self.counted and isinstance(target, str)
                 and not kwargs.get("ignore_queue")):
-            members = self.rooms.get(namespace, {}).get(target, {})
+            members = self._members(namespace, target)
             skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
             if event == "typing":  # the first thing to go when a connection falls behind
                 skipped = skipped + [sid for sid, eio_sid in members.items()

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from app.appkeys import SIO_KEY
@@ -48,14 +49,20 @@ async def test_every_session_is_ours_and_websocket_ones_write_directly(
         served: Served, transport: str) -> None:
     """A new session is a LiveSession; on WebSocket it writes to its transport
     directly and keeps a slimmed environ, on long-polling it keeps a queue."""
-    client = await RawClient.open(served.url, transport, served.settings.serializer)
+    headers = {"Cookie": "session=secret", "Authorization": "Bearer secret",
+               "User-Agent": "raw/1"}
+    client = await RawClient.open(served.url, transport, served.settings.serializer,
+                                  aiohttp.ClientSession(headers=headers))
     try:
         assert (await client.connect({"name": "raw"}))["type"] == CONNECT
         socket = session(served, client.sid)
         assert (socket.wire is not None) is (transport == "websocket")
         environ = served.app[SIO_KEY].environ[client.sid]
         assert environ["REMOTE_ADDR"] == "127.0.0.1" and "HTTP_HOST" in environ
-        # once a WebSocket is up, what only its handshake needed is dropped
+        assert environ["HTTP_USER_AGENT"] == "raw/1"
+        # credentials nothing after the handshake reads (the Admin UI shows the
+        # headers) are not kept, nor, on WebSocket, what only its handshake needed
+        assert not {"HTTP_COOKIE", "HTTP_AUTHORIZATION"} & set(environ)
         if transport == "websocket":
             assert not {"HTTP_SEC_WEBSOCKET_KEY", "HTTP_UPGRADE"} & set(environ)
         assert await client.call("rooms") == {"ok": True, "rooms": []}
