@@ -27,6 +27,44 @@ they reacted). The store keeps every reactor apart from the message."""
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file carried by a message (:mod:`app.chat.attachments`): its id, the
+    name its uploader gave it, its size in bytes, its media type as read from
+    its content, and for an image its width and height in pixels and whether
+    it has a thumbnail."""
+
+    id: str
+    name: str
+    size: int
+    type: str
+    width: int | None = None
+    height: int | None = None
+    thumbnail: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"id", "name", "size", "type"}`` and, for an image, ``width``,
+        ``height`` and ``thumbnail``."""
+        wire: dict[str, Any] = {"id": self.id, "name": self.name, "size": self.size,
+                                "type": self.type}
+        if self.width is not None:
+            wire.update(width=self.width, height=self.height, thumbnail=self.thumbnail)
+        return wire
+
+    def stored(self) -> list[Any]:
+        """The compact form a store keeps (see :meth:`restored`)."""
+        return [self.id, self.name, self.size, self.type, self.width, self.height,
+                self.thumbnail]
+
+    @classmethod
+    def restored(cls, values: list[Any]) -> Attachment:
+        id, name, size, type, width, height, thumbnail = values
+        return cls(id, name, size, type, width, height, bool(thumbnail))
+
+
+Attachments = tuple[Attachment, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One chat message as it stands now: an entry of its room's stream.
 
@@ -45,12 +83,14 @@ class Message:
     edited: int | None = None
     deleted: bool = False
     reactions: Reactions = ()
+    attachments: Attachments = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The wire form: ``{"room", "seq", "from", "text", "ts", "client_id"}``,
-        and, only where they apply, ``reply_to``, ``edited``, ``deleted`` and
+        and, only where they apply, ``reply_to``, ``edited``, ``deleted``,
         ``reactions`` (``[{"emoji", "count", "names"}]``, the first
-        :data:`REACTION_NAMES_SHOWN` names)."""
+        :data:`REACTION_NAMES_SHOWN` names) and ``attachments``
+        (:meth:`Attachment.as_dict`)."""
         wire: dict[str, Any] = {
             "room": self.room,
             "seq": self.seq,
@@ -68,6 +108,8 @@ class Message:
         if self.reactions:
             wire["reactions"] = [{"emoji": emoji, "count": count, "names": list(names)}
                                  for emoji, count, names in self.reactions]
+        if self.attachments:
+            wire["attachments"] = [a.as_dict() for a in self.attachments]
         return wire
 
 

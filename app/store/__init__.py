@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import Action, Message, Page, Reading, RoomName
+from ..core.models import Action, Attachments, Message, Page, Reading, RoomName
 from ..core.policy import Act, RoomSettings, Standing
 from .search import SEARCH_TIMEOUT, SearchPage
 from .stream import Altered, Governed
@@ -65,10 +65,11 @@ def check_storable(sender: str, text: str, client_id: str | None) -> None:
 class MessageStore(Protocol):
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
                      reply_to: int | None = None, mentions: Sequence[str] = (), *,
-                     power: int = 0) -> tuple[Message, bool]:
+                     power: int = 0, attachments: Attachments = ()) -> tuple[Message, bool]:
         """Store a message (answering message ``reply_to`` of the room, if given,
-        and mentioning ``mentions``, the sender aside); return it and whether it
-        was created (False: a repeat, whose mentions are not recorded again).
+        mentioning ``mentions``, the sender aside, and carrying ``attachments``,
+        which a delete of the message clears); return it and whether it was
+        created (False: a repeat, whose mentions are not recorded again).
 
         Raises ``ChatError(UNAVAILABLE)`` when the backend cannot be reached,
         ``ChatError(BAD_REQUEST)`` for what it cannot hold (:func:`check_storable`),

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import Message, Reading, RoomName
+from ..core.models import Attachments, Message, Reading, RoomName
 from . import check_storable
 from .markers import Mark
 from ..core.policy import Act
@@ -154,10 +154,11 @@ class QueuedWrites:
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
                      reply_to: int | None = None, mentions: Sequence[str] = (), *,
-                     power: int = 0) -> tuple[Message, bool]:
+                     power: int = 0, attachments: Attachments = ()) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
         result: tuple[Message, bool] = await self._appends.append(
-            Append(room, sender, text, client_id, reply_to, tuple(mentions), power))
+            Append(room, sender, text, client_id, reply_to, tuple(mentions), power,
+                   attachments))
         return result
 
     async def govern(self, room: RoomName, sender: str, act: Act, client_id: str | None, *,

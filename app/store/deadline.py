@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import Action, Message, Page, Reading, RoomName
+from ..core.models import Action, Attachments, Message, Page, Reading, RoomName
 from ..core.policy import Act, RoomSettings, Standing
 from . import MessageStore
 from .search import SEARCH_TIMEOUT, SearchPage
@@ -67,9 +67,10 @@ class Deadlines:
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
                      reply_to: int | None = None, mentions: Sequence[str] = (), *,
-                     power: int = 0) -> tuple[Message, bool]:
-        return await self._call("append", self.store.append(room, sender, text, client_id,
-                                                            reply_to, mentions, power=power))
+                     power: int = 0, attachments: Attachments = ()) -> tuple[Message, bool]:
+        return await self._call("append", self.store.append(
+            room, sender, text, client_id, reply_to, mentions, power=power,
+            attachments=attachments))
 
     async def govern(self, room: RoomName, sender: str, act: Act, client_id: str | None, *,
                      power: int = 0) -> Governed:

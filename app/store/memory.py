@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.errors import ChatError
-from ..core.models import (UNREAD_COUNTED, Action, Entry, Message, Page, Reading, RoomName,
-                           now_ms)
+from ..core.models import (UNREAD_COUNTED, Action, Attachments, Entry, Message, Page, Reading,
+                           RoomName, now_ms)
 from ..core.policy import ACTIONS, NO_STANDING, Act, RoomSettings, Standing
 from . import MessageStore, check_storable, page_bounds
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
@@ -41,10 +41,10 @@ class MemoryStore:
 
     async def append(self, room: RoomName, sender: str, text: str, client_id: str | None,
                      reply_to: int | None = None, mentions: Sequence[str] = (), *,
-                     power: int = 0) -> tuple[Message, bool]:
+                     power: int = 0, attachments: Attachments = ()) -> tuple[Message, bool]:
         check_storable(sender, text, client_id)
         result = self._write(Append(room, sender, text, client_id, reply_to, tuple(mentions),
-                                    power))
+                                    power, attachments))
         assert isinstance(result, tuple)
         return result
 

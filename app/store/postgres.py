@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 _ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 SEARCH_POOL = 2  # connections for searches (their own: see search)
 MIGRATION_LOCK = 0x526F6F6D  # pg_advisory_xact_lock key ("Room")
@@ -195,13 +195,17 @@ ORDER BY w.i
 # trip: on a busy event loop each reply waits for the loop's next turn)
 _INSERT = f"""
 WITH moved AS (
-    UPDATE rooms SET head = v.head FROM unnest($13::text[], $14::bigint[]) AS v(room, head)
+    UPDATE rooms SET head = v.head FROM unnest($14::text[], $15::bigint[]) AS v(room, head)
     WHERE rooms.room = v.room)
 INSERT INTO messages ({COLUMNS}, words)
 SELECT {COLUMNS}, array_to_tsvector(string_to_array(w, ' '))
 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
     $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::integer[],
-    $12::text[], $15::text[]) AS u({COLUMNS}, w)
+    $12::text[], $13::text[], $16::text[]) AS u({COLUMNS}, w)
+"""
+_MIGRATE_11 = """
+-- version 11: a message's attachments (app.core.models.Attachment), as JSON
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS attachments text;
 """
 # A page of search results: the messages of rooms $1 matching tsquery $2,
 # newest first, before the cursor's (ts, room, seq) $3-$5, up to $6
@@ -290,6 +294,8 @@ class PostgresStore(QueuedWrites):
             await conn.execute(_MIGRATE_9)
         if version is not None and version < 10:
             await self._respell_reactions(conn)
+        if version is None or version < 11:
+            await conn.execute(_MIGRATE_11)
         if version is None or version < SCHEMA_VERSION:
             await conn.execute("INSERT INTO roomcast_schema VALUES ($1)", SCHEMA_VERSION)
 
@@ -392,9 +398,9 @@ class PostgresStore(QueuedWrites):
         if changed:
             await conn.executemany(
                 "UPDATE messages SET text = $3, edited = $4, deleted = $5, reactions = $6,"
-                " words = array_to_tsvector(string_to_array($7, ' '))"
+                " words = array_to_tsvector(string_to_array($7, ' ')), attachments = $8"
                 " WHERE room = $1 AND seq = $2",
-                [(r[0], r[1], r[4], r[9], r[10], r[11], _words(m))
+                [(r[0], r[1], r[4], r[9], r[10], r[11], _words(m), r[12])
                  for m, r in zip(changed, map(row, changed))])
         gone, added, cleared = writer.reactor_rows
         if gone:

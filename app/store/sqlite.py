@@ -43,12 +43,12 @@ from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWan
                      reactors_of_version_3, reactors_wanted, retexted, row, split,
                      standing_keys, targets)
 
-_PLACES = "(" + ", ".join("?" * 13) + ")"  # COLUMNS and doc
+_PLACES = "(" + ", ".join("?" * 14) + ")"  # COLUMNS and doc
 _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 _ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
@@ -62,7 +62,7 @@ _ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 # (version 9, app.core.policy): each governed room's settings, and each
 # person's standing in it (role, ban, mute, last send in slow mode); the
 # actions themselves are entries of the stream. Per room, how far retention
-# has removed its stream (purged).
+# has removed its stream (purged). A message's attachments (version 11), as JSON.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT    NOT NULL,
@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS messages (
     deleted   INTEGER NOT NULL DEFAULT 0,
     reactions TEXT,
     doc       INTEGER,
+    attachments TEXT,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
@@ -179,7 +180,7 @@ ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN reactions TEXT;
 """
 SEARCH_LANES = 2  # searches running at once (each on a connection and a thread of its own)
-_ROWS_PER_INSERT = 1000  # 12 parameters a row; SQLite allows 32,766 per statement
+_ROWS_PER_INSERT = 1000  # 14 parameters a row; SQLite allows 32,766 per statement
 
 
 def path_from_url(url: str) -> Path:
@@ -246,6 +247,9 @@ class SqliteStore(QueuedWrites):
                 self._move_reactors(conn)
             if 0 < version < 10:
                 self._respell_reactions(conn)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+            if "attachments" not in columns:  # version 10 and before
+                conn.execute("ALTER TABLE messages ADD COLUMN attachments TEXT")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -364,9 +368,9 @@ class SqliteStore(QueuedWrites):
         changed = writer.changed_messages
         if changed:
             conn.executemany(
-                "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?"
-                " WHERE room = ? AND seq = ?",
-                [(r[4], r[9], r[10], r[11], r[0], r[1]) for r in map(row, changed)])
+                "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?,"
+                " attachments = ? WHERE room = ? AND seq = ?",
+                [(r[4], r[9], r[10], r[11], r[12], r[0], r[1]) for r in map(row, changed)])
             texts = retexted(new)
             self._reindex(conn, [m for m in changed if (m.room, m.seq) in texts])
         gone, added, cleared = writer.reactor_rows

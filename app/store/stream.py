@@ -46,8 +46,8 @@ from typing import Any
 
 from ..core.emoji import canonical
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import (JOIN, REACTION_NAMES_SHOWN, Action, Change, Entry, Message,
-                           Reactions, RoomName)
+from ..core.models import (JOIN, REACTION_NAMES_SHOWN, Action, Attachment, Attachments,
+                           Change, Entry, Message, Reactions, RoomName)
 from ..core.policy import (ACTIONS, MODERATOR, NO_STANDING, Act, RoomSettings, Standing,
                            banned_message, check_post, decide, level)
 
@@ -56,8 +56,8 @@ REACTIONS = ("react", "unreact")
 
 # the stored row of an entry, in this order, in every store
 COLUMNS = "room, seq, kind, sender, text, ts, client_id, target, reply_to, edited, deleted, " \
-    "reactions"
-ROW_WIDTH = 12
+    "reactions, attachments"
+ROW_WIDTH = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,7 @@ class Append:
     reply_to: int | None = None
     mentions: tuple[str, ...] = ()
     power: int = 0  # the sender's level in every room (app.core.policy)
+    attachments: Attachments = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +303,7 @@ class BatchWriter:
             self._stand(a.room, a.sender, dataclasses.replace(standing, sent=self._ts))
         seq = self._next_seq(a.room)
         message = Message(a.room, seq, a.sender, a.text, self._ts, a.client_id,
-                          reply_to=a.reply_to)
+                          reply_to=a.reply_to, attachments=a.attachments)
         self._record(message)
         self._messages[(a.room, seq)] = message
         self._born.add((a.room, seq))
@@ -394,7 +395,7 @@ class BatchWriter:
                                 "only its sender or a moderator may delete a message")
             if m.deleted:
                 return None
-            return dataclasses.replace(m, text="", deleted=True, reactions=())
+            return dataclasses.replace(m, text="", deleted=True, reactions=(), attachments=())
         if m.deleted:
             raise ChatError(ErrorCode.NOT_FOUND, f"message {m.seq} was deleted")
         if c.kind == "edit":
@@ -444,24 +445,29 @@ def row(entry: Entry) -> tuple[Any, ...]:
         return (entry.room, entry.seq, "message", entry.sender, entry.text, entry.ts,
                 entry.client_id, None, entry.reply_to, entry.edited, int(entry.deleted),
                 json.dumps([[e, count, list(n)] for e, count, n in entry.reactions])
-                if entry.reactions else None)
+                if entry.reactions else None,
+                json.dumps([a.stored() for a in entry.attachments])
+                if entry.attachments else None)
     if isinstance(entry, Action):
         return (entry.room, entry.seq, entry.kind, entry.sender, json.dumps(entry.details),
-                entry.ts, entry.client_id, None, None, None, 0, None)
+                entry.ts, entry.client_id, None, None, None, 0, None, None)
     summary = json.dumps([entry.count, list(entry.names)]) if entry.kind in REACTIONS else None
     return (entry.room, entry.seq, entry.kind, entry.sender, entry.value or "", entry.ts,
-            entry.client_id, entry.target, None, None, 0, summary)
+            entry.client_id, entry.target, None, None, 0, summary, None)
 
 
 def entry(values: Any) -> Entry:
     """The entry a row of :data:`COLUMNS` holds (a tuple, list or record)."""
     (room, seq, kind, sender, text, ts, client_id, target, reply_to, edited, deleted,
-     reactions) = tuple(values)
+     reactions, attachments) = tuple(values)
     if kind == "message":
         loaded: Reactions = tuple((e, count, tuple(n)) for e, count, n in json.loads(reactions)) \
             if reactions else ()
+        carried = tuple(Attachment.restored(a) for a in json.loads(attachments)) \
+            if attachments else ()
         return Message(RoomName(room), seq, sender, text, ts, client_id, reply_to=reply_to,
-                       edited=edited, deleted=bool(deleted), reactions=loaded)
+                       edited=edited, deleted=bool(deleted), reactions=loaded,
+                       attachments=carried)
     if kind in ACTIONS or kind == JOIN:
         return Action(RoomName(room), seq, kind, sender, json.loads(text), ts, client_id)
     count, names = json.loads(reactions) if reactions else (0, ())

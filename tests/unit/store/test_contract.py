@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from app.core.errors import ChatError, ErrorCode
-from app.core.models import Change, Page, RoomName
+from app.core.models import Attachment, Change, Page, RoomName
 from app.store import MessageStore
 from app.store.search import marked, terms
 
@@ -713,3 +713,52 @@ async def test_records_survive_reopening(store_url: str, reopen: Opener) -> None
     await first.close()
     assert await (await reopen()).records("webhook") == {
         "wh_1": {"url": "https://example.org/hook"}}
+
+
+PHOTO = Attachment("f1", "cat.png", 2048, "image/png", 640, 480, True)
+NOTES = Attachment("f2", "notes ü.txt", 12, "text/plain")
+
+
+async def test_attachments_are_kept_with_their_message(store: MessageStore) -> None:
+    """A message's attachments come back wherever the message does (a page, a
+    read on from a seq, a repeat of its client id) and go when it is deleted."""
+    sent, _ = await store.append(LOBBY, "alice", "look", "c1", attachments=(PHOTO, NOTES))
+    assert sent.attachments == (PHOTO, NOTES)
+    plain, _ = await store.append(LOBBY, "bob", "plain", None)
+    assert plain.attachments == ()
+    again, created = await store.append(LOBBY, "alice", "look", "c1")
+    assert not created and again.attachments == (PHOTO, NOTES)
+    assert [m.attachments for m in (await store.page(LOBBY)).messages] == [(PHOTO, NOTES), ()]
+    assert (await store.page(LOBBY, after=0)).messages[0].attachments == (PHOTO, NOTES)
+    edited = await store.alter(LOBBY, "alice", "edit", 1, "look again", None)
+    assert edited.message.attachments == (PHOTO, NOTES)
+    deleted = await store.alter(LOBBY, "alice", "delete", 1, None, None)
+    assert deleted.message.attachments == ()
+    assert (await store.page(LOBBY)).messages[0].attachments == ()
+    assert sent.as_dict()["attachments"] == [
+        {"id": "f1", "name": "cat.png", "size": 2048, "type": "image/png", "width": 640,
+         "height": 480, "thumbnail": True},
+        {"id": "f2", "name": "notes ü.txt", "size": 12, "type": "text/plain"}]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_version_10_database_takes_attachments(store_url: str, reopen: Opener) -> None:
+    """A database from before attachments: its messages read as they were, and
+    new ones carry attachments."""
+    store = await reopen()
+    await store.append(LOBBY, "alice", "old", None)
+    await store.close()
+    if store_url.startswith("sqlite"):
+        with sqlite_file(store_url) as conn:
+            conn.executescript("ALTER TABLE messages DROP COLUMN attachments;"
+                               "PRAGMA user_version = 10")
+    else:
+        async with postgres_schema_of(store_url) as (pg, schema):
+            await pg.execute(f'SET search_path = "{schema}";'
+                             "ALTER TABLE messages DROP COLUMN attachments;"
+                             "DELETE FROM roomcast_schema; INSERT INTO roomcast_schema VALUES (10)")
+    store = await reopen()
+    new, _ = await store.append(LOBBY, "bob", "new", None, attachments=(PHOTO,))
+    assert [(m.text, m.attachments) for m in (await store.page(LOBBY)).messages] == [
+        ("old", ()), ("new", (PHOTO,))]
+    assert new.seq == 2
