@@ -191,11 +191,15 @@ class MessageStore(Protocol):
 
     async def put_record(self, kind: str, key: str, body: dict[str, Any]) -> None:
         """Keep ``body`` (JSON) as the record ``key`` of ``kind``, replacing any.
-        Records are the small configured things the chat keeps (webhooks and
-        their dead letters), few of each kind."""
+        Records are the small things the chat keeps by key (webhooks and their
+        dead letters, few; files, many: those are read one at a time)."""
 
     async def records(self, kind: str) -> dict[str, dict[str, Any]]:
         """Every record of ``kind``, by key."""
+
+    async def record(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The record ``key`` of ``kind``, or None (of kinds with many records:
+        a file's, :mod:`app.chat.attachments`)."""
 
     async def drop_record(self, kind: str, key: str) -> bool:
         """Forget one record; whether there was one."""

@@ -160,6 +160,9 @@ class Deadlines:
     async def records(self, kind: str) -> dict[str, dict[str, Any]]:
         return await self._call("records", self.store.records(kind))
 
+    async def record(self, kind: str, key: str) -> dict[str, Any] | None:
+        return await self._call("record", self.store.record(kind, key))
+
     async def drop_record(self, kind: str, key: str) -> bool:
         return await self._call("drop_record", self.store.drop_record(kind, key))
 

@@ -248,6 +248,10 @@ class MemoryStore:
         return {key: json.loads(json.dumps(body))
                 for (k, key), body in self._records.items() if k == kind}
 
+    async def record(self, kind: str, key: str) -> dict[str, Any] | None:
+        body = self._records.get((kind, key))
+        return None if body is None else dict(json.loads(json.dumps(body)))
+
     async def drop_record(self, kind: str, key: str) -> bool:
         return self._records.pop((kind, key), None) is not None
 

@@ -696,6 +696,11 @@ class PostgresStore(QueuedWrites):
         rows = await self._fetch("SELECT key, body::text FROM records WHERE kind = $1", kind)
         return {key: json.loads(body) for key, body in rows}
 
+    async def record(self, kind: str, key: str) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT body::text FROM records WHERE kind = $1 AND key = $2",
+                                 kind, key)
+        return dict(json.loads(rows[0][0])) if rows else None
+
     async def standing(self, room: RoomName, name: str) -> tuple[RoomSettings | None, Standing]:
         rows = await self._fetch(
             "SELECT r.settings, s.role, s.banned, s.muted, s.sent FROM rooms r LEFT JOIN"

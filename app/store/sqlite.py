@@ -775,6 +775,16 @@ class SqliteStore(QueuedWrites):
         found: dict[str, dict[str, Any]] = await self._read(self._records, kind)
         return found
 
+    async def record(self, kind: str, key: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self._read(self._record, kind, key)
+        return found
+
+    def _record(self, kind: str, key: str) -> dict[str, Any] | None:
+        assert self._read_conn is not None
+        row = self._read_conn.execute("SELECT body FROM records WHERE kind = ? AND key = ?",
+                                      (kind, key)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
     def _records(self, kind: str) -> dict[str, dict[str, Any]]:
         assert self._read_conn is not None
         return {key: json.loads(body) for key, body in self._read_conn.execute(

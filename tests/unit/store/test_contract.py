@@ -704,6 +704,9 @@ async def test_records_are_kept_replaced_and_dropped_by_kind(store: MessageStore
     assert await store.records("webhook") == {"wh_1": body}
     assert await store.records("dead:wh_1") == {"ops:4": {"first": 4}}
     assert await store.records("nothing") == {}
+    assert await store.record("webhook", "wh_1") == body
+    assert await store.record("webhook", "wh_2") is None
+    assert await store.record("dead:wh_1", "wh_1") is None  # another kind's key
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)  # durable ones
