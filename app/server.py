@@ -25,11 +25,12 @@ from .chat.namespace import NAMESPACE, ChatNamespace
 from .chat.recovery import RECOVERABLE
 from .core.errors import ChatError, ErrorCode
 from .fanout import Fanout, client_manager
+from .files import open_files
 from .hooks.relay import open_relay
 from .hooks.service import Webhooks
 from .eio.front import ENGINE_KEY, TIMEOUTS_KEY, head_deadlines
 from .appkeys import (
-    CHAT_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SHUTDOWN_KEY, SIO_KEY,
+    CHAT_KEY, FILES_KEY, METRICS_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SHUTDOWN_KEY, SIO_KEY,
     STORE_KEY, WEBHOOKS_KEY,
 )
 from .metrics import Metrics
@@ -42,6 +43,7 @@ from .shutdown import ShutdownClock
 from .sio.server import RoomcastServer
 from .store import StoreFactory, open_store
 from .store.deadline import Deadlines
+from .uploads.routes import UPLOADS_KEY, Uploads, setup_uploads
 from .ws.connection import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -165,8 +167,14 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         yield
         await clock.step("presence sign-off", app[PRESENCE_KEY].close(), floor=1.0)
 
+    async def files_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[FILES_KEY] = await open_files(settings.files)
+        yield
+        await app[FILES_KEY].close()
+
     async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
-        namespace = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], metrics)
+        namespace = ChatNamespace(settings, app[STORE_KEY], app[PRESENCE_KEY], app[FILES_KEY],
+                                  metrics)
         sio.register_namespace(namespace)
         app[CHAT_KEY] = chat = namespace.chat
         app[WEBHOOKS_KEY] = webhooks = Webhooks(settings, app[STORE_KEY], open_relay(
@@ -175,6 +183,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         chat.retention.watchers.append(webhooks.tail.cut)
         if settings.api_keys:
             app[API_KEY] = Api(chat, settings, webhooks)
+        app[UPLOADS_KEY] = Uploads(chat.attachments)
         metrics.watch("roomcast_webhooks_delivered_here", "Webhooks this node delivers "
                       "(holds the lease of)", [], lambda: [([], len(webhooks.deliverers))])
         metrics.watch("roomcast_webhook_events_delivered", "Events acknowledged by webhook "
@@ -212,10 +221,11 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
         if tracer is not None:  # (the exporter's own thread; bounded by its timeout)
             await clock.step("traces' export", asyncio.to_thread(tracer.shutdown), floor=1.0)
 
-    app.cleanup_ctx.extend([store_ctx, presence_ctx, chat_ctx])
+    app.cleanup_ctx.extend([store_ctx, presence_ctx, files_ctx, chat_ctx])
     app.on_shutdown.append(_disconnect_clients)
 
     setup_page(app, settings.serializer)
+    setup_uploads(app)
     if settings.api_keys:  # the HTTP API is off unless a key is configured
         setup_api(app)
     app.router.add_get("/healthz", health.healthz)

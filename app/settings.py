@@ -56,6 +56,29 @@ class Settings:
         "help": "entries removed per transaction (each one a pause of the store's writes "
                 "while it runs; a purge takes a fifth of the store's time at most)"})
 
+    # Attachments (app.chat.attachments)
+    files: str = field(default="dir:data/files", metadata={
+        "help": "where attachments are kept: dir:relative/path or dir:/abs/path (a directory "
+                "the nodes share)"})
+    upload_spool: str = field(default="data/uploads", metadata={
+        "help": "this node's directory for uploads in progress"})
+    max_file_bytes: int = field(default=100 * 1024 * 1024, metadata={
+        "help": "bytes in one uploaded file"})
+    max_upload_bytes_per_day: int = field(default=1024 * 1024 * 1024, metadata={
+        "help": "bytes one person may upload in a day (UTC), counted when an upload is "
+                "granted, on each node"})
+    max_uploads_in_flight: int = field(default=100, metadata={
+        "help": "uploads granted on this node and not yet finished, abandoned or expired"})
+    upload_expiry: float = field(default=24 * 3600.0, metadata={
+        "help": "seconds an upload may take, and a finished one may wait to be sent in a "
+                "message; then it is removed"})
+    file_link_ttl: float = field(default=600.0, metadata={
+        "help": "seconds a link to a file (for a person who may read its room) stays valid"})
+    file_secret: str = field(default="", repr=False, metadata={
+        "help": "secret that signs upload grants and file links (at least 32 bytes; the "
+                "same on every node; prefer the variable); empty: one made at start, for "
+                "one node"})
+
     # Cluster
     redis: str = field(default="", metadata={
         "help": "Redis URL (redis://host:6379/0) for fan-out and presence across nodes, "
@@ -376,6 +399,12 @@ class Settings:
                              "is part of the shutdown)")
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
+        if self.file_secret and len(self.file_secret.encode()) < 32:
+            raise ValueError("file_secret must be at least 32 bytes")
+        if min(self.max_file_bytes, self.max_upload_bytes_per_day,
+               self.max_uploads_in_flight) < 1 or self.upload_expiry <= 0 \
+                or self.file_link_ttl <= 0:
+            raise ValueError("the upload limits and times must be positive")
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:
             raise ValueError("jwt_secret must be at least 32 bytes (RFC 7518 for HS256)")
         if self.admin_ui and not self.admin_password:

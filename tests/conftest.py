@@ -225,6 +225,8 @@ async def serving(tmp_path: Path) -> AsyncIterator[ServeFactory]:
                     **overrides: Any) -> Served:
         fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0,
                                   "store": f"sqlite:///{tmp_path}/chat.db",
+                                  "files": f"dir:{tmp_path}/files",
+                                  "upload_spool": f"{tmp_path}/uploads",
                                   # tests send in bursts; the limits have their own tests
                                   **UNLIMITED}
         fields.update(overrides)

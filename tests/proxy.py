@@ -32,7 +32,8 @@ class Proxy:
     def __init__(self, upstream: int, rate: int | None = None) -> None:
         self.upstream = upstream
         self.rate = rate  # bytes a second from the server; None, 0: as fast as it comes
-        self.forwarded = 0  # bytes from the server to clients
+        self.forwarded = 0  # bytes from the server to clients (throttled)
+        self.received = 0  # bytes from clients to the server
         self.offline = False
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -110,6 +111,8 @@ class Proxy:
                     due = max(due, loop.time() - self.SLICE) + len(data) / rate
                     await asyncio.sleep(max(0.0, due - loop.time()))
                     self.forwarded += len(data)
+                if not throttled:
+                    self.received += len(data)
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):

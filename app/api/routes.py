@@ -17,7 +17,7 @@ token of the key's ``--api-rate``; past it the answer is 429 with
 ``Retry-After``.
 
 Errors are ``{"ok": false, "error": {"code", "message"}}`` with the socket
-protocol's codes and the matching HTTP status (:data:`STATUS`).
+protocol's codes and the matching HTTP status (:data:`~app.core.errors.HTTP_STATUS`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ..chat.auth import Identity
 from ..chat.connections import Connection
 from ..chat.events import perform
 from ..chat.services import Chat
-from ..core.errors import ChatError, ErrorCode
+from ..core.errors import HTTP_STATUS, ChatError, ErrorCode
 from ..core.limits import Rate, TokenBucket
 from ..core.models import RoomName, Sid
 from ..hooks.service import Webhooks
@@ -48,13 +48,6 @@ from .keys import ApiKey, digest, parse_keys
 log = logging.getLogger("app.api")
 
 PREFIX = "/api/v1"
-STATUS = {
-    ErrorCode.BAD_REQUEST: 400, ErrorCode.BAD_NAME: 400, ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_MEMBER: 403, ErrorCode.NOT_FOUND: 404,
-    ErrorCode.CONFLICT: 409,
-    ErrorCode.TOO_LARGE: 413, ErrorCode.RATE_LIMITED: 429, ErrorCode.INTERNAL: 500,
-    ErrorCode.UNAVAILABLE: 503,
-}
 Json = dict[str, Any]
 
 
@@ -412,7 +405,7 @@ def failure(exc: ChatError) -> web.Response:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after / 1000)))
     return web.json_response({"ok": False, "error": exc.as_dict()},
-                             status=STATUS.get(exc.code, 400), headers=headers)
+                             status=HTTP_STATUS.get(exc.code, 400), headers=headers)
 
 
 def invalid(exc: ValidationError, where: str) -> ChatError:

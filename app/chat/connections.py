@@ -58,6 +58,9 @@ class Connection:
     # in (until, ms), and those a ban or removal took it out of while it joined
     muted: dict[RoomName, int] | None = None
     barred: set[RoomName] | None = None
+    # the last of its sends that waits before it reaches the store (for its
+    # files): the sends after it wait for it (app.chat.messages)
+    sending: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:

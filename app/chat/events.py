@@ -26,7 +26,7 @@ from .protocol import (
     parse_advance, parse_audit, parse_delete, parse_direct, parse_edit, parse_govern,
     parse_history, parse_join, parse_leave, parse_reaction, parse_read, parse_renew, parse_room,
     parse_invite, parse_members, parse_report, parse_revoke, parse_rooms, parse_search,
-    parse_send, parse_typing,
+    parse_send, parse_typing, parse_upload, parse_files,
 )
 from .governance import Governance
 from .services import Chat
@@ -41,7 +41,7 @@ Event = Callable[[Chat, Connection, object], Awaitable[Ack]]
 # grace its connections stay members until each closes, over the drain window,
 # and go on sending meanwhile: only joins are refused.
 REFUSED_WHILE_DRAINING = frozenset({"send", "edit", "delete", "react", "unreact", "join",
-                                    "read", "direct", *ACTIONS})
+                                    "read", "direct", "upload", *ACTIONS})
 REFUSED_WHILE_HANDING_OFF = frozenset({"join"})
 
 
@@ -61,6 +61,15 @@ async def _send(chat: Chat, conn: Connection, data: object) -> Ack:
     with tracing.child("parse"):
         req = parse_send(data, max_text_length=chat.settings.max_text_length)
     return await chat.messages.send(conn, req)
+
+
+async def _upload(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.attachments.offer(
+        conn, parse_upload(data, max_file_bytes=chat.settings.max_file_bytes))
+
+
+async def _files(chat: Chat, conn: Connection, data: object) -> Ack:
+    return await chat.attachments.links(conn, parse_files(data))
 
 
 async def _history(chat: Chat, conn: Connection, data: object) -> Ack:
@@ -140,7 +149,7 @@ EVENTS: dict[str, Event] = {
     "join": _join, "leave": _leave, "send": _send, "history": _history, "search": _search,
     "edit": _edit, "delete": _delete, "react": _react, "unreact": _unreact,
     "typing": _typing, "rooms": _rooms, "members": _members, "read": _read,
-    "direct": _direct, "renew": _renew,
+    "direct": _direct, "renew": _renew, "upload": _upload, "files": _files,
     "advance": _advance, **{kind: _govern(kind) for kind in ACTIONS},
     "room_info": _governance(Governance.info, parse_room),
     "audit": _governance(Governance.audit, parse_audit),

@@ -15,18 +15,20 @@ pipelined sends are stored in the order it sent them. Keep it that way: no
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import ChatError, ErrorCode
-from ..core.models import Entry, Message, now_ms
+from ..core.models import Attachments as Carried, Entry, Message, now_ms
 from ..core.policy import MODERATOR
 from .. import tracing
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import MessageStore
+from .attachments import Attachments
 from .connections import Connection, Connections, person_room
 from .mentions import mentioned
 from .protocol import ChangeRequest, HistoryRequest, SendRequest, TypingRequest
@@ -40,12 +42,14 @@ Ack = dict[str, Any]
 
 class Messages:
     def __init__(self, settings: Settings, store: MessageStore, metrics: Metrics,
-                 connections: Connections, replies: Replies, wire: Wire) -> None:
+                 connections: Connections, replies: Replies, attachments: Attachments,
+                 wire: Wire) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.connections = connections
         self.replies = replies
+        self.attachments = attachments
         self.wire = wire
         # told of every entry stored (not of repeats): the webhooks
         self.watchers: list[Callable[[Entry], None]] = []
@@ -58,10 +62,11 @@ class Messages:
         # in a direct conversation every message is for all its people
         mentions = mentioned(req.text, conn.name) if people is None else \
             tuple(sorted(people - {conn.name}))
-        with self.metrics.store_seconds.labels("append").time(), tracing.child("store.append"):
-            message, created = await self.store.append(req.room, conn.name, req.text,
-                                                       req.client_id, req.reply_to, mentions,
-                                                       power=conn.identity.power)
+        ahead = conn.sending
+        if req.attachments or ahead is not None:
+            message, created = await self._send_in_turn(conn, req, mentions, ahead)
+        else:
+            message, created = await self._append(conn, req, mentions, ())
         if log.isEnabledFor(logging.DEBUG):
             log.debug("send sid=%s room=%s seq=%d created=%s%s", conn.sid, req.room,
                       message.seq, created,
@@ -69,12 +74,41 @@ class Messages:
         if created:
             self.metrics.messages_received.inc()
             self._stored(message)
+            if message.attachments:  # (before its members ask for links to them)
+                await self.attachments.sent(message)
             await self._broadcast(message, conn)
             for name in mentions:
                 await self.wire.emit("mention", {"room": message.room,
                                                  "message": message.as_dict()},
                                      room=person_room(name))
         return {"message": message.as_dict()}
+
+    async def _append(self, conn: Connection, req: SendRequest, mentions: tuple[str, ...],
+                      carried: Carried) -> tuple[Message, bool]:
+        with self.metrics.store_seconds.labels("append").time(), tracing.child("store.append"):
+            return await self.store.append(req.room, conn.name, req.text, req.client_id,
+                                           req.reply_to, mentions, power=conn.identity.power,
+                                           attachments=carried)
+
+    async def _send_in_turn(self, conn: Connection, req: SendRequest,
+                            mentions: tuple[str, ...], ahead: asyncio.Future[None] | None
+                            ) -> tuple[Message, bool]:
+        """A send that must wait before it reaches the store (for its files'
+        records, or for a send of the connection ahead of it that waits): the
+        sends after it wait for it in turn, so the store still takes one
+        connection's sends in the order it sent them."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.sending = turn
+        try:
+            if ahead is not None:
+                await asyncio.wait([ahead])  # (not cancelled with this task)
+            carried = await self.attachments.carried(conn, req.room, req.attachments,
+                                                     req.client_id) if req.attachments else ()
+            return await self._append(conn, req, mentions, carried)
+        finally:
+            turn.set_result(None)
+            if conn.sending is turn:
+                conn.sending = None
 
     def _stored(self, entry: Entry) -> None:
         for watcher in self.watchers:
@@ -116,6 +150,8 @@ class Messages:
             log.info("%s sid=%s name=%r room=%s seq=%d target=%d", req.kind, conn.sid,
                      conn.name, req.room, altered.change.seq, req.seq)
             await self.wire.emit("change", change, room=req.room, skip_sid=conn.sid)
+            if altered.removed:  # a delete: the files go with the message
+                await self.attachments.removed(altered.removed)
         return {"message": altered.message.as_dict(), "change": change}
 
     async def typing(self, conn: Connection, req: TypingRequest) -> Ack:

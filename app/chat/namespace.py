@@ -25,6 +25,7 @@ from socketio.exceptions import ConnectionRefusedError
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import Sid
 from ..core.peers import client_address
+from ..files import FileStorage
 from ..metrics import Metrics
 from ..presence import Presence
 from ..settings import Settings
@@ -48,11 +49,11 @@ def refuse(error: ChatError) -> ConnectionRefusedError:
 
 class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def __init__(self, settings: Settings, store: MessageStore, presence: Presence,
-                 metrics: Metrics) -> None:
+                 files: FileStorage, metrics: Metrics) -> None:
         super().__init__(NAMESPACE)
         self.settings = settings
         self.metrics = metrics
-        self.chat = Chat(settings, store, presence, metrics, self)
+        self.chat = Chat(settings, store, presence, files, metrics, self)
 
     # -- the services' Wire (emit, enter_room, leave_room, disconnect: inherited) ------
 

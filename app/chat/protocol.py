@@ -52,6 +52,30 @@ class SendRequest:
     text: str
     client_id: str | None
     reply_to: int | None = None
+    attachments: tuple[str, ...] = ()  # ids of uploads of the sender's (app.chat.attachments)
+
+
+ATTACHMENTS_MAX = 10  # files in one message
+FILE_ID_MAX = 64
+FILE_NAME_MAX = 255  # characters of an uploaded file's name
+_FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,%d}" % FILE_ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRequest:
+    """A file to upload to ``room``: its name and size (bytes)."""
+
+    room: RoomName
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FilesRequest:
+    """Links to files of ``room``."""
+
+    room: RoomName
+    ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,9 +278,49 @@ def _client_id(payload: dict[Any, Any]) -> str | None:
 def parse_send(data: object, *, max_text_length: int) -> SendRequest:
     payload = _payload(data)
     room = _room(payload)
-    text = _text(payload, max_text_length)
+    attachments = _file_ids(payload, "attachments", required=False)
+    if attachments and payload.get("text", "") == "":
+        text = ""  # a message may be its files alone
+    else:
+        text = _text(payload, max_text_length)
     return SendRequest(room, text, _client_id(payload),
-                       _int(payload, "reply_to", low=1, high=MAX_SEQ))
+                       _int(payload, "reply_to", low=1, high=MAX_SEQ), attachments)
+
+
+def _file_ids(payload: dict[Any, Any], key: str, *, required: bool) -> tuple[str, ...]:
+    ids = payload.get(key)
+    if ids is None and not required:
+        return ()
+    if not isinstance(ids, list) or not 1 <= len(ids) <= ATTACHMENTS_MAX or not all(
+            isinstance(i, str) and _FILE_ID_RE.fullmatch(i) for i in ids):
+        raise _bad(f"{key} must be a list of 1 to {ATTACHMENTS_MAX} file ids (as upload "
+                   "answered them)")
+    if len(set(ids)) != len(ids):
+        raise _bad(f"{key} names a file twice")
+    return tuple(ids)
+
+
+def parse_upload(data: object, *, max_file_bytes: int) -> UploadRequest:
+    payload = _payload(data)
+    room = _room(payload)
+    name = payload.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > FILE_NAME_MAX:
+        raise _bad(f"name must be the file's name: 1 to {FILE_NAME_MAX} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name) \
+            or "/" in name or "\\" in name:
+        raise _bad("name must be a file's name, without control characters or slashes")
+    size = _int(payload, "size", low=1)
+    if size is None:
+        raise _bad("size (the file's, in bytes) is required")
+    if size > max_file_bytes:
+        raise ChatError(ErrorCode.TOO_LARGE, f"the file is {size:,} bytes; files of at most "
+                        f"{max_file_bytes:,} bytes are taken")
+    return UploadRequest(room, _utf8(name.strip(), "name"), size)
+
+
+def parse_files(data: object) -> FilesRequest:
+    payload = _payload(data)
+    return FilesRequest(_room(payload), _file_ids(payload, "ids", required=True))
 
 
 def _target(payload: dict[Any, Any]) -> int:

@@ -20,6 +20,7 @@ service             module                       owns
 ``cursors``         :mod:`app.chat.cursors`      consumers' positions, kept by the server
 ``governance``      :mod:`app.chat.governance`   owners, roles, bans, mutes, room settings
 ``retention``       :mod:`app.chat.retention`    removing what rooms keep no longer
+``attachments``     :mod:`app.chat.attachments`  uploads, the files messages carry, links
 ==================  ===========================  ========================================
 """
 
@@ -29,11 +30,13 @@ import asyncio
 import logging
 from typing import Any
 
+from ..files import FileStorage
 from ..metrics import Metrics
 from ..presence import Presence
 from ..settings import Settings
 from ..store import MessageStore
 from ..tracing import Tracing
+from .attachments import Attachments
 from .connections import Connection, Connections
 from .conversations import Directs
 from .cursors import Cursors
@@ -57,7 +60,7 @@ DROPPED = frozenset({"transport close", "transport error", "ping timeout",
 
 class Chat:
     def __init__(self, settings: Settings, store: MessageStore, presence: Presence,
-                 metrics: Metrics, wire: Wire) -> None:
+                 files: FileStorage, metrics: Metrics, wire: Wire) -> None:
         self.settings = settings
         self.metrics = metrics
         self.wire = wire
@@ -65,8 +68,9 @@ class Chat:
         self.presence = presence
         self.connections = Connections(settings, metrics, wire)
         self.replies = Replies(settings, metrics, self.connections)
+        self.attachments = Attachments(settings, store, files, self.connections)
         self.messages = Messages(settings, store, metrics, self.connections, self.replies,
-                                 wire)
+                                 self.attachments, wire)
         self.rooms = Rooms(settings, store, presence, self.connections, self.replies, wire,
                            self.messages.watchers)
         self.reads = Reads(settings, store, presence, self.connections, wire)
@@ -117,6 +121,7 @@ class Chat:
     def start(self) -> None:
         self.rooms.start_housekeeping()
         self.retention.start()
+        self.attachments.start()
 
     async def stop(self) -> None:
         """Stop the background work (housekeeping, catch-up, receipt rounds),
@@ -128,5 +133,5 @@ class Chat:
         await asyncio.gather(self.rooms.roster.stop(), self.rooms.stop_housekeeping(),
                              self.rooms.stop_lingering(), self.recovery.stop(),
                              self.reads.receipts.close(), self.governance.stop(),
-                             self.retention.stop(),
+                             self.retention.stop(), self.attachments.stop(),
                              return_exceptions=True)

@@ -34,6 +34,15 @@ class ErrorCode(StrEnum):
     BAD_NAME = "bad_name"
 
 
+# the HTTP status of each code, where the chat answers over HTTP (app.api, app.uploads)
+HTTP_STATUS = {
+    ErrorCode.BAD_REQUEST: 400, ErrorCode.BAD_NAME: 400, ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_MEMBER: 403, ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409, ErrorCode.TOO_LARGE: 413, ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500, ErrorCode.UNAVAILABLE: 503,
+}
+
+
 class ChatError(Exception):
     """A failure the client is told about, with a stable code."""
 

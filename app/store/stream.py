@@ -100,6 +100,7 @@ class Altered:
     change: Change | None
     message: Message
     created: bool  # False: nothing new (a repeat of a client id, or no change)
+    removed: Attachments = ()  # what a delete took off the message (its files go too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +358,8 @@ class BatchWriter:
         self._messages[key] = changed
         if key not in self._born:
             self._changed.add(key)
-        return Altered(change, changed, True)
+        return Altered(change, changed, True,
+                       message.attachments if c.kind == "delete" else ())
 
     def _govern(self, g: Govern) -> Governed:
         act, room = g.act, g.room

@@ -13,8 +13,11 @@ as on the wire. The chat's semantic tests (``test_chat.py``,
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -23,6 +26,7 @@ from app.chat.connections import Connection
 from app.chat.events import handle
 from app.chat.services import Chat
 from app.core.models import Sid
+from app.files.local import LocalFiles
 from app.metrics import Metrics
 from app.presence.memory import MemoryPresence
 from app.settings import Settings
@@ -93,11 +97,15 @@ class Harness:
     """A node's chat services on a store (memory unless given) and memory presence."""
 
     def __init__(self, store: MessageStore | None = None, **settings: Any) -> None:
-        self.settings = Settings(**{**UNLIMITED, **settings})
+        self.folder = Path(tempfile.mkdtemp(prefix="roomcast-harness-"))  # files, uploads
+        self.settings = Settings(**{**UNLIMITED, "upload_spool": str(self.folder / "uploads"),
+                                    **settings})
         self.store = store if store is not None else MemoryStore()
         self.presence = MemoryPresence()
+        self.files = LocalFiles(self.folder / "files")
         self.wire = RecordingWire()
-        self.chat = Chat(self.settings, self.store, self.presence, Metrics(), self.wire)
+        self.chat = Chat(self.settings, self.store, self.presence, self.files, Metrics(),
+                         self.wire)
         self.wire.observers["change"] = self.chat.governance.observed
         self._sids = 0
         self.closed = False
@@ -116,6 +124,7 @@ class Harness:
             await peer.disconnect()
         await self.chat.stop()
         await self.store.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def _sid(self) -> Sid:
         self._sids += 1

@@ -22,6 +22,8 @@ FORBIDDEN = {
     # services, never the socket layers, the backends or the wiring
     "api": {"app.sio", "app.eio", "app.ws", "app.server", "app.appkeys", "app.fanout",
             "app.store", "app.presence"},
+    "uploads": {"app.sio", "app.eio", "app.ws", "app.server", "app.appkeys", "app.fanout",
+                "app.store", "app.presence", "app.files", "app.api", "app.hooks"},
     # the webhooks read the store's stream and post out: they know no socket,
     # no interface above them and none of the chat's services
     "hooks": {"app.sio", "app.eio", "app.ws", "app.server", "app.appkeys", "app.fanout",
@@ -34,9 +36,9 @@ TOP_LEVEL = {"__init__.py", "__main__.py", "server.py", "settings.py", "appkeys.
 PURE = ["eio/packets.py", "eio/session.py", "ws/frames.py", "core/models.py", "core/errors.py",
         "core/limits.py", "chat/protocol.py", "chat/directs.py", "chat/mentions.py",
         "chat/paging.py", "store/stream.py", "store/search.py", "store/markers.py",
-        "api/keys.py", "api/models.py", "hooks/webhook.py"]
+        "api/keys.py", "api/models.py", "hooks/webhook.py", "core/signing.py", "uploads/tus.py"]
 # what the backends may import of Roomcast: the core, and the shared Redis client
-BACKENDS = {"store": {"app.core", "app.store"},
+BACKENDS = {"store": {"app.core", "app.store"}, "files": {"app.core", "app.files"},
             "presence": {"app.core", "app.presence", "app.redis_client"}}
 
 

@@ -736,7 +736,7 @@ async def test_attachments_are_kept_with_their_message(store: MessageStore) -> N
     edited = await store.alter(LOBBY, "alice", "edit", 1, "look again", None)
     assert edited.message.attachments == (PHOTO, NOTES)
     deleted = await store.alter(LOBBY, "alice", "delete", 1, None, None)
-    assert deleted.message.attachments == ()
+    assert deleted.message.attachments == () and deleted.removed == (PHOTO, NOTES)
     assert (await store.page(LOBBY)).messages[0].attachments == ()
     assert sent.as_dict()["attachments"] == [
         {"id": "f1", "name": "cat.png", "size": 2048, "type": "image/png", "width": 640,

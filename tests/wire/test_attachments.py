@@ -1,0 +1,303 @@
+"""Attachments end to end: granted over the socket, uploaded with the official
+tus client (tuspy, unmodified; a blocking client, so in a thread of its own),
+sent in a message, read through links only the room's members get, served so
+that nothing uploaded runs as the chat's site."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from PIL import Image
+from tusclient import client as tus_client
+
+from ..conftest import PeerFactory, Served, refused, until
+from app.uploads.routes import UPLOADS_KEY
+
+from ..proxy import Proxy
+
+
+async def granted(peer: Any, room: str, name: str, size: int) -> dict[str, Any]:
+    return dict((await peer.ok("upload", {"room": room, "name": name, "size": size}))["upload"])
+
+
+def tus_upload(url: str, grant: dict[str, Any], data: bytes, *, chunk_size: int = 1 << 30,
+               retries: int = 0) -> str:
+    """Upload ``data`` with tuspy (blocking); the upload's URL."""
+    tus = tus_client.TusClient(url + grant["url"],
+                               headers={"Authorization": f"Bearer {grant['token']}"})
+    uploader = tus.uploader(file_stream=io.BytesIO(data), chunk_size=chunk_size,
+                            retries=retries, retry_delay=0,
+                            metadata={"filename": "ignored.bin"})
+    uploader.upload()
+    return str(uploader.url)
+
+
+async def upload(served: Served, peer: Any, room: str, name: str, data: bytes,
+                 **kwargs: Any) -> str:
+    """Grant, upload with tuspy; the upload's id."""
+    grant = await granted(peer, room, name, len(data))
+    await asyncio.to_thread(tus_upload, served.url, grant, data, **kwargs)
+    return str(grant["id"])
+
+
+async def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+def png(width: int = 64, height: int = 48, **save: Any) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, "PNG", **save)
+    return out.getvalue()
+
+
+async def test_a_file_goes_from_upload_to_a_message_to_each_member(
+        served: Served, peer: PeerFactory) -> None:
+    alice, bob = await peer("alice"), await peer("bob")
+    await alice.join("files")
+    await bob.join("files")
+    data = os.urandom(300_000)
+    upload_id = await upload(served, alice, "files", "report ü.bin", data)
+    sent = await alice.send("files", "the report", attachments=[upload_id], client_id="r1")
+    assert sent["attachments"] == [{"id": upload_id, "name": "report ü.bin", "size": 300_000,
+                                    "type": "application/octet-stream"}]
+    got = await bob.next("message")
+    assert got["attachments"] == sent["attachments"]
+    links = await bob.ok("files", {"room": "files", "ids": [upload_id]})
+    status, headers, body = await fetch(served.url + links["files"][upload_id]["url"])
+    assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    assert headers["Content-Disposition"] == "attachment; filename*=UTF-8''report%20%C3%BC.bin"
+    # the message is history like any other, its files with it
+    history = await bob.ok("history", {"room": "files"})
+    assert history["messages"][-1]["attachments"] == sent["attachments"]
+    # a resend (same client id) is the same message, the file still its
+    again = await alice.ok("send", {"room": "files", "text": "the report",
+                                    "attachments": [upload_id], "client_id": "r1"})
+    assert again["message"]["seq"] == sent["seq"]
+    # but another message may not take it
+    refused(await alice.call("send", {"room": "files", "text": "again",
+                                      "attachments": [upload_id]}), "conflict")
+
+
+async def test_an_image_is_measured_thumbnailed_and_stripped_of_its_metadata(
+        served: Served, peer: PeerFactory) -> None:
+    alice = await peer("alice")
+    await alice.join("pics")
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"
+    exif.get_ifd(0x8825)[2] = (51.0, 30.0, 0.0)  # GPS latitude
+    photo = io.BytesIO()
+    Image.new("RGB", (1200, 800), (10, 120, 200)).save(photo, "JPEG", exif=exif)
+    assert b"SecretCam" in photo.getvalue()
+    upload_id = await upload(served, alice, "pics", "beach.png", photo.getvalue())
+    sent = await alice.send("pics", "", attachments=[upload_id])
+    (attachment,) = sent["attachments"]
+    assert attachment == {"id": upload_id, "name": "beach.png", "size": attachment["size"],
+                          "type": "image/jpeg", "width": 1200, "height": 800,
+                          "thumbnail": True}  # the type from its content, not its name
+    links = (await alice.ok("files", {"room": "pics", "ids": [upload_id]}))["files"][upload_id]
+    status, headers, body = await fetch(served.url + links["url"])
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert headers["Content-Disposition"].startswith("inline;")
+    assert b"SecretCam" not in body and not Image.open(io.BytesIO(body)).getexif()
+    assert len(body) == attachment["size"]
+    status, headers, thumb = await fetch(served.url + links["thumbnail"])
+    assert status == 200 and max(Image.open(io.BytesIO(thumb)).size) <= 320
+
+
+@pytest.mark.parametrize("content", [
+    b"<!doctype html><script>alert(document.cookie)</script>",
+    b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>',
+    png() + b"<script>alert(1)</script>",  # a polyglot: a PNG that is HTML too
+], ids=["html", "svg", "polyglot"])
+async def test_nothing_uploaded_is_served_to_run_as_the_site(
+        served: Served, peer: PeerFactory, content: bytes) -> None:
+    alice = await peer("alice")
+    await alice.join("x")
+    upload_id = await upload(served, alice, "x", "page.html", content)
+    await alice.send("x", "see", attachments=[upload_id])
+    links = (await alice.ok("files", {"room": "x", "ids": [upload_id]}))["files"][upload_id]
+    status, headers, _ = await fetch(served.url + links["url"])
+    assert status == 200
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in headers["Content-Security-Policy"]
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["Content-Type"] in ("text/plain", "image/png")
+    if headers["Content-Type"] != "image/png":
+        assert headers["Content-Disposition"].startswith("attachment;")
+
+
+async def test_only_the_rooms_members_may_read_its_files(
+        served: Served, peer: PeerFactory) -> None:
+    alice, mallory = await peer("alice"), await peer("mallory")
+    await alice.join("secret")
+    await mallory.join("elsewhere")
+    upload_id = await upload(served, alice, "secret", "plans.txt", b"the plans")
+    refused(await mallory.call("files", {"room": "secret", "ids": [upload_id]}), "not_member")
+    # asking through a room of one's own finds nothing
+    assert (await mallory.ok("files", {"room": "elsewhere", "ids": [upload_id]}))["files"] == {}
+    # unsent, it is its uploader's alone, and no other person may send it
+    await mallory.join("secret")
+    assert (await mallory.ok("files", {"room": "secret", "ids": [upload_id]}))["files"] == {}
+    refused(await mallory.call("send", {"room": "secret", "text": "mine",
+                                        "attachments": [upload_id]}), "not_found")
+    await alice.send("secret", "plans", attachments=[upload_id])
+    links = (await mallory.ok("files", {"room": "secret", "ids": [upload_id]}))["files"]
+    link = links[upload_id]["url"]
+    assert (await fetch(served.url + link))[0] == 200
+    # a link is good for that file only, and only as signed
+    forged = link.replace(upload_id, "A" * len(upload_id))
+    assert (await fetch(served.url + forged))[0] == 403
+    assert (await fetch(served.url + link[:-3] + "abc"))[0] == 403
+    assert (await fetch(served.url + link.split("?")[0]))[0] == 400
+    assert (await fetch(served.url + link.replace("original", "thumbnail")))[0] == 403
+
+
+async def test_a_deleted_message_takes_its_files_with_it(
+        served: Served, peer: PeerFactory) -> None:
+    alice = await peer("alice")
+    await alice.join("d")
+    upload_id = await upload(served, alice, "d", "a.txt", b"gone soon")
+    sent = await alice.send("d", "x", attachments=[upload_id])
+    link = (await alice.ok("files", {"room": "d", "ids": [upload_id]}))["files"][upload_id]
+    await alice.ok("delete", {"room": "d", "seq": sent["seq"]})
+    assert (await fetch(served.url + link["url"]))[0] == 404
+    assert not list(Path(served.settings.files.removeprefix("dir:")).rglob(upload_id + "*"))
+
+
+async def test_limits_are_counted_before_a_byte_is_stored(
+        serve: Any, peer: PeerFactory) -> None:
+    served = await serve(max_file_bytes=1000, max_upload_bytes_per_day=1500,
+                         max_uploads_in_flight=2)
+    alice = await peer("alice", server=served)
+    await alice.join("r")
+    refused(await alice.call("upload", {"room": "r", "name": "big", "size": 1001}),
+            "too_large")
+    refused(await alice.call("upload", {"room": "nope", "name": "a", "size": 10}),
+            "not_member")
+    await granted(alice, "r", "a", 1000)
+    assert "today" in refused(await alice.call("upload", {"room": "r", "name": "b",
+                                                          "size": 501}), "rate_limited")
+    await granted(alice, "r", "c", 100)
+    refused(await alice.call("upload", {"room": "r", "name": "d", "size": 1}), "rate_limited")
+    assert not list(Path(served.settings.upload_spool).glob("*"))
+
+
+async def test_a_cut_upload_resumes_where_it_stopped(
+        served: Served, peer: PeerFactory) -> None:
+    """Cut three times mid-request by the network, tuspy's retries resume from
+    the server's offset and the file arrives whole."""
+    proxy = await Proxy(int(served.url.rsplit(":", 1)[1])).start()
+    try:
+        alice = await peer("alice")
+        await alice.join("big")
+        data = random.Random(7).randbytes(24 * 1024 * 1024)
+        grant = await granted(alice, "big", "big.bin", len(data))
+        uploading = asyncio.create_task(asyncio.to_thread(
+            tus_upload, proxy.url, grant, data, chunk_size=4 * 1024 * 1024, retries=5))
+        for mark in (5, 11, 17):
+            await until(lambda: proxy.received > mark * 1024 * 1024 or uploading.done(),
+                        timeout=60)
+            proxy.cut()
+        await asyncio.wait_for(uploading, 60)
+        sent = await alice.send("big", "big", attachments=[grant["id"]])
+        assert sent["attachments"][0]["size"] == len(data)
+        link = (await alice.ok("files", {"room": "big", "ids": [grant["id"]]}))["files"]
+        status, _, body = await fetch(served.url + link[grant["id"]]["url"])
+        assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+        assert proxy.received > len(data)  # (it was cut: some bytes went twice)
+    finally:
+        await proxy.close()
+
+
+async def test_the_tus_endpoint_speaks_tus(served: Served, peer: PeerFactory) -> None:
+    """What the protocol asks, on the wire."""
+    alice = await peer("alice")
+    await alice.join("t")
+    grant = await granted(alice, "t", "t.txt", 10)
+    auth = {"Authorization": f"Bearer {grant['token']}", "Tus-Resumable": "1.0.0"}
+    endpoint = served.url + grant["url"]
+    async with aiohttp.ClientSession() as http:
+        async with http.options(endpoint) as r:
+            assert r.status == 204 and r.headers["Tus-Version"] == "1.0.0"
+            assert "creation" in r.headers["Tus-Extension"]
+            assert "termination" in r.headers["Tus-Extension"]
+            assert int(r.headers["Tus-Max-Size"]) == served.settings.max_file_bytes
+        async with http.post(endpoint, headers={"Authorization": auth["Authorization"],
+                                                "Upload-Length": "10"}) as r:
+            assert r.status == 412 and r.headers["Tus-Version"] == "1.0.0"
+        async with http.post(endpoint, headers={**auth, "Upload-Length": "11"}) as r:
+            assert r.status == 400  # not the size granted
+        async with http.post(endpoint, headers={"Tus-Resumable": "1.0.0",
+                                                "Upload-Length": "10"}) as r:
+            assert r.status == 401
+        async with http.post(endpoint, headers={**auth, "Upload-Length": "10"}) as r:
+            assert r.status == 201 and r.headers["Upload-Offset"] == "0"
+            location = served.url + r.headers["Location"]
+            assert "Upload-Expires" in r.headers
+        async with http.patch(location, data=b"hello", headers={
+                **auth, "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream"}) as r:
+            assert r.status == 204 and r.headers["Upload-Offset"] == "5"
+        async with http.patch(location, data=b"hello", headers={
+                **auth, "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream"}) as r:
+            assert r.status == 409  # not where the upload stands
+        async with http.patch(location, data=b"hello", headers={
+                **auth, "Upload-Offset": "5", "Content-Type": "text/plain"}) as r:
+            assert r.status == 415
+        async with http.patch(location, data=b"hello, world", headers={
+                **auth, "Upload-Offset": "5",
+                "Content-Type": "application/offset+octet-stream"}) as r:
+            assert r.status == 413  # past its length
+        async with http.head(location, headers=auth) as r:
+            assert r.status == 200 and r.headers["Upload-Offset"] == "5"
+            assert r.headers["Upload-Length"] == "10" and r.headers["Cache-Control"] == "no-store"
+        other = await granted(alice, "t", "u.txt", 10)
+        async with http.head(location, headers={**auth, "Authorization":
+                                                f"Bearer {other['token']}"}) as r:
+            assert r.status == 403  # another upload's token
+        async with http.delete(location, headers=auth) as r:
+            assert r.status == 204
+        async with http.head(location, headers=auth) as r:
+            assert r.status == 404
+
+
+async def test_abandoned_and_unsent_uploads_are_swept_away(
+        served: Served, peer: PeerFactory) -> None:
+    """An upload never finished, and one finished but never sent, are removed
+    once past --upload-expiry; one sent stays."""
+    alice = await peer("alice")
+    await alice.join("r")
+    half = await granted(alice, "r", "half.bin", 100)
+    auth = {"Authorization": f"Bearer {half['token']}", "Tus-Resumable": "1.0.0"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(served.url + half["url"],
+                             headers={**auth, "Upload-Length": "100"}) as r:
+            location = served.url + r.headers["Location"]
+        async with http.patch(location, data=b"x" * 50, headers={
+                **auth, "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream"}) as r:
+            assert r.status == 204
+    unsent = await upload(served, alice, "r", "unsent.txt", b"never sent")
+    kept = await upload(served, alice, "r", "sent.txt", b"sent")
+    await alice.send("r", "kept", attachments=[kept])
+    attachments = served.app[UPLOADS_KEY].attachments
+    spool = Path(served.settings.upload_spool)
+    files = Path(served.settings.files.removeprefix("dir:"))
+    assert await attachments.sweep() == 0 and [p.name for p in spool.iterdir()] == [half["id"]]
+    later = attachments.clock() + served.settings.upload_expiry + 1
+    attachments.clock = lambda: later
+    for path in spool.iterdir():  # (the spool's clock is its files' age)
+        os.utime(path, (later - served.settings.upload_expiry - 1,) * 2)
+    assert await attachments.sweep() == 2
+    assert not list(spool.iterdir())
+    assert not list(files.rglob(unsent + "*")) and list(files.rglob(kept + "*"))
