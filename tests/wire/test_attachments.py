@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import random
 from pathlib import Path
@@ -22,6 +23,8 @@ from ..conftest import PeerFactory, Served, refused, until
 from app.uploads.routes import UPLOADS_KEY
 
 from ..proxy import Proxy
+
+NODE = Path(__file__).resolve().parent.parent / "node"
 
 
 async def granted(peer: Any, room: str, name: str, size: int) -> dict[str, Any]:
@@ -85,6 +88,34 @@ async def test_a_file_goes_from_upload_to_a_message_to_each_member(
     # but another message may not take it
     refused(await alice.call("send", {"room": "files", "text": "again",
                                       "attachments": [upload_id]}), "conflict")
+
+
+async def test_tus_js_client_uploads_unmodified(served: Served, peer: PeerFactory,
+                                                tmp_path: Path) -> None:
+    """The official JavaScript client (from npm, pinned), cut once on the way."""
+    proxy = await Proxy(int(served.url.rsplit(":", 1)[1])).start()
+    try:
+        alice = await peer("alice")
+        await alice.join("js")
+        data = random.Random(3).randbytes(6 * 1024 * 1024)
+        (tmp_path / "upload.bin").write_bytes(data)
+        grant = await granted(alice, "js", "upload.bin", len(data))
+        node = await asyncio.create_subprocess_exec(
+            "node", str(NODE / "tus_upload.mjs"), proxy.url + grant["url"], grant["token"],
+            str(tmp_path / "upload.bin"), str(1024 * 1024), stdout=asyncio.subprocess.PIPE)
+        await until(lambda: proxy.received > 3 * 1024 * 1024 or node.returncode is not None,
+                    timeout=60)
+        proxy.cut()
+        out, _ = await asyncio.wait_for(node.communicate(), 60)
+        assert node.returncode == 0, out
+        assert json.loads(out)["url"].endswith(grant["id"])
+        sent = await alice.send("js", "from js", attachments=[grant["id"]])
+        link = (await alice.ok("files", {"room": "js", "ids": [grant["id"]]}))["files"]
+        status, _, body = await fetch(served.url + link[grant["id"]]["url"])
+        assert status == 200 and body == data and sent["attachments"][0]["size"] == len(data)
+        assert proxy.received > len(data)  # (it was cut: a chunk went twice)
+    finally:
+        await proxy.close()
 
 
 async def test_an_image_is_measured_thumbnailed_and_stripped_of_its_metadata(
