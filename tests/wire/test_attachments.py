@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 from PIL import Image
 from tusclient import client as tus_client
+from tusclient.exceptions import TusCommunicationError
 
 from ..conftest import PeerFactory, Served, refused, until
 from app.uploads.routes import UPLOADS_KEY
@@ -224,18 +226,18 @@ async def test_limits_are_counted_before_a_byte_is_stored(
 
 async def test_a_cut_upload_resumes_where_it_stopped(
         served: Served, peer: PeerFactory) -> None:
-    """Cut three times mid-request by the network, tuspy's retries resume from
-    the server's offset and the file arrives whole."""
+    """100 MB cut three times mid-request by the network: tuspy's retries resume
+    from the server's offset and the file arrives whole."""
     proxy = await Proxy(int(served.url.rsplit(":", 1)[1])).start()
     try:
         alice = await peer("alice")
         await alice.join("big")
-        data = random.Random(7).randbytes(24 * 1024 * 1024)
+        data = random.Random(7).randbytes(100 * 1000 * 1000)
         grant = await granted(alice, "big", "big.bin", len(data))
         uploading = asyncio.create_task(asyncio.to_thread(
-            tus_upload, proxy.url, grant, data, chunk_size=4 * 1024 * 1024, retries=5))
-        for mark in (5, 11, 17):
-            await until(lambda: proxy.received > mark * 1024 * 1024 or uploading.done(),
+            tus_upload, proxy.url, grant, data, chunk_size=16 * 1000 * 1000, retries=5))
+        for mark in (20, 50, 80):
+            await until(lambda: proxy.received > mark * 1000 * 1000 or uploading.done(),
                         timeout=60)
             proxy.cut()
         await asyncio.wait_for(uploading, 60)
@@ -247,6 +249,29 @@ async def test_a_cut_upload_resumes_where_it_stopped(
         assert proxy.received > len(data)  # (it was cut: some bytes went twice)
     finally:
         await proxy.close()
+
+
+async def test_bombs_are_bounded(served: Served, peer: PeerFactory) -> None:
+    """An image whose header claims more pixels than are taken is refused from
+    its header, before a pixel is decoded; a zip bomb is never opened: it is
+    kept and served as the bytes it is."""
+    alice = await peer("alice")
+    await alice.join("b")
+    bomb = io.BytesIO()  # 20,000 x 20,000 (400 MP) of one colour: 0.4 MB compressed
+    Image.new("1", (20_000, 20_000)).save(bomb, "PNG")
+    grant = await granted(alice, "b", "bomb.png", len(bomb.getvalue()))
+    with pytest.raises(TusCommunicationError, match="400"):
+        await asyncio.to_thread(tus_upload, served.url, grant, bomb.getvalue())
+    refused(await alice.call("send", {"room": "b", "text": "x", "attachments": [grant["id"]]}),
+            "not_found")
+    assert not list(Path(served.settings.upload_spool).iterdir())
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros", b"\0" * 200_000_000)  # 200 MB in 0.2 MB
+    upload_id = await upload(served, alice, "b", "bomb.zip", zipped.getvalue())
+    sent = await alice.send("b", "zip", attachments=[upload_id])
+    assert sent["attachments"][0]["type"] == "application/zip"
+    assert sent["attachments"][0]["size"] == len(zipped.getvalue())
 
 
 async def test_the_tus_endpoint_speaks_tus(served: Served, peer: PeerFactory) -> None:
