@@ -1,4 +1,4 @@
-"""``python -m client {tail,send,bot}``: Roomcast from a shell.
+"""``python -m client {tail,send,download,post,bot}``: Roomcast from a shell.
 
 * ``tail --url U --name N --room R``: print the room's recent messages, then
   every new one as it arrives, one line each: ``#SEQ FROM: TEXT`` (with
@@ -10,6 +10,10 @@
   ``@ROOM #SEQ FROM: TEXT``.
 * ``send --url U --name N --room R TEXT``: send one message; exit 0 once the
   server has stored it, 1 if it refused, 2 if not stored within ``--timeout``.
+  With ``--file PATH`` (repeatable) the files are uploaded (resumably) and
+  sent in the message; TEXT may then be left out.
+* ``download --url U --name N --room R ID [--out PATH]``: save a file of the
+  room (an attachment's id, as ``tail`` shows it) to PATH (default: its name).
 * ``post --url U --room R TEXT``: post one message through the HTTP API with
   the key in ``$ROOMCAST_API_KEY`` (or ``--key``), e.g. from a CI job; exit 0
   once stored (retried with the same client id, so at most once), 1 if
@@ -80,7 +84,9 @@ def format_message(message: JSON) -> str:
     edited = " (edited)" if message.get("edited") else ""
     reactions = "".join(f" [{printable(str(r['emoji']))} {r['count']}]"
                         for r in message.get("reactions", []))
-    return f"#{message['seq']} {sender}: {reply}{text}{edited}{reactions}"
+    files = "".join(f" [file {a['id']}: {printable(str(a['name']))}, {a['size']:,} bytes]"
+                    for a in message.get("attachments", []))
+    return f"#{message['seq']} {sender}: {reply}{text}{edited}{reactions}{files}"
 
 
 def format_change(change: JSON) -> str:
@@ -120,7 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--room", required=True)
     send.add_argument("--timeout", type=float, default=30.0,
                       help="seconds to keep retrying (default 30)")
-    send.add_argument("text")
+    send.add_argument("--file", action="append", default=[],
+                      help="a file to send with the message (repeat for more)")
+    send.add_argument("text", nargs="?", default="")
+    download = commands.add_parser("download", parents=[common], help="save a file of a room")
+    download.add_argument("--room", required=True)
+    download.add_argument("--out", help="where to save it (default: the file's name, here)")
+    download.add_argument("id", help="the attachment's id")
     post = commands.add_parser("post", help="post one message through the HTTP API")
     post.add_argument("--url", default="http://localhost:8080", help="the Roomcast server")
     post.add_argument("--key", default=os.environ.get("ROOMCAST_API_KEY"),
@@ -191,17 +203,40 @@ async def tail(args: argparse.Namespace) -> int:
 
 
 async def send(args: argparse.Namespace) -> int:
+    if not args.text and not args.file:
+        _status("error: give the text to send, or --file")
+        return 1
     client = _client(args)
     await client.connect()
     try:
         await client.join(args.room)
-        message = await asyncio.wait_for(client.send(args.room, args.text), args.timeout)
+        files = [await client.upload(args.room, path) for path in args.file]
+        message = await asyncio.wait_for(client.send(args.room, args.text, attachments=files),
+                                         args.timeout)
     except asyncio.TimeoutError:
         _status(f"not stored within {args.timeout:g} s")
         return 2
     finally:
         await client.close()
     print(format_message(message), flush=True)
+    return 0
+
+
+async def download(args: argparse.Namespace) -> int:
+    client = _client(args)
+    await client.connect()
+    try:
+        await client.join(args.room)
+        out = args.out
+        if out is None:  # the name it was sent with, as a name in this folder only
+            found = await client.history(args.room, limit=200)
+            names = [a["name"] for m in found["messages"] for a in m.get("attachments", [])
+                     if a["id"] == args.id]
+            out = os.path.basename(names[0]) if names else args.id
+        saved = await client.download(args.room, args.id, out)
+    finally:
+        await client.close()
+    _status(f"saved {saved}")
     return 0
 
 
@@ -252,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = {"tail": tail, "send": send, "post": post, "bot": bot}[args.command]
+    command = {"tail": tail, "send": send, "download": download, "post": post,
+               "bot": bot}[args.command]
     try:
         code = asyncio.run(command(args))
     except ChatClientError as exc:

@@ -3,7 +3,8 @@
 ``!ping`` -> ``pong``; ``!who`` -> the room's members; ``!echo X`` -> ``X``;
 ``!search WORDS`` -> the newest messages of the room with those words (not
 commands, not the bot's); ``!rules`` -> the room's topic, settings, owners and
-moderators (a governed room); ``!help`` -> the list of commands. Mentioned
+moderators (a governed room); ``!export`` -> a file, ``ROOM.txt``, of the
+room's latest messages; ``!help`` -> the list of commands. Mentioned
 (``@bot ...`` in a room it has joined, or any message of a direct
 conversation with it), it answers the command after the mention (``@bot
 !who``), or with the help line. It ignores its own messages and anything
@@ -21,8 +22,10 @@ conversations people open with it, its own rooms are never filled up.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from app.chat.mentions import mention_of, mentioned
 
@@ -33,7 +36,8 @@ log = logging.getLogger(__name__)
 DIRECTS_HELD = 20  # direct conversations the bot stays in at once
 DIRECT_IDLE = 600.0  # seconds of silence after which it leaves one (when joining another)
 
-HELP = "commands: !ping, !who, !echo TEXT, !search WORDS, !rules, !help"
+HELP = "commands: !ping, !who, !echo TEXT, !search WORDS, !rules, !export, !help"
+EXPORTED = 200  # messages in an !export file
 SEARCH_SHOWN = 3  # matches in a !search answer
 QUOTE_MAX = 80  # characters of each match quoted
 
@@ -130,6 +134,8 @@ class Bot:
             reply: str | None = await self.search(message["room"], words)
         elif command == "!rules":
             reply = await self.rules(message["room"])
+        elif command == "!export":
+            reply = await self.export(message)
         else:
             reply = answer(text, self.members.get(message["room"], []))
             if reply is None and addressed is not None:
@@ -147,6 +153,24 @@ class Bot:
             return None
         rest = message["text"].replace(mention_of(me), " ").replace(f"@{{{me}}}", " ")
         return " ".join(rest.split())
+
+    async def export(self, asked: JSON) -> str | None:
+        """Post the room's latest messages as a text file in answer to ``asked``
+        (None: posted); what went wrong, otherwise."""
+        room = asked["room"]
+        try:
+            page = await self.client.history(room, limit=EXPORTED)
+            lines = [f"#{m['seq']} {m['from']}: {m['text']}"
+                     + "".join(f" [file: {a['name']}]" for a in m.get("attachments", []))
+                     for m in page["messages"] if not m.get("deleted")]
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / f"{room}.txt"
+                path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                await self.client.send_file(room, path, f"the latest {len(lines)} messages",
+                                            client_id=f"bot:{room}:{asked['seq']}")
+        except ChatClientError as exc:
+            return f"could not export the room: {exc.message}"
+        return None
 
     async def rules(self, room: str) -> str:
         """What governs ``room``: its topic and settings, its owners and moderators."""

@@ -56,13 +56,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import socketio
 from socketio import exceptions as sio_errors
 
-from . import compat
+from . import compat, uploads
 
 log = logging.getLogger(__name__)
 
@@ -566,9 +567,10 @@ class ChatClient:
         await self.request("typing", {"room": room, "active": active})
 
     async def send(self, room: str, text: str, *, client_id: str | None = None,
-                   reply_to: int | None = None) -> JSON:
-        """Send ``text`` to ``room`` (answering message ``reply_to``, if given);
-        retry through reconnects until stored.
+                   reply_to: int | None = None, attachments: list[str] | None = None) -> JSON:
+        """Send ``text`` to ``room`` (answering message ``reply_to``, if given;
+        carrying the files ``attachments``, ids :meth:`upload` returned, with
+        which ``text`` may be empty); retry through reconnects until stored.
 
         Returns the stored message. Raises :class:`ChatClientError` for a
         refusal that retrying cannot fix (``not_member``, ``too_large``, ...),
@@ -579,9 +581,62 @@ class ChatClient:
         payload: JSON = {"room": room, "text": text}
         if reply_to is not None:
             payload["reply_to"] = reply_to
+        if attachments:
+            payload["attachments"] = list(attachments)
         message: JSON = (await self._write("send", payload, client_id))["message"]
         await self._deliver(room, [message])
         return message
+
+    # -- attachments ------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        http = compat.client_engine(self._sio).http or self._own_http
+        if http is None:
+            raise ChatClientError("closed", "connect first")
+        return http
+
+    async def upload(self, room: str, path: str | Path, *, name: str | None = None) -> str:
+        """Upload the file at ``path`` to ``room`` (joined), resumably: a cut
+        connection resumes where the server says the upload stands. Returns the
+        file's id, to :meth:`send` in a message (within the server's
+        ``--upload-expiry``). Raises :class:`ChatClientError` if refused (the
+        limits: ``too_large``, ``rate_limited``) or if the upload fails."""
+        source = Path(path)
+        grant = (await self.request("upload", {"room": room, "name": name or source.name,
+                                               "size": source.stat().st_size}))["upload"]
+        try:
+            await uploads.tus_upload(self._http(), self.url, grant, source)
+        except uploads.UploadFailed as exc:
+            raise ChatClientError("upload_failed", str(exc)) from None
+        return str(grant["id"])
+
+    async def send_file(self, room: str, path: str | Path, text: str = "", *,
+                        client_id: str | None = None) -> JSON:
+        """Upload the file at ``path`` and send it to ``room`` in a message
+        (with ``text``); the stored message."""
+        file_id = await self.upload(room, path)
+        return await self.send(room, text, attachments=[file_id], client_id=client_id)
+
+    async def links(self, room: str, ids: list[str]) -> dict[str, JSON]:
+        """Links to files of ``room`` (joined): ``{id: {url, thumbnail?}}``, valid
+        for the server's ``--file-link-ttl``; an id that is no file the
+        room's members may read is left out."""
+        ack = await self.request("files", {"room": room, "ids": list(ids)})
+        files: dict[str, JSON] = ack["files"]
+        return files
+
+    async def download(self, room: str, file_id: str, dest: str | Path, *,
+                       thumbnail: bool = False) -> Path:
+        """Save file ``file_id`` of ``room`` (or its thumbnail) to ``dest``."""
+        link = (await self.links(room, [file_id])).get(file_id)
+        if link is None or (thumbnail and "thumbnail" not in link):
+            raise ChatClientError("not_found", f"no file {file_id} in {room!r}")
+        url = self.url.rstrip("/") + str(link["thumbnail" if thumbnail else "url"])
+        try:
+            return await uploads.download(self._http(), url, Path(dest))
+        except uploads.UploadFailed as exc:
+            raise ChatClientError("not_found" if exc.status == 404 else "forbidden",
+                                  str(exc)) from None
 
     async def reply(self, room: str, seq: int, text: str) -> JSON:
         """Send ``text`` in answer to message ``seq``; see :meth:`send`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,28 @@ async def test_send_and_tail(tmp_path: Path, server_url: str) -> None:
         assert code == 1 and any("bad_name" in e for e in errors)
     finally:
         assert await tail.stop() == 0
+
+
+async def test_send_a_file_and_download_it(tmp_path: Path, server_url: str) -> None:
+    """send --file uploads and sends; tail shows the file; download saves it
+    under its name; a refused upload exits 1 with the code."""
+    (tmp_path / "notes ü.txt").write_text("the notes\n")
+    code, lines, _ = await send(tmp_path, server_url, "alice", "docs", "here",
+                                "--file", str(tmp_path / "notes ü.txt"))
+    assert code == 0, lines
+    (line,) = lines
+    match = re.fullmatch(r"#1 alice: here \[file (\S+): notes ü.txt, 10 bytes\]", line)
+    assert match, line
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = await Process.start("-m", "client", "download", "--url", server_url, "--name",
+                               "bob", "--room", "docs", match[1], cwd=out)
+    assert await proc.wait(20) == 0
+    assert (out / "notes ü.txt").read_text() == "the notes\n"
+    (tmp_path / "empty").write_bytes(b"")
+    code, _, errors = await send(tmp_path, server_url, "alice", "docs", "",
+                                 "--file", str(tmp_path / "empty"))
+    assert code == 1 and any("bad_request" in e for e in errors)
 
 
 async def test_tail_follows_mentions_from_any_room(tmp_path: Path, server_url: str) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from client import compat
@@ -638,3 +641,54 @@ async def test_a_send_waiting_for_a_reconnect_ends_when_the_client_is_closed(
     assert refused.value.code == "closed"
     with pytest.raises(ChatClientError):
         await client.send("r", "after", client_id="after-1")
+
+
+async def test_files_go_up_resumably_and_come_down(chatter: ChatterFactory, proxy: Proxy,
+                                                   tmp_path: Path) -> None:
+    """upload resumes after the network cuts it; send_file, links and download
+    round-trip the bytes; a file sent by one client is another member's to read."""
+    alice = await chatter("alice", url=proxy.url)
+    bob = await chatter("bob")
+    await alice.client.join("share")
+    await bob.client.join("share")
+    data = os.urandom(20 * 1024 * 1024)
+    (tmp_path / "data.bin").write_bytes(data)
+    uploading = asyncio.create_task(alice.client.upload("share", tmp_path / "data.bin"))
+    start = proxy.received
+    await until(lambda: proxy.received > start + 10 * 1024 * 1024 or uploading.done())
+    proxy.cut()  # (the socket too: it reconnects as the upload resumes)
+    file_id = await asyncio.wait_for(uploading, TIMEOUT)
+    assert proxy.received - start > len(data)  # (cut: part of a chunk went twice)
+    sent = await alice.client.send("share", "the data", attachments=[file_id])
+    assert sent["attachments"][0]["size"] == len(data)
+    got = (await asyncio.wait_for(bob.received.get(), TIMEOUT))
+    assert got["attachments"] == sent["attachments"]
+    saved = await bob.client.download("share", file_id, tmp_path / "got.bin")
+    assert saved.read_bytes() == data
+    (tmp_path / "note.txt").write_text("a note\n")
+    note = await bob.client.send_file("share", tmp_path / "note.txt", "see")
+    assert note["attachments"][0]["type"] == "text/plain"
+    with pytest.raises(ChatClientError) as missing:
+        await bob.client.download("share", "X" * 22, tmp_path / "none")
+    assert missing.value.code == "not_found"
+
+
+async def test_the_bot_posts_a_file(chatter: ChatterFactory, peer: PeerFactory,
+                                    served: Served) -> None:
+    """!export: the room's latest messages, as a text file in a message."""
+    botty = await chatter("botty")
+    bot = Bot(botty.client)
+    await bot.join("ops")
+    carol = await peer("carol")
+    await carol.join("ops")
+    await carol.send("ops", "deploy at 5")
+    await carol.send("ops", "!export")
+    while (reply := await carol.next("message"))["from"] != "botty":
+        pass
+    (attachment,) = reply["attachments"]
+    assert (attachment["name"], attachment["type"]) == ("ops.txt", "text/plain")
+    links = await carol.ok("files", {"room": "ops", "ids": [attachment["id"]]})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(served.url + links["files"][attachment["id"]]["url"]) as r:
+            text = await r.text()
+    assert "carol: deploy at 5" in text and "carol: !export" in text
