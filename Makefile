@@ -33,7 +33,7 @@ COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --gener
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
 
-web: $(VENDOR)/.installed  ## the page's browser libraries (socket.io-client, markdown-it, DOMPurify, emoji-picker-element and its data), pinned in app/web/package-lock.json
+web: $(VENDOR)/.installed  ## the page's browser libraries (socket.io-client, markdown-it, DOMPurify, emoji-picker-element and its data, tus-js-client), pinned in app/web/package-lock.json
 
 tools:  ## Debian packages the tests run: chromium, nginx, redis-server, a colour emoji font (apt-get when missing)
 	@missing=""; \
@@ -55,6 +55,7 @@ $(VENDOR)/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	cp $(SIO_DIST)/socket.io.min.js $(SIO_DIST)/socket.io.msgpack.min.js $(VENDOR)/
 	cp $(WEB)/node_modules/markdown-it/dist/browser/markdown-it.esm.min.mjs $(VENDOR)/markdown-it.js
 	cp $(WEB)/node_modules/dompurify/dist/purify.es.mjs $(VENDOR)/purify.js
+	cp $(WEB)/node_modules/tus-js-client/dist/tus.min.js $(VENDOR)/
 	mkdir -p $(VENDOR)/emoji-picker
 	cp $(WEB)/node_modules/emoji-picker-element/picker.js \
 	   $(WEB)/node_modules/emoji-picker-element/database.js $(VENDOR)/emoji-picker/

@@ -10,7 +10,7 @@
 // allowed by a click, a desktop notification for a mention in a hidden tab.
 import {
   els, mentionsOf, plainError, renderMessages, renderRoomHead, renderRoomLists, renderSearch,
-  renderTyping, messageItem, roomLabel, showAlert, showStatus,
+  renderTyping, renderUploads, messageItem, roomLabel, showAlert, showStatus,
 } from "./view.js";
 import { chooseEmoji } from "./emoji.js";
 import { closePanel, isNarrow, openPanel } from "./panels.js";
@@ -67,6 +67,7 @@ function uiFor(room) {
     editing: room.editing === message.seq, draft: room.draft,
     confirming: room.confirming === message.seq, flashing: room.flash === message.seq,
     picking: room.picking === message.seq ? emojiOffered(room) : null,
+    link: (id) => linkFor(room, id),
   });
 }
 
@@ -386,7 +387,8 @@ function saveOutbox() {
   const kept = {};
   for (const room of rooms.values()) {
     const entries = room.outbox.filter((e) => !e.error)
-      .map(({ client_id, text, reply_to }) => ({ client_id, text, reply_to }));
+      .map(({ client_id, text, reply_to, attachments }) => ({ client_id, text, reply_to,
+                                                             attachments }));
     if (entries.length) kept[room.name] = entries;
   }
   if (Object.keys(kept).length) localStorage.setItem(outboxKey(), JSON.stringify(kept));
@@ -405,7 +407,8 @@ function restoreOutbox() {
     const room = newRoom(name);
     room.fresh = true;  // never joined by this page: a first join when connected
     room.outbox = entries.filter((e) => typeof e?.text === "string" && e.client_id)
-      .map((e) => ({ ...e, inflight: false, error: null }));
+      .map((e) => ({ ...e, attachments: Array.isArray(e.attachments) ? e.attachments : [],
+                     inflight: false, error: null }));
     rooms.set(name, room);
   }
   const wanted = params.get("room");
@@ -550,13 +553,17 @@ function send(text) {
     return showAlert(`That message is too long (at most ${config.maxText} characters).`);
   }
   stopTyping();
-  room.outbox.push({ client_id: clientId(), text, reply_to: room.replyTo, inflight: false,
-                     error: null });
-  saveOutbox();
+  queue(room, text, [], room.replyTo);
   room.replyTo = null;
   showReplyBar(room);
-  render(room);
   els.messages.scrollTop = els.messages.scrollHeight;
+}
+
+function queue(room, text, attachments, replyTo = null) {
+  room.outbox.push({ client_id: clientId(), text, reply_to: replyTo, attachments,
+                     inflight: false, error: null });
+  saveOutbox();
+  if (room.name === current) render(room);
   flush(room);
 }
 
@@ -572,7 +579,8 @@ async function flush(room) {
       try {
         const ack = await request("send", {
           room: room.name, text: entry.text, client_id: entry.client_id,
-          ...(entry.reply_to ? { reply_to: entry.reply_to } : {}) });
+          ...(entry.reply_to ? { reply_to: entry.reply_to } : {}),
+          ...(entry.attachments?.length ? { attachments: entry.attachments } : {}) });
         room.outbox = room.outbox.filter((e) => e !== entry);
         saveOutbox();
         await deliver(room, ack.message);
@@ -593,6 +601,144 @@ async function flush(room) {
     room.flushing = false;
   }
 }
+
+// -- files: sending them (tus, resumable), and links to read them ---------------
+
+const UPLOAD_RETRIES = [0, 1000, 2000, 4000, 8000, 15000, 30000, 60000, 60000, 60000];
+const LINK_MARGIN = 60_000;  // ms before a link expires at which it is asked for again
+const uploads = [];          // files being sent from this page (see renderUploads)
+const links = new Map();     // file id -> {url, thumbnail, expires} or {missing, expires}
+const askingLinks = new Set();
+let linksDue = null;         // the room whose links are asked for at the end of this turn
+
+function sendFiles(files) {
+  const room = rooms.get(current);
+  if (!room || !room.joined || els.text.disabled) return;
+  for (const file of files) upload(room, file);
+}
+
+// One file: granted (the upload event: the limits are counted then), sent with
+// tus-js-client, which resumes after a dropped connection (retrying with the
+// server's offset), then sent in a message of its own through the outbox.
+async function upload(room, file) {
+  const entry = { key: clientId(), name: file.name || "pasted file", size: file.size,
+                  sent: 0, state: "uploading", error: null, tus: null, cancelled: false };
+  uploads.push(entry);
+  renderUploads(uploads);
+  try {
+    const { upload: grant } = await request("upload", { room: room.name, name: entry.name,
+                                                        size: file.size });
+    if (entry.cancelled) return;
+    await new Promise((resolve, reject) => {
+      entry.tus = new window.tus.Upload(file, {
+        endpoint: new URL(grant.url, location.href).href,
+        headers: { Authorization: `Bearer ${grant.token}` },
+        metadata: { filename: entry.name },
+        chunkSize: 8 * 1024 * 1024,
+        retryDelays: UPLOAD_RETRIES,
+        storeFingerprintForResuming: false,  // (a grant is for one upload: nothing to resume later)
+        onProgress: (sent) => {
+          Object.assign(entry, { sent, state: "uploading" });
+          renderUploads(uploads);
+        },
+        onShouldRetry: (err) => {
+          const status = err.originalResponse?.getStatus() ?? 0;
+          const retry = !(status >= 400 && status < 500 && status !== 409 && status !== 423);
+          if (retry) {
+            entry.state = "waiting";
+            renderUploads(uploads);
+          }
+          return retry;
+        },
+        onSuccess: resolve,
+        onError: reject,
+      });
+      entry.tus.start();
+    });
+    forgetUpload(entry);
+    queue(room, "", [grant.id]);
+  } catch (err) {
+    if (entry.cancelled) return;
+    let said = null;
+    try {
+      said = JSON.parse(err.originalResponse?.getBody() ?? "null")?.error;
+    } catch { /* not our error map */ }
+    Object.assign(entry, { state: "failed",
+                           error: plainError(err.chat ?? said ?? { code: "unavailable" }) });
+    renderUploads(uploads);
+  }
+}
+
+function forgetUpload(entry) {
+  uploads.splice(uploads.indexOf(entry), 1);
+  renderUploads(uploads);
+}
+
+function linkFor(room, id) {
+  const link = links.get(id);
+  if (link && link.expires - LINK_MARGIN > Date.now()) return link.missing ? null : link;
+  if (linksDue === null) queueMicrotask(() => askLinks(linksDue));
+  linksDue = room;
+  return null;
+}
+
+async function askLinks(room) {
+  linksDue = null;
+  const now = Date.now();
+  const wanted = [...new Set(room.messages.flatMap((m) => m.deleted ? []
+    : (m.attachments ?? []).map((a) => a.id)))]
+    .filter((id) => !askingLinks.has(id) && !(links.get(id)?.expires - LINK_MARGIN > now));
+  for (let i = 0; i < wanted.length; i += 10) {  // (10 ids an ask)
+    const ids = wanted.slice(i, i + 10);
+    ids.forEach((id) => askingLinks.add(id));
+    try {
+      const ack = await request("files", { room: room.name, ids });
+      for (const id of ids) {
+        links.set(id, ack.files[id] ? { ...ack.files[id], expires: ack.expires }
+          : { missing: true, expires: ack.expires });
+      }
+    } catch {
+      // (not now: asked again at the next render)
+    } finally {
+      ids.forEach((id) => askingLinks.delete(id));
+    }
+  }
+  if (wanted.length && room.name === current) render(room);
+}
+
+els.attach.addEventListener("click", () => els.fileInput.click());
+els.fileInput.addEventListener("change", () => {
+  sendFiles([...els.fileInput.files]);
+  els.fileInput.value = "";
+});
+els.room.addEventListener("dragover", (event) => {
+  if (!event.dataTransfer?.types.includes("Files")) return;
+  event.preventDefault();
+  els.room.classList.add("dropping");
+});
+els.room.addEventListener("dragleave", (event) => {
+  if (!els.room.contains(event.relatedTarget)) els.room.classList.remove("dropping");
+});
+els.room.addEventListener("drop", (event) => {
+  els.room.classList.remove("dropping");
+  if (!event.dataTransfer?.files.length) return;
+  event.preventDefault();
+  sendFiles([...event.dataTransfer.files]);
+});
+els.text.addEventListener("paste", (event) => {
+  const files = [...(event.clipboardData?.files ?? [])];
+  if (!files.length) return;
+  event.preventDefault();
+  sendFiles(files);
+});
+els.uploads.addEventListener("click", (event) => {
+  const key = event.target.closest("[data-upload]")?.dataset.upload;
+  const entry = uploads.find((u) => u.key === key);
+  if (!entry) return;
+  entry.cancelled = true;
+  entry.tus?.abort(true);  // (and DELETE: the server forgets it at once)
+  forgetUpload(entry);
+});
 
 // -- changing messages: reply, react, edit, delete ----------------------------
 

@@ -2,16 +2,18 @@
 // kept in a cache, so that a reload while the server is away still shows the
 // app; the page says it is offline and keeps what was typed (chat.js, its
 // outbox in localStorage). Only the shell is cached: never a message, never
-// the Socket.IO or HTTP API traffic (those requests are not touched at all).
+// the Socket.IO, HTTP API, upload or file traffic (those requests are not
+// touched at all).
 // Network first: a reachable server always gives the current shell.
 
-const CACHE = "roomcast-shell-3";
+const CACHE = "roomcast-shell-4";
 const SHELL = [
   "/", "/manifest.webmanifest", "/static/chat.css", "/static/chat.js", "/static/view.js",
   "/static/panels.js", "/static/format.js", "/static/governance.js", "/static/emoji.js",
   "/static/vendor/markdown-it.js",
   "/static/vendor/purify.js", "/static/vendor/socket.io.min.js",
-  "/static/vendor/socket.io.msgpack.min.js", "/static/icon-192.png", "/static/icon-512.png",
+  "/static/vendor/socket.io.msgpack.min.js", "/static/vendor/tus.min.js",
+  "/static/icon-192.png", "/static/icon-512.png",
 ];
 const SHELL_PATHS = new Set(SHELL);
 

@@ -21,6 +21,8 @@ export const els = {
   peopleToggle: $("people-toggle"), peopleCount: $("people-count"),
   settingsToggle: $("settings-toggle"), settingsDialog: $("settings-dialog"),
   topic: $("room-topic"), roomState: $("room-state"), roomKind: $("room-kind"),
+  attach: $("attach"), fileInput: $("file-input"), uploads: $("uploads"),
+  room: document.querySelector("section.room"),
 };
 
 // The names a text mentions, as the server reads them (docs/protocol.md):
@@ -134,6 +136,10 @@ export function messageItem(message, send = null, ui = {}) {
     ui.editing ? editForm(ui.draft ?? message.text)
       : message.deleted ? el("p", { class: "text", text: "message deleted" })
         : el("div", { class: "text" }, formatted(message.text)),
+    stored && message.attachments?.length && !message.deleted
+      ? el("div", { class: "attachments" },
+           ...message.attachments.map((a) => attachmentItem(a, ui.link?.(a.id))))
+      : "",
     message.reactions?.length ? reactionList(message.reactions, ui.me) : "",
     ui.picking ? picker(ui.picking) : "",
     ui.seenBy?.length ? el("p", { class: "seen", text: `Seen by ${ui.seenBy.join(", ")}` })
@@ -141,6 +147,64 @@ export function messageItem(message, send = null, ui = {}) {
   if (stored) item.dataset.seq = String(message.seq);
   else item.dataset.clientId = send.client_id;
   return item;
+}
+
+const THUMBNAIL = 320;  // the largest side of a thumbnail, as the server makes it
+
+export function fileSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KB", "MB", "GB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+// A file a message carries: an image as its thumbnail, opening the full size
+// in a new tab; any other file as a card with its name and size, a download.
+// `link` ({url, thumbnail}) comes from the files event; until it does, the
+// file is named, with its place kept.
+function attachmentItem(a, link) {
+  const label = `${a.name} (${fileSize(a.size)})`;
+  if (a.thumbnail) {
+    const scale = Math.min(1, THUMBNAIL / Math.max(a.width, a.height));
+    const size = { width: Math.max(1, Math.round(a.width * scale)),
+                   height: Math.max(1, Math.round(a.height * scale)) };
+    const picture = link
+      ? el("img", { src: link.thumbnail, alt: a.name, loading: "lazy", ...size })
+      : el("span", { class: "placeholder", text: a.name,
+                     style: `width:${size.width}px;height:${size.height}px` });
+    return link
+      ? el("a", { class: "attachment image", href: link.url, target: "_blank",
+                  rel: "noopener noreferrer", title: label, "data-file": a.id }, picture)
+      : el("span", { class: "attachment image", "data-file": a.id }, picture);
+  }
+  const parts = [el("span", { class: "file-name", text: a.name }),
+                 el("span", { class: "file-size", text: fileSize(a.size) })];
+  return link
+    ? el("a", { class: "attachment file", href: link.url, download: a.name, title: label,
+                "data-file": a.id }, ...parts)
+    : el("span", { class: "attachment file", "data-file": a.id }, ...parts);
+}
+
+// The files being uploaded from this page: name, progress, and what became
+// of each ({name, size, sent, state: "uploading" | "waiting" | "failed", error}).
+export function renderUploads(uploads) {
+  els.uploads.hidden = uploads.length === 0;
+  els.uploads.replaceChildren(...uploads.map((u) => el("li", { class: `upload ${u.state}` },
+    el("span", { class: "file-name", text: u.name }),
+    u.state === "failed"
+      ? el("span", { class: "upload-error", text: u.error })
+      : el("progress", { max: u.size || 1, value: u.sent,
+                         "aria-label": `Sending ${u.name}` }),
+    el("span", { class: "upload-state", text: u.state === "waiting"
+      ? "connection lost: resuming…" : u.state === "failed" ? "" : fileSize(u.sent) }),
+    el("button", { type: "button", class: "link", "data-upload": u.key,
+                   text: u.state === "failed" ? "Dismiss" : "Cancel",
+                   "aria-label": `${u.state === "failed" ? "Dismiss" : "Cancel"} ${u.name}` }))));
 }
 
 function button(action, text, props = {}) {
@@ -317,7 +381,7 @@ export function renderRoomHead(room, me, onDirect, standing, moderating, confirm
   els.roomState.hidden = !standing?.text;
   const mayWrite = Boolean(room) && (standing?.mayWrite ?? true);
   els.text.disabled = !mayWrite;
-  els.composer.querySelector("button").disabled = !mayWrite;
+  for (const button of els.composer.querySelectorAll("button")) button.disabled = !mayWrite;
   const sanction = (name, action, label) => {
     const asking = confirming === `${name}:${action}`;
     return el("button", { type: "button", class: asking ? "act danger" : "act",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
+import random
 import re
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +17,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, Frame, Locator, async_playwright, expect
+from PIL import Image
+from playwright.async_api import (Browser, FilePayload, Frame, Locator, async_playwright,
+                                  expect)
 
 from app.appkeys import SIO_KEY
 from app.chat.namespace import NAMESPACE
@@ -1541,3 +1545,92 @@ async def test_an_invite_link_lets_its_holder_into_a_private_room(
     assert "invite=" not in carol.page.url
     await expect(dialog.locator(".audit li").first).to_contain_text(
         "olive made carol a member (invite)", timeout=WAIT_MS)
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 120, 200)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_files_go_by_button_drop_and_paste_and_show_as_thumbnails_and_cards(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    """A file sent by the button, dropped on the room or pasted arrives as a
+    message: an image as a thumbnail that opens the full size, any other file
+    as a card with its name and size that downloads it."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="pics")
+    await alice.in_room("pics")
+    bob = await open_user(users, browser, page_server.url, name="bob", room="pics")
+    await bob.in_room("pics")
+    async with alice.page.expect_file_chooser() as chooser:
+        await alice.page.locator("#attach").click()
+    await (await chooser.value).set_files(
+        FilePayload(name="sky.png", mimeType="image/png", buffer=png_bytes(900, 600)))
+    image = bob.page.locator("#messages li[data-seq] a.attachment.image")
+    await expect(image).to_have_count(1, timeout=WAIT_MS)
+    thumb = image.locator("img")
+    await expect(thumb).to_have_attribute("alt", "sky.png")
+    assert await thumb.evaluate("img => img.complete && img.naturalWidth") == 320
+    assert await image.get_attribute("target") == "_blank"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(page_server.url + str(await image.get_attribute("href"))) as r:
+            assert r.status == 200 and Image.open(io.BytesIO(await r.read())).size == (900, 600)
+    # dropped on the room
+    await alice.page.evaluate("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(["the minutes\\n"], "minutes.txt", { type: "text/plain" }));
+        const room = document.querySelector("section.room");
+        room.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true,
+                                                       cancelable: true }));
+        room.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true,
+                                                   cancelable: true }));
+    }""")
+    card = bob.page.locator("#messages li[data-seq] a.attachment.file")
+    await expect(card).to_have_count(1, timeout=WAIT_MS)
+    await expect(card).to_contain_text("minutes.txt")
+    await expect(card).to_contain_text("12 B")
+    assert await card.get_attribute("download") == "minutes.txt"
+    # pasted into the message box
+    await alice.page.locator("#text-input").evaluate("""box => {
+        const data = new DataTransfer();
+        data.items.add(new File([new Uint8Array([0, 1, 2, 3])], "blob.bin"));
+        box.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true,
+                                                        cancelable: true }));
+    }""")
+    await expect(card).to_have_count(2, timeout=WAIT_MS)
+    await expect(card.nth(1)).to_contain_text("blob.bin")
+    await expect(alice.page.locator("#uploads")).to_be_hidden()
+
+
+async def test_an_upload_shows_its_progress_and_resumes_after_a_dropped_connection(
+        page_server: Served, browser: Browser, users: list[User]) -> None:
+    proxy = await Proxy(int(page_server.url.rsplit(":", 1)[1])).start()
+    try:
+        alice = await open_user(users, browser, proxy.url, name="alice", room="big")
+        await alice.in_room("big")
+        data = random.Random(5).randbytes(24 * 1024 * 1024)
+        start = proxy.received
+        await alice.page.locator("#file-input").set_input_files(
+            FilePayload(name="big.bin", mimeType="application/octet-stream", buffer=data))
+        await until(lambda: proxy.received > start + 6 * 1024 * 1024, timeout=30)
+        proxy.stall()
+        progress = alice.page.locator("#uploads progress")
+        await expect(progress).to_be_visible()
+        await alice.page.wait_for_function(  # (progress events come every 50 ms or so)
+            "size => { const p = document.querySelector('#uploads progress');"
+            " return p && p.value > 0 && p.value < size; }", arg=len(data), timeout=WAIT_MS)
+        proxy.offline = alice.offline = True
+        proxy.cut()
+        proxy.resume()
+        await expect(alice.page.locator("#uploads .upload.waiting")).to_have_count(
+            1, timeout=WAIT_MS)
+        proxy.offline = False
+        card = alice.page.locator("#messages li[data-seq] a.attachment.file")
+        await expect(card).to_contain_text("big.bin", timeout=30_000)
+        alice.offline = False
+        async with aiohttp.ClientSession() as http:
+            async with http.get(page_server.url + str(await card.get_attribute("href"))) as r:
+                assert await r.read() == data
+        assert proxy.received - start > len(data)  # (cut: some of it went twice)
+    finally:
+        await proxy.close()
