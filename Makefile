@@ -97,10 +97,10 @@ $(VENV)/.installed-test: $(VENV)/.installed-run $(TEST_LOCK)
 	touch $@
 
 lock: $(VENV)/.installed-test  ## pick the newest versions the ranges in setup.cfg allow, into the lock files
-	$(COMPILE) --upgrade --extra server --extra tracing -o $(LOCK)
+	$(COMPILE) --upgrade --extra server --extra tracing --extra s3 -o $(LOCK)
 	$(COMPILE) -c $(LOCK) -o $(CLIENT_LOCK)
-	$(COMPILE) --upgrade --extra server --extra tracing --extra test --extra dev -c $(LOCK) -o $(TEST_LOCK)
-	$(COMPILE) --upgrade --extra server --extra tracing --extra bench -c $(LOCK) -o $(BENCH_LOCK)
+	$(COMPILE) --upgrade --extra server --extra tracing --extra s3 --extra test --extra dev -c $(LOCK) -o $(TEST_LOCK)
+	$(COMPILE) --upgrade --extra server --extra tracing --extra s3 --extra bench -c $(LOCK) -o $(BENCH_LOCK)
 
 # The suite on the newest releases, past setup.cfg's upper bounds too (to try
 # an upgrade: app/compat.py says at once if a private name moved), or on the

@@ -6,8 +6,9 @@ fan-out to the other nodes is subscribed. The body names each part, e.g.
 ``{"status": "ok", "node": "web1-3fa2c1", "store": "ok", "store_writer": "ok"}``;
 ``store_writer`` is "ok" or why the store's writer task last stopped (it is
 restarted at once); with ``--redis`` it also reports ``presence_housekeeping``
-("ok", or what failed in its last round). Those two do not fail the check:
-the node still serves its clients.
+("ok", or what failed in its last round), and ``files`` says whether the
+last call to the file storage (attachments) worked. Those do not fail the
+check: the node still serves its clients.
 
 ``GET /readyz``: the same checks, and 503 as soon as the node starts shutting
 down (draining), so a load balancer stops sending it new clients before its
@@ -24,13 +25,14 @@ from aiohttp import web
 
 from .core.errors import ChatError
 from .fanout import Fanout
-from .appkeys import CHAT_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY, STORE_KEY
+from .appkeys import (CHAT_KEY, FILES_KEY, NODE_KEY, PRESENCE_KEY, SETTINGS_KEY, SIO_KEY,
+                      STORE_KEY)
 
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT = 2.0  # seconds a backend ping may take before we call it down
 # reported, not failed on: background work that restarts by itself
-REPORTED = ("status", "node", "store_writer", "presence_housekeeping")
+REPORTED = ("status", "node", "store_writer", "presence_housekeeping", "files")
 
 
 async def _check(ping: Awaitable[None]) -> str:
@@ -55,6 +57,8 @@ async def _probe(app: web.Application, *, draining_fails: bool) -> web.Response:
     store = app[STORE_KEY]
     body = {"status": "ok", "node": app[NODE_KEY], "store": await _check(store.ping()),
             "store_writer": store.status()}
+    if FILES_KEY in app:
+        body["files"] = app[FILES_KEY].status()
     if draining_fails and CHAT_KEY in app and app[CHAT_KEY].draining:
         body["draining"] = "shutting down"
     if app[SETTINGS_KEY].redis:

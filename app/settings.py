@@ -59,7 +59,8 @@ class Settings:
     # Attachments (app.chat.attachments)
     files: str = field(default="dir:data/files", metadata={
         "help": "where attachments are kept: dir:relative/path or dir:/abs/path (a directory "
-                "the nodes share)"})
+                "the nodes share), or s3://bucket/prefix?endpoint=URL&region=R (S3-compatible "
+                "storage; credentials from the AWS_* variables)"})
     upload_spool: str = field(default="data/uploads", metadata={
         "help": "this node's directory for uploads in progress"})
     max_file_bytes: int = field(default=100 * 1024 * 1024, metadata={

@@ -32,6 +32,8 @@ from app.settings import RATED, Settings
 from app.presence import PresenceFactory, open_presence
 from app.store import StoreFactory, open_store
 
+from .services import S3_ENV, S3Server
+
 if TYPE_CHECKING:  # (tests/jsclient.py imports this module)
     from .jsclient import JSClient
 
@@ -290,3 +292,12 @@ async def js() -> AsyncIterator[list[JSClient]]:
     yield started
     for client in started:
         await client.stop()
+
+
+@pytest.fixture
+async def s3_files(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A ``--files`` URL on a fresh bucket of a real S3-compatible server
+    (``tests/services.py``), with the credentials in the environment."""
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
+    return await S3Server.shared().bucket()

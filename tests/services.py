@@ -239,3 +239,38 @@ class ThrowawayPostgres:
 
     def remove(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class S3Server:
+    """A real S3-compatible server for the tests: moto's server mode, on an
+    ephemeral port of this process (a thread), started once per session. Each
+    test takes a bucket of its own (:meth:`bucket`)."""
+
+    _started: S3Server | None = None
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer  # (the tests' dependency only)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        self.endpoint = "http://127.0.0.1:%d" % self._server.get_host_and_port()[1]
+
+    @classmethod
+    def shared(cls) -> S3Server:
+        if cls._started is None:
+            cls._started = cls()
+        return cls._started
+
+    async def bucket(self) -> str:
+        """A new bucket's ``--files`` URL (the credentials: see :data:`S3_ENV`)."""
+        from aiobotocore.session import get_session
+        name = f"t-{uuid.uuid4().hex[:16]}"
+        async with get_session().create_client(
+                "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"]) as client:
+            await client.create_bucket(Bucket=name)
+        return f"s3://{name}/files?endpoint={self.endpoint}&region=us-east-1"
+
+
+# what the storage's client reads from the environment (moto takes any)
+S3_ENV = {"AWS_ACCESS_KEY_ID": "roomcast-test", "AWS_SECRET_ACCESS_KEY": "roomcast-test-secret"}

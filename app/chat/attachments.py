@@ -37,10 +37,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core.errors import ChatError, ErrorCode
 from ..core.models import Attachment, Attachments as Carried, Message, RoomName, now_ms
@@ -56,6 +56,7 @@ from .protocol import FilesRequest, UploadRequest
 log = logging.getLogger("app.chat")
 
 Ack = dict[str, Any]
+T = TypeVar("T")
 GRANT, LINK = "upload", "file"  # what a token or a link signature is for
 FILE, PENDING = "file", "file-pending"  # the store's record kinds
 ENDPOINT = "/uploads/"  # where uploads go (app.uploads.routes)
@@ -172,15 +173,21 @@ class Attachments:
 
     async def offset(self, grant: Grant) -> int:
         """How many bytes of the upload are here (all, once finished);
-        ``not_found`` if it was never begun here or was abandoned."""
+        ``not_found`` if it was never begun here or was abandoned. An upload
+        whose bytes are all here and whose finish failed (the file storage was
+        away) is finished now: a client that asks where it stands, finds it
+        complete and sends it in a message, must find it finished."""
         path = self._spooled(grant.id)
         try:
-            return (await asyncio.to_thread(path.stat)).st_size
+            here = (await asyncio.to_thread(path.stat)).st_size
         except FileNotFoundError:
             if await self._finished(grant) is not None:
                 return grant.size
             raise ChatError(ErrorCode.NOT_FOUND, "no such upload here (abandoned, expired, "
                             "or begun on another node)") from None
+        if here == grant.size and grant.id not in self.writing:
+            await self._finish_once(grant)
+        return here
 
     async def write(self, grant: Grant, offset: int, body: AsyncIterator[bytes]) -> int:
         """Append ``body`` to the upload at ``offset`` (where it stands: else
@@ -193,15 +200,23 @@ class Attachments:
             raise ChatError(ErrorCode.CONFLICT, f"the upload is at offset {here:,}, not "
                             f"{offset:,}")
         if here == grant.size:
-            return here  # finished already
+            return here  # finished already (by offset, if it had to be)
         self.writing.add(grant.id)
         try:
             here = await self._append(grant, here, body)
         finally:
             self.writing.discard(grant.id)
         if here == grant.size:
-            await self._finish(grant)
+            await self._finish_once(grant)
         return here
+
+    async def _finish_once(self, grant: Grant) -> None:
+        """:meth:`_finish`, by one request at a time (the others see it busy)."""
+        self.writing.add(grant.id)
+        try:
+            await self._finish(grant)
+        finally:
+            self.writing.discard(grant.id)
 
     async def _append(self, grant: Grant, here: int, body: AsyncIterator[bytes]) -> int:
         with open(self._spooled(grant.id), "ab") as spooled:
@@ -242,8 +257,8 @@ class Attachments:
         if thumbnail is not None:
             thumb = path.with_name(path.name + ".thumb")
             await asyncio.to_thread(thumb.write_bytes, thumbnail)
-            await self.files.put(_key(grant.id, "thumbnail"), thumb)
-        await self.files.put(_key(grant.id, "original"), path)
+            await self._storage("put", self.files.put(_key(grant.id, "thumbnail"), thumb))
+        await self._storage("put", self.files.put(_key(grant.id, "original"), path))
         record = {"room": grant.room, "owner": grant.owner, "at": now_ms(),
                   "attachment": attachment.stored(), "message": None,
                   "expires": int(grant.expires)}
@@ -327,7 +342,8 @@ class Attachments:
         if expires <= self.clock():
             raise ChatError(ErrorCode.FORBIDDEN, "the link has expired; ask for a new one")
         record = await self.store.record(FILE, upload)
-        stored = await self.files.get(_key(upload, variant)) if record is not None else None
+        stored = await self._storage("get", self.files.get(_key(upload, variant))) \
+            if record is not None else None
         if record is None or stored is None:
             raise ChatError(ErrorCode.NOT_FOUND, "the file is gone")
         return Attachment.restored(record["attachment"]), stored
@@ -340,7 +356,8 @@ class Attachments:
             await self._remove(a.id)
 
     async def _remove(self, upload: str) -> None:
-        await asyncio.gather(*(self.files.delete(_key(upload, v)) for v in VARIANTS))
+        await asyncio.gather(*(self._storage("delete", self.files.delete(_key(upload, v)))
+                               for v in VARIANTS))
         await self.store.drop_record(PENDING, upload)
         await self.store.drop_record(FILE, upload)
 
@@ -389,6 +406,17 @@ class Attachments:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+
+    @staticmethod
+    async def _storage(what: str, call: Awaitable[T]) -> T:
+        """A call of the file storage; its failure (whatever the storage's
+        driver raises) is ``unavailable``, logged."""
+        try:
+            return await call
+        except Exception as exc:
+            log.warning("file storage %s failed: %s: %s", what, type(exc).__name__, exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the file storage is unavailable; try "
+                            "again later") from None
 
 
 def _key(upload: str, variant: str) -> str:

@@ -8,7 +8,13 @@ scheme         module                   for
 ``dir``        :mod:`app.files.local`   one node, or nodes sharing a directory:
                                         ``dir:data/files`` (relative) or
                                         ``dir:/var/lib/roomcast/files``
+``s3``         :mod:`app.files.s3`      several nodes: S3-compatible object
+                                        storage, ``s3://bucket/prefix?endpoint=
+                                        http://minio:9000&region=us-east-1``
 =============  =======================  ========================================
+
+Each implementation's module is imported when it is used, so a driver
+(aiobotocore for S3) is needed only then.
 
 A file is kept under a key the chat chooses (:mod:`app.chat.attachments`):
 an attachment's id and its variant (``<id>``, ``<id>.thumb``). Files are
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-_SCHEMES = {"dir": "app.files.local"}
+_SCHEMES = {"dir": "app.files.local", "s3": "app.files.s3"}
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ async def test_users_on_different_nodes_chat(cluster: list[Served], peer: PeerFa
     for i, node in enumerate(cluster):
         assert await health(node) == (200, {"status": "ok", "node": f"node{i}", "store": "ok",
                                             "store_writer": "ok", "presence": "ok",
-                                            "presence_housekeeping": "ok", "fanout": "ok"})
+                                            "presence_housekeeping": "ok", "fanout": "ok",
+                                            "files": "ok"})
     alice, bob = await peer("alice", server=a), await peer("bob", server=b)
     await alice.join("r")
     ack = await bob.join("r")

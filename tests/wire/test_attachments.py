@@ -357,3 +357,32 @@ async def test_abandoned_and_unsent_uploads_are_swept_away(
     assert await attachments.sweep() == 2
     assert not list(spool.iterdir())
     assert not list(files.rglob(unsent + "*")) and list(files.rglob(kept + "*"))
+
+
+async def test_two_nodes_on_s3_serve_each_others_files(
+        serve: Any, peer: PeerFactory, s3_files: str, tmp_path: Path) -> None:
+    """Files on S3-compatible storage (a real server), records in the shared
+    store: a file uploaded through one node is read through the other, by
+    links either signs (the nodes share --file-secret), and deleted from both."""
+    secret = "s" * 32
+    one = await serve(files=s3_files, file_secret=secret, upload_spool=str(tmp_path / "one"))
+    two = await serve(files=s3_files, file_secret=secret, upload_spool=str(tmp_path / "two"))
+    alice = await peer("alice", server=one)
+    bob = await peer("bob", server=two)
+    await alice.join("s3")
+    await bob.join("s3")
+    photo = io.BytesIO()
+    Image.new("RGB", (640, 480), (0, 90, 40)).save(photo, "JPEG")
+    upload_id = await upload(one, alice, "s3", "photo.jpg", photo.getvalue())
+    sent = await alice.send("s3", "from node one", attachments=[upload_id])
+    history = await bob.ok("history", {"room": "s3"})
+    assert history["messages"][-1]["attachments"] == sent["attachments"]
+    links = (await bob.ok("files", {"room": "s3", "ids": [upload_id]}))["files"][upload_id]
+    for server in (one, two):  # a link signed by node two is good at node one too
+        status, headers, body = await fetch(server.url + links["url"])
+        assert status == 200 and headers["Content-Type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(body)).size == (640, 480)
+        status, _, thumb = await fetch(server.url + links["thumbnail"])
+        assert status == 200 and max(Image.open(io.BytesIO(thumb)).size) == 320
+    await alice.ok("delete", {"room": "s3", "seq": sent["seq"]})
+    assert (await fetch(two.url + links["url"]))[0] == 404

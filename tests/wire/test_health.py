@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from aiobotocore.session import get_session
 import pytest
 
 from app.appkeys import STORE_KEY
@@ -13,6 +14,7 @@ from app.store.batching import Write, Written
 from app.store.sqlite import SqliteStore
 
 from ..conftest import PeerFactory, ServeFactory, Served
+from ..services import S3Server
 
 
 async def test_healthz_follows_the_store(serve: ServeFactory) -> None:
@@ -60,3 +62,39 @@ async def test_healthz_reports_a_store_writer_that_stopped(
     assert status == 200 and "the writer stopped (cancelled)" in body["store_writer"], body
     assert (await alice.send("r", "after", client_id="c1"))["seq"] == 1
     assert (await health(served))[1]["store_writer"] == "ok"
+
+
+async def test_a_file_storage_that_fails_is_reported_and_answered_unavailable(
+        serve: ServeFactory, peer: PeerFactory, s3_files: str) -> None:
+    """The S3 bucket goes away: the upload that finishes then is answered 503
+    unavailable, /healthz says so under files (still 200: the chat goes on)."""
+    served = await serve(files=s3_files)
+    alice = await peer("alice", server=served)
+    await alice.join("r")
+    grant = (await alice.ok("upload", {"room": "r", "name": "a.txt", "size": 5}))["upload"]
+    bucket = s3_files.split("/")[2]
+    async with get_session().create_client(
+            "s3", endpoint_url=S3Server.shared().endpoint, region_name="us-east-1") as s3:
+        await s3.delete_bucket(Bucket=bucket)
+    auth = {"Authorization": f"Bearer {grant['token']}", "Tus-Resumable": "1.0.0"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(served.url + grant["url"],
+                             headers={**auth, "Upload-Length": "5"}) as r:
+            location = served.url + r.headers["Location"]
+        async with http.patch(location, data=b"hello", headers={
+                **auth, "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream"}) as r:
+            assert r.status == 503 and (await r.json())["error"]["code"] == "unavailable"
+    status, body = await health(served)
+    assert status == 200 and body["files"].startswith("S3: ")
+    assert (await alice.send("r", "still chatting"))["seq"] == 1
+    # the bucket is back: the client's HEAD finishes the upload it holds whole
+    async with get_session().create_client(
+            "s3", endpoint_url=S3Server.shared().endpoint, region_name="us-east-1") as s3:
+        await s3.create_bucket(Bucket=bucket)
+    async with aiohttp.ClientSession() as http:
+        async with http.head(location, headers=auth) as r:
+            assert r.status == 200 and r.headers["Upload-Offset"] == "5"
+    sent = await alice.send("r", "the file", attachments=[grant["id"]])
+    assert sent["attachments"][0]["size"] == 5
+    assert (await health(served))[1]["files"] == "ok"
