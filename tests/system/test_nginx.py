@@ -271,3 +271,24 @@ async def test_redis_restart_through_nginx(throwaway_redis: ThrowawayRedis, tmp_
                 await bob.close()
         finally:
             await running.stop()
+
+
+async def test_files_go_up_and_come_down_through_nginx(cluster: Cluster, tmp_path: Path
+                                                       ) -> None:
+    """A 20 MB upload in 8 MB requests passes nginx (its uploads location takes
+    any body and streams it), is stored in the directory the nodes share, and a
+    member on the other node downloads it through nginx."""
+    nodes = await addresses_by_node(cluster)
+    alice = await Member(cluster, "alice", nodes["node0"][0], "websocket").start("f")
+    bob = await Member(cluster, "bob", nodes["node1"][0], "websocket").start("f")
+    try:
+        data = uuid.uuid4().bytes * (20 * 1024 * 1024 // 16)
+        (tmp_path / "big.bin").write_bytes(data)
+        sent = await alice.client.send_file("f", tmp_path / "big.bin", "twenty megabytes")
+        (got,) = await bob.take(1)
+        assert got["attachments"] == sent["attachments"]
+        saved = await bob.client.download("f", got["attachments"][0]["id"], tmp_path / "got")
+        assert saved.read_bytes() == data
+    finally:
+        await alice.close()
+        await bob.close()
