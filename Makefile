@@ -28,7 +28,7 @@ UV        := $(BIN)/uv
 COMPILE    = printf 'setuptools>=70.1\n' | $(UV) pip compile setup.cfg - --generate-hashes \
              --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' -q
 
-.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api bench-webhooks bench-retention bench-restarts bench-slow-readers bench-large-rooms churn abuse cluster clean lock test-latest test-lowest
+.PHONY: run test test-unit check web tools bench bench-search bench-isolation bench-history bench-api bench-webhooks bench-retention bench-restarts bench-slow-readers bench-large-rooms bench-uploads churn abuse cluster clean lock test-latest test-lowest
 
 run: $(VENV)/.installed-run web  ## serve the chat on http://localhost:8080
 	$(BIN)/python -m app
@@ -161,6 +161,9 @@ bench-restarts: $(VENV)/.installed-run tools  ## bench/restarts.py: two nodes be
 
 bench-slow-readers: $(VENV)/.installed-run  ## bench/slow_readers.py: readers on links ten times slower than their room, caught up (auth.catch_up) and cut (stock): disconnects, every message once, fast readers' latency, memory (about 3 min)
 	$(BIN)/python -m bench.slow_readers $(BENCH_ARGS)
+
+bench-uploads: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## bench/uploads.py: upload throughput (one, and ten 100 MB files at once), and S1 while ten 100 MB uploads run beside none (about 10 min; BENCH_ARGS="--runs 1")
+	$(BIN)/python -m bench.uploads $(BENCH_ARGS)
 
 bench-large-rooms: $(VENV)/.installed-bench $(BENCH_NODE)/node_modules/.installed  ## bench/large_rooms.py: rooms of 1,000 and 10,000 over two nodes, 200 joins and leaves a second: join p99, presence bytes a member, node CPU, coalesced against per-event (about 5 min)
 	$(BIN)/python -m bench.large_rooms $(BENCH_ARGS)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from ..core.models import RoomName, now_ms
+from ..core.models import Attachments, RoomName, now_ms
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import MessageStore
@@ -44,6 +44,9 @@ class Retention:
         # told of each room's cut after a purge: (room, ms) before which its
         # entries are gone (the webhooks' tail of recent entries)
         self.watchers: list[Callable[[RoomName, int], None]] = []
+        # told of the files of the messages a purge removed (the attachments
+        # service, which deletes them: set by the chat)
+        self.files_gone: Callable[[Attachments], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,9 +91,17 @@ class Retention:
         batch, total = self.settings.retention_batch, 0
         while True:
             started = time.perf_counter()
+            # the files of the messages this batch may remove: read first, theirs
+            # deleted once the store says how far the batch went
+            ahead = await self.store.page(room, after=0, limit=batch)
+            carried = [m for m in ahead.messages if m.attachments and m.ts < before]
             removed = await self.store.purge(room, before, batch)
             total += removed
             self.removed += removed
+            if carried and removed and self.files_gone is not None:
+                upto = (await self.store.page(room, after=0, limit=1)).purged
+                await self.files_gone(tuple(a for m in carried if m.seq <= upto
+                                            for a in m.attachments))
             if removed < batch:
                 for watcher in self.watchers:  # (each node, even when another one purged)
                     watcher(room, before)

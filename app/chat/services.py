@@ -81,6 +81,7 @@ class Chat:
         self.recovery = Recovery(store, self.rooms, self.governance, wire)
         self.cursors = Cursors(store, self.connections)
         self.retention = Retention(settings, store, metrics)
+        self.retention.files_gone = self.attachments.removed
         # work under way (handlers, disconnects): shutdown waits for it before
         # closing the backends, or its last store and presence calls would fail
         self.handling: set[asyncio.Task[Any]] = set()

@@ -21,7 +21,9 @@ from PIL import Image
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 
-from ..conftest import PeerFactory, Served, refused, until
+from ..conftest import PeerFactory, Served, past, refused, until
+from app.appkeys import CHAT_KEY
+from app.core.models import RoomName, now_ms
 from app.uploads.routes import UPLOADS_KEY
 
 from ..proxy import Proxy
@@ -386,3 +388,20 @@ async def test_two_nodes_on_s3_serve_each_others_files(
         assert status == 200 and max(Image.open(io.BytesIO(thumb)).size) == 320
     await alice.ok("delete", {"room": "s3", "seq": sent["seq"]})
     assert (await fetch(two.url + links["url"]))[0] == 404
+
+
+async def test_retention_takes_the_files_of_the_messages_it_removes(
+        served: Served, peer: PeerFactory) -> None:
+    alice = await peer("alice")
+    await alice.join("old")
+    first = await upload(served, alice, "old", "old.txt", b"old news")
+    await alice.send("old", "old", attachments=[first])
+    cut = now_ms()
+    past(cut)
+    second = await upload(served, alice, "old", "new.txt", b"new news")
+    await alice.send("old", "new", attachments=[second])
+    files = Path(served.settings.files.removeprefix("dir:"))
+    assert await served.app[CHAT_KEY].retention.purge(RoomName("old"), cut + 1) == 1
+    assert not list(files.rglob(first + "*")) and list(files.rglob(second + "*"))
+    assert (await alice.ok("files", {"room": "old", "ids": [first, second]}))["files"].keys() \
+        == {second}
