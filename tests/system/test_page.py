@@ -29,6 +29,7 @@ from ..browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, User
 from ..conftest import TIMEOUT, ServeFactory, Served, serving, sio_client, until
 from ..processes import start_server
 from ..proxy import Proxy
+from ..tus import tus_upload
 from ..tokens import SECRET, token
 
 
@@ -1634,3 +1635,43 @@ async def test_an_upload_shows_its_progress_and_resumes_after_a_dropped_connecti
         assert proxy.received - start > len(data)  # (cut: some of it went twice)
     finally:
         await proxy.close()
+
+
+@pytest.mark.parametrize("name, content, download", [
+    ("page.html", b"<!doctype html><script>alert('html ran')</script>", True),
+    ("image.svg", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(\'svg ran\')"/>', True),
+    ("polyglot.png", png_bytes(8, 8) + b"<script>alert('polyglot ran')</script>", False),
+])
+async def test_an_uploaded_page_never_runs_as_the_chat(
+        page_server: Served, browser: Browser, users: list[User], name: str, content: bytes,
+        download: bool) -> None:
+    """Opened in Chromium from its link, an uploaded HTML or SVG file is a
+    download, and a PNG that is also HTML shows as an image: no script of
+    theirs runs (a dialog would be a problem of the user's, failing the test)."""
+    alice = await open_user(users, browser, page_server.url, name="alice", room="x")
+    await alice.in_room("x")
+    sio = await python_peer(page_server.url, page_server.settings.serializer, "up", "x")
+    try:
+        call = sio.call  # type: ignore[attr-defined]
+        grant = (await call("upload", {"room": "x", "name": name, "size": len(content)},
+                            namespace=NAMESPACE, timeout=TIMEOUT))["upload"]
+        await asyncio.to_thread(tus_upload, page_server.url, grant, content)
+        await call("send", {"room": "x", "text": "", "attachments": [grant["id"]]},
+                   namespace=NAMESPACE, timeout=TIMEOUT)
+    finally:
+        await sio.disconnect()  # type: ignore[attr-defined]
+    link = alice.page.locator(f"#messages a.attachment[data-file='{grant['id']}']")
+    await expect(link).to_have_count(1, timeout=WAIT_MS)
+    url = page_server.url + str(await link.get_attribute("href"))
+    opened = await alice.page.context.new_page()
+    opened.on("dialog", lambda dialog: alice.problems.append(f"dialog: {dialog.message}"))
+    if download:
+        async with opened.expect_download() as downloading:
+            with contextlib.suppress(Exception):  # ("Download is starting": no page to show)
+                await opened.goto(url)
+        assert (await downloading.value).suggested_filename == name
+    else:
+        await opened.goto(url)
+        assert await opened.evaluate("document.contentType") == "image/png"
+        assert await opened.locator("script").count() == 0
+    await opened.close()

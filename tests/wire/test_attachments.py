@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 import pytest
 from PIL import Image
-from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 
 from ..conftest import PeerFactory, Served, past, refused, until
@@ -27,24 +26,13 @@ from app.core.models import RoomName, now_ms
 from app.uploads.routes import UPLOADS_KEY
 
 from ..proxy import Proxy
+from ..tus import tus_upload
 
 NODE = Path(__file__).resolve().parent.parent / "node"
 
 
 async def granted(peer: Any, room: str, name: str, size: int) -> dict[str, Any]:
     return dict((await peer.ok("upload", {"room": room, "name": name, "size": size}))["upload"])
-
-
-def tus_upload(url: str, grant: dict[str, Any], data: bytes, *, chunk_size: int = 1 << 30,
-               retries: int = 0) -> str:
-    """Upload ``data`` with tuspy (blocking); the upload's URL."""
-    tus = tus_client.TusClient(url + grant["url"],
-                               headers={"Authorization": f"Bearer {grant['token']}"})
-    uploader = tus.uploader(file_stream=io.BytesIO(data), chunk_size=chunk_size,
-                            retries=retries, retry_delay=0,
-                            metadata={"filename": "ignored.bin"})
-    uploader.upload()
-    return str(uploader.url)
 
 
 async def upload(served: Served, peer: Any, room: str, name: str, data: bytes,
