@@ -115,7 +115,7 @@ class Attachments:
                             f"{used:,} bytes today; at most "
                             f"{self.settings.max_upload_bytes_per_day:,} are taken a day")
         settings, standing = await self.store.standing(req.room, conn.name)
-        check_post(req.room, settings, standing, conn.identity.power, now_ms(), sending=True)
+        check_post(req.room, settings, standing, conn.identity.power, now_ms(), sending=False)
         upload = secrets.token_urlsafe(16)
         expires = now + self.settings.upload_expiry
         self.granted[day] = self.granted.get(day, 0) + req.size

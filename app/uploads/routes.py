@@ -19,6 +19,7 @@ status of the code (:data:`app.core.errors.HTTP_STATUS`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote
@@ -34,6 +35,7 @@ from . import tus
 log = logging.getLogger("app.uploads")
 
 CHUNK = 256 * 1024  # bytes of a PATCH's body taken at a time
+BODY_IDLE = 60.0  # seconds a PATCH's body may go silent before the request is ended
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -130,13 +132,20 @@ async def append(request: web.Request, attachments: Attachments) -> web.Response
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    """The request's body; a cut connection ends it with ConnectionError (the
-    service keeps what arrived)."""
-    try:
-        async for chunk in request.content.iter_chunked(CHUNK):
-            yield chunk
-    except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
-        raise ConnectionError(str(exc)) from exc
+    """The request's body; a cut connection, or one silent for
+    :data:`BODY_IDLE` seconds, ends it with ConnectionError (the service keeps
+    what arrived: the client resumes from there)."""
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE):
+                chunk = await request.content.read(CHUNK)
+        except TimeoutError:
+            raise ConnectionError(f"no bytes for {BODY_IDLE:g} s") from None
+        except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+            raise ConnectionError(str(exc)) from exc
+        if not chunk:
+            return
+        yield chunk
 
 
 async def abandon(request: web.Request, attachments: Attachments) -> web.Response:

@@ -23,6 +23,7 @@ from tusclient.exceptions import TusCommunicationError
 from ..conftest import PeerFactory, Served, past, refused, until
 from app.appkeys import CHAT_KEY
 from app.core.models import RoomName, now_ms
+from app.uploads import routes
 from app.uploads.routes import UPLOADS_KEY
 
 from ..proxy import Proxy
@@ -393,3 +394,30 @@ async def test_retention_takes_the_files_of_the_messages_it_removes(
     assert not list(files.rglob(first + "*")) and list(files.rglob(second + "*"))
     assert (await alice.ok("files", {"room": "old", "ids": [first, second]}))["files"].keys() \
         == {second}
+
+
+async def test_a_stalled_upload_keeps_what_came_and_frees_its_request(
+        served: Served, peer: PeerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATCH whose body goes silent is ended after BODY_IDLE (shortened here),
+    keeping what arrived: it holds no request, no connection slot for ever."""
+    monkeypatch.setattr(routes, "BODY_IDLE", 0.2)
+    alice = await peer("alice")
+    await alice.join("s")
+    grant = await granted(alice, "s", "slow.bin", 100)
+    auth = {"Authorization": f"Bearer {grant['token']}", "Tus-Resumable": "1.0.0"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(served.url + grant["url"],
+                             headers={**auth, "Upload-Length": "100"}) as r:
+            path = r.headers["Location"]
+    host, port = served.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (f"PATCH {path} HTTP/1.1\r\nHost: {host}\r\nTus-Resumable: 1.0.0\r\n"
+            f"Authorization: {auth['Authorization']}\r\nUpload-Offset: 0\r\n"
+            "Content-Type: application/offset+octet-stream\r\nContent-Length: 100\r\n\r\n")
+    writer.write(head.encode() + b"x" * 10)  # ... and then nothing
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 204") and b"Upload-Offset: 10\r\n" in answer
+    async with aiohttp.ClientSession() as http:
+        async with http.head(served.url + path, headers=auth) as r:
+            assert r.headers["Upload-Offset"] == "10"
