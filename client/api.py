@@ -11,11 +11,14 @@ protocol's), message and HTTP status; ``retry_after`` (seconds) with 429.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
+from . import uploads
 
 JSON = dict[str, Any]
 
@@ -32,7 +35,8 @@ class ApiError(Exception):
 
 class ApiClient:
     def __init__(self, url: str, key: str, *, timeout: float = 30.0) -> None:
-        self.base = url.rstrip("/") + "/api/v1"
+        self.url = url.rstrip("/")
+        self.base = self.url + "/api/v1"
         self._headers = {"Authorization": f"Bearer {key}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._http: aiohttp.ClientSession | None = None
@@ -72,13 +76,29 @@ class ApiClient:
         return "/rooms/" + quote(room, safe="")
 
     async def post(self, room: str, text: str, *, client_id: str | None = None,
-                   reply_to: int | None = None) -> JSON:
-        """Post a message; retried with the same ``client_id`` (one is made up
-        if none is given), it is stored and delivered once. The stored message."""
+                   reply_to: int | None = None, attachments: list[str] | None = None) -> JSON:
+        """Post a message (with the files ``attachments``, ids :meth:`upload`
+        returned); retried with the same ``client_id`` (one is made up if none
+        is given), it is stored and delivered once. The stored message."""
         body: JSON = {"text": text, "client_id": client_id or uuid.uuid4().hex}
         if reply_to is not None:
             body["reply_to"] = reply_to
+        if attachments:
+            body["attachments"] = list(attachments)
         return dict((await self.call("POST", self._room(room) + "/messages", body))["message"])
+
+    async def upload(self, room: str, path: str | Path, *, name: str | None = None) -> str:
+        """Upload the file at ``path`` for ``room`` (tus, resumable); its id, to
+        :meth:`post` in ``attachments``."""
+        source = Path(path)
+        grant = (await self.call("POST", self._room(room) + "/uploads", {
+            "name": name or source.name, "size": source.stat().st_size}))["upload"]
+        try:
+            assert self._http is not None  # (made by the call before)
+            await uploads.tus_upload(self._http, self.url, grant, source)
+        except uploads.UploadFailed as exc:
+            raise ApiError(exc.status or 503, "upload_failed", str(exc)) from None
+        return str(grant["id"])
 
     async def edit(self, room: str, seq: int, text: str) -> JSON:
         return await self.call("PATCH", f"{self._room(room)}/messages/{seq}", {"text": text})

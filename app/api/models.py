@@ -21,7 +21,7 @@ from ..chat.protocol import (
     AUDIT_DEFAULT, AUDIT_MAX, CLIENT_ID_MAX, CURSOR_MAX, CURSOR_NAME_MAX, EMOJI_MAX,
     HISTORY_DEFAULT, HISTORY_MAX, MAX_SEQ, MEMBERS_DEFAULT, MEMBERS_MAX, QUERY_MAX, ROOM_MAX,
     SEARCH_DEFAULT, SEARCH_MAX,
-    SECONDS_MAX,
+    SECONDS_MAX, ATTACHMENTS_MAX, FILE_ID_MAX, FILE_NAME_MAX,
 )
 from ..core.errors import ErrorCode
 from ..core.policy import REASON_MAX, RETENTION_MAX, SLOW_MAX, TOPIC_MAX
@@ -32,6 +32,8 @@ Room = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$", min_length=1, max_len
 Seq = Annotated[int, Field(ge=1, le=MAX_SEQ, description="a message's seq in its room")]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, description="a person's name")]
 ClientId = Annotated[str, Field(min_length=1, max_length=CLIENT_ID_MAX)]
+FileId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", min_length=8, max_length=FILE_ID_MAX,
+                              description="a file's id, as its upload's grant gave it")]
 Emoji = Annotated[str, Field(min_length=1, max_length=EMOJI_MAX,
                              description="one emoji (a symbol and its modifiers)")]
 
@@ -78,12 +80,26 @@ class IdempotencyHeader(Query):
 
 
 class PostBody(Strict):
-    text: str = Field(min_length=1, description="the message (at most --max-text-length "
-                                                "characters; longer is too_large)")
+    text: str = Field(default="", description="the message (at most --max-text-length "
+                                              "characters; longer is too_large); may be empty "
+                                              "only with attachments")
+    attachments: list[FileId] | None = Field(
+        default=None, min_length=1, max_length=ATTACHMENTS_MAX,
+        description="files uploaded by the key's identity for this room (grantUpload), "
+                    "sent with the message")
     client_id: ClientId | None = Field(default=None, description=(
         "makes a retry safe: a second post with the same client_id (or the same "
         "Idempotency-Key header) returns the stored message and is not broadcast again"))
     reply_to: Seq | None = None
+
+
+class UploadBody(Strict):
+    name: str = Field(min_length=1, max_length=FILE_NAME_MAX, description="the file's name")
+    size: int = Field(ge=1, description="its size in bytes (at most --max-file-bytes)")
+
+
+class FilePath(RoomPath):
+    file: FileId
 
 
 class EditBody(Strict):
@@ -172,6 +188,16 @@ class Reaction(BaseModel):
     names: list[str]
 
 
+class Attachment(BaseModel):
+    id: str
+    name: str
+    size: int = Field(description="bytes")
+    type: str = Field(description="the media type, read from the file's content")
+    width: int | None = Field(default=None, description="an image's, in pixels (upright)")
+    height: int | None = None
+    thumbnail: bool | None = Field(default=None, description="an image has one (fileLink)")
+
+
 class Message(BaseModel):
     room: str
     seq: int
@@ -183,6 +209,7 @@ class Message(BaseModel):
     edited: int | None = None
     deleted: bool | None = None
     reactions: list[Reaction] | None = None
+    attachments: list[Attachment] | None = None
 
 
 class Change(BaseModel):
@@ -318,6 +345,23 @@ class Audit(Ok):
 
 class Posted(Ok):
     message: Message
+
+
+class Grant(BaseModel):
+    id: str = Field(description="the file's id, once uploaded: send it in attachments")
+    url: str = Field(description="the tus 1.0 endpoint to upload to (POST, then PATCH)")
+    token: str = Field(description="send as Authorization: Bearer with each tus request")
+    expires: int = Field(description="when the grant and an unsent upload expire, ms")
+
+
+class Granted(Ok):
+    upload: Grant
+
+
+class FileLink(Ok):
+    url: str = Field(description="the file, for --file-link-ttl seconds")
+    thumbnail: str | None = Field(default=None, description="an image's thumbnail")
+    expires: int = Field(description="when the links expire, ms since the epoch")
 
 
 class Changed(Ok):

@@ -152,7 +152,24 @@ async def post_message(api: Api, call: Call) -> Json:
     room = call.path.room
     return await api.event(call, "send", {"room": room, "text": call.body.text,
                                           "client_id": _client_id(call),
-                                          "reply_to": call.body.reply_to}, room)
+                                          "reply_to": call.body.reply_to,
+                                          "attachments": call.body.attachments}, room)
+
+
+async def grant_upload(api: Api, call: Call) -> Json:
+    room = call.path.room
+    return await api.event(call, "upload", {"room": room, "name": call.body.name,
+                                            "size": call.body.size}, room)
+
+
+async def file_link(api: Api, call: Call) -> Json:
+    p = call.path
+    ack = await api.event(call, "files", {"room": p.room, "ids": [p.file]}, p.room)
+    link = ack["files"].get(p.file)
+    if link is None:
+        raise ChatError(ErrorCode.NOT_FOUND, f"no file {p.file} in {p.room!r}")
+    return {"ok": True, "url": link["url"], "thumbnail": link.get("thumbnail"),
+            "expires": ack["expires"]}
 
 
 async def edit_message(api: Api, call: Call) -> Json:
@@ -327,6 +344,13 @@ ENDPOINTS = [
              "identity (idempotent with client_id or an Idempotency-Key header)", "publish",
              post_message, m.Posted, path_model=m.RoomPath, body_model=m.PostBody,
              header_model=m.IdempotencyHeader),
+    Endpoint("POST", ROOM + "/uploads", "grantUpload", "Grant an upload of a file to the "
+             "room, as the key's identity (limits counted now): then upload it with tus "
+             "to the grant's url and send its id in postMessage's attachments", "publish",
+             grant_upload, m.Granted, path_model=m.RoomPath, body_model=m.UploadBody),
+    Endpoint("GET", ROOM + "/files/{file}", "fileLink", "A link to a file sent in the room "
+             "(and its thumbnail), valid for --file-link-ttl", "read", file_link, m.FileLink,
+             path_model=m.FilePath),
     Endpoint("PATCH", MESSAGE, "editMessage", "Edit one of the key identity's messages",
              "publish", edit_message, m.Changed, path_model=m.MessagePath,
              body_model=m.EditBody, header_model=m.IdempotencyHeader),

@@ -4,8 +4,10 @@ keys are held to their scopes, rooms and rate, and bad input changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +19,7 @@ from client.api import ApiClient, ApiError
 
 from ..conftest import PeerFactory, ServeFactory, Served, until
 from ..tokens import SECRET, token
+from ..tus import tus_upload
 
 API = "/api/v1"
 
@@ -393,3 +396,41 @@ async def test_a_backend_governs_rooms_by_the_rules_the_sockets_follow(
         assert await ci.refused("GET", "/rooms/team/reports") == (403, "forbidden")
         closed = await mod.ok("DELETE", f"/rooms/team/messages/{hello['seq']}/reports")
         assert closed["resolved"] == 1
+
+
+async def test_a_backend_posts_a_file_and_reads_one(
+        keyed: tuple[Served, dict[str, Client]], peer: PeerFactory) -> None:
+    """grantUpload, tus (tuspy), postMessage with attachments; fileLink for a
+    file of the room; the read scope may not upload."""
+    served, clients = keyed
+    ci = clients["ci"]
+    alice = await peer("alice", server=served)
+    await alice.join("builds-2")
+    log = b"build #8: all green\n" * 100
+    grant = (await ci.ok("POST", "/rooms/builds-2/uploads",
+                         {"name": "build-8.log", "size": len(log)}))["upload"]
+    await asyncio.to_thread(tus_upload, served.url, grant, log)
+    posted = (await ci.ok("POST", "/rooms/builds-2/messages",
+                          {"attachments": [grant["id"]]}))["message"]
+    assert posted["text"] == "" and posted["attachments"] == [
+        {"id": grant["id"], "name": "build-8.log", "size": len(log), "type": "text/plain"}]
+    assert (await alice.next("message"))["attachments"] == posted["attachments"]
+    link = await ci.ok("GET", f"/rooms/builds-2/files/{grant['id']}")
+    assert link["thumbnail"] is None and link["expires"] > 0
+    async with aiohttp.ClientSession() as http, http.get(served.url + link["url"]) as r:
+        assert await r.read() == log
+    assert await ci.refused("GET", "/rooms/builds-2/files/" + "Z" * 22) == (404, "not_found")
+    assert await clients["reader"].refused("POST", "/rooms/builds-2/uploads",
+                                           {"name": "x", "size": 1}) == (403, "forbidden")
+    assert await ci.refused("POST", "/rooms/builds-2/messages", {"text": ""}) == (
+        400, "bad_request")
+
+
+async def test_the_api_client_uploads_and_posts_a_file(
+        keyed: tuple[Served, dict[str, Client]], tmp_path: Path) -> None:
+    served, clients = keyed
+    (tmp_path / "report.txt").write_text("all good\n")
+    async with ApiClient(served.url, clients["ci"].key) as api:
+        file_id = await api.upload("builds-3", tmp_path / "report.txt")
+        posted = await api.post("builds-3", "the report", attachments=[file_id])
+    assert posted["attachments"][0]["name"] == "report.txt"
