@@ -70,6 +70,9 @@ class Settings:
                 "granted, on each node"})
     max_uploads_in_flight: int = field(default=100, metadata={
         "help": "uploads granted on this node and not yet finished, abandoned or expired"})
+    max_upload_rate: float = field(default=50_000_000.0, metadata={
+        "help": "bytes a second all uploads together may bring into this node; past it "
+                "they are read more slowly (the chat keeps its share of the core)"})
     upload_expiry: float = field(default=24 * 3600.0, metadata={
         "help": "seconds an upload may take, and a finished one may wait to be sent in a "
                 "message; then it is removed"})
@@ -403,7 +406,8 @@ class Settings:
         if self.file_secret and len(self.file_secret.encode()) < 32:
             raise ValueError("file_secret must be at least 32 bytes")
         if min(self.max_file_bytes, self.max_upload_bytes_per_day,
-               self.max_uploads_in_flight) < 1 or self.upload_expiry <= 0 \
+               self.max_uploads_in_flight, self.max_upload_rate) < 1 \
+                or self.upload_expiry <= 0 \
                 or self.file_link_ttl <= 0:
             raise ValueError("the upload limits and times must be positive")
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:

@@ -45,8 +45,9 @@ NAMESPACE = "/chat"
 ROOM = "uploads"
 
 
-def server_flags(folder: str, size: int) -> list[str]:
-    return ["--files", f"dir:{folder}/files", "--upload-spool", f"{folder}/uploads",
+def server_flags(folder: str, size: int, rate: str | None = None) -> list[str]:
+    return [*(["--max-upload-rate", rate] if rate else []),
+            "--files", f"dir:{folder}/files", "--upload-spool", f"{folder}/uploads",
             "--max-file-bytes", str(size), "--max-upload-bytes-per-day", str(10 ** 15),
             "--max-uploads-in-flight", "1000", "--change-rate", "1000000",
             "--change-burst", "1000000"]
@@ -101,10 +102,11 @@ def mb(n: float) -> float:
     return n / 1e6
 
 
-async def throughput_run(source: Path, parallel: int) -> dict[str, float]:
+async def throughput_run(source: Path, parallel: int, args: argparse.Namespace
+                         ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
-        server = s1.start_server("roomcast", "msgpack", folder,
-                                 extra=server_flags(folder, source.stat().st_size))
+        server = s1.start_server("roomcast", "msgpack", folder, extra=server_flags(
+            folder, source.stat().st_size, args.max_upload_rate))
         try:
             alone = Uploader(server.url, source, 1)
             started = time.perf_counter()
@@ -122,8 +124,8 @@ async def throughput_run(source: Path, parallel: int) -> dict[str, float]:
 
 async def s1_run(source: Path, parallel: int, args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
-        server = s1.start_server("roomcast", "msgpack", folder,
-                                 extra=server_flags(folder, source.stat().st_size))
+        server = s1.start_server("roomcast", "msgpack", folder, extra=server_flags(
+            folder, source.stat().st_size, args.max_upload_rate))
         uploader = Uploader(server.url, source, parallel) if parallel else None
         running = asyncio.ensure_future(uploader.run()) if uploader else None
         try:
@@ -158,10 +160,11 @@ async def main(args: argparse.Namespace) -> None:
                 f.write(os.urandom(1_000_000))
         assert source.stat().st_size == size
         print(s1.machine(), flush=True)
+        print(f"server --max-upload-rate: {args.max_upload_rate or 'its default'}", flush=True)
         if "throughput" in parts:
             runs = []
             for run in range(args.runs):
-                runs.append(await throughput_run(source, args.parallel))
+                runs.append(await throughput_run(source, args.parallel, args))
                 print(f"throughput run {run + 1}: "
                       + ", ".join(f"{k} {v:.1f}" for k, v in runs[-1].items()), flush=True)
             print(f"\nupload throughput ({args.size_mb} MB files), median of {args.runs} runs:")
@@ -195,6 +198,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--step-seconds", type=float, default=2.5)
     parser.add_argument("--serializer", default="msgpack")
     parser.add_argument("--parts", default="throughput,s1")
+    parser.add_argument("--max-upload-rate", help="the server's (default: its own default)")
     return parser.parse_args(argv)
 
 

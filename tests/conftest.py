@@ -42,7 +42,7 @@ TIMEOUT = 5.0  # seconds any single expected event may take
 TRANSPORTS = ["websocket", "polling"]
 UNLIMITED: dict[str, float] = {
     **{f"{kind}_{shape}": 10**6 for kind in RATED for shape in ("rate", "burst")},
-    "reply_bytes_rate": 10**12, "reply_bytes_burst": 10**12,
+    "reply_bytes_rate": 10**12, "reply_bytes_burst": 10**12, "max_upload_rate": 10**12,
     # and nothing deferred: a dropped connection's presence goes at once, a node
     # shutting down closes every connection at once (each has tests of its own)
     "presence_grace": 0, "drain_window": 0}

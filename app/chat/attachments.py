@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.errors import ChatError, ErrorCode
+from ..core.limits import TokenBucket
 from ..core.models import Attachment, Attachments as Carried, Message, RoomName, now_ms
 from ..core.policy import check_post
 from ..core.signing import BadToken, matches, sign, signature, verify
@@ -60,6 +61,7 @@ T = TypeVar("T")
 GRANT, LINK = "upload", "file"  # what a token or a link signature is for
 FILE, PENDING = "file", "file-pending"  # the store's record kinds
 ENDPOINT = "/uploads/"  # where uploads go (app.uploads.routes)
+UPLOAD_BURST = 8 * 1024 * 1024  # bytes uploads may take at once over their node's rate
 VARIANTS = ("original", "thumbnail")
 
 
@@ -82,7 +84,8 @@ def _day(now: float) -> str:
 
 class Attachments:
     def __init__(self, settings: Settings, store: MessageStore, files: FileStorage,
-                 connections: Connections, clock: Callable[[], float] = time.time) -> None:
+                 connections: Connections, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.store = store
         self.files = files
@@ -94,6 +97,10 @@ class Attachments:
         self.in_flight: dict[str, float] = {}  # this node's uploads -> when they expire
         self.granted: dict[tuple[str, str], int] = {}  # (person, UTC day) -> bytes granted
         self.writing: set[str] = set()  # uploads taking a PATCH now (one at a time)
+        # every upload's bytes into this node, together: a node taking files as
+        # fast as loopback brings them spends its core on them, and the chat waits
+        self.bandwidth = TokenBucket(settings.max_upload_rate, UPLOAD_BURST, monotonic)
+        self.pause: Callable[[float], Awaitable[None]] = asyncio.sleep  # (tests: a clock's)
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- 1. granted -------------------------------------------------------------------
@@ -227,6 +234,11 @@ class Attachments:
                                         "bytes; more were sent")
                     spooled.write(chunk)  # (into the page cache: microseconds a chunk)
                     here += len(chunk)
+                    self.bandwidth.charge(len(chunk))
+                    wait = self.bandwidth.take(0)
+                    if wait:  # over the node's upload rate: read no more for now (the
+                        # client's TCP window closes, and it waits)
+                        await self.pause(wait / 1000)
             except (ConnectionError, asyncio.IncompleteReadError, EOFError):
                 log.info("upload id=%s cut at %d of %d bytes", grant.id, here, grant.size)
             except OSError as exc:  # the body's stream failed (aiohttp raises its own)
