@@ -1641,7 +1641,7 @@ async def test_an_upload_shows_its_progress_and_resumes_after_a_dropped_connecti
     ("page.html", b"<!doctype html><script>alert('html ran')</script>", True),
     ("image.svg", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(\'svg ran\')"/>', True),
     ("polyglot.png", png_bytes(8, 8) + b"<script>alert('polyglot ran')</script>", False),
-])
+], ids=["html", "svg", "polyglot"])
 async def test_an_uploaded_page_never_runs_as_the_chat(
         page_server: Served, browser: Browser, users: list[User], name: str, content: bytes,
         download: bool) -> None:
