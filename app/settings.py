@@ -67,7 +67,7 @@ class Settings:
         "help": "bytes in one uploaded file"})
     max_upload_bytes_per_day: int = field(default=1024 * 1024 * 1024, metadata={
         "help": "bytes one person may upload in a day (UTC), counted when an upload is "
-                "granted, on each node"})
+                "granted (in the store: one count for every node)"})
     max_uploads_in_flight: int = field(default=100, metadata={
         "help": "uploads granted on this node and not yet finished, abandoned or expired"})
     max_upload_rate: float = field(default=50_000_000.0, metadata={

@@ -6,7 +6,8 @@ The life of a file:
 1. **Granted.** A person who may post in a room asks to upload a file
    (``upload``: its room, name and size). The limits are counted here,
    before a byte is stored: the size (``--max-file-bytes``), the person's
-   bytes today (``--max-upload-bytes-per-day``, reserved now) and the
+   bytes today (``--max-upload-bytes-per-day``, reserved now, counted in
+   the store: the same count on every node) and the
    uploads in flight on this node (``--max-uploads-in-flight``). The grant
    is a signed token (:mod:`app.core.signing`) naming the upload's id, room,
    owner, name, size and expiry: the server keeps nothing to check it.
@@ -60,6 +61,8 @@ Ack = dict[str, Any]
 T = TypeVar("T")
 GRANT, LINK = "upload", "file"  # what a token or a link signature is for
 FILE, PENDING = "file", "file-pending"  # the store's record kinds
+UPLOADED = "uploaded"  # and, per UTC day (uploaded:YYYY-MM-DD), each person's bytes
+DAYS_KEPT = 7  # days back the sweep forgets the counts of (today's and yesterday's stay)
 ENDPOINT = "/uploads/"  # where uploads go (app.uploads.routes)
 UPLOAD_BURST = 8 * 1024 * 1024  # bytes uploads may take at once over their node's rate
 VARIANTS = ("original", "thumbnail")
@@ -95,7 +98,7 @@ class Attachments:
         self.secret = settings.file_secret.encode() or secrets.token_bytes(32)
         self.spool = Path(settings.upload_spool)
         self.in_flight: dict[str, float] = {}  # this node's uploads -> when they expire
-        self.granted: dict[tuple[str, str], int] = {}  # (person, UTC day) -> bytes granted
+        self._counting = asyncio.Lock()  # this node's reads and writes of the daily counts
         self.writing: set[str] = set()  # uploads taking a PATCH now (one at a time)
         # every upload's bytes into this node, together: a node taking files as
         # fast as loopback brings them spends its core on them, and the chat waits
@@ -115,17 +118,11 @@ class Attachments:
         if len(self.in_flight) >= self.settings.max_uploads_in_flight:
             raise ChatError(ErrorCode.RATE_LIMITED, "this server takes no more uploads "
                             "at the moment; try again in a minute", retry_after=60_000)
-        day = (conn.name, _day(now))
-        used = self.granted.get(day, 0)
-        if used + req.size > self.settings.max_upload_bytes_per_day:
-            raise ChatError(ErrorCode.RATE_LIMITED, "you have uploaded "
-                            f"{used:,} bytes today; at most "
-                            f"{self.settings.max_upload_bytes_per_day:,} are taken a day")
         settings, standing = await self.store.standing(req.room, conn.name)
         check_post(req.room, settings, standing, conn.identity.power, now_ms(), sending=False)
+        await self._count(conn.name, req.size, now)
         upload = secrets.token_urlsafe(16)
         expires = now + self.settings.upload_expiry
-        self.granted[day] = self.granted.get(day, 0) + req.size
         self.in_flight[upload] = expires
         token = sign(self.secret, GRANT, {"id": upload, "room": req.room, "owner": conn.name,
                                           "name": req.name, "size": req.size,
@@ -134,6 +131,21 @@ class Attachments:
                  req.room, upload, req.size)
         return {"upload": {"id": upload, "url": ENDPOINT, "token": token,
                            "expires": int(expires * 1000)}}
+
+    async def _count(self, name: str, size: int, now: float) -> None:
+        """Count ``size`` bytes against ``name``'s uploads today (UTC), in the
+        store, so every node counts the same day; ``rate_limited`` past
+        ``--max-upload-bytes-per-day``. (Two nodes granting one person's uploads
+        in the same instant may both read the count before either writes it.)"""
+        kind = f"{UPLOADED}:{_day(now)}"
+        async with self._counting:
+            counted = await self.store.record(kind, name)
+            used = int(counted["bytes"]) if counted else 0
+            if used + size > self.settings.max_upload_bytes_per_day:
+                raise ChatError(ErrorCode.RATE_LIMITED, f"you have uploaded {used:,} bytes "
+                                f"today; at most {self.settings.max_upload_bytes_per_day:,} "
+                                "are taken a day (UTC)")
+            await self.store.put_record(kind, name, {"bytes": used + size})
 
     def grant(self, token: str) -> Grant:
         """The grant ``token`` carries; ``unauthorized`` if it is none of ours,
@@ -148,9 +160,6 @@ class Attachments:
     def _forget_expired(self, now: float) -> None:
         for upload in [u for u, expires in self.in_flight.items() if expires <= now]:
             del self.in_flight[upload]
-        today = _day(now)
-        for key in [k for k in self.granted if k[1] != today]:
-            del self.granted[key]
 
     # -- 2. uploaded ------------------------------------------------------------------
 
@@ -378,6 +387,8 @@ class Attachments:
         finished ones never sent. How many went."""
         now = self.clock()
         self._forget_expired(now)
+        for back in range(2, DAYS_KEPT + 1):  # the daily counts of past days
+            await self.store.drop_records(f"{UPLOADED}:{_day(now - back * 86400)}")
         swept = 0
         for upload, pending in (await self.store.records(PENDING)).items():
             if pending["expires"] <= now:

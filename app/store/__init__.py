@@ -204,6 +204,9 @@ class MessageStore(Protocol):
     async def drop_record(self, kind: str, key: str) -> bool:
         """Forget one record; whether there was one."""
 
+    async def drop_records(self, kind: str) -> int:
+        """Forget every record of ``kind``; how many there were."""
+
     async def ping(self) -> None:
         """Return if the backend is usable; raise ``ChatError(UNAVAILABLE)`` if not."""
 

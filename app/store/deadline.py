@@ -166,6 +166,9 @@ class Deadlines:
     async def drop_record(self, kind: str, key: str) -> bool:
         return await self._call("drop_record", self.store.drop_record(kind, key))
 
+    async def drop_records(self, kind: str) -> int:
+        return await self._call("drop_records", self.store.drop_records(kind))
+
     async def ping(self) -> None:
         await self._call("ping", self.store.ping())
 

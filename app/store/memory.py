@@ -255,6 +255,12 @@ class MemoryStore:
     async def drop_record(self, kind: str, key: str) -> bool:
         return self._records.pop((kind, key), None) is not None
 
+    async def drop_records(self, kind: str) -> int:
+        gone = [key for key in self._records if key[0] == kind]
+        for key in gone:
+            del self._records[key]
+        return len(gone)
+
     async def ping(self) -> None:
         return None
 

@@ -779,6 +779,10 @@ class PostgresStore(QueuedWrites):
                                  " RETURNING 1", kind, key)
         return bool(rows)
 
+    async def drop_records(self, kind: str) -> int:
+        rows = await self._fetch("DELETE FROM records WHERE kind = $1 RETURNING 1", kind)
+        return len(rows)
+
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         """One statement's rows; an outage is ``unavailable``."""
         assert self._pool is not None

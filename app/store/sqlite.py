@@ -795,6 +795,11 @@ class SqliteStore(QueuedWrites):
                                            " AND key = ?", (kind, key))
         return dropped > 0
 
+    async def drop_records(self, kind: str) -> int:
+        dropped: int = await self._written(self._execute, "DELETE FROM records WHERE kind = ?",
+                                           (kind,))
+        return dropped
+
     def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
         """One statement on the writer, in a transaction of its own; rows changed."""
         assert self._write_conn is not None

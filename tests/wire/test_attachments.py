@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from PIL import Image
 from tusclient.exceptions import TusCommunicationError
 
 from ..conftest import PeerFactory, Served, past, refused, until
-from app.appkeys import CHAT_KEY
+from app.appkeys import CHAT_KEY, STORE_KEY
 from app.core.models import RoomName, now_ms
 from app.uploads import routes
 from app.uploads.routes import UPLOADS_KEY
@@ -421,3 +422,25 @@ async def test_a_stalled_upload_keeps_what_came_and_frees_its_request(
     async with aiohttp.ClientSession() as http:
         async with http.head(served.url + path, headers=auth) as r:
             assert r.headers["Upload-Offset"] == "10"
+
+
+async def test_a_persons_bytes_a_day_are_counted_on_every_node_alike(
+        serve: Any, peer: PeerFactory) -> None:
+    """The daily limit is the person's, not a node's: two nodes on one store."""
+    one = await serve(max_upload_bytes_per_day=1000)
+    two = await serve(max_upload_bytes_per_day=1000)
+    here, there = await peer("alice", server=one), await peer("alice", server=two)
+    for alice in (here, there):
+        await alice.join("r")
+    await granted(here, "r", "a", 700)
+    assert "700 bytes today" in refused(await there.call(
+        "upload", {"room": "r", "name": "b", "size": 301}), "rate_limited")
+    await granted(there, "r", "c", 300)
+    attachments = one.app[UPLOADS_KEY].attachments
+    tomorrow = attachments.clock() + 86400
+    attachments.clock = lambda: tomorrow
+    await granted(here, "r", "d", 1000)  # a new day
+    attachments.clock = lambda: tomorrow + 2 * 86400
+    await attachments.sweep()  # (the counts of days past are forgotten)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert await one.app[STORE_KEY].records(f"uploaded:{today}") == {}

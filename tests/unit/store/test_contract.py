@@ -707,6 +707,8 @@ async def test_records_are_kept_replaced_and_dropped_by_kind(store: MessageStore
     assert await store.record("webhook", "wh_1") == body
     assert await store.record("webhook", "wh_2") is None
     assert await store.record("dead:wh_1", "wh_1") is None  # another kind's key
+    assert await store.drop_records("webhook") == 1 and await store.records("webhook") == {}
+    assert await store.records("dead:wh_1") == {"ops:4": {"first": 4}}  # (other kinds stay)
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)  # durable ones
