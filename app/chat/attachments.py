@@ -47,7 +47,7 @@ from ..core.errors import ChatError, ErrorCode
 from ..core.limits import TokenBucket
 from ..core.models import Attachment, Attachments as Carried, Message, RoomName, now_ms
 from ..core.policy import check_post
-from ..core.signing import BadToken, matches, sign, signature, verify
+from ..core.signing import BadToken, Expired, matches, sign, signature, verify
 from ..files import FileStorage, Stored
 from ..settings import Settings
 from ..store import MessageStore
@@ -64,6 +64,7 @@ FILE, PENDING = "file", "file-pending"  # the store's record kinds
 UPLOADED = "uploaded"  # and, per UTC day (uploaded:YYYY-MM-DD), each person's bytes
 DAYS_KEPT = 7  # days back the sweep forgets the counts of (today's and yesterday's stay)
 ENDPOINT = "/uploads/"  # where uploads go (app.uploads.routes)
+IN_FLIGHT_PER_PERSON = 10  # uploads one person may have under way on a node
 UPLOAD_BURST = 8 * 1024 * 1024  # bytes uploads may take at once over their node's rate
 VARIANTS = ("original", "thumbnail")
 
@@ -97,7 +98,8 @@ class Attachments:
         # one for this process when none is configured: grants and links of one node
         self.secret = settings.file_secret.encode() or secrets.token_bytes(32)
         self.spool = Path(settings.upload_spool)
-        self.in_flight: dict[str, float] = {}  # this node's uploads -> when they expire
+        # this node's uploads not finished -> (whose, when they expire)
+        self.in_flight: dict[str, tuple[str, float]] = {}
         self._counting = asyncio.Lock()  # this node's reads and writes of the daily counts
         self.writing: set[str] = set()  # uploads taking a PATCH now (one at a time)
         # every upload's bytes into this node, together: a node taking files as
@@ -118,12 +120,16 @@ class Attachments:
         if len(self.in_flight) >= self.settings.max_uploads_in_flight:
             raise ChatError(ErrorCode.RATE_LIMITED, "this server takes no more uploads "
                             "at the moment; try again in a minute", retry_after=60_000)
+        if sum(1 for whose, _ in self.in_flight.values() if whose == conn.name) \
+                >= IN_FLIGHT_PER_PERSON:  # (nobody holds the node's uploads to themselves)
+            raise ChatError(ErrorCode.RATE_LIMITED, f"you have {IN_FLIGHT_PER_PERSON} uploads "
+                            "under way; finish or cancel one first")
         settings, standing = await self.store.standing(req.room, conn.name)
         check_post(req.room, settings, standing, conn.identity.power, now_ms(), sending=False)
         await self._count(conn.name, req.size, now)
         upload = secrets.token_urlsafe(16)
         expires = now + self.settings.upload_expiry
-        self.in_flight[upload] = expires
+        self.in_flight[upload] = (conn.name, expires)
         token = sign(self.secret, GRANT, {"id": upload, "room": req.room, "owner": conn.name,
                                           "name": req.name, "size": req.size,
                                           "exp": int(expires)})
@@ -153,12 +159,12 @@ class Attachments:
         try:
             g = verify(self.secret, GRANT, token, self.clock())
         except BadToken as exc:
-            code = ErrorCode.NOT_FOUND if "expired" in str(exc) else ErrorCode.UNAUTHORIZED
+            code = ErrorCode.NOT_FOUND if isinstance(exc, Expired) else ErrorCode.UNAUTHORIZED
             raise ChatError(code, f"upload token: {exc}") from None
         return Grant(g["id"], RoomName(g["room"]), g["owner"], g["name"], g["size"], g["exp"])
 
     def _forget_expired(self, now: float) -> None:
-        for upload in [u for u, expires in self.in_flight.items() if expires <= now]:
+        for upload in [u for u, (_, expires) in self.in_flight.items() if expires <= now]:
             del self.in_flight[upload]
 
     # -- 2. uploaded ------------------------------------------------------------------

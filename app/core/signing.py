@@ -20,6 +20,10 @@ class BadToken(ValueError):
     """Not a token this secret signed for this purpose, or one that expired."""
 
 
+class Expired(BadToken):
+    """A token this secret signed for this purpose, whose time is past."""
+
+
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -52,7 +56,7 @@ def verify(secret: bytes, purpose: str, token: str, now: float) -> dict[str, Any
     if not isinstance(payload, dict) or not isinstance(payload.get("exp"), (int, float)):
         raise BadToken("not a valid token")
     if payload["exp"] <= now:
-        raise BadToken("the token has expired")
+        raise Expired("the token has expired")
     return payload
 
 

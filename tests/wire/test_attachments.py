@@ -23,6 +23,7 @@ from tusclient.exceptions import TusCommunicationError
 
 from ..conftest import PeerFactory, Served, past, refused, until
 from app.appkeys import CHAT_KEY, STORE_KEY
+from app.chat.attachments import IN_FLIGHT_PER_PERSON
 from app.core.models import RoomName, now_ms
 from app.uploads import routes
 from app.uploads.routes import UPLOADS_KEY
@@ -444,3 +445,25 @@ async def test_a_persons_bytes_a_day_are_counted_on_every_node_alike(
     await attachments.sweep()  # (the counts of days past are forgotten)
     today = time.strftime("%Y-%m-%d", time.gmtime())
     assert await one.app[STORE_KEY].records(f"uploaded:{today}") == {}
+
+
+async def test_nobody_holds_a_nodes_uploads_to_themselves(serve: Any, peer: PeerFactory
+                                                          ) -> None:
+    """Uploads begun and never finished count against their person (10 at
+    once), so one person cannot take every upload a node has room for."""
+    served = await serve(max_uploads_in_flight=12)
+    mallory, alice = await peer("mallory", server=served), await peer("alice", server=served)
+    for who in (mallory, alice):
+        await who.join("r")
+    grants = [await granted(mallory, "r", f"f{i}", 1) for i in range(IN_FLIGHT_PER_PERSON)]
+    assert "under way" in refused(await mallory.call(
+        "upload", {"room": "r", "name": "more", "size": 1}), "rate_limited")
+    await granted(alice, "r", "mine", 1)  # others still may
+    auth = {"Authorization": f"Bearer {grants[0]['token']}", "Tus-Resumable": "1.0.0"}
+    async with aiohttp.ClientSession() as http:  # a cancelled one frees its place
+        async with http.post(served.url + grants[0]["url"],
+                             headers={**auth, "Upload-Length": "1"}) as r:
+            location = served.url + r.headers["Location"]
+        async with http.delete(location, headers=auth) as r:
+            assert r.status == 204
+    await granted(mallory, "r", "again", 1)
