@@ -29,7 +29,7 @@ from app.uploads import routes
 from app.uploads.routes import UPLOADS_KEY
 
 from ..proxy import Proxy
-from ..tus import tus_upload
+from ..tus import tus_auth, tus_begin, tus_upload
 
 NODE = Path(__file__).resolve().parent.parent / "node"
 
@@ -272,7 +272,7 @@ async def test_the_tus_endpoint_speaks_tus(served: Served, peer: PeerFactory) ->
     alice = await peer("alice")
     await alice.join("t")
     grant = await granted(alice, "t", "t.txt", 10)
-    auth = {"Authorization": f"Bearer {grant['token']}", "Tus-Resumable": "1.0.0"}
+    auth = tus_auth(grant)
     endpoint = served.url + grant["url"]
     async with aiohttp.ClientSession() as http:
         async with http.options(endpoint) as r:
@@ -327,11 +327,9 @@ async def test_abandoned_and_unsent_uploads_are_swept_away(
     alice = await peer("alice")
     await alice.join("r")
     half = await granted(alice, "r", "half.bin", 100)
-    auth = {"Authorization": f"Bearer {half['token']}", "Tus-Resumable": "1.0.0"}
+    auth = tus_auth(half)
     async with aiohttp.ClientSession() as http:
-        async with http.post(served.url + half["url"],
-                             headers={**auth, "Upload-Length": "100"}) as r:
-            location = served.url + r.headers["Location"]
+        location = await tus_begin(http, served.url, half, 100)
         async with http.patch(location, data=b"x" * 50, headers={
                 **auth, "Upload-Offset": "0",
                 "Content-Type": "application/offset+octet-stream"}) as r:
@@ -406,11 +404,9 @@ async def test_a_stalled_upload_keeps_what_came_and_frees_its_request(
     alice = await peer("alice")
     await alice.join("s")
     grant = await granted(alice, "s", "slow.bin", 100)
-    auth = {"Authorization": f"Bearer {grant['token']}", "Tus-Resumable": "1.0.0"}
+    auth = tus_auth(grant)
     async with aiohttp.ClientSession() as http:
-        async with http.post(served.url + grant["url"],
-                             headers={**auth, "Upload-Length": "100"}) as r:
-            path = r.headers["Location"]
+        path = (await tus_begin(http, served.url, grant, 100)).removeprefix(served.url)
     host, port = served.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     head = (f"PATCH {path} HTTP/1.1\r\nHost: {host}\r\nTus-Resumable: 1.0.0\r\n"
@@ -459,11 +455,8 @@ async def test_nobody_holds_a_nodes_uploads_to_themselves(serve: Any, peer: Peer
     assert "under way" in refused(await mallory.call(
         "upload", {"room": "r", "name": "more", "size": 1}), "rate_limited")
     await granted(alice, "r", "mine", 1)  # others still may
-    auth = {"Authorization": f"Bearer {grants[0]['token']}", "Tus-Resumable": "1.0.0"}
     async with aiohttp.ClientSession() as http:  # a cancelled one frees its place
-        async with http.post(served.url + grants[0]["url"],
-                             headers={**auth, "Upload-Length": "1"}) as r:
-            location = served.url + r.headers["Location"]
-        async with http.delete(location, headers=auth) as r:
+        location = await tus_begin(http, served.url, grants[0], 1)
+        async with http.delete(location, headers=tus_auth(grants[0])) as r:
             assert r.status == 204
     await granted(mallory, "r", "again", 1)

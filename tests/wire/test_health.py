@@ -15,6 +15,7 @@ from app.store.sqlite import SqliteStore
 
 from ..conftest import PeerFactory, ServeFactory, Served
 from ..services import S3Server
+from ..tus import tus_auth, tus_begin
 
 
 async def test_healthz_follows_the_store(serve: ServeFactory) -> None:
@@ -76,11 +77,9 @@ async def test_a_file_storage_that_fails_is_reported_and_answered_unavailable(
     async with get_session().create_client(
             "s3", endpoint_url=S3Server.shared().endpoint, region_name="us-east-1") as s3:
         await s3.delete_bucket(Bucket=bucket)
-    auth = {"Authorization": f"Bearer {grant['token']}", "Tus-Resumable": "1.0.0"}
+    auth = tus_auth(grant)
     async with aiohttp.ClientSession() as http:
-        async with http.post(served.url + grant["url"],
-                             headers={**auth, "Upload-Length": "5"}) as r:
-            location = served.url + r.headers["Location"]
+        location = await tus_begin(http, served.url, grant, 5)
         async with http.patch(location, data=b"hello", headers={
                 **auth, "Upload-Offset": "0",
                 "Content-Type": "application/offset+octet-stream"}) as r:
