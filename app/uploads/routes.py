@@ -50,11 +50,13 @@ UPLOADS_KEY = web.AppKey("uploads", Uploads)
 _TUS = {"Tus-Resumable": tus.VERSION}
 
 
-def _error(exc: ChatError, *, head: bool = False) -> web.Response:
-    status = HTTP_STATUS.get(exc.code, 400)
+def _error(exc: ChatError, *, head: bool = False, status: int | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    """``{"ok": false, "error"}`` with the code's HTTP status (or ``status``)."""
+    status = status or HTTP_STATUS.get(exc.code, 400)
+    headers = {**_TUS, **(headers or {})}
     if head:  # (a HEAD answer has no body)
-        return web.Response(status=status, headers=_TUS)
-    headers = dict(_TUS)
+        return web.Response(status=status, headers=headers)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, exc.retry_after // 1000))
     return web.json_response({"ok": False, "error": exc.as_dict()}, status=status,
@@ -67,7 +69,9 @@ def _tus(handler: Callable[[web.Request, Attachments], Awaitable[web.StreamRespo
     async def handle(request: web.Request) -> web.StreamResponse:
         head = request.method == "HEAD"
         if request.headers.get("Tus-Resumable") != tus.VERSION:
-            return web.Response(status=412, headers={**_TUS, "Tus-Version": tus.VERSION})
+            return _error(ChatError(ErrorCode.BAD_REQUEST, f"this server speaks tus "
+                                    f"{tus.VERSION}: send Tus-Resumable: {tus.VERSION}"),
+                          head=head, status=412, headers={"Tus-Version": tus.VERSION})
         try:
             return await handler(request, request.app[UPLOADS_KEY].attachments)
         except ChatError as exc:
@@ -121,8 +125,8 @@ async def status(request: web.Request, attachments: Attachments) -> web.Response
 async def append(request: web.Request, attachments: Attachments) -> web.Response:
     grant = _grant(request, attachments)
     if request.content_type != tus.OFFSET_TYPE:
-        return web.Response(status=415, headers=_TUS,
-                            text=f"Content-Type must be {tus.OFFSET_TYPE}")
+        return _error(ChatError(ErrorCode.BAD_REQUEST,
+                                f"Content-Type must be {tus.OFFSET_TYPE}"), status=415)
     offset = tus.number(request.headers.get("Upload-Offset"), "Upload-Offset")
     if request.content_length is not None and offset + request.content_length > grant.size:
         raise ChatError(ErrorCode.TOO_LARGE, f"the upload is {grant.size:,} bytes; the "

@@ -283,6 +283,7 @@ async def test_the_tus_endpoint_speaks_tus(served: Served, peer: PeerFactory) ->
         async with http.post(endpoint, headers={"Authorization": auth["Authorization"],
                                                 "Upload-Length": "10"}) as r:
             assert r.status == 412 and r.headers["Tus-Version"] == "1.0.0"
+            assert (await r.json())["error"]["code"] == "bad_request"
         async with http.post(endpoint, headers={**auth, "Upload-Length": "11"}) as r:
             assert r.status == 400  # not the size granted
         async with http.post(endpoint, headers={"Tus-Resumable": "1.0.0",
@@ -302,7 +303,7 @@ async def test_the_tus_endpoint_speaks_tus(served: Served, peer: PeerFactory) ->
             assert r.status == 409  # not where the upload stands
         async with http.patch(location, data=b"hello", headers={
                 **auth, "Upload-Offset": "5", "Content-Type": "text/plain"}) as r:
-            assert r.status == 415
+            assert r.status == 415 and (await r.json())["ok"] is False
         async with http.patch(location, data=b"hello, world", headers={
                 **auth, "Upload-Offset": "5",
                 "Content-Type": "application/offset+octet-stream"}) as r:
