@@ -107,6 +107,7 @@ class Attachments:
         self.bandwidth = TokenBucket(settings.max_upload_rate, UPLOAD_BURST, monotonic)
         self.pause: Callable[[float], Awaitable[None]] = asyncio.sleep  # (tests: a clock's)
         self._sweeper: asyncio.Task[None] | None = None
+        self._counts_forgotten = ""  # the UTC day the sweep last forgot past days' counts
 
     # -- 1. granted -------------------------------------------------------------------
 
@@ -393,8 +394,10 @@ class Attachments:
         finished ones never sent. How many went."""
         now = self.clock()
         self._forget_expired(now)
-        for back in range(2, DAYS_KEPT + 1):  # the daily counts of past days
-            await self.store.drop_records(f"{UPLOADED}:{_day(now - back * 86400)}")
+        if self._counts_forgotten != _day(now):  # past days' counts: once a day
+            for back in range(2, DAYS_KEPT + 1):
+                await self.store.drop_records(f"{UPLOADED}:{_day(now - back * 86400)}")
+            self._counts_forgotten = _day(now)
         swept = 0
         for upload, pending in (await self.store.records(PENDING)).items():
             if pending["expires"] <= now:
