@@ -28,6 +28,7 @@ import re
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from multidict import CIMultiDict
 
 from .. import compat
@@ -336,6 +337,7 @@ class FrontDoor(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         self._handler = compat.LowLevelServer.__call__(self._server)
+        self._handler.__class__ = RefusingHandler  # (the server builds it itself)
         self._handler.connection_made(transport)
         self._to_handler(data)
 
@@ -393,6 +395,32 @@ class FrontServer(compat.LowLevelServer):
             if door.transport is not None:
                 door.transport.close()
         super().pre_shutdown()
+
+
+class RefusingHandler(web.RequestHandler):
+    """aiohttp's request handler, whose own refusals (a request it cannot
+    parse, a line longer than it reads, a handler that raised) are answered
+    like every refusal of ours: ``{"ok": false, "error": {"code", "message"}}``
+    as JSON, never aiohttp's plain text echoing what was sent."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:  # a fault of ours: aiohttp logs its traceback
+            status = super().handle_error(request, status, exc, message).status
+            code, why = "internal", "the server failed to answer this request"
+        else:  # the peer's: a line, not a traceback per malformed request
+            log.info("refused a malformed request from %s: %s", request.remote,
+                     type(exc).__name__)
+            if request.writer.output_size > 0:
+                raise ConnectionError("an answer had begun: the connection ends")
+            code, why = ("too_large", f"a request line or header is longer than {MAX_HEAD} bytes") \
+                if isinstance(exc, LineTooLong) else ("bad_request", "a malformed HTTP request")
+        response = web.json_response({"ok": False, "error": {"code": code, "message": why}},
+                                     status=status)
+        response.force_close()
+        return response
 
 
 def serialize(response: web.Response, keep_alive: bool) -> bytes:

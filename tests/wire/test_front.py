@@ -5,6 +5,7 @@ every other connection to aiohttp, byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from urllib.parse import urlsplit
 
@@ -233,6 +234,30 @@ async def test_a_handshake_with_bytes_http_forbids_is_refused(served: Served, ba
     answer = await raw_http(served, head.replace(b"\r\n", b"\r\n" + bad, 1))
     assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
     assert not served.app[SIO_KEY].eio.sockets
+
+
+@pytest.mark.parametrize("request_, code", [
+    (b"GET /api/v1/rooms/lobby/search?q=" + b"%F3%B5%92%AE" * 700 + b" HTTP/1.1\r\n\r\n",
+     "too_large"),  # a request line longer than aiohttp reads
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: " + b"x" * 9000 + b"\r\n\r\n", "too_large"),
+    (b"GET /api/v1/rooms HTTP/1.1\r\nHost: x\r\nBad Name: x\r\n\r\n", "bad_request"),
+    (b"GET /api/v1/rooms HTTP/9.9\r\nHost: x\r\n\r\n", "bad_request"),
+])
+async def test_what_aiohttp_cannot_parse_is_refused_with_the_error_map(
+        served: Served, request_: bytes, code: str) -> None:
+    """A request aiohttp refuses before any handler runs is answered like every
+    refusal, JSON ``{"ok": false, "error": ...}`` (not aiohttp's text echoing
+    the request), and only its connection is closed."""
+    answer = await raw_http(served, request_)  # (read to its end: the server closed)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert re.fullmatch(rb"HTTP/1\.[01] 400 Bad Request", head.split(b"\r\n", 1)[0])
+    assert b"Content-Type: application/json" in head
+    error = json.loads(body)
+    assert error["ok"] is False and error["error"]["code"] == code
+    assert b"%F3" not in body and b"Bad Name" not in body
+    healthy = await raw_http(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                     b"Connection: close\r\n\r\n")
+    assert healthy.startswith(b"HTTP/1.1 200")
 
 
 async def test_a_post_answered_before_its_body_is_in_closes_the_connection(
