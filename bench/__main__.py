@@ -241,6 +241,7 @@ def held_idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
         ready = [said(proc) for proc in procs]
         held_rss = server.rss_kb()
         probe = said(procs[0], "probe")["probe"]
+        print(f"[probe] {json.dumps(probe)}", file=sys.stderr, flush=True)
         ends = [said(proc, "close") for proc in procs]
         for proc in procs:
             proc.wait(30)

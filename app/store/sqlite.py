@@ -37,6 +37,7 @@ from . import MessageStore, page_bounds
 from .batching import AppendQueue, QueuedWrites, Write, Written
 from .markers import RECEIPTS_LISTED, YOUR_ROOMS_LISTED, Mark, MarkerKey, UseClock, fold
 from .lanes import Lanes
+from .turn_reads import TurnReads
 from .search import SEARCH_TIMEOUT, SearchPage, indexed, query_tokens
 from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWanted, Request,
                      StandingKey, client_key, entry, misspelled, reactions_respelled,
@@ -206,6 +207,7 @@ class SqliteStore(QueuedWrites):
         self._path = path
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._reads = TurnReads(self._reader_thread)  # a turn's reads: one job on the thread
         # searches: connections of their own, so that none waits behind
         # another's search (nor delays a join's or a history page's read)
         self._searches = Lanes(SEARCH_LANES, "sqlite-search")
@@ -839,8 +841,13 @@ class SqliteStore(QueuedWrites):
         return {room: frozenset(names) for room, names in people.items()}
 
     async def _read(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` on the reader thread; a failure is ``unavailable``."""
-        return await self._guarded(self._reader_thread, "read", fn, *args)
+        """``fn(*args)`` on the reader thread, with the other reads of this turn
+        (:mod:`app.store.turn_reads`); a failure is ``unavailable``."""
+        try:
+            return await self._reads.call(fn, *args)
+        except sqlite3.Error as exc:
+            log.warning("sqlite read failed: %s", exc)
+            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
 
     async def _guarded(self, thread: ThreadPoolExecutor, what: str, fn: Any, *args: Any
                        ) -> Any:

@@ -511,6 +511,7 @@ async function probe(cfg) {
   const sorted = Float64Array.from(rtts).sort();
   return { samples: rtts.length, p50_ms: round(percentile(sorted, 50), 2),
            p99_ms: round(percentile(sorted, 99), 2),
+           worst_ms: Array.from(sorted.slice(-5)).map((ms) => round(ms, 1)),
            server_cpu_pct: round((serverTicks(cfg.serverPid) - ticksStart) / window, 1),
            loadgen_cpu_pct: round((cpu.user + cpu.system) / 10 / (window * 1000), 1) };
 }
