@@ -72,7 +72,7 @@ def _run(reads: list[tuple[Callable[..., Any], tuple[Any, ...]]]
 def _hand_back(loop: asyncio.AbstractEventLoop, job: list[Asked],
                done: Future[list[tuple[bool, Any]]]) -> None:
     """(On the thread.) The job's results to the loop, in one callback."""
-    exc = done.exception()
+    exc = RuntimeError("the read was not run") if done.cancelled() else done.exception()
     results = None if exc is not None else done.result()
     try:
         loop.call_soon_threadsafe(_settle, job, results, exc)

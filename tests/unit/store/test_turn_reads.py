@@ -18,6 +18,8 @@ from app.core.models import RoomName
 from app.store.sqlite import SqliteStore
 from app.store.turn_reads import MAX_READS, TurnReads
 
+from ...conftest import until
+
 
 class CountingExecutor(ThreadPoolExecutor):
     """A real one-thread executor that counts the jobs it is given."""
@@ -105,3 +107,18 @@ async def test_the_sqlite_stores_joins_reads_go_in_a_few_jobs(
         assert executor.jobs == (300 + MAX_READS - 1) // MAX_READS + 1
     finally:
         await store.close()
+
+
+async def test_reads_the_executor_drops_at_shutdown_fail_rather_than_hang(
+        executor: CountingExecutor) -> None:
+    reads = TurnReads(executor)
+    gate = threading.Event()
+    running = reads.call(gate.wait, 10)
+    await until(lambda: executor.jobs == 1)
+    waiting = reads.call(lambda: "never run")
+    await until(lambda: executor.jobs == 2)
+    executor.shutdown(wait=False, cancel_futures=True)  # drops the waiting job
+    gate.set()
+    assert await running is True
+    with pytest.raises(RuntimeError, match="not run"):
+        await asyncio.wait_for(waiting, 5)
