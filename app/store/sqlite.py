@@ -194,6 +194,11 @@ def path_from_url(url: str) -> Path:
     return Path(parts.path[1:])
 
 
+def _unavailable(what: str, exc: sqlite3.Error) -> ChatError:
+    log.warning("sqlite %s failed: %s", what, exc)
+    return ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 5000")
@@ -846,16 +851,14 @@ class SqliteStore(QueuedWrites):
         try:
             return await self._reads.call(fn, *args)
         except sqlite3.Error as exc:
-            log.warning("sqlite read failed: %s", exc)
-            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+            raise _unavailable("read", exc) from exc
 
     async def _guarded(self, thread: ThreadPoolExecutor, what: str, fn: Any, *args: Any
                        ) -> Any:
         try:
             return await self._on(thread, fn, *args)
         except sqlite3.Error as exc:
-            log.warning("sqlite %s failed: %s", what, exc)
-            raise ChatError(ErrorCode.UNAVAILABLE, "the message store is unavailable") from exc
+            raise _unavailable(what, exc) from exc
 
     async def ping(self) -> None:
         if self._appends.closing:
