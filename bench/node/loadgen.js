@@ -3,6 +3,8 @@
 // WebSockets (`ws`) or HTTP long-polling, with the msgpack or JSON parser.
 // Senders stamp the send time into each message's text; receivers measure the
 // delivery latency and check every room's seq numbers (no loss, no repeats).
+// The WebSockets are `wire.js`'s lean client: what a generator spends on a
+// message should be the socket's, not a library's layers.
 //
 //   node loadgen.js '{"scenario": "fanout", "url": "http://127.0.0.1:8080", ...}'
 //
@@ -13,7 +15,7 @@ const http = require("http");
 const { performance } = require("perf_hooks");
 const fs = require("fs");
 const readline = require("readline");
-const WebSocket = require("ws");
+const { LeanSocket } = require("./wire");
 const notepack = require("notepack.io"); // what socket.io-msgpack-parser encodes with
 const { Unpackr } = require("msgpackr"); // decodes twice as fast: receiving is the hot path
 
@@ -60,15 +62,22 @@ const codecs = {
 // -- frames many clients receive alike -----------------------------------------
 
 // A room's members receive the same frame bytes for each broadcast: the first
-// to get one decodes it, the others find it here (a byte comparison, native)
-// and share the decoded packet, read-only. What the generator spends on each
-// delivery is then mostly the socket's, as a real client's would be: without
-// it, decoding 99 copies of each message bounded the ramps (issue 36).
+// to get one decodes it, the others find it here and share the decoded packet,
+// read-only. What the generator spends on each delivery is then mostly the
+// socket's, as a real client's would be: without it, decoding 99 copies of
+// each message bounded the ramps (issue 36). The newest frames are compared
+// byte for byte (native); a member further behind than those (the server
+// writes members in turn, the generator reads sockets in turn, and near the
+// top a room's members are spread over tens of frames) finds its frame by
+// its bytes as a key, among the last `kept`.
 class FrameCache {
-  constructor(size = 8) {
-    this.frames = new Array(size).fill(null);
-    this.packets = new Array(size).fill(null);
+  constructor(recent = 8, kept = 512) {
+    this.frames = new Array(recent).fill(null);
+    this.packets = new Array(recent).fill(null);
     this.next = 0;
+    this.byBytes = new Map(); // latin1 string of the frame -> packet
+    this.order = []; // its keys, oldest first
+    this.kept = kept;
   }
 
   find(data) {
@@ -79,13 +88,21 @@ class FrameCache {
         return this.packets[i];
       }
     }
-    return null;
+    const pkt = this.byBytes.get(data.latin1Slice(0, data.length));
+    return pkt === undefined ? null : pkt;
   }
 
   keep(data, pkt) {
-    this.frames[this.next] = data;
+    const copy = Buffer.from(data); // (data may be a view of a socket's chunk)
+    this.frames[this.next] = copy;
     this.packets[this.next] = pkt;
     this.next = (this.next + 1) % this.frames.length;
+    const key = copy.latin1Slice(0, copy.length);
+    if (!this.byBytes.has(key)) {
+      this.byBytes.set(key, pkt);
+      this.order.push(key);
+      if (this.order.length > this.kept) this.byBytes.delete(this.order.shift());
+    }
   }
 }
 
@@ -142,9 +159,9 @@ class Client {
 
   async openWebSocket() {
     const url = this.base.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket";
-    const ws = new WebSocket(url, { perMessageDeflate: false });
+    const ws = new LeanSocket(url);
     this.ws = ws;
-    ws.on("message", (data, isBinary) => {
+    ws.onmessage = (data, isBinary) => {
       this.lastSize = data.length; // bytes of the WebSocket message (the presence scenario)
       const frames = this.frames;
       if (frames !== null) {
@@ -163,9 +180,9 @@ class Client {
         return this.onPacket(pkt);
       }
       return this.onEngineText(text);
-    });
-    ws.on("error", (err) => this.onConnect && this.onConnect(err));
-    ws.on("close", () => { this.closed = true; });
+    };
+    ws.onerror = (err) => this.onConnect && this.onConnect(err);
+    ws.onclose = () => { this.closed = true; };
   }
 
   onEngineText(text) {
