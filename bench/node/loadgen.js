@@ -1,6 +1,6 @@
 // The load generator of `make bench`: many cheap Socket.IO clients in one
 // process, speaking Engine.IO 4 / Socket.IO 5 framing themselves over raw
-// WebSockets (`ws`) or HTTP long-polling, with the msgpack or JSON parser.
+// WebSockets or HTTP long-polling (`wire.js`), with the msgpack or JSON parser.
 // Senders stamp the send time into each message's text; receivers measure the
 // delivery latency and check every room's seq numbers (no loss, no repeats).
 // The WebSockets are `wire.js`'s lean client: what a generator spends on a
@@ -11,11 +11,10 @@
 // Prints progress on stderr and one JSON result line on stdout. Every wait is
 // bounded; loopback only.
 "use strict";
-const http = require("http");
 const { performance } = require("perf_hooks");
 const fs = require("fs");
 const readline = require("readline");
-const { LeanSocket } = require("./wire");
+const { LeanHttp, LeanSocket } = require("./wire");
 const notepack = require("notepack.io"); // what socket.io-msgpack-parser encodes with
 const { Unpackr } = require("msgpackr"); // decodes twice as fast: receiving is the hot path
 
@@ -108,27 +107,6 @@ class FrameCache {
 
 // -- one client -----------------------------------------------------------
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
-
-function httpRequest(url, method, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, agent, headers: body === undefined ? {} : {
-      "Content-Type": "text/plain;charset=UTF-8", "Content-Length": Buffer.byteLength(body) } },
-    (res) => {
-      const chunks = [];
-      res.on("data", (chunk) => chunks.push(chunk));
-      res.on("end", () => (res.statusCode === 200
-        ? resolve(Buffer.concat(chunks).toString("utf8"))
-        : reject(new Error(`${method} ${res.statusCode}`))));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-    req.setTimeout(90000, () => req.destroy(new Error("http timeout")));
-    if (body !== undefined) req.write(body);
-    req.end();
-  });
-}
-
 class Client {
   constructor(base, { serializer, transport, name, onEvent }) {
     this.base = base;
@@ -196,9 +174,11 @@ class Client {
   }
 
   async openPolling() {
-    const open = await httpRequest(`${this.base}/socket.io/?EIO=4&transport=polling`, "GET");
+    this.polls = new LeanHttp(this.base); // the GETs, one at a time
+    this.posts = new LeanHttp(this.base); // the POSTs, beside them
+    const open = await this.polls.request("GET", "/socket.io/?EIO=4&transport=polling");
     this.sid = JSON.parse(open.slice(1)).sid;
-    this.pollUrl = `${this.base}/socket.io/?EIO=4&transport=polling&sid=${this.sid}`;
+    this.pollPath = `/socket.io/?EIO=4&transport=polling&sid=${this.sid}`;
     this.sendPacket({ type: CONNECT, nsp: "/chat", data: { name: this.name } });
     this.pollLoop();
   }
@@ -207,7 +187,7 @@ class Client {
     while (!this.closed) {
       let body;
       try {
-        body = await httpRequest(this.pollUrl, "GET");
+        body = await this.polls.request("GET", this.pollPath);
       } catch (err) {
         if (!this.closed) log("poll failed:", err.message);
         this.closed = true;
@@ -237,7 +217,7 @@ class Client {
     const body = this.outbox.join("\x1e");
     this.outbox = [];
     try {
-      await httpRequest(this.pollUrl, "POST", body);
+      await this.posts.request("POST", this.pollPath, body);
     } catch (err) {
       if (!this.closed) log("post failed:", err.message);
     }
@@ -283,6 +263,8 @@ class Client {
   close() { // abrupt, like a dropped network
     this.closed = true;
     if (this.ws) this.ws.terminate();
+    if (this.polls) this.polls.close();
+    if (this.posts) this.posts.close();
   }
 }
 
@@ -701,7 +683,6 @@ async function main() {
   const result = await scenario(cfg);
   clearTimeout(deadline);
   console.log(JSON.stringify(result));
-  agent.destroy();
   process.exit(0);
 }
 

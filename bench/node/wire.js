@@ -11,9 +11,16 @@
 // (permessage-deflate is never offered), pings answered, fragments joined,
 // a close answered and the socket ended. Every message is handed over as a
 // Buffer with whether it was binary, as `ws` does.
+//
+// And for long-polling, `LeanHttp`: one keep-alive HTTP/1.1 connection making
+// one request at a time, its request a string and its response read straight
+// off the socket (Content-Length or chunked). Node's HTTP client (a
+// ClientRequest, the agent's socket pool, its parser's callbacks) was most of
+// what the generator spent at the top of S3, where a fifth of the members poll.
 "use strict";
 const crypto = require("crypto");
 const http = require("http");
+const net = require("net");
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_MESSAGE = 64 * 1024 * 1024; // a server sending more is broken: drop it
@@ -190,4 +197,131 @@ class LeanSocket {
   }
 }
 
-module.exports = { LeanSocket };
+// -- long-polling's requests ------------------------------------------------------
+
+class LeanHttp {
+  // `base`: http://host:port. request(method, path, body?) -> the body (a
+  // string) of a 200, or a rejection; one at a time, on one connection that is
+  // opened when needed and kept alive until the server closes it.
+  constructor(base, { timeoutMs = 90000 } = {}) {
+    const url = new URL(base);
+    this.host = url.hostname;
+    this.port = Number(url.port) || 80;
+    this.hostHeader = url.host;
+    this.timeoutMs = timeoutMs;
+    this.socket = null;
+    this.buf = null;
+    this.pending = null;
+  }
+
+  request(method, path, body) {
+    if (this.pending !== null) return Promise.reject(new Error("one request at a time"));
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject, method };
+      const socket = this.socket === null ? this.open() : this.socket;
+      const head = `${method} ${path} HTTP/1.1\r\nHost: ${this.hostHeader}\r\n`;
+      if (body === undefined) {
+        socket.write(`${head}\r\n`, "latin1");
+      } else {
+        const data = Buffer.from(body, "utf8");
+        socket.write(Buffer.concat([Buffer.from(`${head}Content-Type: text/plain;charset=UTF-8\r\n`
+          + `Content-Length: ${data.length}\r\n\r\n`, "latin1"), data]));
+      }
+      socket.setTimeout(this.timeoutMs);
+    });
+  }
+
+  open() {
+    const socket = net.connect(this.port, this.host);
+    socket.setNoDelay(true);
+    const mine = (fn) => (arg) => { if (this.socket === socket) fn(arg); };
+    socket.on("data", mine((chunk) => this.read(chunk)));
+    socket.on("timeout", mine(() => this.fail(new Error("http timeout"))));
+    socket.on("error", mine((err) => this.fail(err)));
+    socket.on("close", mine(() => this.fail(new Error("the server closed the connection"))));
+    this.socket = socket;
+    this.buf = null;
+    return socket;
+  }
+
+  close() { // abrupt: the request in flight fails
+    this.fail(new Error("closed"));
+  }
+
+  drop() { // this connection is done with
+    const socket = this.socket;
+    this.socket = null;
+    this.buf = null;
+    if (socket !== null) socket.destroy();
+    return socket;
+  }
+
+  fail(err) {
+    this.drop();
+    const pending = this.pending;
+    this.pending = null;
+    if (pending !== null) pending.reject(err);
+  }
+
+  read(chunk) {
+    const buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
+    this.buf = buf;
+    if (this.pending === null) return this.fail(new Error("a response nobody asked for"));
+    const end = buf.indexOf("\r\n\r\n");
+    if (end < 0) return undefined;
+    const head = buf.latin1Slice(0, end).toLowerCase();
+    const status = Number(head.slice(9, 12));
+    const length = header(head, "content-length");
+    let body;
+    let used;
+    if ((header(head, "transfer-encoding") || "").includes("chunked")) {
+      const found = dechunk(buf, end + 4);
+      if (found === null) return undefined;
+      [body, used] = found;
+    } else if (length !== null) {
+      used = end + 4 + Number(length);
+      if (buf.length < used) return undefined;
+      body = buf.subarray(end + 4, used);
+    } else {
+      return this.fail(new Error("a response without a length"));
+    }
+    if (used !== buf.length) return this.fail(new Error("more than the response"));
+    this.buf = null;
+    const pending = this.pending;
+    this.pending = null;
+    if (header(head, "connection") === "close") this.drop();
+    if (status === 200) pending.resolve(body.toString("utf8"));
+    else pending.reject(new Error(`${pending.method} ${status}`));
+    return undefined;
+  }
+}
+
+// a header's value in a lower-cased response head, or null
+function header(head, name) {
+  const at = head.indexOf(`\r\n${name}:`);
+  if (at < 0) return null;
+  const from = at + name.length + 3;
+  const to = head.indexOf("\r\n", from);
+  return head.slice(from, to < 0 ? head.length : to).trim();
+}
+
+// a chunked body from `start`: [body, bytes used to its end], or null if not all here
+function dechunk(buf, start) {
+  const parts = [];
+  let at = start;
+  for (;;) {
+    const eol = buf.indexOf("\r\n", at);
+    if (eol < 0) return null;
+    const size = parseInt(buf.latin1Slice(at, eol), 16);
+    if (Number.isNaN(size)) throw new Error("a bad chunk size");
+    if (size === 0) {
+      if (buf.length < eol + 4) return null; // (no trailers are sent)
+      return [Buffer.concat(parts), eol + 4];
+    }
+    if (buf.length < eol + 2 + size + 2) return null;
+    parts.push(buf.subarray(eol + 2, eol + 2 + size));
+    at = eol + 2 + size + 2;
+  }
+}
+
+module.exports = { LeanSocket, LeanHttp };
