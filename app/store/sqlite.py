@@ -221,6 +221,9 @@ class SqliteStore(QueuedWrites):
         self._appends = AppendQueue(self._write, lambda exc: isinstance(exc, sqlite3.Error),
                                     "sqlite")
         self._used = UseClock()
+        # the search index's last document number: the writer thread's alone
+        # (only its batches number documents), read once, forgotten on rollback
+        self._last_doc: int | None = None
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,9 +333,9 @@ class SqliteStore(QueuedWrites):
         try:
             stream = [r for r in batch if not isinstance(r, Mark)]
             rooms = sorted({r.room for r in batch})
-            settings = self._settings(conn, rooms)
-            writer = BatchWriter(self._heads(conn, rooms),
-                                 self._stored(conn, [r for r in stream if r.client_id is not None]),
+            settings, heads, stored = self._batch_reads(
+                conn, rooms, [r for r in stream if r.client_id is not None])
+            writer = BatchWriter(heads, stored,
                                  self._messages_at(conn, targets(stream)), now_ms(),
                                  self._reactors(conn, reactors_wanted(stream)), settings,
                                  self._standings(conn, standing_keys(stream, set(settings))))
@@ -348,6 +351,7 @@ class SqliteStore(QueuedWrites):
                            for r in batch]
             conn.execute("COMMIT")
         except BaseException:
+            self._last_doc = None  # (read again: what this batch numbered is gone)
             conn.execute("ROLLBACK")
             raise
         return results
@@ -355,7 +359,10 @@ class SqliteStore(QueuedWrites):
     def _write_stream(self, conn: sqlite3.Connection, writer: BatchWriter) -> None:
         """Write what ``writer`` made of the batch's appends and changes."""
         new = writer.new_entries
-        (doc,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages_fts").fetchone()
+        if self._last_doc is None:  # (FTS5 answers MAX(rowid) by a scan of its own)
+            (self._last_doc,) = conn.execute(
+                "SELECT COALESCE(MAX(rowid), 0) FROM messages_fts").fetchone()
+        doc = self._last_doc
         rows, found = [], []
         for e in new:
             if isinstance(e, Message):
@@ -372,6 +379,7 @@ class SqliteStore(QueuedWrites):
             conn.execute("INSERT INTO messages_fts (rowid, words, room, seq) VALUES "
                          + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
                          [v for r in chunk for v in r])
+        self._last_doc = doc
         changed = writer.changed_messages
         if changed:
             conn.executemany(
@@ -462,6 +470,40 @@ class SqliteStore(QueuedWrites):
                     [v for key in keys for v in key])}
 
     @staticmethod
+    def _batch_reads(conn: sqlite3.Connection, rooms: list[RoomName], keyed: list[Request]
+                     ) -> tuple[dict[RoomName, RoomSettings], dict[RoomName, int],
+                                dict[ClientKey, Entry]]:
+        """What every batch reads first, as one row of one statement: the
+        settings of those of ``rooms`` that are governed (:meth:`_settings`),
+        each room's last seq (:meth:`_heads`) and the entries already stored
+        under the batch's client ids (a retried send's). One statement, not
+        three: each gives up the GIL and must win it back from the loop."""
+        if not rooms:
+            return {}, {}, {}
+        ctes = ["k(room) AS (VALUES " + ", ".join(["(?)"] * len(rooms)) + ")"]
+        params: list[object] = list(rooms)
+        stored = "'[]'"
+        if keyed:
+            ctes.append("c(room, sender, client_id) AS (VALUES "
+                        + ", ".join(["(?, ?, ?)"] * len(keyed)) + ")")
+            params += [v for r in keyed for v in client_key(r)]
+            stored = (f"(SELECT json_group_array(json_array({_QUALIFIED})) FROM c CROSS JOIN"
+                      " messages AS m ON m.room = c.room AND m.sender = c.sender"
+                      " AND m.client_id = c.client_id)")
+        (settings, heads, found) = conn.execute(
+            "WITH " + ", ".join(ctes) + " SELECT"
+            " (SELECT json_group_object(s.room, json(s.body)) FROM room_settings AS s"
+            "  WHERE s.room IN (SELECT room FROM k)),"
+            " (SELECT json_group_object(k.room, max(COALESCE((SELECT MAX(m.seq) FROM messages"
+            "  AS m WHERE m.room = k.room), 0), COALESCE((SELECT p.upto FROM purged AS p"
+            "  WHERE p.room = k.room), 0))) FROM k), " + stored, params).fetchone()
+        entries = [entry(r) for r in json.loads(found)]
+        return ({RoomName(room): RoomSettings.from_dict(body)
+                 for room, body in json.loads(settings).items()},
+                {RoomName(room): int(top) for room, top in json.loads(heads).items() if top},
+                {(e.room, e.sender, e.client_id): e for e in entries})
+
+    @staticmethod
     def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:
         """The last seq of each room, as one row (one step). Each room's MAX is a
         subquery of its own, which SQLite answers from the end of the primary
@@ -476,20 +518,6 @@ class SqliteStore(QueuedWrites):
             " AS m WHERE m.room = k.room), 0), COALESCE((SELECT p.upto FROM purged AS p"
             " WHERE p.room = k.room), 0))) FROM k", rooms).fetchone()
         return {RoomName(room): int(top) for room, top in json.loads(heads).items() if top}
-
-    @staticmethod
-    def _stored(conn: sqlite3.Connection, keyed: list[Request]) -> dict[ClientKey, Entry]:
-        """Entries already stored under the batch's client ids, as one row."""
-        if not keyed:
-            return {}
-        (rows,) = conn.execute(
-            "WITH k(room, sender, client_id) AS (VALUES "
-            + ", ".join(["(?, ?, ?)"] * len(keyed)) + ")"
-            f" SELECT json_group_array(json_array({_QUALIFIED})) FROM k CROSS JOIN messages"
-            " AS m ON m.room = k.room AND m.sender = k.sender AND m.client_id = k.client_id",
-            [v for r in keyed for v in client_key(r)]).fetchone()
-        found = [entry(r) for r in json.loads(rows)]
-        return {(e.room, e.sender, e.client_id): e for e in found}
 
     @staticmethod
     def _messages_at(conn: sqlite3.Connection, keys: list[Key]) -> dict[Key, Message]:

@@ -8,6 +8,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from app.core.errors import ChatError, ErrorCode
 from app.core.models import RoomName, now_ms
 from app.store.sqlite import SqliteStore
 
@@ -92,5 +95,36 @@ async def test_a_purge_gives_the_space_back_to_the_file_system(tmp_path: Path) -
             pass
         assert (await store.page(RoomName("big"))).messages == []
         assert pages(path) < full / 4, (pages(path), full)
+    finally:
+        await store.close()
+
+
+async def test_a_failed_batch_leaves_the_search_index_numbered_right(tmp_path: Path) -> None:
+    """The writer keeps the search index's last document number in memory
+    rather than asking FTS5 for it each batch: a batch that fails after its
+    messages were numbered (here a trigger refuses its mention row, written
+    after them) is rolled back whole, and what follows is numbered, stored and
+    found as if it had never been."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        lobby = RoomName("lobby")
+        await store.append(lobby, "ann", "needle one", None)
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON mentions WHEN NEW.name ="
+                         " 'mallory' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        with pytest.raises(ChatError) as failed:
+            await store.append(lobby, "ann", "needle two", None, mentions=["mallory"])
+        assert failed.value.code is ErrorCode.UNAVAILABLE
+        await store.append(lobby, "ann", "needle three", None)
+        await store.append(lobby, "ann", "needle four", None, mentions=["bob"])
+        found = await store.search([lobby], ["needle"])
+        assert [m.text for m in found.messages] == ["needle four", "needle three", "needle one"]
+        assert [m.seq for m in (await store.page(lobby)).messages] == [1, 2, 3]
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            docs = conn.execute("SELECT doc FROM messages ORDER BY seq").fetchall()
+            indexed = conn.execute("SELECT rowid FROM messages_fts ORDER BY rowid").fetchall()
+        assert len(set(docs)) == 3 and sorted(docs) == indexed
     finally:
         await store.close()
