@@ -46,6 +46,10 @@ from .stream import (COLUMNS, BatchWriter, ClientKey, Key, Reactors, ReactorsWan
 
 _PLACES = "(" + ", ".join("?" * 14) + ")"  # COLUMNS and doc
 _QUALIFIED = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
+# the last seq of room ``k.room`` (its newest message's, or what retention purged
+# up to): SQLite answers each MAX from the end of the primary key
+_HEAD_OF_K = ("max(COALESCE((SELECT MAX(m.seq) FROM messages AS m WHERE m.room = k.room), 0),"
+              " COALESCE((SELECT p.upto FROM purged AS p WHERE p.room = k.room), 0))")
 
 log = logging.getLogger(__name__)
 
@@ -494,9 +498,8 @@ class SqliteStore(QueuedWrites):
             "WITH " + ", ".join(ctes) + " SELECT"
             " (SELECT json_group_object(s.room, json(s.body)) FROM room_settings AS s"
             "  WHERE s.room IN (SELECT room FROM k)),"
-            " (SELECT json_group_object(k.room, max(COALESCE((SELECT MAX(m.seq) FROM messages"
-            "  AS m WHERE m.room = k.room), 0), COALESCE((SELECT p.upto FROM purged AS p"
-            "  WHERE p.room = k.room), 0))) FROM k), " + stored, params).fetchone()
+            f" (SELECT json_group_object(k.room, {_HEAD_OF_K}) FROM k), " + stored,
+            params).fetchone()
         entries = [entry(r) for r in json.loads(found)]
         return ({RoomName(room): RoomSettings.from_dict(body)
                  for room, body in json.loads(settings).items()},
@@ -514,9 +517,7 @@ class SqliteStore(QueuedWrites):
             return {}
         (heads,) = conn.execute(
             "WITH k(room) AS (VALUES " + ", ".join(["(?)"] * len(rooms)) + ")"
-            " SELECT json_group_object(k.room, max(COALESCE((SELECT MAX(m.seq) FROM messages"
-            " AS m WHERE m.room = k.room), 0), COALESCE((SELECT p.upto FROM purged AS p"
-            " WHERE p.room = k.room), 0))) FROM k", rooms).fetchone()
+            f" SELECT json_group_object(k.room, {_HEAD_OF_K}) FROM k", rooms).fetchone()
         return {RoomName(room): int(top) for room, top in json.loads(heads).items() if top}
 
     @staticmethod
