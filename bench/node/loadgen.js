@@ -1,10 +1,10 @@
 // The load generator of `make bench`: many cheap Socket.IO clients in one
-// process, speaking Engine.IO 4 / Socket.IO 5 framing themselves over raw
-// WebSockets or HTTP long-polling (`wire.js`), with the msgpack or JSON parser.
-// Senders stamp the send time into each message's text; receivers measure the
-// delivery latency and check every room's seq numbers (no loss, no repeats).
-// The WebSockets are `wire.js`'s lean client: what a generator spends on a
-// message should be the socket's, not a library's layers.
+// process, speaking Engine.IO 4 / Socket.IO 5 framing themselves over
+// WebSockets or HTTP long-polling of their own (`wire.js`: what the generator
+// spends on a message should be the socket's, not a library's layers), with
+// the msgpack or JSON parser. Senders stamp the send time into each message's
+// text; receivers measure the delivery latency and check every room's seq
+// numbers (no loss, no repeats).
 //
 //   node loadgen.js '{"scenario": "fanout", "url": "http://127.0.0.1:8080", ...}'
 //
