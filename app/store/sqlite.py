@@ -10,6 +10,16 @@ thread hop per statement; here a whole batch is one hop.)
 Durability: WAL journal with ``synchronous=FULL``: an acknowledged message
 survives a process crash and a power loss.
 
+Search: the writer numbers each message (``doc``) and holds the new ones
+back from the full-text index until _INDEX_AFTER of them are waiting, then
+writes them with that batch. An FTS5 table costs about seven pages a
+transaction however few rows it takes (a new segment, its structure and
+averages records), against four for the message itself, so indexing with
+every commit was most of what a one-message batch wrote and fsynced. Search
+still finds every acknowledged message: what waits is written before a
+search reads, before an edit, delete or purge changes the index, and at
+close; after a crash, at start (the messages numbered past the index's last).
+
 Limits: one writer at a time. Several processes may open the same file
 (``busy_timeout`` makes them take turns), but for several nodes use
 PostgreSQL. ``seq`` never restarts as long as the file is kept.
@@ -24,7 +34,7 @@ import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -158,6 +168,7 @@ _INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_only ON messages (room, seq) WHERE kind = 'message';
 CREATE INDEX IF NOT EXISTS messages_actions ON messages (room, seq)
     WHERE kind IN (%s);
+CREATE INDEX IF NOT EXISTS messages_doc ON messages (doc) WHERE doc IS NOT NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
     words, room UNINDEXED, seq UNINDEXED, tokenize = 'ascii');
 """ % _ACTION_KINDS
@@ -186,6 +197,10 @@ ALTER TABLE messages ADD COLUMN reactions TEXT;
 """
 SEARCH_LANES = 2  # searches running at once (each on a connection and a thread of its own)
 _ROWS_PER_INSERT = 1000  # 14 parameters a row; SQLite allows 32,766 per statement
+# messages waiting for the search index before a batch writes them into it: a
+# batch's wait at most (128 short messages indexed: about a millisecond), and
+# a crash's work at the next start
+_INDEX_AFTER = 128
 
 
 def path_from_url(url: str) -> Path:
@@ -225,9 +240,14 @@ class SqliteStore(QueuedWrites):
         self._appends = AppendQueue(self._write, lambda exc: isinstance(exc, sqlite3.Error),
                                     "sqlite")
         self._used = UseClock()
-        # the search index's last document number: the writer thread's alone
-        # (only its batches number documents), read once, forgotten on rollback
+        # the last document number given: the writer thread's alone (only its
+        # batches number documents), read once, forgotten on rollback
         self._last_doc: int | None = None
+        # messages numbered and stored but not yet in the search index, as
+        # (doc, words, room, seq): the writer thread's alone; the first
+        # _indexing of them are written in the transaction under way
+        self._unindexed: list[tuple[int, str, RoomName, int]] = []
+        self._indexing = 0
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +277,7 @@ class SqliteStore(QueuedWrites):
         try:
             if reindexing:
                 self._index_all(conn)
+            self._recover_index(conn)
             if version < 4:
                 self._move_reactors(conn)
             if 0 < version < 10:
@@ -333,8 +354,7 @@ class SqliteStore(QueuedWrites):
         made a batch of 100 take hundreds of milliseconds under load."""
         conn = self._write_conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing(conn):
             stream = [r for r in batch if not isinstance(r, Mark)]
             rooms = sorted({r.room for r in batch})
             settings, heads, stored = self._batch_reads(
@@ -353,36 +373,81 @@ class SqliteStore(QueuedWrites):
                 streamed = iter(results)
                 results = [next(readings) if isinstance(r, Mark) else next(streamed)
                            for r in batch]
+            if len(self._unindexed) >= _INDEX_AFTER:
+                self._index_waiting(conn)
+        return results
+
+    @contextlib.contextmanager
+    def _writing(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """A transaction of the writer's: the messages it wrote into the search
+        index wait no more once it commits; a rollback forgets what it numbered."""
+        waiting = len(self._unindexed)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
             conn.execute("COMMIT")
         except BaseException:
-            self._last_doc = None  # (read again: what this batch numbered is gone)
+            self._last_doc = None  # (read again)
+            del self._unindexed[waiting:]
+            self._indexing = 0
             conn.execute("ROLLBACK")
             raise
-        return results
+        del self._unindexed[:self._indexing]
+        self._indexing = 0
+
+    def _index_waiting(self, conn: sqlite3.Connection) -> None:
+        """Write the messages waiting for the search index into it, in the
+        transaction under way (a :meth:`_writing`)."""
+        rows = self._unindexed[self._indexing:]
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start:start + _ROWS_PER_INSERT]
+            conn.execute("INSERT INTO messages_fts (rowid, words, room, seq) VALUES "
+                         + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                         [v for r in chunk for v in r])
+        self._indexing = len(self._unindexed)
+
+    def _index_now(self) -> None:
+        """Everything waiting into the search index, in a transaction of its own."""
+        conn = self._write_conn
+        assert conn is not None
+        if self._unindexed:
+            with self._writing(conn):
+                self._index_waiting(conn)
+
+    @staticmethod
+    def _recover_index(conn: sqlite3.Connection) -> None:
+        """After a crash: the messages numbered past the index's last, into it
+        (those the writer held back; a deleted one never goes in)."""
+        last = conn.execute("SELECT rowid FROM messages_fts ORDER BY rowid DESC LIMIT 1"
+                            ).fetchone()
+        rows = conn.execute("SELECT doc, room, seq, text FROM messages WHERE doc > ?"
+                            " AND kind = 'message' AND NOT deleted ORDER BY doc",
+                            (last[0] if last else 0,))
+        while chunk := rows.fetchmany(_ROWS_PER_INSERT):
+            conn.executemany("INSERT INTO messages_fts (rowid, words, room, seq)"
+                             " VALUES (?, ?, ?, ?)",
+                             [(doc, indexed(room, text), room, seq)
+                              for doc, room, seq, text in chunk])
 
     def _write_stream(self, conn: sqlite3.Connection, writer: BatchWriter) -> None:
         """Write what ``writer`` made of the batch's appends and changes."""
         new = writer.new_entries
-        if self._last_doc is None:  # (FTS5 answers MAX(rowid) by a scan of its own)
-            (self._last_doc,) = conn.execute(
-                "SELECT COALESCE(MAX(rowid), 0) FROM messages_fts").fetchone()
+        if self._last_doc is None:
+            last = conn.execute("SELECT doc FROM messages WHERE doc IS NOT NULL"
+                                " ORDER BY doc DESC LIMIT 1").fetchone()
+            self._last_doc = last[0] if last else 0
         doc = self._last_doc
-        rows, found = [], []
+        rows = []
         for e in new:
             if isinstance(e, Message):
                 doc += 1
                 if not e.deleted:
-                    found.append((doc, indexed(e.room, e.text), e.room, e.seq))
+                    self._unindexed.append((doc, indexed(e.room, e.text), e.room, e.seq))
             rows.append((*row(e), doc if isinstance(e, Message) else None))
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start:start + _ROWS_PER_INSERT]
             conn.execute(f"INSERT INTO messages ({COLUMNS}, doc) VALUES "
                          + ", ".join([_PLACES] * len(chunk)), [v for r in chunk for v in r])
-        for start in range(0, len(found), _ROWS_PER_INSERT):
-            chunk = found[start:start + _ROWS_PER_INSERT]
-            conn.execute("INSERT INTO messages_fts (rowid, words, room, seq) VALUES "
-                         + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
-                         [v for r in chunk for v in r])
         self._last_doc = doc
         changed = writer.changed_messages
         if changed:
@@ -391,7 +456,10 @@ class SqliteStore(QueuedWrites):
                 " attachments = ? WHERE room = ? AND seq = ?",
                 [(r[4], r[9], r[10], r[11], r[12], r[0], r[1]) for r in map(row, changed)])
             texts = retexted(new)
-            self._reindex(conn, [m for m in changed if (m.room, m.seq) in texts])
+            retexts = [m for m in changed if (m.room, m.seq) in texts]
+            if retexts:
+                self._index_waiting(conn)  # (an edited message may be one of them)
+                self._reindex(conn, retexts)
         gone, added, cleared = writer.reactor_rows
         conn.executemany("DELETE FROM reactions WHERE room = ? AND seq = ? AND emoji = ?"
                          " AND name = ?", gone)
@@ -634,8 +702,8 @@ class SqliteStore(QueuedWrites):
     def _purge(self, room: RoomName, before: int, limit: int) -> int:
         conn = self._write_conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing(conn):
+            self._index_waiting(conn)  # (what it removes from the index must be there)
             found = conn.execute("SELECT upto FROM purged WHERE room = ?", (room,)).fetchone()
             upto = cut = found[0] if found else 0
             rows = conn.execute("SELECT seq, ts, doc FROM messages WHERE room = ? AND seq > ?"
@@ -655,10 +723,6 @@ class SqliteStore(QueuedWrites):
                 conn.execute("DELETE FROM messages WHERE room = ? AND seq > ? AND seq <= ?"
                              f" AND kind NOT IN ({_ACTION_KINDS})", span)
                 conn.execute("INSERT OR REPLACE INTO purged VALUES (?, ?)", (room, cut))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         if cut > upto:
             # (new files: their freed pages back; run to its end by sqlite3_exec:
             # the statement frees one page per step, and execute() steps once)
@@ -679,6 +743,8 @@ class SqliteStore(QueuedWrites):
         before = _doc_cursor(cursor)
         if not rooms or not terms:
             return SearchPage([], [], False)
+        if self._unindexed:  # (an acknowledged message is found)
+            await self._written(self._index_now)
         found: SearchPage = await self._searches.run(
             "search", lambda conn: _search(conn, list(rooms), terms, before, limit), timeout)
         return found
@@ -905,6 +971,8 @@ class SqliteStore(QueuedWrites):
         if self._appends.closing:
             return
         await self._appends.close()  # writes what was queued
+        if self._write_conn is not None:
+            await self._written(self._index_now)  # (or the next start does it)
         await self._searches.close()
         for thread, conn in ((self._writer_thread, self._write_conn),
                              (self._reader_thread, self._read_conn)):

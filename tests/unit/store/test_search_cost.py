@@ -67,9 +67,12 @@ async def test_a_sqlite_prefix_search_reads_its_own_rooms_entries_only(
     that room's words only, however many words starting with that letter the
     store's other rooms hold (before: every such word of every room)."""
     await fill(sqlite_store, SMALL, 10)
+    # (a search first writes the messages the index holds back: then it is whole)
+    assert len((await sqlite_store.search([SMALL], terms("a"))).messages) == 10
     with contextlib.closing(sqlite3.connect(tmp_path / "chat.db")) as conn:
         alone = prefix_terms(conn, SMALL, "a")
         await fill(sqlite_store, LARGE, 3000)
+        assert len((await sqlite_store.search([LARGE], terms("a"), limit=5)).messages) == 5
         assert prefix_terms(conn, SMALL, "a") == alone == 10 + 10 + 10
         assert prefix_terms(conn, LARGE, "a") > 3000
     page = await sqlite_store.search([SMALL], terms("a"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from app.core.errors import ChatError, ErrorCode
 from app.core.models import RoomName, now_ms
+from app.store import sqlite
 from app.store.sqlite import SqliteStore
 
 HISTORY = 20_000  # messages already in the long room
@@ -126,5 +128,88 @@ async def test_a_failed_batch_leaves_the_search_index_numbered_right(tmp_path: P
             docs = conn.execute("SELECT doc FROM messages ORDER BY seq").fetchall()
             indexed = conn.execute("SELECT rowid FROM messages_fts ORDER BY rowid").fetchall()
         assert len(set(docs)) == 3 and sorted(docs) == indexed
+    finally:
+        await store.close()
+
+
+def index_rows(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM messages_fts").fetchone()
+    return int(count)
+
+
+async def test_the_search_index_takes_messages_in_groups_and_finds_each_at_once(
+        tmp_path: Path) -> None:
+    """An FTS5 table writes a segment and two records with every transaction
+    that touches it: the writer holds new messages back from it and writes
+    them with the batch that makes _INDEX_AFTER of them. A search first
+    writes what waits, so an acknowledged message is always found."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        lobby = RoomName("lobby")
+        for i in range(sqlite._INDEX_AFTER - 1):
+            await store.append(lobby, "ann", f"needle {i}", None)
+        assert index_rows(path) == 0  # held back
+        await store.append(lobby, "ann", f"needle {sqlite._INDEX_AFTER - 1}", None)
+        assert index_rows(path) == sqlite._INDEX_AFTER  # the batch that made them enough
+        await store.append(lobby, "ann", "needle last", None)
+        assert index_rows(path) == sqlite._INDEX_AFTER
+        found = await store.search([lobby], ["needle"], limit=2)
+        assert [m.text for m in found.messages] == [
+            "needle last", f"needle {sqlite._INDEX_AFTER - 1}"]
+        assert index_rows(path) == sqlite._INDEX_AFTER + 1
+    finally:
+        await store.close()
+
+
+CRASHING_WRITER = """
+import asyncio, sys
+from pathlib import Path
+from app.core.models import RoomName
+from app.store.sqlite import SqliteStore
+
+async def main():
+    store = SqliteStore(Path(sys.argv[1]))
+    await store.start()
+    lobby = RoomName("lobby")
+    for text in ["needle one", "needle two", "needle gone", "needle three"]:
+        await store.append(lobby, "ann", text, None)
+    await store.alter(lobby, "ann", "edit", 2, "needle second", None)
+    await store.alter(lobby, "ann", "delete", 3, None, None)
+    await store.append(lobby, "ann", "needle four", None)
+    print("acknowledged", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_messages_held_back_from_the_search_index_are_found_after_a_crash(
+        tmp_path: Path) -> None:
+    """A writer killed (SIGKILL) with acknowledged messages still held back
+    from the index: the next start indexes them, deleted ones excepted, as
+    they stand."""
+    path = tmp_path / "chat.db"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_WRITER, str(path), stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parents[3])
+    try:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"acknowledged\n"
+        held = index_rows(path)
+    finally:
+        child.kill()
+        await child.wait()
+    # the edit wrote the four before it (the delete took one out); the last waited
+    assert held == 3
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        found = await store.search([RoomName("lobby")], ["needle"])
+        assert [m.text for m in found.messages] == [
+            "needle four", "needle three", "needle second", "needle one"]
+        assert index_rows(path) == 4
     finally:
         await store.close()
