@@ -19,6 +19,9 @@ every commit was most of what a one-message batch wrote and fsynced. Search
 still finds every acknowledged message: what waits is written before a
 search reads, before an edit, delete or purge changes the index, and at
 close; after a crash, at start (the messages numbered past the index's last).
+A writer that finds the file written by another process since its last
+transaction (``PRAGMA data_version``) reads the last number again and takes
+what it holds back as it now stands.
 
 Limits: one writer at a time. Several processes may open the same file
 (``busy_timeout`` makes them take turns), but for several nodes use
@@ -248,6 +251,9 @@ class SqliteStore(QueuedWrites):
         # _indexing of them are written in the transaction under way
         self._unindexed: list[tuple[int, str, RoomName, int]] = []
         self._indexing = 0
+        # the file's data_version as the writer last saw it: another changes
+        # it only if another connection (another process) wrote meanwhile
+        self._data_version: int | None = None
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -381,8 +387,17 @@ class SqliteStore(QueuedWrites):
     def _writing(self, conn: sqlite3.Connection) -> Iterator[None]:
         """A transaction of the writer's: the messages it wrote into the search
         index wait no more once it commits; a rollback forgets what it numbered."""
-        waiting = len(self._unindexed)
         conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+            if version != self._data_version:  # (another process wrote: or the first time)
+                self._last_doc = None
+                self._reread_waiting(conn)
+                self._data_version = version
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        waiting = len(self._unindexed)
         try:
             yield
             conn.execute("COMMIT")
@@ -395,13 +410,25 @@ class SqliteStore(QueuedWrites):
         del self._unindexed[:self._indexing]
         self._indexing = 0
 
+    def _reread_waiting(self, conn: sqlite3.Connection) -> None:
+        """Another process wrote to the file since this writer last did: the
+        messages waiting for the index are taken as they stand now (it may
+        have edited, deleted or purged them; whatever of them it indexed is
+        written again, the same)."""
+        if not self._unindexed:
+            return
+        now = self._messages_at(conn, [(room, seq) for _, _, room, seq in self._unindexed])
+        self._unindexed = [(doc, indexed(room, m.text), room, seq)
+                           for doc, _, room, seq in self._unindexed
+                           if (m := now.get((room, seq))) is not None and not m.deleted]
+
     def _index_waiting(self, conn: sqlite3.Connection) -> None:
         """Write the messages waiting for the search index into it, in the
         transaction under way (a :meth:`_writing`)."""
         rows = self._unindexed[self._indexing:]
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start:start + _ROWS_PER_INSERT]
-            conn.execute("INSERT INTO messages_fts (rowid, words, room, seq) VALUES "
+            conn.execute("INSERT OR REPLACE INTO messages_fts (rowid, words, room, seq) VALUES "
                          + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
                          [v for r in chunk for v in r])
         self._indexing = len(self._unindexed)

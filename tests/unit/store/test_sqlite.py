@@ -213,3 +213,38 @@ async def test_messages_held_back_from_the_search_index_are_found_after_a_crash(
         assert index_rows(path) == 4
     finally:
         await store.close()
+
+
+async def test_two_processes_writing_one_file_number_and_index_every_message_once(
+        tmp_path: Path) -> None:
+    """Several processes may write one SQLite file in turn. A writer that
+    holds messages back from the index, while another starts (and indexes
+    them, as after a crash), edits one, deletes another and sends its own,
+    numbers its next message past the other's and writes into the index
+    what it held as it now stands."""
+    path = tmp_path / "chat.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    await first.start()
+    try:
+        lobby = RoomName("lobby")
+        for text in ["needle one", "needle two", "needle three"]:
+            await first.append(lobby, "ann", text, None)
+        await second.start()
+        try:
+            await second.alter(lobby, "ann", "edit", 1, "needle first", None)
+            await second.alter(lobby, "ann", "delete", 2, None, None)
+            await second.append(lobby, "bob", "needle from the second", None)
+        finally:
+            await second.close()
+        await first.append(lobby, "ann", "needle four", None)
+        found = await first.search([lobby], ["needle"])
+        assert [m.text for m in found.messages] == [
+            "needle four", "needle from the second", "needle three", "needle first"]
+    finally:
+        await first.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        docs = [d for (d,) in conn.execute(
+            "SELECT doc FROM messages WHERE kind = 'message' ORDER BY seq")]
+        rows = conn.execute("SELECT rowid, words FROM messages_fts ORDER BY rowid").fetchall()
+    assert len(set(docs)) == 5
+    assert [doc for doc, _ in rows] == sorted(set(docs) - {docs[1]})
