@@ -66,7 +66,7 @@ _HEAD_OF_K = ("max(COALESCE((SELECT MAX(m.seq) FROM messages AS m WHERE m.room =
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 _ACTION_KINDS = ", ".join(f"'{kind}'" for kind in ACTIONS)
 
 # One row per entry of a room's stream (app.store.stream): messages, as they
@@ -164,7 +164,9 @@ CREATE TABLE IF NOT EXISTS standings (
 # Search (app.store.search): each message's index tokens as it stands, under
 # the message's doc number (given in write order, so newest first is
 # descending rowid, which FTS5 walks without sorting); a deleted message has
-# no row. The tokens are cut by app.store.search and only split on spaces
+# no row (version 12: messages_doc finds the messages the writer held back
+# from the index when it stopped, which a Roomcast before it would not look
+# for). The tokens are cut by app.store.search and only split on spaces
 # here: the ascii tokenizer takes every non-ASCII character as part of a
 # token, so no Unicode table of SQLite's decides what a word is.
 _INDEXES = """

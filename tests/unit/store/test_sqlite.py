@@ -248,3 +248,33 @@ async def test_two_processes_writing_one_file_number_and_index_every_message_onc
         rows = conn.execute("SELECT rowid, words FROM messages_fts ORDER BY rowid").fetchall()
     assert len(set(docs)) == 5
     assert [doc for doc, _ in rows] == sorted(set(docs) - {docs[1]})
+
+
+async def test_a_version_11_file_gains_the_index_that_finds_held_back_messages(
+        tmp_path: Path) -> None:
+    """A file as version 11 left it (every message in the search index, no
+    index on ``doc``) opens as version 12, with it (so a Roomcast that knows
+    only version 11, and would not look for held-back messages, refuses the
+    file), and what it held is found."""
+    path = tmp_path / "chat.db"
+    store = SqliteStore(path)
+    await store.start()
+    lobby = RoomName("lobby")
+    await store.append(lobby, "ann", "needle old", None)
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("DROP INDEX messages_doc")
+        conn.execute("PRAGMA user_version = 11")
+        conn.commit()
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        await store.append(lobby, "ann", "needle new", None)
+        found = await store.search([lobby], ["needle"])
+        assert [m.text for m in found.messages] == ["needle new", "needle old"]
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (12,)
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_doc'"
+                            ).fetchone() == (1,)
