@@ -256,6 +256,9 @@ class SqliteStore(QueuedWrites):
         # the file's data_version as the writer last saw it: another changes
         # it only if another connection (another process) wrote meanwhile
         self._data_version: int | None = None
+        # how many waited when the transaction under way had seen it (None
+        # before): what a rollback keeps
+        self._waiting: int | None = None
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -365,8 +368,9 @@ class SqliteStore(QueuedWrites):
         with self._writing(conn):
             stream = [r for r in batch if not isinstance(r, Mark)]
             rooms = sorted({r.room for r in batch})
-            settings, heads, stored = self._batch_reads(
+            settings, heads, stored, version = self._batch_reads(
                 conn, rooms, [r for r in stream if r.client_id is not None])
+            self._seen(conn, version)
             writer = BatchWriter(heads, stored,
                                  self._messages_at(conn, targets(stream)), now_ms(),
                                  self._reactors(conn, reactors_wanted(stream)), settings,
@@ -387,30 +391,39 @@ class SqliteStore(QueuedWrites):
 
     @contextlib.contextmanager
     def _writing(self, conn: sqlite3.Connection) -> Iterator[None]:
-        """A transaction of the writer's: the messages it wrote into the search
-        index wait no more once it commits; a rollback forgets what it numbered."""
+        """A transaction of the writer's, whose first read tells :meth:`_seen`
+        the file's data_version: the messages it wrote into the search index
+        wait no more once it commits; a rollback forgets what it numbered."""
+        self._waiting = None
         conn.execute("BEGIN IMMEDIATE")
-        try:
-            (version,) = conn.execute("PRAGMA data_version").fetchone()
-            if version != self._data_version:  # (another process wrote: or the first time)
-                self._last_doc = None
-                self._reread_waiting(conn)
-                self._data_version = version
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        waiting = len(self._unindexed)
         try:
             yield
             conn.execute("COMMIT")
         except BaseException:
             self._last_doc = None  # (read again)
-            del self._unindexed[waiting:]
+            if self._waiting is not None:
+                del self._unindexed[self._waiting:]
             self._indexing = 0
             conn.execute("ROLLBACK")
             raise
         del self._unindexed[:self._indexing]
         self._indexing = 0
+
+    def _seen(self, conn: sqlite3.Connection, version: int) -> None:
+        """The file's data_version, read first in a :meth:`_writing` (in a
+        statement that reads anyway: each gives up the GIL): if another process
+        wrote since this writer last did, the last number is read again and
+        what waits for the index re-read; before it, nothing is numbered."""
+        if version != self._data_version:  # (or the first time)
+            self._last_doc = None
+            self._reread_waiting(conn)
+            self._data_version = version
+        self._waiting = len(self._unindexed)
+
+    @staticmethod
+    def _version_now(conn: sqlite3.Connection) -> int:
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
 
     def _reread_waiting(self, conn: sqlite3.Connection) -> None:
         """Another process wrote to the file since this writer last did: the
@@ -427,6 +440,7 @@ class SqliteStore(QueuedWrites):
     def _index_waiting(self, conn: sqlite3.Connection) -> None:
         """Write the messages waiting for the search index into it, in the
         transaction under way (a :meth:`_writing`)."""
+        assert self._waiting is not None  # (seen: nothing another process indexed is stale)
         rows = self._unindexed[self._indexing:]
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start:start + _ROWS_PER_INSERT]
@@ -441,6 +455,7 @@ class SqliteStore(QueuedWrites):
         assert conn is not None
         if self._unindexed:
             with self._writing(conn):
+                self._seen(conn, self._version_now(conn))
                 self._index_waiting(conn)
 
     @staticmethod
@@ -461,6 +476,7 @@ class SqliteStore(QueuedWrites):
     def _write_stream(self, conn: sqlite3.Connection, writer: BatchWriter) -> None:
         """Write what ``writer`` made of the batch's appends and changes."""
         new = writer.new_entries
+        assert self._waiting is not None  # (seen: the last number is the file's)
         if self._last_doc is None:
             last = conn.execute("SELECT doc FROM messages WHERE doc IS NOT NULL"
                                 " ORDER BY doc DESC LIMIT 1").fetchone()
@@ -573,14 +589,15 @@ class SqliteStore(QueuedWrites):
     @staticmethod
     def _batch_reads(conn: sqlite3.Connection, rooms: list[RoomName], keyed: list[Request]
                      ) -> tuple[dict[RoomName, RoomSettings], dict[RoomName, int],
-                                dict[ClientKey, Entry]]:
+                                dict[ClientKey, Entry], int]:
         """What every batch reads first, as one row of one statement: the
         settings of those of ``rooms`` that are governed (:meth:`_settings`),
         each room's last seq (:meth:`_heads`) and the entries already stored
-        under the batch's client ids (a retried send's). One statement, not
-        three: each gives up the GIL and must win it back from the loop."""
+        under the batch's client ids (a retried send's), and the file's
+        data_version (:meth:`_seen`). One statement, not four: each gives up
+        the GIL and must win it back from the loop."""
         if not rooms:
-            return {}, {}, {}
+            return {}, {}, {}, SqliteStore._version_now(conn)
         ctes = ["k(room) AS (VALUES " + ", ".join(["(?)"] * len(rooms)) + ")"]
         params: list[object] = list(rooms)
         stored = "'[]'"
@@ -591,8 +608,9 @@ class SqliteStore(QueuedWrites):
             stored = (f"(SELECT json_group_array(json_array({_QUALIFIED})) FROM c CROSS JOIN"
                       " messages AS m ON m.room = c.room AND m.sender = c.sender"
                       " AND m.client_id = c.client_id)")
-        (settings, heads, found) = conn.execute(
+        (version, settings, heads, found) = conn.execute(
             "WITH " + ", ".join(ctes) + " SELECT"
+            " (SELECT data_version FROM pragma_data_version()),"
             " (SELECT json_group_object(s.room, json(s.body)) FROM room_settings AS s"
             "  WHERE s.room IN (SELECT room FROM k)),"
             f" (SELECT json_group_object(k.room, {_HEAD_OF_K}) FROM k), " + stored,
@@ -601,7 +619,7 @@ class SqliteStore(QueuedWrites):
         return ({RoomName(room): RoomSettings.from_dict(body)
                  for room, body in json.loads(settings).items()},
                 {RoomName(room): int(top) for room, top in json.loads(heads).items() if top},
-                {(e.room, e.sender, e.client_id): e for e in entries})
+                {(e.room, e.sender, e.client_id): e for e in entries}, int(version))
 
     @staticmethod
     def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:
@@ -732,6 +750,7 @@ class SqliteStore(QueuedWrites):
         conn = self._write_conn
         assert conn is not None
         with self._writing(conn):
+            self._seen(conn, self._version_now(conn))
             self._index_waiting(conn)  # (what it removes from the index must be there)
             found = conn.execute("SELECT upto FROM purged WHERE room = ?", (room,)).fetchone()
             upto = cut = found[0] if found else 0
