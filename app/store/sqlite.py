@@ -286,9 +286,7 @@ class SqliteStore(QueuedWrites):
         conn.executescript(f"BEGIN; {numbering} {reindexing} {_SCHEMA} {_INDEXES}"
                            f" {_NUMBER if numbering else ''}")
         try:
-            if reindexing:
-                self._index_all(conn)
-            self._recover_index(conn)
+            self._recover_index(conn)  # (after version 5: every message)
             if version < 4:
                 self._move_reactors(conn)
             if 0 < version < 10:
@@ -302,17 +300,6 @@ class SqliteStore(QueuedWrites):
             conn.execute("ROLLBACK")
             raise
         return conn
-
-    def _index_all(self, conn: sqlite3.Connection) -> None:
-        """Version 5 -> 6: every message as it stands into the new search index."""
-        log.info("sqlite store: indexing the stored messages for search (once)")
-        rows = conn.execute("SELECT doc, room, seq, text FROM messages"
-                            " WHERE kind = 'message' AND NOT deleted")
-        while chunk := rows.fetchmany(_ROWS_PER_INSERT):
-            conn.executemany("INSERT INTO messages_fts (rowid, words, room, seq)"
-                             " VALUES (?, ?, ?, ?)",
-                             [(doc, indexed(room, text), room, seq)
-                              for doc, room, seq, text in chunk])
 
     @staticmethod
     def _move_reactors(conn: sqlite3.Connection) -> None:
@@ -460,18 +447,23 @@ class SqliteStore(QueuedWrites):
 
     @staticmethod
     def _recover_index(conn: sqlite3.Connection) -> None:
-        """After a crash: the messages numbered past the index's last, into it
-        (those the writer held back; a deleted one never goes in)."""
+        """The messages numbered past the search index's last, into it: after a
+        crash, those the writer held back; after the index was made anew
+        (version 5 -> 6), every message. A deleted one never goes in."""
         last = conn.execute("SELECT rowid FROM messages_fts ORDER BY rowid DESC LIMIT 1"
                             ).fetchone()
         rows = conn.execute("SELECT doc, room, seq, text FROM messages WHERE doc > ?"
                             " AND kind = 'message' AND NOT deleted ORDER BY doc",
                             (last[0] if last else 0,))
+        indexed_now = 0
         while chunk := rows.fetchmany(_ROWS_PER_INSERT):
+            indexed_now += len(chunk)
             conn.executemany("INSERT INTO messages_fts (rowid, words, room, seq)"
                              " VALUES (?, ?, ?, ?)",
                              [(doc, indexed(room, text), room, seq)
                               for doc, room, seq, text in chunk])
+        if indexed_now:
+            log.info("sqlite store: %d stored messages indexed for search", indexed_now)
 
     def _write_stream(self, conn: sqlite3.Connection, writer: BatchWriter) -> None:
         """Write what ``writer`` made of the batch's appends and changes."""
