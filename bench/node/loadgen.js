@@ -517,10 +517,16 @@ async function probe(cfg) {
 
 // -- S4: reconnect storm --------------------------------------------------------
 
+// Split over processes (`part` i of `parts`, each with its own rooms), each
+// says "ready" once its members are dropped and their missed messages sent,
+// and all rejoin when told "go": the rejoins' times are the shared clock's, so
+// the runner takes the storm's end over them all.
 async function storm(cfg) {
   const run = cfg.run || Date.now().toString(36);
   const names = [];
-  for (let r = 0; r < cfg.rooms; r++) names.push(`storm-${run}-${r}`);
+  for (let r = 0; r < cfg.rooms; r++) {
+    if (r % (cfg.parts || 1) === (cfg.part || 0)) names.push(`storm-${run}-${r}`);
+  }
   const open = async (name, room, since) => {
     const client = new Client(cfg.url, { serializer: cfg.serializer, transport: "websocket",
                                          name });
@@ -529,11 +535,11 @@ async function storm(cfg) {
     if (!ack.ok) throw new Error(`join refused: ${JSON.stringify(ack.error)}`);
     return { client, ack };
   };
-  const senders = await Promise.all(names.map((room, r) => open(`s${run}r${r}`, room)));
+  const senders = await Promise.all(names.map((room) => open(`s${run}${room}`, room)));
   const members = [];
-  for (let r = 0; r < cfg.rooms; r++) {
-    for (let m = 0; m < cfg.members; m++) members.push({ name: `u${run}r${r}m${m}`, room: names[r] });
-  }
+  names.forEach((room, r) => {
+    for (let m = 0; m < cfg.members; m++) members.push({ name: `u${run}${room}m${m}`, room });
+  });
   await inBatches(members, 100, async (member) => {
     const { client, ack } = await open(member.name, member.room);
     member.client = client;
@@ -550,7 +556,13 @@ async function storm(cfg) {
       sentSeqs[r].push(ack.message.seq);
     }
   }));
+  if (cfg.parts) {
+    console.log(JSON.stringify({ ready: true }));
+    const lines = readline.createInterface({ input: process.stdin });
+    for await (const line of lines) if (line.trim() === "go") break;
+  }
   const start = now();
+  const cpuStart = process.cpuUsage();
   let lost = 0;
   let repeated = 0;
   let failed = 0;
@@ -571,13 +583,19 @@ async function storm(cfg) {
       log("rejoin failed:", err.message);
     }
   }));
+  const cpu = process.cpuUsage(cpuStart);
   const sorted = Float64Array.from(times).sort();
   for (const member of members) member.client.close();
   for (const { client } of senders) client.close();
+  const last = sorted.length ? sorted[sorted.length - 1] : null;
   const result = { scenario: "storm", clients: members.length, missed_per_room: cfg.missed,
-                   recovered_s: round(sorted.length ? sorted[sorted.length - 1] / 1000 : null, 2),
-                   p50_ms: round(percentile(sorted, 50)), lost, repeated, failed };
+                   recovered_s: round(last === null ? null : last / 1000, 2),
+                   p50_ms: round(percentile(sorted, 50)), lost, repeated, failed,
+                   // this generator's CPU over its rejoins (near 100 %: it was the limit)
+                   loadgen_cpu_pct: last ? Math.round((cpu.user + cpu.system) / 10 / last) : null,
+                   start };
   log(JSON.stringify(result));
+  result.recovered_at = Array.from(sorted, (t) => round(start + t, 2)); // (the runner's)
   return result;
 }
 

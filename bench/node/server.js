@@ -60,7 +60,9 @@ async function listen() {
     await Promise.all([pub.connect(), sub.connect()]);
     io.adapter(createAdapter(pub, sub));
   }
-  httpServer.listen(port, "127.0.0.1", () => {
+  // the accept backlog Roomcast and the stock server have (Node's default is 511:
+  // a storm of simultaneous connects past it waits out the client's 1 s SYN retry)
+  httpServer.listen(port, "127.0.0.1", 2048, () => {
     console.log(`listening on http://127.0.0.1:${httpServer.address().port}`);
   });
 }
