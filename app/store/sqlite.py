@@ -354,9 +354,11 @@ class SqliteStore(QueuedWrites):
         assert conn is not None
         with self._writing(conn):
             stream = [r for r in batch if not isinstance(r, Mark)]
+            marks = [r for r in batch if isinstance(r, Mark)]
             rooms = sorted({r.room for r in batch})
-            settings, heads, stored, version = self._batch_reads(
-                conn, rooms, [r for r in stream if r.client_id is not None])
+            settings, heads, stored, markers, version = self._batch_reads(
+                conn, rooms, [r for r in stream if r.client_id is not None],
+                sorted({(m.name, m.room) for m in marks}))
             self._seen(conn, version)
             writer = BatchWriter(heads, stored,
                                  self._messages_at(conn, targets(stream)), now_ms(),
@@ -366,9 +368,8 @@ class SqliteStore(QueuedWrites):
                 writer.apply(r) for r in stream]
             if stream:
                 self._write_stream(conn, writer)
-            marks = [r for r in batch if isinstance(r, Mark)]
             if marks:
-                readings = iter(self._write_marks(conn, marks, writer.heads))
+                readings = iter(self._write_marks(conn, marks, writer.heads, markers))
                 streamed = iter(results)
                 results = [next(readings) if isinstance(r, Mark) else next(streamed)
                            for r in batch]
@@ -516,22 +517,20 @@ class SqliteStore(QueuedWrites):
                           for key, st in standings.items() if not st.empty])
 
     def _write_marks(self, conn: sqlite3.Connection, marks: list[Mark],
-                     heads: dict[RoomName, int]) -> list[Reading]:
-        keys = sorted({(m.name, m.room) for m in marks})
-        markers: dict[MarkerKey, int] = {}
-        for name, room in keys:
-            found = conn.execute("SELECT seq FROM markers WHERE name = ? AND room = ?",
-                                 (name, room)).fetchone()
-            if found is not None:
-                markers[(name, room)] = found[0]
+                     heads: dict[RoomName, int], markers: dict[MarkerKey, int]
+                     ) -> list[Reading]:
+        """``marks`` applied to the stored ``markers`` of their keys (read by
+        :meth:`_batch_reads`), in two statements however many: the rows
+        written, then every mark's unread counts read."""
         seqs = fold(marks, markers, heads)
         used = {(m.name, m.room): self._used() for m in marks}  # the last use of each
-        conn.executemany(
-            "INSERT INTO markers VALUES (?, ?, ?, ?) ON CONFLICT (name, room)"
-            " DO UPDATE SET seq = excluded.seq, at = excluded.at",
-            [(name, room, markers[(name, room)], used[(name, room)]) for name, room in keys])
-        return [Reading(m.room, seq, *_unread(conn, m.name, m.room, seq),
-                        heads.get(m.room, 0)) for m, seq in zip(marks, seqs)]
+        conn.execute(
+            "INSERT INTO markers VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(used))
+            + " ON CONFLICT (name, room) DO UPDATE SET seq = excluded.seq, at = excluded.at",
+            [v for key, at in used.items() for v in (*key, markers[key], at)])
+        counts = _unread(conn, [(m.name, m.room, seq) for m, seq in zip(marks, seqs)])
+        return [Reading(m.room, seq, *count, heads.get(m.room, 0))
+                for m, seq, count in zip(marks, seqs, counts)]
 
     @staticmethod
     def _reindex(conn: sqlite3.Connection, messages: list[Message]) -> None:
@@ -579,20 +578,22 @@ class SqliteStore(QueuedWrites):
                     [v for key in keys for v in key])}
 
     @staticmethod
-    def _batch_reads(conn: sqlite3.Connection, rooms: list[RoomName], keyed: list[Request]
+    def _batch_reads(conn: sqlite3.Connection, rooms: list[RoomName], keyed: list[Request],
+                     marked: list[MarkerKey]
                      ) -> tuple[dict[RoomName, RoomSettings], dict[RoomName, int],
-                                dict[ClientKey, Entry], int]:
+                                dict[ClientKey, Entry], dict[MarkerKey, int], int]:
         """What every batch reads first, as one row of one statement: the
         settings of those of ``rooms`` that are governed (:meth:`_settings`),
-        each room's last seq (:meth:`_heads`) and the entries already stored
-        under the batch's client ids (a retried send's), and the file's
-        data_version (:meth:`_seen`). One statement, not four: each gives up
-        the GIL and must win it back from the loop."""
+        each room's last seq (:meth:`_heads`), the entries already stored
+        under the batch's client ids (a retried send's), the read markers of
+        ``marked`` that exist, and the file's data_version (:meth:`_seen`).
+        One statement, not five: each gives up the GIL and must win it back
+        from the loop."""
         if not rooms:
-            return {}, {}, {}, SqliteStore._version_now(conn)
+            return {}, {}, {}, {}, SqliteStore._version_now(conn)
         ctes = ["k(room) AS (VALUES " + ", ".join(["(?)"] * len(rooms)) + ")"]
         params: list[object] = list(rooms)
-        stored = "'[]'"
+        stored = markers = "'[]'"
         if keyed:
             ctes.append("c(room, sender, client_id) AS (VALUES "
                         + ", ".join(["(?, ?, ?)"] * len(keyed)) + ")")
@@ -600,18 +601,25 @@ class SqliteStore(QueuedWrites):
             stored = (f"(SELECT json_group_array(json_array({_QUALIFIED})) FROM c CROSS JOIN"
                       " messages AS m ON m.room = c.room AND m.sender = c.sender"
                       " AND m.client_id = c.client_id)")
-        (version, settings, heads, found) = conn.execute(
+        if marked:
+            ctes.append("r(name, room) AS (VALUES " + ", ".join(["(?, ?)"] * len(marked)) + ")")
+            params += [v for key in marked for v in key]
+            markers = ("(SELECT json_group_array(json_array(r.name, r.room, m.seq)) FROM r"
+                       " CROSS JOIN markers AS m ON m.name = r.name AND m.room = r.room)")
+        (version, settings, heads, found, marks) = conn.execute(
             "WITH " + ", ".join(ctes) + " SELECT"
             " (SELECT data_version FROM pragma_data_version()),"
             " (SELECT json_group_object(s.room, json(s.body)) FROM room_settings AS s"
             "  WHERE s.room IN (SELECT room FROM k)),"
-            f" (SELECT json_group_object(k.room, {_HEAD_OF_K}) FROM k), " + stored,
+            f" (SELECT json_group_object(k.room, {_HEAD_OF_K}) FROM k), {stored}, {markers}",
             params).fetchone()
         entries = [entry(r) for r in json.loads(found)]
         return ({RoomName(room): RoomSettings.from_dict(body)
                  for room, body in json.loads(settings).items()},
                 {RoomName(room): int(top) for room, top in json.loads(heads).items() if top},
-                {(e.room, e.sender, e.client_id): e for e in entries}, int(version))
+                {(e.room, e.sender, e.client_id): e for e in entries},
+                {(name, RoomName(room)): int(seq) for name, room, seq in json.loads(marks)},
+                int(version))
 
     @staticmethod
     def _heads(conn: sqlite3.Connection, rooms: list[RoomName]) -> dict[RoomName, int]:
@@ -809,8 +817,9 @@ class SqliteStore(QueuedWrites):
                     f"SELECT room, seq FROM markers WHERE name = ? AND room IN"
                     f" ({', '.join('?' * len(rooms))})", (name, *rooms)).fetchall()
             heads = self._heads(conn, sorted({room for room, _ in found}))
-            return [Reading(RoomName(room), seq, *_unread(conn, name, room, seq),
-                            heads.get(RoomName(room), 0)) for room, seq in found]
+            counts = _unread(conn, [(name, room, seq) for room, seq in found])
+            return [Reading(RoomName(room), seq, *count, heads.get(RoomName(room), 0))
+                    for (room, seq), count in zip(found, counts)]
         finally:
             conn.execute("COMMIT")
 
@@ -1035,17 +1044,25 @@ async def open(url: str) -> MessageStore:  # noqa: A001 - the factory every stor
     return store
 
 
-def _unread(conn: sqlite3.Connection, name: str, room: str, after: int) -> tuple[int, int]:
-    """The messages after ``after`` in ``room`` that others sent and are not
-    deleted, and the mentions of ``name`` among them, each up to UNREAD_COUNTED."""
-    (unread,) = conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE room = ? AND kind = 'message'"
-        " AND seq > ? AND sender != ? AND NOT deleted LIMIT ?)",
-        (room, after, name, UNREAD_COUNTED)).fetchone()
-    (mentions,) = conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM mentions WHERE name = ? AND room = ? AND seq > ?"
-        " LIMIT ?)", (name, room, after, UNREAD_COUNTED)).fetchone()
-    return unread, mentions
+def _unread(conn: sqlite3.Connection, keys: list[tuple[str, str, int]]) -> list[tuple[int, int]]:
+    """For each (name, room, after) of ``keys``: the messages after ``after``
+    in ``room`` that others sent and are not deleted, and the mentions of
+    ``name`` among them, each up to UNREAD_COUNTED. One statement however
+    many keys (each statement gives up the GIL and must win it back)."""
+    if not keys:
+        return []
+    (rows,) = conn.execute(
+        "WITH k(name, room, after) AS (VALUES " + ", ".join(["(?, ?, ?)"] * len(keys)) + ")"
+        " SELECT json_group_array(json_array(k.name, k.room, k.after,"
+        " (SELECT count(*) FROM (SELECT 1 FROM messages AS m WHERE m.room = k.room"
+        "  AND m.kind = 'message' AND m.seq > k.after AND m.sender != k.name"
+        "  AND NOT m.deleted LIMIT ?)),"
+        " (SELECT count(*) FROM (SELECT 1 FROM mentions AS n WHERE n.name = k.name"
+        "  AND n.room = k.room AND n.seq > k.after LIMIT ?)))) FROM k",
+        [*(v for key in keys for v in key), UNREAD_COUNTED, UNREAD_COUNTED]).fetchone()
+    counted = {(name, room, after): (unread, mentions)
+               for name, room, after, unread, mentions in json.loads(rows)}
+    return [counted[key] for key in keys]
 
 
 def _search(conn: sqlite3.Connection, rooms: list[RoomName], terms: list[str], before: int,

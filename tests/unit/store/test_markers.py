@@ -106,6 +106,36 @@ async def test_marks_racing_in_one_batch_keep_call_order(store: MessageStore) ->
     assert [r.read for r in results if isinstance(r, Reading)] == [1, 1, 2]
 
 
+async def test_a_crowd_marking_at_once_gets_each_its_own_reading(store: MessageStore) -> None:
+    """A crowd joining (or reading) at once is one batch: each mark still gets
+    the counts of its own person, room and marker."""
+    rooms = [RoomName(f"crowd{i}") for i in range(3)]
+    people = [f"p{i}" for i in range(4)]
+    for room in rooms:
+        for name in people:
+            await store.mark(name, room)
+    for r, room in enumerate(rooms):  # room r: r + 1 messages from each person
+        for name in people:
+            for i in range(r + 1):
+                await store.append(room, name, f"{name} {i}", None, mentions=[people[0]])
+    # each person has read a different way into each room
+    expected = {}
+    for r, room in enumerate(rooms):
+        latest = (r + 1) * len(people)
+        for p, name in enumerate(people):
+            read = min(p, latest)
+            await store.mark(name, room, read)
+            others = sum(1 for seq in range(read + 1, latest + 1)
+                         if people[(seq - 1) // (r + 1)] != name)
+            mentions = others if p == 0 else 0
+            expected[(name, room)] = Reading(room, read, others, mentions, latest)
+    keys = [(name, room) for room in rooms for name in reversed(people)]
+    got = await asyncio.gather(*(store.mark(name, room) for name, room in keys))
+    assert got == [expected[key] for key in keys]
+    listed = await store.readings(people[0], rooms)
+    assert sorted(listed, key=lambda r: r.room) == [expected[(people[0], room)] for room in rooms]
+
+
 async def test_receipts_list_the_furthest_readers_first(store: MessageStore) -> None:
     for i in range(3):
         await store.append(LOBBY, "bob", f"m{i}", None)
