@@ -217,6 +217,52 @@ def idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
             "dropped while idle": result["connections"] - result["alive_at_end"]}
 
 
+class Generators:
+    """Load generators in processes of their own, which take turns with the
+    runner a line at a time: each says a JSON line when ready, and another
+    when told something; each bounds its own run in time."""
+
+    def __init__(self, configs: list[dict[str, Any]]) -> None:
+        self.configs = configs
+        self.procs = [subprocess.Popen(["node", str(NODE_DIR / "loadgen.js"), json.dumps(config)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                      for config in configs]
+
+    def said(self, proc: subprocess.Popen[str], what: str | None = None) -> dict[str, Any]:
+        """What ``proc`` says next (after being told ``what``, if given)."""
+        assert proc.stdin is not None and proc.stdout is not None
+        if what is not None:
+            proc.stdin.write(what + "\n")
+            proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load generator failed on {self.configs}")
+        return dict(json.loads(line))
+
+    def tell_all(self, what: str) -> list[dict[str, Any]]:
+        """Tell every one ``what`` (all first, so that they start together),
+        then what each says."""
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(what + "\n")
+            proc.stdin.flush()
+        return [self.said(proc) for proc in self.procs]
+
+    def __enter__(self) -> Generators:
+        return self
+
+    def __exit__(self, failed: type[BaseException] | None, *exc: object) -> None:
+        """Each ends by itself after its last line, given 30 s; at once on a failure."""
+        for proc in self.procs:
+            try:
+                if failed is None:
+                    proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.poll() is None:
+                proc.kill()
+
+
 def held_idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
     """S5: ``args.held`` idle WebSockets over :data:`IDLE_GENERATORS` processes;
     once all are held, the server's memory, then its CPU and a probe's send
@@ -226,32 +272,12 @@ def held_idle(server: Server, args: argparse.Namespace) -> dict[str, float]:
     config = {"scenario": "idle", "url": server.url, "serializer": args.serializer,
               "connections": args.held // IDLE_GENERATORS, "serverPid": server.proc.pid,
               "probeSeconds": IDLE_SECONDS, "holdSeconds": 300, "run": run_id()}
-    procs = [subprocess.Popen(["node", str(NODE_DIR / "loadgen.js"),
-                               json.dumps({**config, "prefix": f"g{i}-"})],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for i in range(IDLE_GENERATORS)]
-
-    def said(proc: subprocess.Popen[str], what: str | None = None) -> dict[str, Any]:
-        assert proc.stdin is not None and proc.stdout is not None
-        if what is not None:
-            proc.stdin.write(what + "\n")
-            proc.stdin.flush()
-        line = proc.stdout.readline()  # (each generator bounds its own run in time)
-        if not line:
-            raise RuntimeError(f"load generator failed on {config}")
-        return dict(json.loads(line))
-    try:
-        ready = [said(proc) for proc in procs]
+    with Generators([{**config, "prefix": f"g{i}-"} for i in range(IDLE_GENERATORS)]) as gens:
+        ready = [gens.said(proc) for proc in gens.procs]
         held_rss = server.rss_kb()
-        probe = said(procs[0], "probe")["probe"]
+        probe = gens.said(gens.procs[0], "probe")["probe"]
         print(f"[probe] {json.dumps(probe)}", file=sys.stderr, flush=True)
-        ends = [said(proc, "close") for proc in procs]
-        for proc in procs:
-            proc.wait(30)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+        ends = gens.tell_all("close")
     held = sum(r["connections"] for r in ready)
     return {"connections held": held,
             "KB per connection": round((held_rss - before) / held, 1),
@@ -267,31 +293,10 @@ def storm(server: Server, args: argparse.Namespace) -> dict[str, float]:
     generators' clocks are the same clock)."""
     config = {"scenario": "storm", "url": server.url, "serializer": args.serializer,
               "run": run_id(), "parts": STORM_GENERATORS}
-    procs = [subprocess.Popen(["node", str(NODE_DIR / "loadgen.js"),
-                               json.dumps({**config, "part": i})],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for i in range(STORM_GENERATORS)]
-
-    def line(proc: subprocess.Popen[str]) -> dict[str, Any]:
-        assert proc.stdout is not None
-        said = proc.stdout.readline()  # (each generator bounds its own run in time)
-        if not said:
-            raise RuntimeError(f"load generator failed on {config}")
-        return dict(json.loads(said))
-    try:
-        for proc in procs:
-            line(proc)  # ready
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = [line(proc) for proc in procs]
-        for proc in procs:
-            proc.wait(30)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    with Generators([{**config, "part": i} for i in range(STORM_GENERATORS)]) as gens:
+        for proc in gens.procs:
+            gens.said(proc)  # ready
+        results = gens.tell_all("go")
     start = min(r["start"] for r in results)
     times = sorted(at - start for r in results for at in r["recovered_at"])
     return {"s until all recovered": round(times[-1] / 1000, 2) if times else float("nan"),
