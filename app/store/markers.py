@@ -19,8 +19,10 @@ A **direct conversation** is a room with a fixed set of participants
 such rooms and decides who may enter them.
 
 Marks go through the store's write queue (:mod:`app.store.batching`) like
-appends, so that a crowd joining at once costs one commit; :func:`fold`
-decides what each mark of a batch does, the same way in every store.
+appends, so that a crowd joining at once costs one commit (and, in SQLite,
+two statements however many marks: each statement gives up the GIL);
+:func:`fold` decides what each mark of a batch does, the same way in every
+store.
 """
 
 from __future__ import annotations
