@@ -33,6 +33,7 @@ from ..core.policy import Act, RoomSettings, Standing, check_join
 from ..presence import Presence
 from ..settings import Settings
 from ..store import MessageStore
+from ..store.shared import TurnShared
 from .connections import Connection, Connections, log_failure
 from .cursors import owner
 from .directs import is_direct
@@ -67,6 +68,7 @@ class Rooms:
         self.wire = wire
         self.watchers = watchers  # told of every entry stored (the webhooks)
         self.roster = Roster(settings, presence, wire)  # what members are told of presence
+        self._receipts = TurnShared()  # a room's receipts in their wire form, per turn
         self.draining = False  # this node is shutting down: no new joins
         self._housekeeping: asyncio.Task[None] | None = None
         # dropped connections' entries, kept for --presence-grace: (room, sid) ->
@@ -116,8 +118,7 @@ class Rooms:
             page, entries, more = await self.replies.read(conn, query,
                                                           keep_newest=since is None)
             reading = await self.store.mark(conn.name, room)
-            receipts = await self.store.receipts(room) if self.settings.read_receipts \
-                else None
+            receipts = await self.receipts(room) if self.settings.read_receipts else None
             if entering:
                 if people is not None:
                     conn.directs[room] = people
@@ -136,7 +137,7 @@ class Rooms:
                **entries, "more": more, "read": reading.read, "unread": reading.unread,
                "mentions": reading.mentions}
         if receipts is not None:
-            ack["receipts"] = receipt_list(receipts)
+            ack["receipts"] = receipts
         if (gone := page.gone(since)) is not None:  # what retention removed of it
             ack["gone"] = gone
         if settings is not None:  # a governed room: its settings, and where you stand
@@ -147,6 +148,15 @@ class Rooms:
         if req.cursor is not None:
             ack["cursor"] = position
         return ack
+
+    async def receipts(self, room: RoomName) -> list[dict[str, Any]]:
+        """``room``'s read receipts in their wire form, read and built once for
+        all the joins of the room in one turn of the loop (a reconnect storm's
+        hundreds: :mod:`app.store.shared`). Shared: not to be changed."""
+        return await self._receipts.call(room, lambda: self._receipt_list(room))
+
+    async def _receipt_list(self, room: RoomName) -> list[dict[str, Any]]:
+        return receipt_list(await self.store.receipts(room))
 
     async def admit(self, conn: Connection, room: RoomName) -> frozenset[str] | None:
         """Refuse ``conn`` a room it may not enter (join, or act in through the

@@ -15,6 +15,7 @@ from app.chat.mentions import MAX_MENTIONS
 from app.core.models import RoomName
 from app.chat.receipts import Receipts
 from app.store.markers import RECEIPTS_LISTED
+from app.store.memory import MemoryStore
 
 from ..conftest import TIMEOUT
 from ..tokens import SECRET, token
@@ -114,6 +115,37 @@ async def test_read_receipts_reach_the_room(peer: LocalPeerFactory) -> None:
     assert [r["seq"] for r in ack["receipts"]] == [1, 1, 0]
     assert {(r["user"], r["seq"]) for r in ack["receipts"]} == {
         ("alice", 1), ("carol", 1), ("bob", 0)}
+
+
+class CountedReceipts(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.receipt_reads = 0
+
+    async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
+        self.receipt_reads += 1
+        return await super().receipts(room)
+
+
+async def test_the_joins_of_one_turn_read_the_receipts_once_and_see_every_mark(
+        serve: NodeFactory) -> None:
+    """A reconnect storm: the room's receipts are read once for all the joins
+    that ask in one turn of the loop, after every one of their marks; a join
+    in a later turn reads them again."""
+    store = CountedReceipts()
+    served = await serve(store=store)
+    people = [await served.peer(f"p{i}") for i in range(5)]
+    await people[0].join("r")
+    await people[0].send("r", "hello")
+    reads = store.receipt_reads
+    acks = await asyncio.gather(*(p.join("r") for p in people[1:]))
+    assert store.receipt_reads == reads + 1
+    for ack in acks:
+        assert [(r["user"], r["seq"]) for r in ack["receipts"]] == [
+            ("p1", 1), ("p2", 1), ("p3", 1), ("p4", 1), ("p0", 0)]
+    late = await served.peer("late")
+    assert [r["user"] for r in (await late.join("r"))["receipts"]][:2] == ["late", "p1"]
+    assert store.receipt_reads == reads + 2
 
 
 async def test_receipts_can_be_turned_off(serve: NodeFactory, peer: LocalPeerFactory) -> None:

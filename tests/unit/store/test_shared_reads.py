@@ -1,6 +1,7 @@
-"""app/store/shared.py through Deadlines: a room's joins that ask for its read
-receipts, or the same page, in one turn of the loop share one read; the next
-turn reads again."""
+"""app/store/shared.py through Deadlines: the joins of a room that ask for the
+same page in one turn of the loop share one read; the next turn reads again.
+(A room's read receipts are shared the same way, in their wire form, by the
+chat's Rooms: tests/unit/test_reading.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from ...conftest import until
 class Counted(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
-        self.reads = 0
         self.pages = 0
 
     async def page(self, room: RoomName, *, before: int | None = None,
@@ -24,37 +24,32 @@ class Counted(MemoryStore):
         self.pages += 1
         return await super().page(room, before=before, after=after, limit=limit)
 
-    async def receipts(self, room: RoomName) -> list[tuple[str, int]]:
-        self.reads += 1
-        return await super().receipts(room)
 
-
-async def test_receipts_asked_in_one_turn_are_read_once_and_again_the_next_turn() -> None:
+async def test_a_page_asked_in_one_turn_is_read_once_and_again_the_next_turn() -> None:
     store = Counted()
     room = RoomName("r")
     await store.append(room, "ann", "hi", None)
-    await store.mark("ann", room)
     shared = Deadlines(store, timeout=5, max_pending=100)
-    asks = [asyncio.ensure_future(shared.receipts(room)) for _ in range(50)]
-    other = asyncio.ensure_future(shared.receipts(RoomName("elsewhere")))
+    asks = [asyncio.ensure_future(shared.page(room)) for _ in range(50)]
+    other = asyncio.ensure_future(shared.page(RoomName("elsewhere")))
     answers = await asyncio.gather(*asks)
-    assert store.reads == 2  # r once, elsewhere once
-    assert all(answer == [("ann", 1)] for answer in answers)
-    assert await other == []
-    await store.mark("bob", room)  # a later turn reads what is stored by then
-    assert sorted(await shared.receipts(room)) == [("ann", 1), ("bob", 1)]
-    assert store.reads == 3
+    assert store.pages == 2  # r once, elsewhere once
+    assert all([m.text for m in answer.messages] == ["hi"] for answer in answers)
+    assert (await other).messages == []
+    await store.append(room, "bob", "there", None)  # a later turn reads what is stored by then
+    assert [m.text for m in (await shared.page(room)).messages] == ["hi", "there"]
+    assert store.pages == 3
 
 
 async def test_one_caller_cancelled_does_not_cancel_the_read_for_the_others() -> None:
     store = Counted()
     shared = Deadlines(store, timeout=5, max_pending=100)
-    first = asyncio.ensure_future(shared.receipts(RoomName("r")))
-    second = asyncio.ensure_future(shared.receipts(RoomName("r")))
-    await until(lambda: store.reads == 1)  # (both are waiting on the one read)
+    first = asyncio.ensure_future(shared.page(RoomName("r")))
+    second = asyncio.ensure_future(shared.page(RoomName("r")))
+    await until(lambda: store.pages == 1)  # (both are waiting on the one read)
     first.cancel()
-    assert await second == []
-    assert first.cancelled() and store.reads == 1
+    assert (await second).messages == []
+    assert first.cancelled() and store.pages == 1
 
 
 async def test_the_same_page_asked_in_one_turn_is_read_once() -> None:
