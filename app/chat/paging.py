@@ -39,22 +39,22 @@ def wire_size(serializer: str) -> Sizer:
     return _msgpack_size if serializer == "msgpack" else _json_size
 
 
-def fit(messages: Sequence[Wire], budget: int, size: Sizer, *, keep_newest: bool
+def fit(sized: Sequence[tuple[Wire, int]], budget: int, *, keep_newest: bool
         ) -> tuple[list[Wire], int, bool]:
-    """The messages (ascending by seq) that fit in ``budget`` bytes: the newest
-    ones if ``keep_newest`` (a page read backwards), else the oldest (a page
-    read forwards). At least one is kept, however large. Returns the kept
-    messages, their size and whether any was cut."""
-    order = reversed(messages) if keep_newest else iter(messages)
+    """The messages (``(message, its size)``, ascending by seq) that fit in
+    ``budget`` bytes: the newest ones if ``keep_newest`` (a page read
+    backwards), else the oldest (a page read forwards). At least one is kept,
+    however large. Returns the kept messages, their size and whether any was
+    cut."""
+    order = reversed(sized) if keep_newest else iter(sized)
     kept: list[Wire] = []
     used = 0
-    for message in order:
-        cost = size(message)
+    for message, cost in order:
         if kept and used + cost > budget:
             break
         kept.append(message)
         used += cost
-    cut = len(kept) < len(messages)
+    cut = len(kept) < len(sized)
     if keep_newest:
         kept.reverse()
     return kept, used, cut
