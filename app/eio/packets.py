@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = range(7)
@@ -39,10 +40,18 @@ def message(data: str | bytes) -> Encoded:
 def open_packet(sid: str, upgrades: list[str], ping_interval: float, ping_timeout: float,
                 max_payload: int) -> str:
     """The handshake's OPEN packet (intervals in seconds, sent in milliseconds)."""
-    return "0" + json.dumps({
-        "sid": sid, "upgrades": upgrades, "pingInterval": round(ping_interval * 1000),
+    return '0{"sid":' + json.dumps(sid) + _open_rest(tuple(upgrades), ping_interval,
+                                                     ping_timeout, max_payload)
+
+
+@functools.lru_cache(maxsize=8)
+def _open_rest(upgrades: tuple[str, ...], ping_interval: float, ping_timeout: float,
+               max_payload: int) -> str:
+    """What follows the sid in an OPEN packet: the same for every session."""
+    return "," + json.dumps({
+        "upgrades": list(upgrades), "pingInterval": round(ping_interval * 1000),
         "pingTimeout": round(ping_timeout * 1000), "maxPayload": max_payload,
-    }, separators=(",", ":"))
+    }, separators=(",", ":"))[1:]
 
 
 def decode(data: str | bytes) -> Packet:
