@@ -21,7 +21,7 @@ from PIL import Image
 from playwright.async_api import (Browser, FilePayload, Frame, Locator, async_playwright,
                                   expect)
 
-from app.appkeys import SIO_KEY
+from app.appkeys import METRICS_KEY, SIO_KEY
 from app.chat.namespace import NAMESPACE
 from app.core.models import RoomName, Sid
 
@@ -687,7 +687,9 @@ async def slow_link(serve: ServeFactory) -> AsyncIterator[tuple[Served, Proxy]]:
     to it whose rate the test sets (ask for it before ``users``)."""
     served = await serve(serializer="msgpack", max_backlog_bytes=64_000,
                          max_reply_bytes=32_000, socket_send_buffer=16384,
-                         ping_interval=1.0, ping_timeout=3.0)
+                         # a ping every second; the pong's deadline not so near
+                         # that a loaded machine's stall cuts the page (CI, once)
+                         ping_interval=1.0, ping_timeout=6.0)
     proxy = await Proxy(int(served.url.rsplit(":", 1)[1]), rate=0).start()
     yield served, proxy
     await proxy.close()
@@ -719,8 +721,11 @@ async def test_a_page_on_a_slow_link_is_caught_up_not_cut(
         assert await alice.texts() == texts
         await expect(alice.page.locator("#messages li[data-seq] .reactions")).to_have_count(
             20, timeout=4 * WAIT_MS)
+        ended = {sample.labels["reason"]: sample.value
+                 for metric in served.app[METRICS_KEY].disconnects.collect()
+                 for sample in metric.samples if sample.name.endswith("_total")}
         assert {sid for sid, conn in served.chat.connections.items()
-                if conn.name == "alice"} == sids  # never cut: the same connection
+                if conn.name == "alice"} == sids, ended  # never cut: the same connection
         proxy.rate = 0
     finally:
         await peer.disconnect()  # type: ignore[attr-defined]
